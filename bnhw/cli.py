@@ -1,0 +1,168 @@
+"""The ``bnhw`` command line.
+
+Every command turns user mistakes (bad specs, budgets, files) into a one-line
+``error: ...`` on stderr and a non-zero exit status; set ``BNHW_DEBUG=1`` to
+see tracebacks of unexpected failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import BnhwError
+
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70
+
+
+class BnhwGroup(click.Group):
+    """A click group that prints library errors as one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BnhwError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:  # an internal failure: still one line unless debugging
+            if os.environ.get("BNHW_DEBUG"):
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            click.echo(f"internal error: {type(e).__name__}: {msg} (set BNHW_DEBUG=1 for a traceback)", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=BnhwGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bnhw")
+def main() -> None:
+    """bnhw: hardware-aware co-design of binary neural networks.
+
+    Search 1-bit CNNs under an operations budget, model them in Brevitas,
+    export QONNX, build FPGA dataflow accelerators and run them on embedded
+    CPUs.  ARCH arguments are architecture spec files (JSON, see
+    `bnhw sample`) or bundled names (see `bnhw zoo`).
+    """
+
+
+# ---------------------------------------------------------------------------
+@main.command()
+@click.argument("arch")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-layer counts as JSON.")
+@click.option("--totals", is_flag=True, help="Print only the totals.")
+def ops(arch: str, as_json: bool, totals: bool) -> None:
+    """Count FLOPs, BOPs, Int8OPs and OPs of ARCH, per layer and in total.
+
+    OPs = FLOPs + BOPs/64 + Int8OPs/8 (NAS-BNN conventions: one MAC counts
+    once; binary k x k conv with groups g: k^2 (Cin/g) Cout Hout Wout BOPs;
+    8-bit stem: Int8OPs; classifier: (C+1) classes FLOPs; BN, activations,
+    shortcuts and pooling not counted), at the spec's nominal resolution.
+    """
+    from .estimators.ops import count_ops
+    from .flows.report_ops import render_ops
+    from .spec import load_spec
+
+    spec = load_spec(arch)
+    rep = count_ops(spec)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=2))
+        return
+    render_ops(rep, spec, totals_only=totals)
+
+
+# ---------------------------------------------------------------------------
+@main.command()
+@click.argument("name", required=False)
+def space(name: str | None) -> None:
+    """Describe a search space (choices per stage, size with and without the
+    Non-Decreasing constraint, OPs of its smallest and largest subnets), or
+    list the spaces when NAME is omitted."""
+    from .flows.report_ops import render_space, render_space_list
+
+    if name is None:
+        render_space_list()
+    else:
+        from .design.space import get_space
+
+        render_space(get_space(name))
+
+
+@main.command()
+def zoo() -> None:
+    """List the bundled architectures usable wherever ARCH is expected."""
+    from .estimators.ops import format_ops, ops_of
+    from .zoo import ARCHS, get_arch
+
+    for n, (_, desc) in ARCHS.items():
+        click.echo(f"{n:24s} {format_ops(ops_of(get_arch(n))):>9s} OPs  {desc}")
+
+
+@main.command()
+@click.option("--space", "space_name", default="nasbnn-imagenet", show_default=True, help="Search space.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("-n", "count", default=1, show_default=True, type=click.IntRange(1, 100000),
+              help="Number of architectures.")
+@click.option("--no-nd", is_flag=True, help="Sample without the Non-Decreasing constraint.")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Write to this file (n=1) or folder (n>1) instead of stdout.")
+def sample(space_name: str, seed: int, count: int, no_nd: bool, out: Path | None) -> None:
+    """Sample random architectures of a space as spec JSON."""
+    import random
+
+    from .design.space import get_space
+
+    sp = get_space(space_name).with_constraint(not no_nd)
+    rng = random.Random(seed)
+    specs = [sp.sample(rng, name=f"{sp.name}-seed{seed}-{i}") for i in range(count)]
+    if no_nd:
+        specs = [s.replace(space=None) for s in specs]
+    if out is None:
+        for s in specs:
+            click.echo(s.to_json(indent=None if count > 1 else 2))
+    elif count == 1:
+        specs[0].save(out)
+        click.echo(f"wrote {out}")
+    else:
+        for s in specs:
+            s.save(out / f"{s.name}.json")
+        click.echo(f"wrote {count} specs to {out}/")
+
+
+# ---------------------------------------------------------------------------
+@main.command()
+@click.argument("arch")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Output .onnx file.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Weights (from `bnhw train`/`search`).")
+@click.option("--precision", type=click.Choice(["spec", "float", "fixed"]), default="spec", show_default=True,
+              help="Real-valued path: as in the spec, float, or fixed point (integer hardware).")
+@click.option("--verify", default=8, show_default=True, type=click.IntRange(0, 1797),
+              help="Execute the QONNX model on this many digits images and compare with PyTorch (0: skip).")
+def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify: int) -> None:
+    """Export ARCH as a QONNX model (Brevitas export_qonnx + qonnx cleanup).
+
+    Without --checkpoint the weights are random and BN statistics are
+    estimated on the bundled digits data, which is enough to check the
+    export numerically.  --verify runs qonnx execution against PyTorch:
+    every binary tensor must match bit-exactly.
+    """
+    from .flows.export import export_flow
+
+    export_flow(arch, out, checkpoint=checkpoint, precision=precision, verify=verify)
+
+
+def run() -> None:  # console-script entry point
+    main(prog_name="bnhw")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())
