@@ -125,7 +125,7 @@ def parse_budget(text: str | float | int) -> float:
             raise BudgetError(f"invalid budget {text!r}: expected a number with an optional K/M/G suffix, "
                               "e.g. 57M, 1.2G, 57e6 or 57000000")
         mant, exp, suf = m.groups()
-        value = float(mant) * (10.0 ** int(exp) if exp else 1.0) * _SUFFIX[suf.upper()]
+        value = float(f"{mant}e{exp or 0}") * _SUFFIX[suf.upper()]
     if not math.isfinite(value) or value <= 0:
         raise BudgetError(f"invalid budget {text!r}: must be a positive, finite number of OPs")
     return value
