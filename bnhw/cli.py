@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from . import __version__
 from .errors import BnhwError
+
+# brevitas warns at import about an optional CUDA package
+warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
@@ -157,7 +161,81 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
     """
     from .flows.export import export_flow
 
-    export_flow(arch, out, checkpoint=checkpoint, precision=precision, verify=verify)
+    export_flow(arch, out, checkpoint=checkpoint, precision=precision, verify=verify, echo=click.echo)
+
+
+# ---------------------------------------------------------------------------
+def _budget(ctx, param, value):
+    from .estimators.ops import parse_budget
+
+    if value is None:
+        return None
+    try:
+        return parse_budget(value)
+    except BnhwError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@main.command()
+@click.option("--budget", required=True, callback=_budget, help="OPs budget: 57M, 1.2G, 57e6, 57000000.")
+@click.option("--space", "space_name", default="nasbnn-imagenet", show_default=True, help="Search space.")
+@click.option("--data", default="digits", show_default=True,
+              help="digits (bundled, nothing downloaded), cifar10:DIR (python batches) or folder:DIR.")
+@click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024),
+              help="Training (proxy) resolution; OPs are always counted at the space's nominal resolution.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(0, 100000), help="Supernet epochs.")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(2, 65536))
+@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate (cosine schedule).")
+@click.option("--population", default=16, show_default=True, type=click.IntRange(2, 100000))
+@click.option("--generations", default=4, show_default=True, type=click.IntRange(0, 100000))
+@click.option("--bucket", "bucket_mops", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Width of the Pareto buckets in MOPs (may be below 1).")
+@click.option("--teacher", type=click.Choice(["fwba", "bwba", "none"]), default="fwba", show_default=True,
+              help="fwba: Bi-Teacher; bwba: largest binary subnet; none: no distillation.")
+@click.option("--no-bi-transformation", is_flag=True, help="Ablation: switch Bi-Transformation off.")
+@click.option("--no-weight-norm", is_flag=True, help="Ablation: switch channel-wise weight normalisation off.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-o", "--out", default="runs/search", show_default=True, type=click.Path(path_type=Path),
+              help="Output folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out.")
+def search(budget, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
+           teacher, no_bi_transformation, no_weight_norm, seed, out, resume) -> None:
+    """Search the most accurate binary network under an OPs budget (NAS-BNN).
+
+    Trains a weight-sharing supernet (sandwich rule, Bi-Teacher,
+    Bi-Transformation, weight normalisation), then runs an evolutionary
+    Pareto search with the OPs estimator in the loop.  Writes into --out:
+    best_arch.json (spec), best.json (OPs, accuracies, what they mean),
+    pareto.csv / pareto.png, evaluated.csv, supernet.pt, best_subnet.pt,
+    search_state.json, config.json and log.txt.  Interrupt at any time;
+    --resume continues without redoing finished epochs or generations.
+    Runs under torchrun (gloo/NCCL) too.
+    """
+    from . import distributed as dist_util
+    from .design.evolution import EvolutionConfig
+    from .design.supernet import SupernetConfig
+    from .design.train import TrainConfig
+    from .flows.progress import search_progress
+    from .flows.search import SearchOptions, run_search
+
+    dist_util.init_from_env()
+    opts = SearchOptions(
+        budget=budget, space=space_name, data=data, resolution=resolution, seed=seed,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, teacher=teacher, seed=seed),
+        supernet=SupernetConfig(weight_norm=not no_weight_norm, bi_transformation=not no_bi_transformation),
+        evolution=EvolutionConfig(population=population, generations=generations, bucket_mops=bucket_mops))
+    with search_progress(opts, enabled=dist_util.is_main()) as on_event:
+        result = run_search(opts, out, resume=resume, event=on_event)
+    if dist_util.is_main():
+        from .estimators.ops import format_ops
+
+        b = result.best
+        click.echo(f"best under {format_ops(budget)}: {format_ops(b.ops)} OPs (at the space's nominal resolution), "
+                   f"val acc {b.score:.4f}, test acc {result.test_accuracy:.4f} ({result.evaluated} architectures "
+                   f"evaluated)")
+        click.echo(f"  {b.spec.short()}")
+        click.echo(f"wrote {out}/best_arch.json, best.json, pareto.csv, pareto.png, supernet.pt, best_subnet.pt")
 
 
 def run() -> None:  # console-script entry point

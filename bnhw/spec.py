@@ -24,9 +24,10 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .errors import BnhwError, SpecError
 
@@ -79,7 +80,7 @@ class StemSpec:
     KEYS = ("channels", "kernel", "stride")
 
     @classmethod
-    def from_dict(cls, d: Any, path: str = "stem") -> "StemSpec":
+    def from_dict(cls, d: Any, path: str = "stem") -> StemSpec:
         _check_keys(d, cls.KEYS, path)
         return cls(
             channels=_int(d, "channels", path),
@@ -103,7 +104,7 @@ class BlockSpec:
     KEYS = ("channels", "kernel", "groups", "stride")
 
     @classmethod
-    def from_dict(cls, d: Any, path: str) -> "BlockSpec":
+    def from_dict(cls, d: Any, path: str) -> BlockSpec:
         _check_keys(d, cls.KEYS, path)
         return cls(
             channels=_int(d, "channels", path),
@@ -128,7 +129,7 @@ class StageSpec:
     KEYS = ("blocks",)
 
     @classmethod
-    def from_dict(cls, d: Any, path: str) -> "StageSpec":
+    def from_dict(cls, d: Any, path: str) -> StageSpec:
         _check_keys(d, cls.KEYS, path)
         if "blocks" not in d:
             raise SpecError(f"{path}.blocks", "missing required field")
@@ -168,7 +169,7 @@ class Precision:
     KEYS = ("stem_bits", "residual", "residual_bits", "residual_frac_bits", "classifier_bits")
 
     @classmethod
-    def from_dict(cls, d: Any, path: str = "precision") -> "Precision":
+    def from_dict(cls, d: Any, path: str = "precision") -> Precision:
         _check_keys(d, cls.KEYS, path)
         residual = d.get("residual", "float")
         if residual not in RESIDUAL_MODES:
@@ -245,7 +246,7 @@ class ArchSpec:
         self.validate()
 
     @classmethod
-    def from_dict(cls, d: Any, *, check_space: bool = True) -> "ArchSpec":
+    def from_dict(cls, d: Any, *, check_space: bool = True) -> ArchSpec:
         _check_keys(d, cls.KEYS, "")
         version = d.get("version", SPEC_VERSION)
         if version != SPEC_VERSION:
@@ -296,7 +297,7 @@ class ArchSpec:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text: str, *, check_space: bool = True) -> "ArchSpec":
+    def from_json(cls, text: str, *, check_space: bool = True) -> ArchSpec:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -306,7 +307,7 @@ class ArchSpec:
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_write_text(path, self.to_json() + "\n")
 
-    def replace(self, **changes: Any) -> "ArchSpec":
+    def replace(self, **changes: Any) -> ArchSpec:
         return dataclasses.replace(self, **changes)
 
     # -- validation --------------------------------------------------------

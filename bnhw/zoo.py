@@ -14,7 +14,7 @@ subnet and gives the 21M of the table.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .design.space import get_space
 from .errors import BnhwError

@@ -92,3 +92,35 @@ def test_console_script_runs():
     assert "20.77M" in out
     bad = subprocess.run([sys.executable, "-m", "bnhw", "ops", "zzz.json"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: zzz.json: no such file"
+
+
+def test_export_verifies_against_pytorch(tmp_path):
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(main, ["export", "nasbnn-cifar-smallest", "-o", str(out), "--verify", "4",
+                                  "--precision", "fixed"])
+    assert r.exit_code == 0, r.output
+    assert out.is_file()
+    assert "binary tensors bit-exact" in r.output and "fixed residual path" in r.output
+    import re
+    n, total = map(int, re.search(r"(\d+)/(\d+) binary tensors", r.output).groups())
+    assert n == total > 0
+
+
+def test_export_with_checkpoint_and_errors(tmp_path):
+    from bnhw.quant.checkpoint import save_checkpoint
+    from bnhw.quant.model import build_model
+    from bnhw.zoo import get_arch
+
+    ck = tmp_path / "w.pt"
+    save_checkpoint(build_model(get_arch("nasbnn-cifar-smallest")), ck)
+    r = CliRunner().invoke(main, ["export", "nasbnn-cifar-smallest", "--checkpoint", str(ck), "-o",
+                                  str(tmp_path / "a.onnx"), "--verify", "2"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["export", "nasbnn-cifar-largest", "--checkpoint", str(ck), "-o",
+                                  str(tmp_path / "b.onnx")])
+    assert r.exit_code == 2 and "another architecture" in r.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = CliRunner().invoke(main, ["export", "nasbnn-cifar-smallest", "--checkpoint", str(bad), "-o",
+                                  str(tmp_path / "c.onnx")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "Traceback" not in r.output

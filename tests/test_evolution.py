@@ -5,8 +5,15 @@ import math
 import pytest
 
 from bnhw.design.constraints import OpsBudget
-from bnhw.design.evolution import (EvolutionConfig, EvolutionSearch, SearchState, best_under, bucket_of,
-                                   pareto_front, spec_key)
+from bnhw.design.evolution import (
+    EvolutionConfig,
+    EvolutionSearch,
+    SearchState,
+    best_under,
+    bucket_of,
+    pareto_front,
+    spec_key,
+)
 from bnhw.design.space import get_space
 from bnhw.errors import BnhwError
 from bnhw.estimators.ops import ops_of

@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from ..errors import BnhwError
 from ..estimators.ops import format_ops, ops_of
@@ -55,7 +55,7 @@ class Candidate:
                 "generation": self.generation}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Candidate":
+    def from_dict(cls, d: dict) -> Candidate:
         return cls(ArchSpec.from_dict(d["spec"]), float(d["score"]), {k: float(v) for k, v in d["metrics"].items()},
                    int(d["generation"]))
 
@@ -97,7 +97,7 @@ class SearchState:
         })
 
     @classmethod
-    def from_json(cls, text: str) -> "SearchState":
+    def from_json(cls, text: str) -> SearchState:
         try:
             d = json.loads(text)
             if d.get("version") != STATE_VERSION:

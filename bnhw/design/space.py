@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import bisect
 import random
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from ..errors import BnhwError, SpecError
 from ..spec import ArchSpec, BlockSpec, Precision, StageSpec, StemSpec
@@ -60,10 +60,12 @@ class SearchSpace:
     def max_depth(self) -> int:
         return sum(max(s.depths) for s in self.stages)
 
-    def with_constraint(self, non_decreasing: bool) -> "SearchSpace":
-        from dataclasses import replace
-
+    def with_constraint(self, non_decreasing: bool) -> SearchSpace:
         return replace(self, non_decreasing=non_decreasing)
+
+    def for_task(self, num_classes: int) -> SearchSpace:
+        """The same space with a classifier for ``num_classes`` (e.g. a proxy data set)."""
+        return replace(self, num_classes=num_classes)
 
     def build(self, stem: int, stages: Sequence[Sequence[tuple[int, int, int]]], name: str = "",
               precision: Precision | None = None) -> ArchSpec:
@@ -86,14 +88,16 @@ class SearchSpace:
 
     # ------------------------------------------------------------- validation
     def validate(self, spec: ArchSpec) -> None:
-        """Raise :class:`SpecError` naming the field if ``spec`` is not in this space."""
+        """Raise :class:`SpecError` naming the field if ``spec`` is not in this space.
+
+        The number of classes is the task's, not the space's: a subnet of the
+        ImageNet space trained on a 10-class proxy set is still in the space
+        (``num_classes`` here is only the default for new specs)."""
         def bad(field: str, msg: str) -> SpecError:
             return SpecError(field, f"{msg} (space {self.name})")
 
         if spec.resolution != self.resolution:
             raise bad("resolution", f"is {spec.resolution}, the space's nominal resolution is {self.resolution}")
-        if spec.num_classes != self.num_classes:
-            raise bad("num_classes", f"is {spec.num_classes}, the space has {self.num_classes}")
         if spec.in_channels != self.in_channels:
             raise bad("in_channels", f"is {spec.in_channels}, the space has {self.in_channels}")
         if spec.stem.channels not in self.stem_widths:

@@ -1,0 +1,95 @@
+"""``bnhw export``: Brevitas model -> QONNX, then verification by execution.
+
+Verification runs the exported graph with qonnx on real images (the digits
+set at the spec's resolution) and compares it with the PyTorch model: every
+binary tensor (activations and weights) must be bit-exact, and the logits
+equal within 1e-5 relative to the largest logit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import BnhwError
+from ..spec import ArchSpec, load_spec
+
+LOGIT_RTOL = 1e-5
+
+
+@dataclass
+class VerifyReport:
+    images: int
+    binary_tensors: int
+    binary_mismatches: int
+    max_logit_error: float      # max |torch - qonnx| / max |logit|
+    top1_agree: float
+
+    @property
+    def ok(self) -> bool:
+        return self.binary_mismatches == 0 and self.max_logit_error <= LOGIT_RTOL
+
+    def line(self) -> str:
+        return (f"verified on {self.images} digits images: {self.binary_tensors - self.binary_mismatches}/"
+                f"{self.binary_tensors} binary tensors bit-exact, max logit error {self.max_logit_error:.2e} "
+                f"(relative), top-1 agreement {100 * self.top1_agree:.0f}%")
+
+
+def with_residual(spec: ArchSpec, mode: str) -> ArchSpec:
+    if mode == "spec" or mode == spec.precision.residual:
+        return spec
+    return spec.replace(precision=dataclasses.replace(spec.precision, residual=mode))
+
+
+def verify_export(model: torch.nn.Module, onnx_path: Path, x: torch.Tensor) -> VerifyReport:
+    from ..quant.export import binary_tensors, execute_qonnx
+
+    model = model.eval()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    ref_bin = binary_tensors(model, x)
+    logits, got_bin = execute_qonnx(onnx_path, x, return_binary=True)
+    mism = sum(1 for a, b in zip(ref_bin, got_bin) if a.shape != b.shape or not np.array_equal(a, b))
+    mism += abs(len(ref_bin) - len(got_bin))
+    scale = max(float(np.abs(ref).max()), 1e-30)
+    err = float(np.abs(ref - logits).max()) / scale
+    agree = float((ref.argmax(1) == logits.argmax(1)).mean())
+    return VerifyReport(len(x), max(len(ref_bin), len(got_bin)), mism, err, agree)
+
+
+def export_flow(arch: str, out: Path, *, checkpoint: Path | None = None, precision: str = "spec",
+                verify: int = 8, echo=print) -> VerifyReport | None:
+    from ..data import digits_images
+    from ..quant.checkpoint import load_checkpoint, load_model
+    from ..quant.export import export_qonnx
+    from ..quant.model import recalibrate_bn
+
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise BnhwError(f"{checkpoint}: no such checkpoint")
+    spec = load_spec(arch)
+    if checkpoint is not None:
+        saved, _, _ = load_checkpoint(checkpoint)
+        if saved.replace(name="", precision=spec.precision) != spec.replace(name=""):
+            raise BnhwError(f"{checkpoint} holds weights of another architecture ({saved.short()})")
+    spec = with_residual(spec, precision)
+    model = load_model(spec, checkpoint)
+    if checkpoint is None:
+        # random weights: estimate realistic BN statistics so the check is meaningful
+        x, _ = digits_images(spec.resolution, 64, channels=spec.in_channels, seed=1)
+        recalibrate_bn(model, [x[:32], x[32:]])
+        echo("no --checkpoint: random weights, BN statistics estimated on digits images")
+    export_qonnx(model, out)
+    echo(f"wrote {out} (QONNX, {spec.precision.residual} residual path, input 1x{spec.in_channels}x"
+         f"{spec.resolution}x{spec.resolution})")
+    if verify == 0:
+        return None
+    x, _ = digits_images(spec.resolution, verify, channels=spec.in_channels, seed=2)
+    rep = verify_export(model, out, x)
+    echo(rep.line())
+    if not rep.ok:
+        raise BnhwError(f"QONNX export of {arch} does not match PyTorch: {rep.line()}")
+    return rep

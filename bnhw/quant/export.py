@@ -1,0 +1,183 @@
+"""QONNX export of bnhw networks, QONNX execution, and binary-tensor probes.
+
+:func:`export_qonnx` writes a cleaned-up QONNX graph (opset of Brevitas'
+TorchScript exporter, batch size 1): the network input goes through a
+``Quant`` node (``stem_bits`` fixed point), the stem weights through another;
+binary weights and activations are ``BipolarQuant`` nodes (an activation
+binariser is ``Sub`` (threshold) + ``BipolarQuant``); batch norms are ``Mul``
++ ``Add`` with folded constants; RPReLU is ``Sub`` + ``PRelu`` + ``Add``; the
+stride-2 shortcut is an ``AveragePool`` and a width-changing shortcut a
+``Gather`` on the channel axis; the head is ``GlobalAveragePool``,
+``Flatten``, ``Gemm``.  In ``residual="fixed"`` mode the real-valued path
+carries ``Quant`` nodes with scale ``2**-residual_frac_bits`` and the
+classifier weights a ``Quant`` node (see :mod:`bnhw.quant.layers` for where).
+
+:func:`execute_qonnx` runs such a graph with qonnx (node by node) and can
+return every ``BipolarQuant`` output; :func:`binary_tensors` collects the
+same tensors from the PyTorch model, in the same order, so that the two can
+be compared one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from brevitas.export import export_qonnx as brevitas_export_qonnx
+from onnx import NodeProto
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.change_batchsize import ChangeBatchSize
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.util.cleanup import cleanup_model
+from torch import Tensor, nn
+
+from ..errors import BnhwError
+from ..spec import ArchSpec
+from .checkpoint import load_model, write_file
+from .layers import BinaryConv2d, LearnableSign
+from .model import BinaryNet, baked_copy
+
+__all__ = ["binary_tensors", "execute_qonnx", "execution_order", "export_qonnx", "load_qonnx"]
+
+
+def export_qonnx(model_or_spec: BinaryNet | ArchSpec, path: str | os.PathLike, *,
+                 checkpoint: str | os.PathLike | None = None) -> Path:
+    """Export a network to a cleaned-up QONNX file at ``path`` (written atomically).
+
+    ``model_or_spec`` is a :class:`~bnhw.quant.model.BinaryNet` (exported
+    with its weights) or an :class:`~bnhw.spec.ArchSpec` (built with fresh
+    weights).  With ``checkpoint`` the network of that spec (the model's
+    spec, for a model) gets the checkpoint's weights instead (see
+    :func:`~bnhw.quant.checkpoint.load_model`).  A model passed in is not
+    modified: the export runs on an eval-mode copy whose weight transforms
+    are baked into plain weights.  The graph has a fixed batch size of 1
+    (input ``global_in``, output ``global_out``).
+    """
+    if isinstance(model_or_spec, BinaryNet):
+        model = model_or_spec if checkpoint is None else load_model(model_or_spec.spec, checkpoint)
+    elif isinstance(model_or_spec, ArchSpec):
+        model = load_model(model_or_spec, checkpoint)
+    else:
+        raise TypeError(f"expected a BinaryNet or an ArchSpec, got {type(model_or_spec).__name__}")
+    plain = baked_copy(model)
+    with tempfile.TemporaryDirectory(prefix="bnhw-export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with torch.no_grad():
+            brevitas_export_qonnx(plain, args=torch.zeros(plain.input_shape(1)),
+                                  export_path=str(raw), dynamo=False)
+        clean = cleanup_model(ModelWrapper(str(raw)))
+    return write_file(path, clean.model.SerializeToString())
+
+
+def load_qonnx(path: str | os.PathLike) -> ModelWrapper:
+    """Open a QONNX file as a qonnx ``ModelWrapper``; unreadable files raise :class:`BnhwError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise BnhwError(f"{p}: no such file")
+    try:
+        return ModelWrapper(str(p))
+    except Exception as e:  # onnx raises DecodeError, ValueError, ... on garbage
+        raise BnhwError(f"{p}: not a readable ONNX model ({type(e).__name__})") from None
+
+
+def _with_batch(model: ModelWrapper, batch: int) -> ModelWrapper:
+    """``model`` itself if its batch size is ``batch``, else a re-shaped copy."""
+    if model.get_tensor_shape(model.graph.input[0].name)[0] == batch:
+        return model
+    # the graph is already clean: skip qonnx's (quadratic) post-transform cleanup
+    return model.transform(ChangeBatchSize(batch), cleanup=False).transform(InferShapes(), cleanup=False)
+
+
+def execution_order(model: ModelWrapper) -> list[NodeProto]:
+    """The graph's nodes in a canonical execution order.
+
+    A topological order in which every node that depends on initializers
+    only (weight quantisers) comes right before its first consumer, and all
+    other nodes keep the graph's order.  For a bnhw network each binary conv
+    is thus preceded by its activation ``BipolarQuant`` and then its weight
+    ``BipolarQuant`` -- the order in which PyTorch evaluates them.
+    """
+    nodes = list(model.graph.node)
+    produced_by = {out: n for n in nodes for out in n.output}
+    runtime: set[str] = {i.name for i in model.graph.input}
+    for n in nodes:  # graph order is topological: propagate "depends on the input"
+        if any(i in runtime for i in n.input):
+            runtime.update(n.output)
+    order: list[NodeProto] = []
+    placed: set[int] = set()
+
+    def place(n: NodeProto) -> None:
+        if id(n) in placed:
+            return
+        for i in n.input:
+            if i in produced_by:
+                place(produced_by[i])
+        placed.add(id(n))
+        order.append(n)
+
+    for n in nodes:
+        if any(o in runtime for o in n.output):
+            place(n)
+    for n in nodes:  # nodes that feed nothing on the runtime path
+        place(n)
+    return order
+
+
+def execute_qonnx(model: str | os.PathLike | ModelWrapper, x: np.ndarray | Tensor, *,
+                  return_binary: bool = False) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
+    """Run a QONNX graph on a batch ``x`` (N x C x R x R) with qonnx's ``execute_onnx``.
+
+    Returns the logits (N x num_classes); with ``return_binary`` also the
+    outputs of all ``BipolarQuant`` nodes (binary activations, N x C x H x W,
+    and binary weights) in :func:`execution_order`.
+    """
+    mw = model if isinstance(model, ModelWrapper) else load_qonnx(model)
+    x = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x,
+                             dtype=np.float32)
+    expected = mw.get_tensor_shape(mw.graph.input[0].name)
+    if x.ndim != len(expected) or list(x.shape[1:]) != list(expected[1:]):
+        raise ValueError(f"input of shape {tuple(x.shape)} does not fit the graph input "
+                         f"(N, {', '.join(map(str, expected[1:]))})")
+    mw = _with_batch(mw, x.shape[0])
+    iname, oname = mw.graph.input[0].name, mw.graph.output[0].name
+    ctx = execute_onnx(mw, {iname: x}, return_full_exec_context=return_binary)
+    logits = ctx[oname]
+    if not return_binary:
+        return logits
+    binary = [ctx[n.output[0]] for n in execution_order(mw) if n.op_type == "BipolarQuant"]
+    return logits, binary
+
+
+@torch.no_grad()
+def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list[np.ndarray]:
+    """Every binary tensor of one forward pass of ``model`` on ``x``, in execution order.
+
+    Collected with forward hooks on the binarisers: each
+    :class:`~bnhw.quant.layers.LearnableSign` output (binary activations) and,
+    with ``weights``, each :class:`~bnhw.quant.layers.BinaryConv2d` weight
+    quantiser output (binary weights).  With ``weights`` the list matches
+    :func:`execute_qonnx`'s binary list one to one.  The model runs in its
+    current mode (use eval mode to compare with an export).
+    """
+    out: list[np.ndarray] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        value = getattr(output, "value", output)  # weight quantisers return a QuantTensor
+        out.append(value.detach().cpu().numpy().copy())
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, LearnableSign):
+            handles.append(m.register_forward_hook(hook))
+        elif weights and isinstance(m, BinaryConv2d):
+            handles.append(m.weight_quant.register_forward_hook(hook))
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out

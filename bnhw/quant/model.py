@@ -1,0 +1,103 @@
+"""Brevitas networks built from an :class:`~bnhw.spec.ArchSpec`.
+
+:func:`build_model` turns any valid spec into a :class:`BinaryNet`::
+
+    stem (input quant, stem_bits conv, BN)  ->  one BinaryBlock per spec block
+      ->  Classifier (global average pool, Linear)
+
+See :mod:`bnhw.quant.layers` for the blocks and for where the fixed-point
+quantisers sit in ``residual="fixed"`` mode.  :func:`recalibrate_bn`
+re-estimates the batch-norm statistics on data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..spec import ArchSpec
+from .layers import BinaryBlock, Classifier, Stem, baked_state_dict
+
+__all__ = ["BinaryNet", "baked_copy", "build_model", "recalibrate_bn"]
+
+
+class BinaryNet(nn.Module):
+    """A binary CNN described by ``spec`` (inputs: N x C x R x R floats in [-1, 1]).
+
+    ``weight_norm`` switches the channel-wise weight normalisation of every
+    binary conv's latent weights (NAS-BNN Eq. 6) on or off.  ``blocks[i]``
+    corresponds to the i-th entry of ``spec.blocks()``.
+    """
+
+    def __init__(self, spec: ArchSpec, *, weight_norm: bool = True):
+        super().__init__()
+        self.spec = spec
+        self.weight_norm = weight_norm
+        p = spec.precision
+        self.stem = Stem(spec.in_channels, spec.stem.channels, spec.stem.kernel, spec.stem.stride, p)
+        self.blocks = nn.Sequential(*(
+            BinaryBlock(g.in_channels, g.out_channels, g.block.kernel, g.block.groups,
+                        g.block.stride, p, weight_norm=weight_norm)
+            for g in spec.blocks()))
+        self.classifier = Classifier(spec.final_channels, spec.num_classes, p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.blocks(self.stem(x)))
+
+    def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
+        """The input shape ``(batch, in_channels, resolution, resolution)``."""
+        return (batch, self.spec.in_channels, self.spec.resolution, self.spec.resolution)
+
+
+def build_model(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
+    """A freshly initialised :class:`BinaryNet` for ``spec``, in eval mode."""
+    return BinaryNet(spec, weight_norm=weight_norm).eval()
+
+
+def baked_copy(model: BinaryNet) -> BinaryNet:
+    """An independent eval-mode copy of ``model`` with its weight transforms baked in.
+
+    The copy is built with ``weight_norm=False`` and holds the transformed
+    latent weights as plain parameters (see :func:`~bnhw.quant.layers.baked_state_dict`),
+    so it computes exactly what ``model`` computes while its graph has no
+    weight-normalisation ops (what export needs).
+    """
+    copy = BinaryNet(model.spec, weight_norm=False)
+    copy.load_state_dict(baked_state_dict(model))
+    return copy.eval()
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor | tuple | list],
+                   max_batches: int | None = None) -> nn.Module:
+    """Reset every batch norm's running statistics and re-estimate them on ``batches``.
+
+    Each batch is an input tensor or a tuple/list whose first item is one.
+    The statistics are a cumulative (equal-weight) average over the batches
+    (``momentum=None`` while recalibrating).  The model's train/eval mode and
+    the BN momenta are restored afterwards.  Returns ``model``; raises
+    ``ValueError`` when ``batches`` is empty.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    was_training = model.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    seen = 0
+    try:
+        for batch in batches:
+            if max_batches is not None and seen >= max_batches:
+                break
+            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            seen += 1
+    finally:
+        for bn, m in zip(bns, momenta, strict=True):
+            bn.momentum = m
+        model.train(was_training)
+    if not seen:
+        raise ValueError("recalibrate_bn: no batches to estimate the statistics on")
+    return model

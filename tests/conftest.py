@@ -1,0 +1,75 @@
+"""Shared fixtures: hand-built specs, digit images, and a parameter perturbation."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from bnhw.data import digits_images
+from bnhw.spec import ArchSpec
+
+
+@pytest.fixture(scope="session")
+def make_spec() -> Callable[..., ArchSpec]:
+    """Build an :class:`ArchSpec` by hand from ``(channels, kernel, groups, stride)`` tuples per stage.
+
+    ``make_spec([[(16, 3, 1, 1), (24, 3, 2, 2)], [(48, 5, 4, 2)]], stem=16, residual="fixed")``.
+    """
+
+    def make(stages: list[list[tuple[int, int, int, int]]], *, stem: int = 16, stem_stride: int = 1,
+             resolution: int = 32, num_classes: int = 10, in_channels: int = 3,
+             residual: str = "float") -> ArchSpec:
+        return ArchSpec.from_dict({
+            "resolution": resolution,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "stem": {"channels": stem, "kernel": 3, "stride": stem_stride},
+            "stages": [{"blocks": [{"channels": c, "kernel": k, "groups": g, "stride": s}
+                                   for c, k, g, s in stage]} for stage in stages],
+            "precision": {"residual": residual},
+        })
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def digits() -> Callable[..., tuple[Tensor, Tensor]]:
+    """``digits(resolution, n, channels=3)``: cached real digit images in [-1, 1] and labels."""
+    return functools.lru_cache(maxsize=None)(
+        lambda resolution, n, channels=3: digits_images(resolution, n, channels=channels))
+
+
+@pytest.fixture(scope="session")
+def perturb() -> Callable[[nn.Module, int], nn.Module]:
+    """``perturb(model, seed)``: move thresholds, RPReLU and BN affine parameters off their defaults.
+
+    Thresholds and RPReLU shifts get N(0, 0.2) / N(0, 0.1) noise, PReLU slopes
+    U(0.05, 0.5), BN gammas U(0.5, 1.5) and betas N(0, 0.1), so that every
+    learnable of the real-valued path is exercised (the defaults are 0 and 1).
+    """
+    from bnhw.quant.layers import FoldedBatchNorm2d, LearnableSign, RPReLU
+
+    @torch.no_grad()
+    def run(model: nn.Module, seed: int = 0) -> nn.Module:
+        g = torch.Generator().manual_seed(seed)
+
+        def noise(t: Tensor, std: float) -> None:
+            t.add_(torch.randn(t.shape, generator=g) * std)
+
+        for m in model.modules():
+            if isinstance(m, LearnableSign):
+                noise(m.bias, 0.2)
+            elif isinstance(m, RPReLU):
+                noise(m.shift_in, 0.1)
+                noise(m.shift_out, 0.1)
+                m.prelu.weight.copy_(0.05 + 0.45 * torch.rand(m.prelu.weight.shape, generator=g))
+            elif isinstance(m, FoldedBatchNorm2d):
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+                noise(m.bias, 0.1)
+        return model
+
+    return run
