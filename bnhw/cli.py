@@ -183,12 +183,12 @@ def _budget(ctx, param, value):
               help="digits (bundled, nothing downloaded), cifar10:DIR (python batches) or folder:DIR.")
 @click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024),
               help="Training (proxy) resolution; OPs are always counted at the space's nominal resolution.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(0, 100000), help="Supernet epochs.")
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(2, 65536))
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(0, 100000), help="Supernet epochs.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536))
 @click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate (cosine schedule).")
-@click.option("--population", default=16, show_default=True, type=click.IntRange(2, 100000))
-@click.option("--generations", default=4, show_default=True, type=click.IntRange(0, 100000))
+@click.option("--population", default=12, show_default=True, type=click.IntRange(2, 100000))
+@click.option("--generations", default=3, show_default=True, type=click.IntRange(0, 100000))
 @click.option("--bucket", "bucket_mops", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Width of the Pareto buckets in MOPs (may be below 1).")
 @click.option("--teacher", type=click.Choice(["fwba", "bwba", "none"]), default="fwba", show_default=True,

@@ -1,0 +1,49 @@
+"""Live progress for long commands (rich progress bars on stderr)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+@contextlib.contextmanager
+def search_progress(opts, enabled: bool = True) -> Iterator:
+    """Yields an event callback for :func:`bnhw.flows.search.run_search` that drives two bars."""
+    if not enabled:
+        yield lambda name, info: None
+        return
+    console = Console(stderr=True)
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=console, transient=False) as prog:
+        train = prog.add_task("supernet", total=None, info="")
+        evo = prog.add_task("search  ", total=None, info="", visible=False)
+
+        def on_event(name: str, info: dict) -> None:
+            if name == "data":
+                console.print(f"[dim]{info['describe']}; OPs counted at {info['ops_resolution']}x"
+                              f"{info['ops_resolution']}, training at {info['train_resolution']}x"
+                              f"{info['train_resolution']}[/dim]")
+            elif name == "train.step":
+                total = info["epochs"] * info["steps"]
+                done = (info["epoch"] - 1) * info["steps"] + info["step"]
+                prog.update(train, total=total, completed=done,
+                            info=f"epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.3f}")
+            elif name == "train.resumed":
+                console.print(f"resumed supernet training after epoch {info['epoch']}")
+            elif name == "train.epoch":
+                console.print(f"epoch {info['epoch']}: teacher loss {info['loss_teacher']:.3f}")
+            elif name == "search.resumed":
+                console.print(f"resumed search after generation {info['generation']}")
+                prog.update(train, visible=False)
+            elif name == "search.eval":
+                gens = opts.evolution.generations + 1
+                prog.update(evo, visible=True, total=gens * opts.evolution.population, completed=info["done"])
+            elif name == "search.generation":
+                prog.update(evo, visible=True, info=f"gen {info['generation']}/{info['generations']} best "
+                            f"{100 * info['best_score']:.1f}% @ {info['best_ops'] / 1e6:.1f}M")
+
+        yield on_event

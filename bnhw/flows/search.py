@@ -1,0 +1,245 @@
+"""``bnhw search``: NAS-BNN end to end.
+
+1. load the data (default: scikit-learn's digits, nothing downloaded) at the
+   training (proxy) resolution;
+2. train the weight-sharing supernet of the space with the sandwich rule,
+   Bi-Teacher, Bi-Transformation and weight normalisation, checkpointing
+   every epoch;
+3. evolutionary search of the accuracy / OPs Pareto front under the budget
+   (and any other constraints), every candidate scored with inherited
+   weights after BN recalibration on the held-out split of the training
+   data, its OPs counted at the space's nominal resolution;
+4. write the best architecture under the budget, the front (CSV + PNG), the
+   extracted best subnet's weights and a log into the output folder.
+
+Re-running with ``resume=True`` skips finished epochs and generations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import distributed as dist_util
+from ..data.datasets import DataBundle, load_data
+from ..design.constraints import Constraint, OpsBudget
+from ..design.evolution import Candidate, EvolutionConfig, EvolutionSearch, best_under, pareto_front
+from ..design.space import SearchSpace, get_space
+from ..design.supernet import BinarySupernet, SupernetConfig
+from ..design.train import TrainConfig, calibration_batches, evaluate_subnet, train_supernet
+from ..errors import BnhwError
+from ..estimators.ops import count_ops, format_ops
+from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text
+
+Event = Callable[[str, dict], None]
+
+
+@dataclass
+class SearchOptions:
+    budget: float
+    space: str = "nasbnn-imagenet"
+    data: str = "digits"
+    resolution: int = 32                 # training (proxy) resolution
+    train: TrainConfig = field(default_factory=TrainConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    calib_batches: int = 2
+    calib_batch_size: int = 128
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SearchOutcome:
+    best: Candidate
+    test_accuracy: float
+    front: list[Candidate]
+    evaluated: int
+    out: Path
+
+
+class RunLog:
+    """Appends timestamped lines to ``DIR/log.txt`` (rank 0 only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.t0 = time.time()
+
+    def __call__(self, msg: str) -> None:
+        if dist_util.is_main():
+            with open(self.path, "a") as f:
+                f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.time() - self.t0:7.1f}s] {msg}\n")
+
+
+def _check_resumable(out: Path, opts: SearchOptions, resume: bool) -> None:
+    cfg_path = out / "config.json"
+    mine = json.dumps(opts.to_dict(), sort_keys=True)
+    if cfg_path.exists():
+        if not resume:
+            if (out / "supernet.pt").exists() or (out / "search_state.json").exists():
+                raise BnhwError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
+        elif json.loads(cfg_path.read_text()) != json.loads(mine):
+            raise BnhwError(f"{out} holds a search with other settings; resume with the same options")
+    if dist_util.is_main():
+        atomic_write_text(cfg_path, json.dumps(opts.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Event | None = None,
+               constraints: list[Constraint] | None = None) -> SearchOutcome:
+    emit = event or (lambda name, info: None)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(out, opts, resume)
+    log = RunLog(out / "log.txt")
+    torch.manual_seed(opts.seed)
+
+    data = load_data(opts.data, opts.resolution, seed=opts.seed)
+    base = get_space(opts.space)
+    if data.in_channels != base.in_channels:
+        raise BnhwError(f"data has {data.in_channels} channels, space {base.name} expects {base.in_channels}")
+    space = base.for_task(data.num_classes)
+    cons: list[Constraint] = [OpsBudget(opts.budget)] + list(constraints or [])
+    smallest = count_ops(space.smallest()).ops
+    if smallest > opts.budget:
+        raise BnhwError(f"budget {format_ops(opts.budget)} OPs is below the smallest subnet of {space.name} "
+                        f"({format_ops(smallest)} OPs); raise --budget or pick another --space")
+    log(f"data {data.describe()}; OPs counted at {space.resolution}x{space.resolution}, "
+        f"training at {opts.resolution}x{opts.resolution}")
+    emit("data", {"describe": data.describe(), "ops_resolution": space.resolution,
+                  "train_resolution": opts.resolution})
+
+    # -- 1. supernet ---------------------------------------------------------
+    supernet = BinarySupernet(space, opts.supernet)
+    ckpt = out / "supernet.pt"
+
+    def on_train(name: str, info: dict) -> None:
+        if name == "epoch":
+            log(f"epoch {info['epoch']}: teacher loss {info['loss_teacher']:.4f}, student losses "
+                + ", ".join(f"{v:.4f}" for v in info["loss_students"]))
+        elif name == "resumed":
+            log(f"resumed supernet training after epoch {info['epoch']}")
+        emit("train." + name, info)
+
+    train_supernet(supernet, data.train, opts.train, checkpoint=ckpt, resume=resume, progress=on_train,
+                   extra={"space": space.name, "num_classes": space.num_classes,
+                          "supernet_config": asdict(opts.supernet)})
+
+    # -- 2. evolutionary search ---------------------------------------------
+    x_train, _ = data.train.tensors()
+    calib = calibration_batches(x_train, opts.calib_batches, opts.calib_batch_size, opts.seed)
+    xv, yv = data.val.tensors()
+    counter = {"n": 0}
+
+    def evaluate(specs: list[ArchSpec]) -> list[float]:
+        mine = dist_util.split_for_rank(specs)
+        accs = []
+        for s in mine:
+            accs.append(evaluate_subnet(supernet, s, calib, xv, yv))
+            counter["n"] += 1
+            emit("search.eval", {"done": counter["n"]})
+        return dist_util.gather_in_order(accs, len(specs))
+
+    def on_search(name: str, info: dict) -> None:
+        if name == "generation":
+            log(f"generation {info['generation']}/{info['generations']}: {info['evaluated']} evaluated, best val "
+                f"acc {info['best_score']:.4f} at {format_ops(info['best_ops'])} OPs, front of {info['front']}")
+        elif name == "resumed":
+            log(f"resumed search after generation {info['generation']}")
+        emit("search." + name, info)
+
+    search = EvolutionSearch(space, cons, evaluate, opts.evolution, seed=opts.seed)
+    state = search.run(state_path=out / "search_state.json" if dist_util.is_main() else None, resume=resume,
+                       progress=on_search)
+    cands = list(state.evaluated.values())
+    best = best_under(cands, cons)
+    if best is None:
+        raise BnhwError("no evaluated architecture satisfies every constraint; relax them or search longer")
+    front = pareto_front(c for c in cands if all(k.feasible(c.metrics[k.name]) for k in cons))
+
+    # -- 3. outputs ----------------------------------------------------------
+    xt, yt = data.test.tensors()
+    test_acc = evaluate_subnet(supernet, best.spec, calib, xt, yt)
+    best_spec = best.spec.replace(name=f"search-{format_ops(opts.budget)}-seed{opts.seed}")
+    if dist_util.is_main():
+        _write_outputs(out, opts, data, space, best, best_spec, test_acc, front, cands, supernet, calib, cons)
+    log(f"best under {format_ops(opts.budget)}: {format_ops(best.ops)} OPs, val acc {best.score:.4f}, "
+        f"test acc {test_acc:.4f}: {best_spec.short()}")
+    dist_util.barrier()
+    return SearchOutcome(best, test_acc, front, len(cands), out)
+
+
+def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: SearchSpace, best: Candidate,
+                   best_spec: ArchSpec, test_acc: float, front: list[Candidate], cands: list[Candidate],
+                   supernet: BinarySupernet, calib, cons: list[Constraint]) -> None:
+    from ..quant.checkpoint import save_checkpoint
+    from ..quant.model import recalibrate_bn
+
+    best_spec.save(out / "best_arch.json")
+    summary = {
+        "arch": best_spec.to_dict(),
+        "short": best_spec.short(),
+        "budget_ops": opts.budget,
+        "constraints": [c.describe() for c in cons],
+        "metrics": best.metrics,
+        "ops": best.ops,
+        "ops_counted_at": f"{space.resolution}x{space.resolution} (the space's nominal resolution, "
+                          f"{space.num_classes} classes)",
+        "trained_at": f"{opts.resolution}x{opts.resolution} on {data.name}",
+        "val_accuracy": best.score,
+        "val_accuracy_means": "top-1 on the held-out split of the training data, weights inherited from the "
+                              "supernet, BN recalibrated (pipeline 1, paper 003)",
+        "test_accuracy": test_acc,
+        "data": data.describe(),
+        "evaluated_architectures": len(cands),
+    }
+    atomic_write_text(out / "best.json", json.dumps(summary, indent=2) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["ops", "mops", "val_accuracy", "generation", "arch"])
+    for c in front:
+        w.writerow([f"{c.ops:.0f}", f"{c.ops / 1e6:.3f}", f"{c.score:.4f}", c.generation, c.spec.short()])
+    atomic_write_text(out / "pareto.csv", buf.getvalue())
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["ops", "val_accuracy", "generation", "arch"])
+    for c in sorted(cands, key=lambda c: c.ops):
+        w.writerow([f"{c.ops:.0f}", f"{c.score:.4f}", c.generation, c.spec.short()])
+    atomic_write_text(out / "evaluated.csv", buf.getvalue())
+    plot_front(out / "pareto.png", cands, front, best, opts.budget, space, data.name, opts.resolution)
+    model = supernet.extract(best.spec)
+    recalibrate_bn(model, calib)
+    save_checkpoint(model.eval(), out / "best_subnet.pt", source="supernet", val_accuracy=best.score,
+                    test_accuracy=test_acc)
+
+
+def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best: Candidate, budget: float,
+               space: SearchSpace, data_name: str, resolution: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.scatter([c.ops / 1e6 for c in cands], [100 * c.score for c in cands], s=12, c="0.7", label="evaluated")
+    ax.plot([c.ops / 1e6 for c in front], [100 * c.score for c in front], "o-", c="C0", ms=4, label="Pareto front")
+    ax.scatter([best.ops / 1e6], [100 * best.score], marker="*", s=160, c="C3", zorder=5, label="best under budget")
+    ax.axvline(budget / 1e6, ls="--", c="C3", lw=1)
+    ax.text(budget / 1e6, ax.get_ylim()[0], f" budget {format_ops(budget)}", color="C3", va="bottom", fontsize=8)
+    ax.set_xlabel(f"OPs (M), counted at {space.resolution}x{space.resolution}")
+    ax.set_ylabel(f"val top-1 (%), {data_name} at {resolution}x{resolution}, inherited weights")
+    ax.set_title(f"bnhw search: {space.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
