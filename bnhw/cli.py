@@ -165,19 +165,8 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 
 
 # ---------------------------------------------------------------------------
-def _budget(ctx, param, value):
-    from .estimators.ops import parse_budget
-
-    if value is None:
-        return None
-    try:
-        return parse_budget(value)
-    except BnhwError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 @main.command()
-@click.option("--budget", required=True, callback=_budget, help="OPs budget: 57M, 1.2G, 57e6, 57000000.")
+@click.option("--budget", required=True, help="OPs budget: 57M, 1.2G, 57e6, 57000000.")
 @click.option("--space", "space_name", default="nasbnn-imagenet", show_default=True, help="Search space.")
 @click.option("--data", default="digits", show_default=True,
               help="digits (bundled, nothing downloaded), cifar10:DIR (python batches) or folder:DIR.")
@@ -195,12 +184,14 @@ def _budget(ctx, param, value):
               help="fwba: Bi-Teacher; bwba: largest binary subnet; none: no distillation.")
 @click.option("--no-bi-transformation", is_flag=True, help="Ablation: switch Bi-Transformation off.")
 @click.option("--no-weight-norm", is_flag=True, help="Ablation: switch channel-wise weight normalisation off.")
+@click.option("--train-images", type=click.IntRange(1), default=None,
+              help="Use only the first N training images (quick experiments, smoke tests).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-o", "--out", default="runs/search", show_default=True, type=click.Path(path_type=Path),
               help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out.")
 def search(budget, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
-           teacher, no_bi_transformation, no_weight_norm, seed, out, resume) -> None:
+           teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
     Trains a weight-sharing supernet (sandwich rule, Bi-Teacher,
@@ -216,12 +207,14 @@ def search(budget, space_name, data, resolution, epochs, batch_size, lr, populat
     from .design.evolution import EvolutionConfig
     from .design.supernet import SupernetConfig
     from .design.train import TrainConfig
+    from .estimators.ops import parse_budget
     from .flows.progress import search_progress
     from .flows.search import SearchOptions, run_search
 
+    budget = parse_budget(budget)
     dist_util.init_from_env()
     opts = SearchOptions(
-        budget=budget, space=space_name, data=data, resolution=resolution, seed=seed,
+        budget=budget, space=space_name, data=data, resolution=resolution, seed=seed, train_images=train_images,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, teacher=teacher, seed=seed),
         supernet=SupernetConfig(weight_norm=not no_weight_norm, bi_transformation=not no_bi_transformation),
         evolution=EvolutionConfig(population=population, generations=generations, bucket_mops=bucket_mops))

@@ -18,15 +18,23 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
     console = Console(stderr=True)
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=console, transient=False) as prog:
-        train = prog.add_task("supernet", total=None, info="")
-        evo = prog.add_task("search  ", total=None, info="", visible=False)
-
+    prog = Progress(*cols, console=console, transient=False)
+    started = False
+    pending: list[str] = []
+    train = prog.add_task("supernet", total=None, info="")
+    evo = prog.add_task("search  ", total=None, info="", visible=False)
+    try:
         def on_event(name: str, info: dict) -> None:
+            nonlocal started
+            if not started and name != "data":     # output starts with the work (input errors come first)
+                prog.start()
+                started = True
+                for line in pending:
+                    console.print(line)
             if name == "data":
-                console.print(f"[dim]{info['describe']}; OPs counted at {info['ops_resolution']}x"
-                              f"{info['ops_resolution']}, training at {info['train_resolution']}x"
-                              f"{info['train_resolution']}[/dim]")
+                pending.append(f"[dim]{info['describe']}; OPs counted at {info['ops_resolution']}x"
+                               f"{info['ops_resolution']}, training at {info['train_resolution']}x"
+                               f"{info['train_resolution']}[/dim]")
             elif name == "train.step":
                 total = info["epochs"] * info["steps"]
                 done = (info["epoch"] - 1) * info["steps"] + info["step"]
@@ -47,3 +55,6 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
                             f"{100 * info['best_score']:.1f}% @ {info['best_ops'] / 1e6:.1f}M")
 
         yield on_event
+    finally:
+        if started:
+            prog.stop()

@@ -52,6 +52,7 @@ class SearchOptions:
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     calib_batches: int = 2
     calib_batch_size: int = 128
+    train_images: int | None = None      # use only this many training images (quick runs)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -102,6 +103,8 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
     torch.manual_seed(opts.seed)
 
     data = load_data(opts.data, opts.resolution, seed=opts.seed)
+    if opts.train_images is not None:
+        data.train = data.train.subset(range(min(opts.train_images, len(data.train))))
     base = get_space(opts.space)
     if data.in_channels != base.in_channels:
         raise BnhwError(f"data has {data.in_channels} channels, space {base.name} expects {base.in_channels}")

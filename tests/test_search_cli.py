@@ -1,0 +1,109 @@
+"""`bnhw search` end to end on a tiny setting: outputs, errors, SIGINT and --resume."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from bnhw.cli import main
+from bnhw.estimators.ops import ops_of
+from bnhw.spec import load_spec
+
+TINY = ["--space", "nasbnn-cifar", "--budget", "1M", "--train-images", "96", "--batch-size", "32",
+        "--population", "4", "--generations", "2", "--bucket", "0.1", "--epochs", "1"]
+
+
+def bnhw(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "bnhw", *args], capture_output=True, text=True, **kw)
+
+
+def test_tiny_search_writes_everything(tmp_path):
+    out = tmp_path / "s"
+    r = CliRunner().invoke(main, ["search", *TINY, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    for f in ("best_arch.json", "best.json", "pareto.csv", "pareto.png", "evaluated.csv", "supernet.pt",
+              "best_subnet.pt", "search_state.json", "config.json", "log.txt"):
+        assert (out / f).is_file(), f
+    spec = load_spec(out / "best_arch.json")
+    best = json.loads((out / "best.json").read_text())
+    assert ops_of(spec) <= 1e6 and best["ops"] == pytest.approx(ops_of(spec))
+    assert 0 <= best["val_accuracy"] <= 1 and "32x32" in best["ops_counted_at"]
+    rows = list(csv.DictReader(open(out / "pareto.csv")))
+    assert rows and all(float(r["ops"]) <= 1e6 for r in rows)
+    accs = [float(r["val_accuracy"]) for r in rows]
+    assert accs == sorted(accs)                       # a front: more OPs only if more accurate
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    # the extracted best subnet is a normal bnhw checkpoint that exports
+    r = CliRunner().invoke(main, ["export", str(out / "best_arch.json"), "--checkpoint",
+                                  str(out / "best_subnet.pt"), "-o", str(tmp_path / "b.onnx"), "--verify", "2"])
+    assert r.exit_code == 0, r.output
+    # a second run into the same folder without --resume refuses to overwrite
+    r = CliRunner().invoke(main, ["search", *TINY, "-o", str(out)])
+    assert r.exit_code == 2 and "--resume" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--budget", "57X"], "invalid budget '57X'"),
+    (["--budget", "100k", "--space", "nasbnn-cifar"], "below the smallest subnet"),
+    (["--budget", "57M", "--data", "cifar10:/no/such/dir"], "does not exist"),
+    (["--budget", "57M", "--space", "nope"], "unknown search space"),
+])
+def test_bad_input_is_one_line(tmp_path, args, msg):
+    r = bnhw("search", *args, "-o", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert msg in err and err.count("\n") == 0 and "Traceback" not in err
+
+
+def test_corrupted_checkpoint_on_resume(tmp_path):
+    out = tmp_path / "s"
+    r = CliRunner().invoke(main, ["search", *TINY, "-o", str(out)])
+    assert r.exit_code == 0
+    (out / "supernet.pt").write_bytes(b"\x00garbage")
+    r = bnhw("search", *TINY, "-o", str(out), "--resume")
+    assert r.returncode == 2 and "corrupted" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def _epochs_logged(out):
+    return [line.split("epoch ")[1].split(":")[0] for line in (out / "log.txt").read_text().splitlines()
+            if "] epoch " in line]
+
+
+def test_sigint_then_resume_redoes_nothing(tmp_path):
+    out = tmp_path / "s"
+    args = ["search", *TINY[:-2], "--epochs", "4", "--train-images", "160", "-o", str(out)]
+    env = dict(os.environ, BNHW_DEBUG="")
+    p = subprocess.Popen([sys.executable, "-m", "bnhw", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((out / "log.txt").exists() and _epochs_logged(out)):
+        time.sleep(0.2)
+    assert _epochs_logged(out), "training never finished an epoch"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    if p.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert p.returncode == 130 and "interrupted" in err
+    done_before = _epochs_logged(out)
+    assert len(done_before) < 4
+    r = bnhw(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    epochs = _epochs_logged(out)
+    assert epochs == [str(i) for i in range(1, 5)]           # each epoch trained exactly once
+    log = (out / "log.txt").read_text()
+    assert f"resumed supernet training after epoch {len(done_before)}" in log
+    gens = [line for line in log.splitlines() if "] generation " in line]
+    assert len(gens) == 3                                      # generations 0..2, none repeated
+    # resuming a finished search re-does nothing
+    r = bnhw(*args, "--resume")
+    assert r.returncode == 0
+    log2 = (out / "log.txt").read_text()
+    assert _epochs_logged(out) == epochs
+    assert len([line for line in log2.splitlines() if "] generation " in line]) == 3
+    assert "resumed search after generation 2" in log2
