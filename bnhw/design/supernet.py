@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from brevitas.nn import QuantConv2d, QuantIdentity
 from torch import Tensor, nn
 
+from .. import distributed as dist_util
 from ..errors import BnhwError
 from ..quant.binarizers import fixed_point_act_quant, fixed_point_weight_quant
 from ..quant.layers import ChannelWeightNorm
@@ -95,6 +96,24 @@ def weight_sign(w: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------
 # elastic pieces
 # ----------------------------------------------------------------------------
+class _GlobalSum(torch.autograd.Function):
+    """Sum over ranks forward and backward.  Each rank's loss depends on every rank's samples
+    through the statistics; summing the ranks' gradients here and letting DDP average the
+    parameter gradients gives the single-process gradient of the mean loss."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        g = g.clone()
+        torch.distributed.all_reduce(g)
+        return g
+
+
 class ElasticBN(nn.Module):
     """A batch norm over the first ``c`` of ``max_channels`` channels (``N x C`` or ``N x C x H x W``).
 
@@ -110,16 +129,32 @@ class ElasticBN(nn.Module):
         c = x.shape[1]
         bn = self.bn
         if self.training:
-            mom = 0.0 if bn.momentum is None else bn.momentum
-            if bn.momentum is None:      # cumulative average (BN recalibration)
-                bn.num_batches_tracked += 1
-                mom = 1.0 / float(bn.num_batches_tracked)
+            bn.num_batches_tracked += 1
+            mom = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum  # None: cumulative
+            if dist_util.is_dist() and torch.is_grad_enabled():   # training step, not a rank-local recalibration
+                return self._synced(x, c, mom)
             return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
                                 True, mom, bn.eps)
         a = bn.weight[:c] / torch.sqrt(bn.running_var[:c] + bn.eps)
         b = bn.bias[:c] - bn.running_mean[:c] * a
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return x * a.view(shape) + b.view(shape)
+
+    def _synced(self, x: Tensor, c: int, mom: float) -> Tensor:
+        """Batch statistics over the global batch of all ranks (what one process would compute)."""
+        bn = self.bn
+        dims = [0] + list(range(2, x.dim()))
+        n_local = x.numel() // c
+        stats = _GlobalSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), x.new_tensor([float(n_local)])]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = stats[c:2 * c] / n - mean * mean
+        with torch.no_grad():
+            bn.running_mean[:c].mul_(1 - mom).add_(mom * mean.detach())
+            bn.running_var[:c].mul_(1 - mom).add_(mom * var.detach() * n / (n - 1))
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - mean.view(shape)) / torch.sqrt(var.view(shape) + bn.eps) * bn.weight[:c].view(shape) \
+            + bn.bias[:c].view(shape)
 
     def copy_to(self, target: nn.modules.batchnorm._BatchNorm) -> None:
         c = target.num_features
