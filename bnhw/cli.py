@@ -231,6 +231,62 @@ def search(budget, space_name, data, resolution, epochs, batch_size, lr, populat
         click.echo(f"wrote {out}/best_arch.json, best.json, pareto.csv, pareto.png, supernet.pt, best_subnet.pt")
 
 
+@main.command()
+@click.argument("arch")
+@click.option("--supernet", type=click.Path(path_type=Path),
+              help="supernet.pt of a `bnhw search`: inherit its weights and fine-tune (pipeline 2).")
+@click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
+@click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024))
+@click.option("--epochs", default=4, show_default=True, type=click.IntRange(0, 100000))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate [default: 2e-3 from scratch, 2e-4 fine-tuning].")
+@click.option("--train-images", type=click.IntRange(1), default=None, help="Use only the first N training images.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-o", "--out", default="runs/train", show_default=True, type=click.Path(path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images, seed, out, resume) -> None:
+    """Train ARCH: fine-tune from a supernet (--supernet, NAS-BNN pipeline 2) or
+    from scratch with the minimal-regularization scheme of BNAS v2 (Adam, no
+    weight decay, cosine, no colour jitter).  Writes model.pt (a checkpoint
+    `bnhw export --checkpoint` takes), arch.json, result.json and a resumable
+    train_state.pt into --out.  Runs under torchrun (DDP) too."""
+    from . import distributed as dist_util
+    from .flows.train import FitConfig, fit
+    from .spec import load_spec
+
+    spec = load_spec(arch)
+    dist_util.init_from_env()
+    cfg = FitConfig(scheme="finetune" if supernet else "scratch", epochs=epochs, batch_size=batch_size, lr=lr,
+                    seed=seed, data=data, resolution=resolution, train_images=train_images)
+
+    def progress(name, info):
+        if name == "epoch" and dist_util.is_main():
+            click.echo(f"epoch {info['epoch']}/{epochs}: loss {info['loss']:.4f}, val acc {info['val_accuracy']:.4f}",
+                       err=True)
+        elif name == "resumed" and dist_util.is_main():
+            click.echo(f"resumed after epoch {info['epoch']}", err=True)
+
+    res = fit(spec, cfg, out, supernet=supernet, resume=resume, progress=progress)
+    if dist_util.is_main():
+        click.echo(f"{cfg.scheme}: val acc {res['val_accuracy']:.4f}, test acc {res['test_accuracy']:.4f} "
+                   f"({res['data']}); wrote {out}/model.pt")
+
+
+@main.command("eval")
+@click.argument("arch")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Weights (model.pt).")
+@click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
+@click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024))
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+def eval_cmd(arch, checkpoint, data, resolution, split) -> None:
+    """Top-1 accuracy of ARCH with the weights of --checkpoint on a data split."""
+    from .flows.train import evaluate_checkpoint
+
+    r = evaluate_checkpoint(arch, checkpoint, data, resolution, split)
+    click.echo(f"top-1 {r['accuracy']:.4f} on {r['images']} {split} images ({r['data']})")
+
+
 def run() -> None:  # console-script entry point
     main(prog_name="bnhw")
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import distributed as dist_util
 from ..errors import BnhwError
 from ..estimators.ops import format_ops, ops_of
 from ..spec import ArchSpec, atomic_write_text
@@ -162,7 +163,7 @@ class EvolutionSearch:
 
     # ------------------------------------------------------------------- state
     def _save(self, state: SearchState, path: Path | None) -> None:
-        if path is not None:
+        if path is not None and dist_util.is_main():   # every rank reads the state, one writes it
             atomic_write_text(path, state.to_json())
 
     def _score(self, state: SearchState, specs: list[ArchSpec], metrics: list[dict], gen: int) -> None:

@@ -159,7 +159,7 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
         emit("search." + name, info)
 
     search = EvolutionSearch(space, cons, evaluate, opts.evolution, seed=opts.seed)
-    state = search.run(state_path=out / "search_state.json" if dist_util.is_main() else None, resume=resume,
+    state = search.run(state_path=out / "search_state.json", resume=resume,
                        progress=on_search)
     cands = list(state.evaluated.values())
     best = best_under(cands, cons)

@@ -1,0 +1,138 @@
+"""``make bench``: measured results, written as JSON and a short Markdown table.
+
+Search quality on the bundled data (CIFAR-scale NAS-BNN space, digits at
+32x32, OPs budget 0.6M), everything trained on this machine's CPU:
+
+* the searched architecture against random architectures with OPs in the
+  same band under the same budget, all trained from scratch with the same
+  recipe, over several seeds;
+* Kendall's tau between supernet-inherited accuracy (BN recalibrated) and
+  fine-tuned accuracy over a sample of subnets: does the supernet rank
+  architectures the way training does?
+
+Benchmarks are not tests: nothing here asserts a number.  Run
+``python -m bnhw.bench --quick`` for a smaller version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .design.evolution import EvolutionConfig
+from .design.space import get_space
+from .design.train import TrainConfig, calibration_batches, evaluate_subnet
+from .estimators.ops import format_ops, ops_of
+from .flows.search import SearchOptions, run_search
+from .flows.train import FitConfig, fit
+from .spec import atomic_write_text
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b (ties counted as in scipy)."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
+def random_in_band(space, lo: float, hi: float, rng: random.Random, n: int) -> list:
+    out, seen = [], set()
+    for _ in range(200000):
+        s = space.sample(rng)
+        o = ops_of(s)
+        if lo <= o <= hi and s not in seen:
+            seen.add(s)
+            out.append(s)
+            if len(out) == n:
+                break
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench/out")
+    ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    q = args.quick
+    budget = 0.6e6
+    cfg = dict(sup_epochs=2 if q else 6, ft_epochs=1 if q else 2, scratch_epochs=2 if q else 4,
+               n_tau=4 if q else 8, n_random=2 if q else 3, seeds=[0] if q else [0, 1])
+    t0 = time.time()
+    results: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
+                                 "torch": torch.__version__}, "config": cfg, "budget_ops": budget}
+
+    # 1. search
+    opts = SearchOptions(budget=budget, space="nasbnn-cifar", train=TrainConfig(epochs=cfg["sup_epochs"]),
+                         evolution=EvolutionConfig(population=12, generations=3, bucket_mops=0.05))
+    res = run_search(opts, out / "search", resume=(out / "search" / "config.json").exists())
+    best = res.best.spec
+    results["search"] = {"arch": best.short(), "ops": res.best.ops, "val_acc_inherited": res.best.score,
+                         "test_acc_inherited": res.test_accuracy, "evaluated": res.evaluated,
+                         "seconds": time.time() - t0}
+    print(f"search: {format_ops(res.best.ops)} OPs, inherited val {res.best.score:.3f}", flush=True)
+
+    # 2. Kendall tau: inherited vs fine-tuned accuracy over random subnets under the budget
+    from .data.datasets import load_data
+    from .design.supernet import BinarySupernet
+
+    space = get_space("nasbnn-cifar").for_task(10)
+    data = load_data("digits", 32)
+    sn = BinarySupernet(space)
+    from .design.train import load_training_checkpoint
+
+    sn.load_state_dict(load_training_checkpoint(out / "search" / "supernet.pt")["supernet"])
+    calib = calibration_batches(data.train.tensors()[0], 2, 128)
+    xv, yv = data.val.tensors()
+    sample = random_in_band(space, 0.1e6, budget, random.Random(7), cfg["n_tau"])
+    inherited, tuned = [], []
+    for i, s in enumerate(sample):
+        inherited.append(evaluate_subnet(sn, s, calib, xv, yv))
+        r = fit(s, FitConfig(scheme="finetune", epochs=cfg["ft_epochs"]), out / f"tau/{i}",
+                supernet=out / "search" / "supernet.pt")
+        tuned.append(r["val_accuracy"])
+        print(f"tau subnet {i}: inherited {inherited[-1]:.3f} fine-tuned {tuned[-1]:.3f}", flush=True)
+    results["kendall_tau"] = {"tau": kendall_tau(inherited, tuned), "inherited": inherited, "finetuned": tuned,
+                              "archs": [s.short() for s in sample], "ops": [ops_of(s) for s in sample]}
+
+    # 3. searched vs random architectures of the same OPs band, trained from scratch
+    lo = 0.85 * res.best.ops
+    randoms = random_in_band(space, lo, budget, random.Random(11), cfg["n_random"])
+    rows = []
+    for seed in cfg["seeds"]:
+        for kind, s in [("searched", best)] + [(f"random{j}", r) for j, r in enumerate(randoms)]:
+            r = fit(s, FitConfig(scheme="scratch", epochs=cfg["scratch_epochs"], seed=seed),
+                    out / f"scratch/{kind}-{seed}")
+            rows.append({"kind": kind, "seed": seed, "ops": ops_of(s), "test_accuracy": r["test_accuracy"],
+                         "arch": s.short()})
+            print(f"{kind} seed {seed}: {format_ops(ops_of(s))} OPs test {r['test_accuracy']:.3f}", flush=True)
+    searched = [r["test_accuracy"] for r in rows if r["kind"] == "searched"]
+    rand = [r["test_accuracy"] for r in rows if r["kind"] != "searched"]
+    results["searched_vs_random"] = {"rows": rows, "searched_mean": statistics.mean(searched),
+                                     "random_mean": statistics.mean(rand),
+                                     "ops_band": [lo, budget]}
+    results["seconds"] = time.time() - t0
+    atomic_write_text(out / "bench.json", json.dumps(results, indent=2) + "\n")
+    svr = results["searched_vs_random"]
+    table = "\n".join([
+        "| measure | value |", "|---|---|",
+        f"| searched arch | {format_ops(res.best.ops)} OPs (budget {format_ops(budget)}) |",
+        f"| inherited val acc (search) | {res.best.score:.3f} |",
+        f"| searched, from scratch, test acc (mean of {len(searched)}) | {svr['searched_mean']:.3f} |",
+        f"| random same-band archs, from scratch, test acc (mean of {len(rand)}) | {svr['random_mean']:.3f} |",
+        f"| Kendall tau inherited vs fine-tuned ({len(sample)} subnets) | {results['kendall_tau']['tau']:.3f} |",
+        f"| wall time | {results['seconds'] / 60:.1f} min |"])
+    atomic_write_text(out / "summary.md", table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

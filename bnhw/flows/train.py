@@ -1,0 +1,157 @@
+"""``bnhw train`` / ``bnhw eval``: train one architecture, evaluate a checkpoint.
+
+Two schemes:
+
+* ``finetune`` (NAS-BNN pipeline 2, paper 003 Sec. 3.4): the subnet
+  inherits its weights from a supernet checkpoint written by ``bnhw search``
+  (extracted exactly), then is fine-tuned with Adam at a small learning rate
+  and a cosine schedule;
+* ``scratch``: from a fresh initialisation with the "minimal
+  regularization" scheme of BNAS v2 (paper 001 Sec. 5.2): Adam, no weight
+  decay, cosine schedule, no colour jitter (only the light geometric
+  augmentation of the data source).
+
+The standalone Brevitas model is what is trained, so the result exports to
+QONNX directly.  Runs under ``torchrun`` with DistributedDataParallel (each
+rank takes its share of every global batch).  A state file is written
+atomically after every epoch; ``resume=True`` continues after the last
+finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import distributed as dist_util
+from ..data.datasets import augment_batch, load_data
+from ..design.space import get_space
+from ..design.supernet import BinarySupernet, SupernetConfig
+from ..design.train import accuracy, batches, load_training_checkpoint, save_training_checkpoint
+from ..errors import BnhwError
+from ..quant.checkpoint import save_checkpoint
+from ..quant.model import BinaryNet, build_model, recalibrate_bn
+from ..spec import ArchSpec, atomic_write_text
+
+SCHEMES = ("finetune", "scratch")
+
+
+@dataclass
+class FitConfig:
+    scheme: str = "scratch"
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float | None = None            # default: 2e-3 from scratch, 2e-4 for fine-tuning
+    weight_decay: float = 0.0          # minimal regularization: none
+    seed: int = 0
+    data: str = "digits"
+    resolution: int = 32
+    train_images: int | None = None
+
+    def effective_lr(self) -> float:
+        return self.lr if self.lr is not None else (2e-3 if self.scheme == "scratch" else 2e-4)
+
+
+def model_from_supernet(spec: ArchSpec, supernet_ckpt: Path) -> BinaryNet:
+    """Extract ``spec``'s weights from a supernet checkpoint written by ``bnhw search``."""
+    st = load_training_checkpoint(supernet_ckpt)
+    try:
+        space = get_space(st["space"]).for_task(int(st["num_classes"]))
+        sn = BinarySupernet(space, SupernetConfig(**st.get("supernet_config", {})))
+        sn.load_state_dict(st["supernet"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise BnhwError(f"{supernet_ckpt}: not a supernet checkpoint of a known space ({type(e).__name__})") from None
+    if spec.space != space.name:
+        raise BnhwError(f"{spec.name or 'the architecture'} is not in the supernet's space {space.name}")
+    return sn.extract(spec.replace(num_classes=space.num_classes))
+
+
+def fit(spec: ArchSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = None, resume: bool = False,
+        progress: Callable[[str, dict], None] | None = None) -> dict:
+    if cfg.scheme not in SCHEMES:
+        raise BnhwError(f"scheme must be one of {SCHEMES}")
+    if cfg.scheme == "finetune" and supernet is None:
+        raise BnhwError("fine-tuning needs --supernet (the supernet.pt of a bnhw search)")
+    report = progress or (lambda e, i: None)
+    data = load_data(cfg.data, cfg.resolution, seed=cfg.seed)
+    if cfg.train_images is not None:
+        data.train = data.train.subset(range(min(cfg.train_images, len(data.train))))
+    spec = spec.replace(num_classes=data.num_classes)
+    torch.manual_seed(cfg.seed)
+    model = model_from_supernet(spec, supernet) if supernet is not None else build_model(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "train_state.pt"
+    x_all, y_all = data.train.tensors()
+    xv, yv = data.val.tensors()
+    steps = max(1, len(y_all) // cfg.batch_size)
+    total = max(1, cfg.epochs * steps)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.effective_lr(), weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    history: list[dict] = []
+    start = 0
+    if resume and state_path.exists():
+        st = load_training_checkpoint(state_path)
+        model.load_state_dict(st["supernet"])      # the same container format as supernet checkpoints
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, history = int(st["epoch"]), list(st["history"])
+        report("resumed", {"epoch": start})
+    net: torch.nn.Module = model
+    if dist_util.world_size() > 1:
+        net = dist_util.wrap_ddp(model)
+    rank, world = dist_util.rank(), dist_util.world_size()
+    if start == 0 and supernet is not None:
+        recalibrate_bn(model, [x_all[i:i + 128] for i in range(0, min(len(x_all), 256), 128)])
+        history.append({"epoch": 0, "val_accuracy": accuracy(model, xv, yv)})
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
+        aug = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        total_loss, n = 0.0, 0
+        for i, idx in enumerate(batches(len(y_all), cfg.batch_size, gen)):
+            x = augment_batch(x_all[idx], getattr(data.train, "augment", "none"), aug)[rank::world]
+            y = y_all[idx][rank::world]
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += float(dist_util.mean_over_ranks(loss.detach()))
+            n += 1
+            report("step", {"epoch": epoch + 1, "epochs": cfg.epochs, "step": i + 1, "steps": steps,
+                            "loss": float(loss.detach())})
+        log = {"epoch": epoch + 1, "loss": total_loss / max(1, n), "val_accuracy": accuracy(model, xv, yv)}
+        history.append(log)
+        if dist_util.is_main():
+            save_training_checkpoint(state_path, supernet=model.state_dict(), optimizer=opt.state_dict(),
+                                     scheduler=sched.state_dict(), epoch=epoch + 1, history=history)
+        dist_util.barrier()
+        report("epoch", log)
+    xt, yt = data.test.tensors()
+    result = {"arch": spec.short(), "scheme": cfg.scheme, "supernet": str(supernet) if supernet else None,
+              "config": asdict(cfg), "lr": cfg.effective_lr(), "history": history,
+              "val_accuracy": accuracy(model, xv, yv), "test_accuracy": accuracy(model, xt, yt),
+              "data": data.describe()}
+    if dist_util.is_main():
+        save_checkpoint(model.eval(), out / "model.pt", scheme=cfg.scheme, test_accuracy=result["test_accuracy"])
+        spec.save(out / "arch.json")
+        atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def evaluate_checkpoint(arch: str, checkpoint: Path, data: str, resolution: int, split: str) -> dict:
+    from ..quant.checkpoint import load_model
+    from ..spec import load_spec
+
+    spec = load_spec(arch)
+    bundle = load_data(data, resolution)
+    model = load_model(spec.replace(num_classes=bundle.num_classes), checkpoint)
+    sets = {"test": bundle.test, "val": bundle.val, "train": bundle.train}
+    x, y = sets[split].tensors()
+    return {"split": split, "images": len(y), "accuracy": accuracy(model, x, y), "data": bundle.describe()}
