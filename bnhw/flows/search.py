@@ -235,7 +235,8 @@ def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best:
     ax.plot([c.ops / 1e6 for c in front], [100 * c.score for c in front], "o-", c="C0", ms=4, label="Pareto front")
     ax.scatter([best.ops / 1e6], [100 * best.score], marker="*", s=160, c="C3", zorder=5, label="best under budget")
     ax.axvline(budget / 1e6, ls="--", c="C3", lw=1)
-    ax.text(budget / 1e6, ax.get_ylim()[0], f" budget {format_ops(budget)}", color="C3", va="bottom", fontsize=8)
+    ax.text(budget / 1e6, ax.get_ylim()[0], f"budget {format_ops(budget)} ", color="C3", va="bottom", ha="right",
+            fontsize=8)
     ax.set_xlabel(f"OPs (M), counted at {space.resolution}x{space.resolution}")
     ax.set_ylabel(f"val top-1 (%), {data_name} at {resolution}x{resolution}, inherited weights")
     ax.set_title(f"bnhw search: {space.name}")
