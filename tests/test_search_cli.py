@@ -79,8 +79,9 @@ def test_sigint_then_resume_redoes_nothing(tmp_path):
     out = tmp_path / "s"
     args = ["search", *TINY[:-2], "--epochs", "4", "--train-images", "160", "-o", str(out)]
     env = dict(os.environ, BNHW_DEBUG="")
+    # pytest-xdist workers ignore SIGINT and children inherit that: restore the default first
     p = subprocess.Popen([sys.executable, "-m", "bnhw", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
+                         text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not ((out / "log.txt").exists() and _epochs_logged(out)):
         time.sleep(0.2)
