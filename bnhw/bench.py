@@ -89,7 +89,7 @@ def main() -> None:
     sn = BinarySupernet(space)
     from .design.train import load_training_checkpoint
 
-    sn.load_state_dict(load_training_checkpoint(out / "search" / "supernet.pt")["supernet"])
+    sn.load_state_dict(load_training_checkpoint(out / "search" / "supernet.pt")["weights"])
     calib = calibration_batches(data.train.tensors()[0], 2, 128)
     xv, yv = data.val.tensors()
     sample = random_in_band(space, 0.1e6, budget, random.Random(7), cfg["n_tau"])

@@ -67,11 +67,10 @@ class ImageSet(Dataset):
 class LazyImageSet(Dataset):
     """An image-folder set decoded on access."""
 
-    def __init__(self, files: list[Path], labels: list[int], resolution: int, in_channels: int = 3):
+    def __init__(self, files: list[Path], labels: list[int], resolution: int):
         self.files = files
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self._resolution = resolution
-        self.in_channels = in_channels
         self.augment = "none"
 
     def __len__(self) -> int:
@@ -85,8 +84,8 @@ class LazyImageSet(Dataset):
         return to_float(_load_image(self.files[i], self._resolution)), self.labels[i]
 
     def subset(self, idx: Sequence[int] | np.ndarray, augment: str | None = None) -> LazyImageSet:
-        s = LazyImageSet([self.files[j] for j in idx], [int(self.labels[j]) for j in idx], self._resolution)
-        return s
+        """Same interface as :meth:`ImageSet.subset`; folder sets are not augmented."""
+        return LazyImageSet([self.files[j] for j in idx], [int(self.labels[j]) for j in idx], self._resolution)
 
     def tensors(self) -> tuple[Tensor, Tensor]:
         xs = [self[i][0] for i in range(len(self))]

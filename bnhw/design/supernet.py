@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .. import distributed as dist_util
 from ..errors import BnhwError
 from ..quant.binarizers import fixed_point_act_quant, fixed_point_weight_quant
-from ..quant.layers import ChannelWeightNorm
+from ..quant.layers import ChannelWeightNorm, folded_bn, shortcut_index
 from ..quant.model import BinaryNet, build_model
 from ..spec import ArchSpec, Precision
 from .space import SearchSpace
@@ -117,8 +117,7 @@ class _GlobalSum(torch.autograd.Function):
 class ElasticBN(nn.Module):
     """A batch norm over the first ``c`` of ``max_channels`` channels (``N x C`` or ``N x C x H x W``).
 
-    Eval mode computes ``x * a + b`` with ``a``, ``b`` folded exactly as
-    :class:`~bnhw.quant.layers.FoldedBatchNorm2d` does.
+    Eval mode is :func:`~bnhw.quant.layers.folded_bn`, as in the standalone model.
     """
 
     def __init__(self, max_channels: int, eps: float = 1e-5, momentum: float | None = 0.1):
@@ -135,10 +134,7 @@ class ElasticBN(nn.Module):
                 return self._synced(x, c, mom)
             return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
                                 True, mom, bn.eps)
-        a = bn.weight[:c] / torch.sqrt(bn.running_var[:c] + bn.eps)
-        b = bn.bias[:c] - bn.running_mean[:c] * a
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x * a.view(shape) + b.view(shape)
+        return folded_bn(x, bn.weight[:c], bn.bias[:c], bn.running_mean[:c], bn.running_var[:c], bn.eps)
 
     def _synced(self, x: Tensor, c: int, mom: float) -> Tensor:
         """Batch statistics over the global batch of all ranks (what one process would compute)."""
@@ -270,10 +266,7 @@ class ElasticBlock(nn.Module):
         sc = F.avg_pool2d(x, 2, 2) if stride == 2 else x
         y = self.bn1(self.conv1(self.sign1(x), cin, k, groups, stride, binary_weights)) + sc
         x = self.act1(y)
-        sc = x
-        if cout != cin:
-            reps = -(-cout // cin)
-            sc = (x.repeat(1, reps, 1, 1) if reps > 1 else x)[:, :cout]
+        sc = x if cout == cin else x.index_select(1, shortcut_index(cin, cout))
         y = self.bn2(self.conv2(self.sign2(x), cout, 1, 1, 1, binary_weights)) + sc
         return self.act2(y)
 

@@ -99,6 +99,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool
 # checkpoints
 # ----------------------------------------------------------------------------
 def save_training_checkpoint(path: Path, **state) -> None:
+    """Atomically save a resumable training state; ``weights`` holds the trained module's state dict."""
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -111,8 +112,8 @@ def load_training_checkpoint(path: Path) -> dict:
         raise BnhwError(f"{path}: no such checkpoint") from None
     except Exception as e:  # torch raises many kinds on a damaged file
         raise BnhwError(f"{path}: checkpoint is corrupted or not a bnhw checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "supernet" not in state:
-        raise BnhwError(f"{path}: not a bnhw supernet checkpoint")
+    if not isinstance(state, dict) or "weights" not in state:
+        raise BnhwError(f"{path}: not a bnhw training checkpoint")
     return state
 
 
@@ -139,7 +140,7 @@ def train_supernet(supernet: BinarySupernet, train_set, config: TrainConfig, che
         st = load_training_checkpoint(checkpoint)
         if st.get("train_config", {}).get("batch_size") != config.batch_size:
             raise BnhwError(f"{checkpoint}: was trained with another batch size; resume with the same settings")
-        supernet.load_state_dict(st["supernet"])
+        supernet.load_state_dict(st["weights"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         history = list(st.get("history", []))
@@ -176,7 +177,7 @@ def train_supernet(supernet: BinarySupernet, train_set, config: TrainConfig, che
                "loss_students": [float(v / n) for v in sums[1:]] if n else []}
         history.append(log)
         if checkpoint is not None and rank == 0:
-            save_training_checkpoint(checkpoint, supernet=supernet.state_dict(), optimizer=opt.state_dict(),
+            save_training_checkpoint(checkpoint, weights=supernet.state_dict(), optimizer=opt.state_dict(),
                                      scheduler=sched.state_dict(), epoch=epoch + 1, history=history,
                                      train_config=asdict(config), **(extra or {}))
         dist_util.barrier()

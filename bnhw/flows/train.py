@@ -64,7 +64,7 @@ def model_from_supernet(spec: ArchSpec, supernet_ckpt: Path) -> BinaryNet:
     try:
         space = get_space(st["space"]).for_task(int(st["num_classes"]))
         sn = BinarySupernet(space, SupernetConfig(**st.get("supernet_config", {})))
-        sn.load_state_dict(st["supernet"])
+        sn.load_state_dict(st["weights"])
     except (KeyError, RuntimeError, TypeError) as e:
         raise BnhwError(f"{supernet_ckpt}: not a supernet checkpoint of a known space ({type(e).__name__})") from None
     if spec.space != space.name:
@@ -97,7 +97,7 @@ def fit(spec: ArchSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = No
     start = 0
     if resume and state_path.exists():
         st = load_training_checkpoint(state_path)
-        model.load_state_dict(st["supernet"])      # the same container format as supernet checkpoints
+        model.load_state_dict(st["weights"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start, history = int(st["epoch"]), list(st["history"])
@@ -129,7 +129,7 @@ def fit(spec: ArchSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = No
         log = {"epoch": epoch + 1, "loss": total_loss / max(1, n), "val_accuracy": accuracy(model, xv, yv)}
         history.append(log)
         if dist_util.is_main():
-            save_training_checkpoint(state_path, supernet=model.state_dict(), optimizer=opt.state_dict(),
+            save_training_checkpoint(state_path, weights=model.state_dict(), optimizer=opt.state_dict(),
                                      scheduler=sched.state_dict(), epoch=epoch + 1, history=history)
         dist_util.barrier()
         report("epoch", log)

@@ -63,6 +63,8 @@ __all__ = [
     "ChannelWeightNorm",
     "Classifier",
     "FoldedBatchNorm1d",
+    "folded_bn",
+    "shortcut_index",
     "FoldedBatchNorm2d",
     "LearnableSign",
     "RPReLU",
@@ -188,27 +190,32 @@ class RPReLU(nn.Module):
         return self.prelu(x - self.shift_in) + self.shift_out
 
 
-class FoldedBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose eval-mode output is ``x * a + b`` (two elementwise ops).
+def folded_bn(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, eps: float) -> Tensor:
+    """Eval-mode batch norm as ``x * a + b`` with ``a = gamma / sqrt(var + eps)``,
+    ``b = beta - mean * a`` per channel (dim 1 of ``x``).
 
-    ``a = gamma / sqrt(running_var + eps)`` and ``b = beta - running_mean * a``
-    per channel.  In training mode (and during :func:`~bnhw.quant.model.recalibrate_bn`)
-    it is a plain batch norm.  Folding keeps PyTorch and the exported graph
-    (``Mul`` then ``Add`` with the same constants) bit-identical, and is the
-    affine form integer hardware implements.
+    The one place this is computed: the standalone model and the supernet both
+    call it, so an extracted subnet reproduces the supernet bit for bit, and
+    the exported graph (``Mul`` then ``Add`` with the same constants) matches
+    PyTorch exactly.  It is also the affine form integer hardware implements.
     """
+    a = weight / torch.sqrt(var + eps)
+    b = bias - mean * a
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return x * a.view(shape) + b.view(shape)
 
-    def folded(self) -> tuple[Tensor, Tensor]:
-        """The per-channel ``(a, b)`` of the eval-mode affine map, shaped ``1 x C x 1 x 1``."""
-        a = self.weight / torch.sqrt(self.running_var + self.eps)
-        b = self.bias - self.running_mean * a
-        return a.view(1, -1, 1, 1), b.view(1, -1, 1, 1)
+
+class FoldedBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose eval-mode output is :func:`folded_bn` (two elementwise ops).
+
+    In training mode (and during :func:`~bnhw.quant.model.recalibrate_bn`) it
+    is a plain batch norm.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             return super().forward(x)
-        a, b = self.folded()
-        return x * a + b
+        return folded_bn(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps)
 
 
 class ResidualQuant(QuantIdentity):
@@ -222,6 +229,11 @@ class ResidualQuant(QuantIdentity):
 def residual_quant(precision: Precision) -> nn.Module:
     """A :class:`ResidualQuant` in fixed mode, ``nn.Identity`` in float mode."""
     return ResidualQuant(precision) if precision.fixed else nn.Identity()
+
+
+def shortcut_index(in_channels: int, out_channels: int) -> Tensor:
+    """Input channel feeding each output channel of the width-changing shortcut: ``c % cin``."""
+    return torch.arange(out_channels) % in_channels
 
 
 class ChannelShortcut(nn.Module):
@@ -240,7 +252,7 @@ class ChannelShortcut(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.register_buffer("index", torch.arange(out_channels) % in_channels, persistent=False)
+        self.register_buffer("index", shortcut_index(in_channels, out_channels), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.out_channels == self.in_channels:
@@ -325,18 +337,12 @@ class BinaryBlock(nn.Module):
 
 
 class FoldedBatchNorm1d(nn.BatchNorm1d):
-    """``nn.BatchNorm1d`` on ``N x C`` whose eval-mode output is ``x * a + b`` (see :class:`FoldedBatchNorm2d`)."""
-
-    def folded(self) -> tuple[Tensor, Tensor]:
-        a = self.weight / torch.sqrt(self.running_var + self.eps)
-        b = self.bias - self.running_mean * a
-        return a.view(1, -1), b.view(1, -1)
+    """``nn.BatchNorm1d`` on ``N x C`` whose eval-mode output is :func:`folded_bn`."""
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             return super().forward(x)
-        a, b = self.folded()
-        return x * a + b
+        return folded_bn(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps)
 
 
 class Classifier(nn.Module):
