@@ -1,0 +1,504 @@
+"""The hardware IR: one integer dataflow graph shared by every hardware part of bnhw.
+
+A :class:`HwGraph` is what the FPGA build folds and estimates, what the HLS
+code generator emits, what the cycle simulator (later) steps through and what
+the CPU kernels (later) execute.  It is produced once from a network (the
+lowering passes in :mod:`bnhw.hw.lower`) and never re-derived from ONNX by a
+consumer.
+
+Conventions
+-----------
+* Every tensor is a stream of integers in **HWC order** (a feature map
+  ``(H, W, C)``; a vector is ``(1, 1, C)``).  Batch size is 1.
+* :class:`DType` is the element type of a stream: ``bipolar`` elements are
+  ``-1`` / ``+1`` (one bit in hardware: bit 1 = +1, FINN's convention),
+  (a window stream of a zero-padded convolution is ``bipolar`` with
+  ``padded=True`` and holds 0 at the padding taps), ``int`` elements are
+  two's-complement (``signed``) or unsigned integers
+  of ``bits`` bits.  A ``scale`` records the real value of one integer step
+  (``2**-frac`` for fixed point), for reports and checks only: the graph is
+  integer arithmetic throughout.
+* Nodes are kept in topological order; every node names its input and
+  output streams.  ``HwGraph.execute`` (numpy, int64) is the **reference
+  semantics** of every node: the HLS C simulation, the cycle simulator and
+  the CPU kernels are all checked against it, and it is checked against
+  QONNX execution of the exported network.
+* Folding (``pe``, ``simd``) is an attribute of the compute nodes; the
+  folding passes return new graphs (``HwGraph.with_folding``), in the
+  qonnx "model in, model out" style.
+
+Node kinds (``Node.op``) and their semantics
+--------------------------------------------
+``SWG``  sliding window generator (FINN ``ConvolutionInputGenerator``):
+    input ``(H, W, C)`` -> ``(Ho, Wo, K*K*C)``, window elements ordered
+    ``(ky, kx, c)``, ``pad`` pixels on each side filled with ``pad_value``
+    (``0`` for a zero-padded bipolar convolution: the padded taps contribute
+    nothing to the dot product), ``stride``, ``dilation``.
+``MVAU`` matrix-vector-activation unit: for each pixel, ``acc = W @ x``
+    with ``W`` of shape ``(MH, MW // groups)``; with ``groups > 1`` output
+    channel ``o`` belongs to group ``o // (MH // groups)`` and sees the
+    window entries whose channel ``c`` is in that group (``c // (C //
+    groups)``), the block-diagonal grouped convolution.  ``binary_xnor``:
+    weights and inputs are bipolar (an XNOR-popcount unit).  With
+    ``thresholds`` ``T (MH, n)`` (sorted per row) the output is
+    ``out = sum_i (acc >= T[:, i])`` mapped through ``out_bias``; a single
+    threshold with ``out_bias=-1`` and scale 2 gives bipolar ``2*[acc>=T]-1``
+    (see :func:`threshold_out`).  Without thresholds the output is ``acc``.
+``Thresholding`` the same activation, applied elementwise per channel.
+``MaxPool``  ``k x k`` max pooling with stride ``k`` (on bipolar data: OR).
+``AvgPoolSum`` ``k x k`` window *sum* with stride ``k`` (the division is
+    folded into the consumer's scale).
+``GlobalAvgPool`` per-channel ``round_half_even(sum / (H*W))``.
+``Gather`` channel gather ``out[..., c] = in[..., index[c]]``.
+``Duplicate`` one input stream to several identical outputs.
+``AddRequant`` ``acc = x*A[c] + B[c] (+ s << shortcut_shift)``,
+    ``out = clip(round_half_even(acc / 2**shift))`` to the output type.  The
+    fixed-point batch norm, the Bi-Real shortcut add and the requantiser
+    in one unit; ``s`` is the optional second input.
+``RPReLU`` ``y = x - S_in[c]``; ``y = y << frac`` if ``y >= 0`` else
+    ``y * slope[c]``; ``out = clip(round_half_even((y + S_out[c] << frac) /
+    2**frac))``.
+``LabelSelect`` index of the largest input (ties: lowest index), ``k=1``.
+
+Every node also carries ``name`` (unique; FINN-style, e.g. ``MVAU_3``) and
+``layer`` (the network layer it came from, for reports).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DType", "HwGraph", "Node", "Stream", "IRError", "round_half_even_shift",
+    "round_half_even_div", "threshold_out", "COMPUTE_OPS", "OPS",
+]
+
+
+class IRError(ValueError):
+    """A malformed hardware graph (a lowering bug, never user input)."""
+
+
+OPS = ("SWG", "MVAU", "Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool", "Gather",
+       "Duplicate", "AddRequant", "RPReLU", "LabelSelect")
+#: node kinds that carry a PE (and, for MVAU / SWG, SIMD) folding attribute
+COMPUTE_OPS = ("SWG", "MVAU", "Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool",
+               "AddRequant", "RPReLU", "LabelSelect")
+
+
+@dataclass(frozen=True)
+class DType:
+    """Element type of a stream: ``bipolar`` or a ``bits``-bit (un)signed integer."""
+
+    kind: str = "int"          # "int" | "bipolar"
+    bits: int = 32
+    signed: bool = True
+    scale: float = 1.0         # real value of one integer step (reports only)
+    padded: bool = False       # bipolar only: may also hold 0 (zero padding of an SWG)
+
+    @staticmethod
+    def bipolar(padded: bool = False) -> DType:
+        """+-1 elements; ``padded``: a window stream whose zero-padding taps hold 0."""
+        return DType("bipolar", 1, True, 1.0, padded)
+
+    @staticmethod
+    def int_(bits: int, signed: bool = True, scale: float = 1.0) -> DType:
+        return DType("int", int(bits), bool(signed), float(scale))
+
+    @property
+    def is_bipolar(self) -> bool:
+        return self.kind == "bipolar"
+
+    @property
+    def min(self) -> int:
+        if self.is_bipolar:
+            return -1
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def max(self) -> int:
+        if self.is_bipolar:
+            return 1
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    def finn_name(self) -> str:
+        """The FINN / qonnx DataType name (``BIPOLAR``, ``INT8``, ``UINT4``)."""
+        if self.is_bipolar:
+            return "BIPOLAR"
+        return f"{'INT' if self.signed else 'UINT'}{self.bits}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> DType:
+        return DType(**d)
+
+    @staticmethod
+    def for_range(lo: int, hi: int, scale: float = 1.0) -> DType:
+        """The narrowest integer type holding every value in ``[lo, hi]``."""
+        signed = lo < 0
+        bits = 1
+        while True:
+            t = DType.int_(bits, signed, scale)
+            if t.min <= lo and hi <= t.max:
+                return t
+            bits += 1
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A named stream: a tensor of ``shape`` (H, W, C) with element type ``dtype``."""
+
+    name: str
+    shape: tuple[int, int, int]
+    dtype: DType
+
+    @property
+    def elems(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def channels(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def pixels(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.to_dict()}
+
+
+@dataclass
+class Node:
+    """One hardware unit.  ``attrs`` are plain numbers; ``params`` numpy arrays."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    layer: str = ""
+
+    @property
+    def pe(self) -> int:
+        return int(self.attrs.get("pe", 1))
+
+    @property
+    def simd(self) -> int:
+        return int(self.attrs.get("simd", 1))
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+
+def round_half_even_div(num: np.ndarray, den: int) -> np.ndarray:
+    """``round_half_even(num / den)`` for integer arrays and a positive integer ``den``, exactly."""
+    num = np.asarray(num, dtype=np.int64)
+    q = np.floor_divide(num, den)
+    r = num - q * den                      # 0 <= r < den
+    twice = 2 * r
+    up = (twice > den) | ((twice == den) & (q % 2 == 1))
+    return q + up.astype(np.int64)
+
+
+def round_half_even_shift(num: np.ndarray, shift: int) -> np.ndarray:
+    """``round_half_even(num / 2**shift)`` (``shift <= 0`` multiplies)."""
+    num = np.asarray(num, dtype=np.int64)
+    if shift <= 0:
+        return num << (-shift)
+    return round_half_even_div(num, 1 << shift)
+
+
+def threshold_out(acc: np.ndarray, thresholds: np.ndarray, out_bias: int, out_scale: int = 1) -> np.ndarray:
+    """Multi-threshold activation: ``out_scale * sum_i (acc >= T[c, i]) + out_bias`` (channel last)."""
+    t = np.asarray(thresholds, dtype=np.int64)
+    cnt = (np.asarray(acc, dtype=np.int64)[..., None] >= t).sum(axis=-1)
+    return out_scale * cnt + out_bias
+
+
+class HwGraph:
+    """Integer dataflow graph: streams, nodes in topological order, one input, one output."""
+
+    def __init__(self, name: str, streams: Mapping[str, Stream], nodes: list[Node],
+                 input: str, output: str, meta: Mapping[str, Any] | None = None):
+        self.name = name
+        self.streams = dict(streams)
+        self.nodes = list(nodes)
+        self.input = input
+        self.output = output
+        self.meta = dict(meta or {})
+        self.check()
+
+    # ------------------------------------------------------------- structure
+    def check(self) -> None:
+        """Raise :class:`IRError` unless every stream is produced once, before it is used."""
+        if self.input not in self.streams:
+            raise IRError(f"input stream {self.input!r} is not declared")
+        produced = {self.input}
+        names = set()
+        for n in self.nodes:
+            if n.op not in OPS:
+                raise IRError(f"{n.name}: unknown op {n.op!r}")
+            if n.name in names:
+                raise IRError(f"duplicate node name {n.name!r}")
+            names.add(n.name)
+            for s in n.inputs:
+                if s not in produced:
+                    raise IRError(f"{n.name}: input {s!r} used before it is produced")
+            for s in n.outputs:
+                if s not in self.streams:
+                    raise IRError(f"{n.name}: output {s!r} is not declared")
+                if s in produced:
+                    raise IRError(f"{n.name}: stream {s!r} produced twice")
+                produced.add(s)
+        if self.output not in produced:
+            raise IRError(f"output stream {self.output!r} is never produced")
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def producer(self, stream: str) -> Node | None:
+        for n in self.nodes:
+            if stream in n.outputs:
+                return n
+        return None
+
+    def consumers(self, stream: str) -> list[Node]:
+        return [n for n in self.nodes if stream in n.inputs]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def in_stream(self, node: Node, i: int = 0) -> Stream:
+        return self.streams[node.inputs[i]]
+
+    def out_stream(self, node: Node, i: int = 0) -> Stream:
+        return self.streams[node.outputs[i]]
+
+    # ------------------------------------------------------------- folding
+    def folding(self) -> dict[str, dict[str, int]]:
+        """``{node name: {"PE": .., "SIMD": ..}}`` for the foldable nodes (FINN's folding-config keys)."""
+        out: dict[str, dict[str, int]] = {}
+        for n in self.nodes:
+            if n.op in COMPUTE_OPS:
+                d = {"PE": n.pe}
+                if n.op in ("MVAU", "SWG"):
+                    d["SIMD"] = n.simd
+                out[n.name] = d
+        return out
+
+    def with_folding(self, folding: Mapping[str, Mapping[str, int]]) -> HwGraph:
+        """A copy with ``pe`` / ``simd`` set from ``folding`` (unknown names are an error)."""
+        g = self.copy()
+        for name, cfg in folding.items():
+            if name == "Defaults":
+                continue
+            try:
+                n = g.node(name)
+            except KeyError:
+                raise IRError(f"folding names node {name!r}, which this graph does not have") from None
+            for key, val in cfg.items():
+                k = key.lower()
+                if k in ("pe", "simd"):
+                    n.attrs[k] = int(val)
+        return g
+
+    def copy(self) -> HwGraph:
+        return HwGraph(self.name, self.streams, [copy.deepcopy(n) for n in self.nodes],
+                       self.input, self.output, copy.deepcopy(self.meta))
+
+    # ------------------------------------------------------------- serialisation
+    def to_dict(self, with_params: bool = False) -> dict:
+        nodes = []
+        for n in self.nodes:
+            d = {"name": n.name, "op": n.op, "inputs": n.inputs, "outputs": n.outputs,
+                 "attrs": n.attrs, "layer": n.layer,
+                 "params": {k: (v.tolist() if with_params else list(v.shape)) for k, v in n.params.items()}}
+            nodes.append(d)
+        return {"name": self.name, "input": self.input, "output": self.output, "meta": self.meta,
+                "streams": [s.to_dict() for s in self.streams.values()], "nodes": nodes}
+
+    def save(self, path) -> None:
+        """JSON (attributes) + ``.npz`` next to it (parameters)."""
+        import io
+
+        from ..spec import atomic_write_bytes, atomic_write_text
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=_json_default))
+        buf = io.BytesIO()
+        np.savez(buf, **{f"{n.name}/{k}": v for n in self.nodes for k, v in n.params.items()})
+        atomic_write_bytes(str(path) + ".npz", buf.getvalue())
+
+    @staticmethod
+    def load(path) -> HwGraph:
+        d = json.loads(open(path).read())
+        arrays = np.load(str(path) + ".npz")
+        streams = {s["name"]: Stream(s["name"], tuple(s["shape"]), DType.from_dict(s["dtype"]))
+                   for s in d["streams"]}
+        nodes = []
+        for nd in d["nodes"]:
+            params = {k: arrays[f"{nd['name']}/{k}"] for k in nd["params"]}
+            nodes.append(Node(nd["name"], nd["op"], nd["inputs"], nd["outputs"], nd["attrs"], params,
+                              nd.get("layer", "")))
+        return HwGraph(d["name"], streams, nodes, d["input"], d["output"], d.get("meta"))
+
+    # ------------------------------------------------------------- reference execution
+    def execute(self, x: np.ndarray, *, return_all: bool = False):
+        """Run the graph on one input ``(H, W, C)`` integer array (the reference semantics).
+
+        Returns the output array, or with ``return_all`` a dict of every stream.
+        Checks that every produced value fits its stream's declared type.
+        """
+        env: dict[str, np.ndarray] = {self.input: _check_range(np.asarray(x, dtype=np.int64),
+                                                             self.streams[self.input])}
+        for n in self.nodes:
+            ins = [env[s] for s in n.inputs]
+            outs = _EXEC[n.op](n, ins, self)
+            for s, v in zip(n.outputs, outs):
+                env[s] = _check_range(v, self.streams[s], n)
+        return env if return_all else env[self.output]
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+def _check_range(v: np.ndarray, s: Stream, node: Node | None = None) -> np.ndarray:
+    v = np.asarray(v, dtype=np.int64)
+    where = f"{node.name}: " if node else ""
+    if v.shape != tuple(s.shape):
+        raise IRError(f"{where}stream {s.name!r} has shape {v.shape}, declared {tuple(s.shape)}")
+    if s.dtype.is_bipolar:
+        ok = (np.abs(v) <= 1) if s.dtype.padded else (np.abs(v) == 1)
+        if not np.all(ok):
+            raise IRError(f"{where}stream {s.name!r} is bipolar but holds values other than +-1")
+    elif v.size and (v.min() < s.dtype.min or v.max() > s.dtype.max):
+        raise IRError(f"{where}stream {s.name!r} overflows {s.dtype.finn_name()}: "
+                      f"range [{v.min()}, {v.max()}]")
+    return v
+
+
+# ----------------------------------------------------------------------------- node semantics
+def _swg(n: Node, ins, g: HwGraph):
+    (x,) = ins
+    k, stride = int(n.attrs["k"]), int(n.attrs.get("stride", 1))
+    pad, dil = int(n.attrs.get("pad", 0)), int(n.attrs.get("dilation", 1))
+    pv = int(n.attrs.get("pad_value", 0))
+    H, W, C = x.shape
+    xp = np.full((H + 2 * pad, W + 2 * pad, C), pv, dtype=np.int64)
+    xp[pad:pad + H, pad:pad + W] = x
+    Ho, Wo, _ = g.out_stream(n).shape
+    out = np.empty((Ho, Wo, k * k * C), dtype=np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            patch = xp[ky * dil: ky * dil + stride * (Ho - 1) + 1: stride,
+                       kx * dil: kx * dil + stride * (Wo - 1) + 1: stride]
+            out[:, :, (ky * k + kx) * C:(ky * k + kx + 1) * C] = patch
+    return [out]
+
+
+def _activation(n: Node, acc: np.ndarray) -> np.ndarray:
+    if "thresholds" in n.params:
+        return threshold_out(acc, n.params["thresholds"], int(n.attrs.get("out_bias", 0)),
+                             int(n.attrs.get("out_scale", 1)))
+    return acc
+
+
+def _mvau(n: Node, ins, g: HwGraph):
+    (x,) = ins
+    w = n.params["weights"].astype(np.int64)            # (MH, MW // groups)
+    groups = int(n.attrs.get("groups", 1))
+    H, W, MW = x.shape
+    MH = w.shape[0]
+    if groups == 1:
+        acc = x.reshape(-1, MW) @ w.T
+    else:
+        C = int(n.attrs["channels"])                    # input channels of the conv
+        kk = MW // C
+        cg, og = C // groups, MH // groups
+        xr = x.reshape(-1, kk, C)
+        acc = np.empty((xr.shape[0], MH), dtype=np.int64)
+        for gi in range(groups):
+            xg = xr[:, :, gi * cg:(gi + 1) * cg].reshape(xr.shape[0], kk * cg)
+            acc[:, gi * og:(gi + 1) * og] = xg @ w[gi * og:(gi + 1) * og].T
+    acc = acc.reshape(H, W, MH)
+    return [_activation(n, acc)]
+
+
+def _thresholding(n: Node, ins, g):
+    return [_activation(n, ins[0])]
+
+
+def _pool_windows(x: np.ndarray, k: int) -> np.ndarray:
+    H, W, C = x.shape
+    Ho, Wo = H // k, W // k
+    return x[:Ho * k, :Wo * k].reshape(Ho, k, Wo, k, C)
+
+
+def _maxpool(n: Node, ins, g):
+    return [_pool_windows(ins[0], int(n.attrs["k"])).max(axis=(1, 3))]
+
+
+def _avgpoolsum(n: Node, ins, g):
+    return [_pool_windows(ins[0], int(n.attrs["k"])).sum(axis=(1, 3))]
+
+
+def _gap(n: Node, ins, g):
+    x = ins[0]
+    s = x.sum(axis=(0, 1), keepdims=True)
+    return [round_half_even_div(s, x.shape[0] * x.shape[1])]
+
+
+def _gather(n: Node, ins, g):
+    return [ins[0][..., n.params["index"].astype(np.int64)]]
+
+
+def _duplicate(n: Node, ins, g):
+    return [ins[0].copy() for _ in n.outputs]
+
+
+def _addrequant(n: Node, ins, g):
+    x = ins[0]
+    acc = x * n.params["A"].astype(np.int64) + n.params["B"].astype(np.int64)
+    if len(ins) > 1:
+        acc = acc + (ins[1] << int(n.attrs.get("shortcut_shift", 0)))
+    out = round_half_even_shift(acc, int(n.attrs["shift"]))
+    t = g.out_stream(n).dtype
+    return [np.clip(out, t.min, t.max)]
+
+
+def _rprelu(n: Node, ins, g):
+    frac = int(n.attrs["frac"])
+    y = ins[0] - n.params["S_in"].astype(np.int64)
+    y = np.where(y >= 0, y << frac, y * n.params["slope"].astype(np.int64))
+    y = y + (n.params["S_out"].astype(np.int64) << frac)
+    t = g.out_stream(n).dtype
+    return [np.clip(round_half_even_shift(y, frac), t.min, t.max)]
+
+
+def _labelselect(n: Node, ins, g):
+    flat = ins[0].reshape(-1)
+    return [np.array([[[int(np.argmax(flat))]]], dtype=np.int64)]
+
+
+_EXEC = {"SWG": _swg, "MVAU": _mvau, "Thresholding": _thresholding, "MaxPool": _maxpool,
+         "AvgPoolSum": _avgpoolsum, "GlobalAvgPool": _gap, "Gather": _gather,
+         "Duplicate": _duplicate, "AddRequant": _addrequant, "RPReLU": _rprelu,
+         "LabelSelect": _labelselect}
