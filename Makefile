@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# the CPU build of torch first, pinned (see pyproject.toml)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,finn]'
+	# FINN (finn-plus) without its pins; see bnhw/hw/finn_compat.py
+	$(PY) -m pip install --quiet --no-deps finn-plus==1.6.1
 	touch $@
 
 test: install

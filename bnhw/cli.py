@@ -286,6 +286,47 @@ def eval_cmd(arch, checkpoint, data, resolution, split) -> None:
     r = evaluate_checkpoint(arch, checkpoint, data, resolution, split)
     click.echo(f"top-1 {r['accuracy']:.4f} on {r['images']} {split} images ({r['data']})")
 
+# ---------------------------------------------------------------------------
+DEFAULT_SEARCH_ARCH = Path("runs/search/best_arch.json")
+
+
+@main.command()
+@click.argument("network", required=False)
+@click.option("--target", default="pynq-z2", show_default=True,
+              help="Board: pynq-z2, pynq-z1, ultra96-v2, kv260, zcu104.")
+@click.option("-o", "--out", default="runs/build", show_default=True, type=click.Path(path_type=Path),
+              help="Output folder (report, folding, QONNX, HLS project).")
+@click.option("--folding", type=click.Path(path_type=Path), help="Hand-written FINN folding config (JSON).")
+@click.option("--fps", type=float, help="Reach this FPS with the fewest resources (default: the highest FPS "
+              "that fits the board).")
+@click.option("--clock-mhz", type=float, help="Fabric clock (default: the board's).")
+@click.option("--margin", default=0.85, show_default=True, type=float,
+              help="Fraction of the board's LUT/BRAM/URAM/DSP the folding may use.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Weights (from `bnhw train`/`search`).")
+@click.option("--csim-inputs", default=16, show_default=True, type=click.IntRange(1, 1797),
+              help="Real images for the bit-exact checks (IR vs QONNX, C simulation vs IR).")
+@click.option("--no-csim", is_flag=True, help="Generate the HLS project but skip its C simulation.")
+def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csim_inputs, no_csim) -> None:
+    """Build a streaming XNOR-popcount dataflow accelerator for NETWORK on a board.
+
+    NETWORK is a reference network (cnv-w1a1, tfc-w1a1), an architecture
+    spec file or a `bnhw zoo` name; without it, the result of `bnhw search`
+    (runs/search/best_arch.json).  Writes report.md / report.json /
+    layers.png (per-unit folding, cycles, LUT, BRAM, DSP, FPS, latency),
+    folding.json, model.onnx and the HLS project with its C simulation.
+    """
+    from .flows.build import BuildOptions, build_flow
+
+    if network is None:
+        if not DEFAULT_SEARCH_ARCH.is_file():
+            raise BnhwError("no NETWORK given and no runs/search/best_arch.json; give a network: cnv-w1a1, "
+                            "tfc-w1a1, an architecture spec file or a `bnhw zoo` name")
+        network = str(DEFAULT_SEARCH_ARCH)
+        click.echo(f"building {network} (the result of `bnhw search`)")
+    build_flow(BuildOptions(network=network, target=target, out=out, folding=folding, fps=fps, clock_mhz=clock_mhz,
+                            margin=margin, checkpoint=checkpoint, csim_inputs=csim_inputs, csim=not no_csim),
+               echo=click.echo)
+
 
 def run() -> None:  # console-script entry point
     main(prog_name="bnhw")

@@ -315,6 +315,21 @@ class HwGraph:
                     n.attrs[k] = int(val)
         return g
 
+    def truncated(self, output: str) -> HwGraph:
+        """The subgraph that computes stream ``output`` (nodes not needed for it dropped)."""
+        need = {output}
+        keep: list[Node] = []
+        for n in reversed(self.nodes):
+            if any(o in need for o in n.outputs):
+                keep.append(n)
+                need.update(n.inputs)
+        keep.reverse()
+        # a Duplicate whose other outputs are no longer consumed still declares them
+        used = {s for n in keep for s in n.inputs + n.outputs} | {self.input}
+        streams = {k: v for k, v in self.streams.items() if k in used}
+        return HwGraph(self.name, streams, [copy.deepcopy(n) for n in keep], self.input, output,
+                       copy.deepcopy(self.meta))
+
     def copy(self) -> HwGraph:
         return HwGraph(self.name, self.streams, [copy.deepcopy(n) for n in self.nodes],
                        self.input, self.output, copy.deepcopy(self.meta))

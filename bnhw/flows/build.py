@@ -1,0 +1,460 @@
+"""``bnhw build``: network -> QONNX -> hardware IR -> folded dataflow accelerator -> HLS + C simulation -> report.
+
+Steps (each reported with what it measured or modelled):
+
+1. the network: a reference net by name (``cnv-w1a1``, ``tfc-w1a1``) or an
+   architecture spec (file or ``bnhw zoo`` name), with ``--checkpoint``
+   weights or fresh weights whose batch-norm statistics are estimated on
+   the digits images; spec networks are built with the fixed-point residual
+   path (post-training, when the weights come from a float model);
+2. QONNX export, then lowering to the integer hardware IR
+   (:mod:`bnhw.hw.ir`), checked against QONNX execution on real images;
+3. folding: ``--folding FILE`` (FINN folding-config JSON), ``--fps N``
+   (least resources reaching N FPS) or, by default, the highest FPS within
+   ``--margin`` of the board (:mod:`bnhw.hw.folding`); FINN's
+   ``SetFolding`` at the same cycle target is reported beside it;
+4. per-unit cycles and LUT / BRAM / URAM / DSP from FINN's analytical models
+   (:mod:`bnhw.estimators.finn_models`);
+5. the HLS project (:mod:`bnhw.hw.hls`) and its C simulation with g++,
+   compared bit for bit with the IR reference on real images;
+6. synthesis only when the vendor tools are on PATH (they are not on a
+   plain machine: the report says so).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BnhwError
+from ..hw.boards import Board, get_board
+from ..hw.ir import HwGraph
+from ..spec import atomic_write_text
+
+__all__ = ["BuildOptions", "BuildResult", "build_flow", "load_folding_file", "prepare_network"]
+
+
+@dataclass
+class BuildOptions:
+    network: str
+    target: str = "pynq-z2"
+    out: Path = Path("runs/build")
+    folding: Path | None = None
+    fps: float | None = None
+    clock_mhz: float | None = None
+    margin: float = 0.85
+    checkpoint: Path | None = None
+    csim_inputs: int = 16
+    csim: bool = True
+
+
+@dataclass
+class PreparedNetwork:
+    """A network ready for hardware: its model, QONNX file, IR and real test inputs."""
+
+    name: str
+    kind: str                       # "reference" | "spec"
+    model: Any
+    onnx: Path
+    graph: HwGraph
+    images: Any                     # float NCHW torch tensor (real digits images)
+    int_inputs: np.ndarray          # (N, H, W, C) integer inputs of the IR
+    qonnx_check: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildResult:
+    report: dict
+    out: Path
+    graph: HwGraph
+
+
+# ----------------------------------------------------------------------------- network preparation
+def _reference_names() -> tuple[str, ...]:
+    from ..quant.reference_nets import REFERENCE_NETS
+    return tuple(REFERENCE_NETS)
+
+
+def prepare_network(network: str, out: Path, *, checkpoint: Path | None = None, n_inputs: int = 16,
+                    echo: Callable[[str], None] = print) -> PreparedNetwork:
+    """Build/load the model, export QONNX to ``out/model.onnx``, lower it, check the IR against QONNX."""
+    out.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise BnhwError(f"{checkpoint}: no such checkpoint")
+    n_inputs = max(1, int(n_inputs))
+    if network.lower() in _reference_names():
+        return _prepare_reference(network.lower(), out, checkpoint, n_inputs, echo)
+    return _prepare_spec(network, out, checkpoint, n_inputs, echo)
+
+
+def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
+    from ..hw.lower_finn import lower_reference, reference_input
+    from ..quant import reference_nets as rn
+
+    info = rn.REFERENCE_NETS[name]
+    model = rn.build_reference(name)
+    notes = []
+    if checkpoint is not None:
+        rn.load_reference_weights(model, checkpoint)
+        notes.append(f"weights from {checkpoint}")
+    else:
+        rn.calibrate_reference(model, name)
+        notes.append("no --checkpoint: random binary weights, batch-norm statistics estimated on digits "
+                     "images (accuracy is not meaningful; cycles and resources do not depend on weights)")
+    onnx = out / "model.onnx"
+    rn.export_reference(model, onnx)
+    graph = lower_reference(model, name)
+    images = rn.reference_images(name, n_inputs, seed=2)
+    ints = reference_input(name, images)
+    check = _check_ir_vs_qonnx(graph, onnx, images, ints, head=None)
+    notes.append(f"{info.get('description', name)}")
+    return PreparedNetwork(name, "reference", model, onnx, graph, images, ints, check, notes)
+
+
+def _prepare_spec(network, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
+    from ..data import digits_images
+    from ..hw.lower_binarynet import integer_input, lower_binarynet
+    from ..quant.checkpoint import load_checkpoint, load_model
+    from ..quant.export import export_qonnx
+    from ..quant.model import recalibrate_bn, to_fixed
+    from ..spec import load_spec
+
+    try:
+        spec = load_spec(network)
+    except BnhwError as e:
+        raise BnhwError(f"{e} (reference networks: {', '.join(_reference_names())})") from None
+    notes = []
+    if checkpoint is not None:
+        saved, _, _ = load_checkpoint(checkpoint)
+        if saved.replace(name="", precision=spec.precision) != spec.replace(name=""):
+            raise BnhwError(f"{checkpoint} holds weights of another architecture ({saved.short()})")
+    model = load_model(spec, checkpoint)
+    if checkpoint is None:
+        x, _ = digits_images(spec.resolution, 64, channels=spec.in_channels, seed=1)
+        recalibrate_bn(model, [x[:32], x[32:]])
+        notes.append("no --checkpoint: random binary weights, batch-norm statistics estimated on digits images "
+                     "(accuracy is not meaningful; cycles and resources do not depend on weights)")
+    if not spec.precision.fixed:
+        model = to_fixed(model)
+        notes.append("float residual path quantised to fixed point for hardware (post-training): "
+                     f"{spec.precision.residual_bits}-bit, {spec.precision.residual_frac_bits} fractional bits")
+    onnx = out / "model.onnx"
+    export_qonnx(model, onnx)
+    graph = lower_binarynet(model)
+    images, _ = digits_images(spec.resolution, n_inputs, channels=spec.in_channels, seed=2)
+    ints = integer_input(model, images)
+    check = _check_ir_vs_qonnx(graph, onnx, images, ints, head=graph.meta.get("head"))
+    return PreparedNetwork(spec.name or Path(network).stem, "spec", model, onnx, graph, images, ints, check, notes)
+
+
+def _check_ir_vs_qonnx(graph: HwGraph, onnx: Path, images, ints: np.ndarray, head) -> dict:
+    """IR reference execution vs QONNX execution of the exported graph on the same real images."""
+    from ..quant.export import execute_qonnx
+
+    logits = np.asarray(execute_qonnx(onnx, images))
+    outs = np.stack([graph.execute(x) for x in ints])
+    if head is not None:
+        acc = outs.reshape(len(ints), -1).astype(np.float64)
+        ir_logits = acc * np.asarray(head["scale"]) + np.asarray(head["bias"])
+        scale = max(float(np.abs(logits).max()), 1e-30)
+        err = float(np.abs(ir_logits - logits).max()) / scale
+        labels_ir = ir_logits.argmax(1)
+    else:
+        err = None
+        labels_ir = outs.reshape(len(ints), -1)[:, 0] if outs.reshape(len(ints), -1).shape[1] == 1 \
+            else outs.reshape(len(ints), -1).argmax(1)
+    labels_q = logits.reshape(len(ints), -1).argmax(1)
+    agree = int((labels_ir == labels_q).sum())
+    res = {"inputs": len(ints), "labels_equal": agree, "max_logit_rel_error": err}
+    if agree != len(ints):
+        raise BnhwError(f"hardware IR disagrees with QONNX execution on {len(ints) - agree} of {len(ints)} "
+                        "images (a lowering bug; please report it)")
+    return res
+
+
+# ----------------------------------------------------------------------------- folding
+def load_folding_file(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BnhwError(f"{path}: no such folding file") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise BnhwError(f"{path}: not a JSON folding config ({e})") from None
+    if not isinstance(data, dict):
+        raise BnhwError(f"{path}: a folding config is a JSON object {{node name: {{\"PE\": .., \"SIMD\": ..}}}}")
+    return data
+
+
+def _apply_folding_file(graph: HwGraph, path: Path) -> HwGraph:
+    from ..estimators.finn_models import legal_pe, legal_simd
+    from ..hw.ir import IRError
+
+    data = load_folding_file(path)
+    try:
+        g = graph.with_folding(data)
+    except IRError as e:
+        raise BnhwError(f"{path}: {e}; nodes are: {', '.join(graph.folding())}") from None
+    for n in g.nodes:
+        if n.name not in data:
+            continue
+        if n.pe not in legal_pe(g, n):
+            raise BnhwError(f"{path}: {n.name} PE={n.pe} is not allowed (choose from {legal_pe(g, n)})")
+        if n.op in ("MVAU", "SWG") and n.simd not in legal_simd(g, n):
+            raise BnhwError(f"{path}: {n.name} SIMD={n.simd} is not allowed (choose from {legal_simd(g, n)})")
+    return g
+
+
+def finn_folding_json(g: HwGraph) -> dict:
+    """FINN's folding-config format: ``{"Defaults": {}, node: {"PE": .., "SIMD": ..}}``."""
+    return {"Defaults": {}, **g.folding()}
+
+
+# ----------------------------------------------------------------------------- latency
+def critical_path_cycles(g: HwGraph, cycles: dict[str, int]) -> int:
+    """Longest path of per-unit cycle counts through the graph (FINN's latency estimate)."""
+    finish: dict[str, int] = {g.input: 0}
+    for n in g.nodes:
+        start = max(finish.get(s, 0) for s in n.inputs)
+        for o in n.outputs:
+            finish[o] = start + cycles[n.name]
+    return finish[g.output]
+
+
+# ----------------------------------------------------------------------------- the flow
+def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> BuildResult:
+    from ..estimators.finn_models import finn_op_type, model_notes
+    from ..hw.folding import FitError, board_budget, graph_cost, maximize_fps, min_resources_for_fps
+    from ..hw.setfolding import finn_set_folding
+
+    board = get_board(opts.target)
+    clock = float(opts.clock_mhz or board.clock_mhz)
+    if clock <= 0:
+        raise BnhwError("--clock-mhz must be positive")
+    if not 0 < opts.margin <= 1:
+        raise BnhwError("--margin must be in (0, 1]")
+    if opts.fps is not None and opts.fps <= 0:
+        raise BnhwError("--fps must be positive")
+    if opts.folding is not None and opts.fps is not None:
+        raise BnhwError("give either --folding or --fps, not both")
+    out = Path(opts.out)
+    t0 = time.time()
+    prep = prepare_network(opts.network, out, checkpoint=opts.checkpoint, n_inputs=opts.csim_inputs, echo=echo)
+    echo(f"{prep.name}: exported {prep.onnx}, lowered to {len(prep.graph.nodes)} hardware units; IR == QONNX "
+         f"on {prep.qonnx_check['inputs']} digits images (labels)")
+    budget = board_budget(board, opts.margin)
+
+    if opts.folding is not None:
+        folded = graph_cost(_apply_folding_file(prep.graph, opts.folding))
+        how = f"from {opts.folding}"
+    elif opts.fps is not None:
+        folded = min_resources_for_fps(prep.graph, opts.fps, clock, budget, board_name=board.name)
+        how = f"bnhw: least resources reaching {opts.fps:g} FPS"
+    else:
+        folded = maximize_fps(prep.graph, budget, board_name=board.name)
+        how = f"bnhw: highest FPS within {opts.margin:.0%} of the board's LUT/BRAM/URAM/DSP"
+    g = folded.graph
+    total = folded.total
+    over = [k for k in ("LUT", "BRAM18", "URAM", "DSP") if total[k] > board.budget()[k]]
+    if over:
+        k = over[0]
+        raise FitError(f"{prep.name} does not fit {board.name} at this folding: {total[k]:,.0f} {k} estimated, "
+                       f"the board has {board.budget()[k]:,} {k}; fold more (omit --folding/--fps to let bnhw "
+                       f"choose), use a smaller network (a lower --budget in `bnhw search`) or a larger board")
+    fps = folded.fps(clock)
+    latency_cycles = critical_path_cycles(g, folded.cycles)
+    echo(f"folding ({how}): II {folded.ii:,} cycles -> {fps:,.1f} FPS at {clock:g} MHz; "
+         f"LUT {total['LUT']:,.0f} BRAM18 {total['BRAM18']:,.0f} DSP {total['DSP']:,.0f}")
+
+    # FINN's SetFolding at the same cycle target, for comparison
+    sf = graph_cost(finn_set_folding(prep.graph, folded.ii))
+    # C simulation
+    csim = _run_csim(g, prep, out, opts, echo)
+    report = _report(opts, board, clock, prep, folded, how, latency_cycles, sf, csim, finn_op_type, model_notes,
+                     time.time() - t0)
+    _write_outputs(out, report, g)
+    echo(f"wrote {out / 'report.md'}, report.json, layers.png, folding.json, hls/")
+    return BuildResult(report, out, g)
+
+
+def _run_csim(g: HwGraph, prep: PreparedNetwork, out: Path, opts: BuildOptions, echo) -> dict:
+    from ..hw.hls import csim, generate_project, vendor_tools
+
+    tools = vendor_tools()
+    hls_dir = out / "hls"
+    generate_project(g, hls_dir)
+    res: dict[str, Any] = {"project": str(hls_dir), "vendor_tools": tools}
+    if not opts.csim:
+        res["csim"] = "skipped (--no-csim)"
+        return res
+    ref = np.stack([g.execute(x) for x in prep.int_inputs])
+    got = csim(g, prep.int_inputs, work_dir=hls_dir)
+    exact = int(sum(np.array_equal(a, b) for a, b in zip(ref, got)))
+    # the output before the label select / the classifier accumulators: a much stronger check
+    pre = g.output
+    last = g.producer(g.output)
+    if last is not None and last.op == "LabelSelect":
+        pre = last.inputs[0]
+    acc_exact = None
+    if pre != g.output:
+        gt = g.truncated(pre)
+        ref_acc = np.stack([gt.execute(x) for x in prep.int_inputs])
+        got_acc = csim(gt, prep.int_inputs, work_dir=out / "hls_acc")
+        acc_exact = int(sum(np.array_equal(a, b) for a, b in zip(ref_acc, got_acc)))
+    res.update({"inputs": len(prep.int_inputs), "outputs_bit_exact": exact, "pre_label_bit_exact": acc_exact,
+                "compared_stream": pre})
+    n = len(prep.int_inputs)
+    if exact != n or (acc_exact is not None and acc_exact != n):
+        raise BnhwError(f"C simulation differs from the IR reference on {n - min(exact, acc_exact or n)} of {n} "
+                        f"inputs (see {hls_dir})")
+    echo(f"C simulation (g++): bit-exact with the IR reference on {n}/{n} digits images"
+         + (f" (and on the {pre} accumulators)" if acc_exact is not None else ""))
+    if not any(tools.values()):
+        echo("Vitis HLS / Vivado not on PATH: stopped after C simulation (synthesis scripts in hls/)")
+    return res
+
+
+def _report(opts, board: Board, clock, prep, folded, how, latency_cycles, sf, csim, finn_op_type, model_notes,
+            seconds) -> dict:
+    g = folded.graph
+    layers = []
+    for n in g.nodes:
+        r = folded.resources[n.name]
+        layers.append({"name": n.name, "op": n.op, "finn_op": finn_op_type(g, n), "layer": n.layer,
+                       "PE": n.pe, "SIMD": n.simd if n.op in ("MVAU", "SWG") else None,
+                       "cycles": folded.cycles[n.name], **{k: r[k] for k in ("LUT", "BRAM18", "URAM", "DSP")}})
+    bott = max(layers, key=lambda d: d["cycles"])["name"]
+    util = {k: (folded.total[k] / v if v else None) for k, v in board.budget().items()}
+    return {
+        "network": prep.name, "kind": prep.kind, "notes": prep.notes,
+        "board": board.to_dict(), "clock_mhz": clock, "margin": opts.margin,
+        "folding": {"source": how, "file": str(opts.folding) if opts.folding else None},
+        "performance": {"ii_cycles": folded.ii, "bottleneck": bott, "fps": clock * 1e6 / folded.ii,
+                        "latency_cycles": latency_cycles, "latency_us": latency_cycles / clock,
+                        "model": "FINN analytical cycle models per unit (get_exp_cycles); II = slowest unit; "
+                                 "latency = longest path of per-unit cycles (FINN's critical-path estimate)"},
+        "resources": {"total": folded.total, "utilisation": util, "board": board.budget(),
+                      "model": "FINN analytical resource models per unit (lut/bram/uram/dsp_estimation); FIFOs, "
+                               "width converters and the DMA shell are not included"},
+        "finn_setfolding": {"target_cycles": folded.ii, "ii_cycles": sf.ii, "fps": clock * 1e6 / sf.ii,
+                            "total": sf.total},
+        "layers": layers,
+        "checks": {"ir_vs_qonnx": prep.qonnx_check, "csim": csim},
+        "models": model_notes(),
+        "not_run": _not_run(csim),
+        "seconds": seconds,
+    }
+
+
+def _not_run(csim: dict) -> list[str]:
+    tools = csim.get("vendor_tools", {})
+    if any(tools.values()):
+        return []
+    return ["HLS synthesis, RTL, place-and-route, bitfile and PYNQ driver: Vitis HLS / Vivado are not on PATH "
+            "(run hls/build_prj.tcl where they are)",
+            "measured resources and timing closure: only analytical estimates are reported"]
+
+
+def _write_outputs(out: Path, report: dict, g: HwGraph) -> None:
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json))
+    atomic_write_text(out / "folding.json", json.dumps(finn_folding_json(g), indent=2))
+    atomic_write_text(out / "report.md", render_markdown(report))
+    g.save(out / "hw_graph.json")
+    plot_layers(report, out / "layers.png")
+
+
+def _json(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def render_markdown(r: dict) -> str:
+    b, p, res = r["board"], r["performance"], r["resources"]
+    tot = res["total"]
+    lines = [f"# bnhw build: {r['network']} on {b['name']}", "",
+             f"Board {b['name']} ({b['part']}): {b['LUT']:,} LUT, {b['BRAM18']:,} BRAM18, {b['URAM']} URAM, "
+             f"{b['DSP']} DSP; clock {r['clock_mhz']:g} MHz.  Folding: {r['folding']['source']}.", ""]
+    lines += [f"- notes: {n}" for n in r["notes"]]
+    lines += ["", "## Throughput and latency (modelled)", "",
+              f"- initiation interval: **{p['ii_cycles']:,} cycles** (bottleneck `{p['bottleneck']}`)",
+              f"- throughput: **{p['fps']:,.1f} FPS** at {r['clock_mhz']:g} MHz",
+              f"- latency: {p['latency_cycles']:,} cycles = {p['latency_us']:,.1f} us",
+              f"- model: {p['model']}", "",
+              "## Resources (modelled)", "",
+              "| | LUT | BRAM18 | URAM | DSP |", "|---|---:|---:|---:|---:|",
+              f"| estimated | {tot['LUT']:,.0f} | {tot['BRAM18']:,.0f} | {tot['URAM']:,.0f} | {tot['DSP']:,.0f} |",
+              f"| board | {b['LUT']:,} | {b['BRAM18']:,} | {b['URAM']:,} | {b['DSP']:,} |",
+              "| utilisation | " + " | ".join(_pct(res["utilisation"][k]) for k in ("LUT", "BRAM18", "URAM", "DSP"))
+              + " |", "", f"Model: {res['model']}.", ""]
+    sf = r["finn_setfolding"]
+    lines += ["## FINN SetFolding at the same cycle target (modelled)", "",
+              f"target {sf['target_cycles']:,} cycles: II {sf['ii_cycles']:,} cycles, {sf['fps']:,.1f} FPS, "
+              f"LUT {sf['total']['LUT']:,.0f}, BRAM18 {sf['total']['BRAM18']:,.0f}, DSP {sf['total']['DSP']:,.0f} "
+              f"(bnhw: LUT {tot['LUT']:,.0f}, BRAM18 {tot['BRAM18']:,.0f})", ""]
+    lines += ["## Per unit", "", "| unit | FINN op | layer | PE | SIMD | cycles | LUT | BRAM18 | DSP |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for d in r["layers"]:
+        mark = " **(bottleneck)**" if d["name"] == p["bottleneck"] else ""
+        lines.append(f"| {d['name']}{mark} | {d['finn_op']} | {d['layer']} | {d['PE']} | {d['SIMD'] or ''} | "
+                     f"{d['cycles']:,} | {d['LUT']:,.0f} | {d['BRAM18']:,.0f} | {d['DSP']:,.0f} |")
+    c = r["checks"]
+    q = c["ir_vs_qonnx"]
+    lines += ["", "## What was checked (measured)", "",
+              f"- hardware IR vs QONNX execution of `model.onnx` on {q['inputs']} digits images: labels equal on "
+              f"{q['labels_equal']}/{q['inputs']}"
+              + (f", logits max relative error {q['max_logit_rel_error']:.2e}" if q.get("max_logit_rel_error")
+                 is not None else "")]
+    cs = c["csim"]
+    if "inputs" in cs:
+        lines.append(f"- C simulation (generated HLS C++, g++): outputs bit-exact with the IR reference on "
+                     f"{cs['outputs_bit_exact']}/{cs['inputs']} images"
+                     + (f"; `{cs['compared_stream']}` (before the label select) bit-exact on "
+                        f"{cs['pre_label_bit_exact']}/{cs['inputs']}" if cs.get("pre_label_bit_exact") is not None
+                        else ""))
+    else:
+        lines.append(f"- C simulation: {cs.get('csim')}")
+    lines += ["", "## Not run", ""] + [f"- {x}" for x in r["not_run"] or ["(everything ran)"]]
+    lines += ["", "## Estimation models", ""] + [f"- {k}: {v}" for k, v in r["models"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_layers(r: dict, path: Path) -> None:
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..spec import atomic_write_bytes
+
+    layers = [d for d in r["layers"] if d["cycles"] > 0 or d["LUT"] > 0]
+    names = [d["name"] for d in layers]
+    fig, axes = plt.subplots(3, 1, figsize=(max(8, 0.35 * len(names)), 9), sharex=True)
+    axes[0].bar(names, [d["cycles"] for d in layers], color="tab:blue")
+    axes[0].axhline(r["performance"]["ii_cycles"], color="k", ls="--", lw=0.8)
+    axes[0].set_ylabel("cycles / frame")
+    axes[0].set_title(f"{r['network']} on {r['board']['name']}: {r['performance']['fps']:,.0f} FPS at "
+                      f"{r['clock_mhz']:g} MHz (modelled)")
+    axes[1].bar(names, [d["LUT"] for d in layers], color="tab:orange")
+    axes[1].set_ylabel("LUT")
+    axes[2].bar(names, [d["BRAM18"] for d in layers], color="tab:green")
+    axes[2].set_ylabel("BRAM18")
+    axes[2].tick_params(axis="x", rotation=90, labelsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

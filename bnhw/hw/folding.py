@@ -1,0 +1,254 @@
+"""Resource-aware folding: choose PE / SIMD for every unit of a dataflow graph.
+
+FINN's ``SetFolding`` (re-implemented in :mod:`bnhw.hw.setfolding`) walks the
+graph once, raising SIMD and then PE of each layer until it meets a target
+cycle count, and never looks at resources: the user guesses a target, builds,
+and finds out whether it fits.  bnhw turns it around:
+
+* for a candidate initiation interval ``T`` (cycles per frame), every unit
+  independently takes the (PE, SIMD) of **least resource cost** whose cycle
+  count is ``<= T`` (cost = the unit's LUT, BRAM18, URAM and DSP estimates
+  from :mod:`bnhw.estimators.finn_models`, each divided by the budget for
+  that resource; a resource the board lacks is forbidden);
+* the smallest ``T`` whose total fits the budget is found by bisection over
+  the achievable cycle counts (``maximize_fps``); if a single weighting
+  misses the budget only on one resource, that resource's weight is raised
+  and the choice repeated (a few rounds), which trades e.g. BRAM for LUTs;
+* ``min_resources_for_fps`` is the same per-unit choice at the ``T`` a
+  target FPS implies.
+
+A sliding-window generator feeding an MVAU gets that MVAU's SIMD (capped to
+a divisor of its channel count), as in FINN.  Total resources are the sum of
+the units' estimates: FIFOs, data-width converters and the DMA shell are
+not in it, which is why the budget keeps a safety margin
+(``margin=0.85`` of the board by default).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import BnhwError
+from ..estimators.finn_models import Resources, legal_pe, legal_simd, node_cycles, node_resources
+from .ir import HwGraph, Node
+
+__all__ = ["FitError", "FoldingResult", "graph_cost", "maximize_fps", "min_resources_for_fps",
+           "RESOURCE_KEYS", "board_budget"]
+
+RESOURCE_KEYS = ("LUT", "BRAM18", "URAM", "DSP")
+MAX_STREAM_BITS = 8191      # widest ap_int HLS accepts (FINN's MAX_ALLOWED_AP_INT_W)
+
+
+class FitError(BnhwError):
+    """The network cannot fit the budget at any folding."""
+
+
+def _res_dict(r: Resources) -> dict[str, float]:
+    return {"LUT": float(r.lut), "BRAM18": float(r.bram18), "URAM": float(r.uram), "DSP": float(r.dsp)}
+
+
+def board_budget(board, margin: float = 0.85) -> dict[str, float]:
+    """``margin`` times the board's LUT / BRAM18 / URAM / DSP."""
+    return {k: v * margin for k, v in board.budget().items()}
+
+
+@dataclass
+class FoldingResult:
+    graph: HwGraph
+    cycles: dict[str, int]
+    resources: dict[str, dict[str, float]]
+    total: dict[str, float]
+    ii: int
+
+    def fps(self, clock_mhz: float) -> float:
+        return clock_mhz * 1e6 / self.ii
+
+
+def graph_cost(g: HwGraph) -> FoldingResult:
+    """Per-unit cycles and resources of ``g`` at its current folding."""
+    cycles = {n.name: int(node_cycles(g, n)) for n in g.nodes}
+    res = {n.name: _res_dict(node_resources(g, n)) for n in g.nodes}
+    total = {k: sum(r[k] for r in res.values()) for k in RESOURCE_KEYS}
+    return FoldingResult(g, cycles, res, total, max(cycles.values()) if cycles else 1)
+
+
+# ----------------------------------------------------------------------------- per-unit options
+@dataclass(frozen=True)
+class _Option:
+    pe: int
+    simd: int
+    cycles: int
+    res: tuple[float, float, float, float]     # LUT, BRAM18, URAM, DSP (unit + its SWG feeder)
+    swg_simd: int | None = None
+
+
+def _swg_feeder(g: HwGraph, n: Node) -> Node | None:
+    p = g.producer(n.inputs[0])
+    return p if (p is not None and p.op == "SWG" and len(g.consumers(p.outputs[0])) == 1) else None
+
+
+def _stream_bits(g: HwGraph, n: Node, pe: int, simd: int) -> int:
+    """Widest stream (input, weight, output) of ``n`` at this folding, in bits."""
+    ib = max(1, g.in_stream(n).dtype.bits)
+    ob = max(1, g.out_stream(n).dtype.bits)
+    if n.op == "MVAU":
+        wbits = 1 if n.attrs.get("binary_xnor") else int(n.attrs.get("weight_bits", 8))
+        return max(simd * ib, pe * simd * wbits, pe * ob)
+    return max(simd * ib, pe * ib, pe * ob)
+
+
+def _options(g: HwGraph, n: Node) -> list[_Option]:
+    """Every legal folding of ``n`` (with its SWG feeder, if any), Pareto-pruned on (cycles, resources)."""
+    swg = _swg_feeder(g, n) if n.op in ("MVAU",) else None
+    pes = legal_pe(g, n)
+    simds = legal_simd(g, n) if n.op in ("MVAU", "SWG") else [1]
+    swg_simds = legal_simd(g, swg) if swg is not None else []
+    out: list[_Option] = []
+    for pe, simd in itertools.product(pes, simds):
+        if _stream_bits(g, n, pe, simd) > MAX_STREAM_BITS:
+            continue
+        m = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe, "simd": simd}, n.params, n.layer)
+        cyc = int(node_cycles(g, m))
+        r = node_resources(g, m)
+        vec = [float(r.lut), float(r.bram18), float(r.uram), float(r.dsp)]
+        s_simd = None
+        if swg is not None:
+            s_simd = max(s for s in swg_simds if s <= simd) if any(s <= simd for s in swg_simds) else 1
+            sm = Node(swg.name, swg.op, swg.inputs, swg.outputs, {**swg.attrs, "simd": s_simd}, swg.params)
+            cyc = max(cyc, int(node_cycles(g, sm)))
+            rs = node_resources(g, sm)
+            vec = [vec[0] + rs.lut, vec[1] + rs.bram18, vec[2] + rs.uram, vec[3] + rs.dsp]
+        out.append(_Option(pe, simd, cyc, tuple(vec), s_simd))
+    return _pareto(out)
+
+
+def _pareto(opts: list[_Option]) -> list[_Option]:
+    opts = sorted(opts, key=lambda o: (o.cycles, o.res))
+    kept: list[_Option] = []
+    for o in opts:
+        if not any(k.cycles <= o.cycles and all(a <= b for a, b in zip(k.res, o.res)) for k in kept):
+            kept.append(o)
+    return kept
+
+
+class _Problem:
+    def __init__(self, g: HwGraph, budget: Mapping[str, float]):
+        self.g = g
+        self.budget = {k: float(budget.get(k, 0.0)) for k in RESOURCE_KEYS}
+        self.swg_of = {}
+        self.units: list[Node] = []
+        fed = set()
+        for n in g.nodes:
+            if n.op == "MVAU":
+                s = _swg_feeder(g, n)
+                if s is not None:
+                    self.swg_of[n.name] = s
+                    fed.add(s.name)
+        self.units = [n for n in g.nodes if n.name not in fed]
+        self.options = {n.name: _options(g, n) for n in self.units}
+
+    def cost(self, o: _Option, w: tuple[float, ...]) -> float:
+        c = 0.0
+        for i, k in enumerate(RESOURCE_KEYS):
+            if o.res[i] > 0:
+                if self.budget[k] <= 0:
+                    return math.inf
+                c += w[i] * o.res[i] / self.budget[k]
+        return c
+
+    def choose(self, T: int, w: tuple[float, ...]) -> dict[str, _Option] | None:
+        pick = {}
+        for n in self.units:
+            ok = [o for o in self.options[n.name] if o.cycles <= T]
+            if not ok:
+                return None
+            pick[n.name] = min(ok, key=lambda o: (self.cost(o, w), o.cycles))
+        return pick
+
+    def total(self, pick: Mapping[str, _Option]) -> list[float]:
+        return [sum(o.res[i] for o in pick.values()) for i in range(len(RESOURCE_KEYS))]
+
+    def violations(self, pick) -> list[int]:
+        t = self.total(pick)
+        return [i for i, k in enumerate(RESOURCE_KEYS) if t[i] > self.budget[k] + 1e-9]
+
+    def fit(self, T: int) -> dict[str, _Option] | None:
+        """A choice meeting ``T`` within budget, re-weighting violated resources a few times."""
+        w = [1.0] * len(RESOURCE_KEYS)
+        for _ in range(8):
+            pick = self.choose(T, tuple(w))
+            if pick is None:
+                return None
+            bad = self.violations(pick)
+            if not bad:
+                return pick
+            for i in bad:
+                w[i] *= 4.0
+        return None
+
+    def apply(self, pick: Mapping[str, _Option]) -> HwGraph:
+        fold: dict[str, dict[str, int]] = {}
+        for name, o in pick.items():
+            fold[name] = {"PE": o.pe, "SIMD": o.simd}
+            if name in self.swg_of and o.swg_simd is not None:
+                fold[self.swg_of[name].name] = {"SIMD": o.swg_simd}
+        return self.g.with_folding(fold)
+
+    def achievable(self) -> list[int]:
+        return sorted({o.cycles for opts in self.options.values() for o in opts})
+
+
+def _explain_misfit(p: _Problem, board_name: str) -> str:
+    # the cheapest possible design: every unit at its least-resource option
+    pick = {n.name: min(p.options[n.name], key=lambda o: o.res) for n in p.units}
+    tot = p.total(pick)
+    worst = max(range(len(RESOURCE_KEYS)),
+                key=lambda i: tot[i] / p.budget[RESOURCE_KEYS[i]] if p.budget[RESOURCE_KEYS[i]] else
+                (math.inf if tot[i] else 0))
+    k = RESOURCE_KEYS[worst]
+    return (f"does not fit {board_name}: even fully folded it needs {tot[worst]:,.0f} {k} "
+            f"but the budget is {p.budget[k]:,.0f} {k}; use a smaller network (a lower --budget in "
+            f"`bnhw search`) or a larger board")
+
+
+def maximize_fps(g: HwGraph, budget: Mapping[str, float], *, board_name: str = "the budget") -> FoldingResult:
+    """The folding with the smallest initiation interval whose estimated resources fit ``budget``."""
+    p = _Problem(g, budget)
+    cand = p.achievable()
+    if p.fit(cand[-1]) is None:
+        raise FitError(_explain_misfit(p, board_name))
+    lo, hi = 0, len(cand) - 1          # cand[hi] feasible
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if p.fit(cand[mid]) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    # feasibility is not strictly monotone in T: scan a little below the bisection result
+    best = hi
+    for j in range(max(0, hi - 16), hi):
+        if p.fit(cand[j]) is not None:
+            best = j
+            break
+    return graph_cost(p.apply(p.fit(cand[best])))
+
+
+def min_resources_for_fps(g: HwGraph, fps: float, clock_mhz: float, budget: Mapping[str, float], *,
+                          board_name: str = "the budget") -> FoldingResult:
+    """The least-resource folding reaching ``fps`` at ``clock_mhz``; :class:`FitError` if none fits."""
+    T = int(clock_mhz * 1e6 // fps)
+    p = _Problem(g, budget)
+    if T < 1 or p.choose(T, (1.0,) * 4) is None:
+        fastest = min(max(min(o.cycles for o in opts) for opts in p.options.values()), 10**18)
+        raise FitError(f"{fps:,.0f} FPS is out of reach: the fastest folding of this network runs at "
+                       f"{clock_mhz * 1e6 / fastest:,.0f} FPS at {clock_mhz:g} MHz")
+    pick = p.fit(T)
+    if pick is None:
+        best = maximize_fps(g, budget, board_name=board_name)
+        raise FitError(f"{fps:,.0f} FPS does not fit {board_name}: the best folding within its resources "
+                       f"reaches {best.fps(clock_mhz):,.0f} FPS; lower --fps, use a smaller network or a "
+                       f"larger board")
+    return graph_cost(p.apply(pick))
