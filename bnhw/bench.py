@@ -10,8 +10,14 @@ Search quality on the bundled data (CIFAR-scale NAS-BNN space, digits at
   fine-tuned accuracy over a sample of subnets: does the supernet rank
   architectures the way training does?
 
+FPGA folding (``--only fpga``, a minute): on CNV-W1A1 and a NAS-BNN-style
+subnet, FINN's ``SetFolding`` at a range of cycle targets against bnhw's
+resource-aware folding given exactly SetFolding's estimated LUT and BRAM as
+its budget (same analytical models for both): the FPS ratio.
+
 Benchmarks are not tests: nothing here asserts a number.  Run
-``python -m bnhw.bench --quick`` for a smaller version.
+``python -m bnhw.bench --quick`` for a smaller version, ``--only search`` or
+``--only fpga`` for one part.
 """
 
 from __future__ import annotations
@@ -59,9 +65,76 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
+    ap.add_argument("--only", choices=["search", "fpga"], help="run one part only")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only != "search":
+        fpga = bench_fpga(out / "fpga")
+        _merge(out, "fpga", fpga, _fpga_table(fpga))
+    if args.only == "fpga":
+        return
+    search_bench(args, out)
+
+
+def _merge(out: Path, key: str, value: dict, table: str) -> None:
+    """Add ``value`` under ``key`` to bench.json and ``table`` to summary-<key>.md (other parts kept)."""
+    path = out / "bench.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = value
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    atomic_write_text(out / f"summary-{key}.md", table + "\n")
+    print(table)
+
+
+FPGA_NETS = ("cnv-w1a1", "nasbnn-cifar-smallest", "nasbnn-cifar-largest")
+
+
+def bench_fpga(out: Path) -> dict:
+    """SetFolding vs bnhw folding at equal LUT/BRAM, per network and cycle target (all modelled)."""
+    from .flows.build import prepare_network
+    from .hw.boards import get_board
+    from .hw.folding import FitError, graph_cost, maximize_fps
+    from .hw.setfolding import finn_set_folding
+
+    board = get_board("pynq-z2")
+    rows = []
+    for net in FPGA_NETS:
+        t0 = time.time()
+        g = prepare_network(net, out / net, n_inputs=2, echo=lambda m: None).graph
+        unfolded = graph_cost(g).ii
+        targets = sorted({max(1, unfolded // d) for d in (4, 16, 64, 256, 1024, 4096)})
+        for target in targets:
+            sf = graph_cost(finn_set_folding(g, target))
+            if any(sf.total[k] > board.budget()[k] for k in sf.total):
+                continue            # SetFolding's design does not fit the board: no fair comparison
+            budget = {"LUT": sf.total["LUT"], "BRAM18": sf.total["BRAM18"], "URAM": board.uram, "DSP": board.dsp}
+            try:
+                ours = maximize_fps(g, budget)
+            except FitError:
+                continue
+            rows.append({"network": net, "target_cycles": target, "setfolding_ii": sf.ii, "bnhw_ii": ours.ii,
+                         "fps_ratio": sf.ii / ours.ii, "setfolding": sf.total, "bnhw": ours.total,
+                         "fps_setfolding": 100e6 / sf.ii, "fps_bnhw": 100e6 / ours.ii})
+            print(f"{net} target {target}: SetFolding II {sf.ii} vs bnhw II {ours.ii} "
+                  f"(x{sf.ii / ours.ii:.2f} FPS) at LUT {ours.total['LUT']:.0f}<={sf.total['LUT']:.0f}, "
+                  f"BRAM18 {ours.total['BRAM18']:.0f}<={sf.total['BRAM18']:.0f}", flush=True)
+        print(f"{net}: {time.time() - t0:.0f} s", flush=True)
+    return {"board": "pynq-z2", "clock_mhz": 100.0, "rows": rows,
+            "note": "all figures modelled with FINN's analytical cycle/resource models (bnhw.estimators.finn_models)"}
+
+
+def _fpga_table(r: dict) -> str:
+    lines = ["| network | SetFolding target | SetFolding FPS | bnhw FPS (same LUT/BRAM) | ratio | LUT SF/bnhw | "
+             "BRAM18 SF/bnhw |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['network']} | {x['target_cycles']:,} | {x['fps_setfolding']:,.0f} | {x['fps_bnhw']:,.0f} | "
+                     f"{x['fps_ratio']:.2f} | {x['setfolding']['LUT']:,.0f} / {x['bnhw']['LUT']:,.0f} | "
+                     f"{x['setfolding']['BRAM18']:,.0f} / {x['bnhw']['BRAM18']:,.0f} |")
+    return "\n".join(lines)
+
+
+def search_bench(args, out: Path) -> None:
     q = args.quick
     budget = 0.6e6
     cfg = dict(sup_epochs=2 if q else 6, ft_epochs=1 if q else 2, scratch_epochs=2 if q else 4,
@@ -120,7 +193,6 @@ def main() -> None:
                                      "random_mean": statistics.mean(rand),
                                      "ops_band": [lo, budget]}
     results["seconds"] = time.time() - t0
-    atomic_write_text(out / "bench.json", json.dumps(results, indent=2) + "\n")
     svr = results["searched_vs_random"]
     table = "\n".join([
         "| measure | value |", "|---|---|",
@@ -130,8 +202,7 @@ def main() -> None:
         f"| random same-band archs, from scratch, test acc (mean of {len(rand)}) | {svr['random_mean']:.3f} |",
         f"| Kendall tau inherited vs fine-tuned ({len(sample)} subnets) | {results['kendall_tau']['tau']:.3f} |",
         f"| wall time | {results['seconds'] / 60:.1f} min |"])
-    atomic_write_text(out / "summary.md", table + "\n")
-    print(table)
+    _merge(out, "search", results, table)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ from ..spec import atomic_write_text
 
 __all__ = ["BuildOptions", "BuildResult", "build_flow", "load_folding_file", "prepare_network"]
 
+#: quick training of a reference network when no --checkpoint is given (seconds on 2 cores)
+REFERENCE_TRAIN_EPOCHS = {"cnv-w1a1": 1, "tfc-w1a1": 3}
+
 
 @dataclass
 class BuildOptions:
@@ -95,27 +98,31 @@ def prepare_network(network: str, out: Path, *, checkpoint: Path | None = None, 
 
 
 def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
-    from ..hw.lower_finn import lower_reference, reference_input
+    from ..hw.lower_finn import lower_reference
     from ..quant import reference_nets as rn
 
     info = rn.REFERENCE_NETS[name]
-    model = rn.build_reference(name)
-    notes = []
+    notes = [info.note]
     if checkpoint is not None:
-        rn.load_reference_weights(model, checkpoint)
+        model = rn.build_reference(name, state_dict=checkpoint)
         notes.append(f"weights from {checkpoint}")
     else:
-        rn.calibrate_reference(model, name)
-        notes.append("no --checkpoint: random binary weights, batch-norm statistics estimated on digits "
-                     "images (accuracy is not meaningful; cycles and resources do not depend on weights)")
+        epochs = REFERENCE_TRAIN_EPOCHS[name]
+        echo(f"no --checkpoint: training {name} for {epochs} epoch(s) on the local digits images")
+        model = rn.train_reference(name, epochs=epochs, seed=0)
+        notes.append(f"no --checkpoint: trained here for {epochs} epoch(s) on the digits training split "
+                     f"(BNN-PYNQ's pretrained {info.dataset} weights can be given with --checkpoint)")
     onnx = out / "model.onnx"
     rn.export_reference(model, onnx)
-    graph = lower_reference(model, name)
-    images = rn.reference_images(name, n_inputs, seed=2)
-    ints = reference_input(name, images)
-    check = _check_ir_vs_qonnx(graph, onnx, images, ints, head=None)
-    notes.append(f"{info.get('description', name)}")
-    return PreparedNetwork(name, "reference", model, onnx, graph, images, ints, check, notes)
+    graph = lower_reference(onnx, name)
+    x, y = rn.reference_data(name, "test")
+    ints = rn.reference_input(name, x)
+    images = x[:n_inputs]
+    check = _check_ir_vs_qonnx(graph, onnx, images, ints[:n_inputs], head=None)
+    labels = np.array([int(graph.execute(v).reshape(-1)[0]) for v in ints])
+    check["accuracy_ir"] = float((labels == y.numpy()).mean())
+    check["accuracy_images"] = len(ints)
+    return PreparedNetwork(name, "reference", model, onnx, graph, images, ints[:n_inputs], check, notes)
 
 
 def _prepare_spec(network, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
@@ -417,6 +424,9 @@ def render_markdown(r: dict) -> str:
               f"{q['labels_equal']}/{q['inputs']}"
               + (f", logits max relative error {q['max_logit_rel_error']:.2e}" if q.get("max_logit_rel_error")
                  is not None else "")]
+    if q.get("accuracy_ir") is not None:
+        lines.append(f"- top-1 accuracy of the integer network (IR execution) on {q['accuracy_images']} held-out "
+                     f"digits images: {100 * q['accuracy_ir']:.1f}%")
     cs = c["csim"]
     if "inputs" in cs:
         lines.append(f"- C simulation (generated HLS C++, g++): outputs bit-exact with the IR reference on "

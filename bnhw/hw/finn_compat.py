@@ -1,0 +1,263 @@
+"""The one place in bnhw that touches finn-plus: FINN's own models on IR nodes.
+
+Used to check :mod:`bnhw.estimators.finn_models` (bnhw's numpy copy of FINN's analytical
+models) and :mod:`bnhw.hw.setfolding` against finn-plus itself.  Nothing else in bnhw
+imports finn-plus, and bnhw works without it (:func:`finn_available` says why not).
+
+* :func:`finn_node_model` builds a qonnx ``ModelWrapper`` holding FINN's custom op(s)
+  for one IR node (domain ``finn.custom_op.fpgadataflow.hls`` / ``.rtl``, FINN
+  attributes, weight / threshold initializers in FINN's layout and datatypes) and runs
+  FINN's bit-width minimisation on it, as the estimate-only build flow does
+  (``MinimizeWeightBitWidth``, ``MinimizeAccumulatorWidth``, ``RoundAndClipThresholds``,
+  ``MinimizeWeightBitWidth``, ``InferDataTypes``: ``_minimize_bit_width`` of
+  ``finn/builder/build_dataflow_steps.py``).
+* :func:`finn_estimates` calls FINN's ``get_exp_cycles`` / ``lut_estimation`` /
+  ``bram_estimation`` / ``uram_estimation`` / ``dsp_estimation`` on it.
+* :func:`finn_set_folding_reference` runs finn-plus's real ``SetFolding`` on a FINN graph
+  equivalent to the whole IR graph and returns the folding it chose.
+
+Workarounds for finn-plus being installed with ``pip install --no-deps`` and without
+Vivado: none are needed for what this module uses (checked with finn-plus 1.6.1).  The
+custom-op classes, the minimisation transforms, ``SetFolding``, ``AnnotateCycles`` and
+``dataflow_performance`` import and run without Vivado, the XSI simulator or finn-hlslib:
+those are only reached by code generation / simulation methods, which are never called
+here.  If a future finn-plus imports them eagerly, :func:`finn_available` turns False
+with the import error as reason, and the callers (tests) skip.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from ..estimators.finn_models import FinnOp, Resources, finn_ops
+from .ir import HwGraph, Node
+
+__all__ = ["finn_available", "finn_unavailable_reason", "finn_node_model", "finn_estimates",
+           "finn_op_estimates", "finn_set_folding_reference", "FPGA_PART"]
+
+#: the part the estimates are asked for (Pynq-Z2); FINN's models used here ignore it
+FPGA_PART = "xc7z020clg400-1"
+
+
+@functools.lru_cache(maxsize=1)
+def _import_error() -> str:
+    try:
+        import finn.custom_op.fpgadataflow.hls  # noqa: F401
+        import finn.custom_op.fpgadataflow.rtl  # noqa: F401
+        import finn.transformation.fpgadataflow.set_folding  # noqa: F401
+        import qonnx.core.modelwrapper  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means "not usable"
+        return f"finn-plus is not importable: {type(e).__name__}: {e}"
+    return ""
+
+
+def finn_available() -> bool:
+    """True when finn-plus (and qonnx) can be imported and used here."""
+    return _import_error() == ""
+
+
+def finn_unavailable_reason() -> str:
+    """One line saying why finn-plus is not usable ('' when it is)."""
+    return _import_error()
+
+
+def _domain(op_type: str) -> str:
+    return "finn.custom_op.fpgadataflow." + ("rtl" if op_type.endswith("_rtl") else "hls")
+
+
+class _Builder:
+    """Accumulates FINN nodes, tensors and initializers for a qonnx model."""
+
+    def __init__(self):
+        self.nodes: list = []
+        self.inputs: dict[str, Any] = {}       # graph inputs: name -> (shape, dtype name)
+        self.inits: list[tuple[str, np.ndarray, str]] = []
+        self.dtypes: dict[str, str] = {}
+        self.shapes: dict[str, tuple] = {}
+        self.outputs: list[str] = []
+        self.index: list[tuple[str, int]] = []  # per FINN node: (IR node name, op index)
+
+    def add(self, ir: Node, k: int, op: FinnOp, inp: str, outs: list[str]) -> None:
+        from onnx import helper
+        from qonnx.custom_op.registry import getCustomOp
+
+        ins = [inp]
+        if op.weights is not None:
+            wname = f"{ir.name}_{k}_weights"
+            self.inits.append((wname, np.asarray(op.weights, dtype=np.float32),
+                               op.attrs["weightDataType"]))
+            ins.append(wname)
+        if op.thresholds is not None:
+            tname = f"{ir.name}_{k}_thresholds"
+            tdt = op.attrs["weightDataType"] if op.op_type.startswith("Thresholding") else "INT32"
+            self.inits.append((tname, np.asarray(op.thresholds, dtype=np.float32), tdt))
+            ins.append(tname)
+        node = helper.make_node(op.op_type, ins, outs, domain=_domain(op.op_type),
+                                backend="fpgadataflow", name=f"{ir.name}__{k}", **op.attrs)
+        inst = getCustomOp(node)
+        if inp not in self.dtypes:
+            self.inputs[inp] = None
+            self.dtypes[inp] = inst.get_input_datatype(0).name
+            self.shapes[inp] = tuple(int(x) for x in inst.get_normal_input_shape(0))
+        for o in outs:
+            self.dtypes[o] = inst.get_output_datatype().name
+            self.shapes[o] = tuple(int(x) for x in inst.get_normal_output_shape())
+        self.nodes.append(node)
+        self.index.append((ir.name, k))
+
+    def model(self):
+        from onnx import TensorProto, helper
+        from qonnx.core.datatype import DataType
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.util.basic import qonnx_make_model
+
+        produced = {o for nd in self.nodes for o in nd.output}
+        consumed = {i for nd in self.nodes for i in nd.input}
+        vi = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT,  # noqa: E731
+                                                        list(self.shapes[name]))
+        g_in = [vi(n) for n in self.inputs]
+        g_out = [vi(n) for n in sorted(produced - consumed)]
+        inner = [vi(n) for n in sorted(produced & consumed)]
+        graph = helper.make_graph(self.nodes, "bnhw_finn", g_in, g_out, value_info=inner)
+        m = ModelWrapper(qonnx_make_model(graph, producer_name="bnhw"))
+        for name, dt in self.dtypes.items():
+            m.set_tensor_datatype(name, DataType[dt])
+        for name, arr, dt in self.inits:
+            m.set_initializer(name, arr)
+            m.set_tensor_datatype(name, DataType[dt])
+        return m
+
+
+def _add_ir_node(b: _Builder, g: HwGraph, n: Node, tensor_of: dict[str, str],
+                 has_finn_consumer) -> None:
+    ops = finn_ops(g, n)
+    if not ops:
+        return
+    inp = tensor_of.get(n.inputs[0], n.inputs[0])
+    for k, op in enumerate(ops):
+        last = k == len(ops) - 1
+        outs = list(n.outputs) if last else [f"{n.name}__{k}_out"]
+        b.add(n, k, op, inp, outs)
+        inp = outs[0]
+    for s in n.outputs:
+        tensor_of[s] = s
+        # keep FINN's "is this the last node" test (no-activation accumulator rounding)
+        # true to the IR: give a stream that IR nodes consume a consumer here too
+        if s != g.output and not has_finn_consumer(s):
+            from onnx import helper
+            b.nodes.append(helper.make_node("Identity", [s], [f"{s}__sink"], name=f"{s}__sink"))
+            b.shapes[f"{s}__sink"] = b.shapes[s]
+            b.dtypes[f"{s}__sink"] = b.dtypes[s]
+            b.index.append(("", -1))
+
+
+def _minimize(model):
+    """FINN's _minimize_bit_width (build_dataflow_steps.py), minimize_bit_width=True."""
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import (
+        MinimizeAccumulatorWidth,
+    )
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    model = model.transform(MinimizeWeightBitWidth())
+    model = model.transform(MinimizeAccumulatorWidth())
+    model = model.transform(InferDataTypes())
+    model = model.transform(RoundAndClipThresholds())
+    model = model.transform(InferDataTypes())
+    model = model.transform(MinimizeWeightBitWidth())
+    model = model.transform(InferDataTypes())
+    return model
+
+
+def finn_node_model(g: HwGraph, n: Node):
+    """A qonnx ModelWrapper with FINN's custom op(s) for IR node ``n`` (bit widths
+    minimised as in FINN's flow); ``None`` for nodes with no FINN op (Gather, AddRequant,
+    RPReLU)."""
+    if not finn_available():
+        raise RuntimeError(finn_unavailable_reason())
+    if not finn_ops(g, n):
+        return None
+    b = _Builder()
+    _add_ir_node(b, g, n, {}, lambda s: False)
+    return _minimize(b.model())
+
+
+def _hw_nodes(model):
+    from qonnx.custom_op.registry import getCustomOp
+    return [(nd, getCustomOp(nd)) for nd in model.graph.node if nd.op_type != "Identity"]
+
+
+def finn_op_estimates(g: HwGraph, n: Node) -> list[tuple[str, int, dict[str, float]]]:
+    """Per FINN op of the node: (op type, get_exp_cycles, {LUT, BRAM_18K, URAM, DSP})."""
+    model = finn_node_model(g, n)
+    if model is None:
+        return []
+    out = []
+    for nd, inst in _hw_nodes(model):
+        out.append((nd.op_type, int(inst.get_exp_cycles()),
+                    {"LUT": inst.lut_estimation(FPGA_PART), "BRAM_18K": inst.bram_estimation(FPGA_PART),
+                     "URAM": inst.uram_estimation(FPGA_PART), "DSP": inst.dsp_estimation(FPGA_PART)}))
+    return out
+
+
+def finn_estimates(g: HwGraph, n: Node) -> tuple[int, Resources] | None:
+    """FINN's own (cycles, resources) for IR node ``n``: cycles of the slowest FINN op,
+    resources summed (``lutram`` is not reported by FINN: 0).  ``None`` without a FINN op."""
+    per_op = finn_op_estimates(g, n)
+    if not per_op:
+        return None
+    cyc = max(c for _, c, _ in per_op)
+    res = Resources.zero()
+    for _, _, r in per_op:
+        res = res + Resources(float(r["LUT"]), int(r["BRAM_18K"]), int(r["URAM"]), int(r["DSP"]), 0.0)
+    return cyc, res
+
+
+def finn_set_folding_reference(g: HwGraph, target_cycles: int, mvau_wwidth_max: int = 36,
+                               two_pass_relaxation: bool = True) -> dict[str, dict[str, int]]:
+    """Run finn-plus's SetFolding on a FINN graph equivalent to ``g`` and return the
+    folding per IR node: ``{"PE", "SIMD"}`` (and for an SWG ``parallel_window`` and, when
+    padded, ``pad_simd``).  IR nodes without a FINN op are left out of the FINN graph
+    (their consumers read a fresh graph input)."""
+    if not finn_available():
+        raise RuntimeError(finn_unavailable_reason())
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+
+    has_ops = {n.name: bool(finn_ops(g, n)) for n in g.nodes}
+    finn_consumed = {s for n in g.nodes if has_ops[n.name] for s in n.inputs[:1]}
+    b = _Builder()
+    tensor_of: dict[str, str] = {}
+    for n in g.nodes:
+        _add_ir_node(b, g, n, tensor_of, lambda s: s in finn_consumed)
+    model = _minimize(b.model())
+    model = model.transform(SetFolding(target_cycles_per_frame=int(target_cycles),
+                                       mvau_wwidth_max=mvau_wwidth_max,
+                                       two_pass_relaxation=two_pass_relaxation))
+    from qonnx.custom_op.registry import getCustomOp
+
+    out: dict[str, dict[str, int]] = {}
+    for (ir_name, _k), nd in zip(b.index, model.graph.node):
+        if not ir_name:
+            continue
+        inst = getCustomOp(nd)
+        ir = g.node(ir_name)
+        d = out.setdefault(ir_name, {})
+        t = nd.op_type
+        if t == "FMPadding_rtl":
+            d["pad_simd"] = int(inst.get_nodeattr("SIMD"))
+        elif t == "ConvolutionInputGenerator_rtl":
+            if ir.op == "SWG":
+                d["SIMD"] = int(inst.get_nodeattr("SIMD"))
+                d["parallel_window"] = int(inst.get_nodeattr("parallel_window"))
+            else:                                   # the window generator of a pooling node
+                d["swg_SIMD"] = int(inst.get_nodeattr("SIMD"))
+        elif t in ("MVAU_hls", "VVAU_hls"):
+            d["PE"] = int(inst.get_nodeattr("PE"))
+            d["SIMD"] = int(inst.get_nodeattr("SIMD"))
+        else:
+            d["PE"] = int(inst.get_nodeattr("PE"))
+    return out
