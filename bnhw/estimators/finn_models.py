@@ -271,9 +271,11 @@ def _mvau_ops(g: HwGraph, n: Node) -> list[FinnOp]:
     if is_depthwise(g, n):
         kh, kw = _kernel_of(g, n, mw)
         attrs = dict(common, Channels=mh, Kernel=[kh, kw], Dim=[h, wd])
-        return [FinnOp("VVAU_hls", attrs, w_finn.T.reshape(mh, 1, kh, kw), t_finn, last)]
+        return [FinnOp("VVAU_hls", attrs, w_finn.T.reshape(mh, 1, kh, kw), t_finn, last,
+                       notes={"src": n.params["weights"]})]
     attrs = dict(common, MW=mw, MH=mh, numInputVectors=_vecs(h, wd))
     notes = {"grouped": int(n.attrs.get("groups", 1))} if int(n.attrs.get("groups", 1)) > 1 else {}
+    notes["src"] = n.params["weights"]
     return [FinnOp("MVAU_hls", attrs, w_finn, t_finn, last, notes=notes)]
 
 
@@ -357,10 +359,26 @@ def finn_ops(g: HwGraph, n: Node) -> list[FinnOp]:
 
 
 # ----------------------------------------------------------------------------- minimisation
+#: weight / accumulator types depend only on the weights, not on the folding: the folding
+#: optimiser asks for hundreds of foldings of one node, so they are cached per IR weight array
+#: (keyed by its identity; the array itself is kept in the entry so the key stays valid)
+_MINIMIZED: dict[tuple, tuple[np.ndarray, _DT, _DT]] = {}
+
+
 def minimized_attrs(op: FinnOp) -> dict[str, Any]:
     """The op's attributes after FINN's bit-width minimisation (weight, accumulator and
     output type of MVAU / VVAU; threshold type of Thresholding)."""
     a = dict(op.attrs)
+    src = op.notes.get("src")
+    key = (id(src), op.op_type, a.get("inputDataType"), a.get("noActivation"), a.get("binaryXnorMode"),
+           op.last)
+    if src is not None and key in _MINIMIZED and _MINIMIZED[key][0] is src:
+        _, wdt, adt = _MINIMIZED[key]
+        a["weightDataType"] = wdt.name
+        a["accDataType"] = adt.name
+        if a["noActivation"]:
+            a["outputDataType"] = adt.name
+        return a
     if op.op_type in ("MVAU_hls", "VVAU_hls"):
         w = op.weights
         wdt = _minimize_weight_dt(w)
@@ -374,6 +392,10 @@ def minimized_attrs(op: FinnOp) -> dict[str, Any]:
             wmat = 2 * wmat - 1
         adt = _accumulator_dt(wmat, _dt(a["inputDataType"]), bool(a["noActivation"]), op.last)
         a["accDataType"] = adt.name
+        if src is not None:
+            if len(_MINIMIZED) > 1024:
+                _MINIMIZED.clear()
+            _MINIMIZED[key] = (src, wdt, adt)
         if a["noActivation"]:
             a["outputDataType"] = adt.name
     return a

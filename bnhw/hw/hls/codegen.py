@@ -1,0 +1,898 @@
+"""Vitis-HLS C++ for a folded :class:`~bnhw.hw.ir.HwGraph`.
+
+:func:`render_project` turns a graph into the text of every file of an HLS
+project (``{relative path: text}``); :func:`generate_project` writes them.
+
+Layout of a generated project::
+
+    firmware/bnhw_dataflow.h      templated streaming units (copied from bnhw/hw/hls/include)
+    firmware/<top>.h              top-level signature, stream word types, frame sizes
+    firmware/<top>.cpp            one streaming function per node + the DATAFLOW top
+    firmware/params/<node>.h      weights / thresholds / per-channel constants, laid out per PE/SIMD
+    tb/<top>_tb.cpp               testbench: int64 frames in, int64 frames out (optionally compared)
+    build_csim.sh                 C simulation build with plain g++ and hls4ml's ap_types headers
+    build_prj.tcl                 Vitis HLS: csynth + IP export
+    README.md                     how to finish synthesis with vendor tools
+    graph.json                    the graph's attributes (no parameters), for reference
+
+Hardware conventions (see ``bnhw_dataflow.h`` for the C++ side):
+
+* a stream word carries ``P`` elements, lane 0 in the least significant
+  bits; ``P`` is the producer's PE (MVAU, elementwise units) or SIMD (SWG)
+  and the consumer's SIMD / PE; where they differ a data width converter is
+  inserted (FINN's ``StreamingDataWidthConverter``);
+* bipolar elements are one bit (1 = +1);
+* a zero-padded bipolar window stream (``DType.padded``) carries a *valid*
+  plane: a word of ``P`` elements is ``2P`` bits, values in bits ``[0, P)``,
+  valid flags in ``[P, 2P)``; the SWG clears the valid flag of padding taps
+  and the XNOR-popcount MVAU masks them out
+  (``acc = 2 * popcount(xnor & valid) - popcount(valid)``), which is exactly
+  the reference's "padding taps contribute 0";
+* accumulators and intermediate values are ``ap_int`` sized from the exact
+  value bounds of the node (weights, parameters and the input type).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BnhwError
+from ..ir import DType, HwGraph, Node
+
+__all__ = ["render_project", "generate_project", "ap_types_dir", "header_path", "DEFAULT_PART",
+           "DEFAULT_CLOCK_NS", "HLSError", "sources_hash"]
+
+DEFAULT_PART = "xc7z020clg400-1"      # PYNQ-Z1 / Z2
+DEFAULT_CLOCK_NS = 10.0
+MAX_BITS = 62                         # widest accumulator / element the generator emits
+
+
+class HLSError(BnhwError):
+    """The graph cannot be turned into HLS code (e.g. a folding that does not divide a dimension)."""
+
+
+def header_path() -> Path:
+    """The templated unit library ``bnhw_dataflow.h`` shipped with bnhw."""
+    return Path(__file__).with_name("include") / "bnhw_dataflow.h"
+
+
+def ap_types_dir() -> Path:
+    """Xilinx's open-source ``ap_int.h`` / ``hls_stream.h`` headers (shipped with hls4ml)."""
+    try:
+        import hls4ml
+    except ImportError:  # pragma: no cover - hls4ml is a dependency of the venv
+        raise HLSError("the ap_types headers come with hls4ml, which is not installed "
+                       "(pip install hls4ml)") from None
+    d = Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
+    if not (d / "ap_int.h").is_file():
+        raise HLSError(f"hls4ml is installed but {d}/ap_int.h is missing")
+    return d
+
+
+# ----------------------------------------------------------------------------- small helpers
+def _ident(name: str) -> str:
+    s = re.sub(r"\W", "_", str(name))
+    if not s or s[0].isdigit():
+        s = "n_" + s
+    return s
+
+
+def _sbits(lo: int, hi: int) -> int:
+    """Bits of the narrowest two's-complement type holding ``[lo, hi]``."""
+    lo, hi = int(min(lo, 0)), int(max(hi, 0))
+    n = 1
+    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
+        n += 1
+    return n
+
+
+def _ap_int(lo: int, hi: int, margin: int = 0, at_least: int = 2, what: str = "") -> str:
+    n = max(_sbits(lo, hi) + margin, at_least)
+    if n > MAX_BITS:
+        raise HLSError(f"{what}: needs a {n}-bit intermediate (range [{lo}, {hi}]), "
+                       f"more than the {MAX_BITS} bits the HLS generator supports")
+    return f"ap_int<{n}>"
+
+
+def _etype(t: DType) -> str:
+    """The C++ element type of a stream dtype."""
+    if t.is_bipolar:
+        return "bnhw::PaddedBipolar" if t.padded else "bnhw::Bipolar"
+    if t.bits > MAX_BITS:
+        raise HLSError(f"{t.finn_name()} streams are wider than the {MAX_BITS} bits the HLS generator supports")
+    return f"bnhw::Int<{t.bits}, {'true' if t.signed else 'false'}>"
+
+
+def _ebits(t: DType) -> int:
+    if t.is_bipolar:
+        return 2 if t.padded else 1
+    return t.bits
+
+
+def _word(t: DType, p: int) -> str:
+    return f"ap_uint<{p * _ebits(t)}>"
+
+
+def _lit(v: int) -> str:
+    v = int(v)
+    return f"{v}LL" if abs(v) >= (1 << 31) else str(v)
+
+
+def _pod(bits: int, signed: bool) -> str:
+    """The narrowest plain C integer type of at least ``bits`` bits (constants are stored in these)."""
+    for n, t in ((8, "char"), (16, "short"), (32, "int"), (64, "long long")):
+        if bits <= n:
+            return f"{'signed' if signed else 'unsigned'} {t}" if t == "char" else (t if signed else f"unsigned {t}")
+    raise HLSError(f"a {bits}-bit constant is wider than 64 bits")
+
+
+def _sint_pod(lo: int, hi: int, what: str) -> str:
+    n = _sbits(lo, hi)
+    if n > MAX_BITS:
+        raise HLSError(f"{what}: constant range [{lo}, {hi}] needs {n} bits")
+    return _pod(n, True)
+
+
+def _hex_word(value: int, width: int) -> str:
+    if width <= 64:
+        return f"0x{value:x}ULL"
+    return f'ap_uint<{width}>("0x{value:x}", 16)'
+
+
+def _pack_words(lanes: np.ndarray, lane_bits: int) -> list[int]:
+    """``lanes[..., SIMD]`` of non-negative lane codes -> one Python int per word (lane 0 lowest)."""
+    lanes = np.asarray(lanes, dtype=np.uint64)
+    simd = lanes.shape[-1]
+    flat = lanes.reshape(-1, simd)
+    bits = ((flat[:, :, None] >> np.arange(lane_bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
+    bits = bits.reshape(flat.shape[0], simd * lane_bits)
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+
+def _c_array(name: str, ctype: str, values: list[str], dims: tuple[int, ...], per_line: int = 8,
+             scalar: bool = False) -> str:
+    """``static const ctype name[d0][d1]... = {...};`` from a flat row-major value list.
+
+    ``scalar``: ``name`` is one ``ctype`` aggregate whose only member is the array.
+    """
+    assert len(values) == int(np.prod(dims)), (name, len(values), dims)
+
+    def nest(vals: list[str], ds: tuple[int, ...], indent: str) -> str:
+        if len(ds) == 1:
+            lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
+            return "{" + (",\n" + indent + " ").join(lines) + "}"
+        step = len(vals) // ds[0]
+        inner = [nest(vals[i * step:(i + 1) * step], ds[1:], indent + " ") for i in range(ds[0])]
+        if len(ds) == 2 and ds[1] <= 2:                 # short innermost rows: several per line
+            lines = [", ".join(inner[i:i + per_line]) for i in range(0, len(inner), per_line)]
+            return "{" + (",\n" + indent + " ").join(lines) + "}"
+        return "{" + (",\n" + indent + " ").join(inner) + "}"
+
+    if scalar:
+        return f"static const {ctype} {name} = {{\n    {nest(values, dims, '    ')}}};\n"
+    dim_s = "".join(f"[{d}]" for d in dims)
+    return f"static const {ctype} {name}{dim_s} =\n    {nest(values, dims, '    ')};\n"
+
+
+def _per_channel(n: Node, key: str, c: int) -> np.ndarray:
+    v = np.asarray(n.params[key], dtype=np.int64).reshape(-1)
+    if v.size == 1:
+        v = np.repeat(v, c)
+    if v.size != c:
+        raise HLSError(f"{n.name}: parameter {key!r} has {v.size} entries for {c} channels")
+    return v
+
+
+def _pe_layout(v: np.ndarray, pe: int) -> np.ndarray:
+    """Per-channel vector (C,) -> (PE, C/PE) with channel c = cf*PE + pe at [pe, cf]."""
+    return np.asarray(v).reshape(-1, pe).T
+
+
+# ----------------------------------------------------------------------------- the generator
+class _Gen:
+    def __init__(self, g: HwGraph, top: str):
+        self.g = g
+        self.top = top
+        self.funcs: list[str] = []          # node function definitions
+        self.calls: list[str] = []          # statements of the top function body
+        self.decls: list[str] = []          # internal stream declarations
+        self.params: dict[str, str] = {}    # params/<file>.h -> text
+        self.par: dict[str, int] = {}       # stream -> elements per word (at its producer)
+        self.var: dict[str, str] = {}       # stream -> C++ variable at its producer
+        self.names: set[str] = set()
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------ folding and stream widths
+    def _in_par(self, n: Node, i: int) -> int:
+        op = n.op
+        if op in ("SWG", "MVAU"):
+            return n.simd
+        if op in ("Duplicate", "Gather"):
+            if "pe" in n.attrs:
+                return n.pe
+            return self.par.get(n.inputs[i], 1)
+        return n.pe
+
+    def _out_par(self, n: Node, i: int) -> int:
+        op = n.op
+        if op == "SWG":
+            return n.simd
+        if op == "LabelSelect":
+            return 1
+        if op == "Duplicate":
+            return self._in_par(n, 0)
+        if op == "Gather":
+            return math.gcd(self._in_par(n, 0), self.g.out_stream(n).channels)
+        return n.pe
+
+    def _unique(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def _stream_var(self, stream: str, p: int, suffix: str = "") -> str:
+        t = self.g.streams[stream].dtype
+        v = self._unique(f"s_{_ident(stream)}{suffix}")
+        self.decls.append(f"    hls::stream<{_word(t, p)}> {v}(\"{v}\");\n"
+                          f"#pragma HLS STREAM variable={v} depth=2")
+        return v
+
+    def _input(self, n: Node, i: int) -> str:
+        """The variable node ``n`` reads its ``i``-th input from (inserting a width converter)."""
+        s = n.inputs[i]
+        want = self._in_par(n, i)
+        have = self.par[s]
+        src = self.var[s]
+        if have == want:
+            return src
+        st = self.g.streams[s]
+        c = st.channels
+        if c % have or c % want:
+            raise HLSError(f"{n.name}: stream {s!r} has {c} channels, which {have} (producer) and "
+                           f"{want} (consumer) elements per word must both divide")
+        lcm = have * want // math.gcd(have, want)
+        dst = self._stream_var(s, want, f"_w{want}")
+        fn = self._unique(f"dwc_{_ident(s)}_{have}_{want}")
+        t = st.dtype
+        self.funcs.append(
+            f"// width converter for stream {s}: {have} -> {want} elements per word\n"
+            f"static void {fn}(hls::stream<{_word(t, have)}> &in, hls::stream<{_word(t, want)}> &out) {{\n"
+            f"#pragma HLS INLINE off\n"
+            f"    bnhw::dwc<{st.elems}, {have}, {want}, {lcm}, {_etype(t)}>(in, out);\n}}\n")
+        self.calls.append(f"    {fn}({src}, {dst});")
+        return dst
+
+    # ------------------------------------------------------------ driver
+    def run(self) -> dict[str, str]:
+        g = self.g
+        consumers: dict[str, list[Node]] = {s: [] for s in g.streams}
+        for n in g.nodes:
+            for s in n.inputs:
+                consumers[s].append(n)
+        for s, cs in consumers.items():
+            if len(cs) > 1:
+                raise HLSError(f"stream {s!r} is read by {len(cs)} nodes ({', '.join(c.name for c in cs)}); "
+                               "hardware streams have one reader: insert a Duplicate")
+            if s == g.output and cs:
+                raise HLSError(f"the output stream {s!r} is also read by {cs[0].name}")
+        cin = consumers[g.input]
+        self.in_par = self._in_par(cin[0], cin[0].inputs.index(g.input)) if cin else 1
+        if cin and cin[0].op in ("Duplicate", "Gather") and "pe" not in cin[0].attrs:
+            self.in_par = 1
+        self.par[g.input] = self.in_par
+        self.var[g.input] = "in"
+        self.names.update({"in", "out"})
+        for n in g.nodes:
+            self._node(n)
+        for s, cs in consumers.items():
+            if not cs and s != g.output and s in self.var:
+                self._drain(s)
+        self.out_par = self.par[g.output]
+        return self._files()
+
+    def _drain(self, s: str) -> None:
+        st = self.g.streams[s]
+        p = self.par[s]
+        fn = self._unique(f"drain_{_ident(s)}")
+        self.funcs.append(f"// stream {s} is not used: discard it\n"
+                          f"static void {fn}(hls::stream<{_word(st.dtype, p)}> &in) {{\n#pragma HLS INLINE off\n"
+                          f"    for (int i = 0; i < {st.elems // p}; i++) {{\n#pragma HLS PIPELINE II=1\n"
+                          f"        in.read();\n    }}\n}}\n")
+        self.calls.append(f"    {fn}({self.var[s]});")
+
+    def _node(self, n: Node) -> None:
+        g = self.g
+        for i, s in enumerate(n.outputs):
+            p = self._out_par(n, i)
+            st = g.streams[s]
+            if st.channels % p:
+                raise HLSError(f"{n.name}: {p} elements per word do not divide the {st.channels} channels "
+                               f"of output {s!r} (check its PE/SIMD)")
+            self.par[s] = p
+        ins = [self._input(n, i) for i in range(len(n.inputs))]
+        for i, s in enumerate(n.inputs):
+            c = g.streams[s].channels
+            if c % self._in_par(n, i):
+                raise HLSError(f"{n.name}: {self._in_par(n, i)} elements per word do not divide the {c} "
+                               f"channels of input {s!r} (check its PE/SIMD)")
+        outs = []
+        for s in n.outputs:
+            v = "out" if s == g.output else self._stream_var(s, self.par[s])
+            self.var[s] = v
+            outs.append(v)
+        fn = self._unique(f"node_{_ident(n.name)}")
+        body, pragmas = getattr(self, f"_op_{n.op}")(n)
+        sig = [f"hls::stream<{_word(g.streams[s].dtype, self._in_par(n, i))}> &in{i}"
+               for i, s in enumerate(n.inputs)]
+        sig += [f"hls::stream<{_word(g.streams[s].dtype, self.par[s])}> &out{i}"
+                for i, s in enumerate(n.outputs)]
+        self.funcs.append(f"// {n.op} {n.name}" + (f" (layer {n.layer})" if n.layer else "") + "\n"
+                          f"static void {fn}({', '.join(sig)}) {{\n#pragma HLS INLINE off\n"
+                          + "".join(p + "\n" for p in pragmas) + body + "}\n")
+        self.calls.append(f"    {fn}({', '.join(ins + outs)});")
+
+    def _param_file(self, n: Node, text: str) -> None:
+        self.params[f"params/{_ident(n.name)}.h"] = (
+            f"// {n.op} {n.name}: constants laid out per PE / SIMD (generated by bnhw)\n"
+            f"#ifndef BNHW_PARAMS_{_ident(n.name).upper()}_H\n#define BNHW_PARAMS_{_ident(n.name).upper()}_H\n"
+            f"#include <ap_int.h>\n#include \"bnhw_dataflow.h\"\n\n{text}\n#endif\n")
+
+    # ------------------------------------------------------------ node kinds
+    def _types(self, n: Node, i: int = 0):
+        return self.g.in_stream(n, i), self.g.out_stream(n)
+
+    def _op_SWG(self, n: Node):
+        si, so = self._types(n)
+        H, W, C = si.shape
+        Ho, Wo, KC = so.shape
+        k, stride = int(n.attrs["k"]), int(n.attrs.get("stride", 1))
+        pad, dil = int(n.attrs.get("pad", 0)), int(n.attrs.get("dilation", 1))
+        pv = int(n.attrs.get("pad_value", 0))
+        simd = n.simd
+        if KC != k * k * C:
+            raise HLSError(f"{n.name}: output has {KC} channels, expected k*k*C = {k * k * C}")
+        to = so.dtype
+        if pad > 0:
+            if to.is_bipolar and to.padded and pv != 0:
+                raise HLSError(f"{n.name}: a padded bipolar window stream pads with 0, not {pv}")
+            if to.is_bipolar and not to.padded and pv not in (-1, 1):
+                raise HLSError(f"{n.name}: pad value {pv} on a bipolar stream needs a padded (DType.padded) output")
+            if not to.is_bipolar and not (to.min <= pv <= to.max):
+                raise HLSError(f"{n.name}: pad value {pv} does not fit {to.finn_name()}")
+        if to.is_bipolar and to.padded:
+            padword = "0"                                       # valid plane cleared
+        elif to.is_bipolar:
+            padword = f"bnhw::ones<{simd}>()" if pv > 0 else "0"
+        else:
+            code = pv & ((1 << to.bits) - 1)
+            word = sum(code << (i * to.bits) for i in range(simd))
+            padword = f"{_word(to, simd)}({_hex_word(word, simd * to.bits)})"
+        body = (f"    const {_word(to, simd)} padword = {padword};\n"
+                f"    bnhw::swg<{H}, {W}, {C}, {k}, {stride}, {pad}, {dil}, {Ho}, {Wo}, {simd}, "
+                f"{_etype(si.dtype)}, {_etype(to)}>(in0, out0, padword);\n")
+        return body, []
+
+    def _acc_bounds(self, w: np.ndarray, xlo: int, xhi: int) -> tuple[int, int]:
+        w = w.astype(np.int64)
+        lo = np.minimum(w * xlo, w * xhi).sum(axis=1)
+        hi = np.maximum(w * xlo, w * xhi).sum(axis=1)
+        return int(lo.min()), int(hi.max())
+
+    def _thresholds(self, n: Node, rows: int, pe: int, lo: int, hi: int, what: str):
+        """(C++ activation type, constant text) of ``thresholds`` clipped to the reachable range."""
+        t = np.asarray(n.params["thresholds"], dtype=np.int64)
+        if t.ndim == 1:
+            t = t.reshape(1, -1)
+        if t.shape[0] == 1 and rows > 1:
+            t = np.repeat(t, rows, axis=0)
+        if t.shape[0] != rows:
+            raise HLSError(f"{n.name}: thresholds have {t.shape[0]} rows for {rows} {what}")
+        if t.shape[1] == 0:                         # no threshold: a constant output
+            t = np.full((rows, 1), hi + 1, dtype=np.int64)
+        t = np.clip(t, lo, hi + 1)                  # same comparisons, bounded width
+        nt = t.shape[1]
+        tt = _sint_pod(int(t.min()), int(t.max()), n.name)
+        nf = rows // pe
+        lay = t.reshape(nf, pe, nt).transpose(1, 0, 2)          # [pe][nf][i] = T[nf*PE+pe, i]
+        name = f"{_ident(n.name)}_thr"
+        scale, bias = int(n.attrs.get("out_scale", 1)), int(n.attrs.get("out_bias", 0))
+        act = f"bnhw::Thresholds<{pe}, {nf}, {nt}, {tt}, {scale}, {bias}>"
+        text = _c_array(name, act, [_lit(v) for v in lay.reshape(-1)], (pe, nf, nt), scalar=True)
+        return act, name, text
+
+    def _op_MVAU(self, n: Node):
+        si, so = self._types(n)
+        w = np.asarray(n.params["weights"], dtype=np.int64)
+        MH, MWg = w.shape
+        groups = int(n.attrs.get("groups", 1))
+        MW = si.channels
+        pe, simd = n.pe, n.simd
+        pixels = si.pixels
+        if so.channels != MH or so.pixels != pixels:
+            raise HLSError(f"{n.name}: output shape {so.shape} does not match {MH} neurons x {pixels} pixels")
+        if MWg * groups != MW:
+            raise HLSError(f"{n.name}: weights have {MWg} columns, input has {MW} channels and groups={groups}")
+        ti = si.dtype
+        if groups > 1:
+            C = int(n.attrs["channels"])
+            kk = MW // C
+            if kk * C != MW or C % groups or MH % groups:
+                raise HLSError(f"{n.name}: {groups} groups do not divide channels={C} / MH={MH}")
+            og, cg = MH // groups, C // groups
+            if og % pe or cg % simd:
+                raise HLSError(f"{n.name}: grouped MVAU needs PE | MH/groups ({og}) and SIMD | C/groups ({cg}); "
+                               f"got PE={pe}, SIMD={simd}")
+        elif MH % pe or MW % simd:
+            raise HLSError(f"{n.name}: PE={pe} must divide MH={MH} and SIMD={simd} must divide MW={MW}")
+        xlo, xhi = (-1, 1) if ti.is_bipolar else (ti.min, ti.max)
+        lo, hi = self._acc_bounds(w, xlo, xhi)
+        acc = _ap_int(lo, hi, margin=1, what=n.name)
+        binary = bool(n.attrs.get("binary_xnor", False))
+        sfg = MWg // simd
+        nf = MH // pe
+        lay = w.reshape(nf, pe, sfg, simd).transpose(1, 0, 2, 3)   # [pe][nf][sf][simd]
+        if binary:
+            if not ti.is_bipolar:
+                raise HLSError(f"{n.name}: binary_xnor needs a bipolar input, got {ti.finn_name()}")
+            if not np.all(np.abs(w) == 1):
+                raise HLSError(f"{n.name}: binary_xnor weights must be +-1")
+            dot = f"bnhw::XnorDotPadded<{simd}>" if ti.padded else f"bnhw::XnorDot<{simd}>"
+            wb = 1
+            codes = (lay > 0).astype(np.uint64)
+        else:
+            wb = _sbits(int(w.min()), int(w.max()))
+            wb = max(wb, 2)
+            dot = f"bnhw::MulDot<{simd}, {_etype(ti)}, bnhw::Int<{wb}, true> >"
+            codes = (lay & ((1 << wb) - 1)).astype(np.uint64)
+        words = _pack_words(codes.reshape(pe, nf * sfg, simd), wb)
+        wname = f"{_ident(n.name)}_w"
+        width = simd * wb
+        nch = (width + 63) // 64
+        ws = _pod(min(width, 64), False)
+        suffix = "ULL" if width > 32 else "U"
+        mask = (1 << 64) - 1
+        vals = [f"0x{(v >> (64 * c)) & mask:x}{suffix}" for v in words for c in range(nch)]
+        text = (f"// {MH} x {MWg} weights: [PE={pe}][tiles={nf * sfg}][{nch} chunk(s)] of {width}-bit words "
+                f"({simd} lanes x {wb} bit(s), lane 0 lowest)\n"
+                + _c_array(wname, ws, vals, (pe, nf * sfg, nch), per_line=8))
+        wtmpl = f"{ws}, {nch}"
+        pragmas = [f"#pragma HLS ARRAY_PARTITION variable={wname} complete dim=1"]
+        if nch > 1:
+            pragmas.append(f"#pragma HLS ARRAY_PARTITION variable={wname} complete dim=3")
+        if "thresholds" in n.params:
+            act, tname, ttext = self._thresholds(n, MH, pe, lo, hi, "neurons")
+            text += "\n" + ttext
+            pragmas.append(f"#pragma HLS ARRAY_PARTITION variable={tname}.m complete dim=1")
+            pragmas.append(f"#pragma HLS ARRAY_PARTITION variable={tname}.m complete dim=3")
+            actdecl = f"    const {act} &act = {tname};\n"
+        else:
+            actdecl = "    const bnhw::PassThrough act;\n"
+        self._param_file(n, text)
+        if groups > 1:
+            call = (f"    bnhw::mvau_grouped<{pixels}, {kk}, {C}, {MH}, {groups}, {simd}, {pe}, {dot}, "
+                    f"{_etype(so.dtype)}, {acc}, {wtmpl}>(in0, out0, {wname}, act);\n")
+        else:
+            call = (f"    bnhw::mvau<{pixels}, {MW}, {MH}, {simd}, {pe}, {dot}, {_etype(so.dtype)}, {acc}, {wtmpl}>"
+                    f"(in0, out0, {wname}, act);\n")
+        return actdecl + call, pragmas
+
+    def _op_Thresholding(self, n: Node):
+        si, so = self._types(n)
+        C, pe = si.channels, n.pe
+        if C % pe:
+            raise HLSError(f"{n.name}: PE={pe} must divide {C} channels")
+        ti = si.dtype
+        act, tname, text = self._thresholds(n, C, pe, ti.min, ti.max, "channels")
+        self._param_file(n, text)
+        pragmas = [f"#pragma HLS ARRAY_PARTITION variable={tname}.m complete dim=1",
+                   f"#pragma HLS ARRAY_PARTITION variable={tname}.m complete dim=3"]
+        body = (f"    const {act} &act = {tname};\n"
+                f"    bnhw::thresholding<{si.pixels}, {C}, {pe}, {_etype(ti)}, {_etype(so.dtype)}>"
+                f"(in0, out0, act);\n")
+        return body, pragmas
+
+    def _pool(self, n: Node, op: str):
+        si, so = self._types(n)
+        H, W, C = si.shape
+        k = int(n.attrs["k"])
+        if so.shape != (H // k, W // k, C):
+            raise HLSError(f"{n.name}: output shape {so.shape}, expected {(H // k, W // k, C)}")
+        lo, hi = si.dtype.min, si.dtype.max
+        if op == "PoolSum":
+            lo, hi = lo * k * k, hi * k * k
+        bt = _ap_int(lo, hi, margin=1, what=n.name)
+        body = (f"    bnhw::pool<{H}, {W}, {C}, {k}, {n.pe}, {_etype(si.dtype)}, {_etype(so.dtype)}, "
+                f"bnhw::{op}, {bt}>(in0, out0);\n")
+        return body, []
+
+    def _op_MaxPool(self, n: Node):
+        return self._pool(n, "PoolMax")
+
+    def _op_AvgPoolSum(self, n: Node):
+        return self._pool(n, "PoolSum")
+
+    def _op_GlobalAvgPool(self, n: Node):
+        si, so = self._types(n)
+        P = si.pixels
+        st = _ap_int(si.dtype.min * P, si.dtype.max * P, margin=1, what=n.name)
+        body = (f"    bnhw::global_avg_pool<{P}, {si.channels}, {n.pe}, {_etype(si.dtype)}, "
+                f"{_etype(so.dtype)}, {st}>(in0, out0);\n")
+        return body, []
+
+    def _op_Gather(self, n: Node):
+        si, so = self._types(n)
+        idx = np.asarray(n.params["index"], dtype=np.int64).reshape(-1)
+        if idx.size != so.channels or idx.min(initial=0) < 0 or idx.max(initial=0) >= si.channels:
+            raise HLSError(f"{n.name}: index does not map {si.channels} to {so.channels} channels")
+        name = f"{_ident(n.name)}_index"
+        self._param_file(n, _c_array(name, "int", [str(int(v)) for v in idx], (idx.size,), per_line=16))
+        body = (f"    bnhw::gather<{si.pixels}, {si.channels}, {so.channels}, {self._in_par(n, 0)}, "
+                f"{self._out_par(n, 0)}, {_etype(si.dtype)}>(in0, out0, {name});\n")
+        return body, []
+
+    def _op_Duplicate(self, n: Node):
+        si = self.g.in_stream(n)
+        p = self._in_par(n, 0)
+        writes = "".join(f"        out{i}.write(x);\n" for i in range(len(n.outputs)))
+        body = (f"    for (int i = 0; i < {si.elems // p}; i++) {{\n#pragma HLS PIPELINE II=1\n"
+                f"        const {_word(si.dtype, p)} x = in0.read();\n{writes}    }}\n")
+        return body, []
+
+    def _pc_params(self, n: Node, keys: list[str], C: int, pe: int):
+        vals = {k: _per_channel(n, k, C) for k in keys}
+        allv = np.concatenate(list(vals.values()))
+        pt = _sint_pod(int(allv.min()), int(allv.max()), n.name)
+        text, pragmas = "", []
+        for k, v in vals.items():
+            name = f"{_ident(n.name)}_{k}"
+            text += _c_array(name, pt, [_lit(x) for x in _pe_layout(v, pe).reshape(-1)], (pe, C // pe)) + "\n"
+            pragmas.append(f"#pragma HLS ARRAY_PARTITION variable={name} complete dim=1")
+        self._param_file(n, text)
+        return vals, pt, pragmas
+
+    def _op_AddRequant(self, n: Node):
+        si, so = self._types(n)
+        C, pe = si.channels, n.pe
+        if C % pe:
+            raise HLSError(f"{n.name}: PE={pe} must divide {C} channels")
+        vals, pt, pragmas = self._pc_params(n, ["A", "B"], C, pe)
+        A, B = vals["A"], vals["B"]
+        shift = int(n.attrs["shift"])
+        ss = int(n.attrs.get("shortcut_shift", 0))
+        xlo, xhi = si.dtype.min, si.dtype.max
+        lo = np.minimum(A * xlo, A * xhi) + B
+        hi = np.maximum(A * xlo, A * xhi) + B
+        two = len(n.inputs) > 1
+        if two:
+            ts = self.g.in_stream(n, 1).dtype
+            lo, hi = lo + (ts.min << ss), hi + (ts.max << ss)
+        lo_, hi_ = int(lo.min()), int(hi.max())
+        if shift < 0:
+            lo_, hi_ = lo_ << -shift, hi_ << -shift
+        acc = _ap_int(lo_, hi_, margin=1, at_least=max(shift, 0) + 2, what=n.name)
+        pfx = f"{_ident(n.name)}_"
+        if two:
+            body = (f"    bnhw::add_requant2<{si.pixels}, {C}, {pe}, {_etype(si.dtype)}, {_etype(ts)}, "
+                    f"{_etype(so.dtype)}, {pt}, {acc}, {ss}, {shift}>(in0, in1, out0, {pfx}A, {pfx}B);\n")
+        else:
+            body = (f"    bnhw::add_requant<{si.pixels}, {C}, {pe}, {_etype(si.dtype)}, {_etype(so.dtype)}, "
+                    f"{pt}, {acc}, {shift}>(in0, out0, {pfx}A, {pfx}B);\n")
+        return body, pragmas
+
+    def _op_RPReLU(self, n: Node):
+        si, so = self._types(n)
+        C, pe = si.channels, n.pe
+        if C % pe:
+            raise HLSError(f"{n.name}: PE={pe} must divide {C} channels")
+        vals, pt, pragmas = self._pc_params(n, ["S_in", "slope", "S_out"], C, pe)
+        frac = int(n.attrs["frac"])
+        if frac < 0:
+            raise HLSError(f"{n.name}: frac must be >= 0, got {frac}")
+        ylo, yhi = si.dtype.min - vals["S_in"], si.dtype.max - vals["S_in"]
+        sl = vals["slope"]
+        cands = [np.maximum(ylo, 0) << frac, np.maximum(yhi, 0) << frac,
+                 np.minimum(ylo, 0) * sl, np.minimum(yhi, 0) * sl, ylo, yhi]
+        lo = np.min(cands, axis=0) + np.minimum(vals["S_out"] << frac, 0)
+        hi = np.max(cands, axis=0) + np.maximum(vals["S_out"] << frac, 0)
+        acc = _ap_int(int(lo.min()), int(hi.max()), margin=1, at_least=frac + 2, what=n.name)
+        pfx = f"{_ident(n.name)}_"
+        body = (f"    bnhw::rprelu<{si.pixels}, {C}, {pe}, {_etype(si.dtype)}, {_etype(so.dtype)}, {pt}, {acc}, "
+                f"{frac}>(in0, out0, {pfx}S_in, {pfx}slope, {pfx}S_out);\n")
+        return body, pragmas
+
+    def _op_LabelSelect(self, n: Node):
+        si, so = self._types(n)
+        if so.elems != 1:
+            raise HLSError(f"{n.name}: LabelSelect emits one index (k=1), output shape is {so.shape}")
+        N = si.elems
+        if N % n.pe:
+            raise HLSError(f"{n.name}: PE={n.pe} must divide {N} inputs")
+        if so.dtype.is_bipolar or so.dtype.max < N - 1:
+            raise HLSError(f"{n.name}: output type {so.dtype.finn_name()} cannot hold index {N - 1}")
+        body = f"    bnhw::label_select<{N}, {n.pe}, {_etype(si.dtype)}, {_etype(so.dtype)}>(in0, out0);\n"
+        return body, []
+
+    # ------------------------------------------------------------ files
+    def _files(self) -> dict[str, str]:
+        g, top = self.g, self.top
+        si, so = g.streams[g.input], g.streams[g.output]
+        guard = f"BNHW_{_ident(top).upper()}_H"
+        head = (
+            f"// {top}: streaming dataflow accelerator for graph {g.name!r} (generated by bnhw)\n"
+            f"#ifndef {guard}\n#define {guard}\n\n#include <ap_int.h>\n#include <hls_stream.h>\n"
+            f"#include \"bnhw_dataflow.h\"\n\n"
+            f"// input: {si.name} {tuple(si.shape)} {si.dtype.finn_name()}"
+            f"{' (padded)' if si.dtype.padded else ''}, {self.in_par} elements per word\n"
+            f"typedef {_etype(si.dtype)} {top}_in_elem;\n"
+            f"typedef {_word(si.dtype, self.in_par)} {top}_in_word;\n"
+            f"#define BNHW_IN_P {self.in_par}\n#define BNHW_IN_ELEMS {si.elems}\n\n"
+            f"// output: {so.name} {tuple(so.shape)} {so.dtype.finn_name()}, {self.out_par} elements per word\n"
+            f"typedef {_etype(so.dtype)} {top}_out_elem;\n"
+            f"typedef {_word(so.dtype, self.out_par)} {top}_out_word;\n"
+            f"#define BNHW_OUT_P {self.out_par}\n#define BNHW_OUT_ELEMS {so.elems}\n\n"
+            f"#define BNHW_TOP {top}\n#define BNHW_IN_ELEM {top}_in_elem\n#define BNHW_IN_WORD {top}_in_word\n"
+            f"#define BNHW_OUT_ELEM {top}_out_elem\n#define BNHW_OUT_WORD {top}_out_word\n\n"
+            f"// one call processes one frame\n"
+            f"void {top}(hls::stream<{top}_in_word> &in, hls::stream<{top}_out_word> &out);\n\n#endif\n")
+        includes = "".join(f"#include \"{p}\"\n" for p in self.params)
+        cpp = (
+            f"// {top}: one streaming function per node of graph {g.name!r}, chained in a DATAFLOW region\n"
+            f"// (generated by bnhw; see bnhw_dataflow.h for the units and stream word layouts)\n"
+            f"#include \"{top}.h\"\n{includes}\n" + "\n".join(self.funcs) + "\n"
+            f"void {top}(hls::stream<{top}_in_word> &in, hls::stream<{top}_out_word> &out) {{\n"
+            f"#pragma HLS INTERFACE axis port=in\n#pragma HLS INTERFACE axis port=out\n"
+            f"#pragma HLS INTERFACE ap_ctrl_hs port=return\n#pragma HLS DATAFLOW\n"
+            + "\n".join(self.decls) + ("\n\n" if self.decls else "")
+            + "\n".join(self.calls) + "\n}\n")
+        files = {f"firmware/{top}.h": head, f"firmware/{top}.cpp": cpp,
+                 "firmware/bnhw_dataflow.h": header_path().read_text()}
+        for p, text in self.params.items():
+            files[f"firmware/{p}"] = text
+        files[f"tb/{top}_tb.cpp"] = _TESTBENCH.replace("@TOP@", top)
+        files["build_csim.sh"] = _build_csim(top)
+        files["graph.json"] = json.dumps(g.to_dict(), indent=1, default=_json_default) + "\n"
+        return files
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+_TESTBENCH = r"""// Testbench of @TOP@ (generated by bnhw).
+// usage: csim INPUT.bin OUTPUT.bin [EXPECTED.bin]
+// Files are little-endian int64 element values, frames back to back in HWC order.
+// Writes every output frame; with EXPECTED compares and exits 1 on a mismatch.
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include "@TOP@.h"
+#ifdef BNHW_CSIM_UNITY
+// build_csim.sh compiles the design and the testbench as one translation unit (faster)
+#include "@TOP@.cpp"
+#endif
+
+static std::vector<long long> read_all(const char *path) {
+    std::vector<long long> v;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s\n", path);
+        exit(2);
+    }
+    long long x;
+    while (fread(&x, sizeof(x), 1, f) == 1) v.push_back(x);
+    fclose(f);
+    return v;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s INPUT.bin OUTPUT.bin [EXPECTED.bin]\n", argv[0]);
+        return 2;
+    }
+    std::vector<long long> data = read_all(argv[1]);
+    if (data.size() % BNHW_IN_ELEMS != 0) {
+        fprintf(stderr, "input has %zu values, not a multiple of the frame size %d\n", data.size(), BNHW_IN_ELEMS);
+        return 2;
+    }
+    const size_t frames = data.size() / BNHW_IN_ELEMS;
+    std::vector<long long> res;
+    res.reserve(frames * BNHW_OUT_ELEMS);
+    for (size_t n = 0; n < frames; n++) {
+        hls::stream<BNHW_IN_WORD> in("tb_in");
+        hls::stream<BNHW_OUT_WORD> out("tb_out");
+        for (int w = 0; w < BNHW_IN_ELEMS / BNHW_IN_P; w++) {
+            BNHW_IN_WORD x = 0;
+            for (int p = 0; p < BNHW_IN_P; p++)
+                BNHW_IN_ELEM::set<BNHW_IN_P>(x, p, data[n * BNHW_IN_ELEMS + w * BNHW_IN_P + p]);
+            in.write(x);
+        }
+        BNHW_TOP(in, out);
+        if (!in.empty()) {
+            fprintf(stderr, "frame %zu: %zu input words were not consumed\n", n, in.size());
+            return 3;
+        }
+        if (out.size() != (size_t)(BNHW_OUT_ELEMS / BNHW_OUT_P)) {
+            fprintf(stderr, "frame %zu: %zu output words, expected %d\n", n, out.size(),
+                    BNHW_OUT_ELEMS / BNHW_OUT_P);
+            return 3;
+        }
+        for (int w = 0; w < BNHW_OUT_ELEMS / BNHW_OUT_P; w++) {
+            BNHW_OUT_WORD x = out.read();
+            for (int p = 0; p < BNHW_OUT_P; p++) res.push_back(BNHW_OUT_ELEM::get<BNHW_OUT_P>(x, p));
+        }
+    }
+    FILE *f = fopen(argv[2], "wb");
+    if (!f || fwrite(res.data(), sizeof(long long), res.size(), f) != res.size()) {
+        fprintf(stderr, "cannot write %s\n", argv[2]);
+        return 2;
+    }
+    fclose(f);
+    if (argc > 3) {
+        std::vector<long long> exp = read_all(argv[3]);
+        size_t bad = 0;
+        for (size_t i = 0; i < res.size(); i++)
+            if (i >= exp.size() || exp[i] != res[i]) bad++;
+        if (bad || exp.size() != res.size()) {
+            fprintf(stderr, "MISMATCH: %zu of %zu outputs differ from %s\n", bad, res.size(), argv[3]);
+            return 1;
+        }
+        printf("PASS: %zu frames match %s\n", frames, argv[3]);
+    }
+    return 0;
+}
+"""
+
+
+CXXFLAGS = ["-O2", "-std=c++14"]
+
+
+def _build_csim(top: str) -> str:
+    return (
+        "#!/bin/sh\n"
+        "# C simulation build with plain g++ (no vendor tools needed).\n"
+        "# AP_TYPES: Xilinx's ap_int.h / hls_stream.h (shipped with hls4ml or with Vitis HLS under include/).\n"
+        "set -e\ncd \"$(dirname \"$0\")\"\n"
+        f"AP_TYPES=\"${{AP_TYPES:-{shlex.quote(str(ap_types_dir()))}}}\"\n"
+        f"${{CXX:-g++}} {' '.join(CXXFLAGS)} -DBNHW_CSIM_UNITY -I\"$AP_TYPES\" -Ifirmware tb/{top}_tb.cpp "
+        "-o csim.bin\n"
+        "echo \"built $(pwd)/csim.bin; run: ./csim.bin input.bin output.bin [expected.bin]\"\n")
+
+
+def _build_tcl(top: str, part: str, clock_ns: float) -> str:
+    return f"""# Vitis HLS project of {top} (generated by bnhw).
+# usage: vitis_hls -f build_prj.tcl          (Vivado HLS <= 2020.1: vivado_hls -f build_prj.tcl)
+# Environment: BNHW_CSIM=1 also runs the C simulation on tb_data/ (when present) before synthesis,
+#              BNHW_COSIM=1 runs RTL co-simulation after it.
+set top {top}
+set part {{{part}}}
+set clock_ns {clock_ns}
+set here [file dirname [file normalize [info script]]]
+cd $here
+open_project -reset ${{top}}_prj
+set_top $top
+add_files firmware/${{top}}.cpp -cflags "-std=c++14 -I$here/firmware"
+add_files -tb tb/${{top}}_tb.cpp -cflags "-std=c++14 -I$here/firmware"
+open_solution -reset solution1
+set_part $part
+create_clock -period $clock_ns -name default
+set tb_args "$here/tb_data/input.bin $here/tb_data/output.bin $here/tb_data/expected.bin"
+if {{[info exists ::env(BNHW_CSIM)] && [file exists tb_data/input.bin]}} {{
+    csim_design -argv $tb_args
+}}
+csynth_design
+if {{[info exists ::env(BNHW_COSIM)] && [file exists tb_data/input.bin]}} {{
+    cosim_design -argv $tb_args
+}}
+export_design -format ip_catalog -rtl verilog -description "bnhw dataflow accelerator $top"
+exit
+"""
+
+
+def _readme(g: HwGraph, top: str, part: str, clock_ns: float, gen: _Gen) -> str:
+    si, so = g.streams[g.input], g.streams[g.output]
+    ops = {}
+    for n in g.nodes:
+        ops[n.op] = ops.get(n.op, 0) + 1
+    op_s = ", ".join(f"{k} x{v}" for k, v in ops.items())
+    return f"""# HLS project `{top}` for graph `{g.name}`
+
+Generated by `bnhw` from a folded hardware graph ({len(g.nodes)} nodes: {op_s}).
+
+* `firmware/{top}.cpp`: one streaming function per node, chained in a `#pragma HLS DATAFLOW` region.
+  Signature: `void {top}(hls::stream<{top}_in_word> &in, hls::stream<{top}_out_word> &out)`,
+  both AXI-Stream (`axis`); one call processes one frame.
+* input `{si.name}` {tuple(si.shape)} {si.dtype.finn_name()}, {gen.in_par} element(s) per word, HWC order;
+  output `{so.name}` {tuple(so.shape)} {so.dtype.finn_name()}, {gen.out_par} element(s) per word.
+* Element `i` of a word occupies bits `[i*B, (i+1)*B)`; bipolar elements are one bit (1 = +1).
+  Zero-padded bipolar windows (between an SWG with padding and its MVAU) carry a valid plane:
+  `2P` bits per word, values in the low `P` bits, valid flags in the high `P` bits; the XNOR
+  MVAU masks the padding taps (`acc = 2*popcount(xnor & valid) - popcount(valid)`).
+* `firmware/params/*.h`: weights `W[PE][tiles]` of `SIMD` lanes, thresholds `T[PE][NF][NT]`,
+  per-channel constants `[PE][C/PE]` (channel `c = cf*PE + pe`).
+
+## C simulation (no vendor tools)
+
+    sh build_csim.sh                               # g++ -O2 -std=c++14 with ap_types from hls4ml
+    ./csim.bin input.bin output.bin [expected.bin]  # little-endian int64 values, frames back to back
+
+From Python: `bnhw.hw.hls.csim(graph, inputs)` does all of this and caches the binary.
+
+## Synthesis (needs AMD/Xilinx tools)
+
+Vendor tools were not used to produce this project. On a machine with Vitis HLS (2022.1 or later
+recommended) on `PATH`:
+
+    vitis_hls -f build_prj.tcl                   # csynth_design + export_design (IP catalog)
+    BNHW_CSIM=1 vitis_hls -f build_prj.tcl       # also C simulation on tb_data/ first
+
+(`vivado_hls -f build_prj.tcl` for Vivado HLS 2020.1 and older.) Part `{part}`, clock
+{clock_ns} ns; edit the top of `build_prj.tcl` to change them. The exported IP is in
+`{top}_prj/solution1/impl/ip/`: add its directory to a Vivado IP repository, instantiate it in a
+block design between an AXI DMA (MM2S -> `in`, `out` -> S2MM) and the Zynq PS, then run
+synthesis, implementation and `write_bitstream` in Vivado. Check `{top}_prj/solution1/syn/report/`
+for the achieved initiation intervals: the SWG buffers rows and the grouped MVAU buffers one
+window before computing, so neither overlaps its read and compute phases.
+"""
+
+
+def render_project(g: HwGraph, *, top: str = "bnhw_top", part: str = DEFAULT_PART,
+                   clock_ns: float = DEFAULT_CLOCK_NS) -> dict[str, str]:
+    """The text of every file of the HLS project for ``g`` (``{relative path: text}``)."""
+    if _ident(top) != top:
+        raise HLSError(f"top function name {top!r} is not a C identifier")
+    gen = _Gen(g, top)
+    files = gen.run()
+    files["build_prj.tcl"] = _build_tcl(top, part, clock_ns)
+    files["README.md"] = _readme(g, top, part, clock_ns, gen)
+    return files
+
+
+def sources_hash(files: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.encode() + b"\0" + files[path].encode() + b"\0")
+    return h.hexdigest()
+
+
+def generate_project(g: HwGraph, out_dir, *, top: str = "bnhw_top", part: str = DEFAULT_PART,
+                     clock_ns: float = DEFAULT_CLOCK_NS, inputs: np.ndarray | None = None) -> Path:
+    """Write the HLS project for ``g`` into ``out_dir`` and return it.
+
+    With ``inputs`` (``[N, H, W, C]``) also writes ``tb_data/input.bin`` and the
+    reference outputs ``tb_data/expected.bin`` (``g.execute``) for the vendor C
+    simulation (``BNHW_CSIM=1 vitis_hls -f build_prj.tcl``).
+    """
+    out = Path(out_dir)
+    files = render_project(g, top=top, part=part, clock_ns=clock_ns)
+    for rel, text in files.items():
+        p = out / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not p.exists() or p.read_text() != text:
+            p.write_text(text)
+    (out / "build_csim.sh").chmod(0o755)
+    if inputs is not None:
+        x = np.asarray(inputs, dtype=np.int64)
+        if x.ndim == 3:
+            x = x[None]
+        exp = np.stack([g.execute(xi) for xi in x])
+        (out / "tb_data").mkdir(exist_ok=True)
+        (out / "tb_data" / "input.bin").write_bytes(x.astype("<i8").tobytes())
+        (out / "tb_data" / "expected.bin").write_bytes(exp.astype("<i8").tobytes())
+    return out

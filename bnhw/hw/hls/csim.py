@@ -1,0 +1,147 @@
+"""Bit-exact C simulation of the generated HLS code with plain ``g++``.
+
+:func:`csim` renders the project, compiles ``firmware/`` + the testbench once
+per distinct source text (the binary is cached under a hash of every
+generated file) and runs every input frame through it in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BnhwError
+from ..ir import HwGraph
+from .codegen import DEFAULT_CLOCK_NS, DEFAULT_PART, _ident, render_project, sources_hash
+
+__all__ = ["csim", "vendor_tools", "default_cache_dir", "compile_csim"]
+
+VENDOR_TOOLS = ("vitis_hls", "vivado_hls", "vivado")
+
+
+def vendor_tools() -> dict:
+    """Which AMD/Xilinx tools are on ``PATH`` (``None`` for a missing one).
+
+    Keys: each tool name -> path or ``None``; ``hls``: the HLS tool to run
+    ``build_prj.tcl`` with (or ``None``); ``available``: whether synthesis can
+    run here; ``message``: one line for a report.  Never raises.
+    """
+    found = {t: shutil.which(t) for t in VENDOR_TOOLS}
+    hls = "vitis_hls" if found["vitis_hls"] else ("vivado_hls" if found["vivado_hls"] else None)
+    if hls:
+        msg = f"{hls} found at {found[hls]}: run `{hls} -f build_prj.tcl` in a generated project"
+        if not found["vivado"]:
+            msg += " (vivado not found: IP export works, bitstream generation does not)"
+    else:
+        msg = ("vitis_hls / vivado_hls not on PATH: projects are generated and C-simulated with g++; "
+               "run build_prj.tcl where the vendor tools are installed")
+    return {**found, "hls": hls, "available": hls is not None, "message": msg}
+
+
+def default_cache_dir() -> Path:
+    """``$BNHW_HLS_CACHE``, else ``$XDG_CACHE_HOME/bnhw/hls`` (``~/.cache/bnhw/hls``)."""
+    env = os.environ.get("BNHW_HLS_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bnhw" / "hls"
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX", "g++")
+    path = shutil.which(cxx)
+    if not path:
+        raise BnhwError(f"C++ compiler {cxx!r} not found on PATH: install g++ (e.g. `apt-get install g++`) "
+                        "or set CXX to run the HLS C simulation")
+    return path
+
+
+def compile_csim(g: HwGraph, work_dir=None, *, top: str = "bnhw_top", part: str = DEFAULT_PART,
+                 clock_ns: float = DEFAULT_CLOCK_NS) -> Path:
+    """Generate (or reuse) the project of ``g`` and build its C simulation; the binary's path.
+
+    The project lives in ``<work_dir or default_cache_dir()>/<graph>_<hash>``;
+    an existing binary for the same sources is reused.
+    """
+    cxx = _compiler()
+    files = render_project(g, top=top, part=part, clock_ns=clock_ns)
+    key = sources_hash({**files, "<cxx>": cxx})[:16]
+    root = Path(work_dir) if work_dir is not None else default_cache_dir()
+    proj = root / f"{_ident(g.name)}_{key}"
+    exe = proj / "csim.bin"
+    if exe.is_file():
+        return exe
+    # write into a private directory first, then rename: concurrent callers never see half a project
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{proj.name}.", dir=root))
+    for rel, text in files.items():
+        p = tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    (tmp / "build_csim.sh").chmod(0o755)
+    log = tmp / "build_csim.log"
+    env = {**os.environ, "CXX": cxx}
+    with open(log, "w") as fh:
+        r = subprocess.run(["sh", str(tmp / "build_csim.sh")], stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if r.returncode != 0 or not (tmp / "csim.bin").is_file():
+        failed = root / f"{proj.name}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        tmp.rename(failed)
+        raise BnhwError(f"HLS C simulation build of {g.name!r} failed (exit {r.returncode}); "
+                        f"log: {failed / 'build_csim.log'}")
+    try:
+        tmp.rename(proj)
+    except OSError:                         # another process finished the same project first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return exe
+
+
+def csim(g: HwGraph, inputs: np.ndarray, work_dir=None, *, top: str = "bnhw_top",
+         timeout: float | None = None) -> np.ndarray:
+    """Run ``inputs`` ``[N, H, W, C]`` through the C simulation of ``g``; outputs ``[N, *out_shape]``.
+
+    Bit-exact against ``g.execute`` (the IR's reference semantics).  A single
+    frame ``(H, W, C)`` is accepted too (the result then has ``N = 1``).
+    """
+    si, so = g.streams[g.input], g.streams[g.output]
+    x = np.asarray(inputs)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(si.shape):
+        raise BnhwError(f"csim: inputs must be [N, {', '.join(map(str, si.shape))}], got {list(np.shape(inputs))}")
+    if x.size and not np.issubdtype(x.dtype, np.integer):
+        if not np.all(np.asarray(x) == np.round(x)):
+            raise BnhwError("csim: inputs must be integers")
+    x = x.astype(np.int64)
+    t = si.dtype
+    if x.size:
+        if t.is_bipolar:
+            ok = np.abs(x) <= 1 if t.padded else np.abs(x) == 1
+            if not np.all(ok):
+                raise BnhwError(f"csim: input stream {si.name!r} is bipolar: values must be -1 / +1")
+        elif x.min() < t.min or x.max() > t.max:
+            raise BnhwError(f"csim: inputs range [{x.min()}, {x.max()}] overflows {t.finn_name()}")
+    exe = compile_csim(g, work_dir, top=top)
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros((0, *so.shape), dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix="run.", dir=exe.parent) as d:
+        fin, fout = Path(d) / "input.bin", Path(d) / "output.bin"
+        fin.write_bytes(x.astype("<i8").tobytes())
+        try:
+            r = subprocess.run([str(exe), str(fin), str(fout)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BnhwError(f"HLS C simulation of {g.name!r} timed out after {timeout} s ({exe})") from None
+        warn = [ln for ln in r.stdout.splitlines() if "WARNING: Hls::stream" in ln]
+        if r.returncode != 0 or warn:
+            why = (r.stderr.strip().splitlines() or warn or [f"exit {r.returncode}"])[-1]
+            raise BnhwError(f"HLS C simulation of {g.name!r} failed: {why} ({exe})")
+        out = np.frombuffer(fout.read_bytes(), dtype="<i8").astype(np.int64)
+    if out.size != n * so.elems:
+        raise BnhwError(f"HLS C simulation of {g.name!r} returned {out.size} values, expected {n * so.elems}")
+    return out.reshape(n, *so.shape)
