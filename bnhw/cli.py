@@ -296,7 +296,8 @@ DEFAULT_SEARCH_ARCH = Path("runs/search/best_arch.json")
               help="Board: pynq-z2, pynq-z1, ultra96-v2, kv260, zcu104.")
 @click.option("-o", "--out", default="runs/build", show_default=True, type=click.Path(path_type=Path),
               help="Output folder (report, folding, QONNX, HLS project).")
-@click.option("--folding", type=click.Path(path_type=Path), help="Hand-written FINN folding config (JSON).")
+@click.option("--folding", type=click.Path(path_type=Path),
+              help="Hand-written FINN folding config (JSON), or 'finn-examples' for the reference networks.")
 @click.option("--fps", type=float, help="Reach this FPS with the fewest resources (default: the highest FPS "
               "that fits the board).")
 @click.option("--clock-mhz", type=float, help="Fabric clock (default: the board's).")

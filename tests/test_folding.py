@@ -8,6 +8,7 @@ import pytest
 from bnhw.errors import BnhwError
 from bnhw.hw.boards import get_board
 from bnhw.hw.folding import FitError, board_budget, graph_cost, maximize_fps, min_resources_for_fps
+from bnhw.hw.foldings import load_reference_folding
 from bnhw.hw.ir import DType, HwGraph, Node, Stream
 from bnhw.hw.lower_finn import lower_reference
 from bnhw.hw.setfolding import finn_set_folding
@@ -60,17 +61,11 @@ def test_min_resources_for_fps_reaches_target_cheaper_than_setfolding(cnv):
 
 
 def test_finn_examples_folding_reproduces_finn_cycles(cnv):
-    import json
-    from pathlib import Path
-
-    folding = json.loads((Path(__file__).parents[2] / "shared/reference/finn-examples-cnv-w1a1-folding.json")
-                         .read_text()) if (Path(__file__).parents[2] / "shared/reference").exists() else None
-    if folding is None:
-        pytest.skip("shared/reference folding file not present in this checkout")
-    c = graph_cost(cnv.with_folding(folding))
+    c = graph_cost(cnv.with_folding(load_reference_folding("cnv-w1a1")))
     mvau = [c.cycles[f"MVAU_hls_{i}"] for i in range(9)]
     assert mvau == [32400, 28224, 20736, 28800, 20736, 18432, 32768, 32768, 1024]
     assert c.ii == 32768 and abs(c.fps(100.0) - 3051.76) < 0.01
+    assert round(c.total["BRAM18"]) == 147 and 23_000 < c.total["LUT"] < 25_500   # FINN: 147, ~24.6k
 
 
 def _huge_fc(width: int) -> HwGraph:

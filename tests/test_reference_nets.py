@@ -18,6 +18,7 @@ from qonnx.core.onnx_exec import execute_onnx
 from torch import nn
 
 from bnhw.errors import BnhwError
+from bnhw.hw.foldings import reference_folding_path
 from bnhw.hw.ir import HwGraph, IRError
 from bnhw.hw.lower_finn import lower_reference
 from bnhw.quant.export import _with_batch
@@ -35,8 +36,7 @@ from bnhw.quant.reference_nets import (
 NETS = ("cnv-w1a1", "tfc-w1a1")
 N_IMAGES = 16
 STEPS = {"cnv-w1a1": 10, "tfc-w1a1": 30}
-FOLDING = Path("/work/shared/reference")
-FOLDING_FILES = {n: FOLDING / f"finn-examples-{n}-folding.json" for n in NETS}
+FOLDING_FILES = {n: reference_folding_path(n) for n in NETS}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -258,8 +258,15 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
     budget = board_budget(board, opts.margin)
 
     if opts.folding is not None:
-        folded = graph_cost(_apply_folding_file(prep.graph, opts.folding))
-        how = f"from {opts.folding}"
+        path = Path(opts.folding)
+        if str(opts.folding) == "finn-examples":
+            from ..hw.foldings import REFERENCE_FOLDINGS, reference_folding_path
+            if prep.name not in REFERENCE_FOLDINGS:
+                raise BnhwError(f"--folding finn-examples exists only for {', '.join(REFERENCE_FOLDINGS)}")
+            path = reference_folding_path(prep.name)
+        folded = graph_cost(_apply_folding_file(prep.graph, path))
+        how = f"from {opts.folding}" + (" (finn-examples' folding for this network)" if path != Path(opts.folding)
+                                        else "")
     elif opts.fps is not None:
         folded = min_resources_for_fps(prep.graph, opts.fps, clock, budget, board_name=board.name)
         how = f"bnhw: least resources reaching {opts.fps:g} FPS"
@@ -322,9 +329,23 @@ def _run_csim(g: HwGraph, prep: PreparedNetwork, out: Path, opts: BuildOptions, 
                         f"inputs (see {hls_dir})")
     echo(f"C simulation (g++): bit-exact with the IR reference on {n}/{n} digits images"
          + (f" (and on the {pre} accumulators)" if acc_exact is not None else ""))
-    if not any(tools.values()):
-        echo("Vitis HLS / Vivado not on PATH: stopped after C simulation (synthesis scripts in hls/)")
+    if tools.get("available"):
+        res["synthesis"] = _run_vendor_synthesis(tools["hls"], hls_dir, echo)
+    else:
+        echo(f"{tools['message']} (stopped after C simulation)")
     return res
+
+
+def _run_vendor_synthesis(hls: str, hls_dir: Path, echo) -> dict:
+    """Run the generated ``build_prj.tcl`` with the vendor HLS tool (only where it is installed)."""
+    import subprocess
+
+    echo(f"running {hls} -f build_prj.tcl in {hls_dir} (log: vendor_hls.log)")
+    with open(hls_dir / "vendor_hls.log", "w") as log:
+        rc = subprocess.call([hls, "-f", "build_prj.tcl"], cwd=hls_dir, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise BnhwError(f"{hls} failed (exit {rc}); see {hls_dir / 'vendor_hls.log'}")
+    return {"tool": hls, "exit": rc, "log": str(hls_dir / "vendor_hls.log")}
 
 
 def _report(opts, board: Board, clock, prep, folded, how, latency_cycles, sf, csim, finn_op_type, model_notes,
@@ -361,11 +382,13 @@ def _report(opts, board: Board, clock, prep, folded, how, latency_cycles, sf, cs
 
 def _not_run(csim: dict) -> list[str]:
     tools = csim.get("vendor_tools", {})
-    if any(tools.values()):
-        return []
-    return ["HLS synthesis, RTL, place-and-route, bitfile and PYNQ driver: Vitis HLS / Vivado are not on PATH "
-            "(run hls/build_prj.tcl where they are)",
-            "measured resources and timing closure: only analytical estimates are reported"]
+    out = []
+    if not tools.get("available"):
+        out.append("HLS synthesis, RTL, place-and-route, bitfile and PYNQ driver: Vitis HLS / Vivado are not on "
+                   "PATH (run hls/build_prj.tcl where they are)")
+    out.append("measured resources and timing closure: only analytical estimates are reported")
+    out.append("RTL / cycle-accurate simulation of the stitched design (FIFO depths are not sized here)")
+    return out
 
 
 def _write_outputs(out: Path, report: dict, g: HwGraph) -> None:

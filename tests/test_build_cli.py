@@ -1,0 +1,107 @@
+"""`bnhw build`: reports, FINN's CNV-W1A1 figures, bit-exact C simulation, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BNHW = [sys.executable, "-m", "bnhw"]
+
+
+def run(*args, cwd=None, timeout=900):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([*BNHW, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=env)
+
+
+def one_line_error(p):
+    assert p.returncode == 2, p.stderr
+    lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
+    assert lines[-1].startswith("error: ") and "Traceback" not in p.stderr
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
+    out = tmp_path / "cnv"
+    p = run("build", "cnv-w1a1", "--target", "pynq-z2", "--folding", "finn-examples", "-o", out)
+    assert p.returncode == 0, p.stderr
+    r = json.loads((out / "report.json").read_text())
+    cyc = {d["name"]: d["cycles"] for d in r["layers"]}
+    assert [cyc[f"MVAU_hls_{i}"] for i in range(9)] == [32400, 28224, 20736, 28800, 20736, 18432, 32768, 32768, 1024]
+    assert r["performance"]["ii_cycles"] == 32768
+    assert abs(r["performance"]["fps"] - 3051.76) < 0.01
+    assert r["resources"]["total"]["BRAM18"] == 147
+    cs = r["checks"]["csim"]
+    assert cs["inputs"] >= 16 and cs["outputs_bit_exact"] == cs["inputs"] and cs["pre_label_bit_exact"] == cs["inputs"]
+    assert r["checks"]["ir_vs_qonnx"]["labels_equal"] == r["checks"]["ir_vs_qonnx"]["inputs"]
+    for f in ("report.md", "layers.png", "folding.json", "model.onnx", "hls/build_prj.tcl", "hls/build_csim.sh"):
+        assert (out / f).is_file(), f
+    assert json.loads((out / "folding.json").read_text())["MVAU_hls_0"] == {"PE": 16, "SIMD": 3}
+    md = (out / "report.md").read_text()
+    assert "3,051.8 FPS" in md and "modelled" in md and "Not run" in md
+
+
+def test_tfc_default_folding_fits_and_beats_setfolding(tmp_path):
+    out = tmp_path / "tfc"
+    p = run("build", "tfc-w1a1", "--target", "pynq-z1", "-o", out)
+    assert p.returncode == 0, p.stderr
+    r = json.loads((out / "report.json").read_text())
+    tot, board = r["resources"]["total"], r["board"]
+    assert tot["LUT"] <= 0.85 * board["LUT"] and tot["BRAM18"] <= 0.85 * board["BRAM18"]
+    assert r["performance"]["ii_cycles"] == max(d["cycles"] for d in r["layers"])
+    cs = r["checks"]["csim"]
+    assert cs["outputs_bit_exact"] == cs["inputs"] == 16
+    # a folding file round-trips: building with the written folding gives the same II
+    p2 = run("build", "tfc-w1a1", "--folding", out / "folding.json", "-o", tmp_path / "tfc2", "--no-csim")
+    assert p2.returncode == 0, p2.stderr
+    r2 = json.loads((tmp_path / "tfc2" / "report.json").read_text())
+    assert r2["performance"]["ii_cycles"] == r["performance"]["ii_cycles"]
+
+
+def test_folding_that_does_not_fit_names_the_resource(tmp_path):
+    fold = {"MVAU_hls_0": {"PE": 64, "SIMD": 784}, "MVAU_hls_1": {"PE": 64, "SIMD": 64},
+            "MVAU_hls_2": {"PE": 64, "SIMD": 64}}
+    f = tmp_path / "fold.json"
+    f.write_text(json.dumps(fold))
+    p = run("build", "tfc-w1a1", "--folding", f, "-o", tmp_path / "o", "--no-csim")
+    msg = one_line_error(p)
+    assert "does not fit pynq-z2" in msg and "LUT" in msg and "larger board" in msg
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["build", "tfc-w1a1", "--target", "de10-nano"], "unknown target 'de10-nano'; known boards: pynq-z2"),
+    (["build", "no-such-net"], "reference networks: cnv-w1a1, tfc-w1a1"),
+    (["build", "tfc-w1a1", "--fps", "-3"], "--fps must be positive"),
+    (["build", "tfc-w1a1", "--folding", "missing.json"], "no such folding file"),
+])
+def test_bad_input_is_one_line(tmp_path, args, needle):
+    p = run(*args, "-o", tmp_path / "o", cwd=tmp_path)
+    assert needle in one_line_error(p)
+
+
+def test_unknown_node_in_folding_file(tmp_path):
+    f = tmp_path / "fold.json"
+    f.write_text(json.dumps({"MVAU_hls_9": {"PE": 2}}))
+    msg = one_line_error(run("build", "tfc-w1a1", "--folding", f, "-o", tmp_path / "o", "--no-csim"))
+    assert "MVAU_hls_9" in msg and "MVAU_hls_0" in msg
+
+
+def test_no_network_and_no_search_result(tmp_path):
+    msg = one_line_error(run("build", "--target", "pynq-z2", cwd=tmp_path))
+    assert "runs/search/best_arch.json" in msg and "cnv-w1a1" in msg
+
+
+def test_network_too_big_for_any_folding(tmp_path):
+    from bnhw.hw.boards import get_board
+    from bnhw.hw.folding import FitError, board_budget, maximize_fps
+    from bnhw.hw.lower_finn import lower_reference
+    from bnhw.quant.reference_nets import build_reference, export_reference
+
+    g = lower_reference(export_reference(build_reference("cnv-w1a1"), tmp_path / "c.onnx"), "cnv-w1a1")
+    with pytest.raises(FitError, match=r"does not fit pynq-z2: even fully folded it needs .* BRAM18"):
+        maximize_fps(g, board_budget(get_board("pynq-z2"), 0.1), board_name="pynq-z2")
