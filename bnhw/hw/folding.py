@@ -17,11 +17,12 @@ and finds out whether it fits.  bnhw turns it around:
 * ``min_resources_for_fps`` is the same per-unit choice at the ``T`` a
   target FPS implies.
 
-A sliding-window generator feeding an MVAU gets that MVAU's SIMD (capped to
-a divisor of its channel count), as in FINN.  Total resources are the sum of
-the units' estimates: FIFOs, data-width converters and the DMA shell are
-not in it, which is why the budget keeps a safety margin
-(``margin=0.85`` of the board by default).
+Sliding-window generators are folded like any other unit (their SIMD need
+not equal the MVAU's: a width converter joins them, as FINN inserts one
+when ``SetFolding`` leaves a generator narrower than its MVAU).  Total
+resources are the sum of the units' estimates: FIFOs, data-width
+converters and the DMA shell are not in it, which is why the budget keeps a
+safety margin (``margin=0.85`` of the board by default).
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class _Option:
 
 
 def _swg_feeder(g: HwGraph, n: Node) -> Node | None:
-    p = g.producer(n.inputs[0])
-    return p if (p is not None and p.op == "SWG" and len(g.consumers(p.outputs[0])) == 1) else None
+    """The sliding-window generator folded jointly with MVAU ``n`` (none: they are folded apart)."""
+    return None
 
 
 def _stream_bits(g: HwGraph, n: Node, pe: int, simd: int) -> int:
@@ -134,6 +135,10 @@ def _pareto(opts: list[_Option]) -> list[_Option]:
     return kept
 
 
+#: BRAM-vs-LUT weights tried by :meth:`_Problem.fit` (geometric, both sides of 1)
+_LAMBDAS = tuple(2.0 ** e for e in (0, -1, 1, -2, 2, -3, 3, -4, 4, -6, 6, -8, 8))
+
+
 class _Problem:
     def __init__(self, g: HwGraph, budget: Mapping[str, float]):
         self.g = g
@@ -176,17 +181,29 @@ class _Problem:
         return [i for i, k in enumerate(RESOURCE_KEYS) if t[i] > self.budget[k] + 1e-9]
 
     def fit(self, T: int) -> dict[str, _Option] | None:
-        """A choice meeting ``T`` within budget, re-weighting violated resources a few times."""
-        w = [1.0] * len(RESOURCE_KEYS)
-        for _ in range(8):
-            pick = self.choose(T, tuple(w))
-            if pick is None:
-                return None
-            bad = self.violations(pick)
-            if not bad:
-                return pick
-            for i in bad:
-                w[i] *= 4.0
+        """A choice meeting ``T`` within budget, or ``None``.
+
+        Feasibility at a fixed ``T`` is a multiple-choice knapsack with one
+        constraint per resource.  It is searched by Lagrangian weighting: for
+        each weight vector every unit takes its cheapest option under those
+        weights; the BRAM weight is scanned over a geometric grid (LUT vs
+        BRAM is the trade-off folding makes), and a resource still over
+        budget has its weight raised.
+        """
+        first = self.choose(T, (1.0, 1.0, 1.0, 1.0))
+        if first is None:
+            return None
+        if not self.violations(first):
+            return first
+        for lam in _LAMBDAS:
+            w = [1.0, lam, 1.0, 1.0]
+            for _ in range(4):
+                pick = self.choose(T, tuple(w))
+                bad = self.violations(pick)
+                if not bad:
+                    return pick
+                for i in bad:
+                    w[i] *= 4.0
         return None
 
     def apply(self, pick: Mapping[str, _Option]) -> HwGraph:
