@@ -158,6 +158,13 @@ class Precision:
     ``residual_bits`` total bits of which ``residual_frac_bits`` are
     fractional (``residual="fixed"``, what integer hardware runs); in fixed
     mode the classifier weights are ``classifier_bits``-bit integers.
+
+    Fixed mode also puts every constant of the real-valued path on a dyadic
+    grid, so that the network is integer arithmetic throughout and its
+    float32 evaluation (PyTorch, the exported QONNX graph) is exact (see
+    :mod:`bnhw.quant.layers`): the folded batch-norm constants after the
+    binary convolutions on ``2**-bn_frac_bits``, the RPReLU slopes on
+    ``2**-slope_frac_bits``, the RPReLU shifts on the residual grid.
     """
 
     stem_bits: int = 8
@@ -165,8 +172,11 @@ class Precision:
     residual_bits: int = 16
     residual_frac_bits: int = 8
     classifier_bits: int = 8
+    bn_frac_bits: int = 12
+    slope_frac_bits: int = 8
 
-    KEYS = ("stem_bits", "residual", "residual_bits", "residual_frac_bits", "classifier_bits")
+    KEYS = ("stem_bits", "residual", "residual_bits", "residual_frac_bits", "classifier_bits",
+            "bn_frac_bits", "slope_frac_bits")
 
     @classmethod
     def from_dict(cls, d: Any, path: str = "precision") -> Precision:
@@ -180,6 +190,8 @@ class Precision:
             residual_bits=_int(d, "residual_bits", path, default=16, minimum=2),
             residual_frac_bits=_int(d, "residual_frac_bits", path, default=8, minimum=0),
             classifier_bits=_int(d, "classifier_bits", path, default=8, minimum=2),
+            bn_frac_bits=_int(d, "bn_frac_bits", path, default=12, minimum=0),
+            slope_frac_bits=_int(d, "slope_frac_bits", path, default=8, minimum=0),
         )
         p.validate(path)
         return p
@@ -196,6 +208,24 @@ class Precision:
                             f"must be < residual_bits ({self.residual_bits}), got {self.residual_frac_bits}")
         if self.classifier_bits > 16:
             raise SpecError(f"{path}.classifier_bits", f"at most 16 bits supported, got {self.classifier_bits}")
+        if self.fixed:
+            # the float32-exactness conditions of the fixed-point path (bnhw.quant.layers)
+            if self.residual_bits > 23:
+                raise SpecError(f"{path}.residual_bits",
+                                f"at most 23 bits in fixed mode (float32-exact), got {self.residual_bits}")
+            shift = self.bn_frac_bits - self.residual_frac_bits
+            if shift < 2:
+                raise SpecError(f"{path}.bn_frac_bits",
+                                f"must be >= residual_frac_bits + 2 ({self.residual_frac_bits + 2}), "
+                                f"got {self.bn_frac_bits}")
+            if self.residual_bits - 1 + shift > 22:
+                raise SpecError(f"{path}.bn_frac_bits",
+                                f"residual_bits - 1 + bn_frac_bits - residual_frac_bits must be <= 22 "
+                                f"(float32-exact shortcut add), got {self.residual_bits - 1 + shift}")
+            if self.residual_bits + self.slope_frac_bits > 24:
+                raise SpecError(f"{path}.slope_frac_bits",
+                                f"residual_bits + slope_frac_bits must be <= 24 (float32-exact RPReLU), "
+                                f"got {self.residual_bits + self.slope_frac_bits}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -105,3 +105,34 @@ def test_network_too_big_for_any_folding(tmp_path):
     g = lower_reference(export_reference(build_reference("cnv-w1a1"), tmp_path / "c.onnx"), "cnv-w1a1")
     with pytest.raises(FitError, match=r"does not fit pynq-z2: even fully folded it needs .* BRAM18"):
         maximize_fps(g, board_budget(get_board("pynq-z2"), 0.1), board_name="pynq-z2")
+
+
+@pytest.mark.slow
+def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding(tmp_path):
+    """A NAS-BNN CIFAR-space subnet (grouped convs, stride-2 and channel-tiling shortcuts, RPReLU)."""
+    from bnhw.hw.folding import graph_cost, maximize_fps
+    from bnhw.hw.ir import HwGraph
+    from bnhw.hw.setfolding import finn_set_folding
+
+    out = tmp_path / "sub"
+    p = run("build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", out)
+    assert p.returncode == 0, p.stderr
+    r = json.loads((out / "report.json").read_text())
+    ops = {d["op"] for d in r["layers"]}
+    assert {"AddRequant", "RPReLU", "AvgPoolSum", "Gather", "Duplicate", "GlobalAvgPool"} <= ops
+    cs = r["checks"]["csim"]
+    assert cs["inputs"] == 16 and cs["outputs_bit_exact"] == 16      # classifier accumulators, bit-exact
+    assert r["checks"]["ir_vs_qonnx"]["labels_equal"] == 16
+    assert r["checks"]["ir_vs_qonnx"]["max_logit_rel_error"] < 1e-5
+    g = HwGraph.load(out / "hw_graph.json")
+    assert any(n.op == "MVAU" and n.attrs.get("groups", 1) > 1 for n in g.nodes)
+    unfolded = graph_cost(g).ii
+    wins = 0
+    for target in (unfolded // d for d in (4, 16, 64, 256, 1024)):
+        sf = graph_cost(finn_set_folding(g, target))
+        budget = {"LUT": sf.total["LUT"], "BRAM18": sf.total["BRAM18"], "URAM": 0, "DSP": 220}
+        ours = maximize_fps(g, budget)
+        assert ours.ii <= sf.ii
+        assert ours.total["LUT"] <= sf.total["LUT"] and ours.total["BRAM18"] <= sf.total["BRAM18"]
+        wins += ours.ii < sf.ii
+    assert wins >= 1

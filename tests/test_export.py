@@ -113,7 +113,8 @@ def check_export(spec: ArchSpec, path, digits, perturb, *, seed: int, n_calib: i
     assert quant_nodes(mw, spec.precision.stem_bits, 2.0 ** -(spec.precision.stem_bits - 1)) == [first]
     p = spec.precision
     residual = quant_nodes(mw, p.residual_bits, 2.0 ** -p.residual_frac_bits)
-    assert len(residual) == ((1 + 4 * n_blocks + 1) if p.fixed else 0)
+    # stem conv and stem output, 2 per block half, the pooled features
+    assert len(residual) == ((2 + 4 * n_blocks + 1) if p.fixed else 0)
     return mw
 
 

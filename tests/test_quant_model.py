@@ -243,7 +243,7 @@ def test_fixed_mode_residual_tensors_are_on_the_grid(make_spec, digits, perturb)
     x, _ = digits(32, 16)
     recalibrate_bn(model, [x])
     quants = [m for m in model.modules() if isinstance(m, ResidualQuant)]
-    assert len(quants) == 1 + 4 * len(model.blocks) + 1
+    assert len(quants) == 2 + 4 * len(model.blocks) + 1
     for q in quants:
         assert q.act_quant.scale().item() == 2.0 ** -8 and q.act_quant.bit_width().item() == 16
     seen: list[torch.Tensor] = []

@@ -1,6 +1,7 @@
 """The architecture spec: round trips and one clear error per malformed field."""
 
 import json
+import re
 
 import pytest
 
@@ -127,3 +128,20 @@ def test_geometry_of_nasbnn_d():
     assert spec.final_size == 7 and spec.final_channels == 1536
     assert geo[2].in_channels == 96 and geo[2].block.groups == 2
     assert spec.widths()[0] == 48
+
+
+@pytest.mark.parametrize("changes,field,words", [
+    ({"residual_bits": 24}, "precision.residual_bits", "at most 23"),
+    ({"bn_frac_bits": 9}, "precision.bn_frac_bits", "residual_frac_bits + 2"),
+    ({"bn_frac_bits": 16}, "precision.bn_frac_bits", "<= 22"),
+    ({"slope_frac_bits": 9}, "precision.slope_frac_bits", "<= 24"),
+])
+def test_fixed_point_precision_limits(changes, field, words):
+    """Fixed mode checks the float32-exactness conditions of its dyadic constants; float mode does not."""
+    from bnhw.spec import Precision
+
+    with pytest.raises(SpecError, match=re.escape(words)) as ei:
+        Precision.from_dict({"residual": "fixed", **changes})
+    assert ei.value.field == field
+    assert Precision.from_dict({"residual": "float", **changes}).residual == "float"
+    assert Precision.from_dict({"residual": "fixed"}).to_dict()["bn_frac_bits"] == 12

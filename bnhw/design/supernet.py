@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .. import distributed as dist_util
 from ..errors import BnhwError
 from ..quant.binarizers import fixed_point_act_quant, fixed_point_weight_quant
-from ..quant.layers import ChannelWeightNorm, folded_bn, shortcut_index
+from ..quant.layers import ChannelWeightNorm, folded_bn, rprelu, shortcut_index
 from ..quant.model import BinaryNet, build_model
 from ..spec import ArchSpec, Precision
 from .space import SearchSpace
@@ -174,6 +174,8 @@ class ElasticSign(nn.Module):
 
 
 class ElasticRPReLU(nn.Module):
+    """:func:`~bnhw.quant.layers.rprelu` over the first ``c`` channels."""
+
     def __init__(self, max_channels: int, init_slope: float = 0.25):
         super().__init__()
         self.shift_in = nn.Parameter(torch.zeros(1, max_channels, 1, 1))
@@ -182,7 +184,8 @@ class ElasticRPReLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         c = x.shape[1]
-        return F.prelu(x - self.shift_in[:, :c], self.slope[:c].contiguous()) + self.shift_out[:, :c]
+        # the standalone RPReLU's implementation (float mode: the supernet trains in float)
+        return rprelu(x, self.shift_in[:, :c], self.slope[:c].contiguous(), self.shift_out[:, :c])
 
 
 class ElasticBinaryConv(nn.Module):

@@ -142,6 +142,9 @@ def _prepare_spec(network, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
         saved, _, _ = load_checkpoint(checkpoint)
         if saved.replace(name="", precision=spec.precision) != spec.replace(name=""):
             raise BnhwError(f"{checkpoint} holds weights of another architecture ({saved.short()})")
+    import torch
+
+    torch.manual_seed(0)                     # fresh weights are reproducible from run to run
     model = load_model(spec, checkpoint)
     if checkpoint is None:
         x, _ = digits_images(spec.resolution, 64, channels=spec.in_channels, seed=1)

@@ -81,6 +81,8 @@ def graph_cost(g: HwGraph) -> FoldingResult:
 class _Option:
     pe: int
     simd: int
+    pad_simd: int | None
+    parallel_window: int | None
     cycles: int
     res: tuple[float, float, float, float]     # LUT, BRAM18, URAM, DSP (unit + its SWG feeder)
     swg_simd: int | None = None
@@ -108,10 +110,19 @@ def _options(g: HwGraph, n: Node) -> list[_Option]:
     simds = legal_simd(g, n) if n.op in ("MVAU", "SWG") else [1]
     swg_simds = legal_simd(g, swg) if swg is not None else []
     out: list[_Option] = []
+    padded = n.op == "SWG" and int(n.attrs.get("pad", 0)) > 0
+    channels = g.in_stream(n).channels
+    variants = []
     for pe, simd in itertools.product(pes, simds):
+        extra = {"pad_simd": simd} if padded else {}       # the padding unit in front runs as wide
+        variants.append((pe, simd, extra))
+        if n.op == "SWG" and simd == channels:             # FINN's parallel window mode needs SIMD = C
+            variants.append((pe, simd, {**extra, "parallel_window": 1}))
+    for pe, simd, extra in variants:
         if _stream_bits(g, n, pe, simd) > MAX_STREAM_BITS:
             continue
-        m = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe, "simd": simd}, n.params, n.layer)
+        m = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe, "simd": simd, **extra}, n.params,
+                 n.layer)
         cyc = int(node_cycles(g, m))
         r = node_resources(g, m)
         vec = [float(r.lut), float(r.bram18), float(r.uram), float(r.dsp)]
@@ -122,7 +133,7 @@ def _options(g: HwGraph, n: Node) -> list[_Option]:
             cyc = max(cyc, int(node_cycles(g, sm)))
             rs = node_resources(g, sm)
             vec = [vec[0] + rs.lut, vec[1] + rs.bram18, vec[2] + rs.uram, vec[3] + rs.dsp]
-        out.append(_Option(pe, simd, cyc, tuple(vec), s_simd))
+        out.append(_Option(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, tuple(vec), s_simd))
     return _pareto(out)
 
 
@@ -210,6 +221,10 @@ class _Problem:
         fold: dict[str, dict[str, int]] = {}
         for name, o in pick.items():
             fold[name] = {"PE": o.pe, "SIMD": o.simd}
+            if o.pad_simd is not None:
+                fold[name]["pad_simd"] = o.pad_simd
+            if o.parallel_window is not None:
+                fold[name]["parallel_window"] = o.parallel_window
             if name in self.swg_of and o.swg_simd is not None:
                 fold[self.swg_of[name].name] = {"SIMD": o.swg_simd}
         return self.g.with_folding(fold)

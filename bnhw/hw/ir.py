@@ -296,6 +296,9 @@ class HwGraph:
                 d = {"PE": n.pe}
                 if n.op in ("MVAU", "SWG"):
                     d["SIMD"] = n.simd
+                for extra in ("pad_simd", "parallel_window"):      # SWG: its padding unit, window mode
+                    if extra in n.attrs:
+                        d[extra] = int(n.attrs[extra])
                 out[n.name] = d
         return out
 
@@ -311,7 +314,7 @@ class HwGraph:
                 raise IRError(f"folding names node {name!r}, which this graph does not have") from None
             for key, val in cfg.items():
                 k = key.lower()
-                if k in ("pe", "simd"):
+                if k in ("pe", "simd", "pad_simd", "parallel_window"):
                     n.attrs[k] = int(val)
         return g
 

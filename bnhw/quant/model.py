@@ -12,15 +12,16 @@ re-estimates the batch-norm statistics on data.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
 from ..spec import ArchSpec
-from .layers import BinaryBlock, Classifier, Stem, baked_state_dict
+from .layers import BinaryBlock, Classifier, Stem, _Freezable, baked_state_dict
 
-__all__ = ["BinaryNet", "baked_copy", "build_model", "recalibrate_bn"]
+__all__ = ["BinaryNet", "baked_copy", "build_model", "recalibrate_bn", "to_fixed"]
 
 
 class BinaryNet(nn.Module):
@@ -62,11 +63,34 @@ def baked_copy(model: BinaryNet) -> BinaryNet:
     The copy is built with ``weight_norm=False`` and holds the transformed
     latent weights as plain parameters (see :func:`~bnhw.quant.layers.baked_state_dict`),
     so it computes exactly what ``model`` computes while its graph has no
-    weight-normalisation ops (what export needs).
+    weight-normalisation ops (what export needs).  Its batch-norm and RPReLU
+    constants are evaluated once (``freeze``; the same tensors the forward
+    pass computes), until it is switched to training mode.
     """
     copy = BinaryNet(model.spec, weight_norm=False)
     copy.load_state_dict(baked_state_dict(model))
-    return copy.eval()
+    copy.eval()
+    for m in copy.modules():      # constants evaluated once: the traced graph holds them directly
+        if isinstance(m, _Freezable):
+            m.freeze()
+    return copy
+
+
+def to_fixed(model: BinaryNet) -> BinaryNet:
+    """The same network in ``residual="fixed"`` mode with ``model``'s weights (eval mode).
+
+    Post-training quantisation of a float-trained network: the spec's
+    precision switches to fixed point (the other precision fields are kept),
+    the weights and BN statistics are copied unchanged, and the fixed-mode
+    quantisers and dyadic constants apply in the forward pass (see
+    :mod:`bnhw.quant.layers`).  A fixed-mode model gives an equal copy.
+    ``model`` itself is not modified.
+    """
+    spec = model.spec
+    fixed = spec.replace(precision=dataclasses.replace(spec.precision, residual="fixed"))
+    out = BinaryNet(fixed, weight_norm=model.weight_norm)
+    out.load_state_dict(model.state_dict())
+    return out.eval()
 
 
 @torch.no_grad()
