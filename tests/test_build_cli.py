@@ -128,8 +128,10 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
     assert any(n.op == "MVAU" and n.attrs.get("groups", 1) > 1 for n in g.nodes)
     unfolded = graph_cost(g).ii
     wins = 0
-    for target in (unfolded // d for d in (4, 16, 64, 256, 1024)):
-        sf = graph_cost(finn_set_folding(g, target))
+    import numpy as np
+
+    for target in np.geomspace(unfolded / 8, unfolded, 8).astype(int):
+        sf = graph_cost(finn_set_folding(g, int(target)))
         budget = {"LUT": sf.total["LUT"], "BRAM18": sf.total["BRAM18"], "URAM": 0, "DSP": 220}
         ours = maximize_fps(g, budget)
         assert ours.ii <= sf.ii

@@ -371,8 +371,10 @@ def _report(opts, board: Board, clock, prep, folded, how, latency_cycles, sf, cs
                         "model": "FINN analytical cycle models per unit (get_exp_cycles); II = slowest unit; "
                                  "latency = longest path of per-unit cycles (FINN's critical-path estimate)"},
         "resources": {"total": folded.total, "utilisation": util, "board": board.budget(),
-                      "model": "FINN analytical resource models per unit (lut/bram/uram/dsp_estimation); FIFOs, "
-                               "width converters and the DMA shell are not included"},
+                      "model": "FINN analytical resource models per unit (lut/bram/uram/dsp_estimation) of FINN's "
+                               "hardware library; FIFOs, width converters and the DMA shell are not included; the "
+                               "HLS C++ bnhw generates (same streams and folding) is verified by C simulation, its "
+                               "synthesised resources are not measured here"},
         "finn_setfolding": {"target_cycles": folded.ii, "ii_cycles": sf.ii, "fps": clock * 1e6 / sf.ii,
                             "total": sf.total},
         "layers": layers,

@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "DType", "HwGraph", "Node", "Stream", "IRError", "round_half_even_shift",
+    "DType", "FINN_NAMES", "HwGraph", "Node", "Stream", "IRError", "json_default", "round_half_even_shift",
     "round_half_even_div", "threshold_out", "COMPUTE_OPS", "OPS",
 ]
 
@@ -87,6 +87,22 @@ class IRError(ValueError):
 
 OPS = ("SWG", "MVAU", "Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool", "Gather",
        "Duplicate", "AddRequant", "RPReLU", "LabelSelect")
+#: node-name prefix of each op (names are ``{prefix}_{i}``, counted per prefix): finn-plus 1.6.1's
+#: names after ``specialize_layers`` where FINN has the unit, so FINN folding configs apply as they are
+FINN_NAMES = {
+    "SWG": "ConvolutionInputGenerator_rtl",
+    "MVAU": "MVAU_hls",
+    "Thresholding": "Thresholding_rtl",
+    "MaxPool": "StreamingMaxPool_hls",
+    "LabelSelect": "LabelSelect_hls",
+    "Duplicate": "DuplicateStreams_hls",
+    "AvgPoolSum": "Pool_hls",
+    "GlobalAvgPool": "GlobalAccPool_hls",
+    "Gather": "Gather",
+    "AddRequant": "AddRequant",
+    "RPReLU": "RPReLU",
+}
+
 #: node kinds that carry a PE (and, for MVAU / SWG, SIMD) folding attribute
 COMPUTE_OPS = ("SWG", "MVAU", "Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool",
                "AddRequant", "RPReLU", "LabelSelect")
@@ -353,7 +369,7 @@ class HwGraph:
         import io
 
         from ..spec import atomic_write_bytes, atomic_write_text
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=_json_default))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=json_default))
         buf = io.BytesIO()
         np.savez(buf, **{f"{n.name}/{k}": v for n in self.nodes for k, v in n.params.items()})
         atomic_write_bytes(str(path) + ".npz", buf.getvalue())
@@ -388,7 +404,8 @@ class HwGraph:
         return env if return_all else env[self.output]
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps`` fallback for numpy scalars and arrays."""
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):

@@ -43,22 +43,10 @@ from ..quant.layers import (
     sign_thresholds,
 )
 from ..quant.model import BinaryNet, baked_copy
-from .ir import DType, HwGraph, Node, Stream
+from .ir import FINN_NAMES, DType, HwGraph, Node, Stream
 
-__all__ = ["FINN_NAMES", "integer_input", "lower_binarynet"]
+__all__ = ["integer_input", "lower_binarynet"]
 
-#: FINN-style node name prefix of each IR op (names are ``{prefix}_{i}``, counted per prefix)
-FINN_NAMES = {
-    "SWG": "ConvolutionInputGenerator_rtl",
-    "MVAU": "MVAU_hls",
-    "Thresholding": "Thresholding_rtl",
-    "Duplicate": "DuplicateStreams_hls",
-    "AvgPoolSum": "Pool_hls",
-    "GlobalAvgPool": "GlobalAccPool_hls",
-    "Gather": "Gather",
-    "AddRequant": "AddRequant",
-    "RPReLU": "RPReLU",
-}
 
 
 def integer_input(model: BinaryNet, images: Tensor | np.ndarray) -> np.ndarray:

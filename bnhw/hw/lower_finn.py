@@ -54,18 +54,10 @@ from qonnx.custom_op.general.bipolar_quant import binary_quant
 from qonnx.custom_op.general.quant import quant
 from qonnx.util.basic import get_by_name
 
-from .ir import DType, HwGraph, IRError, Node, Stream
+from .ir import FINN_NAMES, DType, HwGraph, IRError, Node, Stream
 
-__all__ = ["FINN_NAMES", "lower_reference", "lower_qonnx"]
+__all__ = ["lower_reference", "lower_qonnx"]
 
-#: finn-plus 1.6.1 node-name prefix of each IR op (after ``specialize_layers``)
-FINN_NAMES = {
-    "Thresholding": "Thresholding_rtl",
-    "SWG": "ConvolutionInputGenerator_rtl",
-    "MVAU": "MVAU_hls",
-    "MaxPool": "StreamingMaxPool_hls",
-    "LabelSelect": "LabelSelect_hls",
-}
 
 _ELEMENTWISE = ("Mul", "Add", "Sub", "Div")
 _MANTISSA = 1 << 24  # integers up to 2**24 are exact in float32
