@@ -701,18 +701,8 @@ def _bits_of(arr: np.ndarray | None) -> int:
 
 
 def _bram18(width: int, depth: int) -> int:
-    """ElementwiseBinaryOperation._bram18_estimation (finn-plus)."""
-    if width == 1:
-        return math.ceil(depth / 16384)
-    if width == 2:
-        return math.ceil(depth / 8192)
-    if width <= 4:
-        return math.ceil(depth / 4096) * math.ceil(width / 4)
-    if width <= 9:
-        return math.ceil(depth / 2048) * math.ceil(width / 9)
-    if width <= 18 or depth > 512:
-        return math.ceil(depth / 1024) * math.ceil(width / 18)
-    return math.ceil(depth / 512) * math.ceil(width / 36)
+    """ElementwiseBinaryOperation._bram18_estimation (finn-plus): the MVAU table."""
+    return _mvau_bram_table(depth, width, vvau=False)
 
 
 def _mult_luts(a: int, b: int) -> int:

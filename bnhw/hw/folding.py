@@ -84,13 +84,7 @@ class _Option:
     pad_simd: int | None
     parallel_window: int | None
     cycles: int
-    res: tuple[float, float, float, float]     # LUT, BRAM18, URAM, DSP (unit + its SWG feeder)
-    swg_simd: int | None = None
-
-
-def _swg_feeder(g: HwGraph, n: Node) -> Node | None:
-    """The sliding-window generator folded jointly with MVAU ``n`` (none: they are folded apart)."""
-    return None
+    res: tuple[float, float, float, float]     # LUT, BRAM18, URAM, DSP
 
 
 def _stream_bits(g: HwGraph, n: Node, pe: int, simd: int) -> int:
@@ -104,11 +98,9 @@ def _stream_bits(g: HwGraph, n: Node, pe: int, simd: int) -> int:
 
 
 def _options(g: HwGraph, n: Node) -> list[_Option]:
-    """Every legal folding of ``n`` (with its SWG feeder, if any), Pareto-pruned on (cycles, resources)."""
-    swg = _swg_feeder(g, n) if n.op in ("MVAU",) else None
+    """Every legal folding of ``n``, Pareto-pruned on (cycles, resources)."""
     pes = legal_pe(g, n)
     simds = legal_simd(g, n) if n.op in ("MVAU", "SWG") else [1]
-    swg_simds = legal_simd(g, swg) if swg is not None else []
     out: list[_Option] = []
     padded = n.op == "SWG" and int(n.attrs.get("pad", 0)) > 0
     channels = g.in_stream(n).channels
@@ -126,14 +118,7 @@ def _options(g: HwGraph, n: Node) -> list[_Option]:
         cyc = int(node_cycles(g, m))
         r = node_resources(g, m)
         vec = [float(r.lut), float(r.bram18), float(r.uram), float(r.dsp)]
-        s_simd = None
-        if swg is not None:
-            s_simd = max(s for s in swg_simds if s <= simd) if any(s <= simd for s in swg_simds) else 1
-            sm = Node(swg.name, swg.op, swg.inputs, swg.outputs, {**swg.attrs, "simd": s_simd}, swg.params)
-            cyc = max(cyc, int(node_cycles(g, sm)))
-            rs = node_resources(g, sm)
-            vec = [vec[0] + rs.lut, vec[1] + rs.bram18, vec[2] + rs.uram, vec[3] + rs.dsp]
-        out.append(_Option(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, tuple(vec), s_simd))
+        out.append(_Option(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, tuple(vec)))
     return _pareto(out)
 
 
@@ -154,16 +139,7 @@ class _Problem:
     def __init__(self, g: HwGraph, budget: Mapping[str, float]):
         self.g = g
         self.budget = {k: float(budget.get(k, 0.0)) for k in RESOURCE_KEYS}
-        self.swg_of = {}
-        self.units: list[Node] = []
-        fed = set()
-        for n in g.nodes:
-            if n.op == "MVAU":
-                s = _swg_feeder(g, n)
-                if s is not None:
-                    self.swg_of[n.name] = s
-                    fed.add(s.name)
-        self.units = [n for n in g.nodes if n.name not in fed]
+        self.units: list[Node] = list(g.nodes)
         self.options = {n.name: _options(g, n) for n in self.units}
 
     def cost(self, o: _Option, w: tuple[float, ...]) -> float:
@@ -225,8 +201,6 @@ class _Problem:
                 fold[name]["pad_simd"] = o.pad_simd
             if o.parallel_window is not None:
                 fold[name]["parallel_window"] = o.parallel_window
-            if name in self.swg_of and o.swg_simd is not None:
-                fold[self.swg_of[name].name] = {"SIMD": o.swg_simd}
         return self.g.with_folding(fold)
 
     def achievable(self) -> list[int]:
