@@ -46,7 +46,7 @@ def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
     assert "3,051.8 FPS" in md and "modelled" in md and "Not run" in md
 
 
-def test_tfc_default_folding_fits_and_beats_setfolding(tmp_path):
+def test_tfc_default_folding_fits_and_round_trips(tmp_path):
     out = tmp_path / "tfc"
     p = run("build", "tfc-w1a1", "--target", "pynq-z1", "-o", out)
     assert p.returncode == 0, p.stderr
