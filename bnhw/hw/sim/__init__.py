@@ -1,0 +1,1 @@
+"""Cycle-level simulator of the folded dataflow accelerator (see :mod:`.netlist`, :mod:`.simulate`)."""
