@@ -32,6 +32,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import BnhwError
 from ..estimators.finn_models import Resources, legal_pe, legal_simd, node_cycles, node_resources
 from .ir import HwGraph, Node
@@ -97,6 +99,18 @@ def _stream_bits(g: HwGraph, n: Node, pe: int, simd: int) -> int:
     return max(simd * ib, pe * ib, pe * ob)
 
 
+def buildable(g: HwGraph, n: Node, pe: int, simd: int) -> bool:
+    """Whether bnhw's HLS units implement ``n`` at this folding (beyond FINN's divisibility rules):
+    a grouped MVAU computes one group at a time, so PE must divide the outputs per group and SIMD
+    the channels per group (a depthwise convolution therefore runs at PE = SIMD = 1)."""
+    groups = int(n.attrs.get("groups", 1)) if n.op == "MVAU" else 1
+    if groups <= 1:
+        return True
+    mh = int(np.asarray(n.params["weights"]).shape[0])
+    c = int(n.attrs.get("channels", g.in_stream(n).channels))
+    return (mh // groups) % pe == 0 and (c // groups) % simd == 0
+
+
 def _options(g: HwGraph, n: Node) -> list[_Option]:
     """Every legal folding of ``n``, Pareto-pruned on (cycles, resources)."""
     pes = legal_pe(g, n)
@@ -106,6 +120,8 @@ def _options(g: HwGraph, n: Node) -> list[_Option]:
     channels = g.in_stream(n).channels
     variants = []
     for pe, simd in itertools.product(pes, simds):
+        if not buildable(g, n, pe, simd):
+            continue
         extra = {"pad_simd": simd} if padded else {}       # the padding unit in front runs as wide
         variants.append((pe, simd, extra))
         if n.op == "SWG" and simd == channels:             # FINN's parallel window mode needs SIMD = C
@@ -141,6 +157,18 @@ class _Problem:
         self.budget = {k: float(budget.get(k, 0.0)) for k in RESOURCE_KEYS}
         self.units: list[Node] = list(g.nodes)
         self.options = {n.name: _options(g, n) for n in self.units}
+        # every option of every unit in one flat table (unit order, then option order), so that
+        # :meth:`choose` is a few array operations instead of a Python loop over all options
+        self._flat = [o for n in self.units for o in self.options[n.name]]
+        self._unit = np.array([u for u, n in enumerate(self.units) for _ in self.options[n.name]], dtype=np.int64)
+        self._cyc = np.array([o.cycles for o in self._flat], dtype=np.int64)
+        self._res = np.array([o.res for o in self._flat], dtype=np.float64).reshape(len(self._flat), 4)
+        bud = np.array([self.budget[k] for k in RESOURCE_KEYS], dtype=np.float64)
+        self._bud = np.where(bud > 0, bud, 1.0)
+        self._forbidden = ((self._res > 0) & (bud <= 0)).any(axis=1)      # needs a resource the budget lacks
+        self._first = np.searchsorted(self._unit, np.arange(len(self.units)))
+        self._min_cycles = max((min((o.cycles for o in self.options[n.name]), default=math.inf)
+                                for n in self.units), default=0)
 
     def cost(self, o: _Option, w: tuple[float, ...]) -> float:
         c = 0.0
@@ -152,13 +180,20 @@ class _Problem:
         return c
 
     def choose(self, T: int, w: tuple[float, ...]) -> dict[str, _Option] | None:
-        pick = {}
-        for n in self.units:
-            ok = [o for o in self.options[n.name] if o.cycles <= T]
-            if not ok:
-                return None
-            pick[n.name] = min(ok, key=lambda o: (self.cost(o, w), o.cycles))
-        return pick
+        """Per unit, the option of least :meth:`cost` (ties: fewer cycles, then the earlier option)
+        among those with ``cycles <= T``; ``None`` if some unit has none."""
+        if not self.units:
+            return {}
+        if self._min_cycles > T:
+            return None
+        cost = np.zeros(len(self._flat))
+        for i in range(len(RESOURCE_KEYS)):       # the same float operations, in the same order, as cost()
+            col = self._res[:, i]
+            cost = cost + np.where(col > 0, (w[i] * col) / self._bud[i], 0.0)
+        cost[self._forbidden] = math.inf
+        order = np.lexsort((self._cyc, cost, self._cyc > T, self._unit))   # stable: ties keep option order
+        best = order[self._first]
+        return {n.name: self._flat[j] for n, j in zip(self.units, best.tolist())}
 
     def total(self, pick: Mapping[str, _Option]) -> list[float]:
         return [sum(o.res[i] for o in pick.values()) for i in range(len(RESOURCE_KEYS))]

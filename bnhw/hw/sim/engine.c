@@ -35,6 +35,7 @@ typedef struct {
     i64 *acc;
     i32 *inbuf, *dline, *ring;
     i64 best, besti;               /* LabelSelect */
+    int timer;                     /* loop: a computed word becomes writable later: stay awake */
 } Unit;
 
 static inline int can_read(const Fifo *f, i64 cyc) {
@@ -192,7 +193,8 @@ static void loop_compute(Unit *u, i64 q, i32 *const *in, i32 *o) {
     }
 }
 
-enum { ST_BUSY = 0, ST_STARVED = 1, ST_STALLED = 2, ST_IDLE = 3 };
+enum { ST_BUSY = 0, ST_STARVED = 1, ST_STALLED = 2, ST_IDLE = 3, ST_WAIT = 4,
+       ST_DRAIN = 5 /* wrote a finished word but could not issue (starved): counted as starved */ };
 
 /* one cycle of a loop unit; returns 1 if it did anything.  The pipeline is modelled as a queue of
  * up to L+1 computed output words, each writable L cycles after its position read its inputs (a
@@ -204,6 +206,7 @@ static int loop_step(Unit *u, Fifo *F, i64 cyc, int functional) {
     const uint8_t *flags = (const uint8_t *)u->p[P_flags];
     const i64 nin = h[U_nin], nout = h[U_nout], ow = h[U_out_width];
     int did = 0;
+    u->timer = 0;
     /* drain the oldest finished word */
     if (u->qhead < u->qtail) {
         i64 slot = u->qhead % Q;
@@ -224,7 +227,7 @@ static int loop_step(Unit *u, Fifo *F, i64 cyc, int functional) {
             if (wp < S) u->st[S_frame0_last_write] = cyc;
             did = 1;
         } else {
-            did = 1;        /* a word is in flight in the pipeline: time moves on, no deadlock */
+            u->timer = 1;   /* a word is in flight in the pipeline: wake up by time, not by a FIFO */
         }
     }
     /* issue the next position */
@@ -233,7 +236,7 @@ static int loop_step(Unit *u, Fifo *F, i64 cyc, int functional) {
         const int rf = flags[rp % S] & 15, writes = (flags[rp % S] >> 4) != 0;
         for (i64 i = 0; i < nin; i++)
             if ((rf >> i) & 1 && !can_read(&F[h[U_in0 + i]], cyc)) {
-                return did ? ST_BUSY : ST_STARVED;
+                return did ? ST_DRAIN : ST_STARVED;
             }
         i32 *in[3] = {NULL, NULL, NULL};
         for (i64 i = 0; i < nin; i++)
@@ -255,7 +258,8 @@ static int loop_step(Unit *u, Fifo *F, i64 cyc, int functional) {
         did = 1;
     }
     if (did) return ST_BUSY;
-    return u->pos >= u->total && u->qhead == u->qtail ? ST_IDLE : ST_STARVED;
+    if (u->pos >= u->total) return u->qhead == u->qtail ? ST_IDLE : ST_WAIT;
+    return u->qtail - u->qhead >= Q ? ST_WAIT : ST_STARVED;
 }
 
 static int router_step(Unit *u, Fifo *F, i64 cyc, i64 frames, int functional) {
@@ -361,16 +365,20 @@ i64 sim_run(i64 nunits, const i64 *hdr, void *const *ptrs, i64 nfifo, const i64 
     i64 *active = malloc(nunits * sizeof(i64)), *next = malloc(nunits * sizeof(i64));
     char *listed = calloc(nunits, 1);
     i64 *counted = malloc(nunits * sizeof(i64));    /* last cycle whose state is in the stats */
+    i64 *ran = malloc(nunits * sizeof(i64));        /* last cycle the unit was stepped */
     int *state = calloc(nunits, sizeof(int));
     i64 nact = nunits, sinks_left = 0;
     for (i64 k = 0; k < nunits; k++) {
         active[k] = k;
         listed[k] = 1;
         counted[k] = -1;
+        ran[k] = -1;
         if (hdr[k * U_FIELDS + U_kind] == K_SINK) sinks_left++;
     }
     i64 cyc;
-#define WAKE(uid) do { i64 w_ = (uid); if (!listed[w_]) { listed[w_] = 1; active[nact++] = w_; \
+    /* a unit woken after it ran this cycle joins the next cycle's list, else this cycle's */
+#define WAKE(uid) do { i64 w_ = (uid); if (!listed[w_]) { listed[w_] = 1; \
+        if (ran[w_] == cyc) next[nnext++] = w_; else active[nact++] = w_; \
         if (state[w_] != ST_IDLE) U[w_].st[state[w_] == ST_STALLED ? S_stalled : S_starved] += cyc - counted[w_]; \
         counted[w_] = cyc; } } while (0)
     for (cyc = 0; cyc < max_cycles; cyc++) {
@@ -379,6 +387,7 @@ i64 sim_run(i64 nunits, const i64 *hdr, void *const *ptrs, i64 nfifo, const i64 
         for (i64 a = 0; a < nact; a++) {
             const i64 k = active[a];
             Unit *u = &U[k];
+            ran[k] = cyc;
             const i64 *h = u->h;
             int st = ST_IDLE;
             switch (h[U_kind]) {
@@ -391,7 +400,10 @@ i64 sim_run(i64 nunits, const i64 *hdr, void *const *ptrs, i64 nfifo, const i64 
             case K_SOURCE: {
                 Fifo *fo = &F[h[U_out0]];
                 if (u->nwritten < frames * h[U_out_words]) {
-                    if (can_write(fo, cyc)) {
+                    /* a throttled source starts frame f no earlier than f * period */
+                    if (h[U_period] > 0 && cyc < (u->nwritten / h[U_out_words]) * h[U_period]) {
+                        st = ST_WAIT;                 /* waiting for time: stays awake, idle */
+                    } else if (can_write(fo, cyc)) {
                         i32 *d = fifo_push(fo, cyc);
                         if (d && input) memcpy(d, input + u->nwritten * fo->width, fo->width * sizeof(i32));
                         if (u->st[S_first_write] < 0) u->st[S_first_write] = cyc;
@@ -426,11 +438,13 @@ i64 sim_run(i64 nunits, const i64 *hdr, void *const *ptrs, i64 nfifo, const i64 
             state[k] = st;
             if (counted[k] < cyc) {
                 if (st == ST_BUSY) u->st[S_busy]++;
-                else if (st == ST_STARVED) u->st[S_starved]++;
+                else if (st == ST_STARVED || st == ST_DRAIN) u->st[S_starved]++;
                 else if (st == ST_STALLED) u->st[S_stalled]++;
                 counted[k] = cyc;
             }
-            if (st == ST_BUSY) {
+            if (st == ST_WAIT) {
+                next[nnext++] = k;
+            } else if (st == ST_BUSY || st == ST_DRAIN) {
                 progress = 1;
                 next[nnext++] = k;
                 /* wake the neighbours this unit's moves may unblock */
@@ -443,7 +457,7 @@ i64 sim_run(i64 nunits, const i64 *hdr, void *const *ptrs, i64 nfifo, const i64 
                 int ev = 0;
                 for (i64 i = 0; i < h[U_nin]; i++) ev |= F[h[U_in0 + i]].last_w == cyc;
                 for (i64 j = 0; j < h[U_nout]; j++) ev |= F[h[U_out0 + j]].last_r == cyc;
-                if (ev) next[nnext++] = k;
+                if (ev || u->timer) next[nnext++] = k;
                 else listed[k] = 0;
             }
         }
@@ -458,7 +472,7 @@ i64 sim_run(i64 nunits, const i64 *hdr, void *const *ptrs, i64 nfifo, const i64 
     for (i64 k = 0; k < nunits; k++)
         if (!listed[k] && state[k] != ST_IDLE && counted[k] < end_cyc)
             U[k].st[state[k] == ST_STALLED ? S_stalled : S_starved] += end_cyc - counted[k];
-    free(rd_of); free(wr_of); free(active); free(next); free(listed); free(counted); free(state);
+    free(rd_of); free(wr_of); free(active); free(next); free(listed); free(counted); free(ran); free(state);
     for (i64 i = 0; i < nfifo; i++) {
         fstats[i] = F[i].max_occ;
         free(F[i].data);

@@ -20,7 +20,7 @@ __all__ = ["RawRun", "run_engine", "U_FIELDS", "P_FIELDS", "S_FIELDS", "UNBOUNDE
 U_FIELDS = ("kind", "op", "nin", "nout", "in0", "in1", "in2", "out0", "out1", "out2", "out3", "positions",
             "latency", "in_words", "out_words", "cap", "pad", "PE", "SIMD", "MWg", "pixels", "G", "NFG", "SFG",
             "OG", "CF", "TC", "KK", "C", "nthr", "out_bias", "out_scale", "shift", "sc_shift", "ninputs", "frac",
-            "lo", "hi", "in_width", "out_width")
+            "lo", "hi", "in_width", "out_width", "period")
 P_FIELDS = ("flags", "need", "oldest", "route", "W", "T", "A", "B", "S_in", "slope", "S_out")
 S_FIELDS = ("busy", "starved", "stalled", "reads", "writes", "first_read", "first_write", "last_write",
             "frame0_last_write")
@@ -128,13 +128,16 @@ def _packed(net: Netlist) -> _Packed:
 
 
 def run_engine(net: Netlist, depths: list[int] | np.ndarray, frames: int, *, inputs: np.ndarray | None = None,
-               max_cycles: int | None = None) -> RawRun:
+               max_cycles: int | None = None, period: int = 0) -> RawRun:
     """Simulate ``frames`` frames with FIFO ``depths`` (``UNBOUNDED`` entries: never full).
 
-    ``inputs`` ``(frames, in elems)`` (int, in input-FIFO order) switches the functional mode on.
+    ``inputs`` ``(frames, in elems)`` (int, in input-FIFO order) switches the functional mode on;
+    ``period > 0`` throttles the input DMA to one frame start every ``period`` cycles.
     """
     lib = _lib()
     pk = _packed(net)
+    src = [i for i, u in enumerate(net.units) if u.kind == "source"][0]
+    pk.hdr[src, U_FIELDS.index("period")] = int(period)
     nf = len(net.fifos)
     fh = np.zeros((nf, 2), dtype=np.int64)
     for i, (fo, d) in enumerate(zip(net.fifos, depths)):

@@ -123,8 +123,9 @@ def _per_channel(n: Node, key: str, c: int) -> np.ndarray:
     return v
 
 
-def _router_arrays(route: np.ndarray, in_width: int, out_width: int, in_elems: int) -> tuple:
-    """``need`` / ``oldest`` per output word of a frame from the element route."""
+def _router_arrays(route: np.ndarray, in_width: int, out_width: int, in_elems: int, group: int = 1) -> tuple:
+    """``need`` / ``oldest`` per output word of a frame from the element route; ``group``: output
+    words released together (a window generator emits a window once all of it is buffered)."""
     if route.size % out_width:
         raise SimError(f"internal: {route.size} output elements are not whole words of {out_width}")
     r = route.reshape(-1, out_width)
@@ -132,6 +133,8 @@ def _router_arrays(route: np.ndarray, in_width: int, out_width: int, in_elems: i
     hi = np.where(valid, r, -1).max(axis=1)
     lo = np.where(valid, r, np.iinfo(np.int64).max).min(axis=1)
     need = np.where(hi >= 0, hi // in_width + 1, 0)
+    if group > 1 and need.size % group == 0:
+        need = np.repeat(need.reshape(-1, group).max(axis=1), group)
     need = np.maximum.accumulate(need)                 # words are written in order
     in_words = in_elems // in_width
     first = np.where(lo < np.iinfo(np.int64).max, lo // in_width, in_words)
@@ -154,14 +157,19 @@ class _Elab:
         self.units: list[Unit] = []
         self.fifos: list[Fifo] = []
         self.names: dict[str, int] = {}
+        self.taken: set[str] = {n.name for n in g.nodes}
         self.cons_order: dict[str, str] = {}
         # (stream) -> (fifo index carrying it out of its producer, width)
         self.tail: dict[str, int] = {}
 
     # ------------------------------------------------------------ plumbing
     def _name(self, base: str) -> str:
+        """The next free FINN-style name ``base_k`` (IR node names are taken)."""
         k = self.names.get(base, 0)
+        while f"{base}_{k}" in self.taken:
+            k += 1
         self.names[base] = k + 1
+        self.taken.add(f"{base}_{k}")
         return f"{base}_{k}"
 
     def add_unit(self, u: Unit) -> int:
@@ -278,8 +286,8 @@ class _Elab:
 
     def _router(self, n: Node, name: str, finn_op: str, route: np.ndarray, in_stream: str, in_width: int,
                 out_width: int, cap_min: int, pad: int, out_stream: str, out_bits: int, cycles: int,
-                in_elems: int, note: str = "") -> int:
-        need, oldest = _router_arrays(route, in_width, out_width, in_elems)
+                in_elems: int, note: str = "", group: int = 1) -> int:
+        need, oldest = _router_arrays(route, in_width, out_width, in_elems, group)
         span = int((need - oldest).max()) if need.size else 1
         u = Unit(name, n.name, "router", finn_op, in_words=in_elems // in_width,
                  out_words=route.size // out_width, cap=max(cap_min, span, 1), need=need, oldest=oldest,
@@ -335,7 +343,8 @@ class _Elab:
         a = ops["main"].attrs
         self._router(n, n.name, "ConvolutionInputGenerator_rtl", route, src, simd, simd * mmv,
                      _swg_buffer_depth(a), 0, n.outputs[0], bits, op_cycles(ops["main"]), H * W * C,
-                     note=f"{k}x{k}/{stride} window, order {order.split(':')[0]}")
+                     note=f"{k}x{k}/{stride} window, order {order.split(':')[0]}",
+                     group=k * k * C // (simd * mmv))
 
     def _op_MVAU(self, n: Node):
         g = self.g
@@ -434,7 +443,8 @@ class _Elab:
         inner = f"{n.outputs[0]}#windows"
         self._router(n, self._name("ConvolutionInputGenerator_rtl"), "ConvolutionInputGenerator_rtl",
                      idx.reshape(-1), n.inputs[0], pe, pe, _swg_buffer_depth(ops["swg"].attrs), 0, inner,
-                     self.bits(n.inputs[0]), op_cycles(ops["swg"]), H * W * C, note=f"{k}x{k} pool windows")
+                     self.bits(n.inputs[0]), op_cycles(ops["swg"]), H * W * C, note=f"{k}x{k} pool windows",
+                     group=k * k * C // pe)
         kk, CF = k * k, C // pe
         t = np.arange(Ho * Wo * CF * kk) % kk
         flags = 1 | ((t == kk - 1).astype(np.uint8) << 4)

@@ -1,0 +1,82 @@
+"""``bnhw sim``: cycle-simulate a built accelerator (its ``hw_graph.json``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import BnhwError
+
+
+def _load_graph(path: Path):
+    from ..hw.ir import HwGraph
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "hw_graph.json"
+    if not p.is_file():
+        raise BnhwError(f"{path}: no such build folder or hw_graph.json (run `bnhw build` first)")
+    if not Path(str(p) + ".npz").is_file():
+        raise BnhwError(f"{p}.npz is missing: the graph's parameters are stored next to it")
+    try:
+        return HwGraph.load(p)
+    except (ValueError, KeyError, OSError) as e:
+        raise BnhwError(f"{p}: not a bnhw hardware graph ({e})") from None
+
+
+def _depths(net, fifos: str, echo):
+    from ..hw.sim.fifo_sizing import size_fifos
+
+    if fifos == "unbounded":
+        return None
+    if fifos == "sized":
+        return size_fifos(net, progress=lambda s: echo(f"FIFO sizing: {s}")).depths
+    if fifos.isdigit():
+        if int(fifos) < 1:
+            raise BnhwError("--fifos: a depth must be >= 1")
+        return int(fifos)
+    p = Path(fifos)
+    if not p.is_file():
+        raise BnhwError(f"--fifos {fifos!r}: give 'unbounded', 'sized', a depth, or a FIFO config file")
+    try:
+        cfg = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise BnhwError(f"{p}: not JSON ({e.msg})") from None
+    depths = []
+    for f in net.fifos:
+        u = net.units[f.dst]
+        entry = cfg.get(u.name, {})
+        ins = entry.get("inFIFODepths")
+        if not ins or len(ins) != len(u.ins):
+            raise BnhwError(f"{p}: no inFIFODepths for unit {u.name!r} (write it with `bnhw build`)")
+        depths.append(int(ins[u.ins.index(net.fifos.index(f))]))
+    return depths
+
+
+def sim_command(graph: Path, *, frames: int, fifos: str, clock_mhz: float, as_json: bool,
+                echo: Callable[[str], None] = print) -> dict:
+    from ..hw.sim.netlist import elaborate
+    from ..hw.sim.simulate import simulate
+
+    g = _load_graph(graph)
+    net = elaborate(g)
+    r = simulate(net, frames, depths=_depths(net, fifos, echo), clock_mhz=clock_mhz)
+    d = r.to_dict()
+    if as_json:
+        echo(json.dumps(d, indent=1))
+        return d
+    if r.deadlock:
+        raise BnhwError(f"the accelerator deadlocks with these FIFO depths (no unit can move at cycle "
+                        f"{max(r.frame_done) if r.frame_done else 0}); make the FIFOs deeper")
+    ii = f"{r.ii_cycles:,.0f}" if r.ii_cycles else "n/a (one frame)"
+    echo(f"{g.name}: {len(net.units)} units, {len(net.fifos)} FIFOs ({fifos}), {frames} frames, "
+         f"{r.cycles + 1:,} cycles simulated")
+    echo(f"II {ii} cycles (largest analytical unit: {r.analytic_ii:,}) -> {r.fps:,.1f} FPS at {clock_mhz:g} MHz; "
+         f"first output after {r.first_output_cycles:,} cycles, frame latency {r.frame_latency_cycles:,} cycles "
+         f"({r.frame_latency_cycles / clock_mhz:,.1f} us)")
+    echo(f"{'unit':<40} {'FINN op':<32} {'analytical':>10} {'busy/frame':>10} {'starved':>9} {'stalled':>9}")
+    for u in r.units:
+        echo(f"{u['name']:<40} {u['finn_op']:<32} {u['analytic_cycles']:>10,} {u['busy_per_frame']:>10,.0f} "
+             f"{u['starved']:>9,} {u['stalled']:>9,}")
+    return d
