@@ -15,6 +15,11 @@ subnet, FINN's ``SetFolding`` at a range of cycle targets against bnhw's
 resource-aware folding given exactly SetFolding's estimated LUT and BRAM as
 its budget (same analytical models for both): the FPS ratio.
 
+Cycle simulator (``--only sim``, a minute): simulated cycles per second
+(timing and functional mode) on CNV-W1A1 at finn-examples' folding and on a
+NAS-BNN subnet at bnhw's pynq-z2 folding, 10 frames each, and the FIFO sizing
+time and result.
+
 Benchmarks are not tests: nothing here asserts a number.  Run
 ``python -m bnhw.bench --quick`` for a smaller version, ``--only search`` or
 ``--only fpga`` for one part.
@@ -66,16 +71,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga"], help="run one part only")
+    ap.add_argument("--only", choices=["search", "fpga", "sim"], help="run one part only")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.only != "search":
+    if args.only in (None, "sim"):
+        sim = bench_sim(out / "sim")
+        _merge(out, "sim", sim, _sim_table(sim))
+    if args.only in (None, "fpga"):
         fpga = bench_fpga(out / "fpga")
         _merge(out, "fpga", fpga, _fpga_table(fpga))
-    if args.only == "fpga":
-        return
-    search_bench(args, out)
+    if args.only is None or args.only == "search":
+        search_bench(args, out)
 
 
 def _merge(out: Path, key: str, value: dict, table: str) -> None:
@@ -130,6 +137,64 @@ def bench_fpga(out: Path) -> dict:
                for net, v in ratios.items()}
     return {"board": "pynq-z2", "clock_mhz": 100.0, "rows": rows, "summary": summary,
             "note": "all figures modelled with FINN's analytical cycle/resource models (bnhw.estimators.finn_models)"}
+
+
+SIM_NETS = ("cnv-w1a1", "nasbnn-cifar-smallest")
+
+
+def bench_sim(out: Path, frames: int = 10) -> dict:
+    """Simulated cycles per wall-clock second and FIFO sizing time (measured on this machine)."""
+    from .flows.build import prepare_network
+    from .hw.boards import get_board
+    from .hw.folding import board_budget, maximize_fps
+    from .hw.foldings import load_reference_folding
+    from .hw.sim.fifo_sizing import size_fifos
+    from .hw.sim.netlist import elaborate
+    from .hw.sim.simulate import simulate
+
+    rows = []
+    for name in SIM_NETS:
+        prep = prepare_network(name, out / name, n_inputs=frames, echo=lambda m: None)
+        if name == "cnv-w1a1":
+            g, how = prep.graph.with_folding(load_reference_folding(name)), "finn-examples"
+        else:
+            g, how = maximize_fps(prep.graph, board_budget(get_board("pynq-z2"))).graph, "bnhw pynq-z2"
+        net = elaborate(g)
+        simulate(net, 2)                                   # builds / loads the C core once
+        t = time.perf_counter()
+        r = simulate(net, frames)
+        t_timing = time.perf_counter() - t
+        t = time.perf_counter()
+        f = simulate(net, frames, inputs=prep.int_inputs[:frames])
+        t_func = time.perf_counter() - t
+        exact = bool(np.array_equal(f.outputs, np.stack([g.execute(x) for x in prep.int_inputs[:frames]])))
+        t = time.perf_counter()
+        s = size_fifos(net, max_seconds=600)
+        t_size = time.perf_counter() - t
+        row = {"network": name, "folding": how, "units": len(net.units), "fifos": len(net.fifos), "frames": frames,
+               "cycles": r.cycles + 1, "ii_cycles": r.ii_cycles, "analytic_ii": r.analytic_ii,
+               "timing_seconds": t_timing, "cycles_per_second": (r.cycles + 1) / t_timing,
+               "functional_seconds": t_func, "functional_cycles_per_second": (f.cycles + 1) / t_func,
+               "functional_bit_exact": exact, "sizing_seconds": t_size, "sizing_runs": s.runs,
+               "sizing_complete": s.complete, "fifos_deeper_than_2": sum(d > 2 for d in s.depths),
+               "ii_sized": s.ii_sized}
+        rows.append(row)
+        print(f"{name}: {row['cycles']:,} cycles in {t_timing:.2f} s ({row['cycles_per_second']:,.0f} cycles/s), "
+              f"functional {t_func:.2f} s, FIFO sizing {t_size:.1f} s ({s.runs} runs)", flush=True)
+    return {"rows": rows, "machine": platform.processor() or platform.machine(),
+            "note": "wall-clock on this (shared, noisy) machine; one run each"}
+
+
+def _sim_table(r: dict) -> str:
+    lines = ["| network | units | frames | simulated cycles | II (analytical) | timing mode | functional mode | "
+             "FIFO sizing |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['network']} ({x['folding']}) | {x['units']} | {x['frames']} | {x['cycles']:,} | "
+                     f"{x['ii_cycles']:,.0f} ({x['analytic_ii']:,}) | {x['timing_seconds']:.2f} s = "
+                     f"{x['cycles_per_second'] / 1e6:.2f} M cycles/s | {x['functional_seconds']:.2f} s, "
+                     f"bit-exact {x['functional_bit_exact']} | {x['sizing_seconds']:.1f} s, {x['sizing_runs']} runs"
+                     f"{'' if x['sizing_complete'] else ' (budget hit)'} |")
+    return "\n".join(lines)
 
 
 def _fpga_table(r: dict) -> str:

@@ -56,11 +56,24 @@ def test_tfc_default_folding_fits_and_round_trips(tmp_path):
     assert r["performance"]["ii_cycles"] == max(d["cycles"] for d in r["layers"])
     cs = r["checks"]["csim"]
     assert cs["outputs_bit_exact"] == cs["inputs"] == 16
-    # a folding file round-trips: building with the written folding gives the same II
-    p2 = run("build", "tfc-w1a1", "--folding", out / "folding.json", "-o", tmp_path / "tfc2", "--no-csim")
-    assert p2.returncode == 0, p2.stderr
-    r2 = json.loads((tmp_path / "tfc2" / "report.json").read_text())
-    assert r2["performance"]["ii_cycles"] == r["performance"]["ii_cycles"]
+    # cycle simulation: II of the analytical bottleneck, data path bit-exact, sized FIFOs keep the II
+    sim = r["simulation"]
+    ii = r["performance"]["ii_cycles"]
+    assert abs(sim["unbounded"]["ii_cycles"] - ii) <= 0.01 * ii
+    assert sim["sized"]["ii_cycles"] == sim["unbounded"]["ii_cycles"]
+    assert sim["functional"] == {"inputs": 16, "bit_exact": 16}
+    assert sim["fifo_sizing"]["complete"] and sim["fifo_sizing"]["locally_minimal"]
+    assert 0 < sim["unbounded"]["first_output_cycles"] <= sim["unbounded"]["frame_latency_cycles"]
+    assert sim["total_with_fifos"]["LUT"] == tot["LUT"] + sim["fifo_resources"]["LUT"]
+    cfg = json.loads((out / "fifo_config.json").read_text())
+    assert all(min(v["inFIFODepths"]) >= 2 for k, v in cfg.items() if k != "Defaults")
+    assert "## Cycle simulation (simulated)" in (out / "report.md").read_text()
+    # a folding file round-trips: building with the written folding (or FIFO config) gives the same II
+    for name in ("folding.json", "fifo_config.json"):
+        p2 = run("build", "tfc-w1a1", "--folding", out / name, "-o", tmp_path / "tfc2", "--no-csim", "--no-sim")
+        assert p2.returncode == 0, p2.stderr
+        r2 = json.loads((tmp_path / "tfc2" / "report.json").read_text())
+        assert r2["performance"]["ii_cycles"] == r["performance"]["ii_cycles"]
 
 
 def test_folding_that_does_not_fit_names_the_resource(tmp_path):
@@ -115,7 +128,7 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
     from bnhw.hw.setfolding import finn_set_folding
 
     out = tmp_path / "sub"
-    p = run("build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", out)
+    p = run("build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", out, "--fifo-seconds", "60")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "report.json").read_text())
     ops = {d["op"] for d in r["layers"]}
@@ -124,6 +137,10 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
     assert cs["inputs"] == 16 and cs["outputs_bit_exact"] == 16      # classifier accumulators, bit-exact
     assert r["checks"]["ir_vs_qonnx"]["labels_equal"] == 16
     assert r["checks"]["ir_vs_qonnx"]["max_logit_rel_error"] < 1e-5
+    sim = r["simulation"]                                              # 354 simulated units
+    assert abs(sim["unbounded"]["ii_cycles"] - r["performance"]["ii_cycles"]) <= 0.01 * r["performance"]["ii_cycles"]
+    assert sim["functional"]["bit_exact"] == 16
+    assert sim["sized"]["ii_cycles"] == sim["unbounded"]["ii_cycles"]  # complete or not, sized depths keep the II
     g = HwGraph.load(out / "hw_graph.json")
     assert any(n.op == "MVAU" and n.attrs.get("groups", 1) > 1 for n in g.nodes)
     unfolded = graph_cost(g).ii

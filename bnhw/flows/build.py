@@ -55,6 +55,9 @@ class BuildOptions:
     checkpoint: Path | None = None
     csim_inputs: int = 16
     csim: bool = True
+    sim: bool = True                    # cycle simulation + FIFO sizing
+    sim_frames: int = 10
+    fifo_seconds: float = 300.0         # time budget of the FIFO sizing search
 
 
 @dataclass
@@ -204,9 +207,17 @@ def load_folding_file(path: Path) -> dict:
 
 def _apply_folding_file(graph: HwGraph, path: Path) -> HwGraph:
     from ..estimators.finn_models import legal_pe, legal_simd
+    from ..hw.folding import buildable
     from ..hw.ir import IRError
 
     data = load_folding_file(path)
+    # a FIFO config written by `bnhw build` (fifo_config.json) also lists width converters and the
+    # window units inside pools by their FIFO depths only: those entries carry no folding
+    fifo_keys = {"inFIFODepths", "outFIFODepths"}
+    data = {k: v for k, v in data.items()
+            if not (isinstance(v, dict) and v and set(v) <= fifo_keys and k not in graph.folding())}
+    data = {k: {kk: vv for kk, vv in v.items() if kk not in fifo_keys} if isinstance(v, dict) else v
+            for k, v in data.items()}
     try:
         g = graph.with_folding(data)
     except IRError as e:
@@ -218,6 +229,9 @@ def _apply_folding_file(graph: HwGraph, path: Path) -> HwGraph:
             raise BnhwError(f"{path}: {n.name} PE={n.pe} is not allowed (choose from {legal_pe(g, n)})")
         if n.op in ("MVAU", "SWG") and n.simd not in legal_simd(g, n):
             raise BnhwError(f"{path}: {n.name} SIMD={n.simd} is not allowed (choose from {legal_simd(g, n)})")
+        if not buildable(g, n, n.pe, n.simd):
+            raise BnhwError(f"{path}: {n.name} is a grouped convolution: PE must divide its outputs per group and "
+                            "SIMD its channels per group")
     return g
 
 
@@ -293,10 +307,14 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
     sf = graph_cost(finn_set_folding(prep.graph, folded.ii))
     # C simulation
     csim = _run_csim(g, prep, out, opts, echo)
+    sim = _run_sim(g, prep, clock, board, folded.total, opts, echo) if opts.sim else None
     report = _report(opts, board, clock, prep, folded, how, latency_cycles, sf, csim, finn_op_type, model_notes,
-                     time.time() - t0)
+                     time.time() - t0, sim)
     _write_outputs(out, report, g)
-    echo(f"wrote {out / 'report.md'}, report.json, layers.png, folding.json, hls/")
+    if sim is not None:
+        atomic_write_text(out / "fifo_config.json", json.dumps(sim.pop("_finn_config"), indent=2))
+    echo(f"wrote {out / 'report.md'}, report.json, layers.png, folding.json"
+         + (", fifo_config.json" if sim is not None else "") + ", hls/")
     return BuildResult(report, out, g)
 
 
@@ -339,6 +357,57 @@ def _run_csim(g: HwGraph, prep: PreparedNetwork, out: Path, opts: BuildOptions, 
     return res
 
 
+def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, total: dict, opts: BuildOptions,
+             echo) -> dict:
+    """Cycle simulation: II and latency with unbounded and sized FIFOs, functional check, FIFO sizing."""
+    from ..hw.sim.fifo_sizing import depth_summary, fifo_resources, finn_fifo_config, size_fifos
+    from ..hw.sim.netlist import elaborate
+    from ..hw.sim.simulate import simulate
+
+    t = time.time()
+    net = elaborate(g)
+    frames = max(2, int(opts.sim_frames))
+    unb = simulate(net, frames, clock_mhz=clock)
+    echo(f"cycle simulation ({len(net.units)} units, {len(net.fifos)} FIFOs, {frames} frames, unbounded FIFOs): "
+         f"II {unb.ii_cycles:,.0f} cycles (analytical {unb.analytic_ii:,}), first output after "
+         f"{unb.first_output_cycles:,} cycles")
+    # functional mode on the real inputs: the simulator's data path against the IR reference
+    xs = prep.int_inputs
+    fun = simulate(net, len(xs), inputs=xs, clock_mhz=clock)
+    ref = np.stack([g.execute(x) for x in xs])
+    exact = int(sum(np.array_equal(a, b) for a, b in zip(ref, fun.outputs)))
+    if exact != len(xs):
+        raise BnhwError(f"cycle simulator output differs from the IR reference on {len(xs) - exact} of {len(xs)} "
+                        "inputs (a simulator bug: please report it)")
+    echo(f"cycle simulator (functional mode): bit-exact with the IR reference on {exact}/{len(xs)} digits images")
+    sizing = size_fifos(net, max_seconds=opts.fifo_seconds, progress=lambda s: echo(f"FIFO sizing: {s}"))
+    sized = simulate(net, frames, depths=sizing.depths, clock_mhz=clock)
+    fres = fifo_resources(net, sizing.depths)
+    fifo_total = {"LUT": float(sum(r["lut"] for r in fres)), "BRAM18": float(sum(r["bram18"] for r in fres)),
+                  "URAM": float(sum(r["uram"] for r in fres)), "DSP": 0.0}
+    with_fifos = {k: total[k] + fifo_total[k] for k in total}
+    over = [k for k in ("LUT", "BRAM18", "URAM", "DSP") if with_fifos[k] > board.budget()[k]]
+    echo(f"FIFOs sized ({sizing.runs} simulations): {depth_summary(sizing.depths)['deeper_than_2']} deeper than 2, "
+         f"{fifo_total['LUT']:,.0f} LUT, {fifo_total['BRAM18']:,.0f} BRAM18; sized II {sized.ii_cycles:,.0f} cycles "
+         f"(unbounded {unb.ii_cycles:,.0f})" + (f"; WARNING: with FIFOs the design exceeds the board's {over[0]}"
+                                                 if over else ""))
+    fifos = []
+    for f, r, pk, ol in zip(net.fifos, fres, sizing.peak, sizing.one_less):
+        fifos.append({**r, "stream": f.stream, "peak_unbounded": pk, "ii_one_less": ol})
+    return {
+        "frames": frames, "units": len(net.units), "fifos_count": len(net.fifos),
+        "unbounded": unb.to_dict(), "sized": sized.to_dict(),
+        "functional": {"inputs": len(xs), "bit_exact": exact},
+        "fifo_sizing": {"depths_summary": depth_summary(sizing.depths), "runs": sizing.runs,
+                        "locally_minimal": sizing.minimal_everywhere(), "complete": sizing.complete,
+                        "seconds": sizing.seconds, "time_budget_s": opts.fifo_seconds,
+                        "ii_unbounded": sizing.ii_unbounded, "ii_sized": sizing.ii_sized},
+        "fifos": fifos, "fifo_resources": fifo_total, "total_with_fifos": with_fifos, "over_budget": over,
+        "seconds": time.time() - t,
+        "_finn_config": finn_fifo_config(net, sizing.depths, g.folding()),
+    }
+
+
 def _run_vendor_synthesis(hls: str, hls_dir: Path, echo) -> dict:
     """Run the generated ``build_prj.tcl`` with the vendor HLS tool (only where it is installed)."""
     import subprocess
@@ -352,7 +421,7 @@ def _run_vendor_synthesis(hls: str, hls_dir: Path, echo) -> dict:
 
 
 def _report(opts, board: Board, clock, prep, folded, how, latency_cycles, sf, csim, finn_op_type, model_notes,
-            seconds) -> dict:
+            seconds, sim: dict | None = None) -> dict:
     g = folded.graph
     layers = []
     for n in g.nodes:
@@ -380,19 +449,23 @@ def _report(opts, board: Board, clock, prep, folded, how, latency_cycles, sf, cs
         "layers": layers,
         "checks": {"ir_vs_qonnx": prep.qonnx_check, "csim": csim},
         "models": model_notes(),
-        "not_run": _not_run(csim),
+        "simulation": sim,
+        "not_run": _not_run(csim, sim),
         "seconds": seconds,
     }
 
 
-def _not_run(csim: dict) -> list[str]:
+def _not_run(csim: dict, sim: dict | None = None) -> list[str]:
     tools = csim.get("vendor_tools", {})
     out = []
     if not tools.get("available"):
         out.append("HLS synthesis, RTL, place-and-route, bitfile and PYNQ driver: Vitis HLS / Vivado are not on "
                    "PATH (run hls/build_prj.tcl where they are)")
     out.append("measured resources and timing closure: only analytical estimates are reported")
-    out.append("RTL / cycle-accurate simulation of the stitched design (FIFO depths are not sized here)")
+    out.append("RTL simulation of the stitched design: bnhw's cycle simulator models FINN's units instead "
+               "(see 'Cycle simulation')")
+    if sim is None:
+        out.append("cycle simulation and FIFO sizing (--no-sim)")
     return out
 
 
@@ -464,9 +537,73 @@ def render_markdown(r: dict) -> str:
                         else ""))
     else:
         lines.append(f"- C simulation: {cs.get('csim')}")
+    lines += _render_sim(r)
     lines += ["", "## Not run", ""] + [f"- {x}" for x in r["not_run"] or ["(everything ran)"]]
     lines += ["", "## Estimation models", ""] + [f"- {k}: {v}" for k, v in r["models"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _render_sim(r: dict) -> list[str]:
+    sim = r.get("simulation")
+    if not sim:
+        return []
+    u, z = sim["unbounded"], sim["sized"]
+    clock = r["clock_mhz"]
+    fs = sim["fifo_sizing"]
+    fr = sim["fifo_resources"]
+    tw = sim["total_with_fifos"]
+    dev = abs(u["ii_cycles"] - u["analytic_ii"]) / u["analytic_ii"] if u["analytic_ii"] else 0.0
+    lines = ["", "## Cycle simulation (simulated)", "",
+             f"bnhw's cycle-level simulator ({sim['units']} units: FINN's MVAU / VVAU / Thresholding / Pool loops "
+             "with their PE x SIMD schedules, sliding-window generators and width converters as concurrent "
+             f"reader/writer buffers, {sim['fifos_count']} FIFOs with back-pressure), {sim['frames']} frames back "
+             "to back.", "",
+             "| | II (cycles) | FPS | first output (cycles) | frame latency (cycles) | frame latency (us) |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| unbounded FIFOs | {u['ii_cycles']:,.0f} | {u['fps']:,.1f} | {u['first_output_cycles']:,} | "
+             f"{u['frame_latency_cycles']:,} | {u['frame_latency_cycles'] / clock:,.1f} |",
+             f"| sized FIFOs | {z['ii_cycles']:,.0f} | {z['fps']:,.1f} | {z['first_output_cycles']:,} | "
+             f"{z['frame_latency_cycles']:,} | {z['frame_latency_cycles'] / clock:,.1f} |",
+             f"| analytical | {u['analytic_ii']:,} | {clock * 1e6 / u['analytic_ii']:,.1f} | | "
+             f"{r['performance']['latency_cycles']:,} (sum along the longest path) | |", "",
+             f"- simulated II vs the largest analytical per-unit cycle count: {100 * dev:.2f}% apart",
+             f"- functional mode: the simulator's data path is bit-exact with the IR reference on "
+             f"{sim['functional']['bit_exact']}/{sim['functional']['inputs']} digits images",
+             f"- FIFO sizing ({fs['runs']} simulations): {fs['depths_summary']['deeper_than_2']} of "
+             f"{fs['depths_summary']['fifos']} FIFOs need more than 2 slots (deepest "
+             f"{fs['depths_summary']['max']} words); "
+             + ("each is the smallest depth keeping the unbounded II (one slot less was simulated and lost "
+                "throughput or deadlocked)" if fs["complete"] else
+                f"**the search stopped at its {fs['time_budget_s']:g} s budget**: the depths keep the unbounded II "
+                "but some are not minimal (raise --fifo-seconds)")
+             + "; written to `fifo_config.json` (FINN's folding-config format, `inFIFODepths` / "
+             "`outFIFODepths` per unit)",
+             f"- FIFO cost (FINN's fifo.sv model; depth <= 2 is not instantiated): {fr['LUT']:,.0f} LUT, "
+             f"{fr['BRAM18']:,.0f} BRAM18, {fr['URAM']:,.0f} URAM; design total with FIFOs: {tw['LUT']:,.0f} LUT, "
+             f"{tw['BRAM18']:,.0f} BRAM18" + (f" -- **exceeds the board's {', '.join(sim['over_budget'])}**"
+                                              if sim["over_budget"] else ""),
+             "",
+             "First-output latency, unit by unit (frame 0 through an empty pipeline: each unit's first output word "
+             "and why it waits; the wait includes the rate at which its producer delivers what it needs):", "",
+             "| unit | FINN op | first output (cycle) | adds | why |", "|---|---|---:|---:|---|"]
+    for p in u["latency_path"]:
+        lines.append(f"| {p['unit']} | {p['finn_op']} | {p['first_output']:,} | {p['adds']:,} | {p['why']} |")
+    deep = [f for f in sim["fifos"] if f["depth"] > 2]
+    if deep:
+        lines += ["", "FIFOs deeper than 2 (sized):", "",
+                  "| FIFO | depth | peak (unbounded) | width (bits) | style | LUT | BRAM18 | II with one slot less |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|"]
+        for f in sorted(deep, key=lambda f: -f["depth"]):
+            ol = "deadlock" if f["ii_one_less"] is None else f"{f['ii_one_less']:,.0f}"
+            lines.append(f"| {f['name']} | {f['depth']:,} | {f['peak_unbounded']:,} | {f['width_bits']} | "
+                         f"{f['style']} | {f['lut']:,} | {f['bram18']:,} | {ol} |")
+    lines += ["", "Per-unit activity over the run (cycles; busy / starved = waiting for input / stalled = output "
+              "full):", "", "| unit | FINN op | analytical cycles | busy per frame | starved | stalled |",
+              "|---|---|---:|---:|---:|---:|"]
+    for d in u["units"]:
+        lines.append(f"| {d['name']} | {d['finn_op']} | {d['analytic_cycles']:,} | {d['busy_per_frame']:,.0f} | "
+                     f"{d['starved']:,} | {d['stalled']:,} |")
+    return lines
 
 
 def plot_layers(r: dict, path: Path) -> None:

@@ -55,7 +55,9 @@ class FifoSizing:
     frames: int
     runs: int
     peak: list[int]                                  # peak occupancy with unbounded FIFOs
-    one_less: list[float | None] = field(default_factory=list)   # II with that FIFO one slot smaller
+    # II with that FIFO one slot smaller (None: deadlocked, or still running at twice the unbounded
+    # first-frame latency plus one II per frame, i.e. throughput lost)
+    one_less: list[float | None] = field(default_factory=list)
     verified: bool = False
     complete: bool = True                            # False: the time budget ran out (depths safe, not minimal)
     seconds: float = 0.0
@@ -67,12 +69,18 @@ class FifoSizing:
 
 
 class _Runner:
-    def __init__(self, net: Netlist, frames: int):
-        self.net, self.frames, self.runs = net, frames, 0
+    """Runs trials; a trial still running at ``cap`` cycles has lost throughput (or deadlocked): it is
+    stopped there and counts as a failure (``None``), so a bad trial costs no more than a good one."""
+
+    def __init__(self, net: Netlist, frames: int, say: Progress):
+        self.net, self.frames, self.runs, self.cap, self.say = net, frames, 0, None, say
+        self.t0 = time.time()
 
     def ii(self, depths) -> float | None:
         self.runs += 1
-        raw = run_engine(self.net, list(depths), self.frames)
+        if self.runs % 50 == 0:
+            self.say(f"{self.runs} simulations, {time.time() - self.t0:.0f} s")
+        raw = run_engine(self.net, list(depths), self.frames, max_cycles=self.cap)
         return None if raw.cycles < 0 else steady_ii(raw.frame_done)
 
 
@@ -80,13 +88,16 @@ def size_fifos(net: Netlist, *, frames: int = 5, verify: bool = False, max_secon
                progress: Progress | None = None) -> FifoSizing:
     """Smallest FIFO depths keeping the unbounded-FIFO II (see the module docstring)."""
     say = progress or (lambda s: None)
-    r = _Runner(net, frames)
+    r = _Runner(net, frames, say)
     t0 = time.time()
     raw = run_engine(net, [UNBOUNDED] * len(net.fifos), frames)
     r.runs += 1
     ref = steady_ii(raw.frame_done)
     if ref is None:
         raise ValueError("FIFO sizing needs at least 2 frames and a run that finishes")
+    # a trial keeping the II finishes one II per frame after its first frame; allow the first frame
+    # twice the unbounded latency before calling the trial a failure
+    r.cap = int(2 * raw.frame_done[0] + (frames + 1) * ref) + 1000
     peak = [max(1, int(v)) for v in raw.fifo_max]
 
     def ok(d) -> bool:
@@ -203,8 +214,10 @@ def finn_fifo_config(net: Netlist, depths: list[int], folding: dict | None = Non
         if u.kind in ("source", "sink"):
             continue
         e = cfg.setdefault(u.name, {})
-        e["inFIFODepths"] = [int(depths[f]) for f in u.ins]
-        e["outFIFODepths"] = [int(depths[f]) for f in u.outs]
+        # FINN instantiates no FIFO of depth <= 2 (the stream handshake between two units, which
+        # bnhw simulates as depth 2); 1 is written as 2, which is never slower
+        e["inFIFODepths"] = [max(2, int(depths[f])) for f in u.ins]
+        e["outFIFODepths"] = [max(2, int(depths[f])) for f in u.outs]
     return cfg
 
 

@@ -348,7 +348,7 @@ class _Elab:
 
     def _op_MVAU(self, n: Node):
         g = self.g
-        si, so = g.in_stream(n), g.out_stream(n)
+        si = g.in_stream(n)
         w = np.asarray(n.params["weights"], dtype=np.int64)
         MH, MWg = w.shape
         pe, simd = n.pe, n.simd
