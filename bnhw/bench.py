@@ -169,7 +169,7 @@ def bench_sim(out: Path, frames: int = 10) -> dict:
         t_func = time.perf_counter() - t
         exact = bool(np.array_equal(f.outputs, np.stack([g.execute(x) for x in prep.int_inputs[:frames]])))
         t = time.perf_counter()
-        s = size_fifos(net, max_seconds=600)
+        s = size_fifos(net, max_seconds=300)
         t_size = time.perf_counter() - t
         row = {"network": name, "folding": how, "units": len(net.units), "fifos": len(net.fifos), "frames": frames,
                "cycles": r.cycles + 1, "ii_cycles": r.ii_cycles, "analytic_ii": r.analytic_ii,

@@ -23,12 +23,13 @@ __all__ = ["cache_dir", "c_compiler", "shared_library", "load_library"]
 _LOADED: dict[Path, ctypes.CDLL] = {}
 
 
-def cache_dir() -> Path:
-    env = os.environ.get("BNHW_CACHE")
+def cache_dir(sub: str = "lib", env_var: str = "BNHW_CACHE") -> Path:
+    """``$<env_var>``, else ``$XDG_CACHE_HOME/bnhw/<sub>`` (``~/.cache/bnhw/<sub>``)."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bnhw" / "lib"
+    return Path(base) / "bnhw" / sub
 
 
 def c_compiler(env_var: str = "CC", default: str = "gcc") -> str:

@@ -77,7 +77,7 @@ import numpy as np
 
 __all__ = [
     "DType", "FINN_NAMES", "HwGraph", "Node", "Stream", "IRError", "json_default", "round_half_even_shift",
-    "round_half_even_div", "threshold_out", "COMPUTE_OPS", "OPS",
+    "round_half_even_div", "threshold_out", "per_channel", "COMPUTE_OPS", "OPS",
 ]
 
 
@@ -232,6 +232,16 @@ def round_half_even_shift(num: np.ndarray, shift: int) -> np.ndarray:
     if shift <= 0:
         return num << (-shift)
     return round_half_even_div(num, 1 << shift)
+
+
+def per_channel(n: Node, key: str, c: int) -> np.ndarray:
+    """Parameter ``key`` of ``n`` as one int64 value per channel (a scalar is broadcast)."""
+    v = np.asarray(n.params[key], dtype=np.int64).reshape(-1)
+    if v.size == 1:
+        v = np.repeat(v, c)
+    if v.size != c:
+        raise IRError(f"{n.name}: parameter {key!r} has {v.size} entries for {c} channels")
+    return v
 
 
 def threshold_out(acc: np.ndarray, thresholds: np.ndarray, out_bias: int, out_scale: int = 1) -> np.ndarray:

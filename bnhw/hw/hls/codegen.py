@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BnhwError
-from ..ir import DType, HwGraph, Node, json_default
+from ..ir import DType, HwGraph, Node, json_default, per_channel
 
 __all__ = ["render_project", "generate_project", "ap_types_dir", "header_path", "DEFAULT_PART",
            "DEFAULT_CLOCK_NS", "HLSError", "sources_hash"]
@@ -180,15 +180,6 @@ def _c_array(name: str, ctype: str, values: list[str], dims: tuple[int, ...], pe
         return f"static const {ctype} {name} = {{\n    {nest(values, dims, '    ')}}};\n"
     dim_s = "".join(f"[{d}]" for d in dims)
     return f"static const {ctype} {name}{dim_s} =\n    {nest(values, dims, '    ')};\n"
-
-
-def _per_channel(n: Node, key: str, c: int) -> np.ndarray:
-    v = np.asarray(n.params[key], dtype=np.int64).reshape(-1)
-    if v.size == 1:
-        v = np.repeat(v, c)
-    if v.size != c:
-        raise HLSError(f"{n.name}: parameter {key!r} has {v.size} entries for {c} channels")
-    return v
 
 
 def _pe_layout(v: np.ndarray, pe: int) -> np.ndarray:
@@ -550,7 +541,7 @@ class _Gen:
         return body, []
 
     def _pc_params(self, n: Node, keys: list[str], C: int, pe: int):
-        vals = {k: _per_channel(n, k, C) for k in keys}
+        vals = {k: per_channel(n, k, C) for k in keys}
         allv = np.concatenate(list(vals.values()))
         pt = _sint_pod(int(allv.min()), int(allv.max()), n.name)
         text, pragmas = "", []

@@ -45,11 +45,9 @@ def vendor_tools() -> dict:
 
 def default_cache_dir() -> Path:
     """``$BNHW_HLS_CACHE``, else ``$XDG_CACHE_HOME/bnhw/hls`` (``~/.cache/bnhw/hls``)."""
-    env = os.environ.get("BNHW_HLS_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bnhw" / "hls"
+    from ..cbuild import cache_dir
+
+    return cache_dir("hls", "BNHW_HLS_CACHE")
 
 
 def _compiler() -> str:

@@ -40,7 +40,7 @@ import numpy as np
 
 from ...errors import BnhwError
 from ...estimators.finn_models import _swg_buffer_depth, finn_ops, is_depthwise
-from ..ir import HwGraph, Node
+from ..ir import HwGraph, Node, per_channel
 
 __all__ = ["Unit", "Fifo", "Netlist", "elaborate", "SimError", "LOOP_OPS", "PIPELINE_DEPTH"]
 
@@ -114,15 +114,6 @@ class Netlist:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _per_channel(n: Node, key: str, c: int) -> np.ndarray:
-    v = np.asarray(n.params[key], dtype=np.int64).reshape(-1)
-    if v.size == 1:
-        v = np.repeat(v, c)
-    if v.size != c:
-        raise SimError(f"{n.name}: parameter {key!r} has {v.size} entries for {c} channels")
-    return v
-
-
 def _router_arrays(route: np.ndarray, in_width: int, out_width: int, in_elems: int, group: int = 1) -> tuple:
     """``need`` / ``oldest`` per output word of a frame from the element route; ``group``: output
     words released together (a window generator emits a window once all of it is buffered)."""
@@ -419,14 +410,14 @@ class _Elab:
 
     def _op_AddRequant(self, n: Node):
         C = self.g.in_stream(n).channels
-        arrays = {"A": _per_channel(n, "A", C), "B": _per_channel(n, "B", C)}
+        arrays = {"A": per_channel(n, "A", C), "B": per_channel(n, "B", C)}
         self._elementwise(n, "AddRequant", "addreq",
                           {"shift": int(n.attrs["shift"]), "sc_shift": int(n.attrs.get("shortcut_shift", 0)),
                            "ninputs": len(n.inputs), **self._clip(n)}, arrays)
 
     def _op_RPReLU(self, n: Node):
         C = self.g.in_stream(n).channels
-        arrays = {k: _per_channel(n, k, C) for k in ("S_in", "slope", "S_out")}
+        arrays = {k: per_channel(n, k, C) for k in ("S_in", "slope", "S_out")}
         self._elementwise(n, "RPReLU", "rprelu", {"frac": int(n.attrs["frac"]), **self._clip(n)}, arrays)
 
     def _pool(self, n: Node, op: str):
