@@ -190,8 +190,15 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 @click.option("-o", "--out", default="runs/search", show_default=True, type=click.Path(path_type=Path),
               help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out.")
+@click.option("--target", help="FPGA board of the hardware constraints (pynq-z2, pynq-z1, ultra96-v2, kv260, "
+              "zcu104); alone, the modelled FPS of every candidate is recorded.")
+@click.option("--min-fps", type=click.FloatRange(min=0), help="Keep only architectures whose modelled FPS on "
+              "--target is at least this.")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
+              help="Keep only architectures whose modelled latency on --target is at most this.")
 def search(budget, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
-           teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume) -> None:
+           teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume, target, min_fps,
+           max_latency_ms) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
     Trains a weight-sharing supernet (sandwich rule, Bi-Teacher,
@@ -202,6 +209,13 @@ def search(budget, space_name, data, resolution, epochs, batch_size, lr, populat
     search_state.json, config.json and log.txt.  Interrupt at any time;
     --resume continues without redoing finished epochs or generations.
     Runs under torchrun (gloo/NCCL) too.
+
+    With --target BOARD and --min-fps N (and/or --max-latency-ms) only
+    architectures whose modelled FPS (latency) on the board meets the bound
+    are scored and returned (FINN's analytical models at the best folding
+    within 85% of the board, at the space's nominal resolution); the FPS of
+    every candidate goes into the CSVs and best.json, every architecture
+    the hardware constraints measured into measured.csv.
     """
     from . import distributed as dist_util
     from .design.evolution import EvolutionConfig
@@ -209,26 +223,40 @@ def search(budget, space_name, data, resolution, epochs, batch_size, lr, populat
     from .design.train import TrainConfig
     from .estimators.ops import parse_budget
     from .flows.progress import search_progress
-    from .flows.search import SearchOptions, run_search
+    from .flows.search import SearchOptions, hardware_constraints, run_search
+    from .hw.boards import get_board
 
     budget = parse_budget(budget)
-    dist_util.init_from_env()
+    if target is not None:
+        target = get_board(target).name
     opts = SearchOptions(
         budget=budget, space=space_name, data=data, resolution=resolution, seed=seed, train_images=train_images,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, teacher=teacher, seed=seed),
         supernet=SupernetConfig(weight_norm=not no_weight_norm, bi_transformation=not no_bi_transformation),
-        evolution=EvolutionConfig(population=population, generations=generations, bucket_mops=bucket_mops))
+        evolution=EvolutionConfig(population=population, generations=generations, bucket_mops=bucket_mops),
+        target=target, min_fps=min_fps, max_latency_ms=max_latency_ms)
+    hardware_constraints(opts)          # --min-fps without --target, unknown board: one line, before any work
+    dist_util.init_from_env()
     with search_progress(opts, enabled=dist_util.is_main()) as on_event:
         result = run_search(opts, out, resume=resume, event=on_event)
     if dist_util.is_main():
         from .estimators.ops import format_ops
 
         b = result.best
-        click.echo(f"best under {format_ops(budget)}: {format_ops(b.ops)} OPs (at the space's nominal resolution), "
+        hw = ""
+        if target is not None:
+            hw = f", {b.metrics['fps']:,.1f} FPS on {target}"
+            if "latency_ms" in b.metrics:
+                hw += f", latency {b.metrics['latency_ms']:.3f} ms"
+            hw += " (modelled)"
+        bound = format_ops(budget) + "".join(([f", >= {min_fps:g} FPS"] if min_fps else [])
+                                             + ([f", <= {max_latency_ms:g} ms"] if max_latency_ms else []))
+        click.echo(f"best under {bound}: {format_ops(b.ops)} OPs (at the space's nominal resolution){hw}, "
                    f"val acc {b.score:.4f}, test acc {result.test_accuracy:.4f} ({result.evaluated} architectures "
                    f"evaluated)")
         click.echo(f"  {b.spec.short()}")
-        click.echo(f"wrote {out}/best_arch.json, best.json, pareto.csv, pareto.png, supernet.pt, best_subnet.pt")
+        click.echo(f"wrote {out}/best_arch.json, best.json, pareto.csv, pareto.png, supernet.pt, best_subnet.pt"
+                   + (", measured.csv" if target is not None else ""))
 
 
 @main.command()
@@ -286,6 +314,35 @@ def eval_cmd(arch, checkpoint, data, resolution, split) -> None:
     r = evaluate_checkpoint(arch, checkpoint, data, resolution, split)
     click.echo(f"top-1 {r['accuracy']:.4f} on {r['images']} {split} images ({r['data']})")
 
+
+@main.command()
+@click.argument("archs", nargs=-1, required=True)
+@click.option("--target", default="pynq-z2", show_default=True,
+              help="Board: pynq-z2, pynq-z1, ultra96-v2, kv260, zcu104.")
+@click.option("--checkpoint", "checkpoints", multiple=True,
+              help="Weights for the accuracy column, once per ARCH in the same order ('-' for none).")
+@click.option("--margin", default=0.85, show_default=True, type=float,
+              help="Fraction of the board's LUT/BRAM/URAM/DSP the folding may use.")
+@click.option("--clock-mhz", type=float, help="Fabric clock (default: the board's).")
+@click.option("-o", "--out", default="runs/report", show_default=True, type=click.Path(path_type=Path),
+              help="Output folder.")
+@click.option("--analytical", is_flag=True, help="FINN's analytical II / latency instead of the cycle simulator's.")
+def report(archs, target, checkpoints, margin, clock_mhz, out, analytical) -> None:
+    """Compare architectures side by side on an FPGA board.
+
+    Each ARCH (a spec file or a `bnhw zoo` name): OPs / BOPs / FLOPs and
+    weights (counted), whether it fits the board, FPS, latency, LUT / BRAM18
+    / DSP and their share of the board (modelled: FINN's analytical models
+    at the best folding within --margin of the board), and top-1 accuracy
+    on the digits test split for an ARCH given a --checkpoint (measured).
+    Writes report.md, report.json and report.png into --out and prints the
+    table.
+    """
+    from .flows.report import report_flow
+
+    report_flow(list(archs), target, out, checkpoints=list(checkpoints), margin=margin, clock_mhz=clock_mhz,
+                simulate=not analytical, echo=click.echo)
+
 # ---------------------------------------------------------------------------
 DEFAULT_SEARCH_ARCH = Path("runs/search/best_arch.json")
 
@@ -307,14 +364,21 @@ DEFAULT_SEARCH_ARCH = Path("runs/search/best_arch.json")
 @click.option("--csim-inputs", default=16, show_default=True, type=click.IntRange(1, 1797),
               help="Real images for the bit-exact checks (IR vs QONNX, C simulation vs IR).")
 @click.option("--no-csim", is_flag=True, help="Generate the HLS project but skip its C simulation.")
-def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csim_inputs, no_csim) -> None:
+@click.option("--no-sim", is_flag=True, help="Skip the cycle simulation and FIFO sizing.")
+@click.option("--sim-frames", default=10, show_default=True, type=click.IntRange(2, 10000),
+              help="Frames the cycle simulation runs back to back.")
+@click.option("--fifo-seconds", default=300.0, show_default=True, type=click.FloatRange(min=0),
+              help="Time budget of the FIFO sizing search (past it, the remaining FIFOs keep safe depths).")
+def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csim_inputs, no_csim, no_sim,
+          sim_frames, fifo_seconds) -> None:
     """Build a streaming XNOR-popcount dataflow accelerator for NETWORK on a board.
 
     NETWORK is a reference network (cnv-w1a1, tfc-w1a1), an architecture
     spec file or a `bnhw zoo` name; without it, the result of `bnhw search`
     (runs/search/best_arch.json).  Writes report.md / report.json /
     layers.png (per-unit folding, cycles, LUT, BRAM, DSP, FPS, latency),
-    folding.json, model.onnx and the HLS project with its C simulation.
+    folding.json, fifo_config.json (simulated FIFO depths), model.onnx and
+    the HLS project with its C simulation.
     """
     from .flows.build import BuildOptions, build_flow
 
@@ -325,8 +389,29 @@ def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csi
         network = str(DEFAULT_SEARCH_ARCH)
         click.echo(f"building {network} (the result of `bnhw search`)")
     build_flow(BuildOptions(network=network, target=target, out=out, folding=folding, fps=fps, clock_mhz=clock_mhz,
-                            margin=margin, checkpoint=checkpoint, csim_inputs=csim_inputs, csim=not no_csim),
+                            margin=margin, checkpoint=checkpoint, csim_inputs=csim_inputs, csim=not no_csim,
+                            sim=not no_sim, sim_frames=sim_frames, fifo_seconds=fifo_seconds),
                echo=click.echo)
+
+
+@main.command()
+@click.argument("graph", type=click.Path(path_type=Path))
+@click.option("--frames", default=10, show_default=True, type=click.IntRange(1, 100000),
+              help="Frames to run back to back.")
+@click.option("--fifos", "fifos", default="unbounded", show_default=True,
+              help="FIFO depths: 'unbounded', 'sized' (size them first), a depth for all, or a FINN config "
+                   "with inFIFODepths (e.g. a build's fifo_config.json).")
+@click.option("--clock-mhz", default=100.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def sim(graph: Path, frames: int, fifos: str, clock_mhz: float, as_json: bool) -> None:
+    """Cycle-simulate a folded accelerator: GRAPH is a build folder or its hw_graph.json.
+
+    Prints the steady-state II, FPS, first-output and frame latency, and per
+    unit busy / starved / stalled cycles.
+    """
+    from .flows.simulate import sim_command
+
+    sim_command(graph, frames=frames, fifos=fifos, clock_mhz=clock_mhz, as_json=as_json, echo=click.echo)
 
 
 def run() -> None:  # console-script entry point

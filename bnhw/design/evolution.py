@@ -230,6 +230,10 @@ class EvolutionSearch:
                     break
                 specs.append(got[0])
                 metrics.append(got[1])
+            if not specs and not state.evaluated:
+                raise BnhwError(f"no architecture of {self.space.name} met every constraint in "
+                                f"{cfg.max_attempts} random draws ({'; '.join(c.describe() for c in self.constraints)}); "
+                                "relax the constraints")
             self._score(state, specs, metrics, 0)
             state.population = [spec_key(s) for s in specs]
             state.rng_state = rng.getstate()
@@ -263,7 +267,8 @@ class EvolutionSearch:
     def _summary(self, state: SearchState, gen: int) -> dict:
         best = max(state.evaluated.values(), key=lambda c: c.score)
         return {"generation": gen, "generations": self.config.generations, "evaluated": len(state.evaluated),
-                "best_score": best.score, "best_ops": best.ops, "front": len(pareto_front(state.evaluated.values()))}
+                "best_score": best.score, "best_ops": best.ops, "best_metrics": dict(best.metrics),
+                "front": len(pareto_front(state.evaluated.values()))}
 
 
 def best_under(cands: Iterable[Candidate], constraints: list[Constraint]) -> Candidate | None:

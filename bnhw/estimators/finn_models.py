@@ -238,12 +238,44 @@ def _kernel_of(g: HwGraph, n: Node, kk: int) -> tuple[int, int]:
     return (r, r) if r * r == kk else (1, kk)
 
 
+#: the folding-independent part of an MVAU's translation (weights and thresholds in FINN's
+#: layout, weight type): the folding optimiser translates one node at hundreds of foldings,
+#: so it is cached per IR weight / threshold array (keyed by identity; the arrays are kept in
+#: the entry so the key stays valid; the cached arrays are read-only)
+_MVAU_PREP: dict[tuple, tuple] = {}
+
+
+def _mvau_prep(g: HwGraph, n: Node) -> tuple[bool, str, np.ndarray, np.ndarray | None]:
+    src, thr = n.params["weights"], n.params.get("thresholds")
+    key = (id(src), id(thr), n.attrs.get("binary_xnor"), g.in_stream(n).dtype.is_bipolar)
+    hit = _MVAU_PREP.get(key)
+    if hit is not None and hit[0] is src and hit[1] is thr:
+        return hit[2]
+    w_ir = np.asarray(src, dtype=np.int64)                          # (MH, MW // groups)
+    mw = w_ir.shape[1]
+    xnor = _is_xnor(g, n)
+    wdt = "BINARY" if xnor else ("BIPOLAR" if np.all(np.abs(w_ir) == 1) else _minimize_weight_dt(w_ir).name)
+    t_finn = None
+    if thr is not None:
+        t = np.asarray(thr, dtype=np.int64)
+        # xnor: FINN accumulates popcount(xnor) = (acc_bipolar + MW) / 2
+        # (clipped to [0, MW + 1], which changes no output)
+        t_finn = np.clip(-((-(t + mw)) // 2), 0, mw + 1) if xnor else t.view()
+        t_finn.flags.writeable = False
+    w_finn = ((w_ir.T + 1) // 2) if xnor else w_ir.T               # (MW, MH)
+    w_finn.flags.writeable = False
+    val = (xnor, wdt, w_finn, t_finn)
+    if len(_MVAU_PREP) > 1024:
+        _MVAU_PREP.clear()
+    _MVAU_PREP[key] = (src, thr, val)
+    return val
+
+
 def _mvau_ops(g: HwGraph, n: Node) -> list[FinnOp]:
     ins, outs = g.in_stream(n), g.out_stream(n)
-    w_ir = np.asarray(n.params["weights"], dtype=np.int64)          # (MH, MW // groups)
-    mh, mw = w_ir.shape
+    xnor, wdt, w_finn, t_finn = _mvau_prep(g, n)
+    mw, mh = w_finn.shape
     h, wd = outs.shape[0], outs.shape[1]
-    xnor = _is_xnor(g, n)
     thr = n.params.get("thresholds")
     last = n.outputs[0] == g.output
     common = {"PE": n.pe, "SIMD": n.simd,
@@ -253,21 +285,12 @@ def _mvau_ops(g: HwGraph, n: Node) -> list[FinnOp]:
               "binaryXnorMode": int(xnor),
               "noActivation": int(thr is None),
               "inputDataType": "BINARY" if xnor else ins.dtype.finn_name(),   # BIPOLAR if not xnor
-              "weightDataType": "BINARY" if xnor else ("BIPOLAR" if np.all(np.abs(w_ir) == 1)
-                                                        else _minimize_weight_dt(w_ir).name)}
+              "weightDataType": wdt}
     if "ram_style_thresholds" in n.attrs:
         common["ram_style_thresholds"] = n.attrs["ram_style_thresholds"]
-    t_finn = None
+    common["outputDataType"] = _stream_dt(outs)          # no activation: replaced by the accumulator type
     if thr is not None:
-        t = np.asarray(thr, dtype=np.int64)
-        # xnor: FINN accumulates popcount(xnor) = (acc_bipolar + MW) / 2
-        # (clipped to [0, MW + 1], which changes no output)
-        t_finn = np.clip(-((-(t + mw)) // 2), 0, mw + 1) if xnor else t
-        common["outputDataType"] = _stream_dt(outs)
         common["ActVal"] = int(n.attrs.get("out_bias", 0))
-    else:
-        common["outputDataType"] = _stream_dt(outs)      # replaced by the accumulator type
-    w_finn = ((w_ir.T + 1) // 2) if xnor else w_ir.T               # (MW, MH)
     if is_depthwise(g, n):
         kh, kw = _kernel_of(g, n, mw)
         attrs = dict(common, Channels=mh, Kernel=[kh, kw], Dim=[h, wd])

@@ -35,6 +35,11 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
                 pending.append(f"[dim]{info['describe']}; OPs counted at {info['ops_resolution']}x"
                                f"{info['ops_resolution']}, training at {info['train_resolution']}x"
                                f"{info['train_resolution']}[/dim]")
+            elif name == "constraints":
+                line = "constraints: " + "; ".join(info["describe"])
+                if info.get("hardware"):
+                    line += f" (hardware modelled at {info['hw_resolution']}x{info['hw_resolution']})"
+                pending.append(f"[dim]{line}[/dim]")
             elif name == "train.step":
                 total = info["epochs"] * info["steps"]
                 done = (info["epoch"] - 1) * info["steps"] + info["step"]
@@ -51,8 +56,12 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
                 gens = opts.evolution.generations + 1
                 prog.update(evo, visible=True, total=gens * opts.evolution.population, completed=info["done"])
             elif name == "search.generation":
+                fps = info.get("best_metrics", {}).get("fps")
+                rejected = info.get("rejected")
                 prog.update(evo, visible=True, info=f"gen {info['generation']}/{info['generations']} best "
-                            f"{100 * info['best_score']:.1f}% @ {info['best_ops'] / 1e6:.1f}M")
+                            f"{100 * info['best_score']:.1f}% @ {info['best_ops'] / 1e6:.1f}M"
+                            + (f", {fps:,.0f} FPS" if fps is not None else "")
+                            + (f" ({rejected} rejected by the FPGA constraints)" if rejected else ""))
 
         yield on_event
     finally:

@@ -12,6 +12,17 @@
 4. write the best architecture under the budget, the front (CSV + PNG), the
    extracted best subnet's weights and a log into the output folder.
 
+With a hardware target (``target`` plus ``min_fps`` and / or
+``max_latency_ms``) every candidate within the OPs budget is also estimated
+on that FPGA board (:func:`bnhw.estimators.fpga.estimate_fpga`: lowered to
+the hardware IR, folded for the highest FPS within the board, FINN's
+analytical cycle / resource models) before it is scored; candidates missing
+the FPS / latency bound are never scored, and the best architecture, the
+front and every output consider all constraints.  Estimates are cached in
+``fpga_cache.json`` (so ``resume`` re-estimates nothing) and every
+architecture measured against the hardware constraints, feasible or not, is
+listed in ``measured.csv``.
+
 Re-running with ``resume=True`` skips finished epochs and generations.
 """
 
@@ -29,13 +40,13 @@ import torch
 
 from .. import distributed as dist_util
 from ..data.datasets import DataBundle, load_data
-from ..design.constraints import Constraint, OpsBudget
-from ..design.evolution import Candidate, EvolutionConfig, EvolutionSearch, best_under, pareto_front
+from ..design.constraints import Constraint, FpgaFps, FpgaLatency, OpsBudget, all_feasible
+from ..design.evolution import Candidate, EvolutionConfig, EvolutionSearch, best_under, pareto_front, spec_key
 from ..design.space import SearchSpace, get_space
 from ..design.supernet import BinarySupernet, SupernetConfig
 from ..design.train import TrainConfig, calibration_batches, evaluate_subnet, train_supernet
 from ..errors import BnhwError
-from ..estimators.ops import count_ops, format_ops
+from ..estimators.ops import count_ops, format_ops, ops_of
 from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text
 
 Event = Callable[[str, dict], None]
@@ -54,9 +65,89 @@ class SearchOptions:
     calib_batch_size: int = 128
     train_images: int | None = None      # use only this many training images (quick runs)
     seed: int = 0
+    target: str | None = None            # FPGA board of the hardware constraints
+    min_fps: float | None = None         # modelled FPS on ``target`` at least this (0: record the FPS only)
+    max_latency_ms: float | None = None  # modelled latency on ``target`` at most this
+    margin: float = 0.85                 # share of the board's resources the folding may use
+
+    HARDWARE_FIELDS = ("target", "min_fps", "max_latency_ms", "margin")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.target is None:          # searches without a target keep their config.json (and --resume)
+            for k in self.HARDWARE_FIELDS:
+                d.pop(k)
+        return d
+
+
+FPGA_CACHE = "fpga_cache.json"
+
+
+def hardware_constraints(opts: SearchOptions, cache_path: Path | None = None) -> list[Constraint]:
+    """The FPS / latency constraints ``opts`` asks for (none without a target); bad input is one line."""
+    if opts.target is None:
+        if opts.min_fps is not None or opts.max_latency_ms is not None:
+            flag = "--min-fps" if opts.min_fps is not None else "--max-latency-ms"
+            raise BnhwError(f"{flag} needs a board: add --target BOARD (e.g. --target pynq-z2)")
+        return []
+    cache = str(cache_path) if cache_path is not None else None
+    if opts.min_fps is not None and opts.min_fps < 0:
+        raise BnhwError(f"--min-fps must be >= 0, got {opts.min_fps:g}")
+    # --target alone (or --min-fps 0): the FPS is recorded for every candidate, without a minimum
+    out: list[Constraint] = [FpgaFps(opts.target, opts.min_fps or 0.0, margin=opts.margin, cache_path=cache)]
+    if opts.max_latency_ms is not None:
+        out.append(FpgaLatency(opts.target, opts.max_latency_ms, margin=opts.margin, cache_path=cache))
+    return out
+
+
+class MeasureLog:
+    """Wraps constraints so that every value they measure is kept, feasible or not (``measured.csv``).
+
+    The evolution discards a candidate that misses a constraint before
+    scoring it; this log is what still shows it.  It is kept in
+    ``DIR/measured.json`` (written after every generation) so ``resume``
+    keeps it.
+    """
+
+    def __init__(self, path: Path | None, load: bool = True):
+        self.path = path
+        self.rows: dict[str, dict] = {}
+        if load and path is not None and path.is_file():
+            try:
+                self.rows = dict(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                self.rows = {}
+
+    def wrap(self, c: Constraint) -> Constraint:
+        return _Logged(c, self)
+
+    def record(self, spec: ArchSpec, name: str, value: float) -> None:
+        row = self.rows.setdefault(spec_key(spec), {"arch": spec.short(), "ops": ops_of(spec)})
+        row[name] = float(value)
+
+    def save(self) -> None:
+        if self.path is not None and dist_util.is_main():
+            atomic_write_text(self.path, json.dumps(self.rows) + "\n")
+
+
+class _Logged:
+    def __init__(self, inner: Constraint, log: MeasureLog):
+        self.inner, self.log = inner, log
+        self.name, self.unit = inner.name, inner.unit
+
+    def measure(self, spec: ArchSpec) -> float:
+        v = float(self.inner.measure(spec))
+        self.log.record(spec, self.name, v)
+        return v
+
+    def feasible(self, value: float) -> bool:
+        return self.inner.feasible(value)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def __getattr__(self, name: str):            # estimate(), board, ... of the wrapped constraint
+        return getattr(self.inner, name)
 
 
 @dataclass
@@ -97,6 +188,7 @@ def _check_resumable(out: Path, opts: SearchOptions, resume: bool) -> None:
 def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Event | None = None,
                constraints: list[Constraint] | None = None) -> SearchOutcome:
     emit = event or (lambda name, info: None)
+    hw = hardware_constraints(opts, out / FPGA_CACHE if dist_util.is_main() else None)   # bad input: before any work
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, opts, resume)
     log = RunLog(out / "log.txt")
@@ -109,7 +201,9 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
     if data.in_channels != base.in_channels:
         raise BnhwError(f"data has {data.in_channels} channels, space {base.name} expects {base.in_channels}")
     space = base.for_task(data.num_classes)
-    cons: list[Constraint] = [OpsBudget(opts.budget)] + list(constraints or [])
+    measured = MeasureLog(out / "measured.json", load=resume)
+    extra = [measured.wrap(c) for c in hw + list(constraints or [])]
+    cons: list[Constraint] = [OpsBudget(opts.budget)] + extra
     smallest = count_ops(space.smallest()).ops
     if smallest > opts.budget:
         raise BnhwError(f"budget {format_ops(opts.budget)} OPs is below the smallest subnet of {space.name} "
@@ -118,6 +212,10 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
         f"training at {opts.resolution}x{opts.resolution}")
     emit("data", {"describe": data.describe(), "ops_resolution": space.resolution,
                   "train_resolution": opts.resolution})
+    log("constraints: " + "; ".join(c.describe() for c in cons)
+        + (f" (hardware modelled at {space.resolution}x{space.resolution})" if extra else ""))
+    emit("constraints", {"describe": [c.describe() for c in cons], "hw_resolution": space.resolution,
+                         "hardware": bool(extra)})
 
     # -- 1. supernet ---------------------------------------------------------
     supernet = BinarySupernet(space, opts.supernet)
@@ -152,8 +250,13 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
 
     def on_search(name: str, info: dict) -> None:
         if name == "generation":
+            measured.save()
+            info = dict(info, rejected=sum(1 for r in measured.rows.values() if not _feasible_row(cons, r)))
             log(f"generation {info['generation']}/{info['generations']}: {info['evaluated']} evaluated, best val "
-                f"acc {info['best_score']:.4f} at {format_ops(info['best_ops'])} OPs, front of {info['front']}")
+                f"acc {info['best_score']:.4f} at {format_ops(info['best_ops'])} OPs"
+                + _extra_metrics(extra, info.get("best_metrics", {}))
+                + f", front of {info['front']}"
+                + (f"; {info['rejected']} rejected by {', '.join(c.name for c in extra)}" if extra else ""))
         elif name == "resumed":
             log(f"resumed search after generation {info['generation']}")
         emit("search." + name, info)
@@ -161,30 +264,58 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
     search = EvolutionSearch(space, cons, evaluate, opts.evolution, seed=opts.seed)
     state = search.run(state_path=out / "search_state.json", resume=resume,
                        progress=on_search)
+    measured.save()
     cands = list(state.evaluated.values())
     best = best_under(cands, cons)
     if best is None:
-        raise BnhwError("no evaluated architecture satisfies every constraint; relax them or search longer")
-    front = pareto_front(c for c in cands if all(k.feasible(c.metrics[k.name]) for k in cons))
+        raise BnhwError("no evaluated architecture satisfies every constraint ("
+                        + "; ".join(c.describe() for c in cons) + "); relax them or search longer")
+    front = pareto_front(c for c in cands if all_feasible(cons, c.metrics))
 
     # -- 3. outputs ----------------------------------------------------------
     xt, yt = data.test.tensors()
     test_acc = evaluate_subnet(supernet, best.spec, calib, xt, yt)
     best_spec = best.spec.replace(name=f"search-{format_ops(opts.budget)}-seed{opts.seed}")
     if dist_util.is_main():
-        _write_outputs(out, opts, data, space, best, best_spec, test_acc, front, cands, supernet, calib, cons)
-    log(f"best under {format_ops(opts.budget)}: {format_ops(best.ops)} OPs, val acc {best.score:.4f}, "
-        f"test acc {test_acc:.4f}: {best_spec.short()}")
+        _write_outputs(out, opts, data, space, best, best_spec, test_acc, front, cands, supernet, calib, cons,
+                       measured)
+    log(f"best under {format_ops(opts.budget)}: {format_ops(best.ops)} OPs{_extra_metrics(extra, best.metrics)}, "
+        f"val acc {best.score:.4f}, test acc {test_acc:.4f}: {best_spec.short()}")
     dist_util.barrier()
     return SearchOutcome(best, test_acc, front, len(cands), out)
 
 
+def _feasible_row(cons: list[Constraint], row: dict) -> bool:
+    return all(c.feasible(row[c.name]) for c in cons if c.name in row)
+
+
+def _fmt_metric(name: str, v: float) -> str:
+    """A constraint value for the CSV files (plain numbers)."""
+    if name == "fps":
+        return f"{v:.1f}"
+    if name == "latency_ms":
+        return "inf" if v == float("inf") else f"{v:.4f}"
+    return f"{v:g}"
+
+
+def _extra_metrics(extra: list[Constraint], metrics: dict) -> str:
+    """``", 1,808.4 FPS, 19.6367 ms"``: the extra constraints' values for log lines."""
+    parts = []
+    for c in extra:
+        if c.name in metrics:
+            v = metrics[c.name]
+            parts.append(f"{v:,.1f} {c.unit}" if c.name == "fps" else f"{_fmt_metric(c.name, v)} {c.unit}")
+    return (", " + ", ".join(parts)) if parts else ""
+
+
 def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: SearchSpace, best: Candidate,
                    best_spec: ArchSpec, test_acc: float, front: list[Candidate], cands: list[Candidate],
-                   supernet: BinarySupernet, calib, cons: list[Constraint]) -> None:
+                   supernet: BinarySupernet, calib, cons: list[Constraint], measured: MeasureLog) -> None:
     from ..quant.checkpoint import save_checkpoint
     from ..quant.model import recalibrate_bn
 
+    extra = [c for c in cons if c.name != "ops"]
+    names = [c.name for c in extra]
     best_spec.save(out / "best_arch.json")
     summary = {
         "arch": best_spec.to_dict(),
@@ -203,19 +334,44 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
         "data": data.describe(),
         "evaluated_architectures": len(cands),
     }
+    if opts.target is not None:
+        fpga = next((c for c in extra if hasattr(c, "estimate")), None)
+        est = fpga.estimate(best_spec) if fpga is not None else None
+        rows = list(measured.rows.values())
+        summary["fpga"] = {
+            "target": opts.target, "min_fps": opts.min_fps, "max_latency_ms": opts.max_latency_ms,
+            "margin": opts.margin, "resolution": f"{space.resolution}x{space.resolution} (the spec's)",
+            "estimate": est.to_dict() if est is not None else None,
+            "measured_architectures": len(rows),
+            "rejected_by_hardware_constraints": sum(1 for r in rows if not _feasible_row(cons, r)),
+            "means": "modelled, not measured: the network with seeded fresh weights lowered to bnhw's hardware IR, "
+                     "folded for the highest FPS within the board (FINN's analytical cycle and resource models); "
+                     "see measured.csv for every architecture the hardware constraints measured",
+        }
     atomic_write_text(out / "best.json", json.dumps(summary, indent=2) + "\n")
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["ops", "mops", "val_accuracy", "generation", "arch"])
+    w.writerow(["ops", "mops", *names, "val_accuracy", "generation", "arch"])
     for c in front:
-        w.writerow([f"{c.ops:.0f}", f"{c.ops / 1e6:.3f}", f"{c.score:.4f}", c.generation, c.spec.short()])
+        w.writerow([f"{c.ops:.0f}", f"{c.ops / 1e6:.3f}", *(_fmt_metric(n, c.metrics[n]) for n in names),
+                    f"{c.score:.4f}", c.generation, c.spec.short()])
     atomic_write_text(out / "pareto.csv", buf.getvalue())
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["ops", "val_accuracy", "generation", "arch"])
+    w.writerow(["ops", *names, "val_accuracy", "generation", "arch"])
     for c in sorted(cands, key=lambda c: c.ops):
-        w.writerow([f"{c.ops:.0f}", f"{c.score:.4f}", c.generation, c.spec.short()])
+        w.writerow([f"{c.ops:.0f}", *(_fmt_metric(n, c.metrics[n]) for n in names), f"{c.score:.4f}",
+                    c.generation, c.spec.short()])
     atomic_write_text(out / "evaluated.csv", buf.getvalue())
+    if extra:
+        scored = {spec_key(c.spec) for c in cands}
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["ops", *names, "feasible", "scored", "arch"])
+        for k, r in sorted(measured.rows.items(), key=lambda kv: kv[1]["ops"]):
+            w.writerow([f"{r['ops']:.0f}", *(_fmt_metric(n, r[n]) if n in r else "" for n in names),
+                        int(_feasible_row(cons, r)), int(k in scored), r["arch"]])
+        atomic_write_text(out / "measured.csv", buf.getvalue())
     plot_front(out / "pareto.png", cands, front, best, opts.budget, space, data.name, opts.resolution)
     model = supernet.extract(best.spec)
     recalibrate_bn(model, calib)

@@ -202,3 +202,17 @@ def simulate(g: HwGraph | Netlist, frames: int = 10, *, depths=None, inputs: np.
         frame_latency_cycles=(int(raw.frame_done[0]) - t0 + 1) if raw.frame_done[0] >= 0 else -1,
         frame_done=[int(v) for v in raw.frame_done], units=units, fifos=fifos,
         latency_path=[] if deadlock else latency_path(net, raw), analytic_ii=int(analytic), outputs=out)
+
+
+class SimRefine:
+    """``refine`` hook of :func:`bnhw.estimators.fpga.estimate_fpga`: the simulated steady-state II and
+    single-frame latency (unbounded FIFOs, ``frames`` back to back) instead of the analytical ones."""
+
+    label = "cycle simulator (unbounded FIFOs)"
+
+    def __init__(self, frames: int = 3):
+        self.frames = int(frames)
+
+    def __call__(self, g: HwGraph) -> dict:
+        r = simulate(g, self.frames)
+        return {"ii_cycles": float(r.ii_cycles), "latency_cycles": int(r.frame_latency_cycles)}
