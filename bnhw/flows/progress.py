@@ -26,7 +26,7 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
     try:
         def on_event(name: str, info: dict) -> None:
             nonlocal started
-            if not started and name != "data":     # output starts with the work (input errors come first)
+            if not started and name not in ("data", "constraints"):   # output starts with the work (input errors first)
                 prog.start()
                 started = True
                 for line in pending:
