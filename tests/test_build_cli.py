@@ -144,7 +144,7 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
     g = HwGraph.load(out / "hw_graph.json")
     assert any(n.op == "MVAU" and n.attrs.get("groups", 1) > 1 for n in g.nodes)
     unfolded = graph_cost(g).ii
-    wins = compared = 0
+
     import numpy as np
 
     from bnhw.hw.folding import buildable
@@ -156,8 +156,6 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
         assert all(buildable(ours.graph, n, n.pe, n.simd) for n in ours.graph.nodes)
         if not all(buildable(sf.graph, n, n.pe, n.simd) for n in sf.graph.nodes):
             continue        # SetFolding ignores the grouped-MVAU rule bnhw's units need: no like-for-like design
-        compared += 1
+
         assert ours.ii <= sf.ii
         assert ours.total["LUT"] <= sf.total["LUT"] and ours.total["BRAM18"] <= sf.total["BRAM18"]
-        wins += ours.ii < sf.ii
-    assert compared == 0 or wins <= compared         # never slower (asserted per design above)
