@@ -196,9 +196,11 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
               "--target is at least this.")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
               help="Keep only architectures whose modelled latency on --target is at most this.")
+@click.option("--margin", default=0.85, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Fraction of --target's LUT/BRAM/URAM/DSP the folding of each candidate may use.")
 def search(budget, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
            teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume, target, min_fps,
-           max_latency_ms) -> None:
+           max_latency_ms, margin) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
     Trains a weight-sharing supernet (sandwich rule, Bi-Teacher,
@@ -213,7 +215,7 @@ def search(budget, space_name, data, resolution, epochs, batch_size, lr, populat
     With --target BOARD and --min-fps N (and/or --max-latency-ms) only
     architectures whose modelled FPS (latency) on the board meets the bound
     are scored and returned (FINN's analytical models at the best folding
-    within 85% of the board, at the space's nominal resolution); the FPS of
+    within --margin of the board, at the space's nominal resolution); the FPS of
     every candidate goes into the CSVs and best.json, every architecture
     the hardware constraints measured into measured.csv.
     """
@@ -234,7 +236,7 @@ def search(budget, space_name, data, resolution, epochs, batch_size, lr, populat
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, teacher=teacher, seed=seed),
         supernet=SupernetConfig(weight_norm=not no_weight_norm, bi_transformation=not no_bi_transformation),
         evolution=EvolutionConfig(population=population, generations=generations, bucket_mops=bucket_mops),
-        target=target, min_fps=min_fps, max_latency_ms=max_latency_ms)
+        target=target, min_fps=min_fps, max_latency_ms=max_latency_ms, margin=margin)
     hardware_constraints(opts)          # --min-fps without --target, unknown board: one line, before any work
     dist_util.init_from_env()
     with search_progress(opts, enabled=dist_util.is_main()) as on_event:

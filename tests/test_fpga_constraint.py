@@ -13,6 +13,7 @@ from bnhw.design.constraints import Constraint, FpgaFps, FpgaLatency
 from bnhw.errors import BnhwError
 from bnhw.estimators.fpga import EstimateCache, estimate_fpga, spec_hw_graph
 from bnhw.estimators.ops import ops_of
+from bnhw.flows.search import SearchOptions, run_search
 from bnhw.hw.boards import get_board
 from bnhw.hw.folding import board_budget, maximize_fps
 from bnhw.spec import load_spec
@@ -116,6 +117,23 @@ def test_search_hardware_options_errors_are_one_line(tmp_path, args, msg):
     assert r.exit_code == 2, r.output
     assert msg in r.output and r.output.strip().count("\n") == 0 and "Traceback" not in r.output
     assert not (tmp_path / "o").exists()             # refused before any work
+
+
+def test_search_refuses_bounds_the_smallest_subnet_misses(tmp_path):
+    r = CliRunner().invoke(main, ["search", "--budget", "1M", "--space", "nasbnn-cifar", "--target", "pynq-z2",
+                                  "--min-fps", "1e6", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
+    assert "the smallest subnet of nasbnn-cifar reaches" in r.output and "FPS on pynq-z2 >= 1e+06" in r.output
+    assert r.output.strip().count("\n") == 0 and not (tmp_path / "o" / "supernet.pt").exists()
+
+
+def test_search_refuses_a_board_the_smallest_subnet_does_not_fit(tmp_path):
+    opts = SearchOptions(budget=1e6, space="nasbnn-cifar", target="pynq-z2", min_fps=1, margin=0.5)
+    with pytest.raises(BnhwError, match=r"smallest subnet of nasbnn-cifar \(32x32\) does not fit pynq-z2"):
+        run_search(opts, tmp_path / "o")
+    r = CliRunner().invoke(main, ["search", "--budget", "1M", "--space", "nasbnn-cifar", "--target", "pynq-z2",
+                                  "--min-fps", "1", "--margin", "0.5", "-o", str(tmp_path / "o2")])   # via the CLI
+    assert r.exit_code == 2 and "does not fit pynq-z2" in r.output and r.output.strip().count("\n") == 0
 
 
 @pytest.mark.slow

@@ -231,9 +231,9 @@ class EvolutionSearch:
                 specs.append(got[0])
                 metrics.append(got[1])
             if not specs and not state.evaluated:
+                bounds = "; ".join(c.describe() for c in self.constraints)
                 raise BnhwError(f"no architecture of {self.space.name} met every constraint in "
-                                f"{cfg.max_attempts} random draws ({'; '.join(c.describe() for c in self.constraints)}); "
-                                "relax the constraints")
+                                f"{cfg.max_attempts} random draws ({bounds}); relax the constraints")
             self._score(state, specs, metrics, 0)
             state.population = [spec_key(s) for s in specs]
             state.rng_state = rng.getstate()

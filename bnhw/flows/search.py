@@ -216,6 +216,7 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
         + (f" (hardware modelled at {space.resolution}x{space.resolution})" if extra else ""))
     emit("constraints", {"describe": [c.describe() for c in cons], "hw_resolution": space.resolution,
                          "hardware": bool(extra)})
+    _check_smallest(space, extra[:len(hw)], log)        # the FPGA bounds only (other constraints may differ)
 
     # -- 1. supernet ---------------------------------------------------------
     supernet = BinarySupernet(space, opts.supernet)
@@ -283,6 +284,31 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
         f"val acc {best.score:.4f}, test acc {test_acc:.4f}: {best_spec.short()}")
     dist_util.barrier()
     return SearchOutcome(best, test_acc, front, len(cands), out)
+
+
+def _check_smallest(space: SearchSpace, extra: list[Constraint], log: RunLog) -> None:
+    """Refuse, before any training, FPGA bounds the space's smallest subnet misses.
+
+    The smallest subnet has the fewest channels, layers and weights of the
+    space; when it does not fit the board, or misses the FPS / latency bound,
+    (nearly) every architecture does, and the search would spend its time
+    estimating candidates it must reject.
+    """
+    if not extra:
+        return
+    sm = space.smallest()
+    for c in extra:
+        v = c.measure(sm)
+        log(f"smallest subnet of {space.name}: {c.name} = {_fmt_metric(c.name, v)} ({c.describe()})")
+        if c.feasible(v):
+            continue
+        est = c.estimate(sm) if hasattr(c, "estimate") else None
+        if est is not None and not est.fits:
+            raise BnhwError(f"the smallest subnet of {space.name} ({space.resolution}x{space.resolution}) "
+                            f"{est.reason.split('; ')[0]}: no architecture of the space will fit; pick a larger "
+                            f"--target or a smaller --space (e.g. nasbnn-cifar)")
+        raise BnhwError(f"the smallest subnet of {space.name} reaches {_fmt_metric(c.name, v)} {c.unit} "
+                        f"(modelled), which misses {c.describe()}; relax the bound or pick a larger --target")
 
 
 def _feasible_row(cons: list[Constraint], row: dict) -> bool:
