@@ -60,6 +60,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BnhwError
+from ..hw.folding import critical_path_cycles
 from ..spec import ArchSpec, atomic_write_text
 from .finn_models import FINN_PLUS_VERSION
 
@@ -161,17 +162,6 @@ def spec_hw_graph(spec: ArchSpec):
     from ..hw.lower_binarynet import lower_binarynet
 
     return lower_binarynet(fresh_hardware_model(spec))
-
-
-def critical_path_cycles(g, cycles: Mapping[str, int]) -> int:
-    """Longest path of per-unit cycle counts from the graph input to its output (FINN's latency estimate;
-    the same as ``bnhw.flows.build.critical_path_cycles``)."""
-    finish: dict[str, int] = {g.input: 0}
-    for n in g.nodes:
-        start = max(finish.get(s, 0) for s in n.inputs)
-        for o in n.outputs:
-            finish[o] = start + cycles[n.name]
-    return finish[g.output]
 
 
 @contextlib.contextmanager

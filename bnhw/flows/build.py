@@ -130,10 +130,11 @@ def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork
 
 def _prepare_spec(network, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
     from ..data import digits_images
+    from ..estimators.fpga import fresh_hardware_model
     from ..hw.lower_binarynet import integer_input, lower_binarynet
     from ..quant.checkpoint import load_checkpoint, load_model
     from ..quant.export import export_qonnx
-    from ..quant.model import recalibrate_bn, to_fixed
+    from ..quant.model import to_fixed
     from ..spec import load_spec
 
     try:
@@ -145,17 +146,15 @@ def _prepare_spec(network, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
         saved, _, _ = load_checkpoint(checkpoint)
         if saved.replace(name="", precision=spec.precision) != spec.replace(name=""):
             raise BnhwError(f"{checkpoint} holds weights of another architecture ({saved.short()})")
-    import torch
-
-    torch.manual_seed(0)                     # fresh weights are reproducible from run to run
-    model = load_model(spec, checkpoint)
-    if checkpoint is None:
-        x, _ = digits_images(spec.resolution, 64, channels=spec.in_channels, seed=1)
-        recalibrate_bn(model, [x[:32], x[32:]])
+    if checkpoint is None:                   # the model the FPGA estimator sizes (seeded, calibrated)
+        model = fresh_hardware_model(spec)
         notes.append("no --checkpoint: random binary weights, batch-norm statistics estimated on digits images "
                      "(accuracy is not meaningful; cycles and resources do not depend on weights)")
+    else:
+        model = load_model(spec, checkpoint)
+        if not spec.precision.fixed:
+            model = to_fixed(model)
     if not spec.precision.fixed:
-        model = to_fixed(model)
         notes.append("float residual path quantised to fixed point for hardware (post-training): "
                      f"{spec.precision.residual_bits}-bit, {spec.precision.residual_frac_bits} fractional bits")
     onnx = out / "model.onnx"
@@ -240,21 +239,17 @@ def finn_folding_json(g: HwGraph) -> dict:
     return {"Defaults": {}, **g.folding()}
 
 
-# ----------------------------------------------------------------------------- latency
-def critical_path_cycles(g: HwGraph, cycles: dict[str, int]) -> int:
-    """Longest path of per-unit cycle counts through the graph (FINN's latency estimate)."""
-    finish: dict[str, int] = {g.input: 0}
-    for n in g.nodes:
-        start = max(finish.get(s, 0) for s in n.inputs)
-        for o in n.outputs:
-            finish[o] = start + cycles[n.name]
-    return finish[g.output]
-
-
 # ----------------------------------------------------------------------------- the flow
 def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> BuildResult:
     from ..estimators.finn_models import finn_op_type, model_notes
-    from ..hw.folding import FitError, board_budget, graph_cost, maximize_fps, min_resources_for_fps
+    from ..hw.folding import (
+        FitError,
+        board_budget,
+        critical_path_cycles,
+        graph_cost,
+        maximize_fps,
+        min_resources_for_fps,
+    )
     from ..hw.setfolding import finn_set_folding
 
     board = get_board(opts.target)

@@ -53,6 +53,16 @@ def _res_dict(r: Resources) -> dict[str, float]:
     return {"LUT": float(r.lut), "BRAM18": float(r.bram18), "URAM": float(r.uram), "DSP": float(r.dsp)}
 
 
+def critical_path_cycles(g: HwGraph, cycles: Mapping[str, int]) -> int:
+    """Longest path of per-unit cycle counts from the graph input to its output (FINN's latency estimate)."""
+    finish: dict[str, int] = {g.input: 0}
+    for n in g.nodes:
+        start = max(finish.get(s, 0) for s in n.inputs)
+        for o in n.outputs:
+            finish[o] = start + cycles[n.name]
+    return finish[g.output]
+
+
 def board_budget(board, margin: float = 0.85) -> dict[str, float]:
     """``margin`` times the board's LUT / BRAM18 / URAM / DSP."""
     return {k: v * margin for k, v in board.budget().items()}
