@@ -236,3 +236,14 @@ def test_sim_cli(tmp_path, cnv):
     p = subprocess.run([sys.executable, "-m", "bnhw.cli", "sim", str(tmp_path / "nope")], capture_output=True,
                        text=True)
     assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_sim_cli_reports_a_deadlock_in_one_line(tmp_path):
+    _shortcut_graph().save(tmp_path / "hw_graph.json")
+    p = subprocess.run([sys.executable, "-m", "bnhw.cli", "sim", str(tmp_path), "--fifos", "1"],
+                       capture_output=True, text=True)
+    lines = [x for x in p.stderr.strip().splitlines() if x.startswith("error:")]
+    assert p.returncode == 2 and len(lines) == 1 and "deadlocks" in lines[0] and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "bnhw.cli", "sim", str(tmp_path), "--fifos", "sized"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "II 256 cycles" in p.stdout

@@ -67,8 +67,8 @@ def sim_command(graph: Path, *, frames: int, fifos: str, clock_mhz: float, as_js
         echo(json.dumps(d, indent=1))
         return d
     if r.deadlock:
-        raise BnhwError(f"the accelerator deadlocks with these FIFO depths (no unit can move at cycle "
-                        f"{max(r.frame_done) if r.frame_done else 0}); make the FIFOs deeper")
+        raise BnhwError(f"the accelerator deadlocks with these FIFO depths ({fifos}): no unit can move; "
+                        "make the FIFOs deeper (--fifos sized finds the smallest that keep the throughput)")
     ii = f"{r.ii_cycles:,.0f}" if r.ii_cycles else "n/a (one frame)"
     echo(f"{g.name}: {len(net.units)} units, {len(net.fifos)} FIFOs ({fifos}), {frames} frames, "
          f"{r.cycles + 1:,} cycles simulated")
