@@ -1,0 +1,707 @@
+/* bnhw CPU runtime: model file loader and op interpreter (see bnhw_runtime.h, and the file format and
+ * op semantics in bnhw/hw/cpu/program.py; the semantics are those of bnhw.hw.ir.HwGraph.execute). */
+#define _POSIX_C_SOURCE 199309L
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bnhw_runtime.h"
+
+#define ATTRS 20
+#define MAX_PARAMS 4
+enum { OP_BCONV = 1, OP_ICONV, OP_THRESH, OP_MAXPOOL, OP_AVGPOOLSUM, OP_GAP, OP_GATHER, OP_ADDREQUANT,
+       OP_RPRELU, OP_LABELSELECT, OP_UNPACK };
+enum { A_H, A_W, A_C, A_HO, A_WO, A_COUT, A_K, A_STRIDE, A_PAD, A_DIL, A_GROUPS, A_OUT_MODE, A_OUT_GROUPS,
+       A_NTHR, A_OUT_BIAS, A_OUT_SCALE, A_PAD_VALUE, A_USE_S16, A_LO, A_HI };
+#define A_SHIFT 3
+#define A_SSHIFT 4
+#define A_FRAC 3
+enum { OUT_ACC = 0, OUT_PACKED = 1, OUT_MULTI = 2 };
+enum { DT_I16 = 1, DT_I32 = 2, DT_I64 = 3, DT_U64 = 4 };
+
+typedef struct {
+    int H, W, C, packed, groups, wpp;    /* wpp: words per pixel (packed) */
+    char *name;
+    void *data;
+} tensor_t;
+
+typedef struct {
+    int dtype;
+    uint32_t count;
+    const void *data;
+} param_t;
+
+typedef struct {
+    int opcode, n_in, in[2], out;
+    int32_t a[ATTRS];
+    char *name;
+    int n_params;
+    param_t p[MAX_PARAMS];
+    double seconds;
+} op_t;
+
+struct bnhw_model {
+    unsigned char *file;
+    uint64_t size;
+    int n_tensors, n_ops, input, output;
+    tensor_t *t;
+    op_t *ops;
+    const bnhw_kernels *k;
+    void *scratch;
+    size_t scratch_bytes;
+};
+
+static char g_error[512];
+
+const char *bnhw_last_error(void) { return g_error; }
+
+static void set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_error, sizeof g_error, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------------------------------ loading */
+typedef struct {
+    const unsigned char *p;
+    uint64_t off, size;
+    int bad;
+} reader_t;
+
+static uint32_t rd_u32(reader_t *r)
+{
+    if (r->off + 4 > r->size) { r->bad = 1; return 0; }
+    const unsigned char *b = r->p + r->off;
+    r->off += 4;
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static void rd_align(reader_t *r, uint64_t a) { r->off = (r->off + a - 1) / a * a; }
+
+static char *rd_name(reader_t *r)
+{
+    uint32_t n = rd_u32(r);
+    if (r->bad || r->off + n > r->size) { r->bad = 1; return NULL; }
+    char *s = malloc((size_t)n + 1);
+    if (!s) { r->bad = 1; return NULL; }
+    memcpy(s, r->p + r->off, n);
+    s[n] = 0;
+    r->off += n;
+    rd_align(r, 4);
+    return s;
+}
+
+static size_t tensor_bytes(const tensor_t *t)
+{
+    return t->packed ? (size_t)t->H * t->W * t->wpp * sizeof(bnhw_word) : (size_t)t->H * t->W * t->C * sizeof(int32_t);
+}
+
+static const size_t dt_size[] = {0, 2, 4, 8, 8};
+
+static int check_op(const bnhw_model *m, const op_t *o);
+
+bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
+{
+    bnhw_model *m = calloc(1, sizeof *m);
+    if (!m) { set_error("out of memory"); return NULL; }
+    /* a private 8-byte aligned copy: parameters point into it */
+    m->file = malloc(size ? size : 1);
+    if (!m->file) { set_error("out of memory"); free(m); return NULL; }
+    memcpy(m->file, data, size);
+    m->size = size;
+    reader_t r = {m->file, 0, size, 0};
+    if (size < 40 || memcmp(m->file, "BNHWCPU\0", 8) != 0) { set_error("not a bnhw CPU model file"); goto fail; }
+    r.off = 8;
+    uint32_t version = rd_u32(&r);
+    if (version != 1) { set_error("model file version %u, this runtime reads version 1", version); goto fail; }
+    m->n_tensors = (int)rd_u32(&r);
+    m->n_ops = (int)rd_u32(&r);
+    m->input = (int)rd_u32(&r);
+    m->output = (int)rd_u32(&r);
+    r.off += 12;
+    if (m->n_tensors <= 0 || m->n_tensors > 1000000 || m->n_ops < 0 || m->n_ops > 1000000 ||
+        m->input >= m->n_tensors || m->output >= m->n_tensors) { set_error("corrupt model header"); goto fail; }
+    m->t = calloc((size_t)m->n_tensors, sizeof *m->t);
+    m->ops = calloc((size_t)(m->n_ops ? m->n_ops : 1), sizeof *m->ops);
+    if (!m->t || !m->ops) { set_error("out of memory"); goto fail; }
+    for (int i = 0; i < m->n_tensors; i++) {
+        tensor_t *t = &m->t[i];
+        t->H = (int)rd_u32(&r); t->W = (int)rd_u32(&r); t->C = (int)rd_u32(&r);
+        t->packed = (int)rd_u32(&r); t->groups = (int)rd_u32(&r);
+        t->name = rd_name(&r);
+        if (r.bad || t->H <= 0 || t->W <= 0 || t->C <= 0 || t->groups <= 0 || t->C % t->groups) {
+            set_error("corrupt tensor %d", i); goto fail;
+        }
+        t->wpp = t->groups * bnhw_words(t->C / t->groups);
+        t->data = calloc(1, tensor_bytes(t));
+        if (!t->data) { set_error("out of memory for tensor %s", t->name); goto fail; }
+    }
+    for (int i = 0; i < m->n_ops; i++) {
+        op_t *o = &m->ops[i];
+        o->opcode = (int)rd_u32(&r); o->n_in = (int)rd_u32(&r);
+        o->in[0] = (int)rd_u32(&r); o->in[1] = (int)rd_u32(&r); o->out = (int)rd_u32(&r);
+        for (int j = 0; j < ATTRS; j++) o->a[j] = (int32_t)rd_u32(&r);
+        o->name = rd_name(&r);
+        o->n_params = (int)rd_u32(&r);
+        if (r.bad || o->n_params < 0 || o->n_params > MAX_PARAMS) { set_error("corrupt op %d", i); goto fail; }
+        for (int j = 0; j < o->n_params; j++) {
+            o->p[j].dtype = (int)rd_u32(&r);
+            o->p[j].count = rd_u32(&r);
+            rd_align(&r, 8);
+            if (o->p[j].dtype < DT_I16 || o->p[j].dtype > DT_U64) { r.bad = 1; break; }
+            uint64_t bytes = (uint64_t)o->p[j].count * dt_size[o->p[j].dtype];
+            if (r.off + bytes > size) { r.bad = 1; break; }
+            o->p[j].data = m->file + r.off;
+            r.off += bytes;
+            rd_align(&r, 8);
+        }
+        if (r.bad) { set_error("corrupt parameters of op %s", o->name ? o->name : "?"); goto fail; }
+        if (check_op(m, o)) goto fail;
+    }
+    m->k = bnhw_kernel_set("opt");
+    return m;
+fail:
+    bnhw_model_free(m);
+    return NULL;
+}
+
+bnhw_model *bnhw_model_load(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) { set_error("%s: cannot open", path); return NULL; }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0) { fclose(f); set_error("%s: cannot read", path); return NULL; }
+    void *buf = malloc((size_t)n + 1);
+    if (!buf) { fclose(f); set_error("out of memory"); return NULL; }
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    if (got != (size_t)n) { free(buf); set_error("%s: short read", path); return NULL; }
+    bnhw_model *m = bnhw_model_load_buffer(buf, (uint64_t)n);
+    free(buf);
+    return m;
+}
+
+void bnhw_model_free(bnhw_model *m)
+{
+    if (!m) return;
+    if (m->t)
+        for (int i = 0; i < m->n_tensors; i++) { free(m->t[i].name); free(m->t[i].data); }
+    if (m->ops)
+        for (int i = 0; i < m->n_ops; i++) free(m->ops[i].name);
+    free(m->t); free(m->ops); free(m->file); free(m->scratch);
+    free(m);
+}
+
+int bnhw_model_set_kernels(bnhw_model *m, const char *name)
+{
+    const bnhw_kernels *k = bnhw_kernel_set(name);
+    if (!k) { set_error("kernel set %s is not compiled in (have: %s)", name, bnhw_kernel_sets()); return -1; }
+    m->k = k;
+    return 0;
+}
+
+const char *bnhw_model_kernels(const bnhw_model *m) { return m->k->name; }
+int64_t bnhw_model_input_size(const bnhw_model *m) { const tensor_t *t = &m->t[m->input]; return (int64_t)t->H * t->W * t->C; }
+int64_t bnhw_model_output_size(const bnhw_model *m) { const tensor_t *t = &m->t[m->output]; return (int64_t)t->H * t->W * t->C; }
+int bnhw_model_n_ops(const bnhw_model *m) { return m->n_ops; }
+const char *bnhw_model_op_name(const bnhw_model *m, int i) { return i >= 0 && i < m->n_ops ? m->ops[i].name : NULL; }
+double bnhw_model_op_seconds(const bnhw_model *m, int i) { return i >= 0 && i < m->n_ops ? m->ops[i].seconds : -1.0; }
+int bnhw_model_n_tensors(const bnhw_model *m) { return m->n_tensors; }
+const char *bnhw_model_tensor_name(const bnhw_model *m, int i) { return i >= 0 && i < m->n_tensors ? m->t[i].name : NULL; }
+int64_t bnhw_model_tensor_size(const bnhw_model *m, int i)
+{
+    return i >= 0 && i < m->n_tensors ? (int64_t)m->t[i].H * m->t[i].W * m->t[i].C : -1;
+}
+
+static void unpack_tensor(const tensor_t *t, int32_t *out)
+{
+    const bnhw_word *w = t->data;
+    int cg = t->C / t->groups, wpg = bnhw_words(cg);
+    for (int64_t p = 0; p < (int64_t)t->H * t->W; p++)
+        for (int c = 0; c < t->C; c++) {
+            int g = c / cg, i = c % cg;
+            bnhw_word b = w[p * t->wpp + g * wpg + i / BNHW_WORD_BITS] >> (i % BNHW_WORD_BITS) & 1u;
+            out[p * t->C + c] = b ? -1 : 1;
+        }
+}
+
+int bnhw_model_tensor(const bnhw_model *m, int i, int32_t *out)
+{
+    if (i < 0 || i >= m->n_tensors) { set_error("no tensor %d", i); return -1; }
+    const tensor_t *t = &m->t[i];
+    if (t->packed) unpack_tensor(t, out);
+    else memcpy(out, t->data, tensor_bytes(t));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ checks */
+static int need(const op_t *o, int ok, const char *what)
+{
+    if (!ok) set_error("op %s: %s", o->name ? o->name : "?", what);
+    return !ok;
+}
+
+static int check_op(const bnhw_model *m, const op_t *o)
+{
+    const int32_t *a = o->a;
+    if (need(o, o->n_in >= 1 && o->n_in <= 2, "bad input count")) return -1;
+    for (int j = 0; j < o->n_in; j++)
+        if (need(o, o->in[j] >= 0 && o->in[j] < m->n_tensors, "input tensor out of range")) return -1;
+    if (need(o, o->out >= 0 && o->out < m->n_tensors, "output tensor out of range")) return -1;
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    switch (o->opcode) {
+    case OP_BCONV:
+    case OP_ICONV: {
+        int groups = a[A_GROUPS], kk = a[A_K] * a[A_K];
+        if (need(o, groups > 0 && a[A_K] > 0 && a[A_STRIDE] > 0 && a[A_DIL] > 0 && a[A_C] % groups == 0 &&
+                        a[A_COUT] % groups == 0, "bad convolution attributes")) return -1;
+        if (need(o, x->H == a[A_H] && x->W == a[A_W] && x->C == a[A_C] && y->H == a[A_HO] && y->W == a[A_WO] &&
+                        y->C == a[A_COUT], "tensor shapes do not match the attributes")) return -1;
+        if (need(o, o->n_params >= 2, "missing parameters")) return -1;
+        int cg = a[A_C] / groups;
+        if (o->opcode == OP_BCONV) {
+            if (need(o, x->packed && x->groups == groups, "input is not packed in the conv's groups")) return -1;
+            if (need(o, o->n_params == 3 && o->p[0].dtype == DT_U64 &&
+                            o->p[0].count == (uint32_t)a[A_COUT] * kk * bnhw_words(cg) && o->p[1].dtype == DT_I32 &&
+                            o->p[1].count == (uint32_t)a[A_COUT] * kk, "bad binary weights")) return -1;
+        } else {
+            if (need(o, !x->packed, "integer conv on a packed input")) return -1;
+            if (need(o, o->p[0].dtype == (a[A_USE_S16] ? DT_I16 : DT_I32) &&
+                            o->p[0].count == (uint32_t)a[A_COUT] * kk * cg, "bad integer weights")) return -1;
+        }
+        const param_t *thr = &o->p[o->n_params - 1];
+        if (a[A_OUT_MODE] == OUT_ACC) { if (need(o, !y->packed, "accumulator output is packed")) return -1; }
+        else if (need(o, thr->dtype == DT_I32 && thr->count == (uint32_t)a[A_COUT] * a[A_NTHR] &&
+                             y->packed == (a[A_OUT_MODE] == OUT_PACKED), "bad thresholds")) return -1;
+        return 0;
+    }
+    case OP_THRESH:
+        return need(o, !x->packed && x->H == y->H && x->W == y->W && x->C == y->C && o->n_params == 1 &&
+                           o->p[0].dtype == DT_I32 && o->p[0].count == (uint32_t)x->C * a[A_NTHR] &&
+                           y->packed == (a[A_OUT_MODE] == OUT_PACKED), "bad thresholding") ? -1 : 0;
+    case OP_MAXPOOL:
+        return need(o, a[A_K] > 0 && x->packed == y->packed && (!x->packed || x->groups == y->groups) &&
+                           y->H == x->H / a[A_K] && y->W == x->W / a[A_K] && y->C == x->C, "bad max pool") ? -1 : 0;
+    case OP_AVGPOOLSUM:
+        return need(o, a[A_K] > 0 && !x->packed && !y->packed && y->H == x->H / a[A_K] && y->W == x->W / a[A_K] &&
+                           y->C == x->C, "bad average pool") ? -1 : 0;
+    case OP_GAP:
+        return need(o, !x->packed && y->H == 1 && y->W == 1 && y->C == x->C, "bad global pool") ? -1 : 0;
+    case OP_GATHER: {
+        if (need(o, !x->packed && !y->packed && y->H == x->H && y->W == x->W && o->n_params == 1 &&
+                        o->p[0].dtype == DT_I32 && o->p[0].count == (uint32_t)y->C, "bad gather")) return -1;
+        const int32_t *idx = o->p[0].data;
+        for (int c = 0; c < y->C; c++)
+            if (need(o, idx[c] >= 0 && idx[c] < x->C, "gather index out of range")) return -1;
+        return 0;
+    }
+    case OP_ADDREQUANT:
+        if (o->n_in == 2) {
+            const tensor_t *s = &m->t[o->in[1]];
+            if (need(o, !s->packed && s->H == x->H && s->W == x->W && s->C == x->C, "bad shortcut")) return -1;
+        }
+        return need(o, !x->packed && y->H == x->H && y->W == x->W && y->C == x->C && o->n_params == 2 &&
+                           o->p[0].dtype == DT_I64 && o->p[1].dtype == DT_I64 && o->p[0].count == (uint32_t)x->C &&
+                           o->p[1].count == (uint32_t)x->C, "bad add-requantiser") ? -1 : 0;
+    case OP_RPRELU:
+        return need(o, !x->packed && y->H == x->H && y->W == x->W && y->C == x->C && o->n_params == 3 &&
+                           o->p[0].count == (uint32_t)x->C && o->p[1].count == (uint32_t)x->C &&
+                           o->p[2].count == (uint32_t)x->C && o->p[0].dtype == DT_I64 && o->p[1].dtype == DT_I64 &&
+                           o->p[2].dtype == DT_I64, "bad RPReLU") ? -1 : 0;
+    case OP_LABELSELECT:
+        return need(o, !x->packed && y->H == 1 && y->W == 1 && y->C == 1, "bad label select") ? -1 : 0;
+    case OP_UNPACK:
+        return need(o, x->packed && !y->packed && x->H == y->H && x->W == y->W && x->C == y->C, "bad unpack") ? -1 : 0;
+    default:
+        set_error("op %s: unknown opcode %d", o->name ? o->name : "?", o->opcode);
+        return -1;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ helpers */
+static void *scratch(bnhw_model *m, size_t bytes)
+{
+    if (bytes > m->scratch_bytes) {
+        free(m->scratch);
+        m->scratch = malloc(bytes);
+        m->scratch_bytes = m->scratch ? bytes : 0;
+    }
+    return m->scratch;
+}
+
+/* floor(num / 2^s) and round-half-even of num / 2^s, num / den (den > 0) */
+static int64_t floor_div(int64_t num, int64_t den)
+{
+    int64_t q = num / den;
+    if ((num % den != 0) && ((num < 0) != (den < 0))) q -= 1;
+    return q;
+}
+
+static int64_t rhe_div(int64_t num, int64_t den)
+{
+    int64_t q = floor_div(num, den), r = num - q * den, twice = 2 * r;
+    return q + ((twice > den) || (twice == den && (q & 1)));
+}
+
+static int64_t rhe_shift(int64_t num, int shift)
+{
+    if (shift <= 0) return num * ((int64_t)1 << -shift);
+    return rhe_div(num, (int64_t)1 << shift);
+}
+
+static int32_t clip(int64_t v, int32_t lo, int32_t hi) { return (int32_t)(v < lo ? lo : v > hi ? hi : v); }
+
+/* number of thresholds t[0..n) (sorted) with t <= v */
+static int count_le(const int32_t *t, int n, int32_t v)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (t[mid] <= v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* the conv epilogue: rows x Cout int32 accumulators -> output rows [p0, p0 + rows) */
+static void activation_rows(const bnhw_model *m, const op_t *o, const int32_t *acc, int p0, int rows)
+{
+    const int32_t *a = o->a;
+    const tensor_t *y = &m->t[o->out];
+    int C = a[A_COUT];
+    const int32_t *thr = o->p[o->n_params - 1].data;
+    if (a[A_OUT_MODE] == OUT_ACC) {
+        memcpy((int32_t *)y->data + (size_t)p0 * C, acc, sizeof(int32_t) * (size_t)rows * C);
+    } else if (a[A_OUT_MODE] == OUT_PACKED) {
+        m->k->pack(acc, rows, C, y->groups, thr, (bnhw_word *)y->data + (size_t)p0 * y->wpp);
+    } else {
+        int n = a[A_NTHR];
+        int32_t *out = (int32_t *)y->data + (size_t)p0 * C;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < C; c++)
+                out[r * C + c] = a[A_OUT_SCALE] * count_le(thr + (size_t)c * n, n, acc[r * C + c]) + a[A_OUT_BIAS];
+    }
+}
+
+/* output pixels per chunk: the im2col block stays cache-sized */
+static int chunk_rows(int words_per_row, int pixels)
+{
+    int r = 16384 / (words_per_row > 0 ? words_per_row : 1);
+    if (r < 8) r = 8;
+    if (r > 512) r = 512;
+    return r < pixels ? r : pixels;
+}
+
+/* ------------------------------------------------------------------------------------------ ops */
+static int op_bconv(bnhw_model *m, const op_t *o)
+{
+    const int32_t *a = o->a;
+    const tensor_t *x = &m->t[o->in[0]];
+    int k = a[A_K], kk = k * k, groups = a[A_GROUPS], cg = a[A_C] / groups, og = a[A_COUT] / groups;
+    int wpg = bnhw_words(cg), Cout = a[A_COUT], Wo = a[A_WO], pixels = a[A_HO] * a[A_WO];
+    int stride = a[A_STRIDE], pad = a[A_PAD], dil = a[A_DIL], H = a[A_H], W = a[A_W];
+    const bnhw_word *wts = o->p[0].data;
+    const int32_t *wpop = o->p[1].data;
+    const bnhw_word *in = x->data;
+    int direct = (k == 1 && stride == 1 && pad == 0);
+    int K = kk * wpg;
+    int R = chunk_rows(K, pixels);
+    size_t col_words = direct ? 0 : (size_t)R * K;
+    bnhw_word *col = scratch(m, col_words * sizeof(bnhw_word) + (size_t)R * Cout * sizeof(int32_t) * 2);
+    if (!col) { set_error("out of memory"); return -1; }
+    int32_t *pc = (int32_t *)(col + col_words), *acc = pc + (size_t)R * Cout;
+    for (int p0 = 0; p0 < pixels; p0 += R) {
+        int rows = pixels - p0 < R ? pixels - p0 : R;
+        for (int g = 0; g < groups; g++) {
+            const bnhw_word *A;
+            int lda;
+            if (direct) {
+                A = in + (size_t)p0 * x->wpp + g * wpg;
+                lda = x->wpp;
+            } else {
+                for (int r = 0; r < rows; r++) {
+                    int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo;
+                    bnhw_word *dst = col + (size_t)r * K;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++, dst += wpg) {
+                            int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(dst, 0, sizeof(bnhw_word) * wpg);
+                            else memcpy(dst, in + ((size_t)iy * W + ix) * x->wpp + g * wpg, sizeof(bnhw_word) * wpg);
+                        }
+                }
+                A = col;
+                lda = K;
+            }
+            m->k->bgemm(rows, og, K, A, lda, wts + (size_t)g * og * K, K, pc + g * og, Cout);
+        }
+        /* popcounts -> accumulators: acc = n_valid * cg - 2 * (P - popcount of the weights at padded taps) */
+        for (int r = 0; r < rows; r++) {
+            int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo, npad = 0;
+            int padded[64];
+            int border = 0;
+            if (pad) {
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
+                            if (npad < 64) padded[npad] = ky * k + kx;
+                            npad++;
+                            border = 1;
+                        }
+                    }
+            }
+            int32_t *prow = pc + (size_t)r * Cout, *arow = acc + (size_t)r * Cout;
+            int32_t full = (kk - npad) * cg;
+            for (int c = 0; c < Cout; c++) {
+                int32_t p = prow[c];
+                if (border) {
+                    if (npad <= 64)
+                        for (int j = 0; j < npad; j++) p -= wpop[(size_t)c * kk + padded[j]];
+                    else
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) p -= wpop[(size_t)c * kk + ky * k + kx];
+                            }
+                }
+                arow[c] = full - 2 * p;
+            }
+        }
+        activation_rows(m, o, acc, p0, rows);
+    }
+    return 0;
+}
+
+static void gemm_s32(int M, int N, int K, const int32_t *A, int lda, const int32_t *B, int ldb, int32_t *C, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            int64_t s = 0;
+            for (int q = 0; q < K; q++) s += (int64_t)A[(size_t)i * lda + q] * B[(size_t)j * ldb + q];
+            C[(size_t)i * ldc + j] = (int32_t)s;
+        }
+}
+
+static int op_iconv(bnhw_model *m, const op_t *o)
+{
+    const int32_t *a = o->a;
+    const tensor_t *x = &m->t[o->in[0]];
+    int k = a[A_K], kk = k * k, groups = a[A_GROUPS], C = a[A_C], cg = C / groups, og = a[A_COUT] / groups;
+    int Cout = a[A_COUT], Wo = a[A_WO], pixels = a[A_HO] * a[A_WO], s16 = a[A_USE_S16];
+    int stride = a[A_STRIDE], pad = a[A_PAD], dil = a[A_DIL], H = a[A_H], W = a[A_W];
+    int32_t pv = a[A_PAD_VALUE];
+    const int32_t *in = x->data;
+    int K = kk * cg;
+    int R = chunk_rows((K + 3) / 4, pixels);
+    size_t esz = s16 ? sizeof(int16_t) : sizeof(int32_t);
+    size_t col_bytes = ((size_t)R * K * esz + 7) / 8 * 8;
+    unsigned char *buf = scratch(m, col_bytes + (size_t)R * Cout * sizeof(int32_t));
+    if (!buf) { set_error("out of memory"); return -1; }
+    int32_t *acc = (int32_t *)(buf + col_bytes);
+    for (int p0 = 0; p0 < pixels; p0 += R) {
+        int rows = pixels - p0 < R ? pixels - p0 : R;
+        for (int g = 0; g < groups; g++) {
+            for (int r = 0; r < rows; r++) {
+                int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
+                        int inside = !(iy < 0 || iy >= H || ix < 0 || ix >= W);
+                        const int32_t *src = in + ((size_t)iy * W + ix) * C + g * cg;
+                        size_t base = (size_t)r * K + (size_t)(ky * k + kx) * cg;
+                        if (s16) {
+                            int16_t *dst = (int16_t *)buf + base;
+                            for (int c = 0; c < cg; c++) dst[c] = (int16_t)(inside ? src[c] : pv);
+                        } else {
+                            int32_t *dst = (int32_t *)buf + base;
+                            for (int c = 0; c < cg; c++) dst[c] = inside ? src[c] : pv;
+                        }
+                    }
+            }
+            if (s16)
+                m->k->gemm_s16(rows, og, K, (const int16_t *)buf, K, (const int16_t *)o->p[0].data + (size_t)g * og * K,
+                               K, acc + g * og, Cout);
+            else
+                gemm_s32(rows, og, K, (const int32_t *)buf, K, (const int32_t *)o->p[0].data + (size_t)g * og * K, K,
+                         acc + g * og, Cout);
+        }
+        activation_rows(m, o, acc, p0, rows);
+    }
+    return 0;
+}
+
+static int op_thresh(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    int n = x->H * x->W, C = x->C;
+    const int32_t *thr = o->p[0].data;
+    if (o->a[A_OUT_MODE] == OUT_PACKED) {
+        m->k->pack(x->data, n, C, y->groups, thr, y->data);
+        return 0;
+    }
+    const int32_t *in = x->data;
+    int32_t *out = y->data;
+    int nt = o->a[A_NTHR];
+    for (int p = 0; p < n; p++)
+        for (int c = 0; c < C; c++)
+            out[(size_t)p * C + c] = o->a[A_OUT_SCALE] * count_le(thr + (size_t)c * nt, nt, in[(size_t)p * C + c]) +
+                                     o->a[A_OUT_BIAS];
+    return 0;
+}
+
+static int op_maxpool(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    int k = o->a[A_K];
+    for (int oy = 0; oy < y->H; oy++)
+        for (int ox = 0; ox < y->W; ox++) {
+            if (x->packed) {     /* max of +-1 values is -1 only when all are: AND of the sign bits */
+                bnhw_word *dst = (bnhw_word *)y->data + ((size_t)oy * y->W + ox) * y->wpp;
+                for (int w = 0; w < y->wpp; w++) dst[w] = ~(bnhw_word)0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        const bnhw_word *src = (const bnhw_word *)x->data +
+                                               ((size_t)(oy * k + ky) * x->W + ox * k + kx) * x->wpp;
+                        for (int w = 0; w < y->wpp; w++) dst[w] &= src[w];
+                    }
+            } else {
+                int32_t *dst = (int32_t *)y->data + ((size_t)oy * y->W + ox) * y->C;
+                for (int c = 0; c < y->C; c++) {
+                    int32_t v = INT32_MIN;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int32_t s = ((const int32_t *)x->data)[((size_t)(oy * k + ky) * x->W + ox * k + kx) * x->C + c];
+                            if (s > v) v = s;
+                        }
+                    dst[c] = v;
+                }
+            }
+        }
+    return 0;
+}
+
+static int op_avgpoolsum(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    int k = o->a[A_K], C = x->C;
+    const int32_t *in = x->data;
+    int32_t *out = y->data;
+    for (int oy = 0; oy < y->H; oy++)
+        for (int ox = 0; ox < y->W; ox++)
+            for (int c = 0; c < C; c++) {
+                int64_t s = 0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) s += in[((size_t)(oy * k + ky) * x->W + ox * k + kx) * C + c];
+                out[((size_t)oy * y->W + ox) * C + c] = (int32_t)s;
+            }
+    return 0;
+}
+
+static int op_gap(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    const int32_t *in = x->data;
+    int32_t *out = y->data;
+    int64_t n = (int64_t)x->H * x->W;
+    for (int c = 0; c < x->C; c++) {
+        int64_t s = 0;
+        for (int64_t p = 0; p < n; p++) s += in[p * x->C + c];
+        out[c] = (int32_t)rhe_div(s, n);
+    }
+    return 0;
+}
+
+static int op_gather(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    const int32_t *idx = o->p[0].data, *in = x->data;
+    int32_t *out = y->data;
+    for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
+        for (int c = 0; c < y->C; c++) out[p * y->C + c] = in[p * x->C + idx[c]];
+    return 0;
+}
+
+static int op_addrequant(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    const int32_t *in = x->data, *sc = o->n_in == 2 ? m->t[o->in[1]].data : NULL;
+    const int64_t *A = o->p[0].data, *B = o->p[1].data;
+    int32_t *out = y->data;
+    int shift = o->a[A_SHIFT], ss = o->a[A_SSHIFT], C = x->C;
+    for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
+        for (int c = 0; c < C; c++) {
+            int64_t i = p * C + c, v = (int64_t)in[i] * A[c] + B[c];
+            if (sc) v += (int64_t)sc[i] * ((int64_t)1 << ss);
+            out[i] = clip(rhe_shift(v, shift), o->a[A_LO], o->a[A_HI]);
+        }
+    return 0;
+}
+
+static int op_rprelu(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    const int32_t *in = x->data;
+    const int64_t *S_in = o->p[0].data, *slope = o->p[1].data, *S_out = o->p[2].data;
+    int32_t *out = y->data;
+    int frac = o->a[A_FRAC], C = x->C;
+    for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
+        for (int c = 0; c < C; c++) {
+            int64_t i = p * C + c, v = (int64_t)in[i] - S_in[c];
+            v = v >= 0 ? v * ((int64_t)1 << frac) : v * slope[c];
+            v += S_out[c] * ((int64_t)1 << frac);
+            out[i] = clip(rhe_shift(v, frac), o->a[A_LO], o->a[A_HI]);
+        }
+    return 0;
+}
+
+static int op_labelselect(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]];
+    const int32_t *in = x->data;
+    int64_t n = (int64_t)x->H * x->W * x->C, best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (in[i] > in[best]) best = i;
+    ((int32_t *)m->t[o->out].data)[0] = (int32_t)best;
+    return 0;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int bnhw_model_run(bnhw_model *m, const int32_t *input, int32_t *output)
+{
+    tensor_t *x = &m->t[m->input];
+    memcpy(x->data, input, tensor_bytes(x));
+    for (int i = 0; i < m->n_ops; i++) {
+        op_t *o = &m->ops[i];
+        double t0 = now();
+        int rc;
+        switch (o->opcode) {
+        case OP_BCONV: rc = op_bconv(m, o); break;
+        case OP_ICONV: rc = op_iconv(m, o); break;
+        case OP_THRESH: rc = op_thresh(m, o); break;
+        case OP_MAXPOOL: rc = op_maxpool(m, o); break;
+        case OP_AVGPOOLSUM: rc = op_avgpoolsum(m, o); break;
+        case OP_GAP: rc = op_gap(m, o); break;
+        case OP_GATHER: rc = op_gather(m, o); break;
+        case OP_ADDREQUANT: rc = op_addrequant(m, o); break;
+        case OP_RPRELU: rc = op_rprelu(m, o); break;
+        case OP_LABELSELECT: rc = op_labelselect(m, o); break;
+        case OP_UNPACK: unpack_tensor(&m->t[o->in[0]], m->t[o->out].data); rc = 0; break;
+        default: set_error("unknown opcode"); rc = -1;
+        }
+        o->seconds = now() - t0;
+        if (rc) return rc;
+    }
+    if (output) return bnhw_model_tensor(m, m->output, output);
+    return 0;
+}
