@@ -42,7 +42,7 @@ from ...errors import BnhwError
 from ..ir import DType, HwGraph, Node, Stream, per_channel
 
 __all__ = ["CpuLoweringError", "CpuOp", "CpuProgram", "CpuTensor", "lower_cpu", "write_model", "read_header",
-           "OPCODES", "ATTRS", "MAGIC", "VERSION", "pack_bits", "bipolar_weights_packed"]
+           "OPCODES", "ATTRS", "MAGIC", "VERSION", "pack_bits", "bipolar_weights_packed", "read_program", "to_bytes"]
 
 MAGIC = b"BNHWCPU\0"
 VERSION = 1
@@ -90,12 +90,28 @@ class CpuOp:
     params: list[np.ndarray] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)       # the IR nodes it implements
     layer: str = ""
-    bmacs: int = 0            # binary multiply-accumulates (XNOR-popcount) per image
-    macs: int = 0             # integer multiply-accumulates per image
 
     @property
     def name(self) -> str:
         return "+".join(self.nodes)
+
+    @property
+    def conv_macs(self) -> int:
+        """Multiply-accumulates of a convolution op per image (0 for other ops)."""
+        if self.op not in ("BCONV", "ICONV"):
+            return 0
+        a = self.attrs
+        return a["Ho"] * a["Wo"] * a["Cout"] * a["k"] * a["k"] * (a["C"] // a["groups"])
+
+    @property
+    def bmacs(self) -> int:
+        """Binary (XNOR-popcount) multiply-accumulates per image."""
+        return self.conv_macs if self.op == "BCONV" else 0
+
+    @property
+    def macs(self) -> int:
+        """Integer multiply-accumulates per image."""
+        return self.conv_macs if self.op == "ICONV" else 0
 
 
 @dataclass
@@ -209,8 +225,21 @@ class _Lowering:
 
     def run(self) -> CpuProgram:
         g = self.g
-        self.tensor(g.input)
-        self.check_int(g.nodes[0] if g.nodes else Node("input", "Duplicate", [], []), g.streams[g.input])
+        s_in = g.streams[g.input]
+        if s_in.dtype.is_bipolar:
+            # the runtime's input is int32 (+-1): pack it once, with the layout its consumers read
+            key = g.input + "#int"
+            self.tensors.append(CpuTensor(key, tuple(s_in.shape), False, 1, DType.int_(2)))
+            self.of[key] = 0
+            y = self.tensor(g.input)
+            H, W, C = s_in.shape
+            self.ops.append(CpuOp("THRESH", [0], y, {"H": H, "W": W, "C": C, "out_mode": OUT_PACKED, "n_thr": 1,
+                                                      "out_groups": self.tensors[y].groups},
+                                  [np.zeros(C, dtype=np.int32)], [f"pack({g.input})"], "input"))
+            input_id = 0
+        else:
+            input_id = self.tensor(g.input)
+            self.check_int(Node("input", "Duplicate", [], []), s_in)
         for n in g.nodes:
             if n.name in self.fused:
                 continue
@@ -220,7 +249,7 @@ class _Lowering:
         out = self.of[g.output]
         if self.tensors[out].packed:
             out = self.int_input(g.nodes[-1], g.output)
-        return CpuProgram(g.name, self.tensors, self.ops, self.of[g.input], out, dict(self.of))
+        return CpuProgram(g.name, self.tensors, self.ops, input_id, out, dict(self.of))
 
     # ------------------------------------------------------------------ ops
     def op_Duplicate(self, n: Node) -> None:
@@ -260,8 +289,8 @@ class _Lowering:
         binary = bool(m.attrs.get("binary_xnor", False))
         if binary and not xs.dtype.is_bipolar:
             raise self.err(m, "XNOR-popcount unit on a non-bipolar input")
-        if binary and pad and pad_value != 0:
-            raise self.err(m, f"bipolar windows padded with {pad_value} (only zero padding is supported)")
+        if binary and pad and pad_value not in (-1, 0, 1):
+            raise self.err(m, f"bipolar windows padded with {pad_value}")
         attrs = {"H": H, "W": W, "C": C, "Ho": Ho, "Wo": Wo, "Cout": Cout, "k": k, "stride": stride, "pad": pad,
                  "dil": dil, "groups": groups, "pad_value": pad_value}
         # accumulator range: the MVAU's declared accumulator (or its output when it has none)
@@ -295,10 +324,8 @@ class _Lowering:
             params.append(np.zeros(0, dtype=np.int32))
         y = self.tensor(m.outputs[0], packed=(mode == OUT_PACKED))
         attrs["out_groups"] = self.tensors[y].groups
-        macs = Ho * Wo * Cout * kk * (C // groups)
         nodes = ([swg.name] if swg else []) + [m.name]
-        self.ops.append(CpuOp(op, [x_id], y, attrs, params, nodes, m.layer,
-                              bmacs=macs if binary else 0, macs=0 if binary else macs))
+        self.ops.append(CpuOp(op, [x_id], y, attrs, params, nodes, m.layer))
 
     def acc_range(self, m: Node, w: np.ndarray, xt: DType, mw: int) -> tuple[int, int]:
         xlo, xhi = (-1, 1) if xt.is_bipolar else (xt.min, xt.max)
@@ -348,12 +375,13 @@ class _Lowering:
         attrs["out_groups"] = self.tensors[y].groups
         self.ops.append(CpuOp("THRESH", [x], y, attrs, params, [n.name], n.layer))
 
-    def simple(self, n: Node, op: str, attrs: dict, params=(), inputs=None, packed_ok=False) -> None:
+    def simple(self, n: Node, op: str, attrs: dict, params=(), inputs=None, packed_ok=False,
+               same_groups=True) -> None:
         ins = inputs if inputs is not None else [
             self.of[s] if (packed_ok and self.tensors[self.of[s]].packed) else self.int_input(n, s) for s in n.inputs]
         packed = packed_ok and self.tensors[ins[0]].packed
         y = self.tensor(n.outputs[0], packed=packed)
-        if packed and self.tensors[y].groups != self.tensors[ins[0]].groups:
+        if packed and same_groups and self.tensors[y].groups != self.tensors[ins[0]].groups:
             raise self.err(n, "max pooling between packed layouts with different groups")
         self.ops.append(CpuOp(op, ins, y, attrs, [np.ascontiguousarray(p) for p in params], [n.name], n.layer))
 
@@ -374,7 +402,8 @@ class _Lowering:
         idx = np.asarray(n.params["index"], dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= C):
             raise self.err(n, "gather index out of range")
-        self.simple(n, "GATHER", {"H": H, "W": W, "C": C, "Cout": int(idx.size)}, [idx.astype(np.int32)])
+        self.simple(n, "GATHER", {"H": H, "W": W, "C": C, "Cout": int(idx.size)}, [idx.astype(np.int32)],
+                    packed_ok=True, same_groups=False)
 
     def op_AddRequant(self, n: Node) -> None:
         g = self.g
@@ -468,6 +497,68 @@ def write_model(p: CpuProgram | HwGraph, path: str | Path) -> Path:
     if isinstance(p, HwGraph):
         p = lower_cpu(p)
     return atomic_write_bytes(path, to_bytes(p))
+
+
+_NP = {v: k for k, v in DTYPES.items()}
+_SLOT_NAMES = {op: names for op, names in {
+    "BCONV": ("H", "W", "C", "Ho", "Wo", "Cout", "k", "stride", "pad", "dil", "groups", "out_mode", "out_groups",
+              "n_thr", "out_bias", "out_scale", "pad_value"),
+    "ICONV": ("H", "W", "C", "Ho", "Wo", "Cout", "k", "stride", "pad", "dil", "groups", "out_mode", "out_groups",
+              "n_thr", "out_bias", "out_scale", "pad_value", "use_s16"),
+    "THRESH": ("H", "W", "C", "out_mode", "out_groups", "n_thr", "out_bias", "out_scale"),
+    "MAXPOOL": ("H", "W", "C", "k"), "AVGPOOLSUM": ("H", "W", "C", "k"), "GAP": ("H", "W", "C"),
+    "GATHER": ("H", "W", "C", "Cout"), "ADDREQUANT": ("H", "W", "C", "shift", "shortcut_shift", "lo", "hi"),
+    "RPRELU": ("H", "W", "C", "frac", "lo", "hi"), "LABELSELECT": ("H", "W", "C"), "UNPACK": ("H", "W", "C"),
+}.items()}
+
+
+def read_program(path: str | Path) -> CpuProgram:
+    """Read a model file back into a :class:`CpuProgram` (the inverse of :func:`write_model`)."""
+    data = Path(path).read_bytes()
+    head = read_header(path)
+    off = 40
+    names = {v: k for k, v in OPCODES.items()}
+
+    def u32(n: int = 1):
+        nonlocal off
+        v = struct.unpack_from(f"<{n}I", data, off)
+        off += 4 * n
+        return v
+
+    def name() -> str:
+        nonlocal off
+        (n,) = u32()
+        s = data[off:off + n].decode()
+        off += n + (-n % 4)
+        return s
+
+    try:
+        tensors = []
+        for _ in range(head["tensors"]):
+            H, W, C, packed, groups = u32(5)
+            tensors.append(CpuTensor(name(), (H, W, C), bool(packed), groups))
+        ops = []
+        for _ in range(head["ops"]):
+            code, n_in, i0, i1, out = u32(5)
+            slots = struct.unpack_from(f"<{ATTRS}i", data, off)
+            off += 4 * ATTRS
+            op = names[code]
+            attrs = {k: slots[_A[k]] for k in _SLOT_NAMES[op]}
+            opname = name()
+            (n_params,) = u32()
+            params = []
+            for _ in range(n_params):
+                dt, count = u32(2)
+                off += -off % 8
+                dtype = _NP[dt].newbyteorder("<")
+                params.append(np.frombuffer(data, dtype=dtype, count=count, offset=off).astype(_NP[dt]))
+                off += count * dtype.itemsize
+                off += -off % 8
+            ops.append(CpuOp(op, [i0, i1][:n_in], out, attrs, params, opname.split("+")))
+    except (struct.error, KeyError, ValueError, UnicodeDecodeError):
+        raise BnhwError(f"{path}: corrupt bnhw CPU model file") from None
+    streams = {t.name: i for i, t in enumerate(tensors)}
+    return CpuProgram(Path(path).stem, tensors, ops, head["input"], head["output"], streams)
 
 
 def read_header(path: str | Path) -> dict:

@@ -55,22 +55,22 @@ def _lib() -> ctypes.CDLL:
         from .kernels import native_flags
 
         lib = load_library(shared_library("bnhw_cpu", runtime_sources(), tuple(native_flags())))
-        P, I, I64, S = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_char_p
+        P, Int, I64, S = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_char_p
         sig = {
             "bnhw_model_load_buffer": (P, [ctypes.c_char_p, ctypes.c_uint64]),
             "bnhw_model_free": (None, [P]),
             "bnhw_last_error": (S, []),
-            "bnhw_model_set_kernels": (I, [P, S]),
+            "bnhw_model_set_kernels": (Int, [P, S]),
             "bnhw_model_kernels": (S, [P]),
             "bnhw_model_input_size": (I64, [P]),
             "bnhw_model_output_size": (I64, [P]),
-            "bnhw_model_run": (I, [P, P, P]),
-            "bnhw_model_n_ops": (I, [P]),
-            "bnhw_model_op_name": (S, [P, I]),
-            "bnhw_model_op_seconds": (ctypes.c_double, [P, I]),
-            "bnhw_model_n_tensors": (I, [P]),
-            "bnhw_model_tensor_size": (I64, [P, I]),
-            "bnhw_model_tensor": (I, [P, I, P]),
+            "bnhw_model_run": (Int, [P, P, P]),
+            "bnhw_model_n_ops": (Int, [P]),
+            "bnhw_model_op_name": (S, [P, Int]),
+            "bnhw_model_op_seconds": (ctypes.c_double, [P, Int]),
+            "bnhw_model_n_tensors": (Int, [P]),
+            "bnhw_model_tensor_size": (I64, [P, Int]),
+            "bnhw_model_tensor": (Int, [P, Int, P]),
             "bnhw_kernel_sets": (S, []),
         }
         for name, (res, args) in sig.items():

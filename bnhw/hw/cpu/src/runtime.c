@@ -294,7 +294,7 @@ static int check_op(const bnhw_model *m, const op_t *o)
     case OP_GAP:
         return need(o, !x->packed && y->H == 1 && y->W == 1 && y->C == x->C, "bad global pool") ? -1 : 0;
     case OP_GATHER: {
-        if (need(o, !x->packed && !y->packed && y->H == x->H && y->W == x->W && o->n_params == 1 &&
+        if (need(o, x->packed == y->packed && y->H == x->H && y->W == x->W && o->n_params == 1 &&
                         o->p[0].dtype == DT_I32 && o->p[0].count == (uint32_t)y->C, "bad gather")) return -1;
         const int32_t *idx = o->p[0].data;
         for (int c = 0; c < y->C; c++)
@@ -415,6 +415,15 @@ static int op_bconv(bnhw_model *m, const op_t *o)
     bnhw_word *col = scratch(m, col_words * sizeof(bnhw_word) + (size_t)R * Cout * sizeof(int32_t) * 2);
     if (!col) { set_error("out of memory"); return -1; }
     int32_t *pc = (int32_t *)(col + col_words), *acc = pc + (size_t)R * Cout;
+    /* a padded tap holds 0 (zero padding: it is taken out of the count below), +1 (bits 0) or -1 (the
+     * group's cg bits set): a +-1 tap is an ordinary input bit and needs no correction */
+    int pv = a[A_PAD_VALUE], zero_pad = pad && pv == 0;
+    bnhw_word padw[64];
+    for (int w = 0; w < wpg && w < 64; w++) {
+        int bits = cg - w * BNHW_WORD_BITS;
+        padw[w] = pv >= 0 ? 0 : bits >= BNHW_WORD_BITS ? ~(bnhw_word)0 : (((bnhw_word)1 << bits) - 1);
+    }
+    if (pad && wpg > 64) { set_error("op %s: padding more than 4096 channels per group", o->name); return -1; }
     for (int p0 = 0; p0 < pixels; p0 += R) {
         int rows = pixels - p0 < R ? pixels - p0 : R;
         for (int g = 0; g < groups; g++) {
@@ -430,7 +439,7 @@ static int op_bconv(bnhw_model *m, const op_t *o)
                     for (int ky = 0; ky < k; ky++)
                         for (int kx = 0; kx < k; kx++, dst += wpg) {
                             int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
-                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(dst, 0, sizeof(bnhw_word) * wpg);
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) memcpy(dst, padw, sizeof(bnhw_word) * wpg);
                             else memcpy(dst, in + ((size_t)iy * W + ix) * x->wpp + g * wpg, sizeof(bnhw_word) * wpg);
                         }
                 }
@@ -444,7 +453,7 @@ static int op_bconv(bnhw_model *m, const op_t *o)
             int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo, npad = 0;
             int padded[64];
             int border = 0;
-            if (pad) {
+            if (zero_pad) {
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++) {
                         int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
@@ -621,6 +630,20 @@ static int op_gather(bnhw_model *m, const op_t *o)
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *idx = o->p[0].data, *in = x->data;
     int32_t *out = y->data;
+    if (x->packed) {          /* move single bits between the two group layouts */
+        int xcg = x->C / x->groups, xw = bnhw_words(xcg), ycg = y->C / y->groups, yw = bnhw_words(ycg);
+        for (int64_t p = 0; p < (int64_t)x->H * x->W; p++) {
+            const bnhw_word *src = (const bnhw_word *)x->data + p * x->wpp;
+            bnhw_word *dst = (bnhw_word *)y->data + p * y->wpp;
+            memset(dst, 0, sizeof(bnhw_word) * (size_t)y->wpp);
+            for (int c = 0; c < y->C; c++) {
+                int s = idx[c], sg = s / xcg, si = s % xcg, dg = c / ycg, di = c % ycg;
+                bnhw_word b = src[sg * xw + si / BNHW_WORD_BITS] >> (si % BNHW_WORD_BITS) & 1u;
+                dst[dg * yw + di / BNHW_WORD_BITS] |= b << (di % BNHW_WORD_BITS);
+            }
+        }
+        return 0;
+    }
     for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
         for (int c = 0; c < y->C; c++) out[p * y->C + c] = in[p * x->C + idx[c]];
     return 0;

@@ -1,0 +1,361 @@
+"""The C runtime executes lowered networks bit-exactly: against ``HwGraph.execute`` on every stream it
+keeps (every node kind and corner case, hundreds of random convolutions), against QONNX execution of
+a searched-space subnet and of CNV-W1A1 on real digit images, with every kernel set, in process
+(ctypes), as the standalone ``bnhw-run`` natively, and cross-built for ARMv7 / AArch64 under QEMU."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from helpers.graphs import (
+    Builder,
+    add_mvau,
+    bin_graph,
+    bipolar_w,
+    bireal_graph,
+    cnv_graph,
+    cnv_w1a1_graph,
+    int_graph,
+    rand_input,
+    requant_graph,
+    rprelu_gap_graph,
+    swg,
+    ties_graph,
+)
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+
+from bnhw.errors import BnhwError
+from bnhw.hw.cpu.cross import toolchain_status
+from bnhw.hw.cpu.program import CpuLoweringError, lower_cpu, write_model
+from bnhw.hw.cpu.runtime import CpuModel, compiled_kernel_sets, run_standalone
+from bnhw.hw.ir import DType, HwGraph
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (apt-get install gcc)")
+
+N_IMAGES = 8
+
+
+def kernel_sets() -> list[str]:
+    return compiled_kernel_sets()
+
+
+def check_all_streams(g: HwGraph, model: CpuModel, xs: np.ndarray) -> int:
+    """Assert that every stream the runtime keeps equals the reference; returns the number compared."""
+    compared = 0
+    for i, x in enumerate(xs):
+        env = g.execute(x, return_all=True)
+        got = model.run_all(x)
+        assert got, "the runtime exposes no streams"
+        for s, v in got.items():
+            assert np.array_equal(v, env[s]), f"image {i}: stream {s} ({g.producer(s).name if g.producer(s) else 'input'}) differs"
+            compared += 1
+        np.testing.assert_array_equal(model.run(x), env[g.output])
+    return compared
+
+
+# ----------------------------------------------------------------------------- hand-built graphs
+GRAPHS = {"int": int_graph, "bin": bin_graph, "bireal": bireal_graph, "cnv_logits": lambda: cnv_graph(labels=False),
+          "cnv": cnv_graph, "cnv_w1a1": cnv_w1a1_graph, "ties": ties_graph, "requant": requant_graph,
+          "rprelu_gap": rprelu_gap_graph}
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_every_node_kind_bit_exact(name):
+    g = GRAPHS[name]()
+    x = rand_input(g, 4, seed=11)
+    for ks in kernel_sets():
+        n = check_all_streams(g, CpuModel(g, kernels=ks), x)
+        assert n >= 4 * len([s for s in g.streams if "window" not in s]) // 2
+
+
+def random_conv_graph(rng: np.random.Generator) -> HwGraph:
+    """A sign Thresholding, an SWG (or none for 1x1) and an XNOR MVAU of random shape: odd channel
+    counts, groups whose channels are not a multiple of 64, deep fan-ins, every padding value, stride,
+    dilation, and every output kind (accumulator, packed sign, multi-threshold)."""
+    C = int(rng.choice([1, 3, 7, 12, 31, 63, 64, 65, 96, 127, 130, 200]))
+    gs = [d for d in (1, 2, 3, 4, 8, 16) if C % d == 0]
+    groups = int(rng.choice(gs))
+    og = int(rng.integers(1, 9))
+    cout = groups * og
+    k = int(rng.choice([1, 1, 2, 3, 3, 5, 7, 9]))
+    pad = int(rng.integers(0, k // 2 + 1)) if k > 1 else 0
+    stride, dil = int(rng.integers(1, 3)), int(rng.choice([1, 1, 2])) if k > 1 else 1
+    span = dil * (k - 1) + 1
+    H = int(rng.integers(max(1, span - 2 * pad), span - 2 * pad + 8))
+    W = int(rng.integers(max(1, span - 2 * pad), span - 2 * pad + 8))
+    b = Builder("rconv", (H, W, C), DType.int_(6))
+    x = b.add("Thresholding", "x", (H, W, C), DType.bipolar(), {"out_bias": -1, "out_scale": 2},
+              {"thresholds": rng.integers(-8, 8, (C, 1))})
+    if k > 1 or stride > 1 or pad:
+        x = swg(b, x, k, pad=pad, stride=stride, dil=dil, pad_value=int(rng.choice([0, 0, 1, -1])))
+    fan = k * k * C // groups
+    w = bipolar_w(rng, (cout, fan))
+    mode = rng.integers(0, 3)
+    if mode == 0:
+        y = add_mvau(b, x, w, groups=groups, channels=C)
+    elif mode == 1:
+        y = add_mvau(b, x, w, groups=groups, channels=C, thresholds=rng.integers(-fan, fan + 1, (cout, 1)),
+                     out_bias=-1, out_scale=2)
+        y = add_mvau(b, y, bipolar_w(rng, (3, cout)))              # read the packed output back
+    else:
+        t = np.sort(rng.integers(-fan, fan + 1, (cout, 3)), axis=1)
+        y = add_mvau(b, x, w, groups=groups, channels=C, thresholds=t, out_bias=-1, out_scale=1)
+    return b.graph(y)
+
+
+def test_random_convolutions_bit_exact():
+    rng = np.random.default_rng(2026)
+    sets = kernel_sets()
+    shapes = 0
+    for _ in range(150):
+        g = random_conv_graph(rng)
+        x = rand_input(g, 2, seed=int(rng.integers(1 << 30)))
+        for ks in sets:
+            check_all_streams(g, CpuModel(g, kernels=ks), x)
+        shapes += 1
+    assert shapes == 150 and "portable" in sets
+
+
+def test_deep_fan_in_counts_exactly():
+    """A 3x3 conv over 2048 channels (18432-bit dot products, all-equal inputs and weights: the count
+    reaches its extremes) and zero padding at every border."""
+    b = Builder("deep", (3, 3, 2048), DType.bipolar())
+    w = swg(b, "x", 3, pad=1)
+    y = add_mvau(b, w, np.ones((4, 9 * 2048), dtype=np.int64))
+    g = b.graph(y)
+    for ks in kernel_sets():
+        m = CpuModel(g, kernels=ks)
+        for v in (1, -1):
+            out = m.run(np.full((3, 3, 2048), v))
+            np.testing.assert_array_equal(out, g.execute(np.full((3, 3, 2048), v)))
+            assert out[1, 1, 0] == v * 9 * 2048 and out[0, 0, 0] == v * 4 * 2048
+
+
+# ----------------------------------------------------------------------------- lowering checks and errors
+def test_program_fuses_windows_and_aliases_duplicates():
+    g = bireal_graph()
+    p = lower_cpu(g)
+    ops = [o.op for o in p.ops]
+    assert "SWG" not in " ".join(o.name for o in p.ops if o.op != "BCONV")
+    assert ops.count("BCONV") == sum(1 for n in g.nodes if n.op == "MVAU" and n.attrs.get("binary_xnor"))
+    dup = next(n for n in g.nodes if n.op == "Duplicate")
+    assert len({p.stream_tensor[s] for s in dup.inputs + dup.outputs}) == 1
+    conv = next(o for o in p.ops if o.op == "BCONV" and o.attrs["k"] == 3)
+    assert conv.nodes[0].startswith("SWG") and conv.nodes[1].startswith("MVAU")
+    assert conv.bmacs == 4 * 4 * 8 * 9 * 4                     # Ho Wo Cout k k C/groups
+
+
+def test_unsupported_graph_names_the_node():
+    b = Builder("bad", (4, 4, 2), DType.int_(4))
+    w = swg(b, "x", 3, pad=1)
+    y = b.add("MaxPool", w, (2, 2, 18), b.dtype(w), {"k": 2})
+    with pytest.raises(CpuLoweringError, match="SWG_0.*exactly one MVAU"):
+        lower_cpu(b.graph(y))
+
+
+def test_corrupt_or_foreign_model_files_are_one_line_errors(tmp_path):
+    g = bin_graph()
+    path = write_model(g, tmp_path / "m.bnhwcpu")
+    data = path.read_bytes()
+    (tmp_path / "short").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BnhwError, match="corrupt") as e:
+        CpuModel(tmp_path / "short")
+    assert "\n" not in str(e.value)
+    (tmp_path / "foreign").write_bytes(b"PK\x03\x04" + data)
+    with pytest.raises(BnhwError, match="not a bnhw CPU model"):
+        CpuModel(tmp_path / "foreign")
+    m = CpuModel(path)
+    with pytest.raises(BnhwError, match="input has 3 elements"):
+        m.run(np.ones(3))
+    with pytest.raises(BnhwError, match="not compiled in"):
+        m.kernels = "avx512"
+    x = rand_input(g, 1, seed=0)[0]
+    np.testing.assert_array_equal(m.run(x).reshape(-1), g.execute(x).reshape(-1))     # loaded from the file
+
+
+# ----------------------------------------------------------------------------- real networks vs QONNX
+def _hwc(t: np.ndarray) -> np.ndarray:
+    return t.transpose(1, 2, 0) if t.ndim == 3 else t.reshape(1, 1, -1)
+
+
+@pytest.fixture(scope="module")
+def subnet(tmp_path_factory):
+    """nasbnn-cifar-smallest (a subnet of the searched CIFAR space: 34 MVAUs), the seeded model ``bnhw
+    build`` uses, its QONNX export run by qonnx on real digit images, and its CPU model file."""
+    from bnhw.data import digits_images
+    from bnhw.estimators.fpga import fresh_hardware_model, torch_threads
+    from bnhw.hw.lower_binarynet import integer_input, lower_binarynet
+    from bnhw.quant.export import _with_batch, execution_order, export_qonnx
+    from bnhw.zoo import get_arch
+
+    tmp = tmp_path_factory.mktemp("cpu_subnet")
+    spec = get_arch("nasbnn-cifar-smallest")
+    with torch_threads(1):
+        model = fresh_hardware_model(spec)
+        g = lower_binarynet(model)
+        export_qonnx(model, tmp / "m.onnx")
+        x, _ = digits_images(spec.resolution, N_IMAGES, channels=spec.in_channels, seed=2)
+    mw = _with_batch(ModelWrapper(str(tmp / "m.onnx")), N_IMAGES)
+    ctx = execute_onnx(mw, {mw.graph.input[0].name: x.numpy()}, return_full_exec_context=True)
+    order = [n for n in execution_order(mw) if mw.get_initializer(n.input[0]) is None]
+    qonnx = {"quant": [ctx[n.output[0]] for n in order if n.op_type == "Quant"][1:],
+             "binary": [ctx[n.output[0]] for n in order if n.op_type == "BipolarQuant"],
+             "logits": ctx[mw.graph.output[0].name]}
+    ints = integer_input(model, x)
+    path = write_model(g, tmp / "m.bnhwcpu")
+    return {"graph": g, "ints": ints, "qonnx": qonnx, "model_file": path,
+            "lsb": 2.0 ** spec.precision.residual_frac_bits}
+
+
+def check_subnet_vs_qonnx(sub, outputs: np.ndarray, streams: list[dict]) -> None:
+    """Runtime tensors vs QONNX: every residual Quant tensor and binary activation bit-exact, the logits
+    (integer accumulator times the float head) to float32 precision, and the labels."""
+    g, q = sub["graph"], sub["qonnx"]
+    res = [n.outputs[0] for n in g.nodes if n.op in ("AddRequant", "RPReLU", "GlobalAvgPool")]
+    sig = [n.outputs[0] for n in g.nodes if n.op == "Thresholding"]
+    assert len(res) == len(q["quant"]) and len(sig) == len(q["binary"]) >= 32
+    for i, env in enumerate(streams):
+        for s, t in zip(res, q["quant"], strict=True):
+            assert np.array_equal(env[s], _hwc(t[i]) * sub["lsb"]), f"image {i}: {s} != QONNX"
+        for s, t in zip(sig, q["binary"], strict=True):
+            assert np.array_equal(env[s], _hwc(t[i])), f"image {i}: {s} != QONNX"
+    head = g.meta["head"]
+    logits = outputs.reshape(len(outputs), -1) * np.asarray(head["scale"]) + np.asarray(head["bias"])
+    ref = q["logits"]
+    np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 1e-4 * np.abs(ref).max()
+    assert clear.sum() >= len(ref) // 2
+    np.testing.assert_array_equal(logits.argmax(1)[clear], ref.argmax(1)[clear])
+
+
+def test_subnet_native_bit_exact_vs_ir_and_qonnx(subnet):
+    g = subnet["graph"]
+    for ks in kernel_sets():
+        m = CpuModel(g, kernels=ks)
+        envs = [m.run_all(x) for x in subnet["ints"]]
+        outs = np.stack([e[g.output] for e in envs])
+        check_subnet_vs_qonnx(subnet, outs, envs)
+        for x, e in zip(subnet["ints"], envs):
+            ref = g.execute(x, return_all=True)
+            assert all(np.array_equal(v, ref[s]) for s, v in e.items())
+
+
+@pytest.fixture(scope="module")
+def cnv(tmp_path_factory):
+    """CNV-W1A1 briefly trained on digits, exported, lowered; QONNX tensors on real test images."""
+    from bnhw.estimators.fpga import torch_threads
+    from bnhw.hw.lower_finn import lower_reference
+    from bnhw.quant.export import _with_batch
+    from bnhw.quant.reference_nets import (
+        export_reference,
+        qonnx_input,
+        reference_data,
+        reference_input,
+        train_reference,
+    )
+
+    tmp = tmp_path_factory.mktemp("cpu_cnv")
+    with torch_threads(1):
+        model = train_reference("cnv-w1a1", max_steps=10, batch_size=32, seed=0)
+        path = export_reference(model, tmp / "cnv.onnx")
+    g = lower_reference(path, "cnv-w1a1")
+    x, y = reference_data("cnv-w1a1", "test")
+    pixels = reference_input("cnv-w1a1", x[:N_IMAGES])
+    mw = _with_batch(ModelWrapper(str(path)), N_IMAGES)
+    ctx = execute_onnx(mw, {mw.graph.input[0].name: qonnx_input("cnv-w1a1", pixels)}, return_full_exec_context=True)
+    return {"graph": g, "ints": pixels, "ctx": ctx, "logits": ctx[mw.graph.output[0].name],
+            "model_file": write_model(g, tmp / "cnv.bnhwcpu")}
+
+
+def check_cnv_vs_qonnx(cnv, outputs: np.ndarray, streams: list[dict]) -> None:
+    g, ctx = cnv["graph"], cnv["ctx"]
+    mapping = g.meta["qonnx_tensors"]
+    kept = [s for s in mapping if s in streams[0]]
+    assert len([s for s in kept if g.streams[s].dtype.is_bipolar]) >= 8
+    for i, env in enumerate(streams):
+        for s in kept:
+            tensor, scale, sign = mapping[s]
+            assert np.array_equal(_hwc(ctx[tensor][i]).astype(np.float64), sign * scale * env[s].astype(np.float64)), \
+                f"image {i}: {s} != QONNX {tensor}"
+    np.testing.assert_array_equal(outputs.reshape(-1), cnv["logits"].argmax(1))
+
+
+def test_cnv_w1a1_native_bit_exact_vs_qonnx(cnv):
+    g = cnv["graph"]
+    assert [o.op for o in lower_cpu(g).ops].count("BCONV") == 8
+    for ks in kernel_sets():
+        m = CpuModel(g, kernels=ks)
+        envs = [m.run_all(x) for x in cnv["ints"]]
+        check_cnv_vs_qonnx(cnv, np.stack([e[g.output] for e in envs]), envs)
+
+
+# ----------------------------------------------------------------------------- standalone and QEMU
+def standalone_streams(model_file, ints, arch, kernels, g: HwGraph) -> tuple[np.ndarray, list[dict]]:
+    r = run_standalone(model_file, ints, arch=arch, kernels=kernels, tensors=True)
+    assert r["kernels"] == kernels or kernels == "opt"
+    p = lower_cpu(g)
+    sizes = [int(np.prod(t.shape)) for t in p.tensors]
+    offs = np.concatenate([[0], np.cumsum(sizes)])
+    envs = []
+    for row in r["tensors"]:
+        envs.append({s: row[offs[t]:offs[t + 1]].reshape(p.tensors[t].shape)
+                     for s, t in p.stream_tensor.items() if "#" not in s})
+    return r["outputs"], envs, r
+
+
+ARCHS = [("native", "portable"), ("armv7", "neon"), ("aarch64", "neon")]
+
+
+def _need(arch):
+    ok, why = toolchain_status(arch)
+    if not ok:
+        pytest.skip(why)
+
+
+@pytest.mark.parametrize("arch,kernels", ARCHS)
+def test_standalone_subnet_bit_exact_vs_qonnx(subnet, arch, kernels):
+    _need(arch)
+    ints = subnet["ints"][:4] if arch != "native" else subnet["ints"]
+    q = subnet["qonnx"]
+    sub = dict(subnet, qonnx={"quant": [t[:len(ints)] for t in q["quant"]],
+                              "binary": [t[:len(ints)] for t in q["binary"]], "logits": q["logits"][:len(ints)]})
+    outs, envs, r = standalone_streams(subnet["model_file"], ints, arch, kernels, subnet["graph"])
+    assert r["kernels"] == kernels
+    check_subnet_vs_qonnx(sub, outs, envs)
+
+
+@pytest.mark.parametrize("arch,kernels", ARCHS)
+def test_standalone_cnv_bit_exact_vs_qonnx(cnv, arch, kernels):
+    _need(arch)
+    ints = cnv["ints"][:4] if arch != "native" else cnv["ints"]
+    sub = dict(cnv, ctx={k: v[:len(ints)] if getattr(v, "ndim", 0) and v.shape[0] == N_IMAGES else v
+                         for k, v in cnv["ctx"].items()}, logits=cnv["logits"][:len(ints)])
+    outs, envs, r = standalone_streams(cnv["model_file"], ints, arch, kernels, cnv["graph"])
+    assert r["kernels"] == kernels
+    check_cnv_vs_qonnx(sub, outs, envs)
+
+
+@pytest.mark.parametrize("arch", ["armv7", "aarch64"])
+def test_qemu_reference_kernels_and_hand_built_graphs(arch, tmp_path):
+    """The ARM builds with the reference kernels, and the NEON ones on the corner-case graphs."""
+    _need(arch)
+    for name in ("bin", "bireal", "int"):
+        g = GRAPHS[name]()
+        x = rand_input(g, 3, seed=5)
+        path = write_model(g, tmp_path / f"{name}.bnhwcpu")
+        ref = np.stack([g.execute(v).reshape(-1) for v in x])
+        for ks in ("ref", "neon"):
+            r = run_standalone(path, x, arch=arch, kernels=ks)
+            assert r["kernels"] == ks
+            np.testing.assert_array_equal(r["outputs"], ref)
+
+
+def test_standalone_reports_per_op_times(cnv):
+    r = run_standalone(cnv["model_file"], cnv["ints"][:1], arch="native", repeat=3)
+    names = [n for n, _ in r["op_seconds"]]
+    assert names == [o.name for o in lower_cpu(cnv["graph"]).ops]
+    assert all(t >= 0 for _, t in r["op_seconds"]) and r["total_seconds"] > 0
