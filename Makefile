@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bnhw-installed
 JOBS   ?= auto
 
-.PHONY: install test bench lint clean
+.PHONY: install test bench lint clean cpu-runtime
 
 install: $(STAMP)
 
@@ -25,6 +25,28 @@ test: install
 
 bench: install
 	$(PY) -m bnhw.bench --out bench/out
+
+# The standalone CPU runtime (bnhw-run: loads a .bnhwcpu model file, no Python):
+#   make cpu-runtime                   for this machine (also on the board itself)
+#   make cpu-runtime CPU_ARCH=armv7    Cortex-A9 (PYNQ-Z2's PS), static, NEON
+#   make cpu-runtime CPU_ARCH=aarch64  Cortex-A53/A72, static, NEON
+# Output: build/cpu/<arch>/bnhw-run.  The flags are those of bnhw.hw.cpu.cross.TARGETS (a test checks).
+CPU_SRC       := bnhw/hw/cpu/src
+CPU_C         := $(filter-out $(CPU_SRC)/kernel_test.c,$(wildcard $(CPU_SRC)/*.c))
+CPU_ARCH      ?= native
+CC_native     ?= gcc
+FLAGS_native  ?= -O3 -std=c99 -march=native
+CC_armv7      := arm-linux-gnueabihf-gcc
+FLAGS_armv7   := -O3 -std=c99 -mcpu=cortex-a9 -mfpu=neon -mfloat-abi=hard -static
+CC_aarch64    := aarch64-linux-gnu-gcc
+FLAGS_aarch64 := -O3 -std=c99 -mcpu=cortex-a53 -static
+
+cpu-runtime: build/cpu/$(CPU_ARCH)/bnhw-run
+
+build/cpu/%/bnhw-run: $(CPU_C) $(wildcard $(CPU_SRC)/*.h)
+	@command -v $(CC_$*) >/dev/null || { echo "error: $(CC_$*) not found (apt-get install -y gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu)"; exit 2; }
+	mkdir -p $(@D)
+	$(CC_$*) $(FLAGS_$*) -I$(CPU_SRC) -o $@.tmp $(CPU_C) -lm && mv $@.tmp $@
 
 lint: install
 	$(VENV)/bin/ruff check bnhw tests

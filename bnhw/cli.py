@@ -416,6 +416,38 @@ def sim(graph: Path, frames: int, fifos: str, clock_mhz: float, as_json: bool) -
     sim_command(graph, frames=frames, fifos=fifos, clock_mhz=clock_mhz, as_json=as_json, echo=click.echo)
 
 
+@main.command("bench-cpu")
+@click.argument("network")
+@click.option("--target", default="native", show_default=True,
+              help="native (measured here), cortex-a9, cortex-a53 or cortex-a72 (modelled).")
+@click.option("-o", "--out", default="runs/bench-cpu", show_default=True, type=click.Path(path_type=Path),
+              help="Output folder (bench_cpu.md, bench_cpu.json, model.bnhwcpu).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Weights (from `bnhw train`/`search`).")
+@click.option("--repeat", default=20, show_default=True, type=click.IntRange(1, 100000),
+              help="Timed runs (native); the median is reported.")
+@click.option("--images", default=16, show_default=True, type=click.IntRange(1, 1797),
+              help="Real images for the bit-exact check.")
+@click.option("--kernels", default="opt", show_default=True, type=click.Choice(["opt", "ref", "portable", "neon"]),
+              help="Kernel implementation (native).")
+@click.option("--clock-mhz", type=click.FloatRange(min=0, min_open=True),
+              help="Core clock of a modelled ARM target (default: its reference board's).")
+@click.option("--no-qemu", is_flag=True, help="ARM targets: skip the bit-exact check of the cross build under QEMU.")
+def bench_cpu(network, target, out, checkpoint, repeat, images, kernels, clock_mhz, no_qemu) -> None:
+    """Run NETWORK on an embedded CPU through bnhw's C kernels.
+
+    NETWORK is an architecture spec or `bnhw zoo` name, cnv-w1a1 / tfc-w1a1,
+    a build's hw_graph.json or a .bnhwcpu model file.  The runtime is first
+    checked bit-exact against the IR on real images.  --target native
+    measures per-op and whole-network latency and binary GOPS on this
+    machine; an ARM core target models them (NEON instruction mix x the
+    core's issue rates at its board's clock) and prints the core's roofline.
+    """
+    from .flows.cpu_bench import bench_cpu_flow
+
+    bench_cpu_flow(network, target, out, checkpoint=checkpoint, repeat=repeat, images=images, kernels=kernels,
+                   clock_mhz=clock_mhz, qemu=not no_qemu, echo=click.echo)
+
+
 def run() -> None:  # console-script entry point
     main(prog_name="bnhw")
 

@@ -359,3 +359,17 @@ def test_standalone_reports_per_op_times(cnv):
     names = [n for n, _ in r["op_seconds"]]
     assert names == [o.name for o in lower_cpu(cnv["graph"]).ops]
     assert all(t >= 0 for _, t in r["op_seconds"]) and r["total_seconds"] > 0
+
+
+def test_makefile_cross_flags_match_the_python_builds():
+    """`make cpu-runtime CPU_ARCH=...` (the board-side build) uses the flags the tests' builds use."""
+    import re
+    from pathlib import Path
+
+    from bnhw.hw.cpu.cross import TARGETS
+
+    text = (Path(__file__).parents[1] / "Makefile").read_text()
+    for arch in ("armv7", "aarch64"):
+        cc = re.search(rf"^CC_{arch}\s*:=\s*(.+)$", text, re.M).group(1).strip()
+        flags = re.search(rf"^FLAGS_{arch}\s*:=\s*(.+)$", text, re.M).group(1).split()
+        assert cc == TARGETS[arch].compiler and tuple(flags) == TARGETS[arch].flags

@@ -18,7 +18,8 @@ from ..cbuild import load_library, shared_library
 from ..ir import HwGraph
 from .program import CpuProgram, lower_cpu, to_bytes
 
-__all__ = ["CpuModel", "runtime_sources", "runner_sources", "build_runner", "MAINS"]
+__all__ = ["CpuModel", "runtime_sources", "runner_sources", "build_runner", "MAINS", "run_standalone", "xorpop_peak",
+           "compiled_kernel_sets"]
 
 #: C files with a ``main`` (executables, not part of the library)
 MAINS = ("bnhw_run.c", "kernel_test.c")
@@ -72,6 +73,7 @@ def _lib() -> ctypes.CDLL:
             "bnhw_model_tensor_size": (I64, [P, Int]),
             "bnhw_model_tensor": (Int, [P, Int, P]),
             "bnhw_kernel_sets": (S, []),
+            "bnhw_xorpop_peak": (I64, [P, Int, Int, P]),
         }
         for name, (res, args) in sig.items():
             f = getattr(lib, name)
@@ -83,6 +85,29 @@ def _lib() -> ctypes.CDLL:
 def compiled_kernel_sets() -> list[str]:
     """The kernel sets compiled into the native library (``ref``, ``portable``, ...)."""
     return _lib().bnhw_kernel_sets().decode().split(",")
+
+
+def xorpop_peak(words: int = 512, min_seconds: float = 0.05, trials: int = 5) -> float:
+    """This machine's measured XOR-popcount peak in binary MACs per second, one thread: the best of
+    ``trials`` timings of ``src/bench_peak.c`` (an L1-resident loop where each loaded word meets eight
+    register-held words, so only the XOR + POPCNT + ADD rate limits it)."""
+    import time
+
+    lib = _lib()
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 1 << 63, words, dtype=np.uint64)
+    r = rng.integers(0, 1 << 63, 8, dtype=np.uint64)
+    reps = 16
+
+    def once() -> float:
+        t = time.perf_counter()
+        lib.bnhw_xorpop_peak(a.ctypes.data, words, reps, r.ctypes.data)
+        return time.perf_counter() - t
+
+    while once() < min_seconds:        # calibrate: one timing lasts at least min_seconds
+        reps *= 2
+    best = min(once() for _ in range(trials))
+    return words * 8 * 64 * reps / best
 
 
 class CpuModel:
