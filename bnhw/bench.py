@@ -20,6 +20,14 @@ Cycle simulator (``--only sim``, a minute): simulated cycles per second
 NAS-BNN subnet at bnhw's pynq-z2 folding, 10 frames each, and the FIFO sizing
 time and result.
 
+Embedded CPU (``--only cpu``, a minute): bnhw's C runtime on this machine,
+one thread, median of repeated runs: the binary convolution (3x3, stride 1,
+zero padding, fused threshold + bit-pack, as in a real layer) at ResNet's
+layer shapes 56x56x64, 28x28x128, 14x14x256 and 7x7x512 in G binary MACs/s,
+with the reference and the optimised kernels, against this machine's
+measured XOR-popcount peak (``src/bench_peak.c``); and CNV-W1A1 and a NAS-BNN
+subnet end to end, measured natively and modelled on Cortex-A9 / A53 / A72.
+
 Benchmarks are not tests: nothing here asserts a number.  Run
 ``python -m bnhw.bench --quick`` for a smaller version, ``--only search`` or
 ``--only fpga`` for one part.
@@ -71,10 +79,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga", "sim"], help="run one part only")
+    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu"], help="run one part only")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only in (None, "cpu"):
+        cpu = bench_cpu(out / "cpu")
+        _merge(out, "cpu", cpu, _cpu_table(cpu))
     if args.only in (None, "sim"):
         sim = bench_sim(out / "sim")
         _merge(out, "sim", sim, _sim_table(sim))
@@ -183,6 +194,106 @@ def bench_sim(out: Path, frames: int = 10) -> dict:
               f"functional {t_func:.2f} s, FIFO sizing {t_size:.1f} s ({s.runs} runs)", flush=True)
     return {"rows": rows, "machine": platform.processor() or platform.machine(),
             "note": "wall-clock on this (shared, noisy) machine; one run each"}
+
+
+#: ResNet-18/34 binary layer shapes: (feature map side, channels), 3x3 kernels, stride 1
+RESNET_SHAPES = ((56, 64), (28, 128), (14, 256), (7, 512))
+CPU_NETS = ("cnv-w1a1", "nasbnn-cifar-smallest")
+
+
+def resnet_layer_graph(side: int, channels: int, seed: int = 0):
+    """One binary ResNet layer as the IR has it: sign -> 3x3 zero-padded window -> XNOR MVAU with
+    thresholds (the folded batch norm) to a bipolar output."""
+    from .hw.ir import DType, HwGraph, Node, Stream
+
+    rng = np.random.default_rng(seed)
+    C = channels
+    streams = {"x": Stream("x", (side, side, C), DType.int_(8)),
+               "s": Stream("s", (side, side, C), DType.bipolar()),
+               "w": Stream("w", (side, side, 9 * C), DType.bipolar(padded=True)),
+               "y": Stream("y", (side, side, C), DType.bipolar())}
+    nodes = [Node("Thresholding_0", "Thresholding", ["x"], ["s"], {"out_bias": -1, "out_scale": 2},
+                  {"thresholds": np.zeros((C, 1), dtype=np.int64)}),
+             Node("SWG_0", "SWG", ["s"], ["w"], {"k": 3, "stride": 1, "pad": 1, "dilation": 1, "pad_value": 0}),
+             Node("MVAU_0", "MVAU", ["w"], ["y"], {"binary_xnor": True, "groups": 1},
+                  {"weights": rng.choice([-1, 1], (C, 9 * C)),
+                   "thresholds": rng.integers(-8, 9, (C, 1))})]
+    return HwGraph(f"resnet-{side}x{side}x{C}", streams, nodes, "x", "y")
+
+
+def bench_cpu(out: Path, repeat: int = 30) -> dict:
+    """Binary-conv throughput at ResNet shapes vs the measured popcount peak; networks measured and modelled."""
+    from .flows.cpu_bench import CORE_ARCH, machine_name, measure_native
+    from .hw.cpu.perfmodel import model_program
+    from .hw.cpu.program import lower_cpu
+    from .hw.cpu.runtime import CpuModel, xorpop_peak
+
+    out.mkdir(parents=True, exist_ok=True)
+    peak = xorpop_peak()
+    print(f"XOR-popcount peak (measured, one thread): {peak / 1e9:.1f} G binary MACs/s", flush=True)
+    layers = []
+    for side, C in RESNET_SHAPES:
+        g = resnet_layer_graph(side, C)
+        prog = lower_cpu(g)
+        i = next(k for k, o in enumerate(prog.ops) if o.op == "BCONV")
+        bm = prog.ops[i].bmacs
+        x = np.random.default_rng(1).integers(-128, 128, (side, side, C))
+        row = {"shape": f"{side}x{side}x{C}", "kernel": 3, "bmacs": bm}
+        for ks, n in (("opt", repeat), ("ref", 3)):
+            m = CpuModel(prog, kernels=ks)
+            per, _ = m.time(x, repeat=n, warmup=1)
+            t = float(np.median(per[:, i]))
+            row[ks] = {"kernels": m.kernels, "seconds": t, "gbmacs_per_s": bm / t / 1e9}
+        row["fraction_of_peak"] = row["opt"]["gbmacs_per_s"] * 1e9 / peak
+        row["speedup_vs_ref"] = row["ref"]["seconds"] / row["opt"]["seconds"]
+        for core in CORE_ARCH:
+            r = model_program(prog, core)
+            row.setdefault("modelled", {})[core] = {"seconds": r.rows[i].seconds,
+                                                    "gbmacs_per_s": bm / r.rows[i].seconds / 1e9}
+        layers.append(row)
+        print(f"{row['shape']}: {row['opt']['gbmacs_per_s']:.1f} G bMAC/s ({row['opt']['kernels']}, "
+              f"{100 * row['fraction_of_peak']:.0f}% of peak), ref {row['ref']['gbmacs_per_s']:.2f} "
+              f"(x{row['speedup_vs_ref']:.0f})", flush=True)
+    nets = []
+    from .flows.build import prepare_network
+    for name in CPU_NETS:
+        prep = prepare_network(name, out / name, n_inputs=4, echo=lambda m: None)
+        prog = lower_cpu(prep.graph)
+        meas = measure_native(prog, prep.int_inputs[0], repeat=repeat)
+        row = {"network": name, "bmacs": prog.bmacs, "macs": prog.macs, "native_seconds": meas["seconds"],
+               "native_binary_gops": meas["binary_gops"], "kernels": meas["kernels"], "modelled": {}}
+        for core in CORE_ARCH:
+            r = model_program(prog, core)
+            row["modelled"][core] = {"seconds": r.seconds, "clock_mhz": r.clock_mhz,
+                                     "roofline_bmacs_per_cycle": r.roofline_bmacs_per_cycle,
+                                     "kernel_bmacs_per_cycle": r.kernel_bmacs_per_cycle}
+        nets.append(row)
+        print(f"{name}: {meas['seconds'] * 1e3:.3f} ms native; modelled "
+              + ", ".join(f"{c} {v['seconds'] * 1e3:.2f} ms" for c, v in row["modelled"].items()), flush=True)
+    return {"machine": machine_name(), "peak_gbmacs_per_s": peak / 1e9, "layers": layers, "networks": nets,
+            "note": "native figures measured on this (shared, noisy) machine, one thread, median of repeated runs; "
+                    "ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
+
+
+def _cpu_table(r: dict) -> str:
+    lines = [f"Binary 3x3 convolution, one thread on {r['machine']} (XOR-popcount peak measured at "
+             f"{r['peak_gbmacs_per_s']:.1f} G binary MACs/s):", "",
+             "| layer | G bMAC/s (opt) | % of peak | G bMAC/s (ref) | opt / ref | A9 (model) | A53 (model) | "
+             "A72 (model) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in r["layers"]:
+        md = x["modelled"]
+        lines.append(f"| {x['shape']} | {x['opt']['gbmacs_per_s']:.1f} | {100 * x['fraction_of_peak']:.0f} | "
+                     f"{x['ref']['gbmacs_per_s']:.2f} | {x['speedup_vs_ref']:.0f}x | "
+                     + " | ".join(f"{md[c]['gbmacs_per_s']:.1f}" for c in ("cortex-a9", "cortex-a53", "cortex-a72"))
+                     + " |")
+    lines += ["", "| network | binary MACs | native ms (measured) | A9 ms | A53 ms | A72 ms (modelled) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for x in r["networks"]:
+        md = x["modelled"]
+        lines.append(f"| {x['network']} | {x['bmacs'] / 1e6:.1f}M | {x['native_seconds'] * 1e3:.3f} | "
+                     + " | ".join(f"{md[c]['seconds'] * 1e3:.2f}" for c in ("cortex-a9", "cortex-a53", "cortex-a72"))
+                     + " |")
+    return "\n".join(lines)
 
 
 def _sim_table(r: dict) -> str:

@@ -520,16 +520,15 @@ static int op_iconv(bnhw_model *m, const op_t *o)
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++) {
                         int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
-                        int inside = !(iy < 0 || iy >= H || ix < 0 || ix >= W);
-                        const int32_t *src = in + ((size_t)iy * W + ix) * C + g * cg;
                         size_t base = (size_t)r * K + (size_t)(ky * k + kx) * cg;
-                        if (s16) {
-                            int16_t *dst = (int16_t *)buf + base;
-                            for (int c = 0; c < cg; c++) dst[c] = (int16_t)(inside ? src[c] : pv);
-                        } else {
-                            int32_t *dst = (int32_t *)buf + base;
-                            for (int c = 0; c < cg; c++) dst[c] = inside ? src[c] : pv;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
+                            if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = (int16_t)pv; }
+                            else { int32_t *dst = (int32_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = pv; }
+                            continue;
                         }
+                        const int32_t *src = in + ((size_t)iy * W + ix) * C + (size_t)g * cg;
+                        if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = (int16_t)src[c]; }
+                        else memcpy((int32_t *)buf + base, src, sizeof(int32_t) * (size_t)cg);
                     }
             }
             if (s16)
