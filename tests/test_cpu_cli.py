@@ -1,0 +1,99 @@
+"""`bnhw bench-cpu`: checked bit-exact first, measured natively, modelled (and labelled so) on ARM cores,
+one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from helpers.graphs import bireal_graph
+
+from bnhw.hw.cpu.cross import toolchain_status
+from bnhw.hw.cpu.program import lower_cpu, write_model
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (apt-get install gcc)")
+
+
+def run(*args, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "bnhw", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def one_line_error(p) -> str:
+    assert p.returncode != 0, p.stdout
+    lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in p.stderr, p.stderr
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def graph_file(tmp_path_factory):
+    g = bireal_graph()
+    path = tmp_path_factory.mktemp("bc") / "hw_graph.json"
+    g.save(path)
+    return g, path
+
+
+def test_native_is_measured_and_checked(graph_file, tmp_path):
+    g, path = graph_file
+    p = run("bench-cpu", path, "--repeat", "5", "--images", "6", "-o", tmp_path)
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "bench_cpu.json").read_text())
+    assert r["how"] == "measured" and r["target"] == "native"
+    assert r["checks"]["native"] == {"checked": True, "inputs": 6, "equal": 6, "kernels": "portable",
+                                     "real_inputs": False}
+    res = r["result"]
+    prog = lower_cpu(g)
+    assert [x["name"] for x in res["rows"]] == [o.name for o in prog.ops]
+    assert res["seconds"] > 0 and res["repeat"] == 5 and r["bmacs"] == prog.bmacs > 0
+    assert abs(res["binary_gops"] - 2 * prog.bmacs / res["seconds"] / 1e9) < 1e-6 * res["binary_gops"]
+    md = (tmp_path / "bench_cpu.md").read_text()
+    assert "**Measured**" in md and "equals the IR on 6/6" in md and "random integers" in md
+    assert (tmp_path / "model.bnhwcpu").is_file()
+
+
+@pytest.mark.parametrize("core", ["cortex-a9", "cortex-a72"])
+def test_arm_targets_are_modelled_and_checked_under_qemu(graph_file, tmp_path, core):
+    _, path = graph_file
+    p = run("bench-cpu", path, "--target", core, "-o", tmp_path)
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "bench_cpu.json").read_text())
+    assert r["how"] == "modelled" and r["result"]["roofline_bmacs_per_cycle"] > 0
+    md = (tmp_path / "bench_cpu.md").read_text()
+    assert "**Modelled** (not measured)" in md and "roofline" in md
+    arch = "armv7" if core == "cortex-a9" else "aarch64"
+    ok, why = toolchain_status(arch)
+    q = r["checks"]["qemu"]
+    if ok:
+        assert q["checked"] and q["equal"] == q["inputs"] > 0 and q["kernels"] == "neon"
+    else:
+        assert not q["checked"] and "apt-get install" in q["why"] and "apt-get install" in md
+
+
+def test_model_file_runs_without_an_ir(tmp_path):
+    path = write_model(bireal_graph(), tmp_path / "m.bnhwcpu")
+    p = run("bench-cpu", path, "--repeat", "2", "-o", tmp_path / "out")
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "out" / "bench_cpu.json").read_text())
+    assert r["checks"]["native"]["checked"] is False and "no IR" in r["checks"]["native"]["why"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["cnv-w1a1", "--target", "cortex-m4"], "unknown CPU target 'cortex-m4'"),
+    (["cnv-w1a1", "--clock-mhz", "900"], "--clock-mhz applies to the modelled ARM targets only"),
+    (["missing.bnhwcpu"], "missing.bnhwcpu: no such CPU model file"),
+    (["no-such-net"], "reference networks: cnv-w1a1"),
+])
+def test_bad_input_is_one_line(tmp_path, args, needle):
+    assert needle in one_line_error(run("bench-cpu", *args, "-o", tmp_path))
+
+
+def test_corrupt_model_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.bnhwcpu"
+    bad.write_bytes(b"BNHWCPU\0" + b"\x01\0\0\0" + b"\xff" * 40)
+    assert "corrupt" in one_line_error(run("bench-cpu", bad, "-o", tmp_path / "o"))
