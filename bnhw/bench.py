@@ -215,7 +215,7 @@ def resnet_layer_graph(side: int, channels: int, seed: int = 0):
     nodes = [Node("Thresholding_0", "Thresholding", ["x"], ["s"], {"out_bias": -1, "out_scale": 2},
                   {"thresholds": np.zeros((C, 1), dtype=np.int64)}),
              Node("SWG_0", "SWG", ["s"], ["w"], {"k": 3, "stride": 1, "pad": 1, "dilation": 1, "pad_value": 0}),
-             Node("MVAU_0", "MVAU", ["w"], ["y"], {"binary_xnor": True, "groups": 1},
+             Node("MVAU_0", "MVAU", ["w"], ["y"], {"binary_xnor": True, "groups": 1, "out_bias": -1, "out_scale": 2},
                   {"weights": rng.choice([-1, 1], (C, 9 * C)),
                    "thresholds": rng.integers(-8, 9, (C, 1))})]
     return HwGraph(f"resnet-{side}x{side}x{C}", streams, nodes, "x", "y")

@@ -117,14 +117,13 @@ Other work (not from compiled code)
 -----------------------------------
 Everything except the two GEMM kernels gets a per-element instruction mix estimated from
 ``src/runtime.c`` (written down in :data:`OP_MIXES` and :func:`_op_mixes`), costed with the same core
-tables: the im2col word copies (a ``memcpy`` call per tap: ~14 instructions of call / size dispatch
-plus one load and one store per 64-bit word, and a division for the pixel's row / column), the
-popcount-to-accumulator epilogue (load, ``full - 2p``, store per output, plus the zero-padding
-correction of border pixels), the threshold-and-pack epilogue (``bnhw_pack_neon``: per 64 channels
+tables: the im2col word copies (a bounds test per tap, an inline loop of one load and one store per
+64-bit word), the popcount-to-accumulator epilogue (load, ``full - 2p``, store per output, plus the
+zero-padding correction of border pixels), the threshold-and-pack epilogue (``bnhw_pack_neon``: per 64 channels
 32 vector loads, 16 compares, 24 narrows, 8 ANDs, 7 pairwise adds, a move to a core register and a
 store), the multi-threshold binary search (``ceil(log2(n + 1))`` probes, half of them mispredicted),
-max-pool ANDs on packed words, and the elementwise integer ops (64-bit multiplies and one 64-bit
-division per element where ``runtime.c`` divides by a run-time power of two).  The compiler may
+max-pool ANDs on packed words, and the elementwise integer ops (64-bit multiplies and the
+round-half-even shift, done with shifts and compares, no division).  The compiler may
 vectorise some of these loops; the model assumes scalar code for them.
 
 Memory
@@ -598,17 +597,18 @@ def gemm_s16_cycles(core: str | CoreModel, m: int, n: int, k: int) -> float:
 # ------------------------------------------------------------------------------------ other work
 #: per-element instruction mixes of the non-GEMM work, estimated from src/runtime.c (see _op_mixes)
 OP_MIXES: dict[str, dict[str, float]] = {
-    # im2col: per output pixel (its row / column: one division), per tap (bounds test + memcpy call),
-    # per 64-bit word copied
-    "im2col_pixel": _mix(alu=6, branch=1, div32=1),
-    "im2col_tap": _mix(alu=14, branch=4, load=1),
-    "im2col_word": _mix(load=1, store=1),
+    # im2col: per output pixel (row / column advanced incrementally), per tap (bounds test, source or
+    # padding pointer), per 64-bit word copied (an inline loop)
+    "im2col_pixel": _mix(alu=6, branch=2),
+    "im2col_tap": _mix(alu=6, branch=2),
+    "im2col_word": _mix(load=1, store=1, alu=1, branch=1),
     # integer im2col: per tap, per element (load, select the pad value, narrow, store)
     "iim2col_tap": _mix(alu=10, branch=2),
     "iim2col_elem": _mix(load=1, alu=2, store=1, branch=1),
-    # popcount -> accumulator: per output pixel row, per output (load, full - 2p, store), per tap of a
-    # zero-padded conv (border test), per padded tap and output (the weights' popcount correction)
-    "epi_row": _mix(alu=10, branch=2, div32=1),
+    # popcount -> accumulator: per output pixel row (interior test), per output (load, full - 2p, store;
+    # scalar estimate, although the compiler may vectorise the interior loop), per tap of a border pixel
+    # of a zero-padded conv (border test), per padded tap and output (the weights' popcount correction)
+    "epi_row": _mix(alu=10, branch=3),
     "epi_out": _mix(load=1, alu=3, store=1, branch=1),
     "epi_border_tap": _mix(alu=6, branch=1),
     "epi_pad_corr": _mix(load=2, alu=2, branch=0.5),
@@ -650,12 +650,14 @@ def _op_mixes(isa: str, name: str, **kw) -> dict[str, float]:
     """Mixes that depend on the ISA (64-bit multiplies are three MULs on ARMv7) or on op attributes."""
     mul64 = 3 if isa == "armv7" else 1
     alu64 = 2 if isa == "armv7" else 1
-    if name == "addrequant":   # v = x * A + B (+ s << ss); round-half-even shift (a division); clip
+    # the round-half-even shift: a floor shift, the remainder, two compares (shifts only, no division)
+    rhe = _mix(alu=8 * alu64, mul=mul64, branch=1)
+    if name == "addrequant":   # v = x * A + B (+ s << ss); round-half-even shift; clip
         return _add(_mix(load=3 + kw["shortcut"], mul=mul64, alu=6 * alu64 + 4, store=1, branch=1),
-                    _mix(div64=1 if kw["shift"] > 0 else 0))
+                    rhe if kw["shift"] > 0 else _mix())
     if name == "rprelu":       # v = x - S_in; v * 2^frac or v * slope; + S_out << frac; rhe shift; clip
         return _add(_mix(load=4, mul=mul64, alu=8 * alu64 + 4, store=1, branch=2),
-                    _mix(div64=1 if kw["frac"] > 0 else 0))
+                    rhe if kw["frac"] > 0 else _mix())
     raise KeyError(name)
 
 
@@ -664,10 +666,10 @@ def _tensor_bytes(t: CpuTensor) -> int:
     return h * w * t.words_per_pixel * 8 if t.packed else h * w * c * 4
 
 
-def _chunk_rows(words_per_row: int, pixels: int) -> int:
-    """runtime.c's chunk_rows: output pixels per im2col block."""
-    r = 16384 // (words_per_row if words_per_row > 0 else 1)
-    r = min(max(r, 8), 512)
+def _chunk_rows(row_bytes: int, pixels: int) -> int:
+    """runtime.c's chunk_rows: output pixels per block (im2col, popcounts, accumulators within 64 KiB)."""
+    r = (64 << 10) // (row_bytes if row_bytes > 0 else 1)
+    r = min(max(r, 4), 1024)
     return min(r, pixels)
 
 
@@ -709,7 +711,8 @@ def _bconv_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, f
     K = kk * wpg
     pixels = Ho * Wo
     cyc = core.cycles
-    R = _chunk_rows(K, pixels)
+    direct = k == 1 and stride == 1 and pad == 0
+    R = _chunk_rows((0 if direct else K * 8) + Cout * 8, pixels)
     full, rem = divmod(pixels, R)
     parts: dict[str, float] = {}
     parts["bgemm compute"] = groups * (full * bgemm_cycles(core, R, og, K) + (bgemm_cycles(core, rem, og, K)
@@ -722,7 +725,10 @@ def _bconv_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, f
     if pad and int(a.get("pad_value", 0)) == 0:
         vy, vx = _valid_taps(Ho, H, k, stride, pad, dil), _valid_taps(Wo, W, k, stride, pad, dil)
         padded = pixels * kk - vy * vx
-        epi += pixels * kk * cyc(OP_MIXES["epi_border_tap"]) + padded * Cout * cyc(OP_MIXES["epi_pad_corr"])
+        inside_y = sum(1 for o in range(Ho) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < H)
+        inside_x = sum(1 for o in range(Wo) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < W)
+        border = pixels - inside_y * inside_x
+        epi += border * kk * cyc(OP_MIXES["epi_border_tap"]) + padded * Cout * cyc(OP_MIXES["epi_pad_corr"])
     parts["popcount epilogue"] = epi
     parts.update(_activation_parts(core, op, pixels, Cout, int(a.get("out_groups", 1))))
     return parts
@@ -737,7 +743,7 @@ def _iconv_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, f
     K = kk * cg
     pixels = Ho * Wo
     cyc = core.cycles
-    R = _chunk_rows((K + 3) // 4, pixels)
+    R = _chunk_rows(K * (2 if int(a.get("use_s16", 0)) else 4) + Cout * 4, pixels)
     full, rem = divmod(pixels, R)
     parts: dict[str, float] = {}
     parts["im2col copy"] = pixels * groups * (cyc(OP_MIXES["im2col_pixel"]) + kk * cyc(OP_MIXES["iim2col_tap"])

@@ -349,10 +349,14 @@ static int64_t rhe_div(int64_t num, int64_t den)
     return q + ((twice > den) || (twice == den && (q & 1)));
 }
 
+/* round_half_even(num / 2^shift) with shifts only (no division): floor by an arithmetic shift written
+ * portably (right shifts of non-negative values only), then the remainder decides */
 static int64_t rhe_shift(int64_t num, int shift)
 {
     if (shift <= 0) return num * ((int64_t)1 << -shift);
-    return rhe_div(num, (int64_t)1 << shift);
+    int64_t q = num >= 0 ? (int64_t)((uint64_t)num >> shift) : ~(int64_t)((uint64_t)~num >> shift);
+    int64_t d = (int64_t)1 << shift, r = num - q * d, twice = 2 * r;
+    return q + ((twice > d) || (twice == d && (q & 1)));
 }
 
 static int32_t clip(int64_t v, int32_t lo, int32_t hi) { return (int32_t)(v < lo ? lo : v > hi ? hi : v); }
@@ -388,13 +392,14 @@ static void activation_rows(const bnhw_model *m, const op_t *o, const int32_t *a
     }
 }
 
-/* output pixels per chunk: the im2col block stays cache-sized */
-static int chunk_rows(int words_per_row, int pixels)
+/* output pixels per chunk: the im2col block, the popcounts and the accumulators of one chunk
+ * (row_bytes each) stay within about 64 KiB, a size that fits the L2 of every targeted core */
+static int chunk_rows(size_t row_bytes, int pixels)
 {
-    int r = 16384 / (words_per_row > 0 ? words_per_row : 1);
-    if (r < 8) r = 8;
-    if (r > 512) r = 512;
-    return r < pixels ? r : pixels;
+    size_t r = (64u << 10) / (row_bytes ? row_bytes : 1);
+    if (r < 4) r = 4;
+    if (r > 1024) r = 1024;
+    return (int)r < pixels ? (int)r : pixels;
 }
 
 /* ------------------------------------------------------------------------------------------ ops */
@@ -410,20 +415,20 @@ static int op_bconv(bnhw_model *m, const op_t *o)
     const bnhw_word *in = x->data;
     int direct = (k == 1 && stride == 1 && pad == 0);
     int K = kk * wpg;
-    int R = chunk_rows(K, pixels);
+    int R = chunk_rows((direct ? 0 : (size_t)K * sizeof(bnhw_word)) + (size_t)Cout * 2 * sizeof(int32_t), pixels);
     size_t col_words = direct ? 0 : (size_t)R * K;
-    bnhw_word *col = scratch(m, col_words * sizeof(bnhw_word) + (size_t)R * Cout * sizeof(int32_t) * 2);
+    /* scratch: im2col block, the padding tap's words, popcounts, accumulators */
+    bnhw_word *col = scratch(m, (col_words + (size_t)wpg) * sizeof(bnhw_word) + (size_t)R * Cout * sizeof(int32_t) * 2);
     if (!col) { set_error("out of memory"); return -1; }
-    int32_t *pc = (int32_t *)(col + col_words), *acc = pc + (size_t)R * Cout;
+    bnhw_word *padw = col + col_words;
+    int32_t *pc = (int32_t *)(padw + wpg), *acc = pc + (size_t)R * Cout;
     /* a padded tap holds 0 (zero padding: it is taken out of the count below), +1 (bits 0) or -1 (the
      * group's cg bits set): a +-1 tap is an ordinary input bit and needs no correction */
     int pv = a[A_PAD_VALUE], zero_pad = pad && pv == 0;
-    bnhw_word padw[64];
-    for (int w = 0; w < wpg && w < 64; w++) {
+    for (int w = 0; w < wpg; w++) {
         int bits = cg - w * BNHW_WORD_BITS;
         padw[w] = pv >= 0 ? 0 : bits >= BNHW_WORD_BITS ? ~(bnhw_word)0 : (((bnhw_word)1 << bits) - 1);
     }
-    if (pad && wpg > 64) { set_error("op %s: padding more than 4096 channels per group", o->name); return -1; }
     for (int p0 = 0; p0 < pixels; p0 += R) {
         int rows = pixels - p0 < R ? pixels - p0 : R;
         for (int g = 0; g < groups; g++) {
@@ -433,15 +438,20 @@ static int op_bconv(bnhw_model *m, const op_t *o)
                 A = in + (size_t)p0 * x->wpp + g * wpg;
                 lda = x->wpp;
             } else {
+                int oy = p0 / Wo, ox = p0 % Wo;
                 for (int r = 0; r < rows; r++) {
-                    int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo;
                     bnhw_word *dst = col + (size_t)r * K;
-                    for (int ky = 0; ky < k; ky++)
+                    int y0 = oy * stride - pad, x0 = ox * stride - pad;
+                    for (int ky = 0; ky < k; ky++) {
+                        int iy = y0 + ky * dil;
                         for (int kx = 0; kx < k; kx++, dst += wpg) {
-                            int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
-                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) memcpy(dst, padw, sizeof(bnhw_word) * wpg);
-                            else memcpy(dst, in + ((size_t)iy * W + ix) * x->wpp + g * wpg, sizeof(bnhw_word) * wpg);
+                            int ix = x0 + kx * dil;
+                            const bnhw_word *src = (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                                                       ? padw : in + ((size_t)iy * W + ix) * x->wpp + g * wpg;
+                            for (int w = 0; w < wpg; w++) dst[w] = src[w];
                         }
+                    }
+                    if (++ox == Wo) { ox = 0; oy++; }
                 }
                 A = col;
                 lda = K;
@@ -449,11 +459,13 @@ static int op_bconv(bnhw_model *m, const op_t *o)
             m->k->bgemm(rows, og, K, A, lda, wts + (size_t)g * og * K, K, pc + g * og, Cout);
         }
         /* popcounts -> accumulators: acc = n_valid * cg - 2 * (P - popcount of the weights at padded taps) */
-        for (int r = 0; r < rows; r++) {
-            int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo, npad = 0;
+        int oy = p0 / Wo, ox = p0 % Wo;
+        for (int r = 0; r < rows; r++, (++ox == Wo ? (ox = 0, oy++) : 0)) {
+            int npad = 0;
             int padded[64];
             int border = 0;
-            if (zero_pad) {
+            int y0 = oy * stride - pad, x0 = ox * stride - pad, span = (k - 1) * dil;
+            if (zero_pad && (y0 < 0 || x0 < 0 || y0 + span >= H || x0 + span >= W)) {
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++) {
                         int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
@@ -466,9 +478,13 @@ static int op_bconv(bnhw_model *m, const op_t *o)
             }
             int32_t *prow = pc + (size_t)r * Cout, *arow = acc + (size_t)r * Cout;
             int32_t full = (kk - npad) * cg;
+            if (!border) {          /* interior pixel (the common case): a loop the compiler vectorises */
+                for (int c = 0; c < Cout; c++) arow[c] = full - 2 * prow[c];
+                continue;
+            }
             for (int c = 0; c < Cout; c++) {
                 int32_t p = prow[c];
-                if (border) {
+                {
                     if (npad <= 64)
                         for (int j = 0; j < npad; j++) p -= wpop[(size_t)c * kk + padded[j]];
                     else
@@ -506,8 +522,8 @@ static int op_iconv(bnhw_model *m, const op_t *o)
     int32_t pv = a[A_PAD_VALUE];
     const int32_t *in = x->data;
     int K = kk * cg;
-    int R = chunk_rows((K + 3) / 4, pixels);
     size_t esz = s16 ? sizeof(int16_t) : sizeof(int32_t);
+    int R = chunk_rows((size_t)K * esz + (size_t)Cout * sizeof(int32_t), pixels);
     size_t col_bytes = ((size_t)R * K * esz + 7) / 8 * 8;
     unsigned char *buf = scratch(m, col_bytes + (size_t)R * Cout * sizeof(int32_t));
     if (!buf) { set_error("out of memory"); return -1; }
