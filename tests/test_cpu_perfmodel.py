@@ -61,7 +61,7 @@ def _assembly(isa: str, mcpu: str | None, tmp_path_factory) -> str:
     if key not in _ASM:
         cc = _compiler(isa)
         d = tmp_path_factory.mktemp(f"asm-{isa}-{mcpu or 'default'}")
-        for name in ("kernels_neon.c", "bnhw_kernels.h"):
+        for name in ("kernels_neon.c", "bnhw_kernels.h", "bnhw_tiling.h"):
             (d / name).write_text(SRC.joinpath(name).read_text())
         out = d / "kernels_neon.s"
         r = subprocess.run([cc, *_flags(isa, mcpu), "-S", "-I", str(d), str(d / "kernels_neon.c"), "-o", str(out)],
@@ -75,7 +75,7 @@ def _macros(isa: str, tmp_path_factory) -> dict[str, str]:
     """The preprocessor macros of kernels_neon.c as the cross compiler sees them."""
     cc = _compiler(isa)
     d = tmp_path_factory.mktemp(f"macros-{isa}")
-    for name in ("kernels_neon.c", "bnhw_kernels.h"):
+    for name in ("kernels_neon.c", "bnhw_kernels.h", "bnhw_tiling.h"):
         (d / name).write_text(SRC.joinpath(name).read_text())
     r = subprocess.run([cc, *pm.COMPILE_FLAGS[isa], "-dM", "-E", "-I", str(d), str(d / "kernels_neon.c")],
                        capture_output=True, text=True)

@@ -30,8 +30,10 @@ __all__ = ["HEADER", "KERNEL_FILES", "SOURCES", "TEST_FILE", "kernel_sources", "
 HEADER = "bnhw_kernels.h"
 #: the kernel implementations and the set table (what a program using the kernels compiles)
 KERNEL_FILES = ("kernels_ref.c", "kernels_portable.c", "kernels_neon.c", "kernel_sets.c")
+#: the tile loop shared by the optimised GEMMs
+TILING = "bnhw_tiling.h"
 #: every file a kernels-only build needs (:func:`kernel_sources` reads them)
-SOURCES = (HEADER, *KERNEL_FILES)
+SOURCES = (HEADER, TILING, *KERNEL_FILES)
 #: the standalone bit-exactness test program (its own ``main``)
 TEST_FILE = "kernel_test.c"
 

@@ -62,6 +62,7 @@
  * 16 outputs); ARMv7 2 x 4: 6 vld1.16 q, 16 vmlal.s16, 7 add + cmp + bne (32 instructions, 8 outputs).
  */
 #include "bnhw_kernels.h"
+#include "bnhw_tiling.h"
 
 #if BNHW_HAVE_NEON
 
@@ -242,25 +243,9 @@ void bnhw_bgemm_neon(int M, int N, int K, const bnhw_word *a, int lda, const bnh
     if (K < 0)
         K = 0;
     size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
-    int i = 0;
-    for (; i + MR <= M; i += MR) {
-        const bnhw_word *ai = a + i * la;
-        int32_t *ci = c + i * lc;
-        int j = 0;
-        for (; j + NR <= N; j += NR)
-            bgemm_tile(MR, NR, K, ai, la, b + j * lb, lb, ci + j, lc);
-        for (; j < N; j++)
-            bgemm_tile(MR, 1, K, ai, la, b + j * lb, lb, ci + j, lc);
-    }
-    for (; i < M; i++) {
-        const bnhw_word *ai = a + i * la;
-        int32_t *ci = c + i * lc;
-        int j = 0;
-        for (; j + NR <= N; j += NR)
-            bgemm_tile(1, NR, K, ai, la, b + j * lb, lb, ci + j, lc);
-        for (; j < N; j++)
-            bgemm_tile(1, 1, K, ai, la, b + j * lb, lb, ci + j, lc);
-    }
+#define TILE(R, Cn, i, j) bgemm_tile(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, MR, NR, TILE);
+#undef TILE
 }
 
 /* ------------------------------------------------------------------------------ gemm_s16 */
@@ -345,21 +330,9 @@ void bnhw_gemm_s16_neon(int M, int N, int K, const int16_t *a, int lda, const in
     if (K < 0)
         K = 0;
     size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
-    int i = 0;
-    for (; i + MR <= M; i += MR) {
-        int j = 0;
-        for (; j + NR <= N; j += NR)
-            gemm_s16_tile(MR, NR, K, a + i * la, la, b + j * lb, lb, c + i * lc + j, lc);
-        for (; j < N; j++)
-            gemm_s16_tile(MR, 1, K, a + i * la, la, b + j * lb, lb, c + i * lc + j, lc);
-    }
-    for (; i < M; i++) {
-        int j = 0;
-        for (; j + NR <= N; j += NR)
-            gemm_s16_tile(1, NR, K, a + i * la, la, b + j * lb, lb, c + i * lc + j, lc);
-        for (; j < N; j++)
-            gemm_s16_tile(1, 1, K, a + i * la, la, b + j * lb, lb, c + i * lc + j, lc);
-    }
+#define TILE(R, Cn, i, j) gemm_s16_tile(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, MR, NR, TILE);
+#undef TILE
 }
 
 #else /* no NEON: an empty unit is not ISO C */

@@ -7,6 +7,7 @@
  * same tiling with int32 accumulation; pack builds each 64-bit word without a per-bit branch.
  */
 #include "bnhw_kernels.h"
+#include "bnhw_tiling.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define BNHW_INLINE static inline __attribute__((always_inline))
@@ -136,25 +137,9 @@ void bnhw_bgemm_portable(int M, int N, int K, const bnhw_word *a, int lda, const
     if (K < 0)
         K = 0;
     size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
-    int i = 0;
-    for (; i + MR <= M; i += MR) {
-        const bnhw_word *ai = a + i * la;
-        int32_t *ci = c + i * lc;
-        int j = 0;
-        for (; j + NR <= N; j += NR)
-            bgemm_tile(MR, NR, K, ai, la, b + j * lb, lb, ci + j, lc);
-        for (; j < N; j++)
-            bgemm_tile(MR, 1, K, ai, la, b + j * lb, lb, ci + j, lc);
-    }
-    for (; i < M; i++) {
-        const bnhw_word *ai = a + i * la;
-        int32_t *ci = c + i * lc;
-        int j = 0;
-        for (; j + NR <= N; j += NR)
-            bgemm_tile(1, NR, K, ai, la, b + j * lb, lb, ci + j, lc);
-        for (; j < N; j++)
-            bgemm_tile(1, 1, K, ai, la, b + j * lb, lb, ci + j, lc);
-    }
+#define TILE(R, Cn, i, j) bgemm_tile(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, MR, NR, TILE);
+#undef TILE
 }
 
 /* ------------------------------------------------------------------------------ gemm_s16 */
@@ -190,19 +175,7 @@ void bnhw_gemm_s16_portable(int M, int N, int K, const int16_t *a, int lda, cons
     if (K < 0)
         K = 0;
     size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
-    int i = 0;
-    for (; i + MR <= M; i += MR) {
-        int j = 0;
-        for (; j + NR <= N; j += NR)
-            gemm_s16_tile(MR, NR, K, a + i * la, la, b + j * lb, lb, c + i * lc + j, lc);
-        for (; j < N; j++)
-            gemm_s16_tile(MR, 1, K, a + i * la, la, b + j * lb, lb, c + i * lc + j, lc);
-    }
-    for (; i < M; i++) {
-        int j = 0;
-        for (; j + NR <= N; j += NR)
-            gemm_s16_tile(1, NR, K, a + i * la, la, b + j * lb, lb, c + i * lc + j, lc);
-        for (; j < N; j++)
-            gemm_s16_tile(1, 1, K, a + i * la, la, b + j * lb, lb, c + i * lc + j, lc);
-    }
+#define TILE(R, Cn, i, j) gemm_s16_tile(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, MR, NR, TILE);
+#undef TILE
 }
