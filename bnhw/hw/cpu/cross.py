@@ -12,18 +12,16 @@ target core, so an instruction the core lacks fails instead of passing).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import BnhwError
-from ..cbuild import c_compiler, cache_dir
+from ..cbuild import build_cached, c_compiler, cache_dir, source_hash
 from .kernels import native_flags
 
 __all__ = ["Target", "TARGETS", "target", "toolchain_status", "build_executable", "run_executable"]
@@ -81,14 +79,6 @@ def toolchain_status(arch: str) -> tuple[bool, str]:
                    f"`apt-get install -y {' '.join(t.packages)}`")
 
 
-def _first_error(stderr: str, tmp: str) -> str:
-    lines = [ln.replace(tmp + os.sep, "") for ln in stderr.strip().splitlines()]
-    for ln in lines:
-        if "error" in ln.lower():
-            return ln.strip()
-    return (lines or ["(no output)"])[0].strip()
-
-
 def build_executable(arch: str, sources: dict[str, str], name: str, out_dir: str | Path | None = None,
                      extra_flags: Sequence[str] = ()) -> Path:
     """Compile the ``.c`` files of ``{file name: text}`` (plus ``-lm``) into an executable for ``arch``.
@@ -102,30 +92,16 @@ def build_executable(arch: str, sources: dict[str, str], name: str, out_dir: str
         raise BnhwError(toolchain_status(arch)[1])
     cc = shutil.which(t.compiler) if arch != "native" else c_compiler()
     flags = (*t.flags, *extra_flags)
-    h = hashlib.sha256()
-    for k in sorted(sources):
-        h.update(k.encode() + b"\0" + sources[k].encode() + b"\0")
-    h.update("\0".join((arch, cc, *flags)).encode())
+    cfiles = [k for k in sorted(sources) if k.endswith(".c")]
+    if not cfiles:
+        raise BnhwError(f"building {name} for {arch}: no .c files among {', '.join(sorted(sources)) or 'none'}")
     root = Path(out_dir) if out_dir is not None else cache_dir("bin")
-    exe = root / f"{name}-{arch}-{h.hexdigest()[:16]}"
-    if exe.is_file():
-        return exe
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=root) as tmp:
-        for k, text in sources.items():
-            p = Path(tmp, k)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
-        out = Path(tmp) / exe.name
-        cfiles = [str(Path(tmp, k)) for k in sorted(sources) if k.endswith(".c")]
-        if not cfiles:
-            raise BnhwError(f"building {name} for {arch}: no .c files among {', '.join(sorted(sources)) or 'none'}")
-        cmd = [cc, *flags, "-I", tmp, "-o", str(out), *cfiles, "-lm"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise BnhwError(f"building {name} for {arch} failed: {_first_error(r.stderr, tmp)}")
-        os.replace(out, exe)
-    return exe
+    exe = root / f"{name}-{arch}-{source_hash(sources, arch, cc, *flags)[:16]}"
+
+    def command(tmp: Path, out: Path) -> list[str]:
+        return [cc, *flags, "-I", str(tmp), "-o", str(out), *(str(tmp / k) for k in cfiles), "-lm"]
+
+    return build_cached(exe, sources, command, f"{name} for {arch}")
 
 
 def run_executable(arch: str, exe: str | Path, args: Sequence[str] = (), timeout: float | None = 600.0,
