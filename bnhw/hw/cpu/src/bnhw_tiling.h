@@ -18,4 +18,26 @@
         }                                                                     \
     } while (0)
 
+/* The loop over the 64-bit words of bnhw_pack's output: for every row and group, FULL(xw, tw) packs 64
+ * channels and TAIL(xw, tw, cnt) the partial last word of cnt < 64 channels; xw points at the word's
+ * first input, tw at its first threshold (NULL without thresholds). */
+#define BNHW_FOR_PACK_WORDS(x, n, C, groups, thr, out, FULL, TAIL)                           \
+    do {                                                                                     \
+        int cg_ = (C) / (groups), wpg_ = bnhw_words(cg_);                                   \
+        for (int p_ = 0; p_ < (n); p_++) {                                                   \
+            const int32_t *xp_ = (x) + (size_t)p_ * (C);                                     \
+            bnhw_word *o_ = (out) + (size_t)p_ * (groups) * wpg_;                             \
+            for (int g_ = 0; g_ < (groups); g_++, o_ += wpg_) {                              \
+                const int32_t *xg_ = xp_ + (size_t)g_ * cg_;                                 \
+                const int32_t *tg_ = (thr) ? (thr) + (size_t)g_ * cg_ : NULL;                \
+                int w_ = 0;                                                                  \
+                for (; (w_ + 1) * BNHW_WORD_BITS <= cg_; w_++)                               \
+                    o_[w_] = FULL(xg_ + w_ * BNHW_WORD_BITS, tg_ ? tg_ + w_ * BNHW_WORD_BITS : NULL); \
+                if (w_ < wpg_)                                                               \
+                    o_[w_] = TAIL(xg_ + w_ * BNHW_WORD_BITS, tg_ ? tg_ + w_ * BNHW_WORD_BITS : NULL, \
+                                  cg_ - w_ * BNHW_WORD_BITS);                                \
+            }                                                                                \
+        }                                                                                    \
+    } while (0)
+
 #endif

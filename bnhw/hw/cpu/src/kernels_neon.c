@@ -130,21 +130,7 @@ BNHW_INLINE bnhw_word pack_tail(const int32_t *x, const int32_t *t, int cnt)
 
 BNHW_INLINE void pack_rows(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
 {
-    int cg = C / groups, wpg = bnhw_words(cg);
-    for (int p = 0; p < n; p++) {
-        const int32_t *xp = x + (size_t)p * C;
-        bnhw_word *o = out + (size_t)p * groups * wpg;
-        for (int g = 0; g < groups; g++, o += wpg) {
-            const int32_t *xg = xp + (size_t)g * cg;
-            const int32_t *tg = thr ? thr + (size_t)g * cg : NULL;
-            int w = 0;
-            for (; (w + 1) * BNHW_WORD_BITS <= cg; w++)
-                o[w] = pack64(xg + w * BNHW_WORD_BITS, tg ? tg + w * BNHW_WORD_BITS : NULL);
-            if (w < wpg)
-                o[w] = pack_tail(xg + w * BNHW_WORD_BITS, tg ? tg + w * BNHW_WORD_BITS : NULL,
-                                 cg - w * BNHW_WORD_BITS);
-        }
-    }
+    BNHW_FOR_PACK_WORDS(x, n, C, groups, thr, out, pack64, pack_tail);
 }
 
 void bnhw_pack_neon(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)

@@ -72,22 +72,9 @@ BNHW_INLINE bnhw_word pack_word(const int32_t *x, const int32_t *t, int cnt)
 /* thr == NULL is a constant after inlining, so each variant has no test of it in its loops */
 BNHW_INLINE void pack_rows(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
 {
-    int cg = C / groups, wpg = bnhw_words(cg);
-    for (int p = 0; p < n; p++) {
-        const int32_t *xp = x + (size_t)p * C;
-        bnhw_word *o = out + (size_t)p * groups * wpg;
-        for (int g = 0; g < groups; g++, o += wpg) {
-            const int32_t *xg = xp + (size_t)g * cg;
-            const int32_t *tg = thr ? thr + (size_t)g * cg : NULL;
-            int w = 0;
-            /* whole words: a constant channel count the compiler unrolls and vectorises */
-            for (; (w + 1) * BNHW_WORD_BITS <= cg; w++)
-                o[w] = pack_word(xg + w * BNHW_WORD_BITS, tg ? tg + w * BNHW_WORD_BITS : NULL, BNHW_WORD_BITS);
-            if (w < wpg) /* the partial last word */
-                o[w] = pack_word(xg + w * BNHW_WORD_BITS, tg ? tg + w * BNHW_WORD_BITS : NULL,
-                                 cg - w * BNHW_WORD_BITS);
-        }
-    }
+#define PACK_FULL(xw, tw) pack_word(xw, tw, BNHW_WORD_BITS)   /* a constant count: unrolled, vectorised */
+    BNHW_FOR_PACK_WORDS(x, n, C, groups, thr, out, PACK_FULL, pack_word);
+#undef PACK_FULL
 }
 
 void bnhw_pack_portable(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
