@@ -23,7 +23,7 @@ and the exported QONNX graph carries exactly the same constants:
 from __future__ import annotations
 
 from brevitas.core.function_wrapper import TensorClampSte
-from brevitas.inject.enum import RestrictValueType, ScalingImplType, ScalingPerOutputType
+from brevitas.inject.enum import RestrictValueType, ScalingImplType, ScalingPerOutputType, StatsOp
 from brevitas.quant.base import IntQuant
 from brevitas.quant.binary import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst
 from brevitas.quant.fixed_point import Int8WeightPerTensorFixedPoint
@@ -33,6 +33,7 @@ __all__ = [
     "BinaryActQuant",
     "BinaryWeightQuant",
     "FixedPointActConst",
+    "XnorWeightQuant",
     "fixed_point_act_quant",
     "fixed_point_weight_quant",
 ]
@@ -55,6 +56,20 @@ class BinaryWeightQuant(SignedBinaryWeightPerTensorConst):
 
     tensor_clamp_impl = TensorClampSte
     scaling_const = 1.0
+
+
+class XnorWeightQuant(SignedBinaryWeightPerTensorConst):
+    """XNOR-Net weights (Rastegari et al.; BNAS v2 Eq. 3): ``beta_o * sign(W_o)`` with ``beta_o =
+    mean(|W_o|)`` per output channel, recomputed from the latent weights at every forward pass.
+
+    Exported as QONNX ``BipolarQuant`` with a per-channel scale (the binary weights times beta).
+    The clamp is out of place with a straight-through gradient, as in :class:`BinaryWeightQuant`.
+    """
+
+    scaling_impl_type = ScalingImplType.STATS
+    scaling_stats_op = StatsOp.AVE
+    scaling_per_output_channel = True
+    tensor_clamp_impl = TensorClampSte
 
 
 class FixedPointActConst(IntQuant, ActQuantSolver):
