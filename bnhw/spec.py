@@ -454,7 +454,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def load_spec(path_or_name: str | os.PathLike, *, check_space: bool = True) -> ArchSpec:
-    """Load a spec from a JSON file, or a bundled one by name (see ``bnhw.zoo``)."""
+    """Load a spec from a JSON file, or a bundled one by name (see ``bnhw.zoo``).
+
+    A file whose ``kind`` is ``"cells"`` holds a cell network (BNAS / BARS) and
+    gives a :class:`~bnhw.design.cells.CellNetSpec`, as do the bundled cell
+    networks; everything else is an :class:`ArchSpec`.
+    """
     p = Path(path_or_name)
     if p.suffix.lower() == ".json" or p.exists():
         try:
@@ -464,9 +469,22 @@ def load_spec(path_or_name: str | os.PathLike, *, check_space: bool = True) -> A
         except OSError as e:
             raise BnhwError(f"{p}: cannot read ({e.strerror})") from None
         try:
+            if _is_cell_json(text):
+                from .design.cells import CellNetSpec
+
+                return CellNetSpec.from_json(text)  # type: ignore[return-value]
             return ArchSpec.from_json(text, check_space=check_space)
         except SpecError as e:
             raise SpecError(e.field, f"{e.reason} (in {p})") from None
     from .zoo import get_arch
 
     return get_arch(str(path_or_name))
+
+
+def _is_cell_json(text: str) -> bool:
+    """Whether ``text`` is a JSON object of kind ``"cells"`` (a cell network spec)."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(d, dict) and d.get("kind") == "cells"

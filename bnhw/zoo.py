@@ -10,15 +10,39 @@ recomputed OPs are 53M, 77M, 118M and 167M against 57M, 87M, 160M, 180M) and
 are not bundled rather than guessed.  Column A lists seven S4 layers where
 the space's minimum depth is eight; with eight it is the space's smallest
 subnet and gives the 21M of the table.
+
+The cell networks ``bnas-mini-example`` and ``bnas-a-example`` are the
+BNAS v2 Table 5 macro layouts (BNAS-mini: 10 cells, C = 24; BNAS-A: 20
+cells, C = 36) stacked from :data:`EXAMPLE_GENOTYPE`, a hand-written cell
+that uses every operation of the search space.  It is an example for the
+tools, **not** the cell BNAS v2 found (its Fig. 5 is not reproduced here),
+so neither network's OPs or accuracy are the paper's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .design.space import get_space
 from .errors import BnhwError
 from .spec import ArchSpec
+
+if TYPE_CHECKING:
+    from .design.cells import CellNetSpec
+
+#: an EXAMPLE cell (not a searched one, not the paper's): 4 nodes, ``(op, input)`` per edge, inputs
+#: 0 = c_{k-2}, 1 = c_{k-1}, 2 + j = node j; every operation of the BNAS v2 space appears
+EXAMPLE_GENOTYPE = {
+    "normal": [["bin_conv_3x3", 0], ["bin_conv_3x3", 1],
+               ["max_pool_3x3", 0], ["bin_dil_conv_3x3", 1],
+               ["bin_conv_5x5", 2], ["avg_pool_3x3", 1],
+               ["bin_dil_conv_5x5", 3], ["zeroise", 0]],
+    "reduce": [["max_pool_3x3", 0], ["bin_conv_3x3", 1],
+               ["avg_pool_3x3", 1], ["bin_dil_conv_3x3", 0],
+               ["bin_conv_3x3", 2], ["max_pool_3x3", 1],
+               ["bin_conv_5x5", 3], ["zeroise", 2]],
+}
 
 
 def _nasbnn_d() -> ArchSpec:
@@ -40,7 +64,15 @@ def _named(space: str, which: str, name: str) -> Callable[[], ArchSpec]:
     return make
 
 
-ARCHS: dict[str, tuple[Callable[[], ArchSpec], str]] = {
+def _bnas_example(variant: str) -> Callable[[], CellNetSpec]:
+    def make() -> CellNetSpec:
+        from .design.cells import Genotype, bnas_variant
+
+        return bnas_variant(Genotype.from_dict(EXAMPLE_GENOTYPE), variant, name=f"bnas-{variant}-example")
+    return make
+
+
+ARCHS: dict[str, tuple[Callable[[], ArchSpec | CellNetSpec], str]] = {
     "nasbnn-a": (_named("nasbnn-imagenet", "smallest", "nasbnn-a"),
                  "NAS-BNN-A of paper 003 Table 6 (21M OPs); equals the smallest subnet"),
     "nasbnn-d": (_nasbnn_d, "NAS-BNN-D of paper 003 Table 6 (124M OPs)"),
@@ -52,10 +84,14 @@ ARCHS: dict[str, tuple[Callable[[], ArchSpec], str]] = {
                               "smallest subnet of the CIFAR-scale NAS-BNN space"),
     "nasbnn-cifar-largest": (_named("nasbnn-cifar", "largest", "nasbnn-cifar-largest"),
                              "largest subnet of the CIFAR-scale NAS-BNN space"),
+    "bnas-mini-example": (_bnas_example("mini"),
+                          "BNAS-mini layout (BNAS v2 Table 5) with an EXAMPLE cell, not the paper's searched cell"),
+    "bnas-a-example": (_bnas_example("a"),
+                       "BNAS-A layout (BNAS v2 Table 5) with an EXAMPLE cell, not the paper's searched cell"),
 }
 
 
-def get_arch(name: str) -> ArchSpec:
+def get_arch(name: str) -> ArchSpec:  # a CellNetSpec for the cell networks
     try:
         make, _ = ARCHS[name]
     except KeyError:

@@ -2,20 +2,28 @@
 stacked from cells.
 
 A **cell** (DARTS / BNAS v2 Fig. 5) has two inputs, the outputs ``c_{k-2}`` and
-``c_{k-1}`` of the two previous cells (each first mapped to the cell's width
-``C`` by a preprocessing 1 x 1 binary conv, or a factorised reduction when
-``c_{k-2}`` is twice the size), and ``nodes`` intermediate nodes; node ``i``
-sums two edges, each an operation (:data:`bnhw.quant.cellops.CELL_OPS`)
-applied to an earlier state (0 = ``c_{k-2}``, 1 = ``c_{k-1}``, ``2 + j`` =
-node ``j``).  The cell's output concatenates the intermediate nodes
-(``nodes * C`` channels).  In a **reduction** cell the edges from the two
-inputs have stride 2 and ``C`` doubles.  With **inter-cell skip connections**
-(BNAS v2 Sec. 4.2, the red lines of Fig. 5-(b)) the cell's output also adds
-its preprocessed ``c_{k-1}`` (stride-2 average pooled in a reduction cell)
-to every node's slot of the concatenation, so information and gradients pass
-from cell to cell without going through a binary convolution.
+``c_{k-1}`` of the two previous cells (the stem's output for the first cell),
+each first mapped to the cell's width ``C`` by a preprocessing binary 1 x 1
+conv, ``s0 = pre0(c_{k-2})`` and ``s1 = pre1(c_{k-1})``; when ``c_{k-2}`` is
+twice the size of ``c_{k-1}`` (after a reduction cell) ``pre0`` is a
+factorised reduction: binary 1 x 1 stride-2 convs on ``c_{k-2}`` and on
+``c_{k-2}`` shifted by one pixel, to ``C // 2`` and ``C - C // 2`` channels,
+concatenated.  The cell has ``nodes`` intermediate nodes; node ``i`` sums two edges, each an
+operation (:data:`bnhw.quant.cellops.CELL_OPS`) applied to an earlier state
+(0 = ``s0``, 1 = ``s1``, ``2 + j`` = node ``j``).  The cell's output
+concatenates the intermediate nodes (``nodes * C`` channels).  In a
+**reduction** cell the edges from the two inputs have stride 2 and ``C``
+doubles.  With **inter-cell skip connections** (BNAS v2 Sec. 4.2, the red
+lines of Fig. 5-(b)) ``skip = s1`` (2 x 2 stride-2 average pooled in a
+reduction cell) is added to every node before the concatenation, ``out =
+concat(node_0 + skip, ..., node_{n-1} + skip)``: each cell forwards its input
+through one 1 x 1 binary conv whatever its edges compute (with every edge
+``zeroise`` its output is the tiled ``skip``), so information and gradients
+pass from cell to cell around the edge operations.  A preprocessing conv
+that no edge (and, for ``pre1``, no skip) reads is not built.
+:mod:`bnhw.quant.cellnet` builds these networks.
 
-A **network** (:class:`CellNetSpec`): an ``stem_bits``-bit 3 x 3 stem conv to
+A **network** (:class:`CellNetSpec`): a ``stem_bits``-bit 3 x 3 stride-1 stem conv to
 ``stem_multiplier * init_channels`` channels, ``cells`` cells with reductions
 at 1/3 and 2/3 of the depth, global average pooling and a float classifier
 (BNAS v2 Table 5 names the variants by ``cells`` and ``init_channels``).

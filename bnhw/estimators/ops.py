@@ -11,6 +11,38 @@
 
 Counts are taken at the spec's nominal resolution (224x224 for the ImageNet
 space), whatever resolution a proxy data set trains at.
+
+Cell networks (BNAS v2 / BARS, :class:`~bnhw.design.cells.CellNetSpec`,
+built as :mod:`bnhw.quant.cellnet` builds them) follow the same conventions:
+
+* the 8-bit 3 x 3 stem: Int8OPs; the classifier: (C + 1) * classes FLOPs;
+* every binary conv is BOPs, k^2 * (Cin/g) * Cout * Hout * Wout: the
+  preprocessing 1 x 1 convs (``cellK.pre0`` / ``cellK.pre1``; the factorised
+  reduce is two 1 x 1 stride-2 convs to C/2 + C/2 channels, i.e. Cin * C *
+  Hout * Wout in all) and the edge convs (``cellK.nodeI.eJ:op``): a dilated
+  conv costs like an undilated one of its kernel (the zeros of the dilation
+  are skipped), a separable conv is its depthwise k x k (``.dw``) plus its
+  pointwise 1 x 1 (``.pw``) conv;
+* a 3 x 3 max / average pool edge: 9 FLOPs per output element (9 * C *
+  Hout * Wout), the one place where pooling is counted, since it is an
+  operation the search chooses; zeroise: 0;
+* node sums, concatenations, the inter-cell skip (its adds and its 2 x 2
+  average pool, like NAS-BNN's shortcuts), BN and the global pooling: not
+  counted.
+
+For the searches, :func:`cell_edge_ops` gives the OPs of one edge and
+:func:`cell_fixed_ops` everything else, so that for any genotype::
+
+    count_ops(spec).ops == cell_fixed_ops(spec)
+        + sum(cell_edge_ops(op, cell.channels, cell.out_size)
+              for cell in cell_plan(spec) for op, _, _ in cell.edges)
+
+(:func:`bnhw.quant.cellnet.cell_plan` lists each cell's C and output size;
+without it: C from ``spec.layout()``, the output size is the resolution
+halved once per reduction cell up to and including this one.)  The expected
+OPs of a mixed edge under architecture weights ``alpha`` are then the
+constant vector ``[cell_edge_ops(o, C, H) for o in ops]`` dotted with
+``softmax(alpha)``, differentiable in ``alpha``.
 """
 
 from __future__ import annotations
@@ -18,9 +50,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import BudgetError
 from ..spec import ArchSpec
+
+if TYPE_CHECKING:
+    from ..design.cells import CellNetSpec
 
 
 @dataclass(frozen=True)
@@ -83,8 +119,10 @@ class OpsReport:
         }
 
 
-def count_ops(spec: ArchSpec) -> OpsReport:
-    """Per-layer and total FLOPs / BOPs / Int8OPs / OPs of ``spec``."""
+def count_ops(spec: ArchSpec | CellNetSpec) -> OpsReport:
+    """Per-layer and total FLOPs / BOPs / Int8OPs / OPs of ``spec`` (an architecture or a cell network)."""
+    if not isinstance(spec, ArchSpec):
+        return OpsReport(spec.name or "cellnet", spec.resolution, tuple(lo for lo, _ in _cell_layers(spec)))
     st = spec.stem
     h = spec.stem_out_size
     layers = [LayerOps("stem", "int8", spec.in_channels, st.channels, st.kernel, 1, st.stride, h,
@@ -98,6 +136,76 @@ def count_ops(spec: ArchSpec) -> OpsReport:
     c = spec.final_channels
     layers.append(LayerOps("fc", "float", c, spec.num_classes, 1, 1, 1, 1, flops=(c + 1) * spec.num_classes))
     return OpsReport(spec.name or "arch", spec.resolution, tuple(layers))
+
+
+# ----------------------------------------------------------------------------- cell networks
+def cell_edge_cost(op: str, channels: int, out_size: int) -> tuple[int, int]:
+    """``(FLOPs, BOPs)`` of one cell edge ``op`` whose output is ``out_size x out_size x channels``
+    (the stride does not matter: the cost is per output element)."""
+    from ..quant.cellops import op_geometry
+
+    g = op_geometry(op)
+    hw, c = out_size * out_size, channels
+    if g.kind in ("max_pool", "avg_pool"):
+        return g.kernel ** 2 * c * hw, 0
+    if g.kind == "conv":
+        return 0, g.kernel ** 2 * c * c * hw
+    if g.kind == "sep_conv":
+        return 0, g.kernel ** 2 * c * hw + c * c * hw
+    return 0, 0                                                   # zeroise
+
+
+def cell_edge_ops(op: str, channels: int, out_size: int) -> float:
+    """OPs (FLOPs + BOPs / 64) of one cell edge ``op`` with output ``out_size x out_size x channels``.
+
+    Summed over a genotype's edges (each at its cell's C and output size)
+    and added to :func:`cell_fixed_ops`, it gives ``count_ops(spec).ops``
+    exactly (see the module docstring).
+    """
+    flops, bops = cell_edge_cost(op, channels, out_size)
+    return flops + bops / 64
+
+
+def cell_fixed_ops(spec: CellNetSpec) -> float:
+    """OPs of everything of a cell network that is not an edge: the stem, the preprocessing convs and
+    the classifier.  Depends on the genotype only through which cell inputs its edges read (a
+    preprocessing conv that nothing reads is not built; with inter-cell skips ``pre1`` always is)."""
+    fixed = [lo for lo, is_edge in _cell_layers(spec) if not is_edge]
+    return sum(lo.flops for lo in fixed) + sum(lo.bops for lo in fixed) / 64 + sum(lo.int8ops for lo in fixed) / 8
+
+
+def _cell_layers(spec: CellNetSpec) -> list[tuple[LayerOps, bool]]:
+    """The rows of a cell network in network order, each with whether it is an edge."""
+    from ..quant.cellnet import STEM_KERNEL, cell_plan
+    from ..quant.cellops import op_geometry
+
+    r, c0, k = spec.resolution, spec.stem_channels, STEM_KERNEL
+    rows = [(LayerOps("stem", "int8", spec.in_channels, c0, k, 1, 1, r,
+                      int8ops=k * k * spec.in_channels * c0 * r * r), False)]
+    plans = cell_plan(spec)
+    for p in plans:
+        c, h, o = p.channels, p.in_size, p.out_size
+        if p.has_pre0:          # a 1x1 conv, or the factorised reduce (two 1x1 stride-2 convs, C/2 each)
+            rows.append((LayerOps(f"cell{p.index}.pre0", "binary", p.in_channels_pp, c, 1, 1,
+                                  2 if p.reduce_pp else 1, h, bops=p.in_channels_pp * c * h * h), False))
+        if p.has_pre1:
+            rows.append((LayerOps(f"cell{p.index}.pre1", "binary", p.in_channels_p, c, 1, 1, 1, h,
+                                  bops=p.in_channels_p * c * h * h), False))
+        for j, (op, _, stride) in enumerate(p.edges):
+            g = op_geometry(op)
+            name = f"cell{p.index}.node{j // 2}.e{j % 2}:{op}"
+            flops, bops = cell_edge_cost(op, c, o)
+            if g.kind == "sep_conv":
+                dw = g.kernel ** 2 * c * o * o
+                rows.append((LayerOps(name + ".dw", "binary", c, c, g.kernel, c, stride, o, bops=dw), True))
+                rows.append((LayerOps(name + ".pw", "binary", c, c, 1, 1, 1, o, bops=bops - dw), True))
+            else:
+                kind = {"zero": "none", "conv": "binary"}.get(g.kind, "float")
+                rows.append((LayerOps(name, kind, c, c, g.kernel, 1, stride, o, flops=flops, bops=bops), True))
+    cf = plans[-1].out_channels
+    rows.append((LayerOps("fc", "float", cf, spec.num_classes, 1, 1, 1, 1,
+                          flops=(cf + 1) * spec.num_classes), False))
+    return rows
 
 
 def ops_of(spec: ArchSpec) -> float:

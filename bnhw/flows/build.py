@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import BnhwError
 from ..hw.boards import Board, get_board
 from ..hw.ir import HwGraph
-from ..spec import atomic_write_text
+from ..spec import ArchSpec, atomic_write_text
 
 __all__ = ["BuildOptions", "BuildResult", "build_flow", "load_folding_file", "prepare_network"]
 
@@ -141,6 +141,12 @@ def _prepare_spec(network, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
         spec = load_spec(network)
     except BnhwError as e:
         raise BnhwError(f"{e} (reference networks: {', '.join(_reference_names())})") from None
+    if not isinstance(spec, ArchSpec):            # a cell network (BNAS / BARS): no hardware lowering yet
+        from ..quant.cellnet import unsupported_message
+
+        raise BnhwError(unsupported_message(
+            "build", spec, spec.name or Path(network).stem,
+            f"only NAS-BNN block networks and {'/'.join(_reference_names())} build"))
     notes = []
     if checkpoint is not None:
         saved, _, _ = load_checkpoint(checkpoint)

@@ -123,6 +123,13 @@ def report_flow(archs: Sequence[str], target: str, out: Path, *, checkpoints: Se
                         "architecture, in the same order ('-' for none)")
     # all input errors before any work
     specs = [load_spec(a) for a in archs]
+    for a, spec in zip(archs, specs):
+        if not isinstance(spec, ArchSpec):        # a cell network (BNAS / BARS): no hardware model yet
+            from ..quant.cellnet import unsupported_message
+
+            raise BnhwError(unsupported_message(
+                "report", spec, spec.name or Path(a).stem,
+                f"the FPGA estimates cover NAS-BNN block networks only; `bnhw ops {a}` counts its OPs"))
     ckpts: list[Path | None] = []
     for i in range(len(archs)):
         c = checkpoints[i] if i < len(checkpoints) else None

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..design.space import SPACES, SearchSpace
 from ..estimators.ops import OpsReport, count_ops, format_ops
 from ..spec import ArchSpec
 
+if TYPE_CHECKING:
+    from ..design.cells import CellNetSpec
+
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=True, width=120)
 
 
-def render_ops(rep: OpsReport, spec: ArchSpec, *, totals_only: bool = False, console: Console | None = None) -> None:
+def render_ops(rep: OpsReport, spec: ArchSpec | CellNetSpec, *, totals_only: bool = False, console: Console | None = None) -> None:
     con = console or _console()
     if not totals_only:
         t = Table(title=f"{rep.arch}: operations at {rep.resolution}x{rep.resolution} (counted, not measured)",
@@ -26,7 +32,7 @@ def render_ops(rep: OpsReport, spec: ArchSpec, *, totals_only: bool = False, con
                       str(lo.stride), f"{lo.out_size}x{lo.out_size}", format_ops(lo.flops), format_ops(lo.bops),
                       format_ops(lo.int8ops), format_ops(lo.ops))
         con.print(t)
-    con.print(f"arch       {spec.short()}")
+    con.print(f"arch       {escape(spec.short())}")   # a cell genotype's "[...]" is not markup
     con.print(f"FLOPs      {rep.flops:>15,d}  ({format_ops(rep.flops)})")
     con.print(f"BOPs       {rep.bops:>15,d}  ({format_ops(rep.bops)})  /64 = {format_ops(rep.bops / 64)}")
     con.print(f"Int8OPs    {rep.int8ops:>15,d}  ({format_ops(rep.int8ops)})  /8 = {format_ops(rep.int8ops / 8)}")

@@ -36,7 +36,7 @@ from ..design.supernet import BinarySupernet, SupernetConfig
 from ..design.train import accuracy, batches, load_training_checkpoint, save_training_checkpoint
 from ..errors import BnhwError
 from ..quant.checkpoint import save_checkpoint
-from ..quant.model import BinaryNet, build_model, recalibrate_bn
+from ..quant.model import BinaryNet, build_network, recalibrate_bn
 from ..spec import ArchSpec, atomic_write_text
 
 SCHEMES = ("finetune", "scratch")
@@ -53,9 +53,32 @@ class FitConfig:
     data: str = "digits"
     resolution: int = 32
     train_images: int | None = None
+    #: "adam": Adam, cosine to 0 (BNAS v2's minimal-regularization scheme, with weight_decay 0);
+    #: "sgd-restarts": SGD with momentum 0.9, weight decay 3e-5 unless set, cosine annealing with warm
+    #: restarts every fifth of the run (BNAS v2's standard scheme: 250 epochs, cycles of 50)
+    optimizer: str = "adam"
 
     def effective_lr(self) -> float:
-        return self.lr if self.lr is not None else (2e-3 if self.scheme == "scratch" else 2e-4)
+        if self.lr is not None:
+            return self.lr
+        if self.optimizer == "sgd-restarts":
+            return 0.1
+        return 2e-3 if self.scheme == "scratch" else 2e-4
+
+
+OPTIMIZERS = ("adam", "sgd-restarts")
+
+
+def _optimizer(model: torch.nn.Module, cfg: FitConfig, total: int):
+    """The optimizer and the per-step learning-rate schedule of ``cfg``."""
+    if cfg.optimizer == "sgd-restarts":
+        wd = cfg.weight_decay if cfg.weight_decay else 3e-5
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.effective_lr(), momentum=0.9, weight_decay=wd)
+        cycle = max(1, total // 5)
+        return opt, torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * (s % cycle) / cycle)))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.effective_lr(), weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
 
 
 def model_from_supernet(spec: ArchSpec, supernet_ckpt: Path) -> BinaryNet:
@@ -76,6 +99,8 @@ def fit(spec: ArchSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = No
         progress: Callable[[str, dict], None] | None = None) -> dict:
     if cfg.scheme not in SCHEMES:
         raise BnhwError(f"scheme must be one of {SCHEMES}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise BnhwError(f"optimizer must be one of {OPTIMIZERS}")
     if cfg.scheme == "finetune" and supernet is None:
         raise BnhwError("fine-tuning needs --supernet (the supernet.pt of a bnhw search)")
     report = progress or (lambda e, i: None)
@@ -84,15 +109,14 @@ def fit(spec: ArchSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = No
         data.train = data.train.subset(range(min(cfg.train_images, len(data.train))))
     spec = spec.replace(num_classes=data.num_classes)
     torch.manual_seed(cfg.seed)
-    model = model_from_supernet(spec, supernet) if supernet is not None else build_model(spec)
+    model = model_from_supernet(spec, supernet) if supernet is not None else build_network(spec).train()
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "train_state.pt"
     x_all, y_all = data.train.tensors()
     xv, yv = data.val.tensors()
     steps = max(1, len(y_all) // cfg.batch_size)
     total = max(1, cfg.epochs * steps)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.effective_lr(), weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    opt, sched = _optimizer(model, cfg, total)
     history: list[dict] = []
     start = 0
     if resume and state_path.exists():

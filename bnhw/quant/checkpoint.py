@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..errors import BnhwError, SpecError
 from ..spec import ArchSpec, atomic_write_bytes, load_spec
-from .model import BinaryNet
+from .model import BinaryNet, build_network
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "load_model",
            "load_weights", "save_checkpoint", "write_file"]
@@ -79,9 +79,14 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _open(path: Path) -> tuple[ArchSpec, dict[str, Tensor], dict[str, Any], bool]:
     payload = _read(path)
+    from ..design.cells import CellNetSpec, is_cell_spec
+
     try:
-        # structural validation only: a saved network stays loadable if its space changes
-        spec = ArchSpec.from_dict(payload["spec"], check_space=False)
+        if is_cell_spec(payload["spec"]):      # a cell network (BNAS / BARS)
+            spec = CellNetSpec.from_dict(payload["spec"])
+        else:
+            # structural validation only: a saved network stays loadable if its space changes
+            spec = ArchSpec.from_dict(payload["spec"], check_space=False)
     except SpecError as e:
         raise SpecError(e.field, f"{e.reason} (in {path})") from None
     return spec, payload["state_dict"], payload["extra"], payload["weight_norm"]
@@ -117,7 +122,8 @@ def load_weights(model: BinaryNet, state_dict: dict[str, Tensor], *, source: str
 def load_model(path_or_spec: ArchSpec | str | os.PathLike,
                checkpoint: str | os.PathLike | None = None, *,
                weight_norm: bool | None = None) -> BinaryNet:
-    """Build a :class:`BinaryNet` (eval mode) and optionally load weights into it.
+    """Build a :class:`BinaryNet` (eval mode) and optionally load weights into it (a
+    :class:`~bnhw.quant.cellnet.CellNet` for a cell-network spec or checkpoint).
 
     ``path_or_spec`` is an :class:`ArchSpec`; a spec file (``*.json``); a
     checkpoint file (any other existing file, or a path with another suffix:
@@ -128,8 +134,10 @@ def load_model(path_or_spec: ArchSpec | str | os.PathLike,
     the weights must fit).  ``weight_norm`` defaults to the checkpoint's
     setting, or on without a checkpoint.
     """
+    from ..design.cells import CellNetSpec
+
     weights: tuple[Path, dict[str, Tensor], bool] | None = None
-    if isinstance(path_or_spec, ArchSpec):
+    if isinstance(path_or_spec, ArchSpec | CellNetSpec):
         spec = path_or_spec
     else:
         p = Path(path_or_spec)
@@ -144,7 +152,7 @@ def load_model(path_or_spec: ArchSpec | str | os.PathLike,
         weights = (p, state, saved_norm)
     if weight_norm is None:
         weight_norm = True if weights is None else weights[2]
-    model = BinaryNet(spec, weight_norm=weight_norm)
+    model = build_network(spec, weight_norm=weight_norm)
     if weights is not None:
         load_weights(model, weights[1], source=str(weights[0]))
     return model.eval()

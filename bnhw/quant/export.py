@@ -11,6 +11,12 @@ stride-2 shortcut is an ``AveragePool`` and a width-changing shortcut a
 ``Flatten``, ``Gemm``.  In ``residual="fixed"`` mode the real-valued path
 carries ``Quant`` nodes with scale ``2**-residual_frac_bits`` and the
 classifier weights a ``Quant`` node (see :mod:`bnhw.quant.layers` for where).
+Cell networks (:class:`~bnhw.quant.cellnet.CellNet`) export the same way:
+each XNOR binary conv is a ``BipolarQuant`` activation, a ``Conv`` with
+``BipolarQuant`` (scale 1) weights and a per-channel ``Mul`` by its scale
+``beta``, then the BN's ``Mul`` + ``Add``; the cell pools are ``MaxPool`` /
+``AveragePool``, zeroise a ``Mul`` by 0, the factorised reduce a ``Slice``,
+a cell output a ``Concat`` (see :mod:`bnhw.quant.cellnet`).
 
 :func:`execute_qonnx` runs such a graph with qonnx (node by node) and can
 return every ``BipolarQuant`` output; :func:`binary_tensors` collects the
@@ -23,6 +29,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,40 +44,86 @@ from torch import Tensor, nn
 
 from ..errors import BnhwError
 from ..spec import ArchSpec
+from .cellops import BinConvOp
 from .checkpoint import load_model, write_file
 from .layers import BinaryConv2d, LearnableSign
 from .model import BinaryNet, baked_copy
 
+if TYPE_CHECKING:
+    from ..design.cells import CellNetSpec
+    from .cellnet import CellNet
+
 __all__ = ["binary_tensors", "execute_qonnx", "execution_order", "export_qonnx", "load_qonnx"]
 
 
-def export_qonnx(model_or_spec: BinaryNet | ArchSpec, path: str | os.PathLike, *,
+def export_qonnx(model_or_spec: BinaryNet | ArchSpec | CellNet | CellNetSpec, path: str | os.PathLike, *,
                  checkpoint: str | os.PathLike | None = None) -> Path:
     """Export a network to a cleaned-up QONNX file at ``path`` (written atomically).
 
-    ``model_or_spec`` is a :class:`~bnhw.quant.model.BinaryNet` (exported
-    with its weights) or an :class:`~bnhw.spec.ArchSpec` (built with fresh
-    weights).  With ``checkpoint`` the network of that spec (the model's
+    ``model_or_spec`` is a :class:`~bnhw.quant.model.BinaryNet` or a
+    :class:`~bnhw.quant.cellnet.CellNet` (exported with its weights), or an
+    :class:`~bnhw.spec.ArchSpec` or a :class:`~bnhw.design.cells.CellNetSpec`
+    (built with fresh weights).  With ``checkpoint`` the network of that spec (the model's
     spec, for a model) gets the checkpoint's weights instead (see
     :func:`~bnhw.quant.checkpoint.load_model`).  A model passed in is not
     modified: the export runs on an eval-mode copy whose weight transforms
     are baked into plain weights.  The graph has a fixed batch size of 1
     (input ``global_in``, output ``global_out``).
     """
-    if isinstance(model_or_spec, BinaryNet):
+    from ..design.cells import CellNetSpec
+    from .cellnet import CellNet, build_cell_model, cell_baked_copy
+
+    model: BinaryNet | CellNet
+    if isinstance(model_or_spec, BinaryNet | CellNet):
         model = model_or_spec if checkpoint is None else load_model(model_or_spec.spec, checkpoint)
     elif isinstance(model_or_spec, ArchSpec):
         model = load_model(model_or_spec, checkpoint)
+    elif isinstance(model_or_spec, CellNetSpec):
+        model = build_cell_model(model_or_spec) if checkpoint is None else load_model(model_or_spec, checkpoint)
     else:
-        raise TypeError(f"expected a BinaryNet or an ArchSpec, got {type(model_or_spec).__name__}")
-    plain = baked_copy(model)
+        raise TypeError(f"expected a BinaryNet, a CellNet or their spec, got {type(model_or_spec).__name__}")
+    plain = cell_baked_copy(model) if isinstance(model, CellNet) else baked_copy(model)
     with tempfile.TemporaryDirectory(prefix="bnhw-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
         with torch.no_grad():
             brevitas_export_qonnx(plain, args=torch.zeros(plain.input_shape(1)),
                                   export_path=str(raw), dynamo=False)
-        clean = cleanup_model(ModelWrapper(str(raw)))
+        if isinstance(model, CellNet):
+            clean = _cleanup_in_torch_order(ModelWrapper(str(raw)))
+        else:
+            clean = cleanup_model(ModelWrapper(str(raw)))
     return write_file(path, clean.model.SerializeToString())
+
+
+_ORDER_TAG = "bnhw-order:"
+
+
+def _cleanup_in_torch_order(raw: ModelWrapper) -> ModelWrapper:
+    """``cleanup_model``, then the nodes back in the exporter's order (PyTorch's execution order).
+
+    qonnx's cleanup sorts the graph; in a branching cell network the sorted
+    order interleaves the binarisers of different branches, while
+    :func:`binary_tensors` records them in PyTorch's order.  The exporter's
+    order (a topological one) is kept in each node's ``doc_string`` across
+    the cleanup, and the nodes are put back in it.  Their names keep the
+    numbering of the sorted graph.
+    """
+    for i, n in enumerate(raw.graph.node):
+        n.doc_string = f"{_ORDER_TAG}{i}"
+    clean = cleanup_model(raw)
+    nodes = []
+    for n in clean.graph.node:                    # copies: the originals go with the field's clearing
+        c = NodeProto()
+        c.CopyFrom(n)
+        nodes.append(c)
+    if not all(n.doc_string.startswith(_ORDER_TAG) for n in nodes):
+        raise BnhwError("QONNX export: the cleanup introduced nodes of unknown order")  # pragma: no cover
+    nodes.sort(key=lambda n: int(n.doc_string[len(_ORDER_TAG):]))
+    for n in nodes:
+        n.doc_string = ""
+    del clean.graph.node[:]
+    clean.graph.node.extend(nodes)
+    return clean      # (qonnx's renaming transforms would sort the graph again: names keep the sorted numbering)
 
 
 def load_qonnx(path: str | os.PathLike) -> ModelWrapper:
@@ -159,7 +212,9 @@ def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list
     Collected with forward hooks on the binarisers: each
     :class:`~bnhw.quant.layers.LearnableSign` output (binary activations) and,
     with ``weights``, each :class:`~bnhw.quant.layers.BinaryConv2d` weight
-    quantiser output (binary weights).  With ``weights`` the list matches
+    quantiser output (binary weights); in a cell network each
+    :class:`~bnhw.quant.cellops.BinConvOp`'s ``sign`` output and conv weight
+    quantiser output.  With ``weights`` the list matches
     :func:`execute_qonnx`'s binary list one to one.  The model runs in its
     current mode (use eval mode to compare with an export).
     """
@@ -175,6 +230,10 @@ def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list
             handles.append(m.register_forward_hook(hook))
         elif weights and isinstance(m, BinaryConv2d):
             handles.append(m.weight_quant.register_forward_hook(hook))
+        elif isinstance(m, BinConvOp):
+            handles.append(m.sign.register_forward_hook(hook))
+            if weights:
+                handles.append(m.conv.weight_quant.register_forward_hook(hook))
     try:
         model(x)
     finally:

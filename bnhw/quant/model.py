@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..spec import ArchSpec
 from .layers import BinaryBlock, Classifier, Stem, _Freezable, baked_state_dict
 
-__all__ = ["BinaryNet", "baked_copy", "build_model", "recalibrate_bn", "to_fixed"]
+__all__ = ["BinaryNet", "baked_copy", "build_model", "build_network", "recalibrate_bn", "to_fixed"]
 
 
 class BinaryNet(nn.Module):
@@ -53,8 +53,19 @@ class BinaryNet(nn.Module):
 
 
 def build_model(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
-    """A freshly initialised :class:`BinaryNet` for ``spec``, in eval mode."""
-    return BinaryNet(spec, weight_norm=weight_norm).eval()
+    """A freshly initialised :class:`BinaryNet` for ``spec``, in eval mode (a
+    :class:`~bnhw.quant.cellnet.CellNet` for a cell-network spec)."""
+    return build_network(spec, weight_norm=weight_norm).eval()
+
+
+def build_network(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
+    """:class:`BinaryNet` for an :class:`ArchSpec`; for a :class:`~bnhw.design.cells.CellNetSpec` a
+    :class:`~bnhw.quant.cellnet.CellNet` (``weight_norm`` does not apply: cell nets use XNOR scaling)."""
+    if isinstance(spec, ArchSpec):
+        return BinaryNet(spec, weight_norm=weight_norm)
+    from .cellnet import CellNet
+
+    return CellNet(spec)  # type: ignore[return-value]
 
 
 def baked_copy(model: BinaryNet) -> BinaryNet:

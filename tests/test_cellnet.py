@@ -1,0 +1,380 @@
+"""Cell networks (BNAS v2 / BARS): the Brevitas model, its OPs, its bit-exact QONNX
+export, checkpoints, and the command line (``bnhw ops`` works, ``bnhw build`` refuses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnhw.design.cells import CellNetSpec, Genotype, bnas_variant
+from bnhw.errors import BnhwError
+from bnhw.estimators.ops import cell_edge_cost, cell_edge_ops, cell_fixed_ops, count_ops
+from bnhw.quant import binary_tensors, execute_qonnx, export_qonnx, load_model, recalibrate_bn, save_checkpoint
+from bnhw.quant.cellnet import CellNet, XnorConv2d, build_cell_model, cell_plan, make_exact
+from bnhw.quant.cellops import ALL_OPS, BinConvOp, make_op
+from bnhw.quant.layers import FoldedBatchNorm2d, Stem
+from bnhw.spec import Precision, load_spec
+from bnhw.zoo import EXAMPLE_GENOTYPE, get_arch
+
+RTOL = ATOL_OF_MAX = 1e-5          # logits: as tests/test_export.py
+
+#: every operation, the separable conv included, in both cells; a factorised reduce follows each reduction
+ALL_OPS_GENOTYPE = Genotype(
+    normal=(("bin_conv_3x3", 0), ("bin_conv_3x3", 1), ("max_pool_3x3", 0), ("bin_dil_conv_3x3", 1),
+            ("bin_conv_5x5", 2), ("avg_pool_3x3", 1), ("bin_dil_conv_5x5", 3), ("zeroise", 0)),
+    reduce=(("max_pool_3x3", 0), ("bin_conv_3x3", 1), ("avg_pool_3x3", 1), ("bin_dil_conv_3x3", 0),
+            ("bin_sep_conv_3x3", 2), ("max_pool_3x3", 1), ("bin_sep_conv_5x5", 3), ("zeroise", 2)))
+
+
+def single_op_genotype(op: str) -> Genotype:
+    """Two nodes, every edge ``op``: node 0 reads both cell inputs, node 1 node 0 and c_{k-1}."""
+    edges = ((op, 0), (op, 1), (op, 2), (op, 1))
+    return Genotype(normal=edges, reduce=edges)
+
+
+def zeroise_genotype() -> Genotype:
+    edges = (("zeroise", 0), ("zeroise", 1), ("zeroise", 2), ("zeroise", 1))
+    return Genotype(normal=edges, reduce=edges)
+
+
+def cell_outputs(model: CellNet, x: torch.Tensor) -> list[torch.Tensor]:
+    outs: list[torch.Tensor] = []
+    handles = [c.register_forward_hook(lambda _m, _i, o: outs.append(o)) for c in model.cells]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return outs
+
+
+# ----------------------------------------------------------------------------- the model
+@pytest.mark.parametrize("skip", [True, False])
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_every_op_in_normal_and_reduction_cells_has_the_planned_shapes(op, skip):
+    # 5 cells: reductions at 1 and 3, normal cells after them read c_{k-2} through a factorised reduce
+    spec = CellNetSpec(single_op_genotype(op), cells=5, init_channels=3, resolution=8, in_channels=1,
+                       num_classes=4, inter_cell_skip=skip)
+    torch.manual_seed(0)
+    model = build_cell_model(spec)
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        outs = cell_outputs(model, x)
+        assert model(x).shape == (2, 4)
+    plan = cell_plan(spec)
+    assert [p.reduction for p in plan] == [False, True, False, True, False]
+    assert [p.reduce_pp for p in plan] == [False, False, True, False, True]
+    for p, o in zip(plan, outs, strict=True):
+        assert o.shape == (2, p.out_channels, p.out_size, p.out_size)
+        assert p.out_channels == 2 * p.channels
+    assert [p.channels for p in plan] == [3, 6, 6, 12, 12]
+    assert [p.out_size for p in plan] == [8, 4, 4, 2, 2]
+
+
+def test_the_inter_cell_skip_adds_the_preprocessed_input_to_every_node():
+    spec = CellNetSpec(ALL_OPS_GENOTYPE, cells=3, init_channels=4, resolution=8, num_classes=3)
+    torch.manual_seed(1)
+    with_skip = build_cell_model(spec)
+    without = build_cell_model(spec.replace(inter_cell_skip=False))
+    without.load_state_dict(with_skip.state_dict())     # the same modules: the skip has no weights
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    with torch.no_grad():
+        a, b = cell_outputs(with_skip, x), cell_outputs(without, x)
+        assert not torch.allclose(with_skip(x), without(x))
+        # cell 1 (a reduction) from cell 0's output of the skip network
+        c_pp = with_skip.stem(x)
+        cell = with_skip.cells[1]
+        ref_nodes = without.cells[1](c_pp, a[0])
+        skip = F.avg_pool2d(cell.pre1(a[0]), 2, 2)
+        out = cell(c_pp, a[0])
+    assert cell.plan.reduction and torch.equal(out, a[1])
+    c = cell.plan.channels
+    for i in range(cell.plan.nodes):
+        torch.testing.assert_close(out[:, i * c:(i + 1) * c], ref_nodes[:, i * c:(i + 1) * c] + skip)
+    assert not torch.equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_with_skips_the_gradient_reaches_the_stem_even_when_every_edge_is_zeroise(skip):
+    spec = CellNetSpec(zeroise_genotype(), cells=3, init_channels=4, resolution=8, inter_cell_skip=skip)
+    torch.manual_seed(2)
+    model = build_cell_model(spec).train()
+    x = torch.rand(8, 3, 8, 8) * 2 - 1
+    loss = F.cross_entropy(model(x), torch.arange(8) % 10)
+    loss.backward()
+    grad = model.stem.conv.weight.grad
+    if skip:
+        assert grad is not None and float(grad.abs().sum()) > 0
+    else:                                # every cell outputs zeros: nothing reaches the stem
+        assert grad is None or float(grad.abs().sum()) == 0
+
+
+def test_exact_ops_compute_what_make_op_computes_with_the_same_weights():
+    torch.manual_seed(3)
+    for name in ("bin_conv_3x3", "bin_dil_conv_5x5", "bin_sep_conv_3x3"):
+        plain = make_op(name, 6, 2)
+        exact = make_exact(make_op(name, 6, 2))
+        exact.load_state_dict(plain.state_dict())          # same keys, same shapes
+        assert any(isinstance(m, XnorConv2d) for m in exact.modules())
+        assert any(isinstance(m, FoldedBatchNorm2d) for m in exact.modules())
+        x = torch.randn(4, 6, 8, 8)
+        for mode in (True, False):
+            plain.train(mode)
+            exact.train(mode)
+            torch.testing.assert_close(exact(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_point_is_refused_in_one_line():
+    spec = CellNetSpec(single_op_genotype("bin_conv_3x3"), cells=2, init_channels=2, resolution=8, name="c",
+                       precision=Precision(residual="fixed"))
+    with pytest.raises(BnhwError) as e:
+        build_cell_model(spec)
+    assert "NAS-BNN block networks" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_checkpoint_round_trip_and_a_training_step(tmp_path):
+    spec = CellNetSpec(ALL_OPS_GENOTYPE, cells=3, init_channels=4, resolution=8, num_classes=5, name="ck")
+    torch.manual_seed(4)
+    model = build_cell_model(spec).train()
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    y = torch.arange(16) % 5
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    model.eval()
+    path = save_checkpoint(model, tmp_path / "m.pt", note="cell")
+    again = load_model(path)
+    assert isinstance(again, CellNet) and again.spec == spec
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    again = load_model(spec, path)                          # a spec plus a checkpoint
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+
+
+# ----------------------------------------------------------------------------- OPs
+def test_hand_count_of_a_tiny_cell_network():
+    g = Genotype(normal=(("bin_conv_3x3", 0), ("max_pool_3x3", 1)),
+                 reduce=(("bin_dil_conv_3x3", 1), ("zeroise", 0)))
+    # 3 cells: normal (C=4), reduction (C=8), reduction (C=16, c_{k-2} through a factorised reduce)
+    spec = CellNetSpec(g, cells=3, init_channels=4, stem_multiplier=2, resolution=8, in_channels=1,
+                       num_classes=5, name="tiny")
+    rep = count_ops(spec)
+    by = {lo.name: lo for lo in rep.layers}
+    assert by["stem"].int8ops == 9 * 1 * 8 * 8 * 8
+    assert by["cell0.pre0"].bops == by["cell0.pre1"].bops == 8 * 4 * 8 * 8
+    assert by["cell0.node0.e0:bin_conv_3x3"].bops == 9 * 4 * 4 * 8 * 8
+    assert by["cell0.node0.e1:max_pool_3x3"].flops == 9 * 4 * 8 * 8
+    assert by["cell1.pre0"].bops == 8 * 8 * 8 * 8 and by["cell1.pre1"].bops == 4 * 8 * 8 * 8
+    assert by["cell1.node0.e0:bin_dil_conv_3x3"].bops == 9 * 8 * 8 * 4 * 4
+    assert by["cell1.node0.e1:zeroise"].ops == 0
+    assert by["cell2.pre0"].bops == 4 * 16 * 4 * 4 and by["cell2.pre0"].stride == 2   # factorised reduce
+    assert by["cell2.pre1"].bops == 8 * 16 * 4 * 4
+    assert by["cell2.node0.e0:bin_dil_conv_3x3"].bops == 9 * 16 * 16 * 2 * 2
+    assert by["fc"].flops == (16 + 1) * 5
+    assert (rep.int8ops, rep.bops, rep.flops) == (4608, 40960, 2389)
+    assert rep.ops == 2389 + 40960 / 64 + 4608 / 8 == 3605
+
+
+def test_edge_costs():
+    c, h = 12, 7
+    assert cell_edge_ops("zeroise", c, h) == 0
+    assert cell_edge_cost("bin_dil_conv_3x3", c, h) == cell_edge_cost("bin_conv_3x3", c, h) == (0, 9 * c * c * h * h)
+    assert cell_edge_cost("bin_dil_conv_5x5", c, h) == cell_edge_cost("bin_conv_5x5", c, h)
+    assert cell_edge_cost("bin_sep_conv_5x5", c, h) == (0, 25 * c * h * h + c * c * h * h)
+    assert cell_edge_cost("max_pool_3x3", c, h) == cell_edge_cost("avg_pool_3x3", c, h) == (9 * c * h * h, 0)
+    assert cell_edge_ops("bin_conv_5x5", c, h) == 25 * c * c * h * h / 64
+
+
+def random_genotype(rng: random.Random, nodes: int) -> Genotype:
+    def cell():
+        return tuple((rng.choice(ALL_OPS), rng.randrange(2 + i)) for i in range(nodes) for _ in range(2))
+    return Genotype(normal=cell(), reduce=cell())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_edge_ops_plus_fixed_ops_is_count_ops(seed):
+    """What the searches rely on: sum over the genotype's edges of cell_edge_ops(op, C, out) + the fixed part."""
+    rng = random.Random(seed)
+    g = random_genotype(rng, rng.choice([2, 3, 4]))
+    kw = {"stage_cells": (1, 2, 1), "stage_widths": (1.0, 0.75, 1.5), "cells": 6} if seed % 3 == 0 else \
+        {"cells": rng.choice([3, 5, 8])}
+    spec = CellNetSpec(g, init_channels=rng.choice([4, 6, 16]), resolution=32, num_classes=10,
+                       inter_cell_skip=seed % 2 == 0, **kw)
+    size, total = spec.resolution, 0.0
+    for cell in spec.layout():              # each cell's C and output size, straight from the layout
+        size //= 2 if cell["reduction"] else 1
+        edges = spec.genotype.reduce if cell["reduction"] else spec.genotype.normal
+        total += sum(cell_edge_ops(op, cell["channels"], size) for op, _ in edges)
+    assert total + cell_fixed_ops(spec) == count_ops(spec).ops
+
+
+def test_count_ops_equals_the_operations_of_the_built_model():
+    """Count every conv / pool the built model executes with hooks and compare with the estimator."""
+    spec = CellNetSpec(ALL_OPS_GENOTYPE, cells=5, init_channels=4, resolution=16, num_classes=7,
+                       stem_multiplier=2)
+    model = build_cell_model(spec)
+    counted = {"int8": 0, "bops": 0, "flops": 0}
+
+    def conv_hook(m, _i, out):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        counted["bops"] += k * (m.in_channels // m.groups) * out[0].numel()
+
+    def pool_hook(m, _i, out):
+        if m.kernel_size == 3:                   # the edges' pools (the 2x2 skip pool is not counted)
+            counted["flops"] += 9 * out[0].numel()
+
+    def stem_hook(m, _i, out):
+        counted["int8"] += 9 * m.in_channels * out[0].numel()
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, XnorConv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.MaxPool2d | nn.AvgPool2d):
+            handles.append(m.register_forward_hook(pool_hook))
+        elif isinstance(m, Stem):
+            handles.append(m.conv.register_forward_hook(stem_hook))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 16, 16))
+    for h in handles:
+        h.remove()
+    rep = count_ops(spec)
+    fc = (model.classifier.fc.in_features + 1) * 7
+    assert (rep.int8ops, rep.bops, rep.flops) == (counted["int8"], counted["bops"], counted["flops"] + fc)
+
+
+def test_example_networks_in_the_zoo():
+    mini = get_arch("bnas-mini-example")
+    assert isinstance(mini, CellNetSpec) and mini.genotype == Genotype.from_dict(EXAMPLE_GENOTYPE)
+    assert mini == bnas_variant(Genotype.from_dict(EXAMPLE_GENOTYPE), "mini", name="bnas-mini-example")
+    assert mini.genotype.ops() == {op for op in ALL_OPS if "sep" not in op}
+    assert (mini.cells, mini.init_channels, mini.resolution) == (10, 24, 32)
+    assert count_ops(mini).ops == 10_307_338
+    assert count_ops(get_arch("bnas-a-example")).ops > 4 * count_ops(mini).ops
+
+
+# ----------------------------------------------------------------------------- export
+def run_onnxruntime(op: str, x: np.ndarray, **attrs) -> np.ndarray:
+    node = onnx.helper.make_node(op, ["x"], ["y"], **attrs)
+    graph = onnx.helper.make_graph(
+        [node], op, [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_3x3_average_pool_is_identical_in_pytorch_and_onnxruntime(stride):
+    """The avg_pool_3x3 edge (padding not counted) feeds binarisers: both sides must round alike."""
+    x = torch.randn(4, 24, 16, 16, generator=torch.Generator().manual_seed(stride)) * 3
+    y = run_onnxruntime("AveragePool", x.numpy(), kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1],
+                        count_include_pad=0)
+    ref = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)(x).numpy()
+    np.testing.assert_array_equal(y, ref)
+
+
+def test_xnor_conv_is_exported_as_a_sign_conv_then_a_scale():
+    """Why :class:`XnorConv2d`: with the scaled weights ``beta * sign(W)`` PyTorch and ONNX Runtime round
+    the conv sums differently; with ``±1`` weights the sums are integers, and the scale an exact ``Mul``."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.where(torch.randn(2, 24, 8, 8, generator=g) >= 0, 1.0, -1.0)
+    conv = XnorConv2d(24, 24, 3).eval()
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(24, 24, 3, 3, generator=g))
+        sign_w = torch.where(conv.weight >= 0, 1.0, -1.0)
+        beta = conv.weight.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+        scaled = F.conv2d(x, sign_w * beta.view(-1, 1, 1, 1), padding=1).numpy()
+        y = conv(x).numpy()
+
+    def ort_conv(w: torch.Tensor) -> np.ndarray:
+        node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+        graph = onnx.helper.make_graph(
+            [node], "conv", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+            [onnx.numpy_helper.from_array(w.numpy(), "w")])
+        m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"x": x.numpy()})[0]
+
+    assert (ort_conv(sign_w * beta.view(-1, 1, 1, 1)) != scaled).sum() > 0
+    np.testing.assert_array_equal(ort_conv(sign_w) * beta.numpy(), y)
+    np.testing.assert_allclose(y, scaled, rtol=1e-5, atol=1e-5)
+
+
+def test_qonnx_export_is_bit_exact_on_every_binary_tensor(digits, perturb, tmp_path):
+    spec = CellNetSpec(ALL_OPS_GENOTYPE, cells=5, init_channels=8, stem_multiplier=2, resolution=16, name="cx")
+    torch.manual_seed(5)
+    model = perturb(build_cell_model(spec), 5)          # BN gammas / betas off their defaults
+    x_all, _ = digits(16, 40)
+    recalibrate_bn(model, [x_all[:32]])
+    x = x_all[32:]
+    path = export_qonnx(model, tmp_path / "cell.onnx")
+    logits, binary = execute_qonnx(path, x.numpy(), return_binary=True)
+    ref_binary = binary_tensors(model, x)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    n_convs = sum(isinstance(m, BinConvOp) for m in model.modules())
+    assert len(ref_binary) == len(binary) == 2 * n_convs        # activation + weight binariser per conv
+    for i, (a, b) in enumerate(zip(ref_binary, binary, strict=True)):
+        assert a.shape == b.shape, f"binary tensor {i}: shape {a.shape} vs {b.shape}"
+        assert set(np.unique(b)) <= {-1.0, 1.0}
+        mismatches = int((a != b).sum())
+        assert mismatches == 0, f"binary tensor {i} ({a.shape}): {mismatches} elements differ"
+    assert logits.shape == (8, 10)
+    np.testing.assert_allclose(logits, ref, rtol=RTOL, atol=ATOL_OF_MAX * np.abs(ref).max())
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"BipolarQuant", "MaxPool", "AveragePool", "Concat", "Slice"} <= ops
+
+
+# ----------------------------------------------------------------------------- command line
+def bnhw(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "bnhw", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_cli_ops_works_and_build_and_report_refuse_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from bnhw.cli import main
+
+    spec = CellNetSpec(ALL_OPS_GENOTYPE, cells=4, init_channels=8, resolution=16, name="tiny-cells")
+    f = spec.save(tmp_path / "cells.json")
+    assert load_spec(f) == spec
+    p = bnhw("ops", f, "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["arch"] == "tiny-cells" and d["totals"]["ops"] == count_ops(spec).ops
+    assert any(lo["name"] == "cell1.node2.e0:bin_sep_conv_3x3.dw" for lo in d["layers"])
+
+    p = bnhw("build", f, "-o", tmp_path / "b")
+    assert p.returncode == 2, p.stderr
+    lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
+    assert lines[-1].startswith("error: bnhw build: tiny-cells is a cell network") and "Traceback" not in p.stderr
+    assert "bin_sep_conv_5x5" in lines[-1] and "no lowering to the hardware IR" in lines[-1]
+    assert not (tmp_path / "b" / "model.onnx").exists()
+
+    r = CliRunner().invoke(main, ["report", str(f), "-o", str(tmp_path / "r")])
+    assert r.exit_code == 2
+    assert "error: bnhw report: tiny-cells is a cell network" in r.output and len(r.output.splitlines()) == 1
+    r = CliRunner().invoke(main, ["ops", "bnas-mini-example", "--totals"])
+    assert r.exit_code == 0 and "10,307,338" in r.output and "normal[bin_conv_3x3<0" in r.output
