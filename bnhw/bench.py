@@ -28,6 +28,14 @@ with the reference and the optimised kernels, against this machine's
 measured XOR-popcount peak (``src/bench_peak.c``); and CNV-W1A1 and a NAS-BNN
 subnet end to end, measured natively and modelled on Cortex-A9 / A53 / A72.
 
+BNAS v2 ablation (``--only bnas``, the longest part after the NAS-BNN search):
+the paper's Table 10 at small scale: for each seed, a BNAS search with all
+components ("full"), without the inter-cell skip connections ("no-skip"),
+with Zeroise discarded ("no-zeroise") and without the diversity regularizer
+("no-div"); each derived cell stacked into the largest network within the
+same OPs budget and trained from scratch with the same recipe; test top-1 on
+digits and OPs of each.
+
 Benchmarks are not tests: nothing here asserts a number.  Run
 ``python -m bnhw.bench --quick`` for a smaller version, ``--only search`` or
 ``--only fpga`` for one part.
@@ -79,10 +87,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu"], help="run one part only")
+    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "bnas"], help="run one part only")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only in (None, "bnas"):
+        abl = bench_bnas_ablation(out / "bnas", quick=args.quick)
+        _merge(out, "bnas", abl, _bnas_table(abl))
     if args.only in (None, "cpu"):
         cpu = bench_cpu(out / "cpu")
         _merge(out, "cpu", cpu, _cpu_table(cpu))
@@ -194,6 +205,55 @@ def bench_sim(out: Path, frames: int = 10) -> dict:
               f"functional {t_func:.2f} s, FIFO sizing {t_size:.1f} s ({s.runs} runs)", flush=True)
     return {"rows": rows, "machine": platform.processor() or platform.machine(),
             "note": "wall-clock on this (shared, noisy) machine; one run each"}
+
+
+#: BNAS v2 Table 10's settings: (name, CellSearchOptions overrides)
+ABLATIONS = (("full", {}), ("no-skip", {"inter_cell_skip": False}), ("no-zeroise", {"zeroise": False}),
+             ("no-div", {"diversity": False}))
+
+
+def bench_bnas_ablation(out: Path, quick: bool = False, seeds: tuple[int, ...] = (0, 1), budget: float = 3e6,
+                        search_epochs: int = 6, final_epochs: int = 6) -> dict:
+    """Full BNAS vs its three ablations, each searched and trained from scratch on digits, per seed."""
+    from .flows.cell_search import CellSearchOptions, run_cell_search
+
+    if quick:
+        seeds, search_epochs, final_epochs = (0,), 2, 2
+    rows = []
+    for seed in seeds:
+        for name, over in ABLATIONS:
+            t0 = time.time()
+            opts = CellSearchOptions(method="bnas", budget=budget, epochs=search_epochs, final_epochs=final_epochs,
+                                     seed=seed, **over)
+            d = out / f"{name}-seed{seed}"
+            r = run_cell_search(opts, d, resume=(d / "config.json").exists())
+            rows.append({"ablation": name, "seed": seed, "ops": r["ops"], "test_accuracy": r["test_accuracy"],
+                         "val_accuracy": r["val_accuracy"], "arch": r["short"], "seconds": time.time() - t0,
+                         "zeroise_edges": sum(op == "zeroise" for c in ("normal", "reduce")
+                                              for op in (e["op"] for e in r["arch"]["genotype"][c]))})
+            print(f"{name} seed {seed}: test acc {r['test_accuracy']:.4f} at {r['ops'] / 1e6:.2f}M OPs "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    summary = {}
+    for name, _ in ABLATIONS:
+        accs = [r["test_accuracy"] for r in rows if r["ablation"] == name]
+        summary[name] = {"mean_test_accuracy": float(np.mean(accs)), "min": float(min(accs)), "max": float(max(accs)),
+                         "mean_ops": float(np.mean([r["ops"] for r in rows if r["ablation"] == name]))}
+    return {"budget_ops": budget, "search_epochs": search_epochs, "final_epochs": final_epochs, "seeds": list(seeds),
+            "rows": rows, "summary": summary,
+            "note": "measured on this machine: BNAS searches at 16x16 on digits (5 cells, 8 channels, 256 images per "
+                    "half), derived cells stacked into the largest network within the budget at 32x32 and trained from "
+                    "scratch (Adam, cosine, no weight decay: the minimal-regularization scheme); top-1 on the digits "
+                    "test split"}
+
+
+def _bnas_table(r: dict) -> str:
+    lines = [f"BNAS ablation on digits, budget {r['budget_ops'] / 1e6:.1f}M OPs, {r['search_epochs']} search epochs, "
+             f"{r['final_epochs']} training epochs, seeds {r['seeds']}:", "",
+             "| setting | mean test acc | min–max | mean OPs |", "|---|---:|---:|---:|"]
+    for name, s in r["summary"].items():
+        lines.append(f"| {name} | {s['mean_test_accuracy']:.4f} | {s['min']:.4f}–{s['max']:.4f} | "
+                     f"{s['mean_ops'] / 1e6:.2f}M |")
+    return "\n".join(lines)
 
 
 #: ResNet-18/34 binary layer shapes: (feature map side, channels), 3x3 kernels, stride 1

@@ -167,12 +167,17 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 # ---------------------------------------------------------------------------
 @main.command()
 @click.option("--budget", required=True, help="OPs budget: 57M, 1.2G, 57e6, 57000000.")
-@click.option("--space", "space_name", default="nasbnn-imagenet", show_default=True, help="Search space.")
+@click.option("--method", type=click.Choice(["nasbnn", "bnas", "bars"]), default="nasbnn", show_default=True,
+              help="nasbnn: supernet + evolutionary Pareto search (paper 003); bnas: BNAS v2 cell search; bars: BARS "
+                   "macro + micro cell search.")
+@click.option("--space", "space_name", default="nasbnn-imagenet", show_default=True,
+              help="Search space (nasbnn).")
 @click.option("--data", default="digits", show_default=True,
               help="digits (bundled, nothing downloaded), cifar10:DIR (python batches) or folder:DIR.")
 @click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024),
               help="Training (proxy) resolution; OPs are always counted at the space's nominal resolution.")
-@click.option("--epochs", default=2, show_default=True, type=click.IntRange(0, 100000), help="Supernet epochs.")
+@click.option("--epochs", type=click.IntRange(0, 100000),
+              help="Supernet epochs (nasbnn, default 2) or cell-search epochs (bnas/bars, default 8).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536))
 @click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate (cosine schedule).")
@@ -198,9 +203,24 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
               help="Keep only architectures whose modelled latency on --target is at most this.")
 @click.option("--margin", default=0.85, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of --target's LUT/BRAM/URAM/DSP the folding of each candidate may use.")
-def search(budget, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
+@click.option("--search-resolution", default=16, show_default=True, type=click.IntRange(8, 1024),
+              help="bnas/bars: image size of the cell search (the final network is counted and trained at "
+                   "--resolution).")
+@click.option("--gamma", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="bnas/bars: Eq. 5's transferability factor (Zeroise's weight is divided by it).")
+@click.option("--no-zeroise", is_flag=True, help="bnas/bars ablation: discard Zeroise from the candidates.")
+@click.option("--no-inter-cell-skip", is_flag=True, help="bnas/bars ablation: the DARTS cell template.")
+@click.option("--no-diversity", is_flag=True, help="bnas/bars ablation: no diversity regularizer (Eq. 6).")
+@click.option("--separable", is_flag=True, help="bnas/bars: add binary separable convs to the candidates.")
+@click.option("--final-epochs", default=0, show_default=True, type=click.IntRange(0, 100000),
+              help="bnas/bars: train the derived network from scratch for this many epochs.")
+@click.option("--scheme", type=click.Choice(["minimal", "standard"]), default="minimal", show_default=True,
+              help="bnas/bars: training of the derived network: minimal regularization (Adam, cosine) or the "
+                   "standard SGD with warm restarts.")
+def search(budget, method, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
            teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume, target, min_fps,
-           max_latency_ms, margin) -> None:
+           max_latency_ms, margin, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
+           separable, final_epochs, scheme) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
     Trains a weight-sharing supernet (sandwich rule, Bi-Teacher,
@@ -229,6 +249,15 @@ def search(budget, space_name, data, resolution, epochs, batch_size, lr, populat
     from .hw.boards import get_board
 
     budget = parse_budget(budget)
+    if epochs is None:
+        epochs = 2 if method == "nasbnn" else 8
+    if method != "nasbnn":
+        if target is not None or min_fps is not None or max_latency_ms is not None:
+            raise BnhwError(f"--target / --min-fps / --max-latency-ms apply to --method nasbnn only (the {method} "
+                            "networks have no hardware lowering yet)")
+        _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed, out,
+                     resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, final_epochs, scheme)
+        return
     if target is not None:
         target = get_board(target).name
     opts = SearchOptions(
@@ -259,6 +288,30 @@ def search(budget, space_name, data, resolution, epochs, batch_size, lr, populat
         click.echo(f"  {b.spec.short()}")
         click.echo(f"wrote {out}/best_arch.json, best.json, pareto.csv, pareto.png, supernet.pt, best_subnet.pt"
                    + (", measured.csv" if target is not None else ""))
+
+
+def _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed, out,
+                 resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, final_epochs, scheme) -> None:
+    """``bnhw search --method bnas|bars`` (see bnhw.flows.cell_search)."""
+    from .estimators.ops import format_ops
+    from .flows.cell_search import CellSearchOptions, run_cell_search
+    from .flows.progress import cell_search_progress
+
+    opts = CellSearchOptions(method=method, budget=budget, data=data, resolution=resolution,
+                             search_resolution=search_resolution, epochs=epochs, batch_size=batch_size,
+                             train_images=train_images, seed=seed, gamma=gamma, zeroise=not no_zeroise,
+                             inter_cell_skip=not no_inter_cell_skip, diversity=not no_diversity, separable=separable,
+                             final_epochs=final_epochs, scheme=scheme)
+    opts.validate()
+    with cell_search_progress(opts) as on_event:
+        r = run_cell_search(opts, out, resume=resume, event=on_event)
+    acc = (f", val acc {r['val_accuracy']:.4f}, test acc {r['test_accuracy']:.4f}" if "test_accuracy" in r
+           else " (not trained: --final-epochs 0)")
+    click.echo(f"{method}: {format_ops(r['ops'])} OPs (budget {format_ops(budget)}, counted at "
+               f"{r['ops_counted_at']}){acc}")
+    click.echo(f"  {r['short']}")
+    click.echo(f"  {r['export']['check']}")
+    click.echo(f"wrote {out}/best_arch.json, best.json, search.json, model.onnx, log.txt")
 
 
 @main.command()

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -67,3 +68,43 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
     finally:
         if started:
             prog.stop()
+
+
+@contextlib.contextmanager
+def cell_search_progress(opts, enabled: bool = True) -> Iterator:
+    """Yields an event callback for :func:`bnhw.flows.cell_search.run_cell_search`: a bar over the search's
+    steps (loss, epoch, current derived cell on each epoch line), then one over the final training."""
+    if not enabled:
+        yield lambda name, info: None
+        return
+    console = Console(stderr=True)
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn())
+    prog = Progress(*cols, console=console, transient=False)
+    search = prog.add_task(f"{opts.method} search", total=None, info="")
+    train = prog.add_task("training", total=None, info="", visible=False)
+    prog.start()
+    try:
+        def on_event(name: str, info: dict) -> None:
+            if name == "data":
+                console.print(f"[dim]{info['describe']}[/dim]")
+            elif name == "search.step":
+                prog.update(search, total=info["epochs"] * info["steps"],
+                            completed=(info["epoch"] - 1) * info["steps"] + info["step"],
+                            info=f"epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.3f}")
+            elif name == "search.epoch":
+                extra = f", E[OPs] {info['expected_ops'] / 1e6:.2f}M" if "expected_ops" in info else ""
+                console.print(f"epoch {info['epoch']}: loss {info['loss']:.3f}, entropy {info['entropy']:.3f}{extra}")
+            elif name == "search.resumed":
+                console.print(f"resumed the search after epoch {info['epoch']}")
+            elif name == "derived":
+                console.print(f"derived: {escape(info['spec'])}")
+            elif name == "train.step":
+                prog.update(train, visible=True, total=info["epochs"] * info["steps"],
+                            completed=(info["epoch"] - 1) * info["steps"] + info["step"],
+                            info=f"epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.3f}")
+            elif name == "train.epoch":
+                console.print(f"training epoch {info['epoch']}: val acc {info['val_accuracy']:.4f}")
+        yield on_event
+    finally:
+        prog.stop()

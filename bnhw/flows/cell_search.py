@@ -1,0 +1,213 @@
+"""``bnhw search --method bnas|bars``: the cell-based searches of BNAS v2 and BARS, end to end.
+
+1. **Search** (:mod:`bnhw.design.bnas` / :mod:`bnhw.design.bars`) on the training split at the search
+   resolution: first-order DARTS alternating optimisation, weights on one half, architecture parameters
+   on the other; BNAS with the diversity regularizer (Eq. 6) and Zeroise kept through Eq. 5's ``gamma``;
+   BARS with its macro level (cells and width per stage) and an expected-OPs term.  Checkpointed after
+   every epoch; ``--resume`` continues.
+2. **Network within the budget**: BNAS stacks the derived cell (the largest Table 5-style network whose
+   counted OPs fit the budget, :func:`bnhw.design.bnas.fit_to_budget`); BARS's derived layout is already
+   shrunk into it.  OPs are counted by :func:`bnhw.estimators.ops.count_ops` at ``--resolution``.
+3. **Training** of the stacked network from scratch (``--final-epochs``, BNAS v2's schemes: ``minimal``
+   = Adam, no weight decay, cosine; ``standard`` = SGD with momentum, weight decay 3e-5, cosine annealing
+   with warm restarts) with top-1 on the held-out and test splits.
+4. **Export**: QONNX of the (trained, or freshly initialised and BN-calibrated) network, run by qonnx on
+   real digit images: every binary tensor must equal PyTorch's bit for bit.
+
+Outputs in OUT: ``best_arch.json`` (a cell-network spec every bnhw command reads), ``search.json``
+(genotype, architecture parameters and their history), ``best.json`` (OPs, accuracies, export check and
+what each figure means), ``model.onnx``, ``model.pt`` when trained, ``log.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import BnhwError
+from ..spec import atomic_write_text
+
+__all__ = ["CellSearchOptions", "run_cell_search", "METHODS"]
+
+METHODS = ("bnas", "bars")
+SCHEMES = ("minimal", "standard")
+
+
+@dataclass
+class CellSearchOptions:
+    method: str
+    budget: float
+    data: str = "digits"
+    search_resolution: int = 16
+    resolution: int = 32                 # the final network's input (OPs counted there)
+    epochs: int = 8                      # search epochs
+    batch_size: int = 32
+    images_per_half: int | None = 256    # images in each half (weights / architecture) of the search
+    search_cells: int = 5
+    search_channels: int = 8
+    gamma: float = 1.0
+    #: architecture-parameter learning rate: 10x DARTS's 3e-4, because these searches take tens of
+    #: architecture steps, not the paper's ~20k (50 epochs of CIFAR-10); at 3e-4 the parameters barely move
+    arch_lr: float = 3e-3
+    #: BARS: "abs" pulls the expected OPs towards the budget from both sides (a hinge leaves small layouts)
+    ops_penalty: str = "abs"
+    lam: float = 1.0
+    tau: float = 7.7
+    zeroise: bool = True
+    inter_cell_skip: bool = True
+    diversity: bool = True
+    separable: bool = False
+    final_epochs: int = 0
+    scheme: str = "minimal"
+    train_images: int | None = None
+    seed: int = 0
+    verify_images: int = 8
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise BnhwError(f"unknown search method {self.method!r}; choose from nasbnn, {', '.join(METHODS)}")
+        if self.scheme not in SCHEMES:
+            raise BnhwError(f"unknown training scheme {self.scheme!r}; choose from {', '.join(SCHEMES)}")
+        if self.gamma <= 0:
+            raise BnhwError(f"--gamma must be > 0, got {self.gamma}")
+        if self.search_resolution % 4:
+            raise BnhwError(f"--search-resolution {self.search_resolution} is not divisible by 4 (two reductions)")
+
+
+def _log(out: Path) -> Callable[[str], None]:
+    path = out / "log.txt"
+
+    def log(line: str) -> None:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    return log
+
+
+def _check_resumable(out: Path, opts: CellSearchOptions, resume: bool) -> None:
+    cfg = out / "config.json"
+    mine = json.dumps(asdict(opts), sort_keys=True)
+    if cfg.exists():
+        if not resume:
+            raise BnhwError(f"{out} holds a search already; use --resume to continue it or another -o")
+        if json.loads(cfg.read_text()) != json.loads(mine):
+            raise BnhwError(f"{out}/config.json was written by a search with other options; --resume needs the "
+                            "same options")
+    elif resume:
+        raise BnhwError(f"nothing to resume in {out} (no config.json)")
+    atomic_write_text(cfg, mine + "\n")
+
+
+def _search(opts: CellSearchOptions, data, out: Path, resume: bool, emit) -> tuple:
+    from ..design.bars import BarsConfig, run_bars
+    from ..design.bnas import BnasConfig, fit_to_budget, run_bnas
+
+    common = dict(epochs=opts.epochs, batch_size=opts.batch_size, images_per_half=opts.images_per_half,
+                  init_channels=opts.search_channels, lam=opts.lam, tau=opts.tau, diversity=opts.diversity,
+                  zeroise=opts.zeroise, separable=opts.separable, inter_cell_skip=opts.inter_cell_skip,
+                  gamma=opts.gamma, seed=opts.seed, arch_lr=opts.arch_lr)
+    x, y = data.train.tensors()
+    if opts.method == "bnas":
+        # refuse a budget no derived cell can meet before any training: the cheapest cell (all Zeroise)
+        from ..design.cells import Genotype
+
+        cheapest = tuple(("zeroise", i % 2) for i in range(8))
+        fit_to_budget(Genotype(cheapest, cheapest), opts.budget, resolution=opts.resolution,
+                      in_channels=data.in_channels, num_classes=data.num_classes,
+                      inter_cell_skip=opts.inter_cell_skip)
+        cfg = BnasConfig(cells=opts.search_cells, **common)
+        res = run_bnas((x, y), None, cfg, out_dir=out, resume=resume, progress=emit, num_classes=data.num_classes)
+        spec = fit_to_budget(res.genotype, opts.budget, resolution=opts.resolution, in_channels=data.in_channels,
+                             num_classes=data.num_classes, inter_cell_skip=opts.inter_cell_skip,
+                             name=f"bnas-search-seed{opts.seed}")
+        return res, spec
+    cfg = BarsConfig(budget=opts.budget, spec_resolution=opts.resolution, ops_penalty=opts.ops_penalty, **common)
+    res = run_bars((x, y), None, cfg, out_dir=out, resume=resume, progress=emit, num_classes=data.num_classes,
+                   name=f"bars-search-seed{opts.seed}")
+    return res, res.spec
+
+
+def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
+                    event: Callable[[str, dict], None] | None = None) -> dict:
+    """Search, stack / shrink into the budget, optionally train, export and verify; returns best.json."""
+    from ..data import digits_images
+    from ..data.datasets import load_data
+    from ..estimators.ops import count_ops, format_ops
+    from ..quant.cellnet import build_cell_model
+    from ..quant.export import export_qonnx
+    from ..quant.model import recalibrate_bn
+    from .export import verify_export
+
+    opts.validate()
+    emit = event or (lambda name, info: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(out, opts, resume)
+    log = _log(out)
+    torch.manual_seed(opts.seed)
+    data = load_data(opts.data, opts.search_resolution, seed=opts.seed)
+    if opts.train_images is not None:
+        data.train = data.train.subset(range(min(opts.train_images, len(data.train))))
+    log(f"{opts.method} search on {data.describe()}; budget {format_ops(opts.budget)} OPs at "
+        f"{opts.resolution}x{opts.resolution}")
+    emit("data", {"describe": data.describe()})
+
+    def on_search(name: str, info: dict) -> None:
+        if name == "epoch":
+            line = (f"search epoch {info['epoch']}/{info['epochs']}: loss {info['loss']:.4f}, arch loss "
+                    f"{info['arch_loss']:.4f}, entropy {info['entropy']:.3f}")
+            if "expected_ops" in info:
+                line += f", E[OPs] {format_ops(info['expected_ops'])}"
+            log(line + f"; {info.get('spec') or info['genotype']}")
+        elif name == "resumed":
+            log(f"resumed the search after epoch {info['epoch']}")
+        emit("search." + name, info)
+
+    res, spec = _search(opts, data, out, resume, on_search)
+    rep = count_ops(spec)
+    if rep.ops > opts.budget:          # the searches guarantee it; a bug otherwise
+        raise BnhwError(f"derived network has {format_ops(rep.ops)} OPs, over the budget (please report it)")
+    spec.save(out / "best_arch.json")
+    atomic_write_text(out / "search.json", json.dumps(res.to_dict(), indent=1, default=float) + "\n")
+    log(f"derived: {spec.short()} ({format_ops(rep.ops)} OPs)")
+    emit("derived", {"spec": spec.short(), "ops": rep.ops})
+
+    summary = {"method": opts.method, "arch": spec.to_dict(), "short": spec.short(), "budget_ops": opts.budget,
+               "ops": rep.ops, "bops": rep.bops, "flops": rep.flops, "int8ops": rep.int8ops,
+               "ops_counted_at": f"{spec.resolution}x{spec.resolution}",
+               "search_resolution": f"{opts.search_resolution}x{opts.search_resolution}",
+               "config": asdict(opts), "data": data.describe()}
+    if opts.final_epochs > 0:
+        from .train import FitConfig, fit
+
+        emit("train.start", {"epochs": opts.final_epochs})
+        fit_res = fit(spec, FitConfig(epochs=opts.final_epochs, batch_size=opts.batch_size, seed=opts.seed,
+                                      data=opts.data, resolution=opts.resolution, train_images=opts.train_images,
+                                      optimizer="adam" if opts.scheme == "minimal" else "sgd-restarts"),
+                      out / "train", resume=resume, progress=lambda n, i: emit("train." + n, i))
+        summary.update(val_accuracy=fit_res["val_accuracy"], test_accuracy=fit_res["test_accuracy"],
+                       accuracy_means=f"top-1 on digits after training the stacked network from scratch for "
+                                      f"{opts.final_epochs} epochs ({opts.scheme} scheme)")
+        from ..quant.checkpoint import load_model
+        model = load_model(out / "train" / "model.pt")
+        log(f"trained {opts.final_epochs} epochs: val acc {fit_res['val_accuracy']:.4f}, test acc "
+            f"{fit_res['test_accuracy']:.4f}")
+    else:
+        model = build_cell_model(spec)
+        x, _ = digits_images(spec.resolution, 64, channels=spec.in_channels, seed=1)
+        recalibrate_bn(model, [x[:32], x[32:]])
+        summary["accuracy_means"] = "not trained (--final-epochs 0): the export is checked on fresh weights"
+    onnx = out / "model.onnx"
+    export_qonnx(model, onnx)
+    x, _ = digits_images(spec.resolution, opts.verify_images, channels=spec.in_channels, seed=2)
+    ver = verify_export(model, onnx, x)
+    summary["export"] = {"file": str(onnx), "check": ver.line(), "binary_tensors": ver.binary_tensors,
+                         "binary_mismatches": ver.binary_mismatches, "max_logit_error": ver.max_logit_error}
+    log(ver.line())
+    if not ver.ok:
+        raise BnhwError(f"QONNX export of the derived network does not match PyTorch: {ver.line()}")
+    atomic_write_text(out / "best.json", json.dumps(summary, indent=2, default=float) + "\n")
+    return summary

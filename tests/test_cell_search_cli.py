@@ -1,0 +1,63 @@
+"""`bnhw search --method bnas|bars`: end to end on a little data, within the budget, exported bit-exact,
+resumable, with one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bnhw.design.cells import CellNetSpec
+from bnhw.estimators.ops import count_ops
+
+
+def run(*args, timeout=900):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "bnhw", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("method,budget", [("bnas", 2e6), ("bars", 3e6)])
+def test_cell_search_end_to_end(tmp_path, method, budget):
+    out = tmp_path / method
+    p = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "96", "-o", out)
+    assert p.returncode == 0, p.stderr[-2000:]
+    spec = CellNetSpec.from_json((out / "best_arch.json").read_text())
+    ops = count_ops(spec).ops
+    best = json.loads((out / "best.json").read_text())
+    assert best["method"] == method and abs(best["ops"] - ops) < 1 and 0 < ops <= budget
+    assert best["export"]["binary_mismatches"] == 0 and best["export"]["binary_tensors"] > 10
+    search = json.loads((out / "search.json").read_text())
+    assert len(search["history"]) == 1 and search["genotype"]["normal"]
+    if method == "bars":
+        assert len(spec.stage_cells) == 3
+    assert (out / "model.onnx").is_file() and "bit-exact" in p.stdout
+    # a finished search resumes without redoing its epoch and gives the same network
+    again = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "96", "-o",
+                out, "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert CellNetSpec.from_json((out / "best_arch.json").read_text()) == spec
+
+
+def test_no_zeroise_derives_no_zeroise(tmp_path):
+    out = tmp_path / "nz"
+    p = run("search", "--method", "bnas", "--budget", "2M", "--epochs", "1", "--train-images", "64", "--no-zeroise",
+            "-o", out)
+    assert p.returncode == 0, p.stderr[-2000:]
+    spec = CellNetSpec.from_json((out / "best_arch.json").read_text())
+    assert "zeroise" not in spec.genotype.ops()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "bnas", "--budget", "2M", "--target", "pynq-z2"], "apply to --method nasbnn only"),
+    (["--method", "bnas", "--budget", "1K"], "below the smallest network"),
+    (["--method", "bars", "--budget", "2M", "--search-resolution", "18"], "not divisible by 4"),
+])
+def test_bad_input_is_one_line(tmp_path, args, needle):
+    p = run("search", *args, "--epochs", "1", "--train-images", "32", "-o", tmp_path / "x")
+    assert p.returncode == 2, p.stdout
+    last = [x for x in p.stderr.strip().splitlines() if x.strip()][-1]
+    assert last.startswith("error: ") and needle in last and "Traceback" not in p.stderr
