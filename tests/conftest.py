@@ -73,3 +73,14 @@ def perturb() -> Callable[[nn.Module, int], nn.Module]:
         return model
 
     return run
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module: small CPU workloads (tiny searches, small models) are
+    dominated by small ops, and two xdist workers with two threads each oversubscribe two cores
+    (several times slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

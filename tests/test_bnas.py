@@ -188,13 +188,8 @@ TINY = dict(epochs=2, cells=3, init_channels=4, nodes=2, batch_size=16, images_p
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny searches are dominated by small ops, and two xdist workers with two
-    threads each oversubscribe two cores (several times slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """The tiny searches are dominated by small ops: one intra-op thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,21 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def _bars() -> tuple[Console, Progress]:
+    """A stderr console and a progress display: description, bar, done/total, info, elapsed, remaining."""
+    console = Console(stderr=True)
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn())
+    return console, Progress(*cols, console=console, transient=False)
+
+
 @contextlib.contextmanager
 def search_progress(opts, enabled: bool = True) -> Iterator:
     """Yields an event callback for :func:`bnhw.flows.search.run_search` that drives two bars."""
     if not enabled:
         yield lambda name, info: None
         return
-    console = Console(stderr=True)
-    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn())
-    prog = Progress(*cols, console=console, transient=False)
+    console, prog = _bars()
     started = False
     pending: list[str] = []
     train = prog.add_task("supernet", total=None, info="")
@@ -77,10 +82,7 @@ def cell_search_progress(opts, enabled: bool = True) -> Iterator:
     if not enabled:
         yield lambda name, info: None
         return
-    console = Console(stderr=True)
-    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn())
-    prog = Progress(*cols, console=console, transient=False)
+    console, prog = _bars()
     search = prog.add_task(f"{opts.method} search", total=None, info="")
     train = prog.add_task("training", total=None, info="", visible=False)
     prog.start()
