@@ -345,6 +345,34 @@ def test_qonnx_export_is_bit_exact_on_every_binary_tensor(digits, perturb, tmp_p
     assert {"BipolarQuant", "MaxPool", "AveragePool", "Concat", "Slice"} <= ops
 
 
+def test_export_of_a_cell_whose_nodes_coincide(digits, tmp_path):
+    """Nodes 0-2 of the reduction cell all compute pool(c_{k-2}) + pool(c_{k-1}): the exporter merges them and
+    the cell output concatenates one tensor three times.  qonnx's tensor renaming replaces only the first of
+    repeated node inputs (found in a searched no-skip network); the export must still execute and match."""
+    same = (("avg_pool_3x3", 0), ("avg_pool_3x3", 1))
+    reduce = same * 3 + (("zeroise", 1), ("bin_dil_conv_3x3", 3))
+    normal = (("avg_pool_3x3", 0), ("bin_conv_3x3", 1)) + same * 2 + (("bin_conv_3x3", 4), ("max_pool_3x3", 0))
+    spec = CellNetSpec(Genotype(normal=normal, reduce=reduce), cells=4, init_channels=8, resolution=16,
+                       inter_cell_skip=False, name="coinciding")
+    torch.manual_seed(2)
+    model = build_cell_model(spec).eval()
+    x_all, _ = digits(16, 40)
+    recalibrate_bn(model, [x_all[:32]])
+    x = x_all[32:]
+    path = export_qonnx(model, tmp_path / "c.onnx")
+    graph = onnx.load(str(path)).graph
+    repeated = [n for n in graph.node if len(set(n.input)) < len(n.input)]
+    assert any(n.op_type == "Concat" for n in repeated)         # the case is exercised
+    assert not any(n.op_type == "Identity" for n in graph.node)
+    logits, binary = execute_qonnx(path, x.numpy(), return_binary=True)
+    ref_binary = binary_tensors(model, x)
+    assert len(binary) == len(ref_binary) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(ref_binary, binary, strict=True))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(logits, ref, rtol=RTOL, atol=ATOL_OF_MAX * np.abs(ref).max())
+
+
 # ----------------------------------------------------------------------------- command line
 def bnhw(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from brevitas.export import export_qonnx as brevitas_export_qonnx
-from onnx import NodeProto
+from onnx import NodeProto, helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.transformation.change_batchsize import ChangeBatchSize
@@ -110,6 +110,7 @@ def _cleanup_in_torch_order(raw: ModelWrapper) -> ModelWrapper:
     """
     for i, n in enumerate(raw.graph.node):
         n.doc_string = f"{_ORDER_TAG}{i}"
+    _split_repeated_inputs(raw)
     clean = cleanup_model(raw)
     nodes = []
     for n in clean.graph.node:                    # copies: the originals go with the field's clearing
@@ -118,12 +119,56 @@ def _cleanup_in_torch_order(raw: ModelWrapper) -> ModelWrapper:
         nodes.append(c)
     if not all(n.doc_string.startswith(_ORDER_TAG) for n in nodes):
         raise BnhwError("QONNX export: the cleanup introduced nodes of unknown order")  # pragma: no cover
-    nodes.sort(key=lambda n: int(n.doc_string[len(_ORDER_TAG):]))
+    nodes.sort(key=lambda n: float(n.doc_string[len(_ORDER_TAG):].split()[0]))
+    nodes = _join_repeated_inputs(clean, nodes)
     for n in nodes:
         n.doc_string = ""
     del clean.graph.node[:]
     clean.graph.node.extend(nodes)
     return clean      # (qonnx's renaming transforms would sort the graph again: names keep the sorted numbering)
+
+
+_SPLIT_TAG = "split-of"
+
+
+def _split_repeated_inputs(raw: ModelWrapper) -> None:
+    """Give a node's repeated input (``Concat(a, a)``) a tagged ``Identity`` per extra use.
+
+    The TorchScript exporter merges identical computations, so a cell whose
+    node states coincide (say two nodes that both add the same two pools)
+    concatenates one tensor several times.  qonnx's tensor renaming replaces
+    only the first occurrence of a name in a node's inputs, which leaves the
+    others dangling; after the split every input name of a node is distinct.
+    :func:`_join_repeated_inputs` removes the ``Identity`` nodes again.
+    """
+    new_nodes = []
+    for n in raw.graph.node:
+        seen: set[str] = set()
+        for k, name in enumerate(n.input):
+            if name == "" or name not in seen:
+                seen.add(name)
+                continue
+            dup = f"{name}__{_SPLIT_TAG}_{n.name}_{k}"
+            order = n.doc_string[len(_ORDER_TAG):]
+            new_nodes.append(helper.make_node("Identity", [name], [dup], name=f"{n.name}_split{k}",
+                                              doc_string=f"{_ORDER_TAG}{order} {_SPLIT_TAG}"))
+            n.input[k] = dup
+    raw.graph.node.extend(new_nodes)
+
+
+def _join_repeated_inputs(model: ModelWrapper, nodes: list[NodeProto]) -> list[NodeProto]:
+    """Drop the ``Identity`` nodes of :func:`_split_repeated_inputs`, rewiring their consumers."""
+    source = {n.output[0]: n.input[0] for n in nodes if n.doc_string.endswith(_SPLIT_TAG)}
+    if not source:
+        return nodes
+    for n in nodes:
+        for k, name in enumerate(n.input):
+            if name in source:
+                n.input[k] = source[name]
+    keep = [vi for vi in model.graph.value_info if vi.name not in source]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+    return [n for n in nodes if not n.doc_string.endswith(_SPLIT_TAG)]
 
 
 def load_qonnx(path: str | os.PathLike) -> ModelWrapper:
