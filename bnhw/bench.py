@@ -212,7 +212,7 @@ ABLATIONS = (("full", {}), ("no-skip", {"inter_cell_skip": False}), ("no-zeroise
              ("no-div", {"diversity": False}))
 
 
-def bench_bnas_ablation(out: Path, quick: bool = False, seeds: tuple[int, ...] = (0, 1), budget: float = 3e6,
+def bench_bnas_ablation(out: Path, quick: bool = False, seeds: tuple[int, ...] = (0, 1, 2), budget: float = 3e6,
                         search_epochs: int = 4, final_epochs: int = 3) -> dict:
     """Full BNAS vs its three ablations, each searched and trained from scratch on digits, per seed."""
     from .flows.cell_search import CellSearchOptions, run_cell_search

@@ -214,9 +214,11 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 @click.option("--separable", is_flag=True, help="bnas/bars: add binary separable convs to the candidates.")
 @click.option("--final-epochs", default=0, show_default=True, type=click.IntRange(0, 100000),
               help="bnas/bars: train the derived network from scratch for this many epochs.")
-@click.option("--scheme", type=click.Choice(["minimal", "standard"]), default="minimal", show_default=True,
-              help="bnas/bars: training of the derived network: minimal regularization (Adam, cosine) or the "
-                   "standard SGD with warm restarts.")
+@click.option("--scheme", type=click.Choice(["minimal", "standard", "standard-restarts"]), default="minimal",
+              show_default=True,
+              help="bnas/bars: training of the derived network: minimal regularization (Adam, cosine, no weight "
+                   "decay), standard (SGD, one-cycle 5e-2..4e-4, BNAS v2 on CIFAR10) or standard-restarts (SGD, "
+                   "cosine with warm restarts, BNAS v2 on ImageNet).")
 def search(budget, method, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
            teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume, target, min_fps,
            max_latency_ms, margin, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
@@ -323,12 +325,18 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
 @click.option("--epochs", default=4, show_default=True, type=click.IntRange(0, 100000))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536))
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True),
-              help="Adam learning rate [default: 2e-3 from scratch, 2e-4 fine-tuning].")
+              help="Peak learning rate [default: Adam 2e-3 from scratch, 2e-4 fine-tuning; see --optimizer].")
 @click.option("--train-images", type=click.IntRange(1), default=None, help="Use only the first N training images.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-o", "--out", default="runs/train", show_default=True, type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
-def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images, seed, out, resume) -> None:
+@click.option("--optimizer", type=click.Choice(["adam", "sgd-onecycle", "sgd-restarts"]), default="adam",
+              show_default=True,
+              help="adam: cosine, no weight decay (minimal regularization); sgd-onecycle: BNAS v2's standard "
+                   "CIFAR10 scheme (momentum 0.9, weight decay 3e-6, one-cycle 5e-2..4e-4); sgd-restarts: its "
+                   "ImageNet scheme (weight decay 3e-5, cosine with warm restarts, peak 0.1).")
+def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images, seed, out, resume,
+          optimizer) -> None:
     """Train ARCH: fine-tune from a supernet (--supernet, NAS-BNN pipeline 2) or
     from scratch with the minimal-regularization scheme of BNAS v2 (Adam, no
     weight decay, cosine, no colour jitter).  Writes model.pt (a checkpoint
@@ -341,7 +349,7 @@ def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images
     spec = load_spec(arch)
     dist_util.init_from_env()
     cfg = FitConfig(scheme="finetune" if supernet else "scratch", epochs=epochs, batch_size=batch_size, lr=lr,
-                    seed=seed, data=data, resolution=resolution, train_images=train_images)
+                    seed=seed, data=data, resolution=resolution, train_images=train_images, optimizer=optimizer)
 
     def progress(name, info):
         if name == "epoch" and dist_util.is_main():

@@ -20,10 +20,12 @@ def run(*args, timeout=900):
                           timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("method,budget", [("bnas", 2e6), ("bars", 3e6)])
-def test_cell_search_end_to_end(tmp_path, method, budget):
+@pytest.mark.parametrize("method,budget,train", [("bnas", 2e6, ("--final-epochs", "1", "--scheme", "standard")),
+                                                  ("bars", 3e6, ())])
+def test_cell_search_end_to_end(tmp_path, method, budget, train):
     out = tmp_path / method
-    p = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "96", "-o", out)
+    p = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "96", "-o", out,
+            *train)
     assert p.returncode == 0, p.stderr[-2000:]
     spec = CellNetSpec.from_json((out / "best_arch.json").read_text())
     ops = count_ops(spec).ops
@@ -34,10 +36,14 @@ def test_cell_search_end_to_end(tmp_path, method, budget):
     assert len(search["history"]) == 1 and search["genotype"]["normal"]
     if method == "bars":
         assert len(spec.stage_cells) == 3
+    if train:       # the derived network trained with BNAS v2's CIFAR10 scheme; the export is of those weights
+        result = json.loads((out / "train" / "result.json").read_text())
+        assert result["config"]["optimizer"] == "sgd-onecycle" and len(result["history"]) == 1
+        assert best["test_accuracy"] == result["test_accuracy"]
     assert (out / "model.onnx").is_file() and "bit-exact" in p.stdout
     # a finished search resumes without redoing its epoch and gives the same network
     again = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "96", "-o",
-                out, "--resume")
+                out, "--resume", *train)
     assert again.returncode == 0, again.stderr[-2000:]
     assert CellNetSpec.from_json((out / "best_arch.json").read_text()) == spec
 

@@ -9,8 +9,9 @@
    counted OPs fit the budget, :func:`bnhw.design.bnas.fit_to_budget`); BARS's derived layout is already
    shrunk into it.  OPs are counted by :func:`bnhw.estimators.ops.count_ops` at ``--resolution``.
 3. **Training** of the stacked network from scratch (``--final-epochs``, BNAS v2's schemes: ``minimal``
-   = Adam, no weight decay, cosine; ``standard`` = SGD with momentum, weight decay 3e-5, cosine annealing
-   with warm restarts) with top-1 on the held-out and test splits.
+   = Adam, no weight decay, cosine; ``standard`` = SGD with momentum 0.9, weight decay 3e-6, one-cycle
+   learning rate 5e-2..4e-4 (their CIFAR10 scheme); ``standard-restarts`` = SGD, weight decay 3e-5, cosine
+   annealing with warm restarts (their ImageNet scheme)) with top-1 on the held-out and test splits.
 4. **Export**: QONNX of the (trained, or freshly initialised and BN-calibrated) network, run by qonnx on
    real digit images: every binary tensor must equal PyTorch's bit for bit.
 
@@ -34,7 +35,11 @@ from ..spec import atomic_write_text
 __all__ = ["CellSearchOptions", "run_cell_search", "METHODS"]
 
 METHODS = ("bnas", "bars")
-SCHEMES = ("minimal", "standard")
+#: BNAS v2's training schemes (paper 001 Sec. 5.2 / 6.1) -> ``FitConfig.optimizer``: minimal regularization
+#: (Adam, cosine, no weight decay); standard as on CIFAR10 (SGD, one-cycle); standard as on ImageNet
+#: (SGD, cosine with warm restarts)
+SCHEME_OPTIMIZERS = {"minimal": "adam", "standard": "sgd-onecycle", "standard-restarts": "sgd-restarts"}
+SCHEMES = tuple(SCHEME_OPTIMIZERS)
 
 
 @dataclass
@@ -186,7 +191,7 @@ def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
         emit("train.start", {"epochs": opts.final_epochs})
         fit_res = fit(spec, FitConfig(epochs=opts.final_epochs, batch_size=opts.batch_size, seed=opts.seed,
                                       data=opts.data, resolution=opts.resolution, train_images=opts.train_images,
-                                      optimizer="adam" if opts.scheme == "minimal" else "sgd-restarts"),
+                                      optimizer=SCHEME_OPTIMIZERS[opts.scheme]),
                       out / "train", resume=resume, progress=lambda n, i: emit("train." + n, i))
         summary.update(val_accuracy=fit_res["val_accuracy"], test_accuracy=fit_res["test_accuracy"],
                        accuracy_means=f"top-1 on digits after training the stacked network from scratch for "
