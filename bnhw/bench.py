@@ -34,7 +34,9 @@ components ("full"), without the inter-cell skip connections ("no-skip"),
 with Zeroise discarded ("no-zeroise") and without the diversity regularizer
 ("no-div"); each derived cell stacked into the largest network within the
 same OPs budget and trained from scratch with the same recipe; test top-1 on
-digits and OPs of each.
+digits and OPs of each.  A cell drawn at random from the same space
+("random", no search) is stacked and trained the same way: the baseline that
+tells whether the searches found anything at this scale.
 
 Benchmarks are not tests: nothing here asserts a number.  Run
 ``python -m bnhw.bench --quick`` for a smaller version, ``--only search`` or
@@ -214,7 +216,7 @@ ABLATIONS = (("full", {}), ("no-skip", {"inter_cell_skip": False}), ("no-zeroise
 
 def bench_bnas_ablation(out: Path, quick: bool = False, seeds: tuple[int, ...] = (0, 1, 2), budget: float = 3e6,
                         search_epochs: int = 4, final_epochs: int = 3) -> dict:
-    """Full BNAS vs its three ablations, each searched and trained from scratch on digits, per seed."""
+    """Full BNAS vs its three ablations and a random cell, each trained from scratch on digits, per seed."""
     from .flows.cell_search import CellSearchOptions, run_cell_search
 
     if quick:
@@ -233,6 +235,12 @@ def bench_bnas_ablation(out: Path, quick: bool = False, seeds: tuple[int, ...] =
                                               for op in (e["op"] for e in r["arch"]["genotype"][c]))})
             print(f"{name} seed {seed}: test acc {r['test_accuracy']:.4f} at {r['ops'] / 1e6:.2f}M OPs "
                   f"({time.time() - t0:.0f} s)", flush=True)
+    for seed in seeds:
+        t0 = time.time()
+        r = random_cell_baseline(out / f"random-seed{seed}", seed, budget, final_epochs)
+        rows.append({**r, "seconds": time.time() - t0})
+        print(f"random seed {seed}: test acc {r['test_accuracy']:.4f} at {r['ops'] / 1e6:.2f}M OPs "
+              f"({time.time() - t0:.0f} s)", flush=True)
     return {"budget_ops": budget, "search_epochs": search_epochs, "final_epochs": final_epochs, "seeds": list(seeds),
             "rows": rows, "summary": _bnas_summary(rows),
             "note": "measured on this machine: BNAS searches at 16x16 on digits (5 cells, 8 channels, 256 images per "
@@ -241,12 +249,32 @@ def bench_bnas_ablation(out: Path, quick: bool = False, seeds: tuple[int, ...] =
                     "test split"}
 
 
+def random_cell_baseline(out: Path, seed: int, budget: float, final_epochs: int) -> dict:
+    """The sanity baseline of the ablation: a cell drawn at random from BNAS's space (no search), stacked
+    into the budget and trained exactly as the searched cells are (:func:`run_cell_search`'s defaults)."""
+    from .design.bnas import candidate_ops, fit_to_budget, random_genotype
+    from .estimators.ops import count_ops
+    from .flows.cell_search import SCHEME_OPTIMIZERS, CellSearchOptions
+    from .flows.train import FitConfig, fit
+
+    opts = CellSearchOptions(method="bnas", budget=budget, final_epochs=final_epochs, seed=seed)
+    genotype = random_genotype(candidate_ops(zeroise=opts.zeroise, separable=opts.separable), seed=seed)
+    spec = fit_to_budget(genotype, budget, resolution=opts.resolution, name=f"bnas-random-seed{seed}")
+    cfg = FitConfig(epochs=final_epochs, batch_size=opts.batch_size, seed=seed, data=opts.data,
+                    resolution=opts.resolution, optimizer=SCHEME_OPTIMIZERS[opts.scheme])
+    done = out / "result.json"
+    res = json.loads(done.read_text()) if done.exists() else fit(spec, cfg, out, resume=(out / "train_state.pt").exists())
+    return {"ablation": "random", "seed": seed, "ops": count_ops(spec).ops, "test_accuracy": res["test_accuracy"],
+            "val_accuracy": res["val_accuracy"], "arch": spec.short(),
+            "zeroise_edges": sum(op == "zeroise" for op, _ in genotype.normal + genotype.reduce)}
+
+
 def _bnas_summary(rows: list[dict]) -> dict:
     """Per ablation: test accuracy (mean, sample std, range, per seed), its difference to full BNAS paired
     by seed (the same data split and initial seed), OPs and Zeroise edges of the derived cells."""
     summary = {}
     full = {r["seed"]: r["test_accuracy"] for r in rows if r["ablation"] == "full"}
-    for name, _ in ABLATIONS:
+    for name in [a for a, _ in ABLATIONS] + ["random"]:
         mine = [r for r in rows if r["ablation"] == name]
         if not mine:
             continue

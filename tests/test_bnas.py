@@ -16,6 +16,7 @@ from bnhw.design.bnas import (
     edge_count,
     entropy,
     fit_to_budget,
+    random_genotype,
     run_bnas,
     run_op,
     select_op,
@@ -110,6 +111,23 @@ def test_derive_genotype_from_hand_set_alphas():
     assert g3.reduce == g.reduce
     with pytest.raises(BnhwError):
         derive_genotype(normal[:4], reduce[:4], OPS)
+
+
+def test_random_genotype_covers_what_a_derivation_can_return():
+    ops = candidate_ops()
+    gs = [random_genotype(ops, seed=s) for s in range(200)]
+    assert random_genotype(ops, seed=3) == gs[3] and len(set(gs)) == 200       # seeded, and varied
+    seen_ops, seen_inputs = set(), {i: set() for i in range(4)}
+    for g in gs:
+        for cell in (g.normal, g.reduce):
+            for i in range(4):
+                (o1, j1), (o2, j2) = cell[2 * i], cell[2 * i + 1]
+                assert j1 < j2 < 2 + i                   # two distinct inputs, listed by input (as derived)
+                seen_inputs[i].update((j1, j2))
+                seen_ops.update((o1, o2))
+    assert seen_ops == set(ops) and all(seen_inputs[i] == set(range(2 + i)) for i in range(4))
+    assert all(o != ZEROISE for g in (random_genotype(candidate_ops(zeroise=False), seed=s) for s in range(50))
+               for o, _ in g.normal + g.reduce)
 
 
 # ----------------------------------------------------------------------------- Eq. 6

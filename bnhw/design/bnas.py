@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -248,6 +249,21 @@ def derive_genotype(alphas_normal: Tensor, alphas_reduce: Tensor, ops: tuple[str
     if edge_count(nodes) != alphas_normal.shape[0] or alphas_reduce.shape[0] != alphas_normal.shape[0]:
         raise BnhwError(f"{alphas_normal.shape[0]} / {alphas_reduce.shape[0]} edges is no whole number of nodes")
     g = Genotype(_derive_cell(alphas_normal, ops, gamma, nodes), _derive_cell(alphas_reduce, ops, gamma, nodes))
+    g.validate()
+    return g
+
+
+def random_genotype(ops: tuple[str, ...], nodes: int = 4, seed: int = 0) -> Genotype:
+    """A cell drawn uniformly from what :func:`derive_genotype` can return: per node two distinct
+    inputs, per edge any of ``ops``.  The random-architecture baseline a search must beat."""
+    if not ops:
+        raise BnhwError("no candidate operations")
+    rng = random.Random(seed)
+
+    def cell() -> tuple[tuple[str, int], ...]:
+        return tuple((rng.choice(ops), j) for i in range(nodes) for j in sorted(rng.sample(range(2 + i), 2)))
+
+    g = Genotype(cell(), cell())
     g.validate()
     return g
 
