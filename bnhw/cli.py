@@ -212,6 +212,9 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 @click.option("--no-inter-cell-skip", is_flag=True, help="bnas/bars ablation: the DARTS cell template.")
 @click.option("--no-diversity", is_flag=True, help="bnas/bars ablation: no diversity regularizer (Eq. 6).")
 @click.option("--separable", is_flag=True, help="bnas/bars: add binary separable convs to the candidates.")
+@click.option("--cells", type=click.IntRange(3), default=None,
+              help="bnas: cells of the final network (its channels the most that fit --budget) [default: the "
+                   "Table 5 cell count that gives the most OPs within --budget].")
 @click.option("--final-epochs", default=0, show_default=True, type=click.IntRange(0, 100000),
               help="bnas/bars: train the derived network from scratch for this many epochs.")
 @click.option("--scheme", type=click.Choice(["minimal", "standard", "standard-restarts"]), default="minimal",
@@ -222,7 +225,7 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 def search(budget, method, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
            teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume, target, min_fps,
            max_latency_ms, margin, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
-           separable, final_epochs, scheme) -> None:
+           separable, cells, final_epochs, scheme) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
     Trains a weight-sharing supernet (sandwich rule, Bi-Teacher,
@@ -258,7 +261,8 @@ def search(budget, method, space_name, data, resolution, epochs, batch_size, lr,
             raise BnhwError(f"--target / --min-fps / --max-latency-ms apply to --method nasbnn only (the {method} "
                             "networks have no hardware lowering yet)")
         _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed, out,
-                     resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, final_epochs, scheme)
+                     resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells, final_epochs,
+                     scheme)
         return
     if target is not None:
         target = get_board(target).name
@@ -293,7 +297,8 @@ def search(budget, method, space_name, data, resolution, epochs, batch_size, lr,
 
 
 def _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed, out,
-                 resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, final_epochs, scheme) -> None:
+                 resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells, final_epochs,
+                 scheme) -> None:
     """``bnhw search --method bnas|bars`` (see bnhw.flows.cell_search)."""
     from .estimators.ops import format_ops
     from .flows.cell_search import CellSearchOptions, run_cell_search
@@ -303,7 +308,7 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
                              search_resolution=search_resolution, epochs=epochs, batch_size=batch_size,
                              train_images=train_images, seed=seed, gamma=gamma, zeroise=not no_zeroise,
                              inter_cell_skip=not no_inter_cell_skip, diversity=not no_diversity, separable=separable,
-                             final_epochs=final_epochs, scheme=scheme)
+                             cells=cells, final_epochs=final_epochs, scheme=scheme)
     opts.validate()
     with cell_search_progress(opts) as on_event:
         r = run_cell_search(opts, out, resume=resume, event=on_event)

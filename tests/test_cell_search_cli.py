@@ -48,19 +48,22 @@ def test_cell_search_end_to_end(tmp_path, method, budget, train):
     assert CellNetSpec.from_json((out / "best_arch.json").read_text()) == spec
 
 
-def test_no_zeroise_derives_no_zeroise(tmp_path):
+def test_no_zeroise_derives_no_zeroise_at_a_fixed_depth(tmp_path):
     out = tmp_path / "nz"
     p = run("search", "--method", "bnas", "--budget", "2M", "--epochs", "1", "--train-images", "64", "--no-zeroise",
-            "-o", out)
+            "--cells", "5", "-o", out)
     assert p.returncode == 0, p.stderr[-2000:]
     spec = CellNetSpec.from_json((out / "best_arch.json").read_text())
     assert "zeroise" not in spec.genotype.ops()
+    assert spec.cells == 5 and count_ops(spec).ops <= 2e6
+    assert count_ops(spec.replace(init_channels=spec.init_channels + 2)).ops > 2e6     # the widest that fits
 
 
 @pytest.mark.parametrize("args,needle", [
     (["--method", "bnas", "--budget", "2M", "--target", "pynq-z2"], "apply to --method nasbnn only"),
     (["--method", "bnas", "--budget", "1K"], "below the smallest network"),
     (["--method", "bars", "--budget", "2M", "--search-resolution", "18"], "not divisible by 4"),
+    (["--method", "bars", "--budget", "2M", "--cells", "6"], "--cells applies to --method bnas only"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, needle):
     p = run("search", *args, "--epochs", "1", "--train-images", "32", "-o", tmp_path / "x")

@@ -67,6 +67,9 @@ class CellSearchOptions:
     diversity: bool = True
     separable: bool = False
     final_epochs: int = 0
+    #: bnas: cells of the final network, its initial channels the most that fit the budget (None: the
+    #: Table 5 cell counts are all tried and the network with the most OPs within the budget wins)
+    cells: int | None = None
     scheme: str = "minimal"
     train_images: int | None = None
     seed: int = 0
@@ -79,6 +82,10 @@ class CellSearchOptions:
             raise BnhwError(f"unknown training scheme {self.scheme!r}; choose from {', '.join(SCHEMES)}")
         if self.gamma <= 0:
             raise BnhwError(f"--gamma must be > 0, got {self.gamma}")
+        if self.cells is not None and self.method != "bnas":
+            raise BnhwError(f"--cells applies to --method bnas only ({self.method} searches the stage depths)")
+        if self.cells is not None and self.cells < 3:
+            raise BnhwError(f"--cells must be >= 3 (two of them are reduction cells), got {self.cells}")
         if self.search_resolution % 4:
             raise BnhwError(f"--search-resolution {self.search_resolution} is not divisible by 4 (two reductions)")
 
@@ -120,12 +127,13 @@ def _search(opts: CellSearchOptions, data, out: Path, resume: bool, emit) -> tup
         from ..design.cells import Genotype
 
         cheapest = tuple(("zeroise", i % 2) for i in range(8))
-        fit_to_budget(Genotype(cheapest, cheapest), opts.budget, resolution=opts.resolution,
+        fit_to_budget(Genotype(cheapest, cheapest), opts.budget, cells=opts.cells, resolution=opts.resolution,
                       in_channels=data.in_channels, num_classes=data.num_classes,
                       inter_cell_skip=opts.inter_cell_skip)
         cfg = BnasConfig(cells=opts.search_cells, **common)
         res = run_bnas((x, y), None, cfg, out_dir=out, resume=resume, progress=emit, num_classes=data.num_classes)
-        spec = fit_to_budget(res.genotype, opts.budget, resolution=opts.resolution, in_channels=data.in_channels,
+        spec = fit_to_budget(res.genotype, opts.budget, cells=opts.cells, resolution=opts.resolution,
+                             in_channels=data.in_channels,
                              num_classes=data.num_classes, inter_cell_skip=opts.inter_cell_skip,
                              name=f"bnas-search-seed{opts.seed}")
         return res, spec
@@ -151,6 +159,8 @@ def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, opts, resume)
+    if resume and (out / "best.json").exists():     # finished (best.json is written last, after the export check)
+        return json.loads((out / "best.json").read_text())
     log = _log(out)
     torch.manual_seed(opts.seed)
     data = load_data(opts.data, opts.search_resolution, seed=opts.seed)
