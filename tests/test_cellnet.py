@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import onnx
 import onnx.numpy_helper
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.onnxrt import run_onnxruntime
 from torch import nn
 
 from bnhw.design.cells import CellNetSpec, Genotype, bnas_variant
@@ -273,15 +273,6 @@ def test_example_networks_in_the_zoo():
 
 
 # ----------------------------------------------------------------------------- export
-def run_onnxruntime(op: str, x: np.ndarray, **attrs) -> np.ndarray:
-    node = onnx.helper.make_node(op, ["x"], ["y"], **attrs)
-    graph = onnx.helper.make_graph(
-        [node], op, [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
-    m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-
-
 @pytest.mark.parametrize("stride", [1, 2])
 def test_3x3_average_pool_is_identical_in_pytorch_and_onnxruntime(stride):
     """The avg_pool_3x3 edge (padding not counted) feeds binarisers: both sides must round alike."""
@@ -306,14 +297,7 @@ def test_xnor_conv_is_exported_as_a_sign_conv_then_a_scale():
         y = conv(x).numpy()
 
     def ort_conv(w: torch.Tensor) -> np.ndarray:
-        node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
-        graph = onnx.helper.make_graph(
-            [node], "conv", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
-            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-            [onnx.numpy_helper.from_array(w.numpy(), "w")])
-        m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
-        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        return sess.run(None, {"x": x.numpy()})[0]
+        return run_onnxruntime("Conv", x.numpy(), {"w": w.numpy()}, pads=[1, 1, 1, 1])
 
     assert (ort_conv(sign_w * beta.view(-1, 1, 1, 1)) != scaled).sum() > 0
     np.testing.assert_array_equal(ort_conv(sign_w) * beta.numpy(), y)

@@ -20,9 +20,9 @@ import random
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
+from helpers.onnxrt import run_onnxruntime
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from torch.nn.utils import parametrize
@@ -190,16 +190,6 @@ def test_execute_qonnx_reports_unreadable_files(tmp_path):
     with pytest.raises(BnhwError, match="not a readable ONNX model") as ei:
         execute_qonnx(bad, np.zeros((1, 3, 32, 32), np.float32))
     assert "\n" not in str(ei.value)
-
-
-def run_onnxruntime(op: str, x: np.ndarray, **attrs) -> np.ndarray:
-    """One ONNX node on ONNX Runtime (what qonnx does for every standard node)."""
-    node = onnx.helper.make_node(op, ["x"], ["y"], **attrs)
-    graph = onnx.helper.make_graph(
-        [node], op, [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
-    m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
 def test_avgpool_shortcut_sums_in_the_same_order_as_onnxruntime():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bnhw.flows.train import ONECYCLE_MIN_RATIO, FitConfig, _optimizer, fit, one_cycle
-from bnhw.spec import load_spec
 from bnhw.quant.checkpoint import load_model
+from bnhw.spec import load_spec
 
 
 def lrs(cfg: FitConfig, total: int) -> list[float]:

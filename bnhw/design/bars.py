@@ -371,24 +371,24 @@ def shrink_to_budget(spec: CellNetSpec, budget: float, depths: tuple[int, ...], 
     depths, widths = tuple(sorted(depths)), tuple(sorted(widths))
     steps: list[str] = []
     ops = spec_ops(spec)
-    while ops > budget:
-        cands = []
+
+    def one_step_smaller(field: str, choices: tuple) -> list[tuple[CellNetSpec, str]]:
+        """Every layout with one stage's ``field`` lowered to the next smaller of ``choices``."""
+        out = []
         for s in range(STAGES):
-            w = spec.stage_widths[s]
-            smaller = [x for x in widths if x < w]
+            now = getattr(spec, field)[s]
+            smaller = [x for x in choices if x < now]
             if smaller:
-                sw = list(spec.stage_widths)
-                sw[s] = smaller[-1]
-                cands.append((spec.replace(stage_widths=tuple(sw)), f"stage {s + 1} width {w:g} -> {smaller[-1]:g}"))
-        if not cands:
-            for s in range(STAGES):
-                d = spec.stage_cells[s]
-                smaller = [x for x in depths if x < d]
-                if smaller:
-                    sc = list(spec.stage_cells)
-                    sc[s] = smaller[-1]
-                    cands.append((spec.replace(stage_cells=tuple(sc), cells=sum(sc) + STAGES - 1),
-                                  f"stage {s + 1} depth {d} -> {smaller[-1]}"))
+                values = list(getattr(spec, field))
+                values[s] = smaller[-1]
+                extra = {"cells": sum(values) + STAGES - 1} if field == "stage_cells" else {}
+                what = "width" if field == "stage_widths" else "depth"
+                out.append((spec.replace(**{field: tuple(values)}, **extra),
+                            f"stage {s + 1} {what} {now:g} -> {smaller[-1]:g}"))
+        return out
+
+    while ops > budget:
+        cands = one_step_smaller("stage_widths", widths) or one_step_smaller("stage_cells", depths)
         if not cands:
             raise BnhwError(f"budget {format_ops(budget)} OPs is below the smallest BARS network of the derived "
                             f"cell ({format_ops(ops)} OPs at {spec.init_channels} channels, "

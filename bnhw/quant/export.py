@@ -88,58 +88,61 @@ def export_qonnx(model_or_spec: BinaryNet | ArchSpec | CellNet | CellNetSpec, pa
         with torch.no_grad():
             brevitas_export_qonnx(plain, args=torch.zeros(plain.input_shape(1)),
                                   export_path=str(raw), dynamo=False)
-        if isinstance(model, CellNet):
-            clean = _cleanup_in_torch_order(ModelWrapper(str(raw)))
-        else:
-            clean = cleanup_model(ModelWrapper(str(raw)))
+        clean = _cleanup(ModelWrapper(str(raw)), torch_order=isinstance(model, CellNet))
     return write_file(path, clean.model.SerializeToString())
 
 
 _ORDER_TAG = "bnhw-order:"
+_SPLIT_TAG = "bnhw-split"
 
 
-def _cleanup_in_torch_order(raw: ModelWrapper) -> ModelWrapper:
-    """``cleanup_model``, then the nodes back in the exporter's order (PyTorch's execution order).
+def _cleanup(raw: ModelWrapper, *, torch_order: bool) -> ModelWrapper:
+    """qonnx's ``cleanup_model``, safe for nodes that read one tensor twice; with ``torch_order`` the
+    nodes are then put back in the exporter's order (PyTorch's execution order).
 
-    qonnx's cleanup sorts the graph; in a branching cell network the sorted
-    order interleaves the binarisers of different branches, while
-    :func:`binary_tensors` records them in PyTorch's order.  The exporter's
-    order (a topological one) is kept in each node's ``doc_string`` across
-    the cleanup, and the nodes are put back in it.  Their names keep the
-    numbering of the sorted graph.
+    qonnx's tensor renaming replaces only the first occurrence of a name in
+    a node's inputs, so repeated inputs are split before the cleanup and
+    joined after it (:func:`_split_repeated_inputs`).  qonnx's cleanup also
+    sorts the graph; in a branching cell network the sorted order interleaves
+    the binarisers of different branches, while :func:`binary_tensors`
+    records them in PyTorch's order.  The exporter's order (a topological
+    one) is kept in each node's ``doc_string`` across the cleanup, and the
+    nodes are put back in it.  Their names keep the numbering of the sorted
+    graph (qonnx's renaming transforms would sort the graph again).
     """
-    for i, n in enumerate(raw.graph.node):
-        n.doc_string = f"{_ORDER_TAG}{i}"
-    _split_repeated_inputs(raw)
+    if torch_order:
+        for i, n in enumerate(raw.graph.node):
+            n.doc_string = f"{_ORDER_TAG}{i}"
+    split = _split_repeated_inputs(raw)
     clean = cleanup_model(raw)
+    if not (torch_order or split):
+        return clean
     nodes = []
     for n in clean.graph.node:                    # copies: the originals go with the field's clearing
         c = NodeProto()
         c.CopyFrom(n)
         nodes.append(c)
-    if not all(n.doc_string.startswith(_ORDER_TAG) for n in nodes):
-        raise BnhwError("QONNX export: the cleanup introduced nodes of unknown order")  # pragma: no cover
-    nodes.sort(key=lambda n: float(n.doc_string[len(_ORDER_TAG):].split()[0]))
     nodes = _join_repeated_inputs(clean, nodes)
-    for n in nodes:
-        n.doc_string = ""
+    if torch_order:
+        if not all(n.doc_string.startswith(_ORDER_TAG) for n in nodes):
+            raise BnhwError("QONNX export: the cleanup introduced nodes of unknown order")  # pragma: no cover
+        nodes.sort(key=lambda n: int(n.doc_string[len(_ORDER_TAG):]))
+        for n in nodes:
+            n.doc_string = ""
     del clean.graph.node[:]
     clean.graph.node.extend(nodes)
-    return clean      # (qonnx's renaming transforms would sort the graph again: names keep the sorted numbering)
+    return clean
 
 
-_SPLIT_TAG = "split-of"
-
-
-def _split_repeated_inputs(raw: ModelWrapper) -> None:
-    """Give a node's repeated input (``Concat(a, a)``) a tagged ``Identity`` per extra use.
+def _split_repeated_inputs(raw: ModelWrapper) -> int:
+    """Give a node's repeated input (``Concat(a, a)``) an ``Identity`` (tagged) per extra use; returns
+    how many.
 
     The TorchScript exporter merges identical computations, so a cell whose
     node states coincide (say two nodes that both add the same two pools)
-    concatenates one tensor several times.  qonnx's tensor renaming replaces
-    only the first occurrence of a name in a node's inputs, which leaves the
-    others dangling; after the split every input name of a node is distinct.
-    :func:`_join_repeated_inputs` removes the ``Identity`` nodes again.
+    concatenates one tensor several times.  After the split every input name
+    of a node is distinct; :func:`_join_repeated_inputs` removes the
+    ``Identity`` nodes again.
     """
     new_nodes = []
     for n in raw.graph.node:
@@ -149,16 +152,16 @@ def _split_repeated_inputs(raw: ModelWrapper) -> None:
                 seen.add(name)
                 continue
             dup = f"{name}__{_SPLIT_TAG}_{n.name}_{k}"
-            order = n.doc_string[len(_ORDER_TAG):]
             new_nodes.append(helper.make_node("Identity", [name], [dup], name=f"{n.name}_split{k}",
-                                              doc_string=f"{_ORDER_TAG}{order} {_SPLIT_TAG}"))
+                                              doc_string=_SPLIT_TAG))
             n.input[k] = dup
     raw.graph.node.extend(new_nodes)
+    return len(new_nodes)
 
 
 def _join_repeated_inputs(model: ModelWrapper, nodes: list[NodeProto]) -> list[NodeProto]:
     """Drop the ``Identity`` nodes of :func:`_split_repeated_inputs`, rewiring their consumers."""
-    source = {n.output[0]: n.input[0] for n in nodes if n.doc_string.endswith(_SPLIT_TAG)}
+    source = {n.output[0]: n.input[0] for n in nodes if n.doc_string == _SPLIT_TAG}
     if not source:
         return nodes
     for n in nodes:
@@ -168,7 +171,7 @@ def _join_repeated_inputs(model: ModelWrapper, nodes: list[NodeProto]) -> list[N
     keep = [vi for vi in model.graph.value_info if vi.name not in source]
     del model.graph.value_info[:]
     model.graph.value_info.extend(keep)
-    return [n for n in nodes if not n.doc_string.endswith(_SPLIT_TAG)]
+    return [n for n in nodes if n.doc_string != _SPLIT_TAG]
 
 
 def load_qonnx(path: str | os.PathLike) -> ModelWrapper:
