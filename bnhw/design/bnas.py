@@ -74,7 +74,7 @@ from ..quant.cellops import CELL_OPS, SEP_OPS, ZEROISE, BinConvOp, BinSepConvOp,
 from ..quant.layers import Classifier, Stem
 from ..spec import Precision
 from .cells import BNAS_VARIANTS, CellNetSpec, Genotype
-from .train import batches, load_training_checkpoint, save_training_checkpoint
+from .train import batches, load_training_checkpoint, restore_training_state, save_training_checkpoint
 
 __all__ = ["CellSearchConfig", "BnasConfig", "BnasResult", "MixedOp", "SearchCell", "SearchNetwork",
            "candidate_ops", "edge_count", "edge_inputs", "entropy", "diversity_term", "select_op",
@@ -497,11 +497,7 @@ def alternating_search(net: nn.Module, cfg: CellSearchConfig, halves, *, arch_lo
             raise BnhwError(f"{checkpoint}: not a {kind} search checkpoint")
         if st.get("config") != _config_json(cfg):
             raise BnhwError(f"{checkpoint}: was searched with other settings; resume with the same options")
-        net.load_state_dict(st["weights"])
-        w_opt.load_state_dict(st["w_optimizer"])
-        a_opt.load_state_dict(st["a_optimizer"])
-        history = list(st.get("history", []))
-        start = int(st["epoch"])
+        start, history = restore_training_state(st, weights=net, w_optimizer=w_opt, a_optimizer=a_opt)
         report("resumed", {"epoch": start})
     steps = min(len(wy) // cfg.batch_size or 1, len(ay) // cfg.batch_size or 1)
     for epoch in range(start, cfg.epochs):

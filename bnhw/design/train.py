@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,14 @@ def load_training_checkpoint(path: Path) -> dict:
     return state
 
 
+def restore_training_state(state: dict, **stateful: Any) -> tuple[int, list[dict]]:
+    """Load each ``stateful`` object (module, optimizer, scheduler) from ``state[name]`` of a
+    :func:`load_training_checkpoint` dict; returns the epochs done and the history so far."""
+    for name, obj in stateful.items():
+        obj.load_state_dict(state[name])
+    return int(state["epoch"]), list(state.get("history", []))
+
+
 Progress = Callable[[str, dict], None]
 
 
@@ -140,11 +149,7 @@ def train_supernet(supernet: BinarySupernet, train_set, config: TrainConfig, che
         st = load_training_checkpoint(checkpoint)
         if st.get("train_config", {}).get("batch_size") != config.batch_size:
             raise BnhwError(f"{checkpoint}: was trained with another batch size; resume with the same settings")
-        supernet.load_state_dict(st["weights"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        history = list(st.get("history", []))
-        start = int(st["epoch"])
+        start, history = restore_training_state(st, weights=supernet, optimizer=opt, scheduler=sched)
         report("resumed", {"epoch": start})
     if world > 1:
         step_module = dist_util.wrap_ddp(step_module)

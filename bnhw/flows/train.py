@@ -33,7 +33,13 @@ from .. import distributed as dist_util
 from ..data.datasets import augment_batch, load_data
 from ..design.space import get_space
 from ..design.supernet import BinarySupernet, SupernetConfig
-from ..design.train import accuracy, batches, load_training_checkpoint, save_training_checkpoint
+from ..design.train import (
+    accuracy,
+    batches,
+    load_training_checkpoint,
+    restore_training_state,
+    save_training_checkpoint,
+)
 from ..errors import BnhwError
 from ..quant.checkpoint import save_checkpoint
 from ..quant.model import BinaryNet, build_network, recalibrate_bn
@@ -143,10 +149,7 @@ def fit(spec: ArchSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = No
     start = 0
     if resume and state_path.exists():
         st = load_training_checkpoint(state_path)
-        model.load_state_dict(st["weights"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        start, history = int(st["epoch"]), list(st["history"])
+        start, history = restore_training_state(st, weights=model, optimizer=opt, scheduler=sched)
         report("resumed", {"epoch": start})
     net: torch.nn.Module = model
     if dist_util.world_size() > 1:
