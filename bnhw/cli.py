@@ -23,6 +23,7 @@ warnings.filterwarnings("ignore", message="fast_hadamard_transform package not f
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
+EXIT_OS = 74           # sysexits' EX_IOERR
 
 
 class BnhwGroup(click.Group):
@@ -39,6 +40,10 @@ class BnhwGroup(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as e:           # the file system said no (full disk, permissions): not a bnhw bug
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or type(e).__name__}", err=True)
+            ctx.exit(EXIT_OS)
         except Exception as e:  # an internal failure: still one line unless debugging
             if os.environ.get("BNHW_DEBUG"):
                 raise
@@ -73,10 +78,10 @@ def ops(arch: str, as_json: bool, totals: bool) -> None:
     shortcuts and pooling not counted), at the spec's nominal resolution.
     """
     from .estimators.ops import count_ops
+    from .flows.inputs import resolve
     from .flows.report_ops import render_ops
-    from .spec import load_spec
 
-    spec = load_spec(arch)
+    spec = resolve(arch, "ops").spec
     rep = count_ops(spec)
     if as_json:
         click.echo(json.dumps(rep.to_dict(), indent=2))
@@ -119,13 +124,20 @@ def zoo() -> None:
 @click.option("--no-nd", is_flag=True, help="Sample without the Non-Decreasing constraint.")
 @click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Write to this file (n=1) or folder (n>1) instead of stdout.")
-def sample(space_name: str, seed: int, count: int, no_nd: bool, out: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
+def sample(space_name: str, seed: int, count: int, no_nd: bool, out: Path | None, force: bool) -> None:
     """Sample random architectures of a space as spec JSON."""
     import random
 
     from .design.space import get_space
+    from .flows.outputs import check_out_file, check_out_folder
 
     sp = get_space(space_name).with_constraint(not no_nd)
+    if out is not None:
+        if count == 1:
+            check_out_file(out, force=force)
+        else:
+            check_out_folder(out, "sample", force=force)
     rng = random.Random(seed)
     specs = [sp.sample(rng, name=f"{sp.name}-seed{seed}-{i}") for i in range(count)]
     if no_nd:
@@ -137,8 +149,11 @@ def sample(space_name: str, seed: int, count: int, no_nd: bool, out: Path | None
         specs[0].save(out)
         click.echo(f"wrote {out}")
     else:
-        for s in specs:
-            s.save(out / f"{s.name}.json")
+        from .flows.outputs import claim_folder
+
+        with claim_folder(out, "sample", force=force):
+            for s in specs:
+                s.save(out / f"{s.name}.json")
         click.echo(f"wrote {count} specs to {out}/")
 
 
@@ -151,7 +166,8 @@ def sample(space_name: str, seed: int, count: int, no_nd: bool, out: Path | None
               help="Real-valued path: as in the spec, float, or fixed point (integer hardware).")
 @click.option("--verify", default=8, show_default=True, type=click.IntRange(0, 1797),
               help="Execute the QONNX model on this many digits images and compare with PyTorch (0: skip).")
-def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify: int) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
+def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify: int, force: bool) -> None:
     """Export ARCH as a QONNX model (Brevitas export_qonnx + qonnx cleanup).
 
     Without --checkpoint the weights are random and BN statistics are
@@ -161,7 +177,7 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
     """
     from .flows.export import export_flow
 
-    export_flow(arch, out, checkpoint=checkpoint, precision=precision, verify=verify, echo=click.echo)
+    export_flow(arch, out, checkpoint=checkpoint, precision=precision, verify=verify, force=force, echo=click.echo)
 
 
 # ---------------------------------------------------------------------------
@@ -222,10 +238,11 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
               help="bnas/bars: training of the derived network: minimal regularization (Adam, cosine, no weight "
                    "decay), standard (SGD, one-cycle 5e-2..4e-4, BNAS v2 on CIFAR10) or standard-restarts (SGD, "
                    "cosine with warm restarts, BNAS v2 on ImageNet).")
+@click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
 def search(budget, method, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
            teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume, target, min_fps,
            max_latency_ms, margin, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
-           separable, cells, final_epochs, scheme) -> None:
+           separable, cells, final_epochs, scheme, force) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
     Trains a weight-sharing supernet (sandwich rule, Bi-Teacher,
@@ -260,9 +277,10 @@ def search(budget, method, space_name, data, resolution, epochs, batch_size, lr,
         if target is not None or min_fps is not None or max_latency_ms is not None:
             raise BnhwError(f"--target / --min-fps / --max-latency-ms apply to --method nasbnn only (the {method} "
                             "networks have no hardware lowering yet)")
-        _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed, out,
-                     resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells, final_epochs,
-                     scheme)
+        with _claimed(out, "search", force):
+            _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed,
+                         out, resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells,
+                         final_epochs, scheme)
         return
     if target is not None:
         target = get_board(target).name
@@ -274,7 +292,7 @@ def search(budget, method, space_name, data, resolution, epochs, batch_size, lr,
         target=target, min_fps=min_fps, max_latency_ms=max_latency_ms, margin=margin)
     hardware_constraints(opts)          # --min-fps without --target, unknown board: one line, before any work
     dist_util.init_from_env()
-    with search_progress(opts, enabled=dist_util.is_main()) as on_event:
+    with _claimed(out, "search", force), search_progress(opts, enabled=dist_util.is_main()) as on_event:
         result = run_search(opts, out, resume=resume, event=on_event)
     if dist_util.is_main():
         from .estimators.ops import format_ops
@@ -294,6 +312,16 @@ def search(budget, method, space_name, data, resolution, epochs, batch_size, lr,
         click.echo(f"  {b.spec.short()}")
         click.echo(f"wrote {out}/best_arch.json, best.json, pareto.csv, pareto.png, supernet.pt, best_subnet.pt"
                    + (", measured.csv" if target is not None else ""))
+
+
+def _claimed(out: Path, command: str, force: bool):
+    """The -o folder of a resumable run: checked, locked and marked (by the main process under torchrun)."""
+    import contextlib
+
+    from . import distributed as dist_util
+    from .flows.outputs import claim_folder
+
+    return claim_folder(out, command, force=force) if dist_util.is_main() else contextlib.nullcontext(out)
 
 
 def _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed, out,
@@ -340,18 +368,21 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
               help="adam: cosine, no weight decay (minimal regularization); sgd-onecycle: BNAS v2's standard "
                    "CIFAR10 scheme (momentum 0.9, weight decay 3e-6, one-cycle 5e-2..4e-4); sgd-restarts: its "
                    "ImageNet scheme (weight decay 3e-5, cosine with warm restarts, peak 0.1).")
+@click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
 def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images, seed, out, resume,
-          optimizer) -> None:
+          optimizer, force) -> None:
     """Train ARCH: fine-tune from a supernet (--supernet, NAS-BNN pipeline 2) or
     from scratch with the minimal-regularization scheme of BNAS v2 (Adam, no
     weight decay, cosine, no colour jitter).  Writes model.pt (a checkpoint
     `bnhw export --checkpoint` takes), arch.json, result.json and a resumable
     train_state.pt into --out.  Runs under torchrun (DDP) too."""
     from . import distributed as dist_util
+    from .flows.inputs import resolve
     from .flows.train import FitConfig, fit
-    from .spec import load_spec
 
-    spec = load_spec(arch)
+    spec = resolve(arch, "train").spec
+    if supernet is not None and not Path(supernet).is_file():
+        raise BnhwError(f"--supernet {supernet}: no such file")
     dist_util.init_from_env()
     cfg = FitConfig(scheme="finetune" if supernet else "scratch", epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, data=data, resolution=resolution, train_images=train_images, optimizer=optimizer)
@@ -363,7 +394,8 @@ def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images
         elif name == "resumed" and dist_util.is_main():
             click.echo(f"resumed after epoch {info['epoch']}", err=True)
 
-    res = fit(spec, cfg, out, supernet=supernet, resume=resume, progress=progress)
+    with _claimed(out, "train", force):
+        res = fit(spec, cfg, out, supernet=supernet, resume=resume, progress=progress)
     if dist_util.is_main():
         click.echo(f"{cfg.scheme}: val acc {res['val_accuracy']:.4f}, test acc {res['test_accuracy']:.4f} "
                    f"({res['data']}); wrote {out}/model.pt")
@@ -377,8 +409,12 @@ def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 def eval_cmd(arch, checkpoint, data, resolution, split) -> None:
     """Top-1 accuracy of ARCH with the weights of --checkpoint on a data split."""
+    from .flows.inputs import resolve
     from .flows.train import evaluate_checkpoint
 
+    resolve(arch, "eval")
+    if not checkpoint.is_file():
+        raise BnhwError(f"--checkpoint {checkpoint}: no such file")
     r = evaluate_checkpoint(arch, checkpoint, data, resolution, split)
     click.echo(f"top-1 {r['accuracy']:.4f} on {r['images']} {split} images ({r['data']})")
 
@@ -395,7 +431,8 @@ def eval_cmd(arch, checkpoint, data, resolution, split) -> None:
 @click.option("-o", "--out", default="runs/report", show_default=True, type=click.Path(path_type=Path),
               help="Output folder.")
 @click.option("--analytical", is_flag=True, help="FINN's analytical II / latency instead of the cycle simulator's.")
-def report(archs, target, checkpoints, margin, clock_mhz, out, analytical) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
+def report(archs, target, checkpoints, margin, clock_mhz, out, analytical, force) -> None:
     """Compare architectures side by side on an FPGA board.
 
     Each ARCH (a spec file or a `bnhw zoo` name): OPs / BOPs / FLOPs and
@@ -409,7 +446,7 @@ def report(archs, target, checkpoints, margin, clock_mhz, out, analytical) -> No
     from .flows.report import report_flow
 
     report_flow(list(archs), target, out, checkpoints=list(checkpoints), margin=margin, clock_mhz=clock_mhz,
-                simulate=not analytical, echo=click.echo)
+                simulate=not analytical, force=force, echo=click.echo)
 
 # ---------------------------------------------------------------------------
 DEFAULT_SEARCH_ARCH = Path("runs/search/best_arch.json")
@@ -437,8 +474,9 @@ DEFAULT_SEARCH_ARCH = Path("runs/search/best_arch.json")
               help="Frames the cycle simulation runs back to back.")
 @click.option("--fifo-seconds", default=300.0, show_default=True, type=click.FloatRange(min=0),
               help="Time budget of the FIFO sizing search (past it, the remaining FIFOs keep safe depths).")
+@click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
 def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csim_inputs, no_csim, no_sim,
-          sim_frames, fifo_seconds) -> None:
+          sim_frames, fifo_seconds, force) -> None:
     """Build a streaming XNOR-popcount dataflow accelerator for NETWORK on a board.
 
     NETWORK is a reference network (cnv-w1a1, tfc-w1a1), an architecture
@@ -458,7 +496,7 @@ def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csi
         click.echo(f"building {network} (the result of `bnhw search`)")
     build_flow(BuildOptions(network=network, target=target, out=out, folding=folding, fps=fps, clock_mhz=clock_mhz,
                             margin=margin, checkpoint=checkpoint, csim_inputs=csim_inputs, csim=not no_csim,
-                            sim=not no_sim, sim_frames=sim_frames, fifo_seconds=fifo_seconds),
+                            sim=not no_sim, sim_frames=sim_frames, fifo_seconds=fifo_seconds, force=force),
                echo=click.echo)
 
 
@@ -498,7 +536,8 @@ def sim(graph: Path, frames: int, fifos: str, clock_mhz: float, as_json: bool) -
 @click.option("--clock-mhz", type=click.FloatRange(min=0, min_open=True),
               help="Core clock of a modelled ARM target (default: its reference board's).")
 @click.option("--no-qemu", is_flag=True, help="ARM targets: skip the bit-exact check of the cross build under QEMU.")
-def bench_cpu(network, target, out, checkpoint, repeat, images, kernels, clock_mhz, no_qemu) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
+def bench_cpu(network, target, out, checkpoint, repeat, images, kernels, clock_mhz, no_qemu, force) -> None:
     """Run NETWORK on an embedded CPU through bnhw's C kernels.
 
     NETWORK is an architecture spec or `bnhw zoo` name, cnv-w1a1 / tfc-w1a1,
@@ -511,7 +550,7 @@ def bench_cpu(network, target, out, checkpoint, repeat, images, kernels, clock_m
     from .flows.cpu_bench import bench_cpu_flow
 
     bench_cpu_flow(network, target, out, checkpoint=checkpoint, repeat=repeat, images=images, kernels=kernels,
-                   clock_mhz=clock_mhz, qemu=not no_qemu, echo=click.echo)
+                   clock_mhz=clock_mhz, qemu=not no_qemu, force=force, echo=click.echo)
 
 
 def run() -> None:  # console-script entry point

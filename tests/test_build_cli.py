@@ -88,7 +88,7 @@ def test_folding_that_does_not_fit_names_the_resource(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["build", "tfc-w1a1", "--target", "de10-nano"], "unknown target 'de10-nano'; known boards: pynq-z2"),
-    (["build", "no-such-net"], "reference networks: cnv-w1a1, tfc-w1a1"),
+    (["build", "no-such-net"], "neither a file nor a bundled network (known: cnv-w1a1, tfc-w1a1"),
     (["build", "tfc-w1a1", "--fps", "-3"], "--fps must be positive"),
     (["build", "tfc-w1a1", "--folding", "missing.json"], "no such folding file"),
 ])

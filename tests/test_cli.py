@@ -53,7 +53,13 @@ def test_ops_on_a_file(tmp_path):
 def test_sample_many(tmp_path):
     r = run("sample", "-n", "5", "--seed", "1", "-o", str(tmp_path / "d"))
     assert r.exit_code == 0
-    assert len(list((tmp_path / "d").glob("*.json"))) == 5
+    specs = sorted(p.name for p in (tmp_path / "d").glob("*.json") if p.name != ".bnhw.json")
+    assert len(specs) == 5
+    # the folder is marked as `bnhw sample`'s: sampling again into it works, another command refuses it
+    assert json.loads((tmp_path / "d" / ".bnhw.json").read_text())["command"] == "sample"
+    assert run("sample", "-n", "5", "--seed", "1", "-o", str(tmp_path / "d")).exit_code == 0
+    r = run("report", "nasbnn-cifar-smallest", "-o", str(tmp_path / "d"))
+    assert r.exit_code == 2 and "holds the output of `bnhw sample`" in r.output
 
 
 def test_space_listing_and_detail():
@@ -65,7 +71,7 @@ def test_space_listing_and_detail():
 
 @pytest.mark.parametrize("args,msg", [
     (["ops", "missing.json"], "missing.json: no such file"),
-    (["ops", "no-such-arch"], "neither a .json file nor a known architecture"),
+    (["ops", "no-such-arch"], "neither a file nor a bundled network"),
     (["space", "nope"], "unknown search space"),
     (["sample", "--space", "nope"], "unknown search space"),
 ])

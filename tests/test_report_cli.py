@@ -44,7 +44,7 @@ def test_report_two_archs(tmp_path):
 
 @pytest.mark.parametrize("args,msg", [
     (["nasbnn-cifar-smallest", "--target", "pynq-z9"], "unknown target 'pynq-z9'; known boards:"),
-    (["no-such-arch"], "'no-such-arch' is neither a .json file nor a known architecture"),
+    (["no-such-arch"], "'no-such-arch' is neither a file nor a bundled network"),
     (["nasbnn-cifar-smallest", "--checkpoint", "missing.pt"], "missing.pt: no such checkpoint"),
     (["nasbnn-cifar-smallest", "--checkpoint", "-", "--checkpoint", "-"], "2 --checkpoint for 1 architectures"),
 ])

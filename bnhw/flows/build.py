@@ -36,6 +36,8 @@ from ..errors import BnhwError
 from ..hw.boards import Board, get_board
 from ..hw.ir import HwGraph
 from ..spec import ArchSpec, atomic_write_text
+from .inputs import Kind, NetworkInput, resolve
+from .outputs import make_dirs, staged_folder
 
 __all__ = ["BuildOptions", "BuildResult", "build_flow", "load_folding_file", "prepare_network"]
 
@@ -58,6 +60,7 @@ class BuildOptions:
     sim: bool = True                    # cycle simulation + FIFO sizing
     sim_frames: int = 10
     fifo_seconds: float = 300.0         # time budget of the FIFO sizing search
+    force: bool = False                 # replace an -o that another command wrote (see bnhw.flows.outputs)
 
 
 @dataclass
@@ -65,7 +68,7 @@ class PreparedNetwork:
     """A network ready for hardware: its model, QONNX file, IR and real test inputs."""
 
     name: str
-    kind: str                       # "reference" | "spec"
+    kind: str                       # "reference" | "spec" | "qonnx"
     model: Any
     onnx: Path
     graph: HwGraph
@@ -88,20 +91,35 @@ def _reference_names() -> tuple[str, ...]:
     return tuple(REFERENCE_NETS)
 
 
-def prepare_network(network: str, out: Path, *, checkpoint: Path | None = None, n_inputs: int = 16,
-                    echo: Callable[[str], None] = print) -> PreparedNetwork:
-    """Build/load the model, export QONNX to ``out/model.onnx``, lower it, check the IR against QONNX."""
-    out.mkdir(parents=True, exist_ok=True)
+def prepare_network(network: str | NetworkInput, out: Path, *, checkpoint: Path | None = None, n_inputs: int = 16,
+                    echo: Callable[[str], None] = print, command: str = "build",
+                    lowered: LoweredQonnx | None = None) -> PreparedNetwork:
+    """Build/load the model, export QONNX to ``out/model.onnx``, lower it, check the IR against QONNX.
+
+    ``network`` is anything :func:`bnhw.flows.inputs.resolve` takes for
+    ``command`` (a reference network, a spec file or zoo name, a QONNX file).
+    """
+    inp = network if isinstance(network, NetworkInput) else resolve(network, command)
+    make_dirs(out)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise BnhwError(f"{checkpoint}: no such checkpoint")
     n_inputs = max(1, int(n_inputs))
-    if network.lower() in _reference_names():
-        return _prepare_reference(network.lower(), out, checkpoint, n_inputs, echo)
-    return _prepare_spec(network, out, checkpoint, n_inputs, echo)
+    if inp.kind is Kind.REFERENCE:
+        return _prepare_reference(inp.arg, out, checkpoint, n_inputs, echo)
+    if inp.kind is Kind.QONNX:
+        if checkpoint is not None:
+            raise BnhwError(f"--checkpoint: {inp.arg} is a QONNX model and carries its own weights")
+        return _prepare_qonnx(inp, out, n_inputs, lowered)
+    if inp.kind in (Kind.SPEC, Kind.ZOO, Kind.CELL_SPEC):
+        return _prepare_spec(inp, out, checkpoint, n_inputs, echo)
+    raise BnhwError(f"{inp.arg} is a {inp.kind}; it has no network to prepare")
 
 
-def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
-    from ..hw.lower_finn import lower_reference
+def reference_model(name: str, checkpoint: Path | None, echo: Callable[[str], None] = print):
+    """A reference network's Brevitas model: ``checkpoint``'s weights, or trained here briefly on the digits.
+
+    Returns ``(model, notes)``.
+    """
     from ..quant import reference_nets as rn
 
     info = rn.REFERENCE_NETS[name]
@@ -115,6 +133,14 @@ def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork
         model = rn.train_reference(name, epochs=epochs, seed=0)
         notes.append(f"no --checkpoint: trained here for {epochs} epoch(s) on the digits training split "
                      f"(BNN-PYNQ's pretrained {info.dataset} weights can be given with --checkpoint)")
+    return model, notes
+
+
+def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
+    from ..hw.lower_finn import lower_reference
+    from ..quant import reference_nets as rn
+
+    model, notes = reference_model(name, checkpoint, echo)
     onnx = out / "model.onnx"
     rn.export_reference(model, onnx)
     graph = lower_reference(onnx, name)
@@ -128,24 +154,77 @@ def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork
     return PreparedNetwork(name, "reference", model, onnx, graph, images, ints[:n_inputs], check, notes)
 
 
-def _prepare_spec(network, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
+@dataclass
+class LoweredQonnx:
+    """A QONNX input lowered to the IR (before any output folder exists: its errors are input errors)."""
+
+    graph: HwGraph
+    channels: int
+    size: int
+    flat: bool                      # a fully connected network: the IR takes the flattened image
+
+
+def lower_qonnx_input(inp: NetworkInput) -> LoweredQonnx:
+    """Lower a QONNX file: BNN-PYNQ-style graphs (an input quantiser on ``pixel / 255``, binary Conv /
+    MatMul with batch norm + sign, 2x2 max pools, an affine head) lower like the reference networks."""
+    from qonnx.util.cleanup import cleanup_model
+
+    from ..hw.ir import IRError
+    from ..hw.lower_finn import lower_qonnx
+    from .inputs import load_onnx
+
+    mw = load_onnx(inp)
+    shape = mw.get_tensor_shape(mw.graph.input[0].name)
+    if shape is None or len(shape) != 4 or shape[0] != 1 or shape[1] not in (1, 3) or shape[2] != shape[3]:
+        raise BnhwError(f"{inp.arg}: input {mw.graph.input[0].name!r} has shape {shape}; bnhw builds image networks "
+                        "with a 1 x C x H x H input (C = 1 or 3) in [0, 1]")
+    _, c, h, w = (int(v) for v in shape)
+    flat = not any(n.op_type == "Conv" for n in mw.graph.node)
+    try:
+        graph = lower_qonnx(cleanup_model(mw), inp.label, (1, 1, c * h * w) if flat else (h, w, c))
+    except IRError as e:
+        raise BnhwError(f"{inp.arg}: {e} (bnhw lowers BNN-PYNQ-style QONNX: an input quantiser on pixel/255, binary "
+                        "Conv / MatMul with batch norm + sign, 2x2 max pools, an affine head; NAS-BNN networks build "
+                        "from their spec)") from None
+    return LoweredQonnx(graph, c, h, flat)
+
+
+def _prepare_qonnx(inp: NetworkInput, out: Path, n_inputs: int, lowered: LoweredQonnx | None) -> PreparedNetwork:
+    import shutil
+
+    from ..data.datasets import load_digits_data
+
+    low = lowered or lower_qonnx_input(inp)
+    onnx = out / "model.onnx"
+    shutil.copyfile(inp.path, onnx)
+    bundle = load_digits_data(low.size, channels=low.channels, seed=0)
+    u8 = bundle.test.images[:n_inputs]
+    images = u8.float() / 255.0
+    nhwc = u8.numpy().astype(np.int64).transpose(0, 2, 3, 1)
+    ints = nhwc.reshape(len(nhwc), 1, 1, -1) if low.flat else nhwc
+    check = _check_ir_vs_qonnx(low.graph, onnx, images, ints, head=None)
+    labels = np.array([int(low.graph.execute(v).reshape(-1)[0]) for v in ints])
+    check["accuracy_ir"] = float((labels == bundle.test.labels[:n_inputs].numpy()).mean())
+    check["accuracy_images"] = len(ints)
+    notes = [f"QONNX model {inp.arg} (its own weights), lowered like BNN-PYNQ's networks; real inputs: digits "
+             f"resized to {low.size}x{low.size}x{low.channels}"]
+    return PreparedNetwork(inp.label, "qonnx", None, onnx, low.graph, images, ints, check, notes)
+
+
+def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
     from ..data import digits_images
     from ..estimators.fpga import fresh_hardware_model
     from ..hw.lower_binarynet import integer_input, lower_binarynet
     from ..quant.checkpoint import load_checkpoint, load_model
     from ..quant.export import export_qonnx
     from ..quant.model import to_fixed
-    from ..spec import load_spec
 
-    try:
-        spec = load_spec(network)
-    except BnhwError as e:
-        raise BnhwError(f"{e} (reference networks: {', '.join(_reference_names())})") from None
+    spec = inp.spec
     if not isinstance(spec, ArchSpec):            # a cell network (BNAS / BARS): no hardware lowering yet
         from ..quant.cellnet import unsupported_message
 
         raise BnhwError(unsupported_message(
-            "build", spec, spec.name or Path(network).stem,
+            "build", spec, inp.label,
             f"only NAS-BNN block networks and {'/'.join(_reference_names())} build"))
     notes = []
     if checkpoint is not None:
@@ -169,7 +248,7 @@ def _prepare_spec(network, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
     images, _ = digits_images(spec.resolution, n_inputs, channels=spec.in_channels, seed=2)
     ints = integer_input(model, images)
     check = _check_ir_vs_qonnx(graph, onnx, images, ints, head=graph.meta.get("head"))
-    return PreparedNetwork(spec.name or Path(network).stem, "spec", model, onnx, graph, images, ints, check, notes)
+    return PreparedNetwork(inp.label, "spec", model, onnx, graph, images, ints, check, notes)
 
 
 def _check_ir_vs_qonnx(graph: HwGraph, onnx: Path, images, ints: np.ndarray, head) -> dict:
@@ -247,6 +326,36 @@ def finn_folding_json(g: HwGraph) -> dict:
 
 # ----------------------------------------------------------------------------- the flow
 def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> BuildResult:
+    """Build into ``opts.out`` atomically (see :func:`bnhw.flows.outputs.staged_folder`)."""
+    board = get_board(opts.target)
+    clock = float(opts.clock_mhz or board.clock_mhz)
+    if clock <= 0:
+        raise BnhwError("--clock-mhz must be positive")
+    if not 0 < opts.margin <= 1:
+        raise BnhwError("--margin must be in (0, 1]")
+    if opts.fps is not None and opts.fps <= 0:
+        raise BnhwError("--fps must be positive")
+    if opts.folding is not None and opts.fps is not None:
+        raise BnhwError("give either --folding or --fps, not both")
+    inp = resolve(opts.network, "build")        # input errors before any work or any folder
+    lowered = lower_qonnx_input(inp) if inp.kind is Kind.QONNX else None
+    if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
+        raise BnhwError(f"{opts.checkpoint}: no such checkpoint")
+    if opts.folding is not None and str(opts.folding) != "finn-examples":
+        load_folding_file(Path(opts.folding))
+    if str(opts.folding) == "finn-examples":
+        from ..hw.foldings import REFERENCE_FOLDINGS
+        if inp.label not in REFERENCE_FOLDINGS:
+            raise BnhwError(f"--folding finn-examples exists only for {', '.join(REFERENCE_FOLDINGS)}, not for "
+                            f"{inp.arg}")
+    out = Path(opts.out)
+    with staged_folder(out, "build", force=opts.force, echo=echo) as st:
+        return _build_into(st.work, out, inp, lowered, opts, board, clock, st.echo)
+
+
+def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx | None, opts: BuildOptions,
+                board: Board, clock: float, echo: Callable[[str], None]) -> BuildResult:
+    """The build proper, writing into ``work`` (renamed to ``out`` when it returns)."""
     from ..estimators.finn_models import finn_op_type, model_notes
     from ..hw.folding import (
         FitError,
@@ -258,21 +367,11 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
     )
     from ..hw.setfolding import finn_set_folding
 
-    board = get_board(opts.target)
-    clock = float(opts.clock_mhz or board.clock_mhz)
-    if clock <= 0:
-        raise BnhwError("--clock-mhz must be positive")
-    if not 0 < opts.margin <= 1:
-        raise BnhwError("--margin must be in (0, 1]")
-    if opts.fps is not None and opts.fps <= 0:
-        raise BnhwError("--fps must be positive")
-    if opts.folding is not None and opts.fps is not None:
-        raise BnhwError("give either --folding or --fps, not both")
-    out = Path(opts.out)
     t0 = time.time()
-    prep = prepare_network(opts.network, out, checkpoint=opts.checkpoint, n_inputs=opts.csim_inputs, echo=echo)
-    echo(f"{prep.name}: exported {prep.onnx}, lowered to {len(prep.graph.nodes)} hardware units; IR == QONNX "
-         f"on {prep.qonnx_check['inputs']} digits images (labels)")
+    prep = prepare_network(inp, work, checkpoint=opts.checkpoint, n_inputs=opts.csim_inputs, echo=echo,
+                           lowered=lowered)
+    echo(f"{prep.name}: exported {out / 'model.onnx'}, lowered to {len(prep.graph.nodes)} hardware units; IR == "
+         f"QONNX on {prep.qonnx_check['inputs']} digits images (labels)")
     budget = board_budget(board, opts.margin)
 
     if opts.folding is not None:
@@ -307,13 +406,13 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
     # FINN's SetFolding at the same cycle target, for comparison
     sf = graph_cost(finn_set_folding(prep.graph, folded.ii))
     # C simulation
-    csim = _run_csim(g, prep, out, opts, echo)
+    csim = _run_csim(g, prep, work, opts, echo)
     sim = _run_sim(g, prep, clock, board, folded.total, opts, echo) if opts.sim else None
     report = _report(opts, board, clock, prep, folded, how, latency_cycles, sf, csim, finn_op_type, model_notes,
                      time.time() - t0, sim)
-    _write_outputs(out, report, g)
+    _write_outputs(work, report, g)
     if sim is not None:
-        atomic_write_text(out / "fifo_config.json", json.dumps(sim.pop("_finn_config"), indent=2))
+        atomic_write_text(work / "fifo_config.json", json.dumps(sim.pop("_finn_config"), indent=2))
     echo(f"wrote {out / 'report.md'}, report.json, layers.png, folding.json"
          + (", fifo_config.json" if sim is not None else "") + ", hls/")
     return BuildResult(report, out, g)
@@ -325,7 +424,7 @@ def _run_csim(g: HwGraph, prep: PreparedNetwork, out: Path, opts: BuildOptions, 
     tools = vendor_tools()
     hls_dir = out / "hls"
     generate_project(g, hls_dir)
-    res: dict[str, Any] = {"project": str(hls_dir), "vendor_tools": tools}
+    res: dict[str, Any] = {"project": "hls/ (in the build folder)", "vendor_tools": tools}
     if not opts.csim:
         res["csim"] = "skipped (--no-csim)"
         return res
@@ -348,7 +447,7 @@ def _run_csim(g: HwGraph, prep: PreparedNetwork, out: Path, opts: BuildOptions, 
     n = len(prep.int_inputs)
     if exact != n or (acc_exact is not None and acc_exact != n):
         raise BnhwError(f"C simulation differs from the IR reference on {n - min(exact, acc_exact or n)} of {n} "
-                        f"inputs (see {hls_dir})")
+                        f"inputs (see hls/ in the build folder)")
     echo(f"C simulation (g++): bit-exact with the IR reference on {n}/{n} digits images"
          + (f" (and on the {pre} accumulators)" if acc_exact is not None else ""))
     if tools.get("available"):

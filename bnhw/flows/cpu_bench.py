@@ -35,6 +35,8 @@ from ..errors import BnhwError
 from ..hw.cpu.program import CpuProgram, lower_cpu, read_program, write_model
 from ..hw.ir import HwGraph
 from ..spec import atomic_write_text
+from .inputs import Kind, NetworkInput, load_hw_graph, resolve
+from .outputs import staged_folder
 
 __all__ = ["CPU_TARGETS", "CORE_ARCH", "bench_cpu_flow", "load_network", "machine_name", "render_markdown"]
 
@@ -74,30 +76,24 @@ def _random_inputs(graph: HwGraph | None, program: CpuProgram, n: int) -> np.nda
     return rng.integers(-8, 8, (n, *shape))
 
 
-def load_network(network: str, out: Path, *, checkpoint: Path | None = None, images: int = 16,
-                 echo: Callable[[str], None] = print) -> LoadedNetwork:
+def load_network(network: str | NetworkInput, out: Path, *, checkpoint: Path | None = None, images: int = 16,
+                 echo: Callable[[str], None] = print, lowered=None) -> LoadedNetwork:
     """The CPU program of ``network`` and inputs to run it on (real digit images where possible)."""
-    p = Path(network)
-    if p.suffix == ".bnhwcpu":
-        if not p.is_file():
-            raise BnhwError(f"{network}: no such CPU model file")
-        prog = read_program(p)
-        return LoadedNetwork(p.stem, prog, None, _random_inputs(None, prog, images), False,
+    inp = network if isinstance(network, NetworkInput) else resolve(network, "bench-cpu")
+    if inp.kind is Kind.CPU_MODEL:
+        prog = read_program(inp.path)
+        return LoadedNetwork(inp.label, prog, None, _random_inputs(None, prog, images), False,
                              ["a model file carries no IR: outputs are not checked, inputs are random integers"])
-    if p.name.endswith("hw_graph.json") or (p.is_dir() and (p / "hw_graph.json").is_file()):
-        path = p / "hw_graph.json" if p.is_dir() else p
-        if not path.is_file():
-            raise BnhwError(f"{path}: no such hardware graph")
-        if not Path(str(path) + ".npz").is_file():
-            raise BnhwError(f"{path}.npz: missing (the graph's parameters, written next to it by `bnhw build`)")
-        g = HwGraph.load(path)
+    if inp.kind in (Kind.HW_GRAPH, Kind.BUILD_DIR):
+        g = load_hw_graph(inp)
         prog = lower_cpu(g)
         return LoadedNetwork(g.name, prog, g, _random_inputs(g, prog, images), False,
                              ["inputs are random integers of the input type (a hardware graph carries no images)"])
     from .build import prepare_network
 
-    echo(f"preparing {network}: model, QONNX export, IR, IR vs QONNX check on {images} digit images")
-    prep = prepare_network(network, out, checkpoint=checkpoint, n_inputs=images, echo=echo)
+    echo(f"preparing {inp.arg}: model, QONNX export, IR, IR vs QONNX check on {images} digit images")
+    prep = prepare_network(inp, out, checkpoint=checkpoint, n_inputs=images, echo=echo,
+                           lowered=lowered)
     prog = lower_cpu(prep.graph)
     check = prep.qonnx_check
     notes = list(prep.notes) + [f"IR vs QONNX execution: {check.get('labels_equal')}/{check.get('inputs')} labels "
@@ -160,16 +156,33 @@ def measure_native(program: CpuProgram, x: np.ndarray, *, kernels: str = "opt", 
 
 def bench_cpu_flow(network: str, target: str = "native", out: Path = Path("runs/bench-cpu"), *,
                    checkpoint: Path | None = None, repeat: int = 20, images: int = 16, kernels: str = "opt",
-                   clock_mhz: float | None = None, qemu: bool = True,
+                   clock_mhz: float | None = None, qemu: bool = True, force: bool = False,
                    echo: Callable[[str], None] = print) -> dict:
     if target not in CPU_TARGETS:
         raise BnhwError(f"unknown CPU target {target!r}; choose one of {', '.join(CPU_TARGETS)}")
     if clock_mhz is not None and target == "native":
         raise BnhwError("--clock-mhz applies to the modelled ARM targets only (native is measured)")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise BnhwError(f"{checkpoint}: no such checkpoint")
+    inp = resolve(network, "bench-cpu")        # input errors before any work or any folder
+    lowered = None
+    if inp.kind is Kind.QONNX:
+        from .build import lower_qonnx_input
+
+        lowered = lower_qonnx_input(inp)
+    elif inp.kind in (Kind.HW_GRAPH, Kind.BUILD_DIR):
+        load_hw_graph(inp)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    net = load_network(network, out, checkpoint=checkpoint, images=images, echo=echo)
-    model_file = write_model(net.program, out / "model.bnhwcpu")
+    with staged_folder(out, "bench-cpu", force=force, echo=echo) as st:
+        return _bench_into(st.work, out, inp, lowered, target, checkpoint, repeat, images, kernels, clock_mhz, qemu,
+                           st.echo)
+
+
+def _bench_into(work: Path, out: Path, inp: NetworkInput, lowered, target: str, checkpoint: Path | None, repeat: int,
+                images: int, kernels: str, clock_mhz: float | None, qemu: bool, echo: Callable[[str], None]) -> dict:
+    net = load_network(inp, work, checkpoint=checkpoint, images=images, echo=echo, lowered=lowered)
+    write_model(net.program, work / "model.bnhwcpu")
+    model_file = out / "model.bnhwcpu"
     echo(f"{net.name}: {len(net.program.ops)} CPU ops, {net.program.bmacs / 1e6:.2f} M binary MACs, "
          f"{net.program.macs / 1e6:.3f} M integer MACs per image; model file {model_file}")
     echo(f"checking the C runtime against the IR on {len(net.inputs)} "
@@ -191,14 +204,14 @@ def bench_cpu_flow(network: str, target: str = "native", out: Path = Path("runs/
         arch = CORE_ARCH[target]
         if qemu:
             echo(f"checking the {arch} build (NEON kernels) under QEMU")
-            checks["qemu"] = _check_qemu(net, model_file, arch)
+            checks["qemu"] = _check_qemu(net, work / "model.bnhwcpu", arch)
             if not checks["qemu"]["checked"]:
                 echo(checks["qemu"]["why"])
         mod = model_program(net.program, target, clock_mhz=clock_mhz)
         report.update(how="modelled", result=_model_dict(mod))
-    atomic_write_text(out / "bench_cpu.json", json.dumps(report, indent=2, default=_json) + "\n")
+    atomic_write_text(work / "bench_cpu.json", json.dumps(report, indent=2, default=_json) + "\n")
     md = render_markdown(report)
-    atomic_write_text(out / "bench_cpu.md", md + "\n")
+    atomic_write_text(work / "bench_cpu.md", md + "\n")
     echo(md)
     echo(f"wrote {out / 'bench_cpu.md'} and {out / 'bench_cpu.json'}")
     return report

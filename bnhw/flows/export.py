@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import BnhwError
-from ..spec import ArchSpec, load_spec
+from ..spec import ArchSpec
 
 LOGIT_RTOL = 1e-5
 
@@ -62,15 +62,74 @@ def verify_export(model: torch.nn.Module, onnx_path: Path, x: torch.Tensor) -> V
 
 
 def export_flow(arch: str, out: Path, *, checkpoint: Path | None = None, precision: str = "spec",
-                verify: int = 8, echo=print) -> VerifyReport | None:
+                verify: int = 8, force: bool = False, echo=print) -> VerifyReport | None:
+    """Export ``arch`` to QONNX at ``out``; the file appears only once it is written and verified.
+
+    A failed verification leaves the export next to ``out`` as ``<stem>.failed.onnx`` and says so.
+    """
+    from .inputs import Kind, resolve
+    from .outputs import check_out_file
+
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise BnhwError(f"-o {out}: give a .onnx file name")
+    inp = resolve(arch, "export")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise BnhwError(f"{checkpoint}: no such checkpoint")
+    check_out_file(out, force=force)
+    if inp.kind is Kind.REFERENCE:
+        if precision != "spec":
+            raise BnhwError(f"--precision applies to architecture specs; {inp.arg} is a reference network")
+        return _export_reference(inp.arg, out, checkpoint, verify, echo)
+    return _export_spec(inp, out, checkpoint, precision, verify, echo)
+
+
+def _staged_file(out: Path) -> Path:
+    import os
+
+    return out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
+
+
+def _publish(tmp: Path, out: Path, ok: bool, line: str, echo) -> None:
+    import os
+
+    if ok:
+        os.replace(tmp, out)
+        return
+    failed = out.with_name(f"{out.stem}.failed{out.suffix}")
+    os.replace(tmp, failed)
+    raise BnhwError(f"the QONNX export does not match PyTorch: {line}; not written to {out} (the export is kept as "
+                    f"{failed})")
+
+
+def _export_reference(name: str, out: Path, checkpoint: Path | None, verify: int, echo) -> VerifyReport | None:
+    from ..quant import reference_nets as rn
+    from .build import reference_model
+
+    model, _ = reference_model(name, checkpoint, echo)
+    tmp = _staged_file(out)
+    try:
+        rn.export_reference(model, tmp)
+        rep = None
+        if verify:
+            x, _ = rn.reference_data(name, "test")
+            rep = verify_export(model, tmp, x[:verify])
+            echo(rep.line())
+        _publish(tmp, out, rep is None or rep.ok, rep.line() if rep else "", echo)
+    finally:
+        tmp.unlink(missing_ok=True)
+    c, h, w = rn.REFERENCE_NETS[name].input_shape
+    echo(f"wrote {out} (QONNX, {name}, input 1x{c}x{h}x{w} in [0, 1])")
+    return rep
+
+
+def _export_spec(inp, out: Path, checkpoint: Path | None, precision: str, verify: int, echo) -> VerifyReport | None:
     from ..data import digits_images
     from ..quant.checkpoint import load_checkpoint, load_model
     from ..quant.export import export_qonnx
     from ..quant.model import recalibrate_bn
 
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise BnhwError(f"{checkpoint}: no such checkpoint")
-    spec = load_spec(arch)
+    spec = inp.spec
     if checkpoint is not None:
         saved, _, _ = load_checkpoint(checkpoint)
         if saved.replace(name="", precision=spec.precision) != spec.replace(name=""):
@@ -82,14 +141,17 @@ def export_flow(arch: str, out: Path, *, checkpoint: Path | None = None, precisi
         x, _ = digits_images(spec.resolution, 64, channels=spec.in_channels, seed=1)
         recalibrate_bn(model, [x[:32], x[32:]])
         echo("no --checkpoint: random weights, BN statistics estimated on digits images")
-    export_qonnx(model, out)
+    tmp = _staged_file(out)
+    try:
+        export_qonnx(model, tmp)
+        rep = None
+        if verify:
+            x, _ = digits_images(spec.resolution, verify, channels=spec.in_channels, seed=2)
+            rep = verify_export(model, tmp, x)
+            echo(rep.line())
+        _publish(tmp, out, rep is None or rep.ok, rep.line() if rep else "", echo)
+    finally:
+        tmp.unlink(missing_ok=True)
     echo(f"wrote {out} (QONNX, {spec.precision.residual} residual path, input 1x{spec.in_channels}x"
          f"{spec.resolution}x{spec.resolution})")
-    if verify == 0:
-        return None
-    x, _ = digits_images(spec.resolution, verify, channels=spec.in_channels, seed=2)
-    rep = verify_export(model, out, x)
-    echo(rep.line())
-    if not rep.ok:
-        raise BnhwError(f"QONNX export of {arch} does not match PyTorch: {rep.line()}")
     return rep

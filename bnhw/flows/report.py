@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ..errors import BnhwError
 from ..estimators.ops import count_ops, format_ops
-from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text, load_spec
+from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text
+from .outputs import check_out_folder, staged_folder
 
 __all__ = ["report_flow", "count_params", "render_markdown", "COLUMNS"]
 
@@ -102,7 +103,7 @@ def _label(arch: str, spec: ArchSpec, taken: set[str]) -> str:
 
 
 def report_flow(archs: Sequence[str], target: str, out: Path, *, checkpoints: Sequence[str | Path] = (),
-                margin: float = 0.85, clock_mhz: float | None = None, simulate: bool = True,
+                margin: float = 0.85, clock_mhz: float | None = None, simulate: bool = True, force: bool = False,
                 echo: Callable[[str], None] = print) -> dict:
     """Estimate / count / evaluate every architecture, write the report files into ``out``; returns the report."""
     from ..estimators.fpga import estimate_fpga
@@ -122,7 +123,10 @@ def report_flow(archs: Sequence[str], target: str, out: Path, *, checkpoints: Se
         raise BnhwError(f"{len(checkpoints)} --checkpoint for {len(archs)} architectures: give at most one per "
                         "architecture, in the same order ('-' for none)")
     # all input errors before any work
-    specs = [load_spec(a) for a in archs]
+    from .inputs import resolve
+
+    specs = [resolve(a, "report").spec for a in archs]
+    check_out_folder(out, "report", force=force)
     for a, spec in zip(archs, specs):
         if not isinstance(spec, ArchSpec):        # a cell network (BNAS / BARS): no hardware model yet
             from ..quant.cellnet import unsupported_message
@@ -168,11 +172,11 @@ def report_flow(archs: Sequence[str], target: str, out: Path, *, checkpoints: Se
                         "without --checkpoint); cycles do not depend on weights, resources only slightly "
                         "(accumulator and constant widths)",
     }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
-    md = render_markdown(report)
-    atomic_write_text(out / "report.md", md)
-    plot_report(report, out / "report.png")
+    with staged_folder(out, "report", force=force, echo=echo) as st:
+        atomic_write_text(st.work / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+        md = render_markdown(report)
+        atomic_write_text(st.work / "report.md", md)
+        plot_report(report, st.work / "report.png")
     echo(table_markdown(report))
     echo(f"wrote {out / 'report.md'}, report.json, report.png")
     return report

@@ -7,22 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import BnhwError
-
-
-def _load_graph(path: Path):
-    from ..hw.ir import HwGraph
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "hw_graph.json"
-    if not p.is_file():
-        raise BnhwError(f"{path}: no such build folder or hw_graph.json (run `bnhw build` first)")
-    if not Path(str(p) + ".npz").is_file():
-        raise BnhwError(f"{p}.npz is missing: the graph's parameters are stored next to it")
-    try:
-        return HwGraph.load(p)
-    except (ValueError, KeyError, OSError) as e:
-        raise BnhwError(f"{p}: not a bnhw hardware graph ({e})") from None
+from .inputs import load_hw_graph, resolve
 
 
 def _depths(net, fifos: str, echo):
@@ -59,7 +44,7 @@ def sim_command(graph: Path, *, frames: int, fifos: str, clock_mhz: float, as_js
     from ..hw.sim.netlist import elaborate
     from ..hw.sim.simulate import simulate
 
-    g = _load_graph(graph)
+    g = load_hw_graph(resolve(graph, "sim"))
     net = elaborate(g)
     r = simulate(net, frames, depths=_depths(net, fifos, echo), clock_mhz=clock_mhz)
     d = r.to_dict()

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from brevitas.export import export_qonnx as brevitas_export_qonnx
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from onnx import NodeProto, helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
@@ -253,6 +254,19 @@ def execute_qonnx(model: str | os.PathLike | ModelWrapper, x: np.ndarray | Tenso
     return logits, binary
 
 
+def _is_one_bit(m: nn.Module, quant: str) -> bool:
+    """A Brevitas ``QuantIdentity`` (``act_quant``) or ``QuantConv2d`` / ``QuantLinear`` (``weight_quant``) at 1 bit."""
+    kinds = (QuantIdentity,) if quant == "act_quant" else (QuantConv2d, QuantLinear)
+    if not isinstance(m, kinds):
+        return False
+    q = getattr(m, quant, None)
+    bits = getattr(q, "bit_width", None)
+    try:
+        return q is not None and bits is not None and float(bits()) == 1.0
+    except TypeError:
+        return False
+
+
 @torch.no_grad()
 def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list[np.ndarray]:
     """Every binary tensor of one forward pass of ``model`` on ``x``, in execution order.
@@ -262,7 +276,10 @@ def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list
     with ``weights``, each :class:`~bnhw.quant.layers.BinaryConv2d` weight
     quantiser output (binary weights); in a cell network each
     :class:`~bnhw.quant.cellops.BinConvOp`'s ``sign`` output and conv weight
-    quantiser output.  With ``weights`` the list matches
+    quantiser output; in BNN-PYNQ's reference networks each 1-bit
+    ``QuantIdentity`` output and 1-bit ``QuantConv2d`` / ``QuantLinear``
+    weight (a Linear weight transposed to the ``(in, out)`` layout of its
+    ONNX ``MatMul``).  With ``weights`` the list matches
     :func:`execute_qonnx`'s binary list one to one.  The model runs in its
     current mode (use eval mode to compare with an export).
     """
@@ -272,7 +289,13 @@ def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list
         value = getattr(output, "value", output)  # weight quantisers return a QuantTensor
         out.append(value.detach().cpu().numpy().copy())
 
+    def hook_transposed(_module: nn.Module, _inputs: object, output: object) -> None:
+        out.append(getattr(output, "value", output).detach().cpu().numpy().T.copy())
+
     handles = []
+    # plain Brevitas layers (the reference nets) only where bnhw's binarisers are absent: those hold
+    # 1-bit Brevitas quantisers inside them
+    plain = not any(isinstance(m, (LearnableSign, BinaryConv2d, BinConvOp)) for m in model.modules())
     for m in model.modules():
         if isinstance(m, LearnableSign):
             handles.append(m.register_forward_hook(hook))
@@ -282,6 +305,11 @@ def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list
             handles.append(m.sign.register_forward_hook(hook))
             if weights:
                 handles.append(m.conv.weight_quant.register_forward_hook(hook))
+        elif plain and _is_one_bit(m, "act_quant"):           # BNN-PYNQ's reference nets: 1-bit QuantIdentity
+            handles.append(m.register_forward_hook(hook))
+        elif plain and weights and _is_one_bit(m, "weight_quant"):       # ... and their 1-bit QuantConv2d / QuantLinear
+            linear = isinstance(m, QuantLinear)               # (out, in) here, ONNX's MatMul holds (in, out)
+            handles.append(m.weight_quant.register_forward_hook(hook_transposed if linear else hook))
     try:
         model(x)
     finally:
