@@ -5,11 +5,24 @@
 * :func:`csim` compiles it with plain ``g++`` (Xilinx's open-source ``ap_int`` /
   ``hls_stream`` headers shipped with hls4ml) and runs input frames through it;
 * :func:`vendor_tools` reports whether ``vitis_hls`` / ``vivado_hls`` / ``vivado``
-  are available to finish synthesis.
+  are available to finish synthesis;
+* :func:`node_words` lists the ``ap_uint`` words of a unit at its folding: a design
+  whose widest word is above ap_int's default 1024 bits is compiled with
+  ``AP_INT_MAX_W`` raised (defined in every generated source and passed by the build
+  scripts); one above :data:`HLS_MAX_WORD_BITS` (4096) is an :class:`HLSError`.
 """
 
-from .codegen import HLSError, ap_types_dir, generate_project, header_path, render_project
+from .codegen import (
+    HLS_MAX_WORD_BITS,
+    HLSError,
+    ap_int_max_w,
+    ap_types_dir,
+    generate_project,
+    header_path,
+    node_words,
+    render_project,
+)
 from .csim import compile_csim, csim, default_cache_dir, vendor_tools
 
 __all__ = ["generate_project", "render_project", "csim", "compile_csim", "vendor_tools", "ap_types_dir",
-           "header_path", "default_cache_dir", "HLSError"]
+           "header_path", "default_cache_dir", "HLSError", "node_words", "ap_int_max_w", "HLS_MAX_WORD_BITS"]

@@ -29,7 +29,16 @@ Hardware conventions (see ``bnhw_dataflow.h`` for the C++ side):
   (``acc = 2 * popcount(xnor & valid) - popcount(valid)``), which is exactly
   the reference's "padding taps contribute 0";
 * accumulators and intermediate values are ``ap_int`` sized from the exact
-  value bounds of the node (weights, parameters and the input type).
+  value bounds of the node (weights, parameters and the input type);
+* words (streams and per-PE weight words, :func:`node_words`) may be wider than
+  ap_int's default limit of 1024 bits: every generated source and header
+  defines ``AP_INT_MAX_W`` (the widest word rounded up to a multiple of 1024)
+  before its first ``#include <ap_int.h>``, ``build_csim.sh`` and
+  ``build_prj.tcl`` pass the same ``-DAP_INT_MAX_W``, and ``bnhw_dataflow.h``
+  stops a translation unit compiled with a smaller limit.  A word above
+  :data:`HLS_MAX_WORD_BITS` (4096, the most Vitis HLS accepts) is an
+  :class:`HLSError` naming the node; the folder (:mod:`bnhw.hw.folding`) never
+  picks such a folding.
 """
 
 from __future__ import annotations
@@ -47,11 +56,15 @@ from ...errors import BnhwError
 from ..ir import DType, HwGraph, Node, json_default, per_channel
 
 __all__ = ["render_project", "generate_project", "ap_types_dir", "header_path", "DEFAULT_PART",
-           "DEFAULT_CLOCK_NS", "HLSError", "sources_hash"]
+           "DEFAULT_CLOCK_NS", "HLSError", "sources_hash", "node_words", "ap_int_max_w", "AP_INT_DEFAULT_W",
+           "HLS_MAX_WORD_BITS"]
 
 DEFAULT_PART = "xc7z020clg400-1"      # PYNQ-Z1 / Z2
 DEFAULT_CLOCK_NS = 10.0
 MAX_BITS = 62                         # widest accumulator / element the generator emits
+AP_INT_DEFAULT_W = 1024               # ap_int's default AP_INT_MAX_W (ap_common.h)
+#: the widest ap_uint word the generator emits: Vitis HLS lets AP_INT_MAX_W be raised to 4096 (UG1399)
+HLS_MAX_WORD_BITS = 4096
 
 
 class HLSError(BnhwError):
@@ -118,6 +131,57 @@ def _ebits(t: DType) -> int:
 
 def _word(t: DType, p: int) -> str:
     return f"ap_uint<{p * _ebits(t)}>"
+
+
+def ap_int_max_w(bits: int) -> int:
+    """The ``AP_INT_MAX_W`` a design whose widest ``ap_uint`` is ``bits`` wide is compiled with:
+    ap_int's default (1024) or ``bits`` rounded up to a multiple of 1024 (ap_int's own granularity)."""
+    return max(AP_INT_DEFAULT_W, -(-int(bits) // 1024) * 1024)
+
+
+def _weight_bits(n: Node) -> int:
+    """Bits of one MVAU weight lane: 1 (XNOR) or the narrowest two's complement holding the weights (>= 2)."""
+    if n.attrs.get("binary_xnor", False):
+        return 1
+    w = np.asarray(n.params["weights"], dtype=np.int64)
+    return max(_sbits(int(w.min(initial=0)), int(w.max(initial=0))), 2)
+
+
+def node_words(g: HwGraph, n: Node) -> list[tuple[str, int, str]]:
+    """Every ``ap_uint`` word node ``n`` reads, writes or stores at its folding: ``(what, bits, knob)``
+    with ``knob`` the attribute (``SIMD`` / ``PE``) that sets its width.
+
+    Stream words are ``P`` elements of ``_ebits`` bits (a zero-padded bipolar window element is 2 bits);
+    an MVAU's weight memory holds one ``SIMD x weight bits`` word per PE.  A Duplicate / Gather without a
+    PE of its own passes its producer's words on (they are that producer's).
+    """
+    op = n.op
+    ti, to = g.in_stream(n).dtype, g.out_stream(n).dtype
+
+    def elems(p: int, t: DType) -> str:
+        kind = "BIPOLAR+valid" if t.is_bipolar and t.padded else t.finn_name()     # zero-padded window taps
+        return f"{p} x {_ebits(t)}-bit {kind}"
+
+    if op in ("MVAU", "SWG"):
+        s = n.simd
+        words = [("input word", s * _ebits(ti), "SIMD", elems(s, ti))]
+        if op == "SWG":
+            words.append(("output word", s * _ebits(to), "SIMD", elems(s, to)))
+        else:
+            words.append(("output word", n.pe * _ebits(to), "PE", elems(n.pe, to)))
+            wb = _weight_bits(n)
+            words.append(("weight word", s * wb, "SIMD", f"{s} x {wb}-bit weights"))
+    elif op == "LabelSelect":
+        words = [("input word", n.pe * _ebits(ti), "PE", elems(n.pe, ti))]
+    elif op in ("Duplicate", "Gather") and "pe" not in n.attrs:
+        words = []
+    else:
+        p = n.pe
+        words = [(f"input {i} word" if len(n.inputs) > 1 else "input word", p * _ebits(g.in_stream(n, i).dtype),
+                  "PE", elems(p, g.in_stream(n, i).dtype)) for i in range(len(n.inputs))]
+        words.append(("output word", (math.gcd(p, g.out_stream(n).channels) if op == "Gather" else p)
+                      * _ebits(to), "PE", elems(p, to)))
+    return [(f"{what} ({desc})", bits, knob) for what, bits, knob, desc in words]
 
 
 def _lit(v: int) -> str:
@@ -200,6 +264,7 @@ class _Gen:
         self.var: dict[str, str] = {}       # stream -> C++ variable at its producer
         self.names: set[str] = set()
         self.notes: list[str] = []
+        self.word_bits = 1                  # the widest ap_uint word of the design (streams, weights)
 
     # ------------------------------------------------------------ folding and stream widths
     def _in_par(self, n: Node, i: int) -> int:
@@ -290,7 +355,14 @@ class _Gen:
             if not cs and s != g.output and s in self.var:
                 self._drain(s)
         self.out_par = self.par[g.output]
-        return self._files()
+        files = self._files()
+        # every literal ap_uint the sources spell out is a word of some node (or a <= 64-bit helper), so
+        # within word_bits, which, unlike this scan, also counts the weight words the templates build
+        lit = max((int(m) for t in files.values() for m in re.findall(r"ap_u?int<(\d+)>", t)), default=1)
+        if lit > max(self.word_bits, 64):   # pragma: no cover - a generator bug, not a user error
+            raise HLSError(f"{g.name}: the generated code uses an ap_uint<{lit}> wider than the widest word "
+                           f"({self.word_bits} bits) the generator accounted for")
+        return files
 
     def _drain(self, s: str) -> None:
         st = self.g.streams[s]
@@ -302,8 +374,18 @@ class _Gen:
                           f"        in.read();\n    }}\n}}\n")
         self.calls.append(f"    {fn}({self.var[s]});")
 
+    def _check_words(self, n: Node) -> None:
+        """Every word of ``n`` within :data:`HLS_MAX_WORD_BITS`; records the widest."""
+        for what, bits, knob in node_words(self.g, n):
+            if bits > HLS_MAX_WORD_BITS:
+                raise HLSError(f"{n.name}: its {bits}-bit {what} is wider than the {HLS_MAX_WORD_BITS} bits "
+                               f"an ap_uint may have in Vitis HLS (AP_INT_MAX_W <= {HLS_MAX_WORD_BITS}); "
+                               f"lower its {knob}")
+            self.word_bits = max(self.word_bits, bits)
+
     def _node(self, n: Node) -> None:
         g = self.g
+        self._check_words(n)
         for i, s in enumerate(n.outputs):
             p = self._out_par(n, i)
             st = g.streams[s]
@@ -337,7 +419,7 @@ class _Gen:
         self.params[f"params/{_ident(n.name)}.h"] = (
             f"// {n.op} {n.name}: constants laid out per PE / SIMD (generated by bnhw)\n"
             f"#ifndef BNHW_PARAMS_{_ident(n.name).upper()}_H\n#define BNHW_PARAMS_{_ident(n.name).upper()}_H\n"
-            f"#include <ap_int.h>\n#include \"bnhw_dataflow.h\"\n\n{text}\n#endif\n")
+            f"@PROLOGUE@#include <ap_int.h>\n#include \"bnhw_dataflow.h\"\n\n{text}\n#endif\n")
 
     # ------------------------------------------------------------ node kinds
     def _types(self, n: Node, i: int = 0):
@@ -442,8 +524,7 @@ class _Gen:
             wb = 1
             codes = (lay > 0).astype(np.uint64)
         else:
-            wb = _sbits(int(w.min()), int(w.max()))
-            wb = max(wb, 2)
+            wb = _weight_bits(n)
             dot = f"bnhw::MulDot<{simd}, {_etype(ti)}, bnhw::Int<{wb}, true> >"
             codes = (lay & ((1 << wb) - 1)).astype(np.uint64)
         words = _pack_words(codes.reshape(pe, nf * sfg, simd), wb)
@@ -615,13 +696,26 @@ class _Gen:
         return body, []
 
     # ------------------------------------------------------------ files
+    @property
+    def ap_int_max_w(self) -> int:
+        return ap_int_max_w(self.word_bits)
+
+    def prologue(self) -> str:
+        """What every generated source and header starts with: ``AP_INT_MAX_W`` before any ``ap_int.h``."""
+        return (f"// The widest ap_uint word of this design is {self.word_bits} bits: ap_int's limit AP_INT_MAX_W\n"
+                f"// (default {AP_INT_DEFAULT_W}) is set before the first #include <ap_int.h>, the same in every\n"
+                f"// translation unit (build_csim.sh and build_prj.tcl also pass -DAP_INT_MAX_W={self.ap_int_max_w}).\n"
+                f"#ifndef AP_INT_MAX_W\n#define AP_INT_MAX_W {self.ap_int_max_w}\n#endif\n"
+                f"#ifndef BNHW_WORD_BITS\n#define BNHW_WORD_BITS {self.word_bits}\n#endif\n")
+
     def _files(self) -> dict[str, str]:
         g, top = self.g, self.top
         si, so = g.streams[g.input], g.streams[g.output]
         guard = f"BNHW_{_ident(top).upper()}_H"
+        pro = self.prologue()
         head = (
             f"// {top}: streaming dataflow accelerator for graph {g.name!r} (generated by bnhw)\n"
-            f"#ifndef {guard}\n#define {guard}\n\n#include <ap_int.h>\n#include <hls_stream.h>\n"
+            f"#ifndef {guard}\n#define {guard}\n\n{pro}\n#include <ap_int.h>\n#include <hls_stream.h>\n"
             f"#include \"bnhw_dataflow.h\"\n\n"
             f"// input: {si.name} {tuple(si.shape)} {si.dtype.finn_name()}"
             f"{' (padded)' if si.dtype.padded else ''}, {self.in_par} elements per word\n"
@@ -640,7 +734,7 @@ class _Gen:
         cpp = (
             f"// {top}: one streaming function per node of graph {g.name!r}, chained in a DATAFLOW region\n"
             f"// (generated by bnhw; see bnhw_dataflow.h for the units and stream word layouts)\n"
-            f"#include \"{top}.h\"\n{includes}\n" + "\n".join(self.funcs) + "\n"
+            f"{pro}#include \"{top}.h\"\n{includes}\n" + "\n".join(self.funcs) + "\n"
             f"void {top}(hls::stream<{top}_in_word> &in, hls::stream<{top}_out_word> &out) {{\n"
             f"#pragma HLS INTERFACE axis port=in\n#pragma HLS INTERFACE axis port=out\n"
             f"#pragma HLS INTERFACE ap_ctrl_hs port=return\n#pragma HLS DATAFLOW\n"
@@ -649,9 +743,9 @@ class _Gen:
         files = {f"firmware/{top}.h": head, f"firmware/{top}.cpp": cpp,
                  "firmware/bnhw_dataflow.h": header_path().read_text()}
         for p, text in self.params.items():
-            files[f"firmware/{p}"] = text
-        files[f"tb/{top}_tb.cpp"] = _TESTBENCH.replace("@TOP@", top)
-        files["build_csim.sh"] = _build_csim(top)
+            files[f"firmware/{p}"] = text.replace("@PROLOGUE@", pro)
+        files[f"tb/{top}_tb.cpp"] = _TESTBENCH.replace("@TOP@", top).replace("@PROLOGUE@", pro)
+        files["build_csim.sh"] = _build_csim(top, self.ap_int_max_w)
         files["graph.json"] = json.dumps(g.to_dict(), indent=1, default=json_default) + "\n"
         return files
 
@@ -660,7 +754,7 @@ _TESTBENCH = r"""// Testbench of @TOP@ (generated by bnhw).
 // usage: csim INPUT.bin OUTPUT.bin [EXPECTED.bin]
 // Files are little-endian int64 element values, frames back to back in HWC order.
 // Writes every output frame; with EXPECTED compares and exits 1 on a mismatch.
-#include <cstdio>
+@PROLOGUE@#include <cstdio>
 #include <cstdlib>
 #include <vector>
 #include "@TOP@.h"
@@ -744,19 +838,20 @@ int main(int argc, char **argv) {
 CXXFLAGS = ["-O2", "-std=c++14"]
 
 
-def _build_csim(top: str) -> str:
+def _build_csim(top: str, apw: int) -> str:
     return (
         "#!/bin/sh\n"
         "# C simulation build with plain g++ (no vendor tools needed).\n"
         "# AP_TYPES: Xilinx's ap_int.h / hls_stream.h (shipped with hls4ml or with Vitis HLS under include/).\n"
         "set -e\ncd \"$(dirname \"$0\")\"\n"
         f"AP_TYPES=\"${{AP_TYPES:-{shlex.quote(str(ap_types_dir()))}}}\"\n"
-        f"${{CXX:-g++}} {' '.join(CXXFLAGS)} -DBNHW_CSIM_UNITY -I\"$AP_TYPES\" -Ifirmware tb/{top}_tb.cpp "
+        f"${{CXX:-g++}} {' '.join(CXXFLAGS)} -DAP_INT_MAX_W={apw} -DBNHW_CSIM_UNITY -I\"$AP_TYPES\" -Ifirmware "
+        f"tb/{top}_tb.cpp "
         "-o csim.bin\n"
         "echo \"built $(pwd)/csim.bin; run: ./csim.bin input.bin output.bin [expected.bin]\"\n")
 
 
-def _build_tcl(top: str, part: str, clock_ns: float) -> str:
+def _build_tcl(top: str, part: str, clock_ns: float, apw: int = AP_INT_DEFAULT_W) -> str:
     return f"""# Vitis HLS project of {top} (generated by bnhw).
 # usage: vitis_hls -f build_prj.tcl          (Vivado HLS <= 2020.1: vivado_hls -f build_prj.tcl)
 # Environment: BNHW_CSIM=1 also runs the C simulation on tb_data/ (when present) before synthesis,
@@ -768,8 +863,11 @@ set here [file dirname [file normalize [info script]]]
 cd $here
 open_project -reset ${{top}}_prj
 set_top $top
-add_files firmware/${{top}}.cpp -cflags "-std=c++14 -I$here/firmware"
-add_files -tb tb/${{top}}_tb.cpp -cflags "-std=c++14 -I$here/firmware"
+# AP_INT_MAX_W: the widest ap_uint word of the design, rounded up to a multiple of 1024 (the sources define
+# the same value before their first #include <ap_int.h>; Vitis HLS accepts up to 4096)
+set cflags "-std=c++14 -DAP_INT_MAX_W={apw} -I$here/firmware"
+add_files firmware/${{top}}.cpp -cflags $cflags
+add_files -tb tb/${{top}}_tb.cpp -cflags $cflags
 open_solution -reset solution1
 set_part $part
 create_clock -period $clock_ns -name default
@@ -802,6 +900,9 @@ Generated by `bnhw` from a folded hardware graph ({len(g.nodes)} nodes: {op_s}).
 * input `{si.name}` {tuple(si.shape)} {si.dtype.finn_name()}, {gen.in_par} element(s) per word, HWC order;
   output `{so.name}` {tuple(so.shape)} {so.dtype.finn_name()}, {gen.out_par} element(s) per word.
 * Element `i` of a word occupies bits `[i*B, (i+1)*B)`; bipolar elements are one bit (1 = +1).
+  The widest word (stream or weight memory) is {gen.word_bits} bits: every source defines
+  `AP_INT_MAX_W` = {gen.ap_int_max_w} before its first `#include <ap_int.h>` (ap_int's default limit is
+  1024 bits; Vitis HLS accepts up to 4096), and `build_csim.sh` / `build_prj.tcl` pass the same `-D`.
   Zero-padded bipolar windows (between an SWG with padding and its MVAU) carry a valid plane:
   `2P` bits per word, values in the low `P` bits, valid flags in the high `P` bits; the XNOR
   MVAU masks the padding taps (`acc = 2*popcount(xnor & valid) - popcount(valid)`).
@@ -840,7 +941,7 @@ def render_project(g: HwGraph, *, top: str = "bnhw_top", part: str = DEFAULT_PAR
         raise HLSError(f"top function name {top!r} is not a C identifier")
     gen = _Gen(g, top)
     files = gen.run()
-    files["build_prj.tcl"] = _build_tcl(top, part, clock_ns)
+    files["build_prj.tcl"] = _build_tcl(top, part, clock_ns, gen.ap_int_max_w)
     files["README.md"] = _readme(g, top, part, clock_ns, gen)
     return files
 

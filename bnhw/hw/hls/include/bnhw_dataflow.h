@@ -20,11 +20,23 @@
 //   Int<B, S>       B-bit two's complement (S) or unsigned integer
 //   Bipolar         1 bit, 1 = +1, 0 = -1 (FINN's convention)
 //   PaddedBipolar   value bit + valid bit: +1, -1 or 0 (zero padding tap of an SWG)
+//
+// Wide words
+// ----------
+// ap_int allows words of at most AP_INT_MAX_W bits (1024 unless defined before the first
+// #include <ap_int.h>; Vitis HLS accepts up to 4096).  A word of P elements (or an MVAU weight word
+// of SIMD lanes) can be wider: the generated sources define AP_INT_MAX_W and BNHW_WORD_BITS (the
+// design's widest word) before any include, the build scripts pass the same -DAP_INT_MAX_W, and
+// the check below stops a translation unit that included ap_int.h with a smaller limit.
 #ifndef BNHW_DATAFLOW_H
 #define BNHW_DATAFLOW_H
 
 #include <ap_int.h>
 #include <hls_stream.h>
+
+#if defined(BNHW_WORD_BITS) && BNHW_WORD_BITS > AP_INT_MAX_W
+#error "bnhw: this design has ap_uint words of BNHW_WORD_BITS bits, more than AP_INT_MAX_W: define AP_INT_MAX_W (a multiple of 1024, at least BNHW_WORD_BITS) before the first #include <ap_int.h>"
+#endif
 
 namespace bnhw {
 
