@@ -15,7 +15,15 @@ and finds out whether it fits.  bnhw turns it around:
   misses the budget only on one resource, that resource's weight is raised
   and the choice repeated (a few rounds), which trades e.g. BRAM for LUTs;
 * ``min_resources_for_fps`` is the same per-unit choice at the ``T`` a
-  target FPS implies.
+  target FPS implies;
+* ``widest_folding`` is the other extreme, for testing the widest words a
+  target can hold: fully unfolded if that fits the budget, else the units
+  widened one at a time (widest words first) as far as the budget allows.
+
+Every folding considered is one bnhw's HLS code can implement: besides
+FINN's divisibility rules, no stream or weight word of a unit may be wider
+than :data:`~bnhw.hw.hls.codegen.HLS_MAX_WORD_BITS` (4096 bits, the largest
+``AP_INT_MAX_W`` Vitis HLS accepts; see :func:`~bnhw.hw.hls.codegen.node_words`).
 
 Sliding-window generators are folded like any other unit (their SIMD need
 not equal the MVAU's: a width converter joins them, as FINN inserts one
@@ -36,10 +44,11 @@ import numpy as np
 
 from ..errors import BnhwError
 from ..estimators.finn_models import Resources, legal_pe, legal_simd, node_cycles, node_resources
+from .hls.codegen import HLS_MAX_WORD_BITS, node_words
 from .ir import HwGraph, Node
 
-__all__ = ["FitError", "FoldingResult", "graph_cost", "maximize_fps", "min_resources_for_fps",
-           "RESOURCE_KEYS", "board_budget"]
+__all__ = ["FitError", "FoldingResult", "graph_cost", "maximize_fps", "min_resources_for_fps", "widest_folding",
+           "RESOURCE_KEYS", "board_budget", "hls_words_fit"]
 
 RESOURCE_KEYS = ("LUT", "BRAM18", "URAM", "DSP")
 MAX_STREAM_BITS = 8191      # widest ap_int HLS accepts (FINN's MAX_ALLOWED_AP_INT_W)
@@ -121,8 +130,13 @@ def buildable(g: HwGraph, n: Node, pe: int, simd: int) -> bool:
     return (mh // groups) % pe == 0 and (c // groups) % simd == 0
 
 
-def _options(g: HwGraph, n: Node) -> list[_Option]:
-    """Every legal folding of ``n``, Pareto-pruned on (cycles, resources)."""
+def hls_words_fit(g: HwGraph, n: Node) -> bool:
+    """Whether every word of ``n`` at its folding fits an ``ap_uint`` of Vitis HLS (:data:`HLS_MAX_WORD_BITS`)."""
+    return all(bits <= HLS_MAX_WORD_BITS for _, bits, _ in node_words(g, n))
+
+
+def _options(g: HwGraph, n: Node, prune: bool = True) -> list[_Option]:
+    """Every legal folding of ``n``, Pareto-pruned on (cycles, resources) unless ``prune`` is false."""
     pes = legal_pe(g, n)
     simds = legal_simd(g, n) if n.op in ("MVAU", "SWG") else [1]
     out: list[_Option] = []
@@ -141,11 +155,13 @@ def _options(g: HwGraph, n: Node) -> list[_Option]:
             continue
         m = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe, "simd": simd, **extra}, n.params,
                  n.layer)
+        if not hls_words_fit(g, m):
+            continue
         cyc = int(node_cycles(g, m))
         r = node_resources(g, m)
         vec = [float(r.lut), float(r.bram18), float(r.uram), float(r.dsp)]
         out.append(_Option(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, tuple(vec)))
-    return _pareto(out)
+    return _pareto(out) if prune else out
 
 
 def _pareto(opts: list[_Option]) -> list[_Option]:
@@ -302,4 +318,59 @@ def min_resources_for_fps(g: HwGraph, fps: float, clock_mhz: float, budget: Mapp
         raise FitError(f"{fps:,.0f} FPS does not fit {board_name}: the best folding within its resources "
                        f"reaches {best.fps(clock_mhz):,.0f} FPS; lower --fps, use a smaller network or a "
                        f"larger board")
+    return graph_cost(p.apply(pick))
+
+
+def _word_bits(g: HwGraph, n: Node, o: _Option) -> int:
+    """The widest word of unit ``n`` at option ``o``."""
+    m = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": o.pe, "simd": o.simd}, n.params, n.layer)
+    return max((bits for _, bits, _ in node_words(g, m)), default=0)
+
+
+def widest_folding(g: HwGraph, budget: Mapping[str, float] | None = None, *,
+                   board_name: str = "the budget") -> FoldingResult:
+    """The widest folding of ``g`` (widest words, most SIMD x PE lanes) whose estimate fits ``budget``.
+
+    A unit's candidates are all its legal foldings bnhw's HLS can build (divisibility, the grouped-MVAU
+    rule, every word within :data:`HLS_MAX_WORD_BITS`), not only the Pareto-optimal ones.
+
+    * Every unit at its widest candidate (``PE = MH`` and ``SIMD = MW`` for an MVAU, ``SIMD = C`` for a
+      window generator, ``PE = C`` for an elementwise unit, as far as the word limit allows) is returned
+      when that fits ``budget`` (always when ``budget`` is ``None``): the fully unfolded design.
+    * Otherwise the units are widened one at a time from the least-resource design, those whose words
+      can grow widest first, each to its widest candidate that keeps the total within ``budget`` (the
+      units not yet widened at their least-resource folding; "widest": the widest word, then the most
+      PE x SIMD lanes).  So the widest word of the result is the widest any folding within ``budget``
+      can have, then the next unit's, and so on.  This is the extreme of wide words, not a fast
+      design: units widened late may stay narrow (and slow).
+
+    :class:`FitError` when not even the least-resource design fits.
+    """
+    p = _Problem(g, budget if budget is not None else {k: math.inf for k in RESOURCE_KEYS})
+    every: dict[str, list[_Option]] = {}
+    for n in p.units:
+        # widest first: the widest word, then the most lanes (PE x SIMD), then the fastest, then the cheapest
+        keyed = [((_word_bits(g, n, o), o.pe * o.simd, -o.cycles, tuple(-r for r in o.res)), o)
+                 for o in _options(g, n, prune=False)]
+        if not keyed:
+            raise FitError(f"{n.name} has no folding bnhw's HLS code can implement")
+        every[n.name] = [o for _, o in sorted(keyed, key=lambda ko: ko[0], reverse=True)]
+    widest = {name: opts[0] for name, opts in every.items()}
+    if budget is None or not p.violations(widest):
+        return graph_cost(p.apply(widest))
+    ones = (1.0,) * len(RESOURCE_KEYS)
+    pick = {n.name: min(every[n.name], key=lambda o: (p.cost(o, ones), o.cycles)) for n in p.units}
+    if p.violations(pick):
+        raise FitError(_explain_misfit(p, board_name))
+    total = p.total(pick)
+    bud = [p.budget[k] + 1e-9 for k in RESOURCE_KEYS]
+    for n in sorted(p.units, key=lambda n: _word_bits(g, n, widest[n.name]), reverse=True):
+        cur = pick[n.name]
+        for o in every[n.name]:
+            if o == cur:                    # the rest are narrower
+                break
+            new = [t - a + b for t, a, b in zip(total, cur.res, o.res)]
+            if all(x <= b for x, b in zip(new, bud)):
+                pick[n.name], total = o, new
+                break
     return graph_cost(p.apply(pick))
