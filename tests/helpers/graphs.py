@@ -286,3 +286,25 @@ def rprelu_gap_graph() -> HwGraph:
     r = b.add("RPReLU", "x", (2, 2, 4), DType.int_(6), {"frac": 1, "pe": 2},
               {"S_in": np.array([0, 1, -1, 0]), "slope": np.array([1, 3, 0, -1]), "S_out": np.array([0, 0, 1, -1])})
     return b.graph(b.add("GlobalAvgPool", r, (1, 1, 4), DType.int_(6), {"pe": 4}))
+
+
+def wide_graph(seed: int = 0) -> HwGraph:
+    """Words wider than ap_int's default 1024 bits: a zero-padded bipolar window of 1440 taps read 1440
+    at a time (2880-bit words behind a 160 -> 1440 width converter), the XNOR MVAU's 1440-bit weight
+    words, and an integer MVAU reading 144 INT12 lanes at once (1728-bit words)."""
+    rng = np.random.default_rng(seed)
+    b = Builder("wide", (3, 3, 160), DType.bipolar())
+    w = swg(b, "x", 3, pad=1)                                             # (3, 3, 1440) padded bipolar
+    acc = add_mvau(b, w, bipolar_w(rng, (16, 1440)))                      # INT12 accumulators
+    w2 = swg(b, acc, 3)                                                   # (1, 1, 144) INT12
+    out = add_mvau(b, w2, rng.integers(-3, 4, (10, 144)))
+    return b.graph(out).with_folding({"SWG_0": {"SIMD": 160}, "MVAU_0": {"PE": 16, "SIMD": 1440},
+                                      "SWG_1": {"SIMD": 16}, "MVAU_1": {"PE": 10, "SIMD": 144}})
+
+
+def wide_fc_graph(width: int, padded: bool = False) -> HwGraph:
+    """One XNOR MVAU (8 x ``width``) over a (zero-padded) bipolar vector, unfolded: SIMD = ``width``."""
+    rng = np.random.default_rng(0)
+    b = Builder("wide_fc", (1, 1, width), DType.bipolar(padded=padded))
+    out = add_mvau(b, "x", bipolar_w(rng, (8, width)))
+    return b.graph(out).with_folding({"MVAU_0": {"PE": 1, "SIMD": width}})
