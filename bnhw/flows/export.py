@@ -71,11 +71,13 @@ def export_flow(arch: str, out: Path, *, checkpoint: Path | None = None, precisi
     from .outputs import check_out_file
 
     out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise BnhwError(f"-o {out}: give a .onnx file name")
     inp = resolve(arch, "export")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise BnhwError(f"{checkpoint}: no such checkpoint")
+    if out.is_dir():
+        raise BnhwError(f"-o {out}: is a folder; give a .onnx file name")
+    if out.suffix.lower() != ".onnx":
+        raise BnhwError(f"-o {out}: give a .onnx file name")
     check_out_file(out, force=force)
     if inp.kind is Kind.REFERENCE:
         if precision != "spec":

@@ -169,7 +169,7 @@ def _identify_json(s: str, p: Path, data: bytes, check_space: bool) -> NetworkIn
         raise BnhwError(f"{s}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     if not isinstance(d, dict):
         raise BnhwError(f"{s}: a JSON {type(d).__name__}, expected an object (an architecture spec)")
-    if "nodes" in d and "streams" in d:
+    if "nodes" in d or "streams" in d:             # keys no spec has
         return NetworkInput(s, Kind.HW_GRAPH, p)
     try:
         if d.get("kind") == "cells":
