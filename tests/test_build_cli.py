@@ -159,3 +159,28 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
 
         assert ours.ii <= sf.ii
         assert ours.total["LUT"] <= sf.total["LUT"] and ours.total["BRAM18"] <= sf.total["BRAM18"]
+
+
+def test_a_qonnx_file_builds_like_the_network_it_was_exported_from(tmp_path):
+    """`bnhw export tfc-w1a1` then `bnhw build tfc.onnx`: the same hardware graph (weights, thresholds) as
+    `bnhw build tfc-w1a1` (both train the same seeded model), C simulation bit-exact; a QONNX file named .json
+    is still QONNX (recognised by content)."""
+    import numpy as np
+
+    p = run("export", "tfc-w1a1", "-o", tmp_path / "tfc.onnx")
+    assert p.returncode == 0, p.stderr
+    assert "8/8 binary tensors bit-exact" in p.stdout
+    (tmp_path / "tfc-w1a1.json").write_bytes((tmp_path / "tfc.onnx").read_bytes())
+    p = run("build", tmp_path / "tfc-w1a1.json", "--no-sim", "-o", tmp_path / "from_qonnx")
+    assert p.returncode == 0, p.stderr
+    p = run("build", "tfc-w1a1", "--no-sim", "--no-csim", "-o", tmp_path / "from_name")
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "from_qonnx" / "report.json").read_text())
+    assert r["kind"] == "qonnx" and r["checks"]["csim"]["outputs_bit_exact"] == r["checks"]["csim"]["inputs"]
+    a = np.load(tmp_path / "from_qonnx" / "hw_graph.json.npz")
+    b = np.load(tmp_path / "from_name" / "hw_graph.json.npz")
+    assert sorted(a.files) == sorted(b.files) and len(a.files) >= 4
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    # the QONNX file is refused where a command cannot use it, naming the kind
+    p = run("ops", tmp_path / "tfc.onnx")
+    assert "is a QONNX model; `bnhw ops` takes" in one_line_error(p)

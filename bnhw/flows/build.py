@@ -291,7 +291,8 @@ def load_folding_file(path: Path) -> dict:
 
 def _apply_folding_file(graph: HwGraph, path: Path) -> HwGraph:
     from ..estimators.finn_models import legal_pe, legal_simd
-    from ..hw.folding import buildable
+    from ..hw.folding import buildable, hls_words_fit
+    from ..hw.hls.codegen import HLS_MAX_WORD_BITS
     from ..hw.ir import IRError
 
     data = load_folding_file(path)
@@ -316,6 +317,9 @@ def _apply_folding_file(graph: HwGraph, path: Path) -> HwGraph:
         if not buildable(g, n, n.pe, n.simd):
             raise BnhwError(f"{path}: {n.name} is a grouped convolution: PE must divide its outputs per group and "
                             "SIMD its channels per group")
+        if not hls_words_fit(g, n):
+            raise BnhwError(f"{path}: {n.name} at PE={n.pe} SIMD={n.simd} has a word wider than the "
+                            f"{HLS_MAX_WORD_BITS} bits of an ap_uint in Vitis HLS; lower its SIMD or PE")
     return g
 
 
