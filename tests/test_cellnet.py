@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import onnx
 import onnx.numpy_helper
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -273,35 +274,136 @@ def test_example_networks_in_the_zoo():
 
 
 # ----------------------------------------------------------------------------- export
+#: float32 unit roundoff
+U32 = 2.0 ** -24
+#: ONNX Runtime's CPU AveragePool differs by opset: up to 18 MLAS' vectorised kernel (its summation order
+#: depends on the instruction set and the channel count), from 19 on a plain loop; the export uses opset 20
+POOL_OPSETS = [13, 20]
+
+
+def ort_pool(x: np.ndarray, opset: int, **attrs) -> np.ndarray:
+    """One ``AveragePool`` on ONNX Runtime at ``opset`` (tests/helpers/onnxrt.py pins opset 13)."""
+    node = onnx.helper.make_node("AveragePool", ["x"], ["y"], **attrs)
+    graph = onnx.helper.make_graph(
+        [node], "pool", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def avg_pool_3x3_both(x: torch.Tensor, stride: int, opset: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``avg_pool_3x3`` edge (padding not counted) in PyTorch and on ONNX Runtime."""
+    ref = make_op("avg_pool_3x3", x.shape[1], stride)(x).numpy()
+    y = ort_pool(x.numpy(), opset, kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1],
+                 count_include_pad=0)
+    return ref, y
+
+
+@pytest.mark.parametrize("opset", POOL_OPSETS)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_3x3_average_pool_is_identical_in_pytorch_and_onnxruntime(stride):
-    """The avg_pool_3x3 edge (padding not counted) feeds binarisers: both sides must round alike."""
+def test_3x3_average_pool_is_a_correctly_rounded_mean_in_pytorch_and_onnxruntime(stride, opset):
+    """The avg_pool_3x3 edge in both runtimes, on real values: a float sum of a window (4, 6 or 9 terms,
+    padding not counted) is exact only up to its summation order, which PyTorch and ONNX Runtime choose
+    differently per instruction set and channel count.  Each side is held to the worst case of *any*
+    order instead of to the other: ``|y - mean| <= 12 u mean|x|`` (``u = 2**-24``; 8 u for summing 9
+    terms, 1 u for the division, margin for a reciprocal multiply) against the float64 mean."""
     x = torch.randn(4, 24, 16, 16, generator=torch.Generator().manual_seed(stride)) * 3
-    y = run_onnxruntime("AveragePool", x.numpy(), kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1],
-                        count_include_pad=0)
-    ref = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)(x).numpy()
-    np.testing.assert_array_equal(y, ref)
+    ref, y = avg_pool_3x3_both(x, stride, opset)
+    x64 = x.double()
+    mean = F.avg_pool2d(x64, 3, stride, 1, count_include_pad=False).numpy()
+    tol = 12 * U32 * F.avg_pool2d(x64.abs(), 3, stride, 1, count_include_pad=False).numpy()
+    for name, got in (("PyTorch", ref), ("ONNX Runtime", y)):
+        assert got.shape == mean.shape, name
+        err = np.abs(got - mean)
+        assert (err <= tol).all(), f"{name}: {int((err > tol).sum())} means off by more than 12 u mean|x|"
+    # a mean computed wrong (padding counted, a shifted window) is far outside the tolerance
+    counted = F.avg_pool2d(x64, 3, stride, 1, count_include_pad=True).numpy()
+    assert (np.abs(counted - mean) > tol).any()
 
 
-def test_xnor_conv_is_exported_as_a_sign_conv_then_a_scale():
-    """Why :class:`XnorConv2d`: with the scaled weights ``beta * sign(W)`` PyTorch and ONNX Runtime round
-    the conv sums differently; with ``±1`` weights the sums are integers, and the scale an exact ``Mul``."""
+@pytest.mark.parametrize("opset", POOL_OPSETS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_3x3_average_pool_of_fixed_point_values_binarises_identically(stride, opset):
+    """What bit-exactness can rest on: window sums of fixed-point values (``k * 2**-6``, small ``k``) are
+    exact in any order, so the sign a binariser takes of the pooled value (``x >= 0 -> +1``) is the sign
+    of the exact sum in both runtimes -- exact zeros (cancelling windows) included; and where every mean
+    is exactly representable (``k`` multiples of 36, so that the divisions by 4, 6 and 9 are exact) the
+    pooled values themselves are identical on both sides, whatever the instruction set."""
+    g = torch.Generator().manual_seed(10 + stride)
+    k = torch.randint(-3, 4, (4, 24, 16, 16), generator=g).double()
+    exact_sum = F.avg_pool2d(k, 3, stride, 1, count_include_pad=False, divisor_override=1).numpy()
+    assert (exact_sum == 0).sum() > 100                        # the threshold is exercised
+    ref, y = avg_pool_3x3_both((k / 64).float(), stride, opset)
+    for name, got in (("PyTorch", ref), ("ONNX Runtime", y)):
+        np.testing.assert_array_equal(np.where(got >= 0, 1.0, -1.0), np.where(exact_sum >= 0, 1.0, -1.0),
+                                      err_msg=f"{name}: binarised pool")
+        assert (got[exact_sum == 0] == 0).all(), name
+    x = (36 * k / 64).float()
+    exact_mean = F.avg_pool2d(36 * k / 64, 3, stride, 1, count_include_pad=False).float().numpy()
+    ref, y = avg_pool_3x3_both(x, stride, opset)
+    np.testing.assert_array_equal(ref, exact_mean)
+    np.testing.assert_array_equal(y, exact_mean)
+
+
+def test_xnor_conv_is_exported_as_a_sign_conv_then_a_scale(tmp_path):
+    """Why :class:`XnorConv2d`: with ``±1`` weights on ``±1`` activations the conv sums integers -- exact
+    in any order, on any machine -- and the scale ``beta`` is an elementwise (correctly rounded) ``Mul``,
+    so PyTorch and ONNX Runtime agree bit for bit.  The scaled weights ``beta * sign(W)`` compute the
+    same function only up to the rounding of a 216-term float sum, which depends on the summation order
+    (runtime, instruction set): held to the worst case of any order, ``215 u sum|terms|``."""
     g = torch.Generator().manual_seed(0)
     x = torch.where(torch.randn(2, 24, 8, 8, generator=g) >= 0, 1.0, -1.0)
     conv = XnorConv2d(24, 24, 3).eval()
     with torch.no_grad():
         conv.weight.copy_(torch.randn(24, 24, 3, 3, generator=g))
         sign_w = torch.where(conv.weight >= 0, 1.0, -1.0)
-        beta = conv.weight.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
-        scaled = F.conv2d(x, sign_w * beta.view(-1, 1, 1, 1), padding=1).numpy()
+        beta = conv.weight.abs().mean(dim=(1, 2, 3))
+        assert torch.equal(beta, conv.constants()[0])
+        exact_int = F.conv2d(x.double(), sign_w.double(), padding=1)      # integers, |.| <= 216
+        assert torch.equal(exact_int, exact_int.round())
         y = conv(x).numpy()
+        scaled = {"PyTorch": F.conv2d(x, sign_w * beta.view(-1, 1, 1, 1), padding=1).numpy()}
+    beta4 = beta.view(1, -1, 1, 1).numpy()
+    torch_int = F.conv2d(x, sign_w, padding=1).numpy()
 
     def ort_conv(w: torch.Tensor) -> np.ndarray:
         return run_onnxruntime("Conv", x.numpy(), {"w": w.numpy()}, pads=[1, 1, 1, 1])
 
-    assert (ort_conv(sign_w * beta.view(-1, 1, 1, 1)) != scaled).sum() > 0
-    np.testing.assert_array_equal(ort_conv(sign_w) * beta.numpy(), y)
-    np.testing.assert_allclose(y, scaled, rtol=1e-5, atol=1e-5)
+    ort_int = ort_conv(sign_w)
+    np.testing.assert_array_equal(torch_int, exact_int.numpy())
+    np.testing.assert_array_equal(ort_int, exact_int.numpy())
+    np.testing.assert_array_equal(y, exact_int.float().numpy() * beta4)       # the model: int conv * beta
+    np.testing.assert_array_equal(ort_int * beta4, y)                         # the export's Conv, Mul
+    scaled["ONNX Runtime"] = ort_conv(sign_w * beta.view(-1, 1, 1, 1))
+    exact = exact_int.numpy() * beta4.astype(np.float64)
+    tol = 215 * U32 * 216 * beta4.astype(np.float64)
+    for name, s in scaled.items():
+        assert (np.abs(s - exact) <= tol).all(), f"{name}: scaled-weight conv off by more than 215 u sum|terms|"
+    wrong_beta = exact_int.numpy() * np.roll(beta4, 1, axis=1)                # the tolerance has teeth
+    assert (np.abs(wrong_beta - exact) > tol).mean() > 0.5
+
+    # the export: every binary conv is Conv(BipolarQuant(x), BipolarQuant(W), scale 1), then Mul(beta)
+    spec = CellNetSpec(single_op_genotype("bin_conv_3x3"), cells=2, init_channels=4, resolution=8, name="x")
+    torch.manual_seed(0)
+    model = build_cell_model(spec)
+    path = export_qonnx(model, tmp_path / "x.onnx")
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    betas = [m.constants()[0].detach().numpy() for m in model.modules() if isinstance(m, XnorConv2d)]
+    convs = [n for n in graph.node if n.op_type == "Conv" and producer[n.input[1]].op_type == "BipolarQuant"]
+    assert len(convs) == len(betas) > 0
+    for n, b in zip(convs, betas, strict=True):
+        assert producer[n.input[0]].op_type == "BipolarQuant"                  # the activation binariser
+        wq = producer[n.input[1]]
+        assert inits[wq.input[1]] == 1.0                                       # ±1 weights
+        (mul,) = consumers[n.output[0]]
+        assert mul.op_type == "Mul"
+        np.testing.assert_array_equal(inits[mul.input[1]].reshape(-1), b)
 
 
 def test_qonnx_export_is_bit_exact_on_every_binary_tensor(digits, perturb, tmp_path):

@@ -38,11 +38,21 @@ contract of :mod:`bnhw.quant.layers`): the conv uses ``±1`` weights (QONNX
 multiplied by ``beta = mean |W|`` per output channel afterwards
 (:class:`XnorConv2d`, an elementwise ``Mul``), and the batch norm is
 evaluated as ``x * a + b`` (:class:`~bnhw.quant.layers.FoldedBatchNorm2d`).
-The 3 x 3 pools (padding not counted in the average), the 2 x 2 skip pool,
-node sums and zeroise (``x * 0``) are computed alike by PyTorch and ONNX
-Runtime (``tests/test_cellnet.py`` checks the 3 x 3 average pool).  The
-function computed is the same as with ``make_op``'s modules (up to float
-rounding), so weights move between the two.
+Max pools, node sums, concatenations and zeroise (``x * 0``) are exact or
+elementwise (correctly rounded, so identical on any machine).  The average
+pools (the 3 x 3 edge, padding not counted, and the 2 x 2 skip pool) are
+float sums of the real-valued path, and a float sum depends on its order,
+which each runtime picks (per instruction set, for ONNX Runtime's opset <= 18
+kernel also per channel count): their agreement is not guaranteed (the
+export's opset-20 ``AveragePool`` happens to sum in PyTorch's order on the
+x86 machines checked, AVX2 and AVX-512), so ``bnhw export`` verifies every
+export on images rather than assuming it.
+Bit-exactness by construction would need a fixed-point real-valued path
+(window sums of grid values are exact in any order; ``tests/test_cellnet.py``
+checks that the binarised pool of such values is identical on both sides),
+which cell networks do not have yet.  The function computed is the same as
+with ``make_op``'s modules (up to float rounding), so weights move between
+the two.
 
 A cell net has a float real-valued path (``residual="float"``); the
 fixed-point mode is only implemented for NAS-BNN block networks.
