@@ -100,29 +100,56 @@ def batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool
 # checkpoints
 # ----------------------------------------------------------------------------
 def save_training_checkpoint(path: Path, **state) -> None:
-    """Atomically save a resumable training state; ``weights`` holds the trained module's state dict."""
+    """Atomically save a resumable training state; ``weights`` holds the trained module's state dict.
+
+    ``state`` must be plain data -- tensors, numbers, strings, ``None`` and lists / tuples / dicts of
+    them (module, optimizer and scheduler state dicts are) -- since :func:`load_training_checkpoint`
+    reads it with ``torch.load(weights_only=True)``; anything else (a Python or NumPy RNG state) goes
+    in as a tensor or a JSON string.
+    """
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_training_checkpoint(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise BnhwError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # torch raises many kinds on a damaged file
-        raise BnhwError(f"{path}: checkpoint is corrupted or not a bnhw checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "weights" not in state:
-        raise BnhwError(f"{path}: not a bnhw training checkpoint")
-    return state
+class TrainingState(dict):
+    """A training state read by :func:`load_training_checkpoint`; ``path`` is the file it came from."""
+
+    path: Path
+
+
+def load_training_checkpoint(path: Path) -> TrainingState:
+    """Read a :func:`save_training_checkpoint` file safely (``torch.load(weights_only=True)``: a crafted
+    pickle is refused, never executed); every failure is a one-line :class:`BnhwError` naming ``path``."""
+    from ..quant.checkpoint import safe_torch_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise BnhwError(f"{path}: no such checkpoint")
+    state = safe_torch_load(path, "not a bnhw training state")
+    if not isinstance(state, dict) or not isinstance(state.get("weights"), dict):
+        raise BnhwError(f"{path}: not a bnhw training state (no weights)")
+    if not all(isinstance(v, Tensor) for v in state["weights"].values()):
+        raise BnhwError(f"{path}: not a bnhw training state (non-tensor weights)")
+    if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history", []), list):
+        raise BnhwError(f"{path}: not a bnhw training state (bad or missing epoch / history)")
+    out = TrainingState(state)
+    out.path = path
+    return out
 
 
 def restore_training_state(state: dict, **stateful: Any) -> tuple[int, list[dict]]:
     """Load each ``stateful`` object (module, optimizer, scheduler) from ``state[name]`` of a
-    :func:`load_training_checkpoint` dict; returns the epochs done and the history so far."""
+    :func:`load_training_checkpoint` dict; returns the epochs done and the history so far.  State that
+    does not fit the objects raises a one-line :class:`BnhwError`."""
+    where = getattr(state, "path", "training state")
     for name, obj in stateful.items():
-        obj.load_state_dict(state[name])
+        try:
+            obj.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
+            detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            raise BnhwError(f"{where}: its {name} state does not fit this run ({type(e).__name__}"
+                            f"{': ' + detail if detail else ''})") from None
     return int(state["epoch"]), list(state.get("history", []))
 
 
@@ -147,7 +174,8 @@ def train_supernet(supernet: BinarySupernet, train_set, config: TrainConfig, che
     start = 0
     if resume and checkpoint is not None and checkpoint.exists():
         st = load_training_checkpoint(checkpoint)
-        if st.get("train_config", {}).get("batch_size") != config.batch_size:
+        train_config = st.get("train_config")
+        if not isinstance(train_config, dict) or train_config.get("batch_size") != config.batch_size:
             raise BnhwError(f"{checkpoint}: was trained with another batch size; resume with the same settings")
         start, history = restore_training_state(st, weights=supernet, optimizer=opt, scheduler=sched)
         report("resumed", {"epoch": start})

@@ -7,16 +7,21 @@ A checkpoint is a ``torch.save`` file holding a plain dictionary::
      "state_dict": {...}, "extra": {...}}
 
 It is written atomically (temp file in the same folder, then ``os.replace``)
-and read with ``torch.load(weights_only=True)``, so ``extra`` must hold plain
-data only (numbers, strings, lists, dicts, tensors).  Every failure a user can
-cause (missing file, corrupted file, weights that do not fit the spec) raises
-:class:`~bnhw.errors.BnhwError` with a one-line message.
+and read with ``torch.load(weights_only=True)`` (:func:`safe_torch_load`), so
+``extra`` must hold plain data only (numbers, strings, lists, dicts, tensors):
+a file that pickles anything else -- a crafted one that would run code on
+loading included -- is refused, never executed.  Every failure a user can
+cause (missing file, corrupted file, unsafe pickle, weights that do not fit
+the spec) raises :class:`~bnhw.errors.BnhwError` with a one-line message.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,7 @@ from ..spec import ArchSpec, atomic_write_bytes, load_spec
 from .model import BinaryNet, build_network
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "load_model",
-           "load_weights", "save_checkpoint", "write_file"]
+           "load_weights", "safe_torch_load", "save_checkpoint", "write_file"]
 
 CHECKPOINT_FORMAT = "bnhw-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -57,13 +62,37 @@ def write_file(path: str | os.PathLike, data: bytes) -> Path:
         raise BnhwError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
 
 
+def _load_failure(e: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed (torch's own messages span paragraphs)."""
+    msg = str(e)
+    if isinstance(e, pickle.UnpicklingError):
+        # "... WeightsUnpickler error: Unsupported global: GLOBAL posix.system was not an allowed global ..."
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\.\s|\n|$)", msg, re.S)
+        detail = m.group(1) if m else (msg.strip().splitlines() or [type(e).__name__])[0]
+        return f"unsafe or corrupted pickle refused: {' '.join(detail.split())[:160]}"
+    if isinstance(e, EOFError):
+        return "corrupted or truncated file: unexpected end of file"
+    first = msg.strip().splitlines()[0].split(". ")[0] if msg.strip() else type(e).__name__
+    return f"corrupted or truncated file: {' '.join(first.split())[:160]}"
+
+
+def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only, so a crafted
+    pickle is refused, never executed.  Any failure raises a one-line :class:`BnhwError`
+    ``"<path>: <what> (<reason>)"``, e.g. ``"run/train_state.pt: not a bnhw training state (unsafe or
+    corrupted pickle refused: Unsupported global: GLOBAL posix.system)"``."""
+    try:
+        with warnings.catch_warnings():       # torch warns about pickle protocols on foreign files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on bad bytes
+        raise BnhwError(f"{path}: {what} ({_load_failure(e)})") from None
+
+
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BnhwError(f"{path}: no such file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad bytes
-        raise BnhwError(f"{path}: not a readable bnhw checkpoint (corrupted or truncated file)") from None
+    payload = safe_torch_load(path, "not a readable bnhw checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise BnhwError(f"{path}: not a bnhw checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
