@@ -247,3 +247,19 @@ def test_cli_eval_refuses_a_crafted_checkpoint(tmp_path, kind):
     assert err.startswith(f"error: {evil}: not a readable bnhw checkpoint (unsafe or corrupted pickle refused: "), err
     assert not marker.exists()
 
+
+def test_cli_search_resume_refuses_damaged_json_state_in_one_line(searched, tmp_path):
+    """The search's other state is JSON (never pickled); damaged, it is refused naming the file."""
+    from bnhw.design.evolution import STATE_VERSION
+
+    bad_rng = json.dumps({"version": STATE_VERSION, "generation": 1, "population": [], "evaluated": [],
+                          "rng_state": [3, [1, 2], None]})
+    for name, content in (("config.json", "{"), ("search_state.json", "\x00garbage"),
+                          ("search_state.json", bad_rng)):
+        out = tmp_path / f"s-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(searched, out)
+        (out / name).write_text(content)
+        code, output = cli(*TINY_SEARCH, "-o", out, "--resume")
+        assert code not in (0, EXIT_INTERNAL), output
+        err = one_line(output.strip().splitlines()[-1])
+        assert err.startswith(f"error: {out / name}: ") and ("corrupted" in err or "not a readable" in err), err

@@ -100,12 +100,14 @@ def _log(out: Path) -> Callable[[str], None]:
 
 
 def _check_resumable(out: Path, opts: CellSearchOptions, resume: bool) -> None:
+    from .search import read_state_json
+
     cfg = out / "config.json"
     mine = json.dumps(asdict(opts), sort_keys=True)
     if cfg.exists():
         if not resume:
             raise BnhwError(f"{out} holds a search already; use --resume to continue it or another -o")
-        if json.loads(cfg.read_text()) != json.loads(mine):
+        if read_state_json(cfg) != json.loads(mine):
             raise BnhwError(f"{out}/config.json was written by a search with other options; --resume needs the "
                             "same options")
     elif resume:
@@ -160,7 +162,9 @@ def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, opts, resume)
     if resume and (out / "best.json").exists():     # finished (best.json is written last, after the export check)
-        return json.loads((out / "best.json").read_text())
+        from .search import read_state_json
+
+        return read_state_json(out / "best.json")
     log = _log(out)
     torch.manual_seed(opts.seed)
     data = load_data(opts.data, opts.search_resolution, seed=opts.seed)

@@ -172,6 +172,32 @@ class RunLog:
                 f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.time() - self.t0:7.1f}s] {msg}\n")
 
 
+def read_state_json(path: Path) -> object:
+    """A JSON state file of a run folder (state is never pickled); an unreadable or damaged one raises a
+    one-line :class:`BnhwError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BnhwError(f"{path}: not a readable bnhw state file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+
+
+def _check_search_state(path: Path) -> None:
+    """Refuse a damaged ``search_state.json`` of a resumed search in one line, before any training."""
+    import random
+
+    from ..design.evolution import SearchState
+
+    if not path.exists():
+        return
+    try:
+        random.Random().setstate(SearchState.from_json(path.read_text(encoding="utf-8")).rng_state)
+    except BnhwError as e:
+        raise BnhwError(f"{path}: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, OverflowError) as e:
+        raise BnhwError(f"{path}: search state is corrupted or from another version ({type(e).__name__})") from None
+
+
 def _check_resumable(out: Path, opts: SearchOptions, resume: bool) -> None:
     cfg_path = out / "config.json"
     mine = json.dumps(opts.to_dict(), sort_keys=True)
@@ -179,8 +205,10 @@ def _check_resumable(out: Path, opts: SearchOptions, resume: bool) -> None:
         if not resume:
             if (out / "supernet.pt").exists() or (out / "search_state.json").exists():
                 raise BnhwError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
-        elif json.loads(cfg_path.read_text()) != json.loads(mine):
+        elif read_state_json(cfg_path) != json.loads(mine):
             raise BnhwError(f"{out} holds a search with other settings; resume with the same options")
+    if resume:
+        _check_search_state(out / "search_state.json")
     if dist_util.is_main():
         atomic_write_text(cfg_path, json.dumps(opts.to_dict(), indent=2, sort_keys=True) + "\n")
 
