@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bnhw-installed
 JOBS   ?= auto
 
-.PHONY: install test bench lint clean cpu-runtime
+.PHONY: install test bench lint clean cpu-runtime check-readme
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q -n $(JOBS) tests
+
+# Every command of README.md's shell blocks, in order, as written (CI runs them with reduction flags:
+# tests/test_readme_commands.py).  Long: the README's searches and builds at their documented sizes.
+check-readme: install
+	BNHW_README_FULL=1 $(PY) -m pytest -q -s tests/test_readme_commands.py
 
 bench: install
 	$(PY) -m bnhw.bench --out bench/out
