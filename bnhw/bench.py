@@ -57,12 +57,12 @@ import numpy as np
 import torch
 
 from .design.evolution import EvolutionConfig
-from .design.space import get_space
 from .design.train import TrainConfig, calibration_batches, evaluate_subnet
 from .estimators.ops import format_ops, ops_of
 from .flows.search import SearchOptions, run_search
 from .flows.train import FitConfig, fit
 from .spec import atomic_write_text
+from .spec.space import get_space
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -160,7 +160,7 @@ def bench_fpga(out: Path) -> dict:
                      "geomean_ratio": float(np.exp(np.mean(np.log(v)))) if v else None}
                for net, v in ratios.items()}
     return {"board": "pynq-z2", "clock_mhz": 100.0, "rows": rows, "summary": summary,
-            "note": "all figures modelled with FINN's analytical cycle/resource models (bnhw.estimators.finn_models)"}
+            "note": "all figures modelled with FINN's analytical cycle/resource models (bnhw.hw.finn_models)"}
 
 
 SIM_NETS = ("cnv-w1a1", "nasbnn-cifar-smallest")

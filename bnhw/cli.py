@@ -101,7 +101,7 @@ def space(name: str | None) -> None:
     if name is None:
         render_space_list()
     else:
-        from .design.space import get_space
+        from .spec.space import get_space
 
         render_space(get_space(name))
 
@@ -110,7 +110,7 @@ def space(name: str | None) -> None:
 def zoo() -> None:
     """List the bundled architectures usable wherever ARCH is expected."""
     from .estimators.ops import format_ops, ops_of
-    from .zoo import ARCHS, get_arch
+    from .spec.zoo import ARCHS, get_arch
 
     for n, (_, desc) in ARCHS.items():
         click.echo(f"{n:24s} {format_ops(ops_of(get_arch(n))):>9s} OPs  {desc}")
@@ -129,8 +129,8 @@ def sample(space_name: str, seed: int, count: int, no_nd: bool, out: Path | None
     """Sample random architectures of a space as spec JSON."""
     import random
 
-    from .design.space import get_space
     from .flows.outputs import check_out_file, check_out_folder
+    from .spec.space import get_space
 
     sp = get_space(space_name).with_constraint(not no_nd)
     if out is not None:

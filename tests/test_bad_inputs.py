@@ -22,7 +22,7 @@ from onnx import TensorProto, helper
 
 from bnhw.cli import EXIT_INTERNAL, main
 from bnhw.hw.cpu.program import MAGIC
-from bnhw.zoo import get_arch
+from bnhw.spec.zoo import get_arch
 
 SPEC = get_arch("nasbnn-cifar-smallest").to_dict()
 

@@ -15,9 +15,9 @@ from bnhw.design.bars import (
     shrink_to_budget,
 )
 from bnhw.design.bnas import edge_count, spec_ops
-from bnhw.design.cells import CellNetSpec, Genotype
 from bnhw.errors import BnhwError
 from bnhw.quant.cellops import CELL_OPS
+from bnhw.spec.cells import CellNetSpec, Genotype
 
 TEMPLATE = dict(init_channels=8, resolution=16, in_channels=3, num_classes=10, stem_multiplier=3,
                 inter_cell_skip=True)

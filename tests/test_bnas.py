@@ -22,9 +22,9 @@ from bnhw.design.bnas import (
     select_op,
     spec_ops,
 )
-from bnhw.design.cells import Genotype
 from bnhw.errors import BnhwError
 from bnhw.quant.cellops import CELL_OPS, SEP_OPS, ZEROISE, make_op
+from bnhw.spec.cells import Genotype
 
 OPS = CELL_OPS   # zeroise first
 

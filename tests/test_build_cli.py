@@ -112,7 +112,7 @@ def test_no_network_and_no_search_result(tmp_path):
 def test_network_too_big_for_any_folding(tmp_path):
     from bnhw.hw.boards import get_board
     from bnhw.hw.folding import FitError, board_budget, maximize_fps
-    from bnhw.hw.lower_finn import lower_reference
+    from bnhw.hw.lower_qonnx import lower_reference
     from bnhw.quant.reference_nets import build_reference, export_reference
 
     g = lower_reference(export_reference(build_reference("cnv-w1a1"), tmp_path / "c.onnx"), "cnv-w1a1")

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from bnhw.design.cells import CellNetSpec
 from bnhw.estimators.ops import count_ops
+from bnhw.spec.cells import CellNetSpec
 
 
 def run(*args, timeout=900):

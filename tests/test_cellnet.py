@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from helpers.onnxrt import run_onnxruntime
 from torch import nn
 
-from bnhw.design.cells import CellNetSpec, Genotype, bnas_variant
 from bnhw.errors import BnhwError
 from bnhw.estimators.ops import cell_edge_cost, cell_edge_ops, cell_fixed_ops, count_ops
 from bnhw.quant import binary_tensors, execute_qonnx, export_qonnx, load_model, recalibrate_bn, save_checkpoint
@@ -27,7 +26,8 @@ from bnhw.quant.cellnet import CellNet, XnorConv2d, build_cell_model, cell_plan,
 from bnhw.quant.cellops import ALL_OPS, BinConvOp, make_op
 from bnhw.quant.layers import FoldedBatchNorm2d, Stem
 from bnhw.spec import Precision, load_spec
-from bnhw.zoo import EXAMPLE_GENOTYPE, get_arch
+from bnhw.spec.cells import CellNetSpec, Genotype, bnas_variant
+from bnhw.spec.zoo import EXAMPLE_GENOTYPE, get_arch
 
 RTOL = ATOL_OF_MAX = 1e-5          # logits: as tests/test_export.py
 

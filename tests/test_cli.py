@@ -115,7 +115,7 @@ def test_export_verifies_against_pytorch(tmp_path):
 def test_export_with_checkpoint_and_errors(tmp_path):
     from bnhw.quant.checkpoint import save_checkpoint
     from bnhw.quant.model import build_model
-    from bnhw.zoo import get_arch
+    from bnhw.spec.zoo import get_arch
 
     ck = tmp_path / "w.pt"
     save_checkpoint(build_model(get_arch("nasbnn-cifar-smallest")), ck)

@@ -186,10 +186,10 @@ def subnet(tmp_path_factory):
     """nasbnn-cifar-smallest (a subnet of the searched CIFAR space: 34 MVAUs), the seeded model ``bnhw
     build`` uses, its QONNX export run by qonnx on real digit images, and its CPU model file."""
     from bnhw.data import digits_images
-    from bnhw.estimators.fpga import fresh_hardware_model, torch_threads
+    from bnhw.hw.estimate import fresh_hardware_model, torch_threads
     from bnhw.hw.lower_binarynet import integer_input, lower_binarynet
     from bnhw.quant.export import _with_batch, execution_order, export_qonnx
-    from bnhw.zoo import get_arch
+    from bnhw.spec.zoo import get_arch
 
     tmp = tmp_path_factory.mktemp("cpu_subnet")
     spec = get_arch("nasbnn-cifar-smallest")
@@ -247,8 +247,8 @@ def test_subnet_native_bit_exact_vs_ir_and_qonnx(subnet):
 @pytest.fixture(scope="module")
 def cnv(tmp_path_factory):
     """CNV-W1A1 briefly trained on digits, exported, lowered; QONNX tensors on real test images."""
-    from bnhw.estimators.fpga import torch_threads
-    from bnhw.hw.lower_finn import lower_reference
+    from bnhw.hw.estimate import torch_threads
+    from bnhw.hw.lower_qonnx import lower_reference
     from bnhw.quant.export import _with_batch
     from bnhw.quant.reference_nets import (
         export_reference,

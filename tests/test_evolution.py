@@ -14,9 +14,9 @@ from bnhw.design.evolution import (
     pareto_front,
     spec_key,
 )
-from bnhw.design.space import get_space
 from bnhw.errors import BnhwError
 from bnhw.estimators.ops import ops_of
+from bnhw.spec.space import get_space
 
 
 def synthetic_score(spec):

@@ -27,7 +27,6 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from torch.nn.utils import parametrize
 
-from bnhw.design.space import get_space
 from bnhw.errors import BnhwError
 from bnhw.quant import (
     binary_tensors,
@@ -39,6 +38,7 @@ from bnhw.quant import (
 )
 from bnhw.quant.layers import BinaryConv2d
 from bnhw.spec import ArchSpec, Precision
+from bnhw.spec.space import get_space
 
 # Logit tolerance.  The float32 rounding error of the global average pool and
 # the classifier's dot products (up to ~1.5k terms) is a few ulps of the

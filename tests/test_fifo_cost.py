@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bnhw.estimators.fifo_cost import FIFO_STYLES, FifoCost, fifo_cost, fifo_style, padded_width
+from bnhw.hw.fifo_cost import FIFO_STYLES, FifoCost, fifo_cost, fifo_style, padded_width
 
 BOUNDARY_DEPTHS = [2, 3, 4, 5, 32, 33, 34, 35, 63, 64, 65, 66, 129, 256, 257, 258, 512, 513, 514, 1024, 1025,
                    2027, 2028, 2029, 2030, 4096, 4097, 4113, 4114, 8192, 8210, 16384, 32768, 32786, 65536, 65537,

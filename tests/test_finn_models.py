@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnhw.estimators.finn_models import (
+from bnhw.hw.finn_compat import finn_available, finn_unavailable_reason
+from bnhw.hw.finn_models import (
     Resources,
     finn_op_type,
     legal_pe,
@@ -17,7 +18,6 @@ from bnhw.estimators.finn_models import (
     node_cycles,
     node_resources,
 )
-from bnhw.hw.finn_compat import finn_available, finn_unavailable_reason
 from bnhw.hw.ir import DType, HwGraph, Node, Stream
 from bnhw.hw.setfolding import finn_set_folding
 

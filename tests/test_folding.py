@@ -10,7 +10,7 @@ from bnhw.hw.boards import get_board
 from bnhw.hw.folding import FitError, board_budget, graph_cost, maximize_fps, min_resources_for_fps
 from bnhw.hw.foldings import load_reference_folding
 from bnhw.hw.ir import DType, HwGraph, Node, Stream
-from bnhw.hw.lower_finn import lower_reference
+from bnhw.hw.lower_qonnx import lower_reference
 from bnhw.hw.setfolding import finn_set_folding
 from bnhw.quant.reference_nets import build_reference, export_reference
 

@@ -7,14 +7,15 @@ import math
 import pytest
 from click.testing import CliRunner
 
-import bnhw.estimators.fpga as fpga
+import bnhw.hw.estimate as fpga
 from bnhw.cli import main
-from bnhw.design.constraints import Constraint, FpgaFps, FpgaLatency
+from bnhw.design.constraints import Constraint
 from bnhw.errors import BnhwError
-from bnhw.estimators.fpga import EstimateCache, estimate_fpga, spec_hw_graph
 from bnhw.estimators.ops import ops_of
 from bnhw.flows.search import SearchOptions, run_search
 from bnhw.hw.boards import get_board
+from bnhw.hw.constraints import FpgaFps, FpgaLatency
+from bnhw.hw.estimate import EstimateCache, estimate_fpga, spec_hw_graph
 from bnhw.hw.folding import board_budget, maximize_fps
 from bnhw.spec import load_spec
 

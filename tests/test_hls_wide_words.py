@@ -88,7 +88,7 @@ def cnv(tmp_path_factory):
     """CNV-W1A1 (seed-0 weights) exported to QONNX and lowered as ``bnhw build`` does, once for the three
     foldings, with real digits test images and their IR reference outputs (every stream: the values do
     not depend on the folding)."""
-    from bnhw.hw.lower_finn import lower_reference
+    from bnhw.hw.lower_qonnx import lower_reference
     from bnhw.quant.reference_nets import build_reference, export_reference, reference_data, reference_input
 
     onnx = export_reference(build_reference("cnv-w1a1", seed=0), tmp_path_factory.mktemp("cnv") / "cnv.onnx")

@@ -16,7 +16,6 @@ import torch
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 
-from bnhw.design.space import get_space
 from bnhw.errors import BnhwError
 from bnhw.hw.ir import DType, HwGraph, Node, Stream, round_half_even_shift
 from bnhw.hw.lower_binarynet import integer_input, lower_binarynet
@@ -36,6 +35,7 @@ from bnhw.quant.layers import (
 )
 from bnhw.quant.model import to_fixed
 from bnhw.spec import ArchSpec, Precision
+from bnhw.spec.space import get_space
 
 FIXED = Precision(residual="fixed")
 SPACE = get_space("nasbnn-cifar")

@@ -5,7 +5,7 @@ import pytest
 from bnhw.errors import BudgetError
 from bnhw.estimators.ops import count_ops, format_ops, ops_of, parse_budget
 from bnhw.spec import ArchSpec
-from bnhw.zoo import get_arch
+from bnhw.spec.zoo import get_arch
 
 
 def test_nasbnn_smallest_is_about_20_8M():

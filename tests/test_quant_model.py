@@ -14,7 +14,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from bnhw.data import digits_images
-from bnhw.design.space import get_space
 from bnhw.errors import BnhwError
 from bnhw.quant import (
     baked_copy,
@@ -36,6 +35,7 @@ from bnhw.quant.layers import (
     ResidualQuant,
 )
 from bnhw.spec import Precision
+from bnhw.spec.space import get_space
 
 FLOAT = Precision()
 FIXED = Precision(residual="fixed")

@@ -20,7 +20,7 @@ from torch import nn
 from bnhw.errors import BnhwError
 from bnhw.hw.foldings import reference_folding_path
 from bnhw.hw.ir import HwGraph, IRError
-from bnhw.hw.lower_finn import lower_reference
+from bnhw.hw.lower_qonnx import lower_reference
 from bnhw.quant.export import _with_batch
 from bnhw.quant.reference_nets import (
     REFERENCE_NETS,

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from bnhw.cli import main
-from bnhw.estimators.fpga import estimate_fpga
+from bnhw.hw.estimate import estimate_fpga
 from bnhw.quant.checkpoint import save_checkpoint
 from bnhw.quant.model import build_model
 from bnhw.spec import load_spec

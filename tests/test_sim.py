@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bnhw.estimators.finn_models import node_cycles
 from bnhw.hw.boards import get_board
+from bnhw.hw.finn_models import node_cycles
 from bnhw.hw.folding import board_budget, maximize_fps
 from bnhw.hw.ir import DType, HwGraph, Node, Stream
 from bnhw.hw.lower_binarynet import integer_input, lower_binarynet
@@ -39,7 +39,7 @@ def loop_units_match_their_analytic_cycles(r, frames: int) -> None:
 @pytest.fixture(scope="module")
 def cnv(tmp_path_factory):
     from bnhw.hw.foldings import load_reference_folding
-    from bnhw.hw.lower_finn import lower_reference
+    from bnhw.hw.lower_qonnx import lower_reference
     from bnhw.quant.reference_nets import build_reference, export_reference, reference_data, reference_input
 
     onnx = export_reference(build_reference("cnv-w1a1", seed=3), tmp_path_factory.mktemp("cnv") / "cnv.onnx")

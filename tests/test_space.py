@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnhw.design.space import SPACES, get_space
 from bnhw.errors import BnhwError, SpecError
 from bnhw.estimators.ops import ops_of
 from bnhw.spec import ArchSpec
+from bnhw.spec.space import SPACES, get_space
 
 SPACE_NAMES = list(SPACES)
 
@@ -50,7 +50,7 @@ def test_paper_space_sizes():
 
 
 def test_size_dp_matches_enumeration_on_a_tiny_space():
-    from bnhw.design.space import SearchSpace, StageChoices
+    from bnhw.spec.space import SearchSpace, StageChoices
 
     tiny = SearchSpace(
         name="tiny", description="", resolution=16, num_classes=2, stem_widths=(4, 8),

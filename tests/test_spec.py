@@ -7,7 +7,7 @@ import pytest
 
 from bnhw.errors import BnhwError, SpecError
 from bnhw.spec import ArchSpec, load_spec
-from bnhw.zoo import ARCHS, get_arch
+from bnhw.spec.zoo import ARCHS, get_arch
 
 
 def _base() -> dict:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from bnhw.design.space import get_space
 from bnhw.design.supernet import BinarySupernet, SupernetConfig
 from bnhw.design.train import SandwichStep, sandwich_specs
 from bnhw.errors import BnhwError
+from bnhw.spec.space import get_space
 
 SPACE = get_space("nasbnn-cifar").for_task(10)
 

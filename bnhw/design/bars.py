@@ -9,7 +9,7 @@ The cell alphas, mixed operations, cells, regularizer and derivation of
 Macro level
 -----------
 The network has three stages (a reduction cell between two stages, the
-layout of :class:`~bnhw.design.cells.CellNetSpec` with ``stage_cells`` /
+layout of :class:`~bnhw.spec.cells.CellNetSpec` with ``stage_cells`` /
 ``stage_widths``); each stage has two categorical choices with softmax
 parameters (``beta_depth``, ``beta_width``: 3 x choices):
 
@@ -84,19 +84,19 @@ from ..errors import BnhwError
 from ..quant.cellops import CELL_OPS
 from ..quant.layers import Classifier, Stem
 from ..spec import Precision
+from ..spec.cells import CellNetSpec, Genotype
 from .bnas import (
     CellSearchConfig,
     Progress,
     SearchCell,
-    _config_json,
-    _micro_regularizer,
-    _placeholder_genotype,
     alternating_search,
+    config_json,
     derive_genotype,
     edge_inputs,
+    micro_regularizer,
+    placeholder_genotype,
     split_halves,
 )
-from .cells import CellNetSpec, Genotype
 
 __all__ = ["BarsConfig", "BarsResult", "BarsNetwork", "ExpectedOps", "run_bars", "shrink_to_budget",
            "ops_penalty", "auto_spec_channels", "stage_channels", "BARS_CHECKPOINT", "STAGES"]
@@ -280,7 +280,7 @@ class ExpectedOps:
         self.depths, self.widths = tuple(sorted(depths)), tuple(sorted(widths))   # BarsNetwork's order
         self.nodes, self.ops = nodes, tuple(ops)
         self.template = dict(template)
-        self.placeholder = _placeholder_genotype(nodes)
+        self.placeholder = placeholder_genotype(nodes)
         nd, nw = len(self.depths), len(self.widths)
         fixed = torch.zeros((nd,) * STAGES + (nw,) * STAGES, dtype=torch.float64)
         for di in itertools.product(range(nd), repeat=STAGES):
@@ -431,7 +431,7 @@ class BarsResult:
                 "genotype": self.genotype.to_dict(), "candidate_ops": list(self.ops_names),
                 "depths": list(self.config.depths), "widths": list(self.config.widths),
                 "depth_probs": self.depth_probs.tolist(), "width_probs": self.width_probs.tolist(),
-                "config": json.loads(_config_json(self.config)),
+                "config": json.loads(config_json(self.config)),
                 "alphas": {"normal": self.alphas_normal.tolist(), "reduce": self.alphas_reduce.tolist()},
                 "history": self.history}
 
@@ -483,7 +483,7 @@ def run_bars(train_data: Any, val_data: Any | None = None, cfg: BarsConfig | Non
         return expected.spec(net.genotype(cfg.gamma), d, w, name=spec_name)
 
     def arch_loss(epoch: int) -> tuple[Tensor, dict]:
-        reg, info = _micro_regularizer(net, cfg, epoch)
+        reg, info = micro_regularizer(net, cfg, epoch)
         e_ops = expected.of(net, micro_grad=cfg.ops_grad_micro)
         pen = cfg.mu * ops_penalty(e_ops, budget, cfg.ops_penalty)
         return reg + pen.float(), {**info, "expected_ops": float(e_ops.detach()), "ops_penalty": float(pen.detach())}

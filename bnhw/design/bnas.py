@@ -4,7 +4,7 @@ cell space, with the diversity regularizer (Eq. 6) and the Zeroise-aware derivat
 Search network
 --------------
 :class:`SearchNetwork` stacks :class:`SearchCell` s on the template of the
-final network (:class:`~bnhw.design.cells.CellNetSpec`, the BNAS v2 cell
+final network (:class:`~bnhw.spec.cells.CellNetSpec`, the BNAS v2 cell
 template of Fig. 5-(b)): the 8-bit stem (:class:`~bnhw.quant.layers.Stem`),
 ``cells`` cells with reductions at 1/3 and 2/3 of the depth (the layout of
 :meth:`CellNetSpec.layout`), global average pooling and the classifier
@@ -51,8 +51,8 @@ highest ``p*`` (:func:`derive_genotype`).
 :func:`run_bnas` runs the search with a checkpoint after every epoch
 (atomic; ``resume=True`` continues after the last finished epoch and gives
 the same result as an uninterrupted run on the CPU) and returns the derived
-:class:`~bnhw.design.cells.Genotype`; :func:`fit_to_budget` stacks it into
-the largest :class:`~bnhw.design.cells.CellNetSpec` within an OPs budget.
+:class:`~bnhw.spec.cells.Genotype`; :func:`fit_to_budget` stacks it into
+the largest :class:`~bnhw.spec.cells.CellNetSpec` within an OPs budget.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ from ..errors import BnhwError
 from ..quant.cellops import CELL_OPS, SEP_OPS, ZEROISE, BinConvOp, BinSepConvOp, make_op
 from ..quant.layers import Classifier, Stem
 from ..spec import Precision
-from .cells import BNAS_VARIANTS, CellNetSpec, Genotype
+from ..spec.cells import BNAS_VARIANTS, CellNetSpec, Genotype
 from .train import batches, load_training_checkpoint, restore_training_state, save_training_checkpoint
 
 __all__ = ["CellSearchConfig", "BnasConfig", "BnasResult", "MixedOp", "SearchCell", "SearchNetwork",
@@ -375,7 +375,7 @@ class SearchCell(nn.Module):
         return torch.cat(out, 1)
 
 
-def _placeholder_genotype(nodes: int) -> Genotype:
+def placeholder_genotype(nodes: int) -> Genotype:
     cell = tuple((ZEROISE, j) for _ in range(nodes) for j in (0, 1))
     return Genotype(cell, cell)
 
@@ -391,7 +391,7 @@ class SearchNetwork(nn.Module):
         super().__init__()
         self.ops, self.nodes = tuple(ops), nodes
         precision = precision or Precision()
-        layout = CellNetSpec(_placeholder_genotype(nodes), cells=cells, init_channels=init_channels,
+        layout = CellNetSpec(placeholder_genotype(nodes), cells=cells, init_channels=init_channels,
                              resolution=2 ** 8, stem_multiplier=stem_multiplier).layout()
         c_stem = stem_multiplier * init_channels
         self.stem = Stem(in_channels, c_stem, 3, 1, precision)
@@ -471,7 +471,7 @@ def _alphas_log(net: nn.Module) -> dict:
     return {"normal": net.alphas_normal.detach().tolist(), "reduce": net.alphas_reduce.detach().tolist()}
 
 
-def _config_json(cfg: Any) -> str:
+def config_json(cfg: Any) -> str:
     return json.dumps(asdict(cfg), sort_keys=True, default=str)
 
 
@@ -495,7 +495,7 @@ def alternating_search(net: nn.Module, cfg: CellSearchConfig, halves, *, arch_lo
         st = load_training_checkpoint(checkpoint)
         if st.get("kind") != kind:
             raise BnhwError(f"{checkpoint}: not a {kind} search checkpoint")
-        if st.get("config") != _config_json(cfg):
+        if st.get("config") != config_json(cfg):
             raise BnhwError(f"{checkpoint}: was searched with other settings; resume with the same options")
         start, history = restore_training_state(st, weights=net, w_optimizer=w_opt, a_optimizer=a_opt)
         report("resumed", {"epoch": start})
@@ -540,7 +540,7 @@ def alternating_search(net: nn.Module, cfg: CellSearchConfig, halves, *, arch_lo
         if checkpoint is not None:
             save_training_checkpoint(checkpoint, weights=net.state_dict(), w_optimizer=w_opt.state_dict(),
                                      a_optimizer=a_opt.state_dict(), epoch=epoch + 1, history=history,
-                                     config=_config_json(cfg), kind=kind, ops=list(net.ops))
+                                     config=config_json(cfg), kind=kind, ops=list(net.ops))
         report("epoch", log)
     return history
 
@@ -565,12 +565,12 @@ class BnasResult:
 
     def to_dict(self) -> dict:
         return {"method": "bnas", "genotype": self.genotype.to_dict(), "short": self.genotype.short(),
-                "ops": list(self.ops), "gamma": self.config.gamma, "config": json.loads(_config_json(self.config)),
+                "ops": list(self.ops), "gamma": self.config.gamma, "config": json.loads(config_json(self.config)),
                 "alphas": {"normal": self.alphas_normal.tolist(), "reduce": self.alphas_reduce.tolist()},
                 "history": self.history}
 
 
-def _micro_regularizer(net: nn.Module, cfg: CellSearchConfig, epoch: int) -> tuple[Tensor, dict]:
+def micro_regularizer(net: nn.Module, cfg: CellSearchConfig, epoch: int) -> tuple[Tensor, dict]:
     alphas = net.micro_parameters()
     with torch.no_grad():
         h = float(entropy(alphas))
@@ -609,7 +609,7 @@ def run_bnas(train_data: Any, val_data: Any | None = None, cfg: BnasConfig | Non
         g = net.genotype(cfg.gamma)
         return {"genotype": g.short(), "genotype_dict": g.to_dict()}
 
-    history = alternating_search(net, cfg, halves, arch_loss=lambda e: _micro_regularizer(net, cfg, e),
+    history = alternating_search(net, cfg, halves, arch_loss=lambda e: micro_regularizer(net, cfg, e),
                                  describe=describe, checkpoint=ckpt, resume=resume, progress=progress, kind="bnas")
     return BnasResult(net.genotype(cfg.gamma), net.ops, net.alphas_normal.detach().clone(),
                       net.alphas_reduce.detach().clone(), history, cfg, net)

@@ -29,8 +29,8 @@ from .. import distributed as dist_util
 from ..errors import BnhwError
 from ..estimators.ops import format_ops, ops_of
 from ..spec import ArchSpec, atomic_write_text
+from ..spec.space import SearchSpace
 from .constraints import Constraint, all_feasible, measure_all
-from .space import SearchSpace
 
 STATE_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""A weight-sharing binary supernet over a :class:`~bnhw.design.space.SearchSpace`
+"""A weight-sharing binary supernet over a :class:`~bnhw.spec.space.SearchSpace`
 (NAS-BNN Sec. 3.3, built like once-for-all's elastic modules).
 
 Every architecture of the space is a *subnet*: ``supernet(x, spec)`` runs it.
@@ -44,7 +44,7 @@ from ..quant.binarizers import fixed_point_act_quant, fixed_point_weight_quant
 from ..quant.layers import ChannelWeightNorm, folded_bn, rprelu, shortcut_index
 from ..quant.model import BinaryNet, build_model
 from ..spec import ArchSpec, Precision
-from .space import SearchSpace
+from ..spec.space import SearchSpace
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@
 Counts are taken at the spec's nominal resolution (224x224 for the ImageNet
 space), whatever resolution a proxy data set trains at.
 
-Cell networks (BNAS v2 / BARS, :class:`~bnhw.design.cells.CellNetSpec`,
+Cell networks (BNAS v2 / BARS, :class:`~bnhw.spec.cells.CellNetSpec`,
 built as :mod:`bnhw.quant.cellnet` builds them) follow the same conventions:
 
 * the 8-bit 3 x 3 stem: Int8OPs; the classifier: (C + 1) * classes FLOPs;
@@ -56,7 +56,7 @@ from ..errors import BudgetError
 from ..spec import ArchSpec
 
 if TYPE_CHECKING:
-    from ..design.cells import CellNetSpec
+    from ..spec.cells import CellNetSpec
 
 
 @dataclass(frozen=True)

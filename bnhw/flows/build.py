@@ -14,7 +14,7 @@ Steps (each reported with what it measured or modelled):
    ``--margin`` of the board (:mod:`bnhw.hw.folding`); FINN's
    ``SetFolding`` at the same cycle target is reported beside it;
 4. per-unit cycles and LUT / BRAM / URAM / DSP from FINN's analytical models
-   (:mod:`bnhw.estimators.finn_models`);
+   (:mod:`bnhw.hw.finn_models`);
 5. the HLS project (:mod:`bnhw.hw.hls`) and its C simulation with g++,
    compared bit for bit with the IR reference on real images;
 6. synthesis only when the vendor tools are on PATH (they are not on a
@@ -137,7 +137,7 @@ def reference_model(name: str, checkpoint: Path | None, echo: Callable[[str], No
 
 
 def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
-    from ..hw.lower_finn import lower_reference
+    from ..hw.lower_qonnx import lower_reference
     from ..quant import reference_nets as rn
 
     model, notes = reference_model(name, checkpoint, echo)
@@ -170,7 +170,7 @@ def lower_qonnx_input(inp: NetworkInput) -> LoweredQonnx:
     from qonnx.util.cleanup import cleanup_model
 
     from ..hw.ir import IRError
-    from ..hw.lower_finn import lower_qonnx
+    from ..hw.lower_qonnx import lower_qonnx
     from .inputs import load_onnx
 
     mw = load_onnx(inp)
@@ -213,7 +213,7 @@ def _prepare_qonnx(inp: NetworkInput, out: Path, n_inputs: int, lowered: Lowered
 
 def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
     from ..data import digits_images
-    from ..estimators.fpga import fresh_hardware_model
+    from ..hw.estimate import fresh_hardware_model
     from ..hw.lower_binarynet import integer_input, lower_binarynet
     from ..quant.checkpoint import load_checkpoint, load_model
     from ..quant.export import export_qonnx
@@ -290,7 +290,7 @@ def load_folding_file(path: Path) -> dict:
 
 
 def _apply_folding_file(graph: HwGraph, path: Path) -> HwGraph:
-    from ..estimators.finn_models import legal_pe, legal_simd
+    from ..hw.finn_models import legal_pe, legal_simd
     from ..hw.folding import buildable, hls_words_fit
     from ..hw.hls.codegen import HLS_MAX_WORD_BITS
     from ..hw.ir import IRError
@@ -360,7 +360,7 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
 def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx | None, opts: BuildOptions,
                 board: Board, clock: float, echo: Callable[[str], None]) -> BuildResult:
     """The build proper, writing into ``work`` (renamed to ``out`` when it returns)."""
-    from ..estimators.finn_models import finn_op_type, model_notes
+    from ..hw.finn_models import finn_op_type, model_notes
     from ..hw.folding import (
         FitError,
         board_budget,

@@ -126,7 +126,7 @@ def _search(opts: CellSearchOptions, data, out: Path, resume: bool, emit) -> tup
     x, y = data.train.tensors()
     if opts.method == "bnas":
         # refuse a budget no derived cell can meet before any training: the cheapest cell (all Zeroise)
-        from ..design.cells import Genotype
+        from ..spec.cells import Genotype
 
         cheapest = tuple(("zeroise", i % 2) for i in range(8))
         fit_to_budget(Genotype(cheapest, cheapest), opts.budget, cells=opts.cells, resolution=opts.resolution,

@@ -111,7 +111,7 @@ _ONNX_HINT = ("(bnhw reads QONNX / FINN-ONNX protobufs, JSON specs, hw_graph.jso
 def identify(arg: str | Path, *, check_space: bool = True) -> NetworkInput:
     """The kind of ``arg``, by content; a spec (file or bundled) is loaded and validated."""
     from ..quant.reference_nets import REFERENCE_NETS
-    from ..zoo import ARCHS
+    from ..spec.zoo import ARCHS
 
     s = str(arg)
     p = Path(s)
@@ -125,7 +125,7 @@ def identify(arg: str | Path, *, check_space: bool = True) -> NetworkInput:
         if s.lower() in REFERENCE_NETS:
             return NetworkInput(s.lower(), Kind.REFERENCE)
         if s in ARCHS:
-            from ..zoo import get_arch
+            from ..spec.zoo import get_arch
 
             return NetworkInput(s, Kind.ZOO, spec=get_arch(s))
         known = ", ".join([*REFERENCE_NETS, *ARCHS])
@@ -173,7 +173,7 @@ def _identify_json(s: str, p: Path, data: bytes, check_space: bool) -> NetworkIn
         return NetworkInput(s, Kind.HW_GRAPH, p)
     try:
         if d.get("kind") == "cells":
-            from ..design.cells import CellNetSpec
+            from ..spec.cells import CellNetSpec
 
             return NetworkInput(s, Kind.CELL_SPEC, p, spec=CellNetSpec.from_dict(d))
         from ..spec import ArchSpec

@@ -4,7 +4,7 @@ For every architecture (a spec file or a ``bnhw zoo`` name):
 
 * OPs, BOPs, FLOPs, Int8OPs (counted, :mod:`bnhw.estimators.ops`) and the
   number of weights (counted from the spec);
-* the FPGA estimate (:func:`bnhw.estimators.fpga.estimate_fpga`): whether it
+* the FPGA estimate (:func:`bnhw.hw.estimate.estimate_fpga`): whether it
   fits the board, FPS, latency, LUT / BRAM18 / DSP and their share of the
   board (modelled: FINN's analytical cycle / resource models at the best
   folding bnhw finds within ``margin`` of the board);
@@ -106,8 +106,8 @@ def report_flow(archs: Sequence[str], target: str, out: Path, *, checkpoints: Se
                 margin: float = 0.85, clock_mhz: float | None = None, simulate: bool = True, force: bool = False,
                 echo: Callable[[str], None] = print) -> dict:
     """Estimate / count / evaluate every architecture, write the report files into ``out``; returns the report."""
-    from ..estimators.fpga import estimate_fpga
     from ..hw.boards import get_board
+    from ..hw.estimate import estimate_fpga
     from ..hw.sim.simulate import SimRefine
 
     refine = SimRefine() if simulate else None      # simulated II / latency of each fitting design

@@ -8,12 +8,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..design.space import SPACES, SearchSpace
 from ..estimators.ops import OpsReport, count_ops, format_ops
 from ..spec import ArchSpec
+from ..spec.space import SPACES, SearchSpace
 
 if TYPE_CHECKING:
-    from ..design.cells import CellNetSpec
+    from ..spec.cells import CellNetSpec
 
 
 def _console() -> Console:

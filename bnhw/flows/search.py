@@ -14,7 +14,7 @@
 
 With a hardware target (``target`` plus ``min_fps`` and / or
 ``max_latency_ms``) every candidate within the OPs budget is also estimated
-on that FPGA board (:func:`bnhw.estimators.fpga.estimate_fpga`: lowered to
+on that FPGA board (:func:`bnhw.hw.estimate.estimate_fpga`: lowered to
 the hardware IR, folded for the highest FPS within the board, FINN's
 analytical cycle / resource models) before it is scored; candidates missing
 the FPS / latency bound are never scored, and the best architecture, the
@@ -40,14 +40,15 @@ import torch
 
 from .. import distributed as dist_util
 from ..data.datasets import DataBundle, load_data
-from ..design.constraints import Constraint, FpgaFps, FpgaLatency, OpsBudget, all_feasible
+from ..design.constraints import Constraint, OpsBudget, all_feasible
 from ..design.evolution import Candidate, EvolutionConfig, EvolutionSearch, best_under, pareto_front, spec_key
-from ..design.space import SearchSpace, get_space
 from ..design.supernet import BinarySupernet, SupernetConfig
 from ..design.train import TrainConfig, calibration_batches, evaluate_subnet, train_supernet
 from ..errors import BnhwError
 from ..estimators.ops import count_ops, format_ops, ops_of
+from ..hw.constraints import FpgaFps, FpgaLatency
 from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text
+from ..spec.space import SearchSpace, get_space
 
 Event = Callable[[str, dict], None]
 

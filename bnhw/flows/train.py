@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from .. import distributed as dist_util
 from ..data.datasets import augment_batch, load_data
-from ..design.space import get_space
 from ..design.supernet import BinarySupernet, SupernetConfig
 from ..design.train import (
     accuracy,
@@ -44,6 +43,7 @@ from ..errors import BnhwError
 from ..quant.checkpoint import save_checkpoint
 from ..quant.model import BinaryNet, build_network, recalibrate_bn
 from ..spec import ArchSpec, atomic_write_text
+from ..spec.space import get_space
 
 SCHEMES = ("finetune", "scratch")
 

@@ -1,6 +1,6 @@
 """The one place in bnhw that touches finn-plus: FINN's own models on IR nodes.
 
-Used to check :mod:`bnhw.estimators.finn_models` (bnhw's numpy copy of FINN's analytical
+Used to check :mod:`bnhw.hw.finn_models` (bnhw's numpy copy of FINN's analytical
 models) and :mod:`bnhw.hw.setfolding` against finn-plus itself.  Nothing else in bnhw
 imports finn-plus, and bnhw works without it (:func:`finn_available` says why not).
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..estimators.finn_models import FinnOp, Resources, finn_ops
+from .finn_models import FinnOp, Resources, finn_ops
 from .ir import HwGraph, Node
 
 __all__ = ["finn_available", "finn_unavailable_reason", "finn_node_model", "finn_estimates",

@@ -8,7 +8,7 @@ and finds out whether it fits.  bnhw turns it around:
 * for a candidate initiation interval ``T`` (cycles per frame), every unit
   independently takes the (PE, SIMD) of **least resource cost** whose cycle
   count is ``<= T`` (cost = the unit's LUT, BRAM18, URAM and DSP estimates
-  from :mod:`bnhw.estimators.finn_models`, each divided by the budget for
+  from :mod:`bnhw.hw.finn_models`, each divided by the budget for
   that resource; a resource the board lacks is forbidden);
 * the smallest ``T`` whose total fits the budget is found by bisection over
   the achievable cycle counts (``maximize_fps``); if a single weighting
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BnhwError
-from ..estimators.finn_models import Resources, legal_pe, legal_simd, node_cycles, node_resources
+from .finn_models import Resources, legal_pe, legal_simd, node_cycles, node_resources
 from .hls.codegen import HLS_MAX_WORD_BITS, node_words
 from .ir import HwGraph, Node
 

@@ -1,7 +1,7 @@
 """FINN's ``SetFolding`` transformation, reimplemented on a :class:`~bnhw.hw.ir.HwGraph`.
 
 Mirrors ``finn/transformation/fpgadataflow/set_folding.py`` of finn-plus 1.6.1 (written
-afresh; the cycle models are :mod:`bnhw.estimators.finn_models`).  For every node, in
+afresh; the cycle models are :mod:`bnhw.hw.finn_models`).  For every node, in
 graph order, the folding attribute is raised through the divisors of its maximum until
 the node's expected cycles meet ``target_cycles_per_frame``:
 
@@ -27,7 +27,7 @@ the node's expected cycles meet ``target_cycles_per_frame``:
 
 from __future__ import annotations
 
-from ..estimators.finn_models import (
+from .finn_models import (
     MAX_ALLOWED_AP_INT_W,
     FinnOp,
     finn_dt_bits,

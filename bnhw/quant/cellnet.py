@@ -1,7 +1,7 @@
 """Brevitas networks stacked from cells (BNAS v2, BARS): :class:`CellNet` for a
-:class:`~bnhw.design.cells.CellNetSpec`.
+:class:`~bnhw.spec.cells.CellNetSpec`.
 
-The network (see :mod:`bnhw.design.cells` for the cell semantics)::
+The network (see :mod:`bnhw.spec.cells` for the cell semantics)::
 
     stem (input quant, stem_bits 3x3 conv, stride 1, BN)  -> c_{-2} = c_{-1}
       -> cell 0 .. cell n-1   (cell k reads c_{k-2}, c_{k-1})
@@ -68,11 +68,11 @@ import torch
 from brevitas.nn import QuantConv2d
 from torch import Tensor, nn
 
-from ..design.cells import CellNetSpec
 from ..errors import BnhwError
+from ..spec.cells import CellNetSpec
 from .binarizers import BinaryWeightQuant
 from .cellops import ALL_OPS, BinConvOp, make_op
-from .layers import Classifier, FoldedBatchNorm2d, Stem, _Freezable
+from .layers import Classifier, FoldedBatchNorm2d, Freezable, Stem
 
 __all__ = ["CellPlan", "cell_plan", "Cell", "CellNet", "FactorizedReduce", "XnorConv2d", "build_cell_model",
            "cell_baked_copy", "make_exact", "unsupported_message", "STEM_KERNEL"]
@@ -132,7 +132,7 @@ def cell_plan(spec: CellNetSpec) -> list[CellPlan]:
 # ----------------------------------------------------------------------------
 # exact binary convolutions
 # ----------------------------------------------------------------------------
-class XnorConv2d(_Freezable, QuantConv2d):
+class XnorConv2d(Freezable, QuantConv2d):
     """XNOR-Net convolution as ``conv(x, sign(W)) * beta``, ``beta = mean |W|`` per output channel.
 
     The same function (and gradient) as a ``QuantConv2d`` with
@@ -282,7 +282,7 @@ def cell_baked_copy(model: CellNet) -> CellNet:
     are evaluated once, what the export traces (see :func:`~bnhw.quant.model.baked_copy`)."""
     out = copy.deepcopy(model).eval()
     for m in out.modules():
-        if isinstance(m, _Freezable):
+        if isinstance(m, Freezable):
             m.freeze()
     return out
 

@@ -37,13 +37,7 @@ from .binarizers import BinaryActQuant, XnorWeightQuant
 __all__ = ["CELL_OPS", "SEP_OPS", "ALL_OPS", "ZEROISE", "OpGeometry", "op_geometry", "make_op", "BinConvOp",
            "BinSepConvOp", "Zeroise", "is_parametric"]
 
-ZEROISE = "zeroise"
-#: the BNAS v2 search space (Table 3), in a fixed order (architecture parameters index it)
-CELL_OPS = ("zeroise", "max_pool_3x3", "avg_pool_3x3", "bin_conv_3x3", "bin_conv_5x5", "bin_dil_conv_3x3",
-            "bin_dil_conv_5x5")
-#: separable convolutions: only on request (the paper excludes them, Sec. 4.1.2)
-SEP_OPS = ("bin_sep_conv_3x3", "bin_sep_conv_5x5")
-ALL_OPS = CELL_OPS + SEP_OPS
+from ..spec.cells import ALL_OPS, CELL_OPS, SEP_OPS, ZEROISE  # the op names are spec facts
 
 
 class OpGeometry:

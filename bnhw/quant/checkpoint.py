@@ -108,7 +108,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _open(path: Path) -> tuple[ArchSpec, dict[str, Tensor], dict[str, Any], bool]:
     payload = _read(path)
-    from ..design.cells import CellNetSpec, is_cell_spec
+    from ..spec.cells import CellNetSpec, is_cell_spec
 
     try:
         if is_cell_spec(payload["spec"]):      # a cell network (BNAS / BARS)
@@ -163,7 +163,7 @@ def load_model(path_or_spec: ArchSpec | str | os.PathLike,
     the weights must fit).  ``weight_norm`` defaults to the checkpoint's
     setting, or on without a checkpoint.
     """
-    from ..design.cells import CellNetSpec
+    from ..spec.cells import CellNetSpec
 
     weights: tuple[Path, dict[str, Tensor], bool] | None = None
     if isinstance(path_or_spec, ArchSpec | CellNetSpec):

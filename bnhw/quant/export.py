@@ -51,7 +51,7 @@ from .layers import BinaryConv2d, LearnableSign
 from .model import BinaryNet, baked_copy
 
 if TYPE_CHECKING:
-    from ..design.cells import CellNetSpec
+    from ..spec.cells import CellNetSpec
     from .cellnet import CellNet
 
 __all__ = ["binary_tensors", "execute_qonnx", "execution_order", "export_qonnx", "load_qonnx"]
@@ -63,7 +63,7 @@ def export_qonnx(model_or_spec: BinaryNet | ArchSpec | CellNet | CellNetSpec, pa
 
     ``model_or_spec`` is a :class:`~bnhw.quant.model.BinaryNet` or a
     :class:`~bnhw.quant.cellnet.CellNet` (exported with its weights), or an
-    :class:`~bnhw.spec.ArchSpec` or a :class:`~bnhw.design.cells.CellNetSpec`
+    :class:`~bnhw.spec.ArchSpec` or a :class:`~bnhw.spec.cells.CellNetSpec`
     (built with fresh weights).  With ``checkpoint`` the network of that spec (the model's
     spec, for a model) gets the checkpoint's weights instead (see
     :func:`~bnhw.quant.checkpoint.load_model`).  A model passed in is not
@@ -71,7 +71,7 @@ def export_qonnx(model_or_spec: BinaryNet | ArchSpec | CellNet | CellNetSpec, pa
     are baked into plain weights.  The graph has a fixed batch size of 1
     (input ``global_in``, output ``global_out``).
     """
-    from ..design.cells import CellNetSpec
+    from ..spec.cells import CellNetSpec
     from .cellnet import CellNet, build_cell_model, cell_baked_copy
 
     model: BinaryNet | CellNet

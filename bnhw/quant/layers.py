@@ -242,7 +242,7 @@ def rprelu_format(precision: Precision) -> RPReLUFormat | None:
                         Dyadic(precision.slope_frac_bits, 2 ** (24 - precision.residual_bits)))
 
 
-class _Freezable:
+class Freezable:
     """Eval-mode constants computed once (:meth:`freeze`) instead of on every forward pass.
 
     :func:`~bnhw.quant.model.baked_copy` freezes the copy it makes for export,
@@ -418,7 +418,7 @@ def rprelu_constants(shift_in: Tensor, slope: Tensor, shift_out: Tensor,
     return fmt.shift.quantize(shift_in), fmt.slope.quantize(slope), fmt.shift.quantize(shift_out)
 
 
-class RPReLU(_Freezable, nn.Module):
+class RPReLU(Freezable, nn.Module):
     """Learnable-bias PReLU (ReActNet): ``y = PReLU(x - b1) + b2``, all per channel.
 
     ``fmt`` (fixed mode): the constants are rounded onto dyadic grids in the
@@ -494,7 +494,7 @@ def _quantized_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, fmt: B
     return folded_bn(x, bn.weight, bn.bias, mean, var, bn.eps, fmt)
 
 
-class FoldedBatchNorm2d(_Freezable, nn.BatchNorm2d):
+class FoldedBatchNorm2d(Freezable, nn.BatchNorm2d):
     """``nn.BatchNorm2d`` whose eval-mode output is :func:`folded_bn` (two elementwise ops).
 
     In training mode (and during :func:`~bnhw.quant.model.recalibrate_bn`) it
@@ -640,7 +640,7 @@ class BinaryBlock(nn.Module):
         return self.q_act2(self.act2(y))
 
 
-class FoldedBatchNorm1d(_Freezable, nn.BatchNorm1d):
+class FoldedBatchNorm1d(Freezable, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` on ``N x C`` whose eval-mode output is :func:`folded_bn` (float constants)."""
 
     def forward(self, x: Tensor) -> Tensor:

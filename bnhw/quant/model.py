@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..spec import ArchSpec
-from .layers import BinaryBlock, Classifier, Stem, _Freezable, baked_state_dict
+from .layers import BinaryBlock, Classifier, Freezable, Stem, baked_state_dict
 
 __all__ = ["BinaryNet", "baked_copy", "build_model", "build_network", "recalibrate_bn", "to_fixed"]
 
@@ -59,7 +59,7 @@ def build_model(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
 
 
 def build_network(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
-    """:class:`BinaryNet` for an :class:`ArchSpec`; for a :class:`~bnhw.design.cells.CellNetSpec` a
+    """:class:`BinaryNet` for an :class:`ArchSpec`; for a :class:`~bnhw.spec.cells.CellNetSpec` a
     :class:`~bnhw.quant.cellnet.CellNet` (``weight_norm`` does not apply: cell nets use XNOR scaling)."""
     if isinstance(spec, ArchSpec):
         return BinaryNet(spec, weight_norm=weight_norm)
@@ -82,7 +82,7 @@ def baked_copy(model: BinaryNet) -> BinaryNet:
     copy.load_state_dict(baked_state_dict(model))
     copy.eval()
     for m in copy.modules():      # constants evaluated once: the traced graph holds them directly
-        if isinstance(m, _Freezable):
+        if isinstance(m, Freezable):
             m.freeze()
     return copy
 

@@ -28,9 +28,9 @@ state_dict=PATH)`` or :func:`load_reference_weights`.
 :func:`export_reference` writes the QONNX graph (Brevitas ``export_qonnx``,
 qonnx cleanup, and batch norms turned into ``Mul`` + ``Add`` with qonnx's
 ``BatchNormToAffine``, so that every float operation of the graph is a
-single IEEE float32 operation that :mod:`bnhw.hw.lower_finn` can reproduce
+single IEEE float32 operation that :mod:`bnhw.hw.lower_qonnx` can reproduce
 bit for bit).  The hardware lowering (FINN's streamlined integer network) is
-:func:`bnhw.hw.lower_finn.lower_reference`.
+:func:`bnhw.hw.lower_qonnx.lower_reference`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import torch
 
 from bnhw import distributed as dist_util
 from bnhw.data.datasets import load_data
-from bnhw.design.space import get_space
 from bnhw.design.supernet import BinarySupernet
 from bnhw.design.train import (
     SandwichStep,
@@ -24,6 +23,7 @@ from bnhw.design.train import (
     sandwich_specs,
     train_supernet,
 )
+from bnhw.spec.space import get_space
 
 out = Path(sys.argv[1])
 dist_util.init_from_env()

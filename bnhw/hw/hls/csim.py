@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import BnhwError
 from ..ir import HwGraph
-from .codegen import DEFAULT_CLOCK_NS, DEFAULT_PART, _ident, render_project, sources_hash
+from .codegen import DEFAULT_CLOCK_NS, DEFAULT_PART, c_ident, render_project, sources_hash
 
 __all__ = ["csim", "vendor_tools", "default_cache_dir", "compile_csim"]
 
@@ -70,7 +70,7 @@ def compile_csim(g: HwGraph, work_dir=None, *, top: str = "bnhw_top", part: str 
     files = render_project(g, top=top, part=part, clock_ns=clock_ns)
     key = sources_hash({**files, "<cxx>": cxx})[:16]
     root = Path(work_dir) if work_dir is not None else default_cache_dir()
-    proj = root / f"{_ident(g.name)}_{key}"
+    proj = root / f"{c_ident(g.name)}_{key}"
     exe = proj / "csim.bin"
     if exe.is_file():
         return exe

@@ -25,7 +25,7 @@ monotonicity.
 Depths are in words of the FIFO's stream.  A depth of 1 or 2 costs nothing:
 FINN does not instantiate FIFOs that shallow (the AXI-stream handshake between
 two units already buffers that much); deeper ones are costed with FINN's
-``fifo.sv`` model (:mod:`bnhw.estimators.fifo_cost`).
+``fifo.sv`` model (:mod:`bnhw.hw.fifo_cost`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...estimators.fifo_cost import fifo_cost, padded_width
+from ..fifo_cost import fifo_cost, padded_width
 from .engine import UNBOUNDED, run_engine
 from .netlist import Netlist
 from .simulate import steady_ii

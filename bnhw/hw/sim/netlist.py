@@ -1,7 +1,7 @@
 """Elaborate a folded :class:`~bnhw.hw.ir.HwGraph` into the simulator's netlist.
 
 Every IR node becomes one or more *units* -- the same split into FINN
-operators that :func:`bnhw.estimators.finn_models.finn_ops` uses for the
+operators that :func:`bnhw.hw.finn_models.finn_ops` uses for the
 cycle and resource estimates -- and every connection a FIFO of words.  Two
 unit kinds cover all of them:
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import BnhwError
-from ...estimators.finn_models import _swg_buffer_depth, finn_ops, is_depthwise
+from ..finn_models import finn_ops, is_depthwise, swg_buffer_depth
 from ..ir import HwGraph, Node, per_channel
 
 __all__ = ["Unit", "Fifo", "Netlist", "elaborate", "SimError", "LOOP_OPS", "PIPELINE_DEPTH"]
@@ -301,7 +301,7 @@ class _Elab:
         if C % simd:
             raise SimError(f"{n.name}: SIMD={simd} does not divide {C} channels")
         ops = {o.role: o for o in finn_ops(g, n)}
-        from ...estimators.finn_models import op_cycles
+        from ..finn_models import op_cycles
         src, bits = n.inputs[0], self.bits(n.outputs[0])
         if pad:
             psimd = int(n.attrs.get("pad_simd", simd))
@@ -333,7 +333,7 @@ class _Elab:
         mmv = k * k if int(n.attrs.get("parallel_window", 0)) else 1
         a = ops["main"].attrs
         self._router(n, n.name, "ConvolutionInputGenerator_rtl", route, src, simd, simd * mmv,
-                     _swg_buffer_depth(a), 0, n.outputs[0], bits, op_cycles(ops["main"]), H * W * C,
+                     swg_buffer_depth(a), 0, n.outputs[0], bits, op_cycles(ops["main"]), H * W * C,
                      note=f"{k}x{k}/{stride} window, order {order.split(':')[0]}",
                      group=k * k * C // (simd * mmv))
 
@@ -429,11 +429,11 @@ class _Elab:
         if C % pe:
             raise SimError(f"{n.name}: PE={pe} does not divide {C} channels")
         ops = {o.role: o for o in finn_ops(g, n)}
-        from ...estimators.finn_models import op_cycles
+        from ..finn_models import op_cycles
         idx = _window_index(H, W, C, k, k, 1, Ho, Wo).reshape(Ho, Wo, k * k, C // pe, pe).transpose(0, 1, 3, 2, 4)
         inner = f"{n.outputs[0]}#windows"
         self._router(n, self._name("ConvolutionInputGenerator_rtl"), "ConvolutionInputGenerator_rtl",
-                     idx.reshape(-1), n.inputs[0], pe, pe, _swg_buffer_depth(ops["swg"].attrs), 0, inner,
+                     idx.reshape(-1), n.inputs[0], pe, pe, swg_buffer_depth(ops["swg"].attrs), 0, inner,
                      self.bits(n.inputs[0]), op_cycles(ops["swg"]), H * W * C, note=f"{k}x{k} pool windows",
                      group=k * k * C // pe)
         kk, CF = k * k, C // pe
@@ -488,7 +488,7 @@ class _Elab:
 
 
 def _cycles_of(g: HwGraph, n: Node) -> list[int]:
-    from ...estimators.finn_models import node_cycles
+    from ..finn_models import node_cycles
     return [node_cycles(g, n)]
 
 

@@ -189,7 +189,7 @@ def simulate(g: HwGraph | Netlist, frames: int = 10, *, depths=None, inputs: np.
     out = None
     if raw.output is not None and not deadlock:
         out = raw.output.astype(np.int64).reshape((frames, *graph.streams[graph.output].shape))
-    from ...estimators.finn_models import node_cycles
+    from ..finn_models import node_cycles
     analytic = max([node_cycles(graph, n) for n in graph.nodes] + [0])
     src = net.unit("input_dma")
     t0 = int(st[net.units.index(src), col["first_write"]])
@@ -205,7 +205,7 @@ def simulate(g: HwGraph | Netlist, frames: int = 10, *, depths=None, inputs: np.
 
 
 class SimRefine:
-    """``refine`` hook of :func:`bnhw.estimators.fpga.estimate_fpga`: the simulated steady-state II and
+    """``refine`` hook of :func:`bnhw.hw.estimate.estimate_fpga`: the simulated steady-state II and
     single-frame latency (unbounded FIFOs, ``frames`` back to back) instead of the analytical ones."""
 
     label = "cycle simulator (unbounded FIFOs)"

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..hw.ir import HwGraph, Node
+from .ir import HwGraph, Node
 
 __all__ = ["Resources", "FinnOp", "finn_ops", "finn_op_type", "node_cycles", "node_resources",
            "legal_pe", "legal_simd", "model_notes", "op_cycles", "op_resources",
@@ -437,7 +437,7 @@ def _swg_impl_style(a: dict) -> str:
     return "default"
 
 
-def _swg_buffer_depth(a: dict) -> int:
+def swg_buffer_depth(a: dict) -> int:
     k_h, k_w = a["ConvKernelDim"]
     h, w = a["IFMDim"]
     stride_h, stride_w = a["Stride"]
@@ -495,7 +495,7 @@ def _swg_resources(a: dict) -> Resources:
     k_h, k_w = a["ConvKernelDim"]
     ifm_h, ifm_w = a["IFMDim"]
     dil_h, dil_w = a["Dilation"]
-    depth = _swg_buffer_depth(a)
+    depth = swg_buffer_depth(a)
     # line buffer geometry (BRAM / URAM models)
     one_d = ifm_h == 1 or ifm_w == 1
     if impl == "default":

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BnhwError, SpecError
+from ..errors import BnhwError, SpecError
 
 SPEC_VERSION = 1
 
@@ -39,7 +39,7 @@ RESIDUAL_MODES = ("float", "fixed")
 # ----------------------------------------------------------------------------
 # small typed readers that name the field on failure
 # ----------------------------------------------------------------------------
-def _int(d: Mapping[str, Any], key: str, path: str, *, default: Any = dataclasses.MISSING,
+def int_field(d: Mapping[str, Any], key: str, path: str, *, default: Any = dataclasses.MISSING,
          minimum: int | None = 1) -> int:
     fpath = f"{path}.{key}" if path else key
     if key not in d:
@@ -57,7 +57,7 @@ def _int(d: Mapping[str, Any], key: str, path: str, *, default: Any = dataclasse
     return v
 
 
-def _check_keys(d: Any, allowed: tuple[str, ...], path: str) -> None:
+def check_keys(d: Any, allowed: tuple[str, ...], path: str) -> None:
     if not isinstance(d, Mapping):
         raise SpecError(path or "spec", f"expected an object, got {type(d).__name__}")
     for k in d:
@@ -81,11 +81,11 @@ class StemSpec:
 
     @classmethod
     def from_dict(cls, d: Any, path: str = "stem") -> StemSpec:
-        _check_keys(d, cls.KEYS, path)
+        check_keys(d, cls.KEYS, path)
         return cls(
-            channels=_int(d, "channels", path),
-            kernel=_int(d, "kernel", path, default=3),
-            stride=_int(d, "stride", path, default=2),
+            channels=int_field(d, "channels", path),
+            kernel=int_field(d, "kernel", path, default=3),
+            stride=int_field(d, "stride", path, default=2),
         )
 
     def to_dict(self) -> dict:
@@ -105,12 +105,12 @@ class BlockSpec:
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> BlockSpec:
-        _check_keys(d, cls.KEYS, path)
+        check_keys(d, cls.KEYS, path)
         return cls(
-            channels=_int(d, "channels", path),
-            kernel=_int(d, "kernel", path, default=3),
-            groups=_int(d, "groups", path, default=1),
-            stride=_int(d, "stride", path, default=1),
+            channels=int_field(d, "channels", path),
+            kernel=int_field(d, "kernel", path, default=3),
+            groups=int_field(d, "groups", path, default=1),
+            stride=int_field(d, "stride", path, default=1),
         )
 
     def to_dict(self) -> dict:
@@ -130,7 +130,7 @@ class StageSpec:
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> StageSpec:
-        _check_keys(d, cls.KEYS, path)
+        check_keys(d, cls.KEYS, path)
         if "blocks" not in d:
             raise SpecError(f"{path}.blocks", "missing required field")
         blocks = d["blocks"]
@@ -180,18 +180,18 @@ class Precision:
 
     @classmethod
     def from_dict(cls, d: Any, path: str = "precision") -> Precision:
-        _check_keys(d, cls.KEYS, path)
+        check_keys(d, cls.KEYS, path)
         residual = d.get("residual", "float")
         if residual not in RESIDUAL_MODES:
             raise SpecError(f"{path}.residual", f"expected one of {RESIDUAL_MODES}, got {residual!r}")
         p = cls(
-            stem_bits=_int(d, "stem_bits", path, default=8, minimum=2),
+            stem_bits=int_field(d, "stem_bits", path, default=8, minimum=2),
             residual=residual,
-            residual_bits=_int(d, "residual_bits", path, default=16, minimum=2),
-            residual_frac_bits=_int(d, "residual_frac_bits", path, default=8, minimum=0),
-            classifier_bits=_int(d, "classifier_bits", path, default=8, minimum=2),
-            bn_frac_bits=_int(d, "bn_frac_bits", path, default=12, minimum=0),
-            slope_frac_bits=_int(d, "slope_frac_bits", path, default=8, minimum=0),
+            residual_bits=int_field(d, "residual_bits", path, default=16, minimum=2),
+            residual_frac_bits=int_field(d, "residual_frac_bits", path, default=8, minimum=0),
+            classifier_bits=int_field(d, "classifier_bits", path, default=8, minimum=2),
+            bn_frac_bits=int_field(d, "bn_frac_bits", path, default=12, minimum=0),
+            slope_frac_bits=int_field(d, "slope_frac_bits", path, default=8, minimum=0),
         )
         p.validate(path)
         return p
@@ -277,7 +277,7 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d: Any, *, check_space: bool = True) -> ArchSpec:
-        _check_keys(d, cls.KEYS, "")
+        check_keys(d, cls.KEYS, "")
         version = d.get("version", SPEC_VERSION)
         if version != SPEC_VERSION:
             raise SpecError("version", f"unsupported spec version {version!r} (this bnhw reads {SPEC_VERSION})")
@@ -295,15 +295,15 @@ class ArchSpec:
         spec = cls(
             name=name,
             space=space,
-            resolution=_int(d, "resolution", ""),
-            in_channels=_int(d, "in_channels", "", default=3),
-            num_classes=_int(d, "num_classes", ""),
+            resolution=int_field(d, "resolution", ""),
+            in_channels=int_field(d, "in_channels", "", default=3),
+            num_classes=int_field(d, "num_classes", ""),
             stem=StemSpec.from_dict(d["stem"]),
             stages=tuple(StageSpec.from_dict(s, f"stages[{i}]") for i, s in enumerate(stages)),
             precision=Precision.from_dict(d.get("precision", {})),
         )
         if check_space and space is not None:
-            from .design.space import get_space
+            from .space import get_space
 
             get_space(space).validate(spec)
         return spec
@@ -454,10 +454,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def load_spec(path_or_name: str | os.PathLike, *, check_space: bool = True) -> ArchSpec:
-    """Load a spec from a JSON file, or a bundled one by name (see ``bnhw.zoo``).
+    """Load a spec from a JSON file, or a bundled one by name (see ``bnhw.spec.zoo``).
 
     A file whose ``kind`` is ``"cells"`` holds a cell network (BNAS / BARS) and
-    gives a :class:`~bnhw.design.cells.CellNetSpec`, as do the bundled cell
+    gives a :class:`~bnhw.spec.cells.CellNetSpec`, as do the bundled cell
     networks; everything else is an :class:`ArchSpec`.
     """
     p = Path(path_or_name)
@@ -470,7 +470,7 @@ def load_spec(path_or_name: str | os.PathLike, *, check_space: bool = True) -> A
             raise BnhwError(f"{p}: cannot read ({e.strerror})") from None
         try:
             if _is_cell_json(text):
-                from .design.cells import CellNetSpec
+                from .cells import CellNetSpec
 
                 return CellNetSpec.from_json(text)  # type: ignore[return-value]
             return ArchSpec.from_json(text, check_space=check_space)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import BnhwError, SpecError
-from ..spec import ArchSpec, BlockSpec, Precision, StageSpec, StemSpec
+from .arch import ArchSpec, BlockSpec, Precision, StageSpec, StemSpec
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .design.space import get_space
-from .errors import BnhwError
-from .spec import ArchSpec
+from ..errors import BnhwError
+from .arch import ArchSpec
+from .space import get_space
 
 if TYPE_CHECKING:
-    from .design.cells import CellNetSpec
+    from .cells import CellNetSpec
 
 #: an EXAMPLE cell (not a searched one, not the paper's): 4 nodes, ``(op, input)`` per edge, inputs
 #: 0 = c_{k-2}, 1 = c_{k-1}, 2 + j = node j; every operation of the BNAS v2 space appears
@@ -66,7 +66,7 @@ def _named(space: str, which: str, name: str) -> Callable[[], ArchSpec]:
 
 def _bnas_example(variant: str) -> Callable[[], CellNetSpec]:
     def make() -> CellNetSpec:
-        from .design.cells import Genotype, bnas_variant
+        from .cells import Genotype, bnas_variant
 
         return bnas_variant(Genotype.from_dict(EXAMPLE_GENOTYPE), variant, name=f"bnas-{variant}-example")
     return make

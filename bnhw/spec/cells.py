@@ -41,13 +41,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BnhwError, SpecError
-from ..quant.cellops import ALL_OPS
-from ..spec import Precision, _check_keys, _int, atomic_write_text
+from .arch import Precision, atomic_write_text, check_keys, int_field
 
-__all__ = ["Genotype", "CellNetSpec", "BNAS_VARIANTS", "bnas_variant", "load_any_spec", "is_cell_spec",
+__all__ = ["ZEROISE", "CELL_OPS", "SEP_OPS", "ALL_OPS", "Genotype", "CellNetSpec", "BNAS_VARIANTS", "bnas_variant", "load_any_spec", "is_cell_spec",
            "CELL_SPEC_KIND"]
 
 CELL_SPEC_KIND = "cells"
+
+ZEROISE = "zeroise"
+#: the BNAS v2 search space (Table 3), in a fixed order (architecture parameters index it)
+CELL_OPS = ("zeroise", "max_pool_3x3", "avg_pool_3x3", "bin_conv_3x3", "bin_conv_5x5", "bin_dil_conv_3x3",
+            "bin_dil_conv_5x5")
+#: separable convolutions: only on request (the paper excludes them, Sec. 4.1.2)
+SEP_OPS = ("bin_sep_conv_3x3", "bin_sep_conv_5x5")
+ALL_OPS = CELL_OPS + SEP_OPS
 EDGE_KEYS = ("op", "input")
 
 
@@ -65,7 +72,7 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: Any, path: str = "genotype") -> Genotype:
-        _check_keys(d, ("normal", "reduce"), path)
+        check_keys(d, ("normal", "reduce"), path)
         cells = {}
         for kind in ("normal", "reduce"):
             edges = d.get(kind)
@@ -76,11 +83,11 @@ class Genotype:
                 ep = f"{path}.{kind}[{i}]"
                 if isinstance(e, list | tuple) and len(e) == 2:
                     e = {"op": e[0], "input": e[1]}
-                _check_keys(e, EDGE_KEYS, ep)
+                check_keys(e, EDGE_KEYS, ep)
                 op = e.get("op")
                 if op not in ALL_OPS:
                     raise SpecError(f"{ep}.op", f"unknown operation {op!r} (one of {', '.join(ALL_OPS)})")
-                out.append((op, _int(e, "input", ep, minimum=0)))
+                out.append((op, int_field(e, "input", ep, minimum=0)))
             cells[kind] = tuple(out)
         g = cls(cells["normal"], cells["reduce"])
         g.validate(path)
@@ -186,7 +193,7 @@ class CellNetSpec:
 
     @classmethod
     def from_dict(cls, d: Any) -> CellNetSpec:
-        _check_keys(d, cls.KEYS, "")
+        check_keys(d, cls.KEYS, "")
         if d.get("kind") != CELL_SPEC_KIND:
             raise SpecError("kind", f"expected {CELL_SPEC_KIND!r} for a cell network")
         skip = d.get("inter_cell_skip", True)
@@ -200,19 +207,19 @@ class CellNetSpec:
             raise SpecError("stage_cells", "expected a list of integers")
         return cls(
             genotype=Genotype.from_dict(d.get("genotype")),
-            cells=_int(d, "cells", ""),
-            init_channels=_int(d, "init_channels", ""),
+            cells=int_field(d, "cells", ""),
+            init_channels=int_field(d, "init_channels", ""),
             name=str(d.get("name", "")),
-            resolution=_int(d, "resolution", "", default=32),
-            in_channels=_int(d, "in_channels", "", default=3),
-            num_classes=_int(d, "num_classes", "", default=10, minimum=2),
-            stem_multiplier=_int(d, "stem_multiplier", "", default=3),
+            resolution=int_field(d, "resolution", "", default=32),
+            in_channels=int_field(d, "in_channels", "", default=3),
+            num_classes=int_field(d, "num_classes", "", default=10, minimum=2),
+            stem_multiplier=int_field(d, "stem_multiplier", "", default=3),
             inter_cell_skip=skip,
-            stage_cells=tuple(_int({"n": n}, "n", f"stage_cells[{i}]") for i, n in enumerate(stage_cells)),
+            stage_cells=tuple(int_field({"n": n}, "n", f"stage_cells[{i}]") for i, n in enumerate(stage_cells)),
             stage_widths=tuple(float(w) for w in widths),
             precision=Precision.from_dict(d.get("precision", {})),
             space=str(d.get("space", "")),
-            version=_int(d, "version", "", default=1),
+            version=int_field(d, "version", "", default=1),
         )
 
     def to_dict(self) -> dict:
@@ -279,7 +286,7 @@ def is_cell_spec(d: Mapping[str, Any] | Any) -> bool:
 def load_any_spec(path_or_name: str | os.PathLike, *, check_space: bool = True):
     """An :class:`~bnhw.spec.ArchSpec` or a :class:`CellNetSpec` from a JSON file (by its ``kind``), or a
     bundled one by name."""
-    from ..spec import load_spec
+    from .arch import load_spec
 
     p = Path(path_or_name)
     if p.suffix.lower() == ".json" and p.is_file():

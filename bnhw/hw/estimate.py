@@ -10,7 +10,7 @@
 3. folded for the highest FPS whose estimated LUT / BRAM18 / URAM / DSP fit
    ``margin`` of the board (:func:`bnhw.hw.folding.maximize_fps`), every unit's
    cycles and resources from FINN's analytical models
-   (:mod:`bnhw.estimators.finn_models`);
+   (:mod:`bnhw.hw.finn_models`);
 4. II = the slowest unit's cycles, FPS = clock / II, latency = the longest path
    of per-unit cycles through the graph (FINN's critical-path estimate).
 
@@ -60,9 +60,9 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BnhwError
-from ..hw.folding import critical_path_cycles
 from ..spec import ArchSpec, atomic_write_text
 from .finn_models import FINN_PLUS_VERSION
+from .folding import critical_path_cycles
 
 __all__ = ["ANALYTICAL_SOURCE", "DEFAULT_CACHE", "EstimateCache", "FpgaEstimate", "cache_key", "critical_path_cycles",
            "estimate_fpga", "file_cache", "fresh_hardware_model", "refine_label", "spec_hw_graph", "torch_threads"]
@@ -159,7 +159,7 @@ def fresh_hardware_model(spec: ArchSpec):
 
 def spec_hw_graph(spec: ArchSpec):
     """The hardware IR (:class:`~bnhw.hw.ir.HwGraph`) of :func:`fresh_hardware_model`, at PE = SIMD = 1."""
-    from ..hw.lower_binarynet import lower_binarynet
+    from .lower_binarynet import lower_binarynet
 
     return lower_binarynet(fresh_hardware_model(spec))
 
@@ -274,7 +274,7 @@ def estimate_fpga(spec: ArchSpec, board: str, *, margin: float = 0.85, clock_mhz
     module docstring (a ``label`` attribute names it in ``source`` and in the
     cache key; otherwise its qualified name).
     """
-    from ..hw.boards import get_board
+    from .boards import get_board
 
     b = get_board(board)
     clock = float(clock_mhz if clock_mhz is not None else b.clock_mhz)
@@ -297,7 +297,7 @@ def estimate_fpga(spec: ArchSpec, board: str, *, margin: float = 0.85, clock_mhz
 
 def _estimate(spec: ArchSpec, b, margin: float, clock: float, refine: Refine | None, label: str | None
               ) -> FpgaEstimate:
-    from ..hw.folding import FitError, board_budget, graph_cost, maximize_fps
+    from .folding import FitError, board_budget, graph_cost, maximize_fps
 
     t0 = time.perf_counter()
     with torch_threads(1):
