@@ -121,7 +121,7 @@ class OpsReport:
 
 def count_ops(spec: ArchSpec | CellNetSpec) -> OpsReport:
     """Per-layer and total FLOPs / BOPs / Int8OPs / OPs of ``spec`` (an architecture or a cell network)."""
-    if not isinstance(spec, ArchSpec):
+    if spec.kind == "cells":
         return OpsReport(spec.name or "cellnet", spec.resolution, tuple(lo for lo, _ in _cell_layers(spec)))
     st = spec.stem
     h = spec.stem_out_size

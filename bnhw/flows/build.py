@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import BnhwError
 from ..hw.boards import Board, get_board
 from ..hw.ir import HwGraph
-from ..spec import ArchSpec, atomic_write_text
-from .inputs import Kind, NetworkInput, resolve
+from ..spec import atomic_write_text
+from .inputs import Kind, NetworkInput, require_hardware, resolve
 from .outputs import make_dirs, staged_folder
 
 __all__ = ["BuildOptions", "BuildResult", "build_flow", "load_folding_file", "prepare_network"]
@@ -220,12 +220,8 @@ def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> Prepare
     from ..quant.model import to_fixed
 
     spec = inp.spec
-    if not isinstance(spec, ArchSpec):            # a cell network (BNAS / BARS): no hardware lowering yet
-        from ..quant.cellnet import unsupported_message
-
-        raise BnhwError(unsupported_message(
-            "build", spec, inp.label,
-            f"only NAS-BNN block networks and {'/'.join(_reference_names())} build"))
+    require_hardware(spec, inp.label, "build",
+                     f"only NAS-BNN block networks and {'/'.join(_reference_names())} build")
     notes = []
     if checkpoint is not None:
         saved, _, _ = load_checkpoint(checkpoint)

@@ -171,14 +171,11 @@ def _identify_json(s: str, p: Path, data: bytes, check_space: bool) -> NetworkIn
         raise BnhwError(f"{s}: a JSON {type(d).__name__}, expected an object (an architecture spec)")
     if "nodes" in d or "streams" in d:             # keys no spec has
         return NetworkInput(s, Kind.HW_GRAPH, p)
+    from ..spec.protocol import spec_from_dict
+
     try:
-        if d.get("kind") == "cells":
-            from ..spec.cells import CellNetSpec
-
-            return NetworkInput(s, Kind.CELL_SPEC, p, spec=CellNetSpec.from_dict(d))
-        from ..spec import ArchSpec
-
-        return NetworkInput(s, Kind.SPEC, p, spec=ArchSpec.from_dict(d, check_space=check_space))
+        spec = spec_from_dict(d, check_space=check_space)
+        return NetworkInput(s, Kind.CELL_SPEC if spec.kind == "cells" else Kind.SPEC, p, spec=spec)
     except SpecError as e:
         raise SpecError(e.field, f"{e.reason} (in {s})") from None
 
@@ -241,6 +238,14 @@ def load_hw_graph(inp: NetworkInput):
     except (OSError, ValueError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BnhwError(f"{path}: not a valid bnhw hardware graph ({first})") from None
+
+
+def require_hardware(spec: Any, label: str, command: str, what: str) -> None:
+    """One line refusing ``bnhw <command>`` for a network with operations the hardware IR cannot lower."""
+    gaps = spec.hardware_gaps()
+    if gaps:
+        raise BnhwError(f"bnhw {command}: {label} is a {spec.kind.rstrip('s')} network whose {', '.join(gaps)} have no lowering "
+                        f"to the hardware IR yet ({what})")
 
 
 # ----------------------------------------------------------------------------- per command

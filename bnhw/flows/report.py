@@ -123,17 +123,13 @@ def report_flow(archs: Sequence[str], target: str, out: Path, *, checkpoints: Se
         raise BnhwError(f"{len(checkpoints)} --checkpoint for {len(archs)} architectures: give at most one per "
                         "architecture, in the same order ('-' for none)")
     # all input errors before any work
-    from .inputs import resolve
+    from .inputs import require_hardware, resolve
 
     specs = [resolve(a, "report").spec for a in archs]
     check_out_folder(out, "report", force=force)
     for a, spec in zip(archs, specs):
-        if not isinstance(spec, ArchSpec):        # a cell network (BNAS / BARS): no hardware model yet
-            from ..quant.cellnet import unsupported_message
-
-            raise BnhwError(unsupported_message(
-                "report", spec, spec.name or Path(a).stem,
-                f"the FPGA estimates cover NAS-BNN block networks only; `bnhw ops {a}` counts its OPs"))
+        require_hardware(spec, spec.name or Path(a).stem, "report",
+                         f"the FPGA estimates cover NAS-BNN block networks only; `bnhw ops {a}` counts its OPs")
     ckpts: list[Path | None] = []
     for i in range(len(archs)):
         c = checkpoints[i] if i < len(checkpoints) else None

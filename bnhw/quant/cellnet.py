@@ -71,11 +71,11 @@ from torch import Tensor, nn
 from ..errors import BnhwError
 from ..spec.cells import CellNetSpec
 from .binarizers import BinaryWeightQuant
-from .cellops import ALL_OPS, BinConvOp, make_op
+from .cellops import BinConvOp, make_op
 from .layers import Classifier, FoldedBatchNorm2d, Freezable, Stem
 
 __all__ = ["CellPlan", "cell_plan", "Cell", "CellNet", "FactorizedReduce", "XnorConv2d", "build_cell_model",
-           "cell_baked_copy", "make_exact", "unsupported_message", "STEM_KERNEL"]
+           "cell_baked_copy", "make_exact", "STEM_KERNEL"]
 
 STEM_KERNEL = 3
 
@@ -285,12 +285,3 @@ def cell_baked_copy(model: CellNet) -> CellNet:
         if isinstance(m, Freezable):
             m.freeze()
     return out
-
-
-def unsupported_message(command: str, spec: CellNetSpec, label: str, what: str) -> str:
-    """The one-line refusal of ``bnhw <command>`` for a cell network (no hardware lowering yet)."""
-    used = spec.genotype.ops()
-    ops = ", ".join(op for op in ALL_OPS if op in used)
-    return (f"bnhw {command}: {label} is a cell network (BNAS/BARS); its operations {ops} and its cell "
-            f"structure (preprocessing, concatenation, inter-cell skips) have no lowering to the hardware IR "
-            f"yet ({what})")

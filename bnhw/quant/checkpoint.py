@@ -108,14 +108,11 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _open(path: Path) -> tuple[ArchSpec, dict[str, Tensor], dict[str, Any], bool]:
     payload = _read(path)
-    from ..spec.cells import CellNetSpec, is_cell_spec
+    from ..spec.protocol import spec_from_dict
 
     try:
-        if is_cell_spec(payload["spec"]):      # a cell network (BNAS / BARS)
-            spec = CellNetSpec.from_dict(payload["spec"])
-        else:
-            # structural validation only: a saved network stays loadable if its space changes
-            spec = ArchSpec.from_dict(payload["spec"], check_space=False)
+        # structural validation only: a saved network stays loadable if its space changes
+        spec = spec_from_dict(payload["spec"], check_space=False)
     except SpecError as e:
         raise SpecError(e.field, f"{e.reason} (in {path})") from None
     return spec, payload["state_dict"], payload["extra"], payload["weight_norm"]
@@ -163,10 +160,10 @@ def load_model(path_or_spec: ArchSpec | str | os.PathLike,
     the weights must fit).  ``weight_norm`` defaults to the checkpoint's
     setting, or on without a checkpoint.
     """
-    from ..spec.cells import CellNetSpec
+    from ..spec.protocol import NetworkSpec
 
     weights: tuple[Path, dict[str, Tensor], bool] | None = None
-    if isinstance(path_or_spec, ArchSpec | CellNetSpec):
+    if isinstance(path_or_spec, NetworkSpec):
         spec = path_or_spec
     else:
         p = Path(path_or_spec)

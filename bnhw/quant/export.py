@@ -71,16 +71,14 @@ def export_qonnx(model_or_spec: BinaryNet | ArchSpec | CellNet | CellNetSpec, pa
     are baked into plain weights.  The graph has a fixed batch size of 1
     (input ``global_in``, output ``global_out``).
     """
-    from ..spec.cells import CellNetSpec
-    from .cellnet import CellNet, build_cell_model, cell_baked_copy
+    from ..spec.protocol import NetworkSpec
+    from .cellnet import CellNet, cell_baked_copy
 
     model: BinaryNet | CellNet
     if isinstance(model_or_spec, BinaryNet | CellNet):
         model = model_or_spec if checkpoint is None else load_model(model_or_spec.spec, checkpoint)
-    elif isinstance(model_or_spec, ArchSpec):
+    elif isinstance(model_or_spec, NetworkSpec):
         model = load_model(model_or_spec, checkpoint)
-    elif isinstance(model_or_spec, CellNetSpec):
-        model = build_cell_model(model_or_spec) if checkpoint is None else load_model(model_or_spec, checkpoint)
     else:
         raise TypeError(f"expected a BinaryNet, a CellNet or their spec, got {type(model_or_spec).__name__}")
     plain = cell_baked_copy(model) if isinstance(model, CellNet) else baked_copy(model)

@@ -61,11 +61,18 @@ def build_model(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
 def build_network(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
     """:class:`BinaryNet` for an :class:`ArchSpec`; for a :class:`~bnhw.spec.cells.CellNetSpec` a
     :class:`~bnhw.quant.cellnet.CellNet` (``weight_norm`` does not apply: cell nets use XNOR scaling)."""
-    if isinstance(spec, ArchSpec):
-        return BinaryNet(spec, weight_norm=weight_norm)
+    return MODEL_BUILDERS[spec.kind](spec, weight_norm)
+
+
+def _cell_network(spec, weight_norm: bool):
     from .cellnet import CellNet
 
-    return CellNet(spec)  # type: ignore[return-value]
+    return CellNet(spec)
+
+
+#: spec kind -> its Brevitas network (see bnhw.spec.protocol)
+MODEL_BUILDERS = {"blocks": lambda spec, weight_norm: BinaryNet(spec, weight_norm=weight_norm),
+                  "cells": _cell_network}
 
 
 def baked_copy(model: BinaryNet) -> BinaryNet:

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import BnhwError, SpecError
 
@@ -257,7 +257,9 @@ class BlockGeometry:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """A complete binary network (see the module docstring)."""
+    """A complete binary network (see the module docstring); a :class:`~bnhw.spec.protocol.NetworkSpec`."""
+
+    kind: ClassVar[str] = "blocks"
 
     num_classes: int
     resolution: int
@@ -339,6 +341,10 @@ class ArchSpec:
 
     def replace(self, **changes: Any) -> ArchSpec:
         return dataclasses.replace(self, **changes)
+
+    def hardware_gaps(self) -> tuple[str, ...]:
+        """Block networks lower to the hardware IR entirely."""
+        return ()
 
     # -- validation --------------------------------------------------------
     def validate(self) -> None:
@@ -453,38 +459,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def load_spec(path_or_name: str | os.PathLike, *, check_space: bool = True) -> ArchSpec:
-    """Load a spec from a JSON file, or a bundled one by name (see ``bnhw.spec.zoo``).
+def load_spec(path_or_name: str | os.PathLike, *, check_space: bool = True) -> Any:
+    """A :class:`~bnhw.spec.protocol.NetworkSpec` from a JSON file (parsed by its ``kind``: an
+    :class:`ArchSpec`, or a :class:`~bnhw.spec.cells.CellNetSpec` for ``"cells"``), or a bundled one by
+    name (see :mod:`bnhw.spec.zoo`)."""
+    from .protocol import spec_from_dict
 
-    A file whose ``kind`` is ``"cells"`` holds a cell network (BNAS / BARS) and
-    gives a :class:`~bnhw.spec.cells.CellNetSpec`, as do the bundled cell
-    networks; everything else is an :class:`ArchSpec`.
-    """
     p = Path(path_or_name)
     if p.suffix.lower() == ".json" or p.exists():
         try:
-            text = p.read_text()
+            text = p.read_bytes().decode("utf-8")
         except FileNotFoundError:
             raise BnhwError(f"{p}: no such file") from None
         except OSError as e:
             raise BnhwError(f"{p}: cannot read ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise BnhwError(f"{p}: not UTF-8 text (a JSON spec is expected)") from None
         try:
-            if _is_cell_json(text):
-                from .cells import CellNetSpec
-
-                return CellNetSpec.from_json(text)  # type: ignore[return-value]
-            return ArchSpec.from_json(text, check_space=check_space)
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise SpecError("", f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+            return spec_from_dict(d, check_space=check_space)
         except SpecError as e:
             raise SpecError(e.field, f"{e.reason} (in {p})") from None
     from .zoo import get_arch
 
     return get_arch(str(path_or_name))
-
-
-def _is_cell_json(text: str) -> bool:
-    """Whether ``text`` is a JSON object of kind ``"cells"`` (a cell network spec)."""
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(d, dict) and d.get("kind") == "cells"

@@ -38,12 +38,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import BnhwError, SpecError
 from .arch import Precision, atomic_write_text, check_keys, int_field
 
-__all__ = ["ZEROISE", "CELL_OPS", "SEP_OPS", "ALL_OPS", "Genotype", "CellNetSpec", "BNAS_VARIANTS", "bnas_variant", "load_any_spec", "is_cell_spec",
+__all__ = ["ZEROISE", "CELL_OPS", "SEP_OPS", "ALL_OPS", "Genotype", "CellNetSpec", "BNAS_VARIANTS", "bnas_variant", "is_cell_spec",
            "CELL_SPEC_KIND"]
 
 CELL_SPEC_KIND = "cells"
@@ -121,7 +121,10 @@ class Genotype:
 
 @dataclass(frozen=True)
 class CellNetSpec:
-    """A network stacked from one normal and one reduction cell (see the module docstring)."""
+    """A network stacked from one normal and one reduction cell (see the module docstring); a
+    :class:`~bnhw.spec.protocol.NetworkSpec`."""
+
+    kind: ClassVar[str] = CELL_SPEC_KIND
 
     genotype: Genotype
     cells: int = 8
@@ -249,6 +252,12 @@ class CellNetSpec:
     def replace(self, **changes: Any) -> CellNetSpec:
         return replace(self, **changes)
 
+    def hardware_gaps(self) -> tuple[str, ...]:
+        """No cell network lowers to the hardware IR yet: its operations and its cell structure."""
+        used = self.genotype.ops()
+        return (*(op for op in ALL_OPS if op in used), "cell structure (preprocessing, concatenation, inter-cell "
+                "skips)")
+
     def short(self) -> str:
         lay = (f"stages {list(self.stage_cells)} x{list(self.stage_widths)}" if self.stage_cells
                else f"{self.cells} cells")
@@ -280,24 +289,6 @@ def bnas_variant(genotype: Genotype, variant: str, **kw: Any) -> CellNetSpec:
 
 
 def is_cell_spec(d: Mapping[str, Any] | Any) -> bool:
-    return isinstance(d, CellNetSpec) or (isinstance(d, Mapping) and d.get("kind") == CELL_SPEC_KIND)
+    from .protocol import spec_kind
 
-
-def load_any_spec(path_or_name: str | os.PathLike, *, check_space: bool = True):
-    """An :class:`~bnhw.spec.ArchSpec` or a :class:`CellNetSpec` from a JSON file (by its ``kind``), or a
-    bundled one by name."""
-    from .arch import load_spec
-
-    p = Path(path_or_name)
-    if p.suffix.lower() == ".json" and p.is_file():
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            d = None
-        if is_cell_spec(d):
-            try:
-                return CellNetSpec.from_dict(d)
-            except SpecError as e:
-                raise SpecError(e.field, f"{e.reason} (in {p})") from None
-    return load_spec(path_or_name, check_space=check_space)
-
+    return spec_kind(d) == CELL_SPEC_KIND
