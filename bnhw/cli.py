@@ -194,11 +194,14 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
               help="Training (proxy) resolution; OPs are always counted at the space's nominal resolution.")
 @click.option("--epochs", type=click.IntRange(0, 100000),
               help="Supernet epochs (nasbnn, default 2) or cell-search epochs (bnas/bars, default 8).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536),
+              help="Images per training step (the sandwich rule trains four subnets on each).")
 @click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate (cosine schedule).")
-@click.option("--population", default=12, show_default=True, type=click.IntRange(2, 100000))
-@click.option("--generations", default=3, show_default=True, type=click.IntRange(0, 100000))
+@click.option("--population", default=12, show_default=True, type=click.IntRange(2, 100000),
+              help="Architectures per generation of the evolutionary search.")
+@click.option("--generations", default=3, show_default=True, type=click.IntRange(0, 100000),
+              help="Generations of the evolutionary search (0: only the initial population).")
 @click.option("--bucket", "bucket_mops", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Width of the Pareto buckets in MOPs (may be below 1).")
 @click.option("--teacher", type=click.Choice(["fwba", "bwba", "none"]), default="fwba", show_default=True,
@@ -207,7 +210,8 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 @click.option("--no-weight-norm", is_flag=True, help="Ablation: switch channel-wise weight normalisation off.")
 @click.option("--train-images", type=click.IntRange(1), default=None,
               help="Use only the first N training images (quick experiments, smoke tests).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Random seed of data split, weights, sampling and evolution.")
 @click.option("-o", "--out", default="runs/search", show_default=True, type=click.Path(path_type=Path),
               help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out.")
@@ -354,14 +358,19 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
 @click.option("--supernet", type=click.Path(path_type=Path),
               help="supernet.pt of a `bnhw search`: inherit its weights and fine-tune (pipeline 2).")
 @click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
-@click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024))
-@click.option("--epochs", default=4, show_default=True, type=click.IntRange(0, 100000))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536))
+@click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024),
+              help="Image size the network is trained at (the spec's resolution only counts OPs).")
+@click.option("--epochs", default=4, show_default=True, type=click.IntRange(0, 100000),
+              help="Training epochs.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536),
+              help="Images per training step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True),
               help="Peak learning rate [default: Adam 2e-3 from scratch, 2e-4 fine-tuning; see --optimizer].")
 @click.option("--train-images", type=click.IntRange(1), default=None, help="Use only the first N training images.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("-o", "--out", default="runs/train", show_default=True, type=click.Path(path_type=Path))
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Random seed of data split and weights.")
+@click.option("-o", "--out", default="runs/train", show_default=True, type=click.Path(path_type=Path),
+              help="Output folder (model.pt, arch.json, result.json, train_state.pt).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd-onecycle", "sgd-restarts"]), default="adam",
               show_default=True,
@@ -405,8 +414,10 @@ def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images
 @click.argument("arch")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Weights (model.pt).")
 @click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
-@click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024))
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024),
+              help="Image size the network is evaluated at.")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="Data split to evaluate on.")
 def eval_cmd(arch, checkpoint, data, resolution, split) -> None:
     """Top-1 accuracy of ARCH with the weights of --checkpoint on a data split."""
     from .flows.inputs import resolve
@@ -507,7 +518,8 @@ def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csi
 @click.option("--fifos", "fifos", default="unbounded", show_default=True,
               help="FIFO depths: 'unbounded', 'sized' (size them first), a depth for all, or a FINN config "
                    "with inFIFODepths (e.g. a build's fifo_config.json).")
-@click.option("--clock-mhz", default=100.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--clock-mhz", default=100.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Fabric clock for FPS and latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def sim(graph: Path, frames: int, fifos: str, clock_mhz: float, as_json: bool) -> None:
     """Cycle-simulate a folded accelerator: GRAPH is a build folder or its hw_graph.json.

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from bnhw.cli import main
 from bnhw.spec import load_spec
 
-COMMANDS = ["ops", "space", "zoo", "sample", "export"]
+#: every command the CLI has (a new command is covered the day it is added)
+COMMANDS = sorted(main.commands)
 
 
 def run(*args):
@@ -18,6 +19,8 @@ def run(*args):
 
 
 def test_help_lists_every_command():
+    assert set(COMMANDS) >= {"ops", "space", "zoo", "sample", "export", "search", "train", "eval", "report", "build",
+                             "sim", "bench-cpu"}
     r = run("--help")
     assert r.exit_code == 0
     for c in COMMANDS:
@@ -30,6 +33,11 @@ def test_subcommand_help(cmd):
     assert r.exit_code == 0
     assert "Usage: main " + cmd in r.output or f"Usage: bnhw {cmd}" in r.output
     assert len(r.output.splitlines()) > 4
+    # every option is documented: a help text after each option name
+    cmd_obj = main.commands[cmd]
+    for param in cmd_obj.params:
+        if param.param_type_name == "option" and not param.hidden:
+            assert param.help, f"bnhw {cmd} {param.opts[0]} has no help text"
 
 
 def test_ops_table_and_json():
