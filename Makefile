@@ -53,8 +53,12 @@ build/cpu/%/bnhw-run: $(CPU_C) $(wildcard $(CPU_SRC)/*.h)
 	mkdir -p $(@D)
 	$(CC_$*) $(FLAGS_$*) -I$(CPU_SRC) -o $@.tmp $(CPU_C) -lm && mv $@.tmp $@
 
+# ruff, mypy (pyproject.toml: strict on spec/, errors, estimators/), and the import contract
+# (docs/ARCHITECTURE.md, tests/test_architecture.py); .ci/run runs this before the tests
 lint: install
 	$(VENV)/bin/ruff check bnhw tests
+	$(VENV)/bin/mypy
+	$(PY) tests/test_architecture.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache bench/out
