@@ -81,6 +81,7 @@ def load_network(network: str | NetworkInput, out: Path, *, checkpoint: Path | N
     """The CPU program of ``network`` and inputs to run it on (real digit images where possible)."""
     inp = network if isinstance(network, NetworkInput) else resolve(network, "bench-cpu")
     if inp.kind is Kind.CPU_MODEL:
+        assert inp.path is not None  # resolve() gives a file kind its path
         prog = read_program(inp.path)
         return LoadedNetwork(inp.label, prog, None, _random_inputs(None, prog, images), False,
                              ["a model file carries no IR: outputs are not checked, inputs are random integers"])
