@@ -208,7 +208,7 @@ def _cell_layers(spec: CellNetSpec) -> list[tuple[LayerOps, bool]]:
     return rows
 
 
-def ops_of(spec: ArchSpec) -> float:
+def ops_of(spec: ArchSpec | CellNetSpec) -> float:
     """Total OPs of ``spec`` (a float; 1 OP = one MAC-equivalent)."""
     return count_ops(spec).ops
 

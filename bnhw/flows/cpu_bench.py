@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -189,7 +190,7 @@ def _bench_into(work: Path, out: Path, inp: NetworkInput, lowered, target: str, 
     echo(f"checking the C runtime against the IR on {len(net.inputs)} "
          f"{'real digit images' if net.real_inputs else 'inputs'}")
     checks = {"native": _check_native(net, kernels)}
-    report = {"network": net.name, "target": target, "model_file": str(model_file), "ops": len(net.program.ops),
+    report: dict[str, Any] = {"network": net.name, "target": target, "model_file": str(model_file), "ops": len(net.program.ops),
               "bmacs": net.program.bmacs, "macs": net.program.macs, "notes": net.notes, "checks": checks,
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if target == "native":
