@@ -52,6 +52,7 @@ import random
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,7 +131,7 @@ def bench_fpga(out: Path) -> dict:
     from .hw.setfolding import finn_set_folding
 
     board = get_board("pynq-z2")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for net in FPGA_NETS:
         t0 = time.time()
         g = prepare_network(net, out / net, n_inputs=2, echo=lambda m: None).graph
@@ -176,7 +177,7 @@ def bench_sim(out: Path, frames: int = 10) -> dict:
     from .hw.sim.netlist import elaborate
     from .hw.sim.simulate import simulate
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in SIM_NETS:
         prep = prepare_network(name, out / name, n_inputs=frames, echo=lambda m: None)
         if name == "cnv-w1a1":
@@ -191,11 +192,12 @@ def bench_sim(out: Path, frames: int = 10) -> dict:
         t = time.perf_counter()
         f = simulate(net, frames, inputs=prep.int_inputs[:frames])
         t_func = time.perf_counter() - t
+        assert f.outputs is not None  # a functional run (inputs given) returns its outputs
         exact = bool(np.array_equal(f.outputs, np.stack([g.execute(x) for x in prep.int_inputs[:frames]])))
         t = time.perf_counter()
         s = size_fifos(net, max_seconds=300)
         t_size = time.perf_counter() - t
-        row = {"network": name, "folding": how, "units": len(net.units), "fifos": len(net.fifos), "frames": frames,
+        row: dict[str, Any] = {"network": name, "folding": how, "units": len(net.units), "fifos": len(net.fifos), "frames": frames,
                "cycles": r.cycles + 1, "ii_cycles": r.ii_cycles, "analytic_ii": r.analytic_ii,
                "timing_seconds": t_timing, "cycles_per_second": (r.cycles + 1) / t_timing,
                "functional_seconds": t_func, "functional_cycles_per_second": (f.cycles + 1) / t_func,
@@ -210,7 +212,7 @@ def bench_sim(out: Path, frames: int = 10) -> dict:
 
 
 #: BNAS v2 Table 10's settings: (name, CellSearchOptions overrides)
-ABLATIONS = (("full", {}), ("no-skip", {"inter_cell_skip": False}), ("no-zeroise", {"zeroise": False}),
+ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (("full", {}), ("no-skip", {"inter_cell_skip": False}), ("no-zeroise", {"zeroise": False}),
              ("no-div", {"diversity": False}))
 
 
@@ -225,7 +227,7 @@ def bench_bnas_ablation(out: Path, quick: bool = False, seeds: tuple[int, ...] =
 
     if quick:
         seeds, search_epochs, final_epochs = (0,), 2, 2
-    rows = []
+    rows: list[dict[str, Any]] = []
     for seed in seeds:
         for name, over in ABLATIONS:
             t0 = time.time()
@@ -350,7 +352,7 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
         i = next(k for k, o in enumerate(prog.ops) if o.op == "BCONV")
         bm = prog.ops[i].bmacs
         x = np.random.default_rng(1).integers(-128, 128, (side, side, C))
-        row = {"shape": f"{side}x{side}x{C}", "kernel": 3, "bmacs": bm}
+        row: dict[str, Any] = {"shape": f"{side}x{side}x{C}", "kernel": 3, "bmacs": bm}
         for ks, n in (("opt", repeat), ("ref", 3)):
             m = CpuModel(prog, kernels=ks)
             per, _ = m.time(x, repeat=n, warmup=1)
@@ -441,7 +443,7 @@ def _fpga_table(r: dict) -> str:
 def search_bench(args, out: Path) -> None:
     q = args.quick
     budget = 0.6e6
-    cfg = dict(sup_epochs=2 if q else 6, ft_epochs=1 if q else 2, scratch_epochs=2 if q else 4,
+    cfg: dict[str, Any] = dict(sup_epochs=2 if q else 6, ft_epochs=1 if q else 2, scratch_epochs=2 if q else 4,
                n_tau=4 if q else 8, n_random=2 if q else 3, seeds=[0] if q else [0, 1])
     t0 = time.time()
     results: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -483,7 +485,7 @@ def search_bench(args, out: Path) -> None:
     # 3. searched vs random architectures of the same OPs band, trained from scratch
     lo = 0.85 * res.best.ops
     randoms = random_in_band(space, lo, budget, random.Random(11), cfg["n_random"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for seed in cfg["seeds"]:
         for kind, s in [("searched", best)] + [(f"random{j}", r) for j, r in enumerate(randoms)]:
             r = fit(s, FitConfig(scheme="scratch", epochs=cfg["scratch_epochs"], seed=seed),

@@ -92,15 +92,19 @@ class LazyImageSet(Dataset):
         return torch.stack(xs), self.labels
 
 
+#: the two labelled sets (same interface: len, [i], tensors(), subset(), resolution, augment)
+LabelledSet = ImageSet | LazyImageSet
+
+
 @dataclass
 class DataBundle:
     name: str
     num_classes: int
     resolution: int
     in_channels: int
-    train: Dataset        # training images minus the held-out split
-    val: Dataset          # held-out split of the training images (search-time validation)
-    test: Dataset         # the source's test set
+    train: LabelledSet    # training images minus the held-out split
+    val: LabelledSet      # held-out split of the training images (search-time validation)
+    test: LabelledSet     # the source's test set
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.train)} train / {len(self.val)} held-out val / {len(self.test)} test, "
@@ -133,7 +137,7 @@ def heldout_split(labels: np.ndarray, seed: int = 0, fraction: float = VAL_FRACT
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def _bundle(name: str, images_train: Tensor, y_train: np.ndarray, test: Dataset, num_classes: int,
+def _bundle(name: str, images_train: Tensor, y_train: np.ndarray, test: LabelledSet, num_classes: int,
             resolution: int, augment: str, seed: int) -> DataBundle:
     full = ImageSet(images_train, torch.as_tensor(y_train, dtype=torch.int64), augment)
     tr, va = heldout_split(y_train, seed)
@@ -150,12 +154,12 @@ def load_digits_data(resolution: int = 32, channels: int = 3, seed: int = 0) -> 
     labels = d.target.astype(np.int64)
     # deterministic stratified 80/20 train/test split
     rng = np.random.default_rng(1234)
-    test_idx = []
+    test_parts = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        test_idx.append(idx[: len(idx) // 5])
-    test_idx = np.sort(np.concatenate(test_idx))
+        test_parts.append(idx[: len(idx) // 5])
+    test_idx = np.sort(np.concatenate(test_parts))
     train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
     u8 = resize_u8(imgs, resolution)
     test = ImageSet(u8[test_idx], torch.as_tensor(labels[test_idx]))
@@ -195,11 +199,12 @@ def _load_image(path: Path, resolution: int) -> Tensor:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as f:
+            im = f.convert("RGB")
             w, h = im.size
             s = resolution / min(w, h)
-            im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.BILINEAR)
+            im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))),
+                           Image.Resampling.BILINEAR)
             w, h = im.size
             left, top = (w - resolution) // 2, (h - resolution) // 2
             im = im.crop((left, top, left + resolution, top + resolution))
@@ -234,7 +239,7 @@ def load_image_folder(root: str | Path, resolution: int, seed: int = 0) -> DataB
     tr, va = heldout_split(np.asarray(labels), seed)
     if (root / "val").is_dir():
         tf, tl, _ = _scan(root / "val", classes)
-        test: Dataset = LazyImageSet(tf, tl, resolution)
+        test: LabelledSet = LazyImageSet(tf, tl, resolution)
     else:
         test = full.subset(va)
     return DataBundle(f"folder:{root.name}", len(classes), resolution, 3, full.subset(tr), full.subset(va), test)

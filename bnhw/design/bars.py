@@ -238,7 +238,9 @@ class BarsNetwork(nn.Module):
                 r = self.reduce_cells[s - 1](pp, p, wr, m)
                 pp, p = p, [(1.0, r, mt)]
             after = []
-            for cell in self.stage_cells[s]:
+            stage = self.stage_cells[s]
+            assert isinstance(stage, nn.ModuleList)  # one ModuleList of cells per stage
+            for cell in stage:
                 o = cell(pp, p, wn, m)
                 pp, p = p, [(1.0, o, mt)]
                 after.append((pp[0], p[0]))
@@ -461,8 +463,9 @@ def run_bars(train_data: Any, val_data: Any | None = None, cfg: BarsConfig | Non
     res = int(wx.shape[-1])
     if res % 4:
         raise BnhwError(f"search resolution {res} is not divisible by 4 (the two reductions)")
+    assert cfg.budget is not None  # cfg.validate() refuses a missing budget
     budget = float(cfg.budget)
-    template = dict(resolution=cfg.spec_resolution, in_channels=in_ch, num_classes=classes,
+    template: dict[str, Any] = dict(resolution=cfg.spec_resolution, in_channels=in_ch, num_classes=classes,
                     stem_multiplier=cfg.stem_multiplier, inter_cell_skip=cfg.inter_cell_skip, space="bars")
     channels = cfg.spec_channels or auto_spec_channels(budget, cfg.depths, cfg.widths, cfg.nodes, cfg.ops,
                                                        **template)
@@ -497,7 +500,7 @@ def run_bars(train_data: Any, val_data: Any | None = None, cfg: BarsConfig | Non
                 "spec_ops": spec_ops(s), "expected_ops": e_ops,
                 "depth_probs": pd.detach().tolist(), "width_probs": pw.detach().tolist()}
 
-    groups = [{"params": net.micro_parameters()},
+    groups: list[dict[str, Any]] = [{"params": net.micro_parameters()},
               {"params": net.macro_parameters(), "lr": cfg.macro_lr if cfg.macro_lr is not None else cfg.arch_lr}]
     history = alternating_search(net, cfg, halves, arch_loss=arch_loss, describe=describe, checkpoint=ckpt,
                                  resume=resume, progress=progress, kind="bars", arch_groups=groups)

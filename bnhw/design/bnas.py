@@ -63,7 +63,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,12 @@ from ..quant.layers import Classifier, Stem
 from ..spec import Precision
 from ..spec.cells import BNAS_VARIANTS, CellNetSpec, Genotype
 from .train import batches, load_training_checkpoint, restore_training_state, save_training_checkpoint
+
+if TYPE_CHECKING:
+    from .bars import BarsNetwork
+
+#: a differentiable cell-search network: BNAS's or BARS's (alphas, arch / micro / weight parameters, ops)
+CellSearchNet: TypeAlias = "SearchNetwork | BarsNetwork"
 
 __all__ = ["CellSearchConfig", "BnasConfig", "BnasResult", "MixedOp", "SearchCell", "SearchNetwork",
            "candidate_ops", "edge_count", "edge_inputs", "entropy", "diversity_term", "select_op",
@@ -351,6 +357,7 @@ class SearchCell(nn.Module):
             y = m(t, in_mask) if isinstance(m, BinFactorizedReduce) else run_op(m, t, in_mask)
             y = y if isinstance(w, float) and w == 1.0 else w * y
             out = y if out is None else out + y
+        assert out is not None  # a cell input has at least one candidate state
         return out if mask is None else out * mask
 
     def forward(self, s0: StateMix | Tensor, s1: StateMix | Tensor, weights: Tensor,
@@ -367,6 +374,7 @@ class SearchCell(nn.Module):
                 y = self.edges[row](states[j], weights[row], mask)
                 node = y if node is None else node + y
                 row += 1
+            assert node is not None  # every node has 2 + i >= 2 input edges
             states.append(node if mask is None else node * mask)
         out = states[2:]
         if self.inter_cell_skip:
@@ -467,7 +475,7 @@ def cosine_lr(cfg: CellSearchConfig, epoch: int) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
 
 
-def _alphas_log(net: nn.Module) -> dict:
+def _alphas_log(net: CellSearchNet) -> dict:
     return {"normal": net.alphas_normal.detach().tolist(), "reduce": net.alphas_reduce.detach().tolist()}
 
 
@@ -475,7 +483,13 @@ def config_json(cfg: Any) -> str:
     return json.dumps(asdict(cfg), sort_keys=True, default=str)
 
 
-def alternating_search(net: nn.Module, cfg: CellSearchConfig, halves, *, arch_loss: Callable[[int], tuple],
+def _betas(b: Sequence[float]) -> tuple[float, float]:
+    """Adam's two betas (a JSON config holds them as a list)."""
+    b1, b2 = b
+    return b1, b2
+
+
+def alternating_search(net: CellSearchNet, cfg: CellSearchConfig, halves, *, arch_loss: Callable[[int], tuple],
                        describe: Callable[[], dict], checkpoint: Path | None, resume: bool,
                        progress: Progress | None, kind: str, arch_groups: list[dict] | None = None) -> list[dict]:
     """First-order DARTS: per step an Adam step on ``net.arch_parameters()`` (or the parameter groups
@@ -487,7 +501,7 @@ def alternating_search(net: nn.Module, cfg: CellSearchConfig, halves, *, arch_lo
     (wx, wy), (ax, ay) = halves
     weights = net.weight_parameters()
     w_opt = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    a_opt = torch.optim.Adam(arch_groups or net.arch_parameters(), lr=cfg.arch_lr, betas=tuple(cfg.arch_betas),
+    a_opt = torch.optim.Adam(arch_groups or net.arch_parameters(), lr=cfg.arch_lr, betas=_betas(cfg.arch_betas),
                              weight_decay=cfg.arch_weight_decay)
     history: list[dict] = []
     start = 0
@@ -570,7 +584,7 @@ class BnasResult:
                 "history": self.history}
 
 
-def micro_regularizer(net: nn.Module, cfg: CellSearchConfig, epoch: int) -> tuple[Tensor, dict]:
+def micro_regularizer(net: CellSearchNet, cfg: CellSearchConfig, epoch: int) -> tuple[Tensor, dict]:
     alphas = net.micro_parameters()
     with torch.no_grad():
         h = float(entropy(alphas))

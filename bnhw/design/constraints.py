@@ -13,6 +13,7 @@ hardware models they ask (:class:`bnhw.hw.constraints.FpgaFps`,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -22,8 +23,14 @@ from ..spec import ArchSpec
 
 @runtime_checkable
 class Constraint(Protocol):
-    name: str      # key under which the measured value is stored, e.g. "ops"
-    unit: str
+    # read-only members (constraints are frozen dataclasses)
+    @property
+    def name(self) -> str:
+        """Key under which the measured value is stored, e.g. ``"ops"``."""
+        ...
+
+    @property
+    def unit(self) -> str: ...
 
     def measure(self, spec: ArchSpec) -> float: ...
 
@@ -50,9 +57,9 @@ class OpsBudget:
         return f"OPs <= {format_ops(self.max_ops)}"
 
 
-def measure_all(constraints: list[Constraint], spec: ArchSpec) -> dict[str, float]:
+def measure_all(constraints: Sequence[Constraint], spec: ArchSpec) -> dict[str, float]:
     return {c.name: float(c.measure(spec)) for c in constraints}
 
 
-def all_feasible(constraints: list[Constraint], values: dict[str, float]) -> bool:
+def all_feasible(constraints: Sequence[Constraint], values: dict[str, float]) -> bool:
     return all(c.feasible(values[c.name]) for c in constraints)

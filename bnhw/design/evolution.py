@@ -18,12 +18,14 @@ after once-for-all's evolution finder), self-contained and resumable.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import distributed as dist_util
 from ..errors import BnhwError
@@ -87,9 +89,10 @@ class SearchState:
     generation: int = 0               # generations finished
     evaluated: dict[str, Candidate] = field(default_factory=dict)
     population: list[str] = field(default_factory=list)
-    rng_state: object = None
+    rng_state: tuple[Any, ...] | None = None   # random.Random.getstate(); set by every run
 
     def to_json(self) -> str:
+        assert self.rng_state is not None  # EvolutionSearch.run creates the state with its rng's state
         v, internal, gauss = self.rng_state
         return json.dumps({
             "version": STATE_VERSION, "generation": self.generation, "population": self.population,
@@ -207,6 +210,7 @@ class EvolutionSearch:
         if resume and path is not None and path.exists():
             state = SearchState.from_json(path.read_text())
             rng = random.Random()
+            assert state.rng_state is not None  # from_json sets it
             rng.setstate(state.rng_state)
             report("resumed", {"generation": state.generation, "evaluated": len(state.evaluated)})
         else:
@@ -246,12 +250,13 @@ class EvolutionSearch:
             n_mut = int(round(cfg.population * cfg.mutation_ratio))
             specs, metrics = [], []
             for i in range(cfg.population):
+                make: Callable[[], ArchSpec]
                 if i < n_mut or len(parents) < 2:
                     p = rng.choice(parents)
-                    make = lambda p=p: self.space.mutate(p.spec, rng, prob=cfg.mutate_prob)  # noqa: E731
+                    make = functools.partial(self.space.mutate, p.spec, rng, prob=cfg.mutate_prob)
                 else:
                     a, b = rng.sample(parents, 2)
-                    make = lambda a=a, b=b: self.space.crossover(a.spec, b.spec, rng)  # noqa: E731
+                    make = functools.partial(self.space.crossover, a.spec, b.spec, rng)
                 got = self._draw(rng, make, seen) or self._draw(rng, lambda: self.space.sample(rng), seen)
                 if got is not None:
                     specs.append(got[0])

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .. import distributed as dist_util
 from ..errors import BnhwError
 from ..quant.binarizers import fixed_point_act_quant, fixed_point_weight_quant
-from ..quant.layers import ChannelWeightNorm, folded_bn, rprelu, shortcut_index
+from ..quant.layers import BinaryBlock, ChannelWeightNorm, RPReLU, folded_bn, rprelu, shortcut_index
 from ..quant.model import BinaryNet, build_model
 from ..spec import ArchSpec, Precision
 from ..spec.space import SearchSpace
@@ -127,6 +127,8 @@ class ElasticBN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         c = x.shape[1]
         bn = self.bn
+        # track_running_stats=True (BatchNorm2d's default): the running buffers exist
+        assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
         if self.training:
             bn.num_batches_tracked += 1
             mom = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum  # None: cumulative
@@ -141,6 +143,7 @@ class ElasticBN(nn.Module):
         bn = self.bn
         dims = [0] + list(range(2, x.dim()))
         n_local = x.numel() // c
+        assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats=True
         stats = _GlobalSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), x.new_tensor([float(n_local)])]))
         n = stats[-1]
         mean = stats[:c] / n
@@ -154,12 +157,17 @@ class ElasticBN(nn.Module):
 
     def copy_to(self, target: nn.modules.batchnorm._BatchNorm) -> None:
         c = target.num_features
+        src = self.bn
+        # both track running statistics (BatchNorm's default; the standalone model's FoldedBatchNorm)
+        assert src.running_mean is not None and src.running_var is not None and src.num_batches_tracked is not None
+        assert target.running_mean is not None and target.running_var is not None \
+            and target.num_batches_tracked is not None
         with torch.no_grad():
-            target.weight.copy_(self.bn.weight[:c])
-            target.bias.copy_(self.bn.bias[:c])
-            target.running_mean.copy_(self.bn.running_mean[:c])
-            target.running_var.copy_(self.bn.running_var[:c])
-            target.num_batches_tracked.copy_(self.bn.num_batches_tracked)
+            target.weight.copy_(src.weight[:c])
+            target.bias.copy_(src.bias[:c])
+            target.running_mean.copy_(src.running_mean[:c])
+            target.running_var.copy_(src.running_var[:c])
+            target.num_batches_tracked.copy_(src.num_batches_tracked)
 
 
 class ElasticSign(nn.Module):
@@ -273,7 +281,7 @@ class ElasticBlock(nn.Module):
         y = self.bn2(self.conv2(self.sign2(x), cout, 1, 1, 1, binary_weights)) + sc
         return self.act2(y)
 
-    def copy_to(self, blk: nn.Module, cin: int, cout: int, k: int, groups: int) -> None:
+    def copy_to(self, blk: BinaryBlock, cin: int, cout: int, k: int, groups: int) -> None:
         """Copy the active weights of one choice into a standalone ``BinaryBlock``."""
         with torch.no_grad():
             blk.sign1.bias.copy_(self.sign1.bias[:, :cin])
@@ -286,7 +294,7 @@ class ElasticBlock(nn.Module):
             _copy_rprelu(self.act2, blk.act2, cout)
 
 
-def _copy_rprelu(src: ElasticRPReLU, dst: nn.Module, c: int) -> None:
+def _copy_rprelu(src: ElasticRPReLU, dst: RPReLU, c: int) -> None:
     dst.shift_in.copy_(src.shift_in[:, :c])
     dst.prelu.weight.copy_(src.slope[:c])
     dst.shift_out.copy_(src.shift_out[:, :c])
@@ -343,6 +351,14 @@ class BinarySupernet(nn.Module):
         self.fc = nn.Linear(prev_max, self.num_classes)
         self.fc_bn = ElasticBN(self.num_classes)
 
+    def _block(self, stage: int, index: int) -> ElasticBlock:
+        """Block ``index`` of stage ``stage`` (``self.stages`` is a ModuleList of ModuleLists of ElasticBlock)."""
+        blocks = self.stages[stage]
+        assert isinstance(blocks, nn.ModuleList)
+        blk = blocks[index]
+        assert isinstance(blk, ElasticBlock)
+        return blk
+
     def check(self, spec: ArchSpec) -> None:
         if spec.num_classes != self.num_classes:
             raise BnhwError(f"subnet has {spec.num_classes} classes, the supernet {self.num_classes}")
@@ -354,7 +370,7 @@ class BinarySupernet(nn.Module):
         x = self.stem(x, spec.stem.channels)
         for si, stage in enumerate(spec.stages):
             for bi, b in enumerate(stage.blocks):
-                x = self.stages[si][bi](x, b.channels, b.kernel, b.groups, b.stride, binary_weights)
+                x = self._block(si, bi)(x, b.channels, b.kernel, b.groups, b.stride, binary_weights)
         c = x.shape[1]
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc_bn(F.linear(x, self.fc.weight[:, :c].contiguous(), self.fc.bias))
@@ -372,7 +388,8 @@ class BinarySupernet(nn.Module):
         model.stem.conv.weight.copy_(self.stem.conv.weight[:c])
         self.stem.bn.copy_to(model.stem.bn)
         for blk, g in zip(model.blocks, spec.blocks()):
-            self.stages[g.stage][g.index].copy_to(blk, g.in_channels, g.out_channels, g.block.kernel, g.block.groups)
+            assert isinstance(blk, BinaryBlock)  # model.blocks: one BinaryBlock per spec block
+            self._block(g.stage, g.index).copy_to(blk, g.in_channels, g.out_channels, g.block.kernel, g.block.groups)
         fc = model.classifier.fc
         fc.weight.copy_(self.fc.weight[:, :spec.final_channels])
         fc.bias.copy_(self.fc.bias)

@@ -206,8 +206,8 @@ def train_supernet(supernet: BinarySupernet, train_set, config: TrainConfig, che
             report("step", {"epoch": epoch + 1, "epochs": config.epochs, "step": step + 1,
                             "steps": steps_per_epoch, "loss": float(parts.sum())})
         log = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
-               "loss_teacher": float(sums[0] / n) if n else float("nan"),
-               "loss_students": [float(v / n) for v in sums[1:]] if n else []}
+               "loss_teacher": float(sums[0] / n) if sums is not None else float("nan"),   # None iff n == 0
+               "loss_students": [float(v / n) for v in sums[1:]] if sums is not None else []}
         history.append(log)
         if checkpoint is not None and rank == 0:
             save_training_checkpoint(checkpoint, weights=supernet.state_dict(), optimizer=opt.state_dict(),

@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BudgetError
 from ..spec import ArchSpec
@@ -104,7 +104,7 @@ class OpsReport:
     def ops(self) -> float:
         return self.flops + self.bops / 64 + self.int8ops / 8
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "arch": self.arch,
             "resolution": self.resolution,
@@ -208,7 +208,7 @@ def _cell_layers(spec: CellNetSpec) -> list[tuple[LayerOps, bool]]:
     return rows
 
 
-def ops_of(spec: ArchSpec) -> float:
+def ops_of(spec: ArchSpec | CellNetSpec) -> float:
     """Total OPs of ``spec`` (a float; 1 OP = one MAC-equivalent)."""
     return count_ops(spec).ops
 

@@ -26,6 +26,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -119,7 +120,7 @@ def _search(opts: CellSearchOptions, data, out: Path, resume: bool, emit) -> tup
     from ..design.bars import BarsConfig, run_bars
     from ..design.bnas import BnasConfig, fit_to_budget, run_bnas
 
-    common = dict(epochs=opts.epochs, batch_size=opts.batch_size, images_per_half=opts.images_per_half,
+    common: dict[str, Any] = dict(epochs=opts.epochs, batch_size=opts.batch_size, images_per_half=opts.images_per_half,
                   init_channels=opts.search_channels, lam=opts.lam, tau=opts.tau, diversity=opts.diversity,
                   zeroise=opts.zeroise, separable=opts.separable, inter_cell_skip=opts.inter_cell_skip,
                   gamma=opts.gamma, seed=opts.seed, arch_lr=opts.arch_lr)
@@ -139,10 +140,11 @@ def _search(opts: CellSearchOptions, data, out: Path, resume: bool, emit) -> tup
                              num_classes=data.num_classes, inter_cell_skip=opts.inter_cell_skip,
                              name=f"bnas-search-seed{opts.seed}")
         return res, spec
-    cfg = BarsConfig(budget=opts.budget, spec_resolution=opts.resolution, ops_penalty=opts.ops_penalty, **common)
-    res = run_bars((x, y), None, cfg, out_dir=out, resume=resume, progress=emit, num_classes=data.num_classes,
-                   name=f"bars-search-seed{opts.seed}")
-    return res, res.spec
+    bars_cfg = BarsConfig(budget=opts.budget, spec_resolution=opts.resolution, ops_penalty=opts.ops_penalty,
+                          **common)
+    bars_res = run_bars((x, y), None, bars_cfg, out_dir=out, resume=resume, progress=emit,
+                        num_classes=data.num_classes, name=f"bars-search-seed{opts.seed}")
+    return bars_res, bars_res.spec
 
 
 def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,7 @@ def load_network(network: str | NetworkInput, out: Path, *, checkpoint: Path | N
     """The CPU program of ``network`` and inputs to run it on (real digit images where possible)."""
     inp = network if isinstance(network, NetworkInput) else resolve(network, "bench-cpu")
     if inp.kind is Kind.CPU_MODEL:
+        assert inp.path is not None  # resolve() gives a file kind its path
         prog = read_program(inp.path)
         return LoadedNetwork(inp.label, prog, None, _random_inputs(None, prog, images), False,
                              ["a model file carries no IR: outputs are not checked, inputs are random integers"])
@@ -188,7 +190,7 @@ def _bench_into(work: Path, out: Path, inp: NetworkInput, lowered, target: str, 
     echo(f"checking the C runtime against the IR on {len(net.inputs)} "
          f"{'real digit images' if net.real_inputs else 'inputs'}")
     checks = {"native": _check_native(net, kernels)}
-    report = {"network": net.name, "target": target, "model_file": str(model_file), "ops": len(net.program.ops),
+    report: dict[str, Any] = {"network": net.name, "target": target, "model_file": str(model_file), "ops": len(net.program.ops),
               "bmacs": net.program.bmacs, "macs": net.program.macs, "notes": net.notes, "checks": checks,
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if target == "native":

@@ -32,9 +32,10 @@ import csv
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -173,7 +174,7 @@ class RunLog:
                 f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.time() - self.t0:7.1f}s] {msg}\n")
 
 
-def read_state_json(path: Path) -> object:
+def read_state_json(path: Path) -> Any:   # a JSON value
     """A JSON state file of a run folder (state is never pickled); an unreadable or damaged one raises a
     one-line :class:`BnhwError` naming it."""
     try:
@@ -192,7 +193,9 @@ def _check_search_state(path: Path) -> None:
     if not path.exists():
         return
     try:
-        random.Random().setstate(SearchState.from_json(path.read_text(encoding="utf-8")).rng_state)
+        rng_state = SearchState.from_json(path.read_text(encoding="utf-8")).rng_state
+        assert rng_state is not None  # from_json sets it
+        random.Random().setstate(rng_state)
     except BnhwError as e:
         raise BnhwError(f"{path}: {e}") from None
     except (OSError, UnicodeDecodeError, ValueError, TypeError, OverflowError) as e:
@@ -269,7 +272,7 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
     xv, yv = data.val.tensors()
     counter = {"n": 0}
 
-    def evaluate(specs: list[ArchSpec]) -> list[float]:
+    def evaluate(specs: Sequence[ArchSpec]) -> list[float]:
         mine = dist_util.split_for_rank(specs)
         accs = []
         for s in mine:

@@ -43,6 +43,7 @@ from ..errors import BnhwError
 from ..quant.checkpoint import save_checkpoint
 from ..quant.model import BinaryNet, build_network, recalibrate_bn
 from ..spec import ArchSpec, atomic_write_text
+from ..spec.cells import CellNetSpec
 from ..spec.space import get_space
 
 SCHEMES = ("finetune", "scratch")
@@ -97,7 +98,8 @@ def _optimizer(model: torch.nn.Module, cfg: FitConfig, total: int):
     """The optimizer and the per-step learning-rate schedule of ``cfg``."""
     if cfg.optimizer == "sgd-onecycle":
         wd = cfg.weight_decay if cfg.weight_decay else 3e-6
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.effective_lr(), momentum=0.9, weight_decay=wd)
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=cfg.effective_lr(), momentum=0.9,
+                                                     weight_decay=wd)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: one_cycle(s, total))
     if cfg.optimizer == "sgd-restarts":
         wd = cfg.weight_decay if cfg.weight_decay else 3e-5
@@ -109,7 +111,7 @@ def _optimizer(model: torch.nn.Module, cfg: FitConfig, total: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
 
 
-def model_from_supernet(spec: ArchSpec, supernet_ckpt: Path) -> BinaryNet:
+def model_from_supernet(spec: ArchSpec | CellNetSpec, supernet_ckpt: Path) -> BinaryNet:
     """Extract ``spec``'s weights from a supernet checkpoint written by ``bnhw search``."""
     st = load_training_checkpoint(supernet_ckpt)
     try:
@@ -118,12 +120,12 @@ def model_from_supernet(spec: ArchSpec, supernet_ckpt: Path) -> BinaryNet:
         sn.load_state_dict(st["weights"])
     except (KeyError, RuntimeError, TypeError) as e:
         raise BnhwError(f"{supernet_ckpt}: not a supernet checkpoint of a known space ({type(e).__name__})") from None
-    if spec.space != space.name:
+    if spec.kind != "blocks" or spec.space != space.name:   # a cell network's space is never a supernet's
         raise BnhwError(f"{spec.name or 'the architecture'} is not in the supernet's space {space.name}")
     return sn.extract(spec.replace(num_classes=space.num_classes))
 
 
-def fit(spec: ArchSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = None, resume: bool = False,
+def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = None, resume: bool = False,
         progress: Callable[[str, dict], None] | None = None) -> dict:
     if cfg.scheme not in SCHEMES:
         raise BnhwError(f"scheme must be one of {SCHEMES}")

@@ -19,6 +19,7 @@ PYNQ images (FCLK0) on Zynq-7000 boards, 200 MHz on the UltraScale+ boards
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import BnhwError
 
@@ -52,7 +53,7 @@ class Board:
                 "DSP": self.dsp, "clock_mhz": self.clock_mhz, "cpu": self.cpu}
 
 
-_Z7020 = dict(part="xc7z020clg400-1", family="zynq-7000", lut=53_200, ff=106_400, bram18=280, uram=0,
+_Z7020: dict[str, Any] = dict(part="xc7z020clg400-1", family="zynq-7000", lut=53_200, ff=106_400, bram18=280, uram=0,
               dsp=220, clock_mhz=100.0, cpu="dual Cortex-A9 (ARMv7-A, NEON) @ 650 MHz")
 
 BOARDS: dict[str, Board] = {b.name: b for b in [

@@ -297,7 +297,7 @@ def _mvau_ops(g: HwGraph, n: Node) -> list[FinnOp]:
         return [FinnOp("VVAU_hls", attrs, w_finn.T.reshape(mh, 1, kh, kw), t_finn, last,
                        notes={"src": n.params["weights"]})]
     attrs = dict(common, MW=mw, MH=mh, numInputVectors=_vecs(h, wd))
-    notes = {"grouped": int(n.attrs.get("groups", 1))} if int(n.attrs.get("groups", 1)) > 1 else {}
+    notes: dict[str, Any] = {"grouped": int(n.attrs.get("groups", 1))} if int(n.attrs.get("groups", 1)) > 1 else {}
     notes["src"] = n.params["weights"]
     return [FinnOp("MVAU_hls", attrs, w_finn, t_finn, last, notes=notes)]
 
@@ -354,6 +354,7 @@ def finn_ops(g: HwGraph, n: Node) -> list[FinnOp]:
         return _swg_ops(g, n)
     if n.op in ("MaxPool", "AvgPoolSum"):
         return _pool_ops(g, n)
+    assert ins is not None  # the remaining ops all have an input stream
     H, W, C = ins.shape
     idt = _stream_dt(ins)
     if n.op == "Thresholding":
@@ -404,6 +405,7 @@ def minimized_attrs(op: FinnOp) -> dict[str, Any]:
         return a
     if op.op_type in ("MVAU_hls", "VVAU_hls"):
         w = op.weights
+        assert w is not None  # MVAU / VVAU carry their weights
         wdt = _minimize_weight_dt(w)
         a["weightDataType"] = wdt.name
         if op.op_type == "MVAU_hls":
@@ -651,7 +653,7 @@ def _thresholding_resources(a: dict) -> Resources:
     trig_b, trig_u = a.get("depth_trigger_bram", 0), a.get("depth_trigger_uram", 0)
     res: dict[str, float] = {}
     for width, depth in geoms:
-        prims = _MEM_PRIMITIVES
+        prims: tuple[tuple[str, int, int], ...] = _MEM_PRIMITIVES
         if trig_b != 0 or trig_u != 0:
             if trig_b <= depth < trig_u:
                 prims = tuple(p for p in _MEM_PRIMITIVES if "BRAM" in p[0])

@@ -164,7 +164,7 @@ def _exact_conv(conv: QuantConv2d) -> XnorConv2d:
     return new.train(conv.training)
 
 
-def _exact_bn(bn: nn.BatchNorm2d) -> nn.Module:
+def _exact_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
     if not bn.affine or isinstance(bn, FoldedBatchNorm2d):
         return bn                     # affine=False (search time) stays a plain batch norm
     new = FoldedBatchNorm2d(bn.num_features)

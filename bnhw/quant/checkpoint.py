@@ -23,14 +23,18 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from ..errors import BnhwError, SpecError
-from ..spec import ArchSpec, atomic_write_bytes, load_spec
-from .model import BinaryNet, build_network
+from ..spec import atomic_write_bytes, load_spec
+from ..spec.protocol import NetworkSpec
+from .model import Network, build_network
+
+#: a network type (load_weights returns the model it is given)
+NetT = TypeVar("NetT", bound=torch.nn.Module)
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "load_model",
            "load_weights", "safe_torch_load", "save_checkpoint", "write_file"]
@@ -39,7 +43,7 @@ CHECKPOINT_FORMAT = "bnhw-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def save_checkpoint(model: BinaryNet, path: str | os.PathLike, **extra: Any) -> Path:
+def save_checkpoint(model: Network, path: str | os.PathLike, **extra: Any) -> Path:
     """Write ``model`` (spec, weight-norm setting, state dict) and ``extra`` to ``path`` atomically."""
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -106,7 +110,7 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _open(path: Path) -> tuple[ArchSpec, dict[str, Tensor], dict[str, Any], bool]:
+def _open(path: Path) -> tuple[NetworkSpec, dict[str, Tensor], dict[str, Any], bool]:
     payload = _read(path)
     from ..spec.protocol import spec_from_dict
 
@@ -118,13 +122,13 @@ def _open(path: Path) -> tuple[ArchSpec, dict[str, Tensor], dict[str, Any], bool
     return spec, payload["state_dict"], payload["extra"], payload["weight_norm"]
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[ArchSpec, dict[str, Tensor], dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike) -> tuple[NetworkSpec, dict[str, Tensor], dict[str, Any]]:
     """Read a checkpoint: ``(spec, state_dict, extra)``."""
     spec, state, extra, _ = _open(Path(path))
     return spec, state, extra
 
 
-def load_weights(model: BinaryNet, state_dict: dict[str, Tensor], *, source: str = "checkpoint") -> BinaryNet:
+def load_weights(model: NetT, state_dict: dict[str, Tensor], *, source: str = "checkpoint") -> NetT:
     """Load ``state_dict`` into ``model`` strictly; a mismatch raises a one-line :class:`BnhwError`."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -145,9 +149,9 @@ def load_weights(model: BinaryNet, state_dict: dict[str, Tensor], *, source: str
     return model
 
 
-def load_model(path_or_spec: ArchSpec | str | os.PathLike,
+def load_model(path_or_spec: NetworkSpec | str | os.PathLike,
                checkpoint: str | os.PathLike | None = None, *,
-               weight_norm: bool | None = None) -> BinaryNet:
+               weight_norm: bool | None = None) -> Network:
     """Build a :class:`BinaryNet` (eval mode) and optionally load weights into it (a
     :class:`~bnhw.quant.cellnet.CellNet` for a cell-network spec or checkpoint).
 
@@ -160,8 +164,6 @@ def load_model(path_or_spec: ArchSpec | str | os.PathLike,
     the weights must fit).  ``weight_norm`` defaults to the checkpoint's
     setting, or on without a checkpoint.
     """
-    from ..spec.protocol import NetworkSpec
-
     weights: tuple[Path, dict[str, Tensor], bool] | None = None
     if isinstance(path_or_spec, NetworkSpec):
         spec = path_or_spec

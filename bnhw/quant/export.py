@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -283,11 +283,11 @@ def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list
     """
     out: list[np.ndarray] = []
 
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+    def hook(_module: nn.Module, _inputs: object, output: Any) -> None:   # a Tensor or a Brevitas QuantTensor
         value = getattr(output, "value", output)  # weight quantisers return a QuantTensor
         out.append(value.detach().cpu().numpy().copy())
 
-    def hook_transposed(_module: nn.Module, _inputs: object, output: object) -> None:
+    def hook_transposed(_module: nn.Module, _inputs: object, output: Any) -> None:
         out.append(getattr(output, "value", output).detach().cpu().numpy().T.copy())
 
     handles = []
@@ -307,7 +307,9 @@ def binary_tensors(model: nn.Module, x: Tensor, *, weights: bool = True) -> list
             handles.append(m.register_forward_hook(hook))
         elif plain and weights and _is_one_bit(m, "weight_quant"):       # ... and their 1-bit QuantConv2d / QuantLinear
             linear = isinstance(m, QuantLinear)               # (out, in) here, ONNX's MatMul holds (in, out)
-            handles.append(m.weight_quant.register_forward_hook(hook_transposed if linear else hook))
+            wq = m.weight_quant
+            assert isinstance(wq, nn.Module)                  # _is_one_bit: a Brevitas weight quantiser
+            handles.append(wq.register_forward_hook(hook_transposed if linear else hook))
     try:
         model(x)
     finally:

@@ -434,7 +434,8 @@ class RPReLU(Freezable, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._frozen is not None and not self.training:
-            return rprelu(x, *self._frozen)
+            shift_in, slope, shift_out = self._frozen      # constants(): three tensors
+            return rprelu(x, shift_in, slope, shift_out)
         return rprelu(x, self.shift_in, self.prelu.weight, self.shift_out, self.fmt)
 
     def constants(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -515,6 +516,7 @@ class FoldedBatchNorm2d(Freezable, nn.BatchNorm2d):
 
     def constants(self) -> tuple[Tensor, Tensor]:
         """The eval-mode constants ``(a, b)`` of :func:`bn_affine` (on their grids in fixed mode)."""
+        assert self.running_mean is not None and self.running_var is not None  # track_running_stats=True
         return bn_affine(self.weight, self.bias, self.running_mean, self.running_var, self.eps, self.fmt)
 
 
@@ -650,6 +652,7 @@ class FoldedBatchNorm1d(Freezable, nn.BatchNorm1d):
 
     def constants(self) -> tuple[Tensor, Tensor]:
         """The eval-mode constants ``(a, b)`` of :func:`bn_affine`."""
+        assert self.running_mean is not None and self.running_var is not None  # track_running_stats=True
         return bn_affine(self.weight, self.bias, self.running_mean, self.running_var, self.eps)
 
 

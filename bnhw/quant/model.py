@@ -13,13 +13,22 @@ re-estimates the batch-norm statistics on data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 import torch
 from torch import Tensor, nn
 
 from ..spec import ArchSpec
 from .layers import BinaryBlock, Classifier, Freezable, Stem, baked_state_dict
+
+if TYPE_CHECKING:
+    from ..spec.cells import CellNetSpec
+    from ..spec.protocol import NetworkSpec
+    from .cellnet import CellNet
+
+#: a Brevitas network of either spec kind (both have ``spec`` and ``weight_norm``)
+Network: TypeAlias = "BinaryNet | CellNet"
 
 __all__ = ["BinaryNet", "baked_copy", "build_model", "build_network", "recalibrate_bn", "to_fixed"]
 
@@ -52,26 +61,38 @@ class BinaryNet(nn.Module):
         return (batch, self.spec.in_channels, self.spec.resolution, self.spec.resolution)
 
 
-def build_model(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
+@overload
+def build_model(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet: ...
+@overload
+def build_model(spec: CellNetSpec, *, weight_norm: bool = True) -> CellNet: ...
+@overload
+def build_model(spec: NetworkSpec, *, weight_norm: bool = True) -> Network: ...
+def build_model(spec: NetworkSpec, *, weight_norm: bool = True) -> Network:
     """A freshly initialised :class:`BinaryNet` for ``spec``, in eval mode (a
     :class:`~bnhw.quant.cellnet.CellNet` for a cell-network spec)."""
     return build_network(spec, weight_norm=weight_norm).eval()
 
 
-def build_network(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet:
+@overload
+def build_network(spec: ArchSpec, *, weight_norm: bool = True) -> BinaryNet: ...
+@overload
+def build_network(spec: CellNetSpec, *, weight_norm: bool = True) -> CellNet: ...
+@overload
+def build_network(spec: NetworkSpec, *, weight_norm: bool = True) -> Network: ...
+def build_network(spec: NetworkSpec, *, weight_norm: bool = True) -> Network:
     """:class:`BinaryNet` for an :class:`ArchSpec`; for a :class:`~bnhw.spec.cells.CellNetSpec` a
     :class:`~bnhw.quant.cellnet.CellNet` (``weight_norm`` does not apply: cell nets use XNOR scaling)."""
     return MODEL_BUILDERS[spec.kind](spec, weight_norm)
 
 
-def _cell_network(spec, weight_norm: bool):
+def _cell_network(spec: Any, weight_norm: bool) -> CellNet:
     from .cellnet import CellNet
 
     return CellNet(spec)
 
 
 #: spec kind -> its Brevitas network (see bnhw.spec.protocol)
-MODEL_BUILDERS = {"blocks": lambda spec, weight_norm: BinaryNet(spec, weight_norm=weight_norm),
+MODEL_BUILDERS: dict[str, Callable[[Any, bool], Network]] = {"blocks": lambda spec, weight_norm: BinaryNet(spec, weight_norm=weight_norm),
                   "cells": _cell_network}
 
 

@@ -98,6 +98,9 @@ class ActQuant(_ConstQuant, ActQuantSolver):
 class TensorNorm(nn.Module):
     """A per-tensor batch norm on the logits (one mean, variance, weight and bias)."""
 
+    running_mean: Tensor    # buffers (registered in __init__)
+    running_var: Tensor
+
     def __init__(self, eps: float = 1e-4, momentum: float = 0.1):
         super().__init__()
         self.eps = eps
@@ -286,10 +289,13 @@ def reference_data(name: str, split: str = "train", seed: int = 0) -> tuple[Tens
     recovers them exactly.  ``split`` is ``"train"`` or ``"test"`` (the
     deterministic stratified split of :func:`bnhw.data.datasets.load_digits_data`).
     """
-    from ..data.datasets import load_digits_data
+    from ..data.datasets import ImageSet, load_digits_data
 
     c, h, _ = _spec(name).input_shape
     bundle = load_digits_data(h, channels=c, seed=seed)
+    # the digits are in memory: ImageSets throughout
+    assert isinstance(bundle.train, ImageSet) and isinstance(bundle.val, ImageSet) \
+        and isinstance(bundle.test, ImageSet)
     if split == "train":
         u8 = torch.cat([bundle.train.images, bundle.val.images])
         y = torch.cat([bundle.train.labels, bundle.val.labels])

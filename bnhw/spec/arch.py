@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ..errors import BnhwError, SpecError
 
@@ -39,11 +39,11 @@ RESIDUAL_MODES = ("float", "fixed")
 # ----------------------------------------------------------------------------
 # small typed readers that name the field on failure
 # ----------------------------------------------------------------------------
-def int_field(d: Mapping[str, Any], key: str, path: str, *, default: Any = dataclasses.MISSING,
+def int_field(d: Mapping[str, Any], key: str, path: str, *, default: int | None = None,
          minimum: int | None = 1) -> int:
     fpath = f"{path}.{key}" if path else key
     if key not in d:
-        if default is dataclasses.MISSING:
+        if default is None:
             raise SpecError(fpath, "missing required field")
         return default
     v = d[key]
@@ -88,7 +88,7 @@ class StemSpec:
             stride=int_field(d, "stride", path, default=2),
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"channels": self.channels, "kernel": self.kernel, "stride": self.stride}
 
 
@@ -113,7 +113,7 @@ class BlockSpec:
             stride=int_field(d, "stride", path, default=1),
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"channels": self.channels, "kernel": self.kernel, "groups": self.groups,
                 "stride": self.stride}
 
@@ -138,7 +138,7 @@ class StageSpec:
             raise SpecError(f"{path}.blocks", "expected a non-empty list of blocks")
         return cls(tuple(BlockSpec.from_dict(b, f"{path}.blocks[{i}]") for i, b in enumerate(blocks)))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"blocks": [b.to_dict() for b in self.blocks]}
 
     @property
@@ -227,7 +227,7 @@ class Precision:
                                 f"residual_bits + slope_frac_bits must be <= 24 (float32-exact RPReLU), "
                                 f"got {self.residual_bits + self.slope_frac_bits}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @property
@@ -259,7 +259,7 @@ class BlockGeometry:
 class ArchSpec:
     """A complete binary network (see the module docstring); a :class:`~bnhw.spec.protocol.NetworkSpec`."""
 
-    kind: ClassVar[str] = "blocks"
+    kind: ClassVar[Literal["blocks"]] = "blocks"
 
     num_classes: int
     resolution: int
@@ -310,7 +310,7 @@ class ArchSpec:
             get_space(space).validate(spec)
         return spec
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"version": SPEC_VERSION}
         if self.name:
             d["name"] = self.name
@@ -336,7 +336,7 @@ class ArchSpec:
             raise SpecError("", f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
         return cls.from_dict(d, check_space=check_space)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         return atomic_write_text(path, self.to_json() + "\n")
 
     def replace(self, **changes: Any) -> ArchSpec:
@@ -435,12 +435,12 @@ class ArchSpec:
 # ----------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temp file in the same folder + rename)."""
     return atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -459,7 +459,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def load_spec(path_or_name: str | os.PathLike, *, check_space: bool = True) -> Any:
+def load_spec(path_or_name: str | os.PathLike[str], *, check_space: bool = True) -> Any:
     """A :class:`~bnhw.spec.protocol.NetworkSpec` from a JSON file (parsed by its ``kind``: an
     :class:`ArchSpec`, or a :class:`~bnhw.spec.cells.CellNetSpec` for ``"cells"``), or a bundled one by
     name (see :mod:`bnhw.spec.zoo`)."""

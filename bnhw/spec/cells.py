@@ -38,7 +38,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Literal
 
 from ..errors import BnhwError, SpecError
 from .arch import Precision, atomic_write_text, check_keys, int_field
@@ -46,7 +46,7 @@ from .arch import Precision, atomic_write_text, check_keys, int_field
 __all__ = ["ZEROISE", "CELL_OPS", "SEP_OPS", "ALL_OPS", "Genotype", "CellNetSpec", "BNAS_VARIANTS", "bnas_variant", "is_cell_spec",
            "CELL_SPEC_KIND"]
 
-CELL_SPEC_KIND = "cells"
+CELL_SPEC_KIND: Final = "cells"
 
 ZEROISE = "zeroise"
 #: the BNAS v2 search space (Table 3), in a fixed order (architecture parameters index it)
@@ -107,14 +107,14 @@ class Genotype:
                                     f"node {node} can read states 0..{1 + node} (the two cell inputs and "
                                     f"earlier nodes), got {src}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: [{"op": op, "input": src} for op, src in getattr(self, k)] for k in ("normal", "reduce")}
 
     def ops(self) -> set[str]:
         return {op for op, _ in self.normal + self.reduce}
 
     def short(self) -> str:
-        def cell(edges):
+        def cell(edges: tuple[tuple[str, int], ...]) -> str:
             return " ".join(f"{op}<{src}" for op, src in edges)
         return f"normal[{cell(self.normal)}] reduce[{cell(self.reduce)}]"
 
@@ -124,7 +124,7 @@ class CellNetSpec:
     """A network stacked from one normal and one reduction cell (see the module docstring); a
     :class:`~bnhw.spec.protocol.NetworkSpec`."""
 
-    kind: ClassVar[str] = CELL_SPEC_KIND
+    kind: ClassVar[Literal["cells"]] = CELL_SPEC_KIND
 
     genotype: Genotype
     cells: int = 8
@@ -151,7 +151,7 @@ class CellNetSpec:
         self.validate()
 
     # ------------------------------------------------------------------ layout
-    def layout(self) -> list[dict]:
+    def layout(self) -> list[dict[str, Any]]:
         """Per cell: ``reduction`` (bool), ``channels`` (its C), and the stride of its inputs."""
         if self.stage_cells:
             widths = self.stage_widths or (1.0,) * len(self.stage_cells)
@@ -225,7 +225,7 @@ class CellNetSpec:
             version=int_field(d, "version", "", default=1),
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = {"version": self.version, "kind": CELL_SPEC_KIND, "name": self.name, "space": self.space,
              "resolution": self.resolution, "in_channels": self.in_channels, "num_classes": self.num_classes,
              "cells": self.cells, "init_channels": self.init_channels, "stem_multiplier": self.stem_multiplier,
@@ -246,7 +246,7 @@ class CellNetSpec:
         except json.JSONDecodeError as e:
             raise SpecError("", f"not valid JSON ({e.msg} at line {e.lineno})") from None
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         return atomic_write_text(path, self.to_json() + "\n")
 
     def replace(self, **changes: Any) -> CellNetSpec:

@@ -23,11 +23,25 @@ __all__ = ["NetworkSpec", "SPEC_KINDS", "spec_kind", "spec_from_dict"]
 class NetworkSpec(Protocol):
     """A validated, JSON-serialisable description of one network."""
 
-    kind: str                # "blocks" | "cells" (a class attribute; written into the JSON of non-block kinds)
-    name: str
-    resolution: int          # the nominal input size OPs are counted at
-    in_channels: int
-    num_classes: int
+    # read-only members: the specs are frozen dataclasses (and ``kind`` a class attribute)
+    @property
+    def kind(self) -> str:
+        """``"blocks"`` | ``"cells"`` (a class attribute; written into the JSON of non-block kinds)."""
+        ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def resolution(self) -> int:
+        """The nominal input size OPs are counted at."""
+        ...
+
+    @property
+    def in_channels(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
 
     def short(self) -> str:
         """A one-line human summary."""

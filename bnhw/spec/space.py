@@ -15,6 +15,7 @@ import bisect
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..errors import BnhwError, SpecError
 from .arch import ArchSpec, BlockSpec, Precision, StageSpec, StemSpec
@@ -304,7 +305,7 @@ class SearchSpace:
             states = total
         return sum(states.values())
 
-    def describe(self) -> list[dict]:
+    def describe(self) -> list[dict[str, Any]]:
         rows = [{"stage": "stem", "input": f"{self.resolution}x{self.resolution}", "depth": "1",
                  "widths": _fmt(self.stem_widths), "kernels": str(self.stem_kernel), "groups": "1",
                  "stride": str(self.stem_stride)}]

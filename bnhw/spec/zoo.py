@@ -91,7 +91,7 @@ ARCHS: dict[str, tuple[Callable[[], ArchSpec | CellNetSpec], str]] = {
 }
 
 
-def get_arch(name: str) -> ArchSpec:  # a CellNetSpec for the cell networks
+def get_arch(name: str) -> ArchSpec | CellNetSpec:
     try:
         make, _ = ARCHS[name]
     except KeyError:

@@ -71,8 +71,10 @@ def toolchain_status(arch: str) -> tuple[bool, str]:
     """
     t = target(arch)
     missing = [t.compiler] if shutil.which(t.compiler) is None else []
-    if _needs_qemu(t) and shutil.which(t.qemu) is None:
-        missing.append(t.qemu)
+    if _needs_qemu(t):
+        assert t.qemu is not None  # _needs_qemu
+        if shutil.which(t.qemu) is None:
+            missing.append(t.qemu)
     if not missing:
         return True, f"{arch}: {t.compiler}" + (f" + {t.qemu}" if _needs_qemu(t) else "") + " found"
     return False, (f"{arch}: {' and '.join(missing)} not found on PATH; install with "
@@ -88,9 +90,10 @@ def build_executable(arch: str, sources: dict[str, str], name: str, out_dir: str
     Raises :class:`BnhwError` with one line when the toolchain is missing or the compiler fails.
     """
     t = target(arch)
-    if shutil.which(t.compiler) is None:
+    found = shutil.which(t.compiler)
+    if found is None:
         raise BnhwError(toolchain_status(arch)[1])
-    cc = shutil.which(t.compiler) if arch != "native" else c_compiler()
+    cc = found if arch != "native" else c_compiler()
     flags = (*t.flags, *extra_flags)
     cfiles = [k for k in sorted(sources) if k.endswith(".c")]
     if not cfiles:
@@ -115,6 +118,7 @@ def run_executable(arch: str, exe: str | Path, args: Sequence[str] = (), timeout
     t = target(arch)
     cmd = [str(exe), *map(str, args)]
     if _needs_qemu(t):
+        assert t.qemu is not None  # _needs_qemu
         qemu = shutil.which(t.qemu)
         if qemu is None:
             raise BnhwError(toolchain_status(arch)[1])

@@ -323,8 +323,8 @@ class _Elab:
             cg = C // groups
             idx = idx.reshape(Ho, Wo, k * k, groups, cg).transpose(0, 1, 3, 2, 4)
         elif order.startswith("dw"):
-            _, pe, vs = order.split(":")
-            pe, vs = int(pe), int(vs)
+            _, pe_s, vs_s = order.split(":")
+            pe, vs = int(pe_s), int(vs_s)
             kk = k * k
             if C % pe or kk % vs:
                 raise SimError(f"{n.name}: depthwise consumer PE={pe} / SIMD={vs} do not divide {C} / {kk}")
