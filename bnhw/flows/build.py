@@ -192,12 +192,14 @@ def lower_qonnx_input(inp: NetworkInput) -> LoweredQonnx:
 def _prepare_qonnx(inp: NetworkInput, out: Path, n_inputs: int, lowered: LoweredQonnx | None) -> PreparedNetwork:
     import shutil
 
-    from ..data.datasets import load_digits_data
+    from ..data.datasets import ImageSet, load_digits_data
 
     low = lowered or lower_qonnx_input(inp)
     onnx = out / "model.onnx"
+    assert inp.path is not None                  # a QONNX input is a file
     shutil.copyfile(inp.path, onnx)
     bundle = load_digits_data(low.size, channels=low.channels, seed=0)
+    assert isinstance(bundle.test, ImageSet)     # the digits are held in memory
     u8 = bundle.test.images[:n_inputs]
     images = u8.float() / 255.0
     nhwc = u8.numpy().astype(np.int64).transpose(0, 2, 3, 1)
@@ -217,7 +219,7 @@ def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> Prepare
     from ..hw.lower_binarynet import integer_input, lower_binarynet
     from ..quant.checkpoint import load_checkpoint, load_model
     from ..quant.export import export_qonnx
-    from ..quant.model import to_fixed
+    from ..quant.model import BinaryNet, to_fixed
 
     spec = inp.spec
     require_hardware(spec, inp.label, "build",
@@ -233,6 +235,7 @@ def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> Prepare
                      "(accuracy is not meaningful; cycles and resources do not depend on weights)")
     else:
         model = load_model(spec, checkpoint)
+        assert isinstance(model, BinaryNet)      # an ArchSpec builds a BinaryNet
         if not spec.precision.fixed:
             model = to_fixed(model)
     if not spec.precision.fixed:
@@ -474,6 +477,7 @@ def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, tota
     # functional mode on the real inputs: the simulator's data path against the IR reference
     xs = prep.int_inputs
     fun = simulate(net, len(xs), inputs=xs, clock_mhz=clock)
+    assert fun.outputs is not None               # functional mode: inputs given
     ref = np.stack([g.execute(x) for x in xs])
     exact = int(sum(np.array_equal(a, b) for a, b in zip(ref, fun.outputs)))
     if exact != len(xs):

@@ -89,7 +89,7 @@ def _check_checkpoint(ckpt: Path, spec: ArchSpec, arch: str) -> None:
     def canon(s: ArchSpec) -> ArchSpec:
         return s.replace(name="", space=None, precision=spec.precision, num_classes=1)
 
-    if canon(saved) != canon(spec):
+    if not isinstance(saved, ArchSpec) or canon(saved) != canon(spec):
         raise BnhwError(f"{ckpt} holds weights of another architecture than {arch} ({saved.short()})")
 
 

@@ -144,7 +144,7 @@ def fresh_hardware_model(spec: ArchSpec):
 
     from ..data import digits_images
     from ..quant.checkpoint import load_model
-    from ..quant.model import recalibrate_bn, to_fixed
+    from ..quant.model import BinaryNet, recalibrate_bn, to_fixed
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(WEIGHT_SEED)
@@ -152,6 +152,7 @@ def fresh_hardware_model(spec: ArchSpec):
         x, _ = digits_images(spec.resolution, CALIBRATION_IMAGES, channels=spec.in_channels, seed=CALIBRATION_SEED)
         half = CALIBRATION_IMAGES // 2
         recalibrate_bn(model, [x[:half], x[half:]])
+    assert isinstance(model, BinaryNet)          # an ArchSpec builds a BinaryNet
     if not spec.precision.fixed:
         model = to_fixed(model)
     return model

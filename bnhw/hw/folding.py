@@ -159,8 +159,8 @@ def _options(g: HwGraph, n: Node, prune: bool = True) -> list[_Option]:
             continue
         cyc = int(node_cycles(g, m))
         r = node_resources(g, m)
-        vec = [float(r.lut), float(r.bram18), float(r.uram), float(r.dsp)]
-        out.append(_Option(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, tuple(vec)))
+        vec = (float(r.lut), float(r.bram18), float(r.uram), float(r.dsp))
+        out.append(_Option(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, vec))
     return _pareto(out) if prune else out
 
 
@@ -300,7 +300,9 @@ def maximize_fps(g: HwGraph, budget: Mapping[str, float], *, board_name: str = "
         if p.fit(cand[j]) is not None:
             best = j
             break
-    return graph_cost(p.apply(p.fit(cand[best])))
+    chosen = p.fit(cand[best])
+    assert chosen is not None          # cand[hi] fits (bisection invariant) and best is hi or a fitting j
+    return graph_cost(p.apply(chosen))
 
 
 def min_resources_for_fps(g: HwGraph, fps: float, clock_mhz: float, budget: Mapping[str, float], *,

@@ -216,6 +216,12 @@ class Node:
         return self.attrs.get(key, default)
 
 
+def hwc(shape: Any) -> tuple[int, int, int]:
+    """A stream shape ``(H, W, C)`` as three Python ints (a shape of another length is an error)."""
+    h, w, c = (int(v) for v in shape)
+    return (h, w, c)
+
+
 def round_half_even_div(num: np.ndarray, den: int) -> np.ndarray:
     """``round_half_even(num / den)`` for integer arrays and a positive integer ``den``, exactly."""
     num = np.asarray(num, dtype=np.int64)
@@ -381,7 +387,8 @@ class HwGraph:
         from ..spec import atomic_write_bytes, atomic_write_text
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=json_default))
         buf = io.BytesIO()
-        np.savez(buf, **{f"{n.name}/{k}": v for n in self.nodes for k, v in n.params.items()})
+        arrays = {f"{n.name}/{k}": v for n in self.nodes for k, v in n.params.items()}
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds might name allow_pickle
         atomic_write_bytes(str(path) + ".npz", buf.getvalue())
 
     @staticmethod

@@ -43,7 +43,7 @@ from ..quant.layers import (
     sign_thresholds,
 )
 from ..quant.model import BinaryNet, baked_copy
-from .ir import FINN_NAMES, DType, HwGraph, Node, Stream
+from .ir import FINN_NAMES, DType, HwGraph, Node, Stream, hwc
 
 __all__ = ["integer_input", "lower_binarynet"]
 
@@ -72,7 +72,7 @@ class _Builder:
     def stream(self, name: str, shape, dtype: DType) -> str:
         if name in self.streams:
             raise AssertionError(f"stream {name!r} declared twice")
-        self.streams[name] = Stream(name, tuple(int(v) for v in shape), dtype)
+        self.streams[name] = Stream(name, hwc(shape), dtype)
         return name
 
     def node(self, op: str, inputs: list[str], outputs: list[tuple[str, tuple, DType]], layer: str,
@@ -195,8 +195,9 @@ def lower_binarynet(model: BinaryNet) -> HwGraph:
                                       "acc_dtype": DType.for_range(lo, hi).finn_name()},
                        {"weights": wc})
     bn = m.classifier.bn                     # the logit BN: a float per-class affine map
-    la, lb = bn_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
-    la, lb = la.double().numpy(), lb.double().numpy()
+    assert bn.running_mean is not None and bn.running_var is not None     # tracked running statistics
+    scale_t, shift_t = bn_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+    la, lb = scale_t.double().numpy(), shift_t.double().numpy()
     bias = fc.bias.detach().double().numpy()
     head = {"scale": (acc_scale * la).tolist(), "bias": (bias * la + lb).tolist()}
     meta = {"source": "bnhw.BinaryNet", "spec": spec.to_dict(), "head": head,

@@ -54,7 +54,7 @@ from qonnx.custom_op.general.bipolar_quant import binary_quant
 from qonnx.custom_op.general.quant import quant
 from qonnx.util.basic import get_by_name
 
-from .ir import FINN_NAMES, DType, HwGraph, IRError, Node, Stream
+from .ir import FINN_NAMES, DType, HwGraph, IRError, Node, Stream, hwc
 
 __all__ = ["lower_reference", "lower_qonnx"]
 
@@ -187,7 +187,7 @@ class _Builder:
 
     def stream(self, shape: tuple[int, int, int], dtype: DType) -> str:
         sname = f"s{len(self.streams)}"
-        self.streams[sname] = Stream(sname, tuple(int(v) for v in shape), dtype)
+        self.streams[sname] = Stream(sname, hwc(shape), dtype)
         return sname
 
     def node(self, op: str, src: str, shape, dtype: DType, layer: str, attrs=None, params=None) -> str:
@@ -256,7 +256,7 @@ def lower_qonnx(mw: ModelWrapper, name: str, in_shape: tuple[int, int, int]) -> 
     if qn.op_type == "BipolarQuant":
         k = int(np.argmax(codes > 0)) if np.any(codes > 0) else 256
         thr = np.full((C, 1), k, dtype=np.int64)
-        attrs = {"out_bias": -1, "out_scale": 2}
+        attrs: dict[str, Any] = {"out_bias": -1, "out_scale": 2}
         odt = DType.bipolar()
         qlo, qhi = -1, 1
     else:
@@ -365,14 +365,14 @@ def lower_qonnx(mw: ModelWrapper, name: str, in_shape: tuple[int, int, int]) -> 
         accs = np.arange(lo, hi + 1, dtype=np.int64)
         y = _replay(mw, post, (accs.astype(np.float32) * np.float32(s_acc))[:, None])[:, 0]
         if np.all(np.diff(y) >= 0):
-            sign = 1
+            direction = 1
         elif np.all(np.diff(y) <= 0):
-            sign = -1
+            direction = -1
         else:
             raise IRError(f"{n.name}: the output affine is not monotone")
         adt = DType.for_range(lo, hi, s_acc)
-        cur = b.node("MVAU", cur, out_hw + (MH,), adt, layer, attrs, {"weights": wmat * sign})
-        b.qonnx[cur] = [n.output[0], s_acc, sign]
+        cur = b.node("MVAU", cur, out_hw + (MH,), adt, layer, attrs, {"weights": wmat * direction})
+        b.qonnx[cur] = [n.output[0], s_acc, direction]
         final_acc = cur
     if final_acc is None or b.streams[final_acc].dtype.is_bipolar:
         raise IRError("the graph does not end in an accumulator layer")

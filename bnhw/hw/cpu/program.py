@@ -56,7 +56,7 @@ _A = {"H": 0, "W": 1, "C": 2, "Ho": 3, "Wo": 4, "Cout": 5, "k": 6, "stride": 7, 
       "pad_value": 16, "use_s16": 17, "lo": 18, "hi": 19,
       # ADDREQUANT / RPRELU reuse slots
       "shift": 3, "shortcut_shift": 4, "frac": 3}
-DTYPES = {np.dtype(np.int16): 1, np.dtype(np.int32): 2, np.dtype(np.int64): 3, np.dtype(np.uint64): 4}
+DTYPES: dict[np.dtype, int] = {np.dtype(np.int16): 1, np.dtype(np.int32): 2, np.dtype(np.int64): 3, np.dtype(np.uint64): 4}
 #: output modes of BCONV / ICONV / THRESH
 OUT_ACC, OUT_PACKED, OUT_MULTI = 0, 1, 2
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -70,7 +70,7 @@ class CpuLoweringError(BnhwError):
 @dataclass
 class CpuTensor:
     name: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]          # (H, W, C)
     packed: bool
     groups: int = 1
     dtype: DType | None = None
@@ -499,7 +499,7 @@ def write_model(p: CpuProgram | HwGraph, path: str | Path) -> Path:
     return atomic_write_bytes(path, to_bytes(p))
 
 
-_NP = {v: k for k, v in DTYPES.items()}
+_NP: dict[int, np.dtype] = {v: k for k, v in DTYPES.items()}
 _SLOT_NAMES = {op: names for op, names in {
     "BCONV": ("H", "W", "C", "Ho", "Wo", "Cout", "k", "stride", "pad", "dil", "groups", "out_mode", "out_groups",
               "n_thr", "out_bias", "out_scale", "pad_value"),

@@ -481,7 +481,7 @@ class _Gen:
         name = f"{c_ident(n.name)}_thr"
         scale, bias = int(n.attrs.get("out_scale", 1)), int(n.attrs.get("out_bias", 0))
         act = f"bnhw::Thresholds<{pe}, {nf}, {nt}, {tt}, {scale}, {bias}>"
-        text = _c_array(name, act, [_lit(v) for v in lay.reshape(-1)], (pe, nf, nt), scalar=True)
+        text = _c_array(name, act, [_lit(int(v)) for v in lay.reshape(-1)], (pe, nf, nt), scalar=True)
         return act, name, text
 
     def _op_MVAU(self, n: Node):
@@ -886,7 +886,7 @@ exit
 
 def _readme(g: HwGraph, top: str, part: str, clock_ns: float, gen: _Gen) -> str:
     si, so = g.streams[g.input], g.streams[g.output]
-    ops = {}
+    ops: dict[str, int] = {}
     for n in g.nodes:
         ops[n.op] = ops.get(n.op, 0) + 1
     op_s = ", ".join(f"{k} x{v}" for k, v in ops.items())

@@ -73,7 +73,8 @@ class _Runner:
     stopped there and counts as a failure (``None``), so a bad trial costs no more than a good one."""
 
     def __init__(self, net: Netlist, frames: int, say: Progress):
-        self.net, self.frames, self.runs, self.cap, self.say = net, frames, 0, None, say
+        self.net, self.frames, self.runs, self.say = net, frames, 0, say
+        self.cap: int | None = None
         self.t0 = time.time()
 
     def ii(self, depths) -> float | None:

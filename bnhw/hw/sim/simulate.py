@@ -87,6 +87,7 @@ def _why(net: Netlist, u: Unit) -> str:
     """Why a unit's first output comes when it does (its fill condition)."""
     ip = u.iparams
     if u.kind == "router":
+        assert u.need is not None          # every router has its per-word input needs
         if u.finn_op == "ConvolutionInputGenerator_rtl":
             return (f"window buffer fills first: {int(u.need[0])} input words (the rows and pixels under the "
                     f"first window) before the first output word")
@@ -215,4 +216,7 @@ class SimRefine:
 
     def __call__(self, g: HwGraph) -> dict:
         r = simulate(g, self.frames)
+        if r.ii_cycles is None:
+            raise SimError(f"{g.name}: the cycle simulation of {self.frames} frames has no steady state "
+                           "(a deadlock, or fewer than 2 frames)")
         return {"ii_cycles": float(r.ii_cycles), "latency_cycles": int(r.frame_latency_cycles)}
