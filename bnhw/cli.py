@@ -390,7 +390,7 @@ def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images
 
     spec = resolve(arch, "train").spec
     if supernet is not None and not Path(supernet).is_file():
-        raise BnhwError(f"--supernet {supernet}: no such file")
+        raise BnhwError(f"--supernet {supernet}: no such checkpoint")
     dist_util.init_from_env()
     cfg = FitConfig(scheme="finetune" if supernet else "scratch", epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, data=data, resolution=resolution, train_images=train_images, optimizer=optimizer)
@@ -424,7 +424,7 @@ def eval_cmd(arch, checkpoint, data, resolution, split) -> None:
 
     resolve(arch, "eval")
     if not checkpoint.is_file():
-        raise BnhwError(f"--checkpoint {checkpoint}: no such file")
+        raise BnhwError(f"--checkpoint {checkpoint}: no such checkpoint")
     r = evaluate_checkpoint(arch, checkpoint, data, resolution, split)
     click.echo(f"top-1 {r['accuracy']:.4f} on {r['images']} {split} images ({r['data']})")
 

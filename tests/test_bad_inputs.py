@@ -120,7 +120,7 @@ CASES = [
      "unknown data source"),
     ("train-out-file", ["train", "nasbnn-cifar-smallest", "-o", "{d}/exists.txt"], "exists.txt: is an existing file"),
     ("eval-no-checkpoint", ["eval", "nasbnn-cifar-smallest"], "--checkpoint"),
-    ("eval-ckpt-missing", ["eval", "nasbnn-cifar-smallest", "--checkpoint", "{d}/no.pt"], "no.pt: no such file"),
+    ("eval-ckpt-missing", ["eval", "nasbnn-cifar-smallest", "--checkpoint", "{d}/no.pt"], "no.pt: no such checkpoint"),
     ("eval-ckpt-corrupt", ["eval", "nasbnn-cifar-smallest", "--checkpoint", "{d}/garbage.bin"], "garbage.bin"),
     ("eval-split", ["eval", "nasbnn-cifar-smallest", "--checkpoint", "{d}/model.pt", "--split", "dev"], "--split"),
     # --- search

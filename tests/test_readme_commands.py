@@ -28,7 +28,9 @@ In CI (``make test``) the lines that would take minutes run with the reduction f
 :data:`REDUCTIONS` (smaller loops through the same code path, each explained there) and bnhw lines run
 in process (click's runner calling the same ``bnhw.cli.main`` the console script calls; torchrun and
 make lines are subprocesses).  ``make check-readme`` (``BNHW_README_FULL=1``) runs every line as written,
-each bnhw line as a ``.venv/bin/bnhw`` subprocess, with no reductions.
+each bnhw line as a ``.venv/bin/bnhw`` subprocess, with no reductions; ``BNHW_README_FULL=<regex>`` does
+that only for the lines whose command matches the regex (``'bnhw (build|sim) '``; the others run reduced,
+for their outputs), ``BNHW_README_FULL=210,300`` for the lines starting at those README line numbers.
 """
 
 from __future__ import annotations
@@ -53,7 +55,16 @@ from helpers.readme import ReadmeCommand, ReadmeParseError, option_value, parse_
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 BIN = Path(sys.prefix) / "bin"                 # the virtualenv's bnhw / torchrun
-FULL = os.environ.get("BNHW_README_FULL") == "1"
+_FULL = os.environ.get("BNHW_README_FULL", "").strip()
+FULL = _FULL == "1"                            # every line as written
+FULL_LINES = {int(n) for n in _FULL.split(",")} if re.fullmatch(r"[\d,\s]+", _FULL) and not FULL else set()
+FULL_MATCH = re.compile(_FULL) if _FULL and not FULL and not FULL_LINES else None
+
+
+def unreduced(cmd: ReadmeCommand) -> bool:
+    """Run ``cmd`` as written (no reductions, as a subprocess)?"""
+    return (FULL or cmd.line in FULL_LINES
+            or (FULL_MATCH is not None and FULL_MATCH.search(" ".join(cmd.argv)) is not None))
 SUMMARY = os.environ.get("BNHW_README_SUMMARY")   # optional: write the per-line results as JSON here
 
 
@@ -116,7 +127,7 @@ REDUCTIONS: tuple[Reduction, ...] = (
 
 
 def reductions_for(cmd: ReadmeCommand) -> list[Reduction]:
-    return [] if FULL else [r for r in REDUCTIONS if r.applies(cmd)]
+    return [] if unreduced(cmd) else [r for r in REDUCTIONS if r.applies(cmd)]
 
 
 # ----------------------------------------------------------------------------- what each command writes
@@ -253,15 +264,15 @@ def error_line(stdout: str, stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _env() -> dict[str, str]:
+def _env(as_written: bool = False) -> dict[str, str]:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    if not FULL:
+    if not as_written:
         env["OMP_NUM_THREADS"] = "1"      # CI runs pytest workers on both cores
     return env
 
 
-def _subprocess(argv: list[str], wd: Path) -> tuple[int, str, str]:
-    p = subprocess.run(argv, cwd=wd, env=_env(), capture_output=True, text=True)
+def _subprocess(argv: list[str], wd: Path, as_written: bool = False) -> tuple[int, str, str]:
+    p = subprocess.run(argv, cwd=wd, env=_env(as_written), capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -535,9 +546,9 @@ def run_sequence(cmds: list[ReadmeCommand], wd: Path, progress: Callable[[Outcom
                     continue
             if cmd.torchrun:
                 head = [str(BIN / "torchrun"), *cmd.argv[1:cmd.argv.index("-m") + 2]]
-                rc, so, se = _subprocess(head + args, wd)
-            elif FULL:
-                rc, so, se = _subprocess([str(BIN / "bnhw"), *args], wd)
+                rc, so, se = _subprocess(head + args, wd, unreduced(cmd))
+            elif unreduced(cmd):
+                rc, so, se = _subprocess([str(BIN / "bnhw"), *args], wd, True)
             else:
                 rc, so, se = _in_process(args, wd)
             o.rc, o.stdout, o.stderr = rc, so, se

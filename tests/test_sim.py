@@ -247,3 +247,25 @@ def test_sim_cli_reports_a_deadlock_in_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "bnhw.cli", "sim", str(tmp_path), "--fifos", "sized"],
                        capture_output=True, text=True)
     assert p.returncode == 0 and "II 256 cycles" in p.stdout
+
+
+def test_fifo_config_file_reads_back_the_sized_depths(tmp_path):
+    """The config `bnhw build` writes (FINN's inFIFODepths/outFIFODepths) gives `bnhw sim --fifos FILE`
+    the depths that were sized, including the FIFO into the output DMA (listed only as an output)."""
+    from bnhw.flows.simulate import fifo_depths
+    from bnhw.hw.sim.fifo_sizing import finn_fifo_config
+
+    g = _shortcut_graph()
+    net = elaborate(g)
+    s = size_fifos(net, frames=4)
+    depths = [max(2, d) for d in s.depths]
+    assert max(depths) > 2 and any(net.units[f.dst].kind == "sink" for f in net.fifos)
+    p = tmp_path / "fifo_config.json"
+    p.write_text(json.dumps(finn_fifo_config(net, s.depths)))
+    assert fifo_depths(net, str(p), print) == depths
+    g.save(tmp_path / "hw_graph.json")
+    for extra in (["--fifos", str(p)], ["--fifos", "sized", "--json"]):
+        r = subprocess.run([sys.executable, "-m", "bnhw.cli", "sim", str(tmp_path), *extra],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ii_cycles"] == 256 and "FIFO sizing" in r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from ..errors import BnhwError
 from .inputs import load_hw_graph, resolve
 
 
-def _depths(net, fifos: str, echo):
+def fifo_depths(net, fifos: str, echo):
     from ..hw.sim.fifo_sizing import size_fifos
 
     if fifos == "unbounded":
@@ -28,14 +29,28 @@ def _depths(net, fifos: str, echo):
         cfg = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise BnhwError(f"{p}: not JSON ({e.msg})") from None
+    if not isinstance(cfg, dict):
+        raise BnhwError(f"{p}: not a FIFO config (a JSON object of units)")
     depths = []
-    for f in net.fifos:
+    for i, f in enumerate(net.fifos):
+        # the FIFO between two units is the consumer's input; the one into the output DMA (a sink,
+        # which FINN's config does not list) is the producer's output
         u = net.units[f.dst]
+        key, ports = "inFIFODepths", u.ins
+        if u.kind in ("source", "sink"):
+            u = net.units[f.src]
+            key, ports = "outFIFODepths", u.outs
         entry = cfg.get(u.name, {})
-        ins = entry.get("inFIFODepths")
-        if not ins or len(ins) != len(u.ins):
-            raise BnhwError(f"{p}: no inFIFODepths for unit {u.name!r} (write it with `bnhw build`)")
-        depths.append(int(ins[u.ins.index(net.fifos.index(f))]))
+        listed = entry.get(key) if isinstance(entry, dict) else None
+        if not isinstance(listed, list) or len(listed) != len(ports):
+            raise BnhwError(f"{p}: no {key} for unit {u.name!r} (write it with `bnhw build`)")
+        try:
+            d = int(listed[ports.index(i)])
+        except (TypeError, ValueError):
+            raise BnhwError(f"{p}: {u.name}.{key} must be integers") from None
+        if d < 1:
+            raise BnhwError(f"{p}: {u.name}.{key}: a depth must be >= 1")
+        depths.append(d)
     return depths
 
 
@@ -46,7 +61,9 @@ def sim_command(graph: Path, *, frames: int, fifos: str, clock_mhz: float, as_js
 
     g = load_hw_graph(resolve(graph, "sim"))
     net = elaborate(g)
-    r = simulate(net, frames, depths=_depths(net, fifos, echo), clock_mhz=clock_mhz)
+    # with --json, stdout is the JSON alone: progress goes to stderr
+    progress = (lambda s: print(s, file=sys.stderr)) if as_json else echo
+    r = simulate(net, frames, depths=fifo_depths(net, fifos, progress), clock_mhz=clock_mhz)
     d = r.to_dict()
     if as_json:
         echo(json.dumps(d, indent=1))
