@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
-import pytest
-import torch
+# Several pytest-xdist workers share the cores: one OpenMP / torch thread per worker (and per subprocess a
+# test starts, which inherits the environment).  Two workers with two spinning OpenMP threads each on two
+# cores run small torch workloads several times slower than one thread each.  Set before torch is imported.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from torch import Tensor, nn
 
 from bnhw.data import digits_images
@@ -73,6 +81,10 @@ def perturb() -> Callable[[nn.Module, int], nn.Module]:
         return model
 
     return run
+
+
+if os.environ.get("OMP_NUM_THREADS") == "1":
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

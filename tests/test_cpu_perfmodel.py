@@ -27,6 +27,7 @@ from helpers.graphs import (
 )
 
 from bnhw.errors import BnhwError
+from bnhw.hw.cpu import asm_mix
 from bnhw.hw.cpu import perfmodel as pm
 from bnhw.hw.cpu.program import OPCODES, CpuOp, CpuProgram, CpuTensor, lower_cpu
 from bnhw.hw.ir import DType
@@ -97,17 +98,17 @@ def test_bgemm_mix_equals_compiled_hot_loop(isa, mcpu, tmp_path_factory):
     Q-form popcounts) and the chunk loop around it (the widening), counted instruction by instruction."""
     mix = pm.BGEMM_MIX[isa]
     asm = _assembly(isa, mcpu, tmp_path_factory)
-    body = pm.asm_function(asm, "bnhw_bgemm_neon")
-    (i, j), outer = pm.hot_loop(body, isa, "vcnt_q")
-    hot = pm.count_mix(body[i:j + 1], isa)
-    assert not [k for k in pm.count_mix(body, isa) if k.startswith("unknown")]
+    body = asm_mix.asm_function(asm, "bnhw_bgemm_neon")
+    (i, j), outer = asm_mix.hot_loop(body, isa, "vcnt_q")
+    hot = asm_mix.count_mix(body[i:j + 1], isa)
+    assert not [k for k in asm_mix.count_mix(body, isa) if k.startswith("unknown")]
     assert hot == _as_counts(mix.step(mix.mr, mix.nr)), "\n".join(body[i:j + 1])
     # per step: MR + NR 128-bit loads, MR * NR each of EOR / CNT / byte ADD, one branch
     assert hot["vld128"] == mix.mr + mix.nr
     assert hot["veor_q"] == hot["vcnt_q"] == hot["vadd_q"] == mix.mr * mix.nr
     assert hot["branch"] == 1
     assert outer is not None
-    chunk = pm.count_mix(body[outer[0]:outer[1] + 1], isa) - hot
+    chunk = asm_mix.count_mix(body[outer[0]:outer[1] + 1], isa) - hot
     assert chunk == _as_counts(mix.chunk), "\n".join(body[outer[0]:outer[1] + 1])
     # the widening: one pairwise add long and one pairwise add-accumulate per output of the tile
     assert chunk["vpaddl_q"] == chunk["vpadal_q"] == mix.mr * mix.nr
@@ -116,9 +117,9 @@ def test_bgemm_mix_equals_compiled_hot_loop(isa, mcpu, tmp_path_factory):
 @pytest.mark.parametrize("isa,mcpu", BUILDS, ids=["armv7-a9", "aarch64-a53", "aarch64-a72"])
 def test_gemm_s16_mix_equals_compiled_hot_loop(isa, mcpu, tmp_path_factory):
     mix = pm.GEMM_S16_MIX[isa]
-    body = pm.asm_function(_assembly(isa, mcpu, tmp_path_factory), "bnhw_gemm_s16_neon")
-    (i, j), _ = pm.hot_loop(body, isa, "vmlal")
-    hot = pm.count_mix(body[i:j + 1], isa)
+    body = asm_mix.asm_function(_assembly(isa, mcpu, tmp_path_factory), "bnhw_gemm_s16_neon")
+    (i, j), _ = asm_mix.hot_loop(body, isa, "vmlal")
+    hot = asm_mix.count_mix(body[i:j + 1], isa)
     assert hot == _as_counts(mix.step(mix.mr, mix.nr)), "\n".join(body[i:j + 1])
     assert hot["vmlal"] == 2 * mix.mr * mix.nr                # 8 int16 products per output per step
 
@@ -159,9 +160,9 @@ def test_asm_classifier():
           "\tldrhgt\tr1, [r5, r2]": {"load": 1}, "\tstrd\tr6, r7, [sp, #176]": {"store": 1},
           "\tsmlabb\tr3, r0, r2, r3": {"mul": 1}, "\tvst1.64\t{d26-d27}, [sp:64]": {"vst128": 1}}
     for line, want in a64.items():
-        assert pm.classify_asm(line, "aarch64") == want, line
+        assert asm_mix.classify_asm(line, "aarch64") == want, line
     for line, want in v7.items():
-        assert pm.classify_asm(line, "armv7") == want, line
+        assert asm_mix.classify_asm(line, "armv7") == want, line
 
 
 # ------------------------------------------------------------------------------ the per-core figures by hand

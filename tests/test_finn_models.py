@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 
 from bnhw.hw.finn_compat import finn_available, finn_unavailable_reason
-from bnhw.hw.finn_models import (
-    Resources,
-    finn_op_type,
-    legal_pe,
-    legal_simd,
-    model_notes,
-    node_cycles,
-    node_resources,
-)
+from bnhw.hw.finn_models import Resources
 from bnhw.hw.ir import DType, HwGraph, Node, Stream
+from bnhw.hw.ops import finn_op_type, legal_pe, legal_simd, model_notes, node_cycles, node_resources
 from bnhw.hw.setfolding import finn_set_folding
 
 needs_finn = pytest.mark.skipif(not finn_available(), reason=f"finn-plus not usable: "

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from bnhw.hw.boards import get_board
-from bnhw.hw.finn_models import node_cycles
 from bnhw.hw.folding import board_budget, maximize_fps
 from bnhw.hw.ir import DType, HwGraph, Node, Stream
 from bnhw.hw.lower_binarynet import integer_input, lower_binarynet
+from bnhw.hw.ops import node_cycles
 from bnhw.hw.sim.fifo_sizing import fifo_resources, finn_fifo_config, size_fifos
 from bnhw.hw.sim.netlist import elaborate
 from bnhw.hw.sim.simulate import simulate

@@ -289,10 +289,10 @@ def load_folding_file(path: Path) -> dict:
 
 
 def _apply_folding_file(graph: HwGraph, path: Path) -> HwGraph:
-    from ..hw.finn_models import legal_pe, legal_simd
-    from ..hw.folding import buildable, hls_words_fit
+    from ..hw.folding import hls_words_fit
     from ..hw.hls.codegen import HLS_MAX_WORD_BITS
     from ..hw.ir import IRError
+    from ..hw.ops import folding_error
 
     data = load_folding_file(path)
     # a FIFO config written by `bnhw build` (fifo_config.json) also lists width converters and the
@@ -309,13 +309,9 @@ def _apply_folding_file(graph: HwGraph, path: Path) -> HwGraph:
     for n in g.nodes:
         if n.name not in data:
             continue
-        if n.pe not in legal_pe(g, n):
-            raise BnhwError(f"{path}: {n.name} PE={n.pe} is not allowed (choose from {legal_pe(g, n)})")
-        if n.op in ("MVAU", "SWG") and n.simd not in legal_simd(g, n):
-            raise BnhwError(f"{path}: {n.name} SIMD={n.simd} is not allowed (choose from {legal_simd(g, n)})")
-        if not buildable(g, n, n.pe, n.simd):
-            raise BnhwError(f"{path}: {n.name} is a grouped convolution: PE must divide its outputs per group and "
-                            "SIMD its channels per group")
+        why = folding_error(g, n)
+        if why:
+            raise BnhwError(f"{path}: {why}")
         if not hls_words_fit(g, n):
             raise BnhwError(f"{path}: {n.name} at PE={n.pe} SIMD={n.simd} has a word wider than the "
                             f"{HLS_MAX_WORD_BITS} bits of an ap_uint in Vitis HLS; lower its SIMD or PE")
@@ -359,7 +355,6 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
 def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx | None, opts: BuildOptions,
                 board: Board, clock: float, echo: Callable[[str], None]) -> BuildResult:
     """The build proper, writing into ``work`` (renamed to ``out`` when it returns)."""
-    from ..hw.finn_models import finn_op_type, model_notes
     from ..hw.folding import (
         FitError,
         board_budget,
@@ -368,6 +363,7 @@ def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx 
         maximize_fps,
         min_resources_for_fps,
     )
+    from ..hw.ops import finn_op_type, model_notes
     from ..hw.setfolding import finn_set_folding
 
     t0 = time.time()

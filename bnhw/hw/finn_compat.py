@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .finn_models import FinnOp, Resources, finn_ops
+from .finn_models import FinnOp, Resources
 from .ir import HwGraph, Node
+from .ops import finn_ops
 
 __all__ = ["finn_available", "finn_unavailable_reason", "finn_node_model", "finn_estimates",
            "finn_op_estimates", "finn_set_folding_reference", "FPGA_PART"]

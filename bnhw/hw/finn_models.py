@@ -1,4 +1,4 @@
-"""FINN's analytical cycle and resource models, for the nodes of a :class:`~bnhw.hw.ir.HwGraph`.
+"""FINN's analytical cycle and resource models, per FINN custom op (:class:`FinnOp`).
 
 Pure numpy: nothing here imports finn-plus.  Every formula mirrors **finn-plus 1.6.1**
 (``finn/custom_op/fpgadataflow/...``), written afresh from reading these files:
@@ -21,7 +21,7 @@ Pure numpy: nothing here imports finn-plus.  Every formula mirrors **finn-plus 1
   estimates, and so do these models (from the node's parameters).
 
 Each IR node is first translated into one or more :class:`FinnOp` (FINN op type and FINN
-attributes, plus weights / thresholds in FINN's layout): :func:`finn_ops`.  The same
+attributes, plus weights / thresholds in FINN's layout) by its op (:mod:`bnhw.hw.ops`).  The same
 translation feeds :mod:`bnhw.hw.finn_compat`, which instantiates FINN's real custom ops,
 so the tests compare both sides op by op.  A node made of several FINN ops (a padded SWG:
 FMPadding_rtl + ConvolutionInputGenerator_rtl; a pooling node: depthwise
@@ -37,11 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from .ir import HwGraph, Node
-
-__all__ = ["Resources", "FinnOp", "finn_ops", "finn_op_type", "node_cycles", "node_resources",
-           "legal_pe", "legal_simd", "model_notes", "op_cycles", "op_resources",
-           "minimized_attrs", "is_depthwise", "finn_dt_bits", "MAX_ALLOWED_AP_INT_W", "FINN_PLUS_VERSION"]
+__all__ = ["Resources", "FinnOp", "op_cycles", "op_resources", "minimized_attrs", "finn_dt", "finn_dt_bits",
+           "threshold_dt", "minimize_weight_dt", "stream_dt", "vecs", "swg_attrs", "elementwise_resources",
+           "bits_of", "mult_luts", "swg_buffer_depth", "MAX_ALLOWED_AP_INT_W", "FINN_PLUS_VERSION"]
 
 FINN_PLUS_VERSION = "1.6.1"
 #: finn.util.basic.MAX_ALLOWED_AP_INT_W (widest HLS ap_int), used by SetFolding
@@ -97,7 +95,7 @@ class _DT:
     max: int
 
 
-def _dt(name: str) -> _DT:
+def finn_dt(name: str) -> _DT:
     if name == "BINARY":
         return _DT(name, 1, False, 0, 1)
     if name == "BIPOLAR":
@@ -115,7 +113,7 @@ def _dt(name: str) -> _DT:
 
 def finn_dt_bits(name: str) -> int:
     """Bit width of a FINN datatype name (``BINARY``, ``BIPOLAR``, ``INT8``, ...)."""
-    return _dt(name).bits
+    return finn_dt(name).bits
 
 
 def _smallest_dt(value) -> _DT:
@@ -124,13 +122,13 @@ def _smallest_dt(value) -> _DT:
     cands = ["BINARY"] + [f"UINT{b}" for b in range(1, 65)] + ["BIPOLAR", "TERNARY"] + \
         [f"INT{b}" for b in range(1, 65)]
     for c in cands:
-        d = _dt(c)
+        d = finn_dt(c)
         if d.min <= value <= d.max:
             return d
     raise ValueError(f"no integer datatype holds {value}")
 
 
-def _minimize_weight_dt(w: np.ndarray) -> _DT:
+def minimize_weight_dt(w: np.ndarray) -> _DT:
     """MVAU / VVAU ``minimize_weight_bit_width`` (value based)."""
     w_min, w_max = w.min(), w.max()
     if w_min < 0:
@@ -147,23 +145,23 @@ def _accumulator_dt(w: np.ndarray, idt: _DT, no_activation: bool, last: bool) ->
     acc_max = (w * max_vec).sum(axis=0).max()
     acc_min = (w * min_vec).sum(axis=0).min()
     if acc_min >= 0:
-        adt = _dt(f"UINT{math.ceil(np.log2(acc_max + 1))}")
+        adt = finn_dt(f"UINT{math.ceil(np.log2(acc_max + 1))}")
     else:
         m = max(-acc_min, 1 + acc_max)
-        adt = _dt(f"INT{math.ceil(np.log2(m) + 1)}")
+        adt = finn_dt(f"INT{math.ceil(np.log2(m) + 1)}")
     if no_activation and last:
         bw = -(-adt.bits // 8) * 8
-        adt = _dt(adt.name.replace(str(adt.bits), str(bw)))
+        adt = finn_dt(adt.name.replace(str(adt.bits), str(bw)))
     return adt
 
 
-def _threshold_dt(t: np.ndarray, idt: _DT) -> _DT:
+def threshold_dt(t: np.ndarray, idt: _DT) -> _DT:
     """Threshold type after FINN's ``RoundAndClipThresholds`` + ``MinimizeWeightBitWidth``
     (Thresholding ``minimize_weight_bit_width``) for an integer input type ``idt``."""
     t = np.clip(np.ceil(t), idt.min, idt.max + 1)
     t_min, t_max = float(t.min()), float(t.max())
     if t_min == t_max == 0:
-        return _dt("INT2") if idt.signed else _dt("UINT1")
+        return finn_dt("INT2") if idt.signed else finn_dt("UINT1")
     if t_min < 0:
         if abs(t_min) > t_max:
             return _smallest_dt(t_min)
@@ -193,193 +191,25 @@ class FinnOp:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def _stream_dt(s) -> str:
+def stream_dt(s) -> str:
     """FINN datatype of an IR stream: a bipolar stream travels as BINARY (bit 1 = +1), as
     between FINN's xnor layers."""
     return "BINARY" if s.dtype.is_bipolar else s.dtype.finn_name()
 
 
-def _vecs(h: int, w: int) -> list[int]:
+def vecs(h: int, w: int) -> list[int]:
+    """FINN's ``numInputVectors`` of an ``h x w`` feature map."""
     return [1] if (h, w) == (1, 1) else [1, h, w]
 
 
-def _is_xnor(g: HwGraph, n: Node) -> bool:
-    if "binary_xnor" in n.attrs:
-        return bool(n.attrs["binary_xnor"])
-    w = n.params.get("weights")
-    return bool(g.in_stream(n).dtype.is_bipolar and w is not None and np.all(np.abs(w) == 1))
-
-
-def is_depthwise(g: HwGraph, n: Node) -> bool:
-    """A grouped MVAU with one group per channel and one output per group (FINN's VVAU)."""
-    if n.op != "MVAU":
-        return False
-    groups = int(n.attrs.get("groups", 1))
-    if groups <= 1:
-        return False
-    ch = int(n.attrs.get("channels", groups))
-    return groups == ch and g.out_stream(n).channels == groups
-
-
-def _swg_feeds_depthwise(g: HwGraph, n: Node) -> bool:
-    cons = g.consumers(n.outputs[0])
-    return len(cons) == 1 and is_depthwise(g, cons[0])
-
-
-def _kernel_of(g: HwGraph, n: Node, kk: int) -> tuple[int, int]:
-    k = n.attrs.get("k")
-    if k is None:
-        p = g.producer(n.inputs[0])
-        if p is not None and p.op == "SWG":
-            k = p.attrs.get("k")
-    if k is not None and int(k) * int(k) == kk:
-        return int(k), int(k)
-    r = int(round(math.sqrt(kk)))
-    return (r, r) if r * r == kk else (1, kk)
-
-
-#: the folding-independent part of an MVAU's translation (weights and thresholds in FINN's
-#: layout, weight type): the folding optimiser translates one node at hundreds of foldings,
-#: so it is cached per IR weight / threshold array (keyed by identity; the arrays are kept in
-#: the entry so the key stays valid; the cached arrays are read-only)
-_MVAU_PREP: dict[tuple, tuple] = {}
-
-
-def _mvau_prep(g: HwGraph, n: Node) -> tuple[bool, str, np.ndarray, np.ndarray | None]:
-    src, thr = n.params["weights"], n.params.get("thresholds")
-    key = (id(src), id(thr), n.attrs.get("binary_xnor"), g.in_stream(n).dtype.is_bipolar)
-    hit = _MVAU_PREP.get(key)
-    if hit is not None and hit[0] is src and hit[1] is thr:
-        return hit[2]
-    w_ir = np.asarray(src, dtype=np.int64)                          # (MH, MW // groups)
-    mw = w_ir.shape[1]
-    xnor = _is_xnor(g, n)
-    wdt = "BINARY" if xnor else ("BIPOLAR" if np.all(np.abs(w_ir) == 1) else _minimize_weight_dt(w_ir).name)
-    t_finn = None
-    if thr is not None:
-        t = np.asarray(thr, dtype=np.int64)
-        # xnor: FINN accumulates popcount(xnor) = (acc_bipolar + MW) / 2
-        # (clipped to [0, MW + 1], which changes no output)
-        t_finn = np.clip(-((-(t + mw)) // 2), 0, mw + 1) if xnor else t.view()
-        t_finn.flags.writeable = False
-    w_finn = ((w_ir.T + 1) // 2) if xnor else w_ir.T               # (MW, MH)
-    w_finn.flags.writeable = False
-    val = (xnor, wdt, w_finn, t_finn)
-    if len(_MVAU_PREP) > 1024:
-        _MVAU_PREP.clear()
-    _MVAU_PREP[key] = (src, thr, val)
-    return val
-
-
-def _mvau_ops(g: HwGraph, n: Node) -> list[FinnOp]:
-    ins, outs = g.in_stream(n), g.out_stream(n)
-    xnor, wdt, w_finn, t_finn = _mvau_prep(g, n)
-    mw, mh = w_finn.shape
-    h, wd = outs.shape[0], outs.shape[1]
-    thr = n.params.get("thresholds")
-    last = n.outputs[0] == g.output
-    common = {"PE": n.pe, "SIMD": n.simd,
-              "mem_mode": n.attrs.get("mem_mode", "internal_decoupled"),
-              "ram_style": n.attrs.get("ram_style", "auto"),
-              "resType": n.attrs.get("resType", "lut"),
-              "binaryXnorMode": int(xnor),
-              "noActivation": int(thr is None),
-              "inputDataType": "BINARY" if xnor else ins.dtype.finn_name(),   # BIPOLAR if not xnor
-              "weightDataType": wdt}
-    if "ram_style_thresholds" in n.attrs:
-        common["ram_style_thresholds"] = n.attrs["ram_style_thresholds"]
-    common["outputDataType"] = _stream_dt(outs)          # no activation: replaced by the accumulator type
-    if thr is not None:
-        common["ActVal"] = int(n.attrs.get("out_bias", 0))
-    if is_depthwise(g, n):
-        kh, kw = _kernel_of(g, n, mw)
-        attrs = dict(common, Channels=mh, Kernel=[kh, kw], Dim=[h, wd])
-        return [FinnOp("VVAU_hls", attrs, w_finn.T.reshape(mh, 1, kh, kw), t_finn, last,
-                       notes={"src": n.params["weights"]})]
-    attrs = dict(common, MW=mw, MH=mh, numInputVectors=_vecs(h, wd))
-    notes: dict[str, Any] = {"grouped": int(n.attrs.get("groups", 1))} if int(n.attrs.get("groups", 1)) > 1 else {}
-    notes["src"] = n.params["weights"]
-    return [FinnOp("MVAU_hls", attrs, w_finn, t_finn, last, notes=notes)]
-
-
-def _swg_attrs(c: int, idim: tuple[int, int], odim: tuple[int, int], k: int, stride: int,
-               dilation: int, simd: int, dt: str, depthwise: int, ram_style: str,
-               parallel_window: int) -> dict[str, Any]:
+def swg_attrs(c: int, idim: tuple[int, int], odim: tuple[int, int], k: int, stride: int,
+              dilation: int, simd: int, dt: str, depthwise: int, ram_style: str,
+              parallel_window: int) -> dict[str, Any]:
+    """The attributes of a ``ConvolutionInputGenerator_rtl``."""
     return {"ConvKernelDim": [k, k], "IFMChannels": c, "IFMDim": list(idim), "OFMDim": list(odim),
             "SIMD": simd, "Stride": [stride, stride], "Dilation": [dilation, dilation],
             "inputDataType": dt, "outputDataType": dt, "depthwise": depthwise,
             "ram_style": ram_style, "parallel_window": parallel_window, "M": 1}
-
-
-def _swg_ops(g: HwGraph, n: Node) -> list[FinnOp]:
-    ins, outs = g.in_stream(n), g.out_stream(n)
-    H, W, C = ins.shape
-    pad = int(n.attrs.get("pad", 0))
-    dt = _stream_dt(ins)
-    ops = []
-    if pad > 0:
-        ops.append(FinnOp("FMPadding_rtl", {"ImgDim": [H, W], "Padding": [pad, pad, pad, pad],
-                                            "NumChannels": C, "SIMD": int(n.attrs.get("pad_simd", n.simd)),
-                                            "inputDataType": dt, "numInputVectors": 1},
-                          role="pad"))
-    attrs = _swg_attrs(C, (H + 2 * pad, W + 2 * pad), (outs.shape[0], outs.shape[1]), int(n.attrs["k"]),
-                       int(n.attrs.get("stride", 1)), int(n.attrs.get("dilation", 1)), n.simd, dt,
-                       int(_swg_feeds_depthwise(g, n)), n.attrs.get("ram_style", "distributed"),
-                       int(n.attrs.get("parallel_window", 0)))
-    ops.append(FinnOp("ConvolutionInputGenerator_rtl", attrs))
-    return ops
-
-
-def _pool_ops(g: HwGraph, n: Node) -> list[FinnOp]:
-    ins, outs = g.in_stream(n), g.out_stream(n)
-    H, W, C = ins.shape
-    k = int(n.attrs["k"])
-    Ho, Wo = outs.shape[0], outs.shape[1]
-    idt = _stream_dt(ins)
-    swg = _swg_attrs(C, (H, W), (Ho, Wo), k, k, 1, n.pe, idt, 1,
-                     n.attrs.get("ram_style", "distributed"), 0)
-    fxn = "MaxPool" if n.op == "MaxPool" else "AccPool"
-    odt = idt if n.op == "MaxPool" else _stream_dt(outs)
-    pool = {"Channels": C, "PE": n.pe, "KernelSize": [k, k], "Function": fxn,
-            "OutImgDims": [Ho, Wo], "InputDataType": idt, "OutputDataType": odt, "BatchSize": 1}
-    return [FinnOp("ConvolutionInputGenerator_rtl", swg, role="swg"), FinnOp("Pool_hls", pool)]
-
-
-def finn_ops(g: HwGraph, n: Node) -> list[FinnOp]:
-    """The FINN custom op(s) equivalent to IR node ``n`` at its folding (``[]``: none)."""
-    ins = g.in_stream(n) if n.inputs else None
-    if n.op == "MVAU":
-        return _mvau_ops(g, n)
-    if n.op == "SWG":
-        return _swg_ops(g, n)
-    if n.op in ("MaxPool", "AvgPoolSum"):
-        return _pool_ops(g, n)
-    assert ins is not None  # the remaining ops all have an input stream
-    H, W, C = ins.shape
-    idt = _stream_dt(ins)
-    if n.op == "Thresholding":
-        t = np.asarray(n.params["thresholds"], dtype=np.int64)
-        if idt != "BINARY":         # thresholds outside the input range change no output
-            t = np.clip(t, _dt(idt).min, _dt(idt).max + 1)
-        attrs = {"PE": n.pe, "NumChannels": C, "numSteps": int(t.shape[1]), "inputDataType": idt,
-                 "weightDataType": _threshold_dt(t, _dt(idt)).name if idt != "BINARY" else "UINT1",
-                 "outputDataType": _stream_dt(g.out_stream(n)),
-                 "ActVal": int(n.attrs.get("out_bias", 0)), "numInputVectors": _vecs(H, W)}
-        for key in ("depth_trigger_bram", "depth_trigger_uram", "uniform_thres"):
-            if key in n.attrs:
-                attrs[key] = int(n.attrs[key])
-        return [FinnOp("Thresholding_rtl", attrs, thresholds=t, last=n.outputs[0] == g.output)]
-    if n.op == "GlobalAvgPool":
-        return [FinnOp("GlobalAccPool_hls", {"NumChannels": C, "PE": n.pe, "inputDataType": idt,
-                                             "numInputVectors": [1, H, W]})]
-    if n.op == "Duplicate":
-        return [FinnOp("DuplicateStreams_hls", {"NumChannels": C, "PE": n.pe,
-                                                "NumOutputStreams": len(n.outputs),
-                                                "inputDataType": idt, "numInputVectors": _vecs(H, W)})]
-    if n.op == "LabelSelect":
-        return [FinnOp("LabelSelect_hls", {"Labels": C, "PE": n.pe, "K": 1, "inputDataType": idt,
-                                           "outputDataType": _stream_dt(g.out_stream(n))})]
-    return []                                   # Gather, AddRequant, RPReLU: no FINN op
 
 
 # ----------------------------------------------------------------------------- minimisation
@@ -406,7 +236,7 @@ def minimized_attrs(op: FinnOp) -> dict[str, Any]:
     if op.op_type in ("MVAU_hls", "VVAU_hls"):
         w = op.weights
         assert w is not None  # MVAU / VVAU carry their weights
-        wdt = _minimize_weight_dt(w)
+        wdt = minimize_weight_dt(w)
         a["weightDataType"] = wdt.name
         if op.op_type == "MVAU_hls":
             wmat = w
@@ -415,7 +245,7 @@ def minimized_attrs(op: FinnOp) -> dict[str, Any]:
             wmat = w.reshape(c, -1).T
         if a["binaryXnorMode"]:
             wmat = 2 * wmat - 1
-        adt = _accumulator_dt(wmat, _dt(a["inputDataType"]), bool(a["noActivation"]), op.last)
+        adt = _accumulator_dt(wmat, finn_dt(a["inputDataType"]), bool(a["noActivation"]), op.last)
         a["accDataType"] = adt.name
         if src is not None:
             if len(_MINIMIZED) > 1024:
@@ -427,10 +257,6 @@ def minimized_attrs(op: FinnOp) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- per-op models
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _swg_impl_style(a: dict) -> str:
     k_h, k_w = a["ConvKernelDim"]
     mmv_out = a.get("M", 1) * k_h * k_w if a.get("parallel_window", 0) else 1
@@ -491,7 +317,7 @@ def _bram_width_for_depth(depth: int) -> int:
 
 def _swg_resources(a: dict) -> Resources:
     simd, ram_style = a["SIMD"], a["ram_style"]
-    bits = _dt(a["inputDataType"]).bits
+    bits = finn_dt(a["inputDataType"]).bits
     width = simd * bits
     impl = _swg_impl_style(a)
     k_h, k_w = a["ConvKernelDim"]
@@ -551,7 +377,7 @@ def _mvau_bram_table(omega: float, mem_width: int, vvau: bool) -> int:
 def _mac_resources(a: dict, vvau: bool) -> Resources:
     """MVAU_hls / VVAU_hls: LUT (FINN-R model), BRAM, URAM, DSP estimates."""
     P, Q = a["PE"], a["SIMD"]
-    wdt, idt = _dt(a["weightDataType"]), _dt(a["inputDataType"])
+    wdt, idt = finn_dt(a["weightDataType"]), finn_dt(a["inputDataType"])
     W, A = wdt.bits, idt.bits
     mmode, mstyle = a.get("mem_mode", "internal_decoupled"), a.get("ram_style", "auto")
     if vvau:
@@ -576,7 +402,7 @@ def _mac_resources(a: dict, vvau: bool) -> Resources:
     res_type = a.get("resType", "lut")
     mult_luts = 0 if res_type == "dsp" else Q * (2 * math.ceil((W + A) / 6) - 1) * (W + A)
     addertree_luts = (W + A) * (2 * Q - 1)
-    acc_bw = _dt(a.get("accDataType", "INT32")).bits
+    acc_bw = finn_dt(a.get("accDataType", "INT32")).bits
     alpha = math.log(dot_len, 2) + W + A - 1 - int(idt.signed)
     acc_bits = min(acc_bw, np.ceil(alpha + math.log(1 + pow(2, -alpha), 2) + 1))
     acc_luts = acc_bits
@@ -584,11 +410,11 @@ def _mac_resources(a: dict, vvau: bool) -> Resources:
     comp_luts = 0
     if vvau:
         if a["noActivation"] == 0:
-            B = _dt(a["outputDataType"]).bits
+            B = finn_dt(a["outputDataType"]).bits
             thr_luts = (2 ** B - 1) * acc_bits * tmem / 64
             comp_luts = (2 ** B - 1) * acc_bits
     elif a["noActivation"] == 0 and a.get("ram_style_thresholds", "auto") == "distributed":
-        B = _dt(a["outputDataType"]).bits
+        B = finn_dt(a["outputDataType"]).bits
         thr_luts = (2 ** B - 1) * acc_bits * math.ceil(tmem / 64)
         comp_luts = (2 ** B - 1) * acc_bits
     lut = int(c0 + c1 * (P * (mult_luts + addertree_luts + acc_luts + thr_luts + comp_luts)) + c2)
@@ -642,8 +468,8 @@ def _thresholding_resources(a: dict) -> Resources:
     """Thresholding_rtl: per PE, one memory per output bit level (width = threshold bits,
     depth = C/PE * 2**level), each mapped to the least-waste primitive (memutil)."""
     pe = a["PE"]
-    wbits = _dt(a["weightDataType"]).bits
-    obits = _dt(a["outputDataType"]).bits
+    wbits = finn_dt(a["weightDataType"]).bits
+    obits = finn_dt(a["outputDataType"]).bits
     cf = a["NumChannels"] / pe
     sets = max(1, a.get("mlo_max_iter", 0), a.get("bodies", 0))
     if a.get("uniform_thres", 0):
@@ -715,7 +541,7 @@ def op_resources(op: FinnOp, attrs: dict | None = None) -> Resources:
 
 
 # ----------------------------------------------------------------------------- bnhw elementwise units
-def _bits_of(arr: np.ndarray | None) -> int:
+def bits_of(arr: np.ndarray | None) -> int:
     if arr is None or np.size(arr) == 0:
         return 0
     lo, hi = int(np.min(arr)), int(np.max(arr))
@@ -730,133 +556,21 @@ def _bram18(width: int, depth: int) -> int:
     return _mvau_bram_table(depth, width, vvau=False)
 
 
-def _mult_luts(a: int, b: int) -> int:
+def mult_luts(a: int, b: int) -> int:
     """LUTs of an a x b bit LUT multiplier (the FINN-R term MVAU uses per SIMD lane)."""
     return (2 * math.ceil((a + b) / 6) - 1) * (a + b)
 
 
-def _elementwise_model(g: HwGraph, n: Node) -> Resources:
-    """bnhw's AddRequant / RPReLU units: per PE one multiplier (FINN-R LUT multiplier term),
-    adders / rounding / clipping (1 LUT per datapath bit each), 100 LUTs of control; the
-    per-channel parameters (PE x their bits wide, C/PE deep) in LUTRAM when at most 128
-    deep (as FINN's VVAU 'auto' rule), else BRAM18 (ElementwiseBinary's table), or as
-    ``ram_style`` says."""
-    ins, outs = g.in_stream(n), g.out_stream(n)
-    C, pe = ins.channels, n.pe
-    xb = 1 if ins.dtype.is_bipolar else ins.dtype.bits
-    ob = outs.dtype.bits
-    if n.op == "AddRequant":
-        ab, bb = _bits_of(n.params.get("A")), _bits_of(n.params.get("B"))
-        accb = xb + ab + 1
-        if len(n.inputs) > 1:
-            s = g.in_stream(n, 1)
-            accb = max(accb, (1 if s.dtype.is_bipolar else s.dtype.bits)
-                       + int(n.attrs.get("shortcut_shift", 0))) + 1
-        dp = _mult_luts(xb, max(ab, 1)) + accb * (2 if len(n.inputs) > 1 else 1) + accb + ob
-        pbits = ab + bb
-    else:                                   # RPReLU
-        frac = int(n.attrs.get("frac", 0))
-        sib, slb, sob = (_bits_of(n.params.get(k)) for k in ("S_in", "slope", "S_out"))
-        yb = max(xb, sib) + 1
-        accb = yb + max(slb, frac) + 1
-        dp = yb + _mult_luts(yb, max(slb, 1)) + accb + accb + ob
-        pbits = sib + slb + sob
-    width, depth = pe * pbits, C // pe
-    style = n.attrs.get("ram_style", "auto")
-    if style == "distributed" or (style == "auto" and depth <= 128):
+def elementwise_resources(channels: int, pe: int, datapath_luts: int, param_bits: int,
+                          ram_style: str = "auto") -> Resources:
+    """bnhw's elementwise units (AddRequant, RPReLU): per PE a datapath of ``datapath_luts`` (the FINN-R
+    LUT multiplier term + 1 LUT per adder / rounding / clipping bit), 100 LUTs of control; the per-channel
+    parameters (PE x ``param_bits`` wide, C/PE deep) in LUTRAM when at most 128 deep (as FINN's VVAU
+    'auto' rule), else BRAM18 (ElementwiseBinary's table), or as ``ram_style`` says."""
+    width, depth = pe * param_bits, channels // pe
+    if ram_style == "distributed" or (ram_style == "auto" and depth <= 128):
         mem_lut, bram = width * math.ceil(depth / 64), 0
     else:
         mem_lut, bram = 0, _bram18(width, depth)
-    lut = 100 + pe * dp + mem_lut
+    lut = 100 + pe * datapath_luts + mem_lut
     return Resources(float(lut), int(bram), 0, 0, float(mem_lut))
-
-
-# ----------------------------------------------------------------------------- public API
-def finn_op_type(g: HwGraph, n: Node) -> str:
-    """The FINN op type the node maps to (the main one of a composite; see :func:`finn_ops`)."""
-    ops = finn_ops(g, n)
-    if ops:
-        return [o for o in ops if o.role == "main"][-1].op_type
-    return {"Gather": "Gather(wiring)", "AddRequant": "bnhw_AddRequant",
-            "RPReLU": "bnhw_RPReLU"}[n.op]
-
-
-def node_cycles(g: HwGraph, n: Node) -> int:
-    """FINN ``get_exp_cycles`` of the node (slowest part of a composite); bnhw units:
-    ``pixels * C / PE``; Gather: 0."""
-    ops = finn_ops(g, n)
-    if ops:
-        return max(op_cycles(o) for o in ops)
-    if n.op in ("AddRequant", "RPReLU"):
-        s = g.out_stream(n)
-        return int(s.pixels * (s.channels // n.pe))
-    return 0
-
-
-def node_resources(g: HwGraph, n: Node) -> Resources:
-    """FINN's resource estimates for the node (sum over a composite's parts)."""
-    ops = finn_ops(g, n)
-    if ops:
-        return sum((op_resources(o) for o in ops), Resources.zero())
-    if n.op in ("AddRequant", "RPReLU"):
-        return _elementwise_model(g, n)
-    return Resources.zero()
-
-
-def legal_pe(g: HwGraph, n: Node) -> list[int]:
-    """PE values FINN accepts for the node's op (divisors of MH / channels / labels)."""
-    if n.op == "MVAU":
-        return _divisors(g.out_stream(n).channels)
-    if n.op in ("Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool", "Duplicate",
-                "AddRequant", "RPReLU", "LabelSelect"):
-        return _divisors(g.in_stream(n).channels)
-    return [1]
-
-
-def legal_simd(g: HwGraph, n: Node) -> list[int]:
-    """SIMD values FINN accepts (MVAU: divisors of MW; VVAU: of k*k; SWG: of C)."""
-    if n.op == "MVAU":
-        mw = int(np.asarray(n.params["weights"]).shape[1])
-        return _divisors(mw)
-    if n.op == "SWG":
-        return _divisors(g.in_stream(n).channels)
-    return [1]
-
-
-def model_notes() -> dict[str, str]:
-    """One line per op: which finn-plus formula is used and what bnhw assumes."""
-    v = f"finn-plus {FINN_PLUS_VERSION}"
-    return {
-        "MVAU": f"MVAU_hls ({v} matrixvectoractivation[_hls].py): cycles MH/PE*MW/SIMD*pixels; "
-                "FINN-R LUT model, BRAM18 table, mem_mode internal_decoupled, ram_style auto, "
-                "resType lut; xnor layers as binaryXnorMode (BINARY in/weights); weight and "
-                "accumulator types minimised from the weights as FINN's estimate flow does "
-                "(so bipolar weights of a non-xnor layer become INT2); a zero-padded bipolar window "
-                "stream is modelled as FINN's 1-bit BINARY stream",
-        "MVAU(grouped)": "groups < channels: an MVAU_hls of MW = MW_total/groups (the per-group "
-                         "dot product, all MH outputs); groups == channels: VVAU_hls",
-        "VVAU": f"VVAU_hls ({v} vectorvectoractivation[_hls].py): cycles C*k*k/PE/SIMD*pixels; "
-                "its own LUT / BRAM tables; fed by a depthwise ConvolutionInputGenerator_rtl",
-        "SWG": f"ConvolutionInputGenerator_rtl ({v}): impl style 'default' unless "
-               "parallel_window or 1x1 kernel; buffer-depth cycle and LUT (300 + "
-               "width*ceil(depth/38), ram_style distributed) models; pad > 0 adds an "
-               "FMPadding_rtl (cycles C/SIMD*Hp*Wp, no resource model)",
-        "Thresholding": f"Thresholding_rtl ({v}): cycles pixels*C/PE; per PE one memory per "
-                        "output bit level mapped to the least-waste primitive (memutil); "
-                        "LUT = LUTRAM only; threshold type after RoundAndClipThresholds",
-        "MaxPool": f"{v} has no StreamingMaxPool: InferPool lowers MaxPool to a depthwise "
-                   "ConvolutionInputGenerator_rtl (SIMD = PE) + Pool_hls(MaxPool); cycles = "
-                   "the slower of the two, resources = the SWG's (Pool_hls has no model)",
-        "AvgPoolSum": "as MaxPool with Pool_hls Function AccPool (window sum)",
-        "GlobalAvgPool": "GlobalAccPool_hls: cycles pixels*C/PE + C/PE; no resource model; "
-                         "the division by H*W is folded downstream",
-        "Duplicate": "DuplicateStreams_hls: cycles pixels*C/PE; no resource model",
-        "LabelSelect": "LabelSelect_hls: cycles Labels/PE; no resource model",
-        "Gather": "bnhw channel gather: pure wiring of a stream, 0 cycles, 0 resources",
-        "AddRequant": "bnhw unit (not a FINN op), folded like FINN's ElementwiseBinary: "
-                      "cycles pixels*C/PE; LUTs 100 + PE*(multiplier + adders + round/clip "
-                      "bits); A/B params PE*bits wide, C/PE deep, LUTRAM if <= 128 deep else "
-                      "BRAM18",
-        "RPReLU": "bnhw unit, same model as AddRequant (subtract, slope multiplier, shift/"
-                  "add, round/clip; S_in/slope/S_out parameters)",
-    }

@@ -35,7 +35,6 @@ safety margin (``margin=0.85`` of the board by default).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,9 +42,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BnhwError
-from .finn_models import Resources, legal_pe, legal_simd, node_cycles, node_resources
+from .finn_models import Resources
 from .hls.codegen import HLS_MAX_WORD_BITS, node_words
 from .ir import HwGraph, Node
+from .ops import get_op, node_cycles, node_resources
 
 __all__ = ["FitError", "FoldingResult", "graph_cost", "maximize_fps", "min_resources_for_fps", "widest_folding",
            "RESOURCE_KEYS", "board_budget", "hls_words_fit"]
@@ -118,18 +118,6 @@ def _stream_bits(g: HwGraph, n: Node, pe: int, simd: int) -> int:
     return max(simd * ib, pe * ib, pe * ob)
 
 
-def buildable(g: HwGraph, n: Node, pe: int, simd: int) -> bool:
-    """Whether bnhw's HLS units implement ``n`` at this folding (beyond FINN's divisibility rules):
-    a grouped MVAU computes one group at a time, so PE must divide the outputs per group and SIMD
-    the channels per group (a depthwise convolution therefore runs at PE = SIMD = 1)."""
-    groups = int(n.attrs.get("groups", 1)) if n.op == "MVAU" else 1
-    if groups <= 1:
-        return True
-    mh = int(np.asarray(n.params["weights"]).shape[0])
-    c = int(n.attrs.get("channels", g.in_stream(n).channels))
-    return (mh // groups) % pe == 0 and (c // groups) % simd == 0
-
-
 def hls_words_fit(g: HwGraph, n: Node) -> bool:
     """Whether every word of ``n`` at its folding fits an ``ap_uint`` of Vitis HLS (:data:`HLS_MAX_WORD_BITS`)."""
     return all(bits <= HLS_MAX_WORD_BITS for _, bits, _ in node_words(g, n))
@@ -137,15 +125,11 @@ def hls_words_fit(g: HwGraph, n: Node) -> bool:
 
 def _options(g: HwGraph, n: Node, prune: bool = True) -> list[_Option]:
     """Every legal folding of ``n``, Pareto-pruned on (cycles, resources) unless ``prune`` is false."""
-    pes = legal_pe(g, n)
-    simds = legal_simd(g, n) if n.op in ("MVAU", "SWG") else [1]
     out: list[_Option] = []
     padded = n.op == "SWG" and int(n.attrs.get("pad", 0)) > 0
     channels = g.in_stream(n).channels
     variants = []
-    for pe, simd in itertools.product(pes, simds):
-        if not buildable(g, n, pe, simd):
-            continue
+    for pe, simd in get_op(n.op).foldings(g, n):
         extra = {"pad_simd": simd} if padded else {}       # the padding unit in front runs as wide
         variants.append((pe, simd, extra))
         if n.op == "SWG" and simd == channels:             # FINN's parallel window mode needs SIMD = C

@@ -27,38 +27,13 @@ Conventions
   folding passes return new graphs (``HwGraph.with_folding``), in the
   qonnx "model in, model out" style.
 
-Node kinds (``Node.op``) and their semantics
---------------------------------------------
-``SWG``  sliding window generator (FINN ``ConvolutionInputGenerator``):
-    input ``(H, W, C)`` -> ``(Ho, Wo, K*K*C)``, window elements ordered
-    ``(ky, kx, c)``, ``pad`` pixels on each side filled with ``pad_value``
-    (``0`` for a zero-padded bipolar convolution: the padded taps contribute
-    nothing to the dot product), ``stride``, ``dilation``.
-``MVAU`` matrix-vector-activation unit: for each pixel, ``acc = W @ x``
-    with ``W`` of shape ``(MH, MW // groups)``; with ``groups > 1`` output
-    channel ``o`` belongs to group ``o // (MH // groups)`` and sees the
-    window entries whose channel ``c`` is in that group (``c // (C //
-    groups)``), the block-diagonal grouped convolution.  ``binary_xnor``:
-    weights and inputs are bipolar (an XNOR-popcount unit).  With
-    ``thresholds`` ``T (MH, n)`` (sorted per row) the output is
-    ``out = sum_i (acc >= T[:, i])`` mapped through ``out_bias``; a single
-    threshold with ``out_bias=-1`` and scale 2 gives bipolar ``2*[acc>=T]-1``
-    (see :func:`threshold_out`).  Without thresholds the output is ``acc``.
-``Thresholding`` the same activation, applied elementwise per channel.
-``MaxPool``  ``k x k`` max pooling with stride ``k`` (on bipolar data: OR).
-``AvgPoolSum`` ``k x k`` window *sum* with stride ``k`` (the division is
-    folded into the consumer's scale).
-``GlobalAvgPool`` per-channel ``round_half_even(sum / (H*W))``.
-``Gather`` channel gather ``out[..., c] = in[..., index[c]]``.
-``Duplicate`` one input stream to several identical outputs.
-``AddRequant`` ``acc = x*A[c] + B[c] (+ s << shortcut_shift)``,
-    ``out = clip(round_half_even(acc / 2**shift))`` to the output type.  The
-    fixed-point batch norm, the Bi-Real shortcut add and the requantiser
-    in one unit; ``s`` is the optional second input.
-``RPReLU`` ``y = x - S_in[c]``; ``y = y << frac`` if ``y >= 0`` else
-    ``y * slope[c]``; ``out = clip(round_half_even((y + S_out[c] << frac) /
-    2**frac))``.
-``LabelSelect`` index of the largest input (ties: lowest index), ``k=1``.
+Node kinds (``Node.op``)
+------------------------
+Each op is one module of :mod:`bnhw.hw.ops` that registers it and states its semantics (the
+reference execution used here), value ranges, legal foldings and cost models: ``SWG``, ``MVAU``,
+``Thresholding``, ``MaxPool``, ``AvgPoolSum``, ``GlobalAvgPool``, ``Gather``, ``Duplicate``,
+``AddRequant``, ``RPReLU``, ``LabelSelect``.  The helpers every op shares (round half to even,
+the multi-threshold activation, per-channel parameters) are defined here.
 
 Every node also carries ``name`` (unique; FINN-style, e.g. ``MVAU_3``) and
 ``layer`` (the network layer it came from, for reports).
@@ -76,8 +51,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "DType", "FINN_NAMES", "HwGraph", "Node", "Stream", "IRError", "json_default", "round_half_even_shift",
-    "round_half_even_div", "threshold_out", "per_channel", "COMPUTE_OPS", "OPS",
+    "DType", "HwGraph", "Node", "Stream", "IRError", "json_default", "round_half_even_shift",
+    "round_half_even_div", "threshold_out", "per_channel",
 ]
 
 
@@ -85,27 +60,12 @@ class IRError(ValueError):
     """A malformed hardware graph (a lowering bug, never user input)."""
 
 
-OPS = ("SWG", "MVAU", "Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool", "Gather",
-       "Duplicate", "AddRequant", "RPReLU", "LabelSelect")
-#: node-name prefix of each op (names are ``{prefix}_{i}``, counted per prefix): finn-plus 1.6.1's
-#: names after ``specialize_layers`` where FINN has the unit, so FINN folding configs apply as they are
-FINN_NAMES = {
-    "SWG": "ConvolutionInputGenerator_rtl",
-    "MVAU": "MVAU_hls",
-    "Thresholding": "Thresholding_rtl",
-    "MaxPool": "StreamingMaxPool_hls",
-    "LabelSelect": "LabelSelect_hls",
-    "Duplicate": "DuplicateStreams_hls",
-    "AvgPoolSum": "Pool_hls",
-    "GlobalAvgPool": "GlobalAccPool_hls",
-    "Gather": "Gather",
-    "AddRequant": "AddRequant",
-    "RPReLU": "RPReLU",
-}
+def _op(name: str):
+    """The registered op ``name`` (the registry, :mod:`bnhw.hw.ops`, is built on these types, so it is
+    imported when first needed)."""
+    from .ops import get_op
 
-#: node kinds that carry a PE (and, for MVAU / SWG, SIMD) folding attribute
-COMPUTE_OPS = ("SWG", "MVAU", "Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool",
-               "AddRequant", "RPReLU", "LabelSelect")
+    return get_op(name)
 
 
 @dataclass(frozen=True)
@@ -278,8 +238,7 @@ class HwGraph:
         produced = {self.input}
         names = set()
         for n in self.nodes:
-            if n.op not in OPS:
-                raise IRError(f"{n.name}: unknown op {n.op!r}")
+            _op(n.op)                                    # IRError naming an unknown op
             if n.name in names:
                 raise IRError(f"duplicate node name {n.name!r}")
             names.add(n.name)
@@ -324,9 +283,10 @@ class HwGraph:
         """``{node name: {"PE": .., "SIMD": ..}}`` for the foldable nodes (FINN's folding-config keys)."""
         out: dict[str, dict[str, int]] = {}
         for n in self.nodes:
-            if n.op in COMPUTE_OPS:
+            op = _op(n.op)
+            if op.foldable:
                 d = {"PE": n.pe}
-                if n.op in ("MVAU", "SWG"):
+                if op.folds_simd:
                     d["SIMD"] = n.simd
                 for extra in ("pad_simd", "parallel_window"):      # SWG: its padding unit, window mode
                     if extra in n.attrs:
@@ -415,7 +375,7 @@ class HwGraph:
                                                              self.streams[self.input])}
         for n in self.nodes:
             ins = [env[s] for s in n.inputs]
-            outs = _EXEC[n.op](n, ins, self)
+            outs = _op(n.op).execute(self, n, ins)
             for s, v in zip(n.outputs, outs):
                 env[s] = _check_range(v, self.streams[s], n)
         return env if return_all else env[self.output]
@@ -445,112 +405,3 @@ def _check_range(v: np.ndarray, s: Stream, node: Node | None = None) -> np.ndarr
         raise IRError(f"{where}stream {s.name!r} overflows {s.dtype.finn_name()}: "
                       f"range [{v.min()}, {v.max()}]")
     return v
-
-
-# ----------------------------------------------------------------------------- node semantics
-def _swg(n: Node, ins, g: HwGraph):
-    (x,) = ins
-    k, stride = int(n.attrs["k"]), int(n.attrs.get("stride", 1))
-    pad, dil = int(n.attrs.get("pad", 0)), int(n.attrs.get("dilation", 1))
-    pv = int(n.attrs.get("pad_value", 0))
-    H, W, C = x.shape
-    xp = np.full((H + 2 * pad, W + 2 * pad, C), pv, dtype=np.int64)
-    xp[pad:pad + H, pad:pad + W] = x
-    Ho, Wo, _ = g.out_stream(n).shape
-    out = np.empty((Ho, Wo, k * k * C), dtype=np.int64)
-    for ky in range(k):
-        for kx in range(k):
-            patch = xp[ky * dil: ky * dil + stride * (Ho - 1) + 1: stride,
-                       kx * dil: kx * dil + stride * (Wo - 1) + 1: stride]
-            out[:, :, (ky * k + kx) * C:(ky * k + kx + 1) * C] = patch
-    return [out]
-
-
-def _activation(n: Node, acc: np.ndarray) -> np.ndarray:
-    if "thresholds" in n.params:
-        return threshold_out(acc, n.params["thresholds"], int(n.attrs.get("out_bias", 0)),
-                             int(n.attrs.get("out_scale", 1)))
-    return acc
-
-
-def _mvau(n: Node, ins, g: HwGraph):
-    (x,) = ins
-    w = n.params["weights"].astype(np.int64)            # (MH, MW // groups)
-    groups = int(n.attrs.get("groups", 1))
-    H, W, MW = x.shape
-    MH = w.shape[0]
-    if groups == 1:
-        acc = x.reshape(-1, MW) @ w.T
-    else:
-        C = int(n.attrs["channels"])                    # input channels of the conv
-        kk = MW // C
-        cg, og = C // groups, MH // groups
-        xr = x.reshape(-1, kk, C)
-        acc = np.empty((xr.shape[0], MH), dtype=np.int64)
-        for gi in range(groups):
-            xg = xr[:, :, gi * cg:(gi + 1) * cg].reshape(xr.shape[0], kk * cg)
-            acc[:, gi * og:(gi + 1) * og] = xg @ w[gi * og:(gi + 1) * og].T
-    acc = acc.reshape(H, W, MH)
-    return [_activation(n, acc)]
-
-
-def _thresholding(n: Node, ins, g):
-    return [_activation(n, ins[0])]
-
-
-def _pool_windows(x: np.ndarray, k: int) -> np.ndarray:
-    H, W, C = x.shape
-    Ho, Wo = H // k, W // k
-    return x[:Ho * k, :Wo * k].reshape(Ho, k, Wo, k, C)
-
-
-def _maxpool(n: Node, ins, g):
-    return [_pool_windows(ins[0], int(n.attrs["k"])).max(axis=(1, 3))]
-
-
-def _avgpoolsum(n: Node, ins, g):
-    return [_pool_windows(ins[0], int(n.attrs["k"])).sum(axis=(1, 3))]
-
-
-def _gap(n: Node, ins, g):
-    x = ins[0]
-    s = x.sum(axis=(0, 1), keepdims=True)
-    return [round_half_even_div(s, x.shape[0] * x.shape[1])]
-
-
-def _gather(n: Node, ins, g):
-    return [ins[0][..., n.params["index"].astype(np.int64)]]
-
-
-def _duplicate(n: Node, ins, g):
-    return [ins[0].copy() for _ in n.outputs]
-
-
-def _addrequant(n: Node, ins, g):
-    x = ins[0]
-    acc = x * n.params["A"].astype(np.int64) + n.params["B"].astype(np.int64)
-    if len(ins) > 1:
-        acc = acc + (ins[1] << int(n.attrs.get("shortcut_shift", 0)))
-    out = round_half_even_shift(acc, int(n.attrs["shift"]))
-    t = g.out_stream(n).dtype
-    return [np.clip(out, t.min, t.max)]
-
-
-def _rprelu(n: Node, ins, g):
-    frac = int(n.attrs["frac"])
-    y = ins[0] - n.params["S_in"].astype(np.int64)
-    y = np.where(y >= 0, y << frac, y * n.params["slope"].astype(np.int64))
-    y = y + (n.params["S_out"].astype(np.int64) << frac)
-    t = g.out_stream(n).dtype
-    return [np.clip(round_half_even_shift(y, frac), t.min, t.max)]
-
-
-def _labelselect(n: Node, ins, g):
-    flat = ins[0].reshape(-1)
-    return [np.array([[[int(np.argmax(flat))]]], dtype=np.int64)]
-
-
-_EXEC = {"SWG": _swg, "MVAU": _mvau, "Thresholding": _thresholding, "MaxPool": _maxpool,
-         "AvgPoolSum": _avgpoolsum, "GlobalAvgPool": _gap, "Gather": _gather,
-         "Duplicate": _duplicate, "AddRequant": _addrequant, "RPReLU": _rprelu,
-         "LabelSelect": _labelselect}

@@ -43,7 +43,8 @@ from ..quant.layers import (
     sign_thresholds,
 )
 from ..quant.model import BinaryNet, baked_copy
-from .ir import FINN_NAMES, DType, HwGraph, Node, Stream, hwc
+from .ir import DType, HwGraph, Node, Stream, hwc
+from .ops import acc_bounds, get_op
 
 __all__ = ["integer_input", "lower_binarynet"]
 
@@ -77,7 +78,7 @@ class _Builder:
 
     def node(self, op: str, inputs: list[str], outputs: list[tuple[str, tuple, DType]], layer: str,
              attrs: dict | None = None, params: dict | None = None) -> list[str]:
-        prefix = FINN_NAMES[op]
+        prefix = get_op(op).finn_name
         i = self.count.get(prefix, 0)
         self.count[prefix] = i + 1
         outs = [self.stream(n, s, d) for n, s, d in outputs]
@@ -104,12 +105,6 @@ def _pow2_exponent(scale: float, what: str) -> int:
 def _window_weights(w: np.ndarray) -> np.ndarray:
     """Conv weights ``(O, C/g, k, k)`` as MVAU rows ``(O, k*k*C/g)`` in SWG order ``(ky, kx, c)``."""
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-
-
-def _acc_range(wmat: np.ndarray, xlo: int, xhi: int) -> tuple[int, int]:
-    lo = np.minimum(wmat * xlo, wmat * xhi).sum(axis=1)
-    hi = np.maximum(wmat * xlo, wmat * xhi).sum(axis=1)
-    return int(lo.min()), int(hi.max())
 
 
 @torch.no_grad()
@@ -147,7 +142,7 @@ def lower_binarynet(model: BinaryNet) -> HwGraph:
     e_w = _pow2_exponent(w_scale, "stem weights")
     w_int = Dyadic(e_w, 2 ** (sb - 1)).integers(qw.value)
     wmat = _window_weights(w_int)
-    lo, hi = _acc_range(wmat, -(2 ** (sb - 1)), 2 ** (sb - 1) - 1)
+    lo, hi = acc_bounds(wmat, -(2 ** (sb - 1)), 2 ** (sb - 1) - 1)
     acc_frac = (sb - 1) + e_w
     if max(-lo, hi) >= 2 ** 24:
         raise BnhwError("lower_binarynet: the stem accumulator is not exact in float32")
@@ -185,7 +180,7 @@ def lower_binarynet(model: BinaryNet) -> HwGraph:
     wc_scale = float(qw.scale.reshape(-1)[0])
     e_c = _pow2_exponent(wc_scale, "classifier weights")
     wc = Dyadic(e_c, 2 ** (cb - 1)).integers(qw.value)                   # (classes, C)
-    lo, hi = _acc_range(wc, res.min, res.max)
+    lo, hi = acc_bounds(wc, res.min, res.max)
     acc_scale = 2.0 ** -(R + e_c)
     (logits,) = b.node("MVAU", [pooled], [("head.acc", (1, 1, spec.num_classes),
                                            DType.for_range(lo, hi, acc_scale))],

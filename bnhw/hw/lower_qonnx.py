@@ -54,7 +54,8 @@ from qonnx.custom_op.general.bipolar_quant import binary_quant
 from qonnx.custom_op.general.quant import quant
 from qonnx.util.basic import get_by_name
 
-from .ir import FINN_NAMES, DType, HwGraph, IRError, Node, Stream, hwc
+from .ir import DType, HwGraph, IRError, Node, Stream, hwc
+from .ops import acc_bounds, get_op
 
 __all__ = ["lower_reference", "lower_qonnx"]
 
@@ -191,7 +192,7 @@ class _Builder:
         return sname
 
     def node(self, op: str, src: str, shape, dtype: DType, layer: str, attrs=None, params=None) -> str:
-        prefix = FINN_NAMES[op]
+        prefix = get_op(op).finn_name
         i = self.count.get(prefix, 0)
         self.count[prefix] = i + 1
         out = self.stream(shape, dtype)
@@ -332,9 +333,7 @@ def lower_qonnx(mw: ModelWrapper, name: str, in_shape: tuple[int, int, int]) -> 
         # reachable accumulator range of the layer
         xin = b.streams[cur].dtype
         xlo, xhi = (-1, 1) if xin.is_bipolar else (qlo, qhi)
-        per_row_lo = np.minimum(wmat * xlo, wmat * xhi).sum(axis=1)
-        per_row_hi = np.maximum(wmat * xlo, wmat * xhi).sum(axis=1)
-        lo, hi = int(per_row_lo.min()), int(per_row_hi.max())
+        lo, hi = acc_bounds(wmat, xlo, xhi)
         lo, hi = min(lo, -hi), max(hi, -lo)               # symmetric: rows may be negated
         if max(abs(lo), abs(hi)) >= _MANTISSA or not _pow2(s_cur * s_w):
             raise IRError(f"{n.name}: the float accumulator is not exact in float32")

@@ -27,24 +27,11 @@ the node's expected cycles meet ``target_cycles_per_frame``:
 
 from __future__ import annotations
 
-from .finn_models import (
-    MAX_ALLOWED_AP_INT_W,
-    FinnOp,
-    finn_dt_bits,
-    finn_ops,
-    is_depthwise,
-    minimized_attrs,
-    node_cycles,
-    op_cycles,
-)
+from .finn_models import MAX_ALLOWED_AP_INT_W, FinnOp, finn_dt_bits, minimized_attrs, op_cycles
 from .ir import HwGraph, Node
+from .ops import divisors, finn_ops, is_depthwise, node_cycles
 
-__all__ = ["finn_set_folding", "divisors"]
-
-
-def divisors(num: int) -> list[int]:
-    """Divisors of ``num``, ascending."""
-    return [x for x in range(1, num + 1) if num % x == 0]
+__all__ = ["finn_set_folding"]
 
 
 def _op(g: HwGraph, n: Node, op_type: str, role: str | None = None) -> FinnOp:

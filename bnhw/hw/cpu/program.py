@@ -33,13 +33,16 @@ Model file (little endian, every array 8-byte aligned from the start of the file
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from ...errors import BnhwError
 from ..ir import DType, HwGraph, Node, Stream, per_channel
+from ..ops import acc_bounds
 
 __all__ = ["CpuLoweringError", "CpuOp", "CpuProgram", "CpuTensor", "lower_cpu", "write_model", "read_header",
            "OPCODES", "ATTRS", "MAGIC", "VERSION", "pack_bits", "bipolar_weights_packed", "read_program", "to_bytes"]
@@ -245,7 +248,7 @@ class _Lowering:
                 continue
             for s in n.outputs:
                 self.check_int(n, g.streams[s])
-            getattr(self, "op_" + n.op)(n)
+            self._emitter(n)(self, n)
         out = self.of[g.output]
         if self.tensors[out].packed:
             out = self.int_input(g.nodes[-1], g.output)
@@ -329,10 +332,8 @@ class _Lowering:
 
     def acc_range(self, m: Node, w: np.ndarray, xt: DType, mw: int) -> tuple[int, int]:
         xlo, xhi = (-1, 1) if xt.is_bipolar else (xt.min, xt.max)
-        lo = np.minimum(w * xlo, w * xhi).sum(axis=1)
-        hi = np.maximum(w * xlo, w * xhi).sum(axis=1)
-        lo, hi = int(min(lo.min(), 0)), int(max(hi.max(), 0))
-        return lo, hi
+        lo, hi = acc_bounds(w, xlo, xhi)
+        return min(lo, 0), max(hi, 0)
 
     def activation(self, n: Node, C: int, lo: int, hi: int, attrs: dict) -> tuple[int, list[np.ndarray]]:
         """Output mode and the threshold parameter of a thresholded node (thresholds clamped to the
@@ -443,6 +444,24 @@ class _Lowering:
         if int(n.attrs.get("k", 1)) != 1:
             raise self.err(n, "only k = 1")
         self.simple(n, "LABELSELECT", {"H": H, "W": W, "C": C})
+
+    def _emitter(self, n: Node) -> Callable:
+        emit = self.EMITTERS.get(n.op)
+        if emit is None:
+            raise self.err(n, f"the CPU runtime has no kernel for op {n.op!r}")
+        return emit
+
+    #: the kernel call of each op (tests/test_ops.py checks it against the op registry)
+    EMITTERS: ClassVar[dict[str, Callable]] = {
+        "SWG": op_SWG, "MVAU": op_MVAU, "Thresholding": op_Thresholding, "MaxPool": op_MaxPool,
+        "AvgPoolSum": op_AvgPoolSum, "GlobalAvgPool": op_GlobalAvgPool, "Gather": op_Gather,
+        "Duplicate": op_Duplicate, "AddRequant": op_AddRequant, "RPReLU": op_RPReLU,
+        "LabelSelect": op_LabelSelect,
+    }
+
+
+#: the ops the CPU runtime has a kernel for (``tests/test_ops.py`` checks it against the op registry)
+CPU_OPS = frozenset(_Lowering.EMITTERS)
 
 
 def lower_cpu(g: HwGraph) -> CpuProgram:

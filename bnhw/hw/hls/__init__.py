@@ -17,12 +17,11 @@ from .codegen import (
     HLSError,
     ap_int_max_w,
     ap_types_dir,
-    generate_project,
     header_path,
     node_words,
-    render_project,
 )
 from .csim import compile_csim, csim, default_cache_dir, vendor_tools
+from .project import generate_project, render_project
 
 __all__ = ["generate_project", "render_project", "csim", "compile_csim", "vendor_tools", "ap_types_dir",
            "header_path", "default_cache_dir", "HLSError", "node_words", "ap_int_max_w", "HLS_MAX_WORD_BITS"]

@@ -43,20 +43,21 @@ Hardware conventions (see ``bnhw_dataflow.h`` for the C++ side):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
-import shlex
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from ...errors import BnhwError
 from ..ir import DType, HwGraph, Node, json_default, per_channel
+from ..ops import folding_error, get_op
 
-__all__ = ["render_project", "generate_project", "ap_types_dir", "header_path", "DEFAULT_PART",
-           "DEFAULT_CLOCK_NS", "HLSError", "sources_hash", "node_words", "ap_int_max_w", "AP_INT_DEFAULT_W",
+__all__ = ["Generator", "HLS_OPS", "ap_types_dir", "header_path", "DEFAULT_PART",
+           "DEFAULT_CLOCK_NS", "HLSError", "node_words", "ap_int_max_w", "AP_INT_DEFAULT_W",
            "HLS_MAX_WORD_BITS"]
 
 DEFAULT_PART = "xc7z020clg400-1"      # PYNQ-Z1 / Z2
@@ -246,13 +247,21 @@ def _c_array(name: str, ctype: str, values: list[str], dims: tuple[int, ...], pe
     return f"static const {ctype} {name}{dim_s} =\n    {nest(values, dims, '    ')};\n"
 
 
+def _value_range(g: HwGraph, n: Node) -> tuple[int, int]:
+    """The range of ``n``'s internal arithmetic, as its op states it."""
+    r = get_op(n.op).value_range(g, n)
+    if r is None:
+        raise HLSError(f"{n.name}: op {n.op} states no internal value range")
+    return r
+
+
 def _pe_layout(v: np.ndarray, pe: int) -> np.ndarray:
     """Per-channel vector (C,) -> (PE, C/PE) with channel c = cf*PE + pe at [pe, cf]."""
     return np.asarray(v).reshape(-1, pe).T
 
 
 # ----------------------------------------------------------------------------- the generator
-class _Gen:
+class Generator:
     def __init__(self, g: HwGraph, top: str):
         self.g = g
         self.top = top
@@ -385,6 +394,9 @@ class _Gen:
 
     def _node(self, n: Node) -> None:
         g = self.g
+        why = folding_error(g, n)                 # the op's folding rules (bnhw's units included)
+        if why:
+            raise HLSError(why)
         self._check_words(n)
         for i, s in enumerate(n.outputs):
             p = self._out_par(n, i)
@@ -405,7 +417,7 @@ class _Gen:
             self.var[s] = v
             outs.append(v)
         fn = self._unique(f"node_{c_ident(n.name)}")
-        body, pragmas = getattr(self, f"_op_{n.op}")(n)
+        body, pragmas = self._emitter(n)(self, n)
         sig = [f"hls::stream<{_word(g.streams[s].dtype, self._in_par(n, i))}> &in{i}"
                for i, s in enumerate(n.inputs)]
         sig += [f"hls::stream<{_word(g.streams[s].dtype, self.par[s])}> &out{i}"
@@ -456,12 +468,6 @@ class _Gen:
                 f"{_etype(si.dtype)}, {_etype(to)}>(in0, out0, padword);\n")
         return body, []
 
-    def _acc_bounds(self, w: np.ndarray, xlo: int, xhi: int) -> tuple[int, int]:
-        w = w.astype(np.int64)
-        lo = np.minimum(w * xlo, w * xhi).sum(axis=1)
-        hi = np.maximum(w * xlo, w * xhi).sum(axis=1)
-        return int(lo.min()), int(hi.max())
-
     def _thresholds(self, n: Node, rows: int, pe: int, lo: int, hi: int, what: str):
         """(C++ activation type, constant text) of ``thresholds`` clipped to the reachable range."""
         t = np.asarray(n.params["thresholds"], dtype=np.int64)
@@ -508,8 +514,7 @@ class _Gen:
                                f"got PE={pe}, SIMD={simd}")
         elif MH % pe or MW % simd:
             raise HLSError(f"{n.name}: PE={pe} must divide MH={MH} and SIMD={simd} must divide MW={MW}")
-        xlo, xhi = (-1, 1) if ti.is_bipolar else (ti.min, ti.max)
-        lo, hi = self._acc_bounds(w, xlo, xhi)
+        lo, hi = _value_range(self.g, n)
         acc = _ap_int(lo, hi, margin=1, what=n.name)
         binary = bool(n.attrs.get("binary_xnor", False))
         sfg = MWg // simd
@@ -639,22 +644,14 @@ class _Gen:
         if C % pe:
             raise HLSError(f"{n.name}: PE={pe} must divide {C} channels")
         vals, pt, pragmas = self._pc_params(n, ["A", "B"], C, pe)
-        A, B = vals["A"], vals["B"]
         shift = int(n.attrs["shift"])
         ss = int(n.attrs.get("shortcut_shift", 0))
-        xlo, xhi = si.dtype.min, si.dtype.max
-        lo = np.minimum(A * xlo, A * xhi) + B
-        hi = np.maximum(A * xlo, A * xhi) + B
         two = len(n.inputs) > 1
-        if two:
-            ts = self.g.in_stream(n, 1).dtype
-            lo, hi = lo + (ts.min << ss), hi + (ts.max << ss)
-        lo_, hi_ = int(lo.min()), int(hi.max())
-        if shift < 0:
-            lo_, hi_ = lo_ << -shift, hi_ << -shift
+        lo_, hi_ = _value_range(self.g, n)
         acc = _ap_int(lo_, hi_, margin=1, at_least=max(shift, 0) + 2, what=n.name)
         pfx = f"{c_ident(n.name)}_"
         if two:
+            ts = self.g.in_stream(n, 1).dtype
             body = (f"    bnhw::add_requant2<{si.pixels}, {C}, {pe}, {_etype(si.dtype)}, {_etype(ts)}, "
                     f"{_etype(so.dtype)}, {pt}, {acc}, {ss}, {shift}>(in0, in1, out0, {pfx}A, {pfx}B);\n")
         else:
@@ -671,13 +668,8 @@ class _Gen:
         frac = int(n.attrs["frac"])
         if frac < 0:
             raise HLSError(f"{n.name}: frac must be >= 0, got {frac}")
-        ylo, yhi = si.dtype.min - vals["S_in"], si.dtype.max - vals["S_in"]
-        sl = vals["slope"]
-        cands = [np.maximum(ylo, 0) << frac, np.maximum(yhi, 0) << frac,
-                 np.minimum(ylo, 0) * sl, np.minimum(yhi, 0) * sl, ylo, yhi]
-        lo = np.min(cands, axis=0) + np.minimum(vals["S_out"] << frac, 0)
-        hi = np.max(cands, axis=0) + np.maximum(vals["S_out"] << frac, 0)
-        acc = _ap_int(int(lo.min()), int(hi.max()), margin=1, at_least=frac + 2, what=n.name)
+        lo, hi = _value_range(self.g, n)
+        acc = _ap_int(lo, hi, margin=1, at_least=frac + 2, what=n.name)
         pfx = f"{c_ident(n.name)}_"
         body = (f"    bnhw::rprelu<{si.pixels}, {C}, {pe}, {_etype(si.dtype)}, {_etype(so.dtype)}, {pt}, {acc}, "
                 f"{frac}>(in0, out0, {pfx}S_in, {pfx}slope, {pfx}S_out);\n")
@@ -694,6 +686,20 @@ class _Gen:
             raise HLSError(f"{n.name}: output type {so.dtype.finn_name()} cannot hold index {N - 1}")
         body = f"    bnhw::label_select<{N}, {n.pe}, {_etype(si.dtype)}, {_etype(so.dtype)}>(in0, out0);\n"
         return body, []
+
+    def _emitter(self, n: Node) -> Callable:
+        emit = self.EMITTERS.get(n.op)
+        if emit is None:
+            raise HLSError(f"{n.name}: the HLS generator has no unit for op {n.op!r}")
+        return emit
+
+    #: the unit of each op (tests/test_ops.py checks it against the op registry)
+    EMITTERS: ClassVar[dict[str, Callable]] = {
+        "SWG": _op_SWG, "MVAU": _op_MVAU, "Thresholding": _op_Thresholding, "MaxPool": _op_MaxPool,
+        "AvgPoolSum": _op_AvgPoolSum, "GlobalAvgPool": _op_GlobalAvgPool, "Gather": _op_Gather,
+        "Duplicate": _op_Duplicate,
+        "AddRequant": _op_AddRequant, "RPReLU": _op_RPReLU, "LabelSelect": _op_LabelSelect,
+    }
 
     # ------------------------------------------------------------ files
     @property
@@ -744,237 +750,9 @@ class _Gen:
                  "firmware/bnhw_dataflow.h": header_path().read_text()}
         for p, text in self.params.items():
             files[f"firmware/{p}"] = text.replace("@PROLOGUE@", pro)
-        files[f"tb/{top}_tb.cpp"] = _TESTBENCH.replace("@TOP@", top).replace("@PROLOGUE@", pro)
-        files["build_csim.sh"] = _build_csim(top, self.ap_int_max_w)
         files["graph.json"] = json.dumps(g.to_dict(), indent=1, default=json_default) + "\n"
         return files
 
 
-_TESTBENCH = r"""// Testbench of @TOP@ (generated by bnhw).
-// usage: csim INPUT.bin OUTPUT.bin [EXPECTED.bin]
-// Files are little-endian int64 element values, frames back to back in HWC order.
-// Writes every output frame; with EXPECTED compares and exits 1 on a mismatch.
-@PROLOGUE@#include <cstdio>
-#include <cstdlib>
-#include <vector>
-#include "@TOP@.h"
-#ifdef BNHW_CSIM_UNITY
-// build_csim.sh compiles the design and the testbench as one translation unit (faster)
-#include "@TOP@.cpp"
-#endif
-
-static std::vector<long long> read_all(const char *path) {
-    std::vector<long long> v;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        exit(2);
-    }
-    long long x;
-    while (fread(&x, sizeof(x), 1, f) == 1) v.push_back(x);
-    fclose(f);
-    return v;
-}
-
-int main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s INPUT.bin OUTPUT.bin [EXPECTED.bin]\n", argv[0]);
-        return 2;
-    }
-    std::vector<long long> data = read_all(argv[1]);
-    if (data.size() % BNHW_IN_ELEMS != 0) {
-        fprintf(stderr, "input has %zu values, not a multiple of the frame size %d\n", data.size(), BNHW_IN_ELEMS);
-        return 2;
-    }
-    const size_t frames = data.size() / BNHW_IN_ELEMS;
-    std::vector<long long> res;
-    res.reserve(frames * BNHW_OUT_ELEMS);
-    for (size_t n = 0; n < frames; n++) {
-        hls::stream<BNHW_IN_WORD> in("tb_in");
-        hls::stream<BNHW_OUT_WORD> out("tb_out");
-        for (int w = 0; w < BNHW_IN_ELEMS / BNHW_IN_P; w++) {
-            BNHW_IN_WORD x = 0;
-            for (int p = 0; p < BNHW_IN_P; p++)
-                BNHW_IN_ELEM::set<BNHW_IN_P>(x, p, data[n * BNHW_IN_ELEMS + w * BNHW_IN_P + p]);
-            in.write(x);
-        }
-        BNHW_TOP(in, out);
-        if (!in.empty()) {
-            fprintf(stderr, "frame %zu: %zu input words were not consumed\n", n, in.size());
-            return 3;
-        }
-        if (out.size() != (size_t)(BNHW_OUT_ELEMS / BNHW_OUT_P)) {
-            fprintf(stderr, "frame %zu: %zu output words, expected %d\n", n, out.size(),
-                    BNHW_OUT_ELEMS / BNHW_OUT_P);
-            return 3;
-        }
-        for (int w = 0; w < BNHW_OUT_ELEMS / BNHW_OUT_P; w++) {
-            BNHW_OUT_WORD x = out.read();
-            for (int p = 0; p < BNHW_OUT_P; p++) res.push_back(BNHW_OUT_ELEM::get<BNHW_OUT_P>(x, p));
-        }
-    }
-    FILE *f = fopen(argv[2], "wb");
-    if (!f || fwrite(res.data(), sizeof(long long), res.size(), f) != res.size()) {
-        fprintf(stderr, "cannot write %s\n", argv[2]);
-        return 2;
-    }
-    fclose(f);
-    if (argc > 3) {
-        std::vector<long long> exp = read_all(argv[3]);
-        size_t bad = 0;
-        for (size_t i = 0; i < res.size(); i++)
-            if (i >= exp.size() || exp[i] != res[i]) bad++;
-        if (bad || exp.size() != res.size()) {
-            fprintf(stderr, "MISMATCH: %zu of %zu outputs differ from %s\n", bad, res.size(), argv[3]);
-            return 1;
-        }
-        printf("PASS: %zu frames match %s\n", frames, argv[3]);
-    }
-    return 0;
-}
-"""
-
-
-CXXFLAGS = ["-O2", "-std=c++14"]
-
-
-def _build_csim(top: str, apw: int) -> str:
-    return (
-        "#!/bin/sh\n"
-        "# C simulation build with plain g++ (no vendor tools needed).\n"
-        "# AP_TYPES: Xilinx's ap_int.h / hls_stream.h (shipped with hls4ml or with Vitis HLS under include/).\n"
-        "set -e\ncd \"$(dirname \"$0\")\"\n"
-        f"AP_TYPES=\"${{AP_TYPES:-{shlex.quote(str(ap_types_dir()))}}}\"\n"
-        f"${{CXX:-g++}} {' '.join(CXXFLAGS)} -DAP_INT_MAX_W={apw} -DBNHW_CSIM_UNITY -I\"$AP_TYPES\" -Ifirmware "
-        f"tb/{top}_tb.cpp "
-        "-o csim.bin\n"
-        "echo \"built $(pwd)/csim.bin; run: ./csim.bin input.bin output.bin [expected.bin]\"\n")
-
-
-def _build_tcl(top: str, part: str, clock_ns: float, apw: int = AP_INT_DEFAULT_W) -> str:
-    return f"""# Vitis HLS project of {top} (generated by bnhw).
-# usage: vitis_hls -f build_prj.tcl          (Vivado HLS <= 2020.1: vivado_hls -f build_prj.tcl)
-# Environment: BNHW_CSIM=1 also runs the C simulation on tb_data/ (when present) before synthesis,
-#              BNHW_COSIM=1 runs RTL co-simulation after it.
-set top {top}
-set part {{{part}}}
-set clock_ns {clock_ns}
-set here [file dirname [file normalize [info script]]]
-cd $here
-open_project -reset ${{top}}_prj
-set_top $top
-# AP_INT_MAX_W: the widest ap_uint word of the design, rounded up to a multiple of 1024 (the sources define
-# the same value before their first #include <ap_int.h>; Vitis HLS accepts up to 4096)
-set cflags "-std=c++14 -DAP_INT_MAX_W={apw} -I$here/firmware"
-add_files firmware/${{top}}.cpp -cflags $cflags
-add_files -tb tb/${{top}}_tb.cpp -cflags $cflags
-open_solution -reset solution1
-set_part $part
-create_clock -period $clock_ns -name default
-set tb_args "$here/tb_data/input.bin $here/tb_data/output.bin $here/tb_data/expected.bin"
-if {{[info exists ::env(BNHW_CSIM)] && [file exists tb_data/input.bin]}} {{
-    csim_design -argv $tb_args
-}}
-csynth_design
-if {{[info exists ::env(BNHW_COSIM)] && [file exists tb_data/input.bin]}} {{
-    cosim_design -argv $tb_args
-}}
-export_design -format ip_catalog -rtl verilog -description "bnhw dataflow accelerator $top"
-exit
-"""
-
-
-def _readme(g: HwGraph, top: str, part: str, clock_ns: float, gen: _Gen) -> str:
-    si, so = g.streams[g.input], g.streams[g.output]
-    ops: dict[str, int] = {}
-    for n in g.nodes:
-        ops[n.op] = ops.get(n.op, 0) + 1
-    op_s = ", ".join(f"{k} x{v}" for k, v in ops.items())
-    return f"""# HLS project `{top}` for graph `{g.name}`
-
-Generated by `bnhw` from a folded hardware graph ({len(g.nodes)} nodes: {op_s}).
-
-* `firmware/{top}.cpp`: one streaming function per node, chained in a `#pragma HLS DATAFLOW` region.
-  Signature: `void {top}(hls::stream<{top}_in_word> &in, hls::stream<{top}_out_word> &out)`,
-  both AXI-Stream (`axis`); one call processes one frame.
-* input `{si.name}` {tuple(si.shape)} {si.dtype.finn_name()}, {gen.in_par} element(s) per word, HWC order;
-  output `{so.name}` {tuple(so.shape)} {so.dtype.finn_name()}, {gen.out_par} element(s) per word.
-* Element `i` of a word occupies bits `[i*B, (i+1)*B)`; bipolar elements are one bit (1 = +1).
-  The widest word (stream or weight memory) is {gen.word_bits} bits: every source defines
-  `AP_INT_MAX_W` = {gen.ap_int_max_w} before its first `#include <ap_int.h>` (ap_int's default limit is
-  1024 bits; Vitis HLS accepts up to 4096), and `build_csim.sh` / `build_prj.tcl` pass the same `-D`.
-  Zero-padded bipolar windows (between an SWG with padding and its MVAU) carry a valid plane:
-  `2P` bits per word, values in the low `P` bits, valid flags in the high `P` bits; the XNOR
-  MVAU masks the padding taps (`acc = 2*popcount(xnor & valid) - popcount(valid)`).
-* `firmware/params/*.h`: weights `W[PE][tiles]` of `SIMD` lanes, thresholds `T[PE][NF][NT]`,
-  per-channel constants `[PE][C/PE]` (channel `c = cf*PE + pe`).
-
-## C simulation (no vendor tools)
-
-    sh build_csim.sh                               # g++ -O2 -std=c++14 with ap_types from hls4ml
-    ./csim.bin input.bin output.bin [expected.bin]  # little-endian int64 values, frames back to back
-
-From Python: `bnhw.hw.hls.csim(graph, inputs)` does all of this and caches the binary.
-
-## Synthesis (needs AMD/Xilinx tools)
-
-Vendor tools were not used to produce this project. On a machine with Vitis HLS (2022.1 or later
-recommended) on `PATH`:
-
-    vitis_hls -f build_prj.tcl                   # csynth_design + export_design (IP catalog)
-    BNHW_CSIM=1 vitis_hls -f build_prj.tcl       # also C simulation on tb_data/ first
-
-(`vivado_hls -f build_prj.tcl` for Vivado HLS 2020.1 and older.) Part `{part}`, clock
-{clock_ns} ns; edit the top of `build_prj.tcl` to change them. The exported IP is in
-`{top}_prj/solution1/impl/ip/`: add its directory to a Vivado IP repository, instantiate it in a
-block design between an AXI DMA (MM2S -> `in`, `out` -> S2MM) and the Zynq PS, then run
-synthesis, implementation and `write_bitstream` in Vivado. Check `{top}_prj/solution1/syn/report/`
-for the achieved initiation intervals: the SWG buffers rows and the grouped MVAU buffers one
-window before computing, so neither overlaps its read and compute phases.
-"""
-
-
-def render_project(g: HwGraph, *, top: str = "bnhw_top", part: str = DEFAULT_PART,
-                   clock_ns: float = DEFAULT_CLOCK_NS) -> dict[str, str]:
-    """The text of every file of the HLS project for ``g`` (``{relative path: text}``)."""
-    if c_ident(top) != top:
-        raise HLSError(f"top function name {top!r} is not a C identifier")
-    gen = _Gen(g, top)
-    files = gen.run()
-    files["build_prj.tcl"] = _build_tcl(top, part, clock_ns, gen.ap_int_max_w)
-    files["README.md"] = _readme(g, top, part, clock_ns, gen)
-    return files
-
-
-def sources_hash(files: dict[str, str]) -> str:
-    h = hashlib.sha256()
-    for path in sorted(files):
-        h.update(path.encode() + b"\0" + files[path].encode() + b"\0")
-    return h.hexdigest()
-
-
-def generate_project(g: HwGraph, out_dir, *, top: str = "bnhw_top", part: str = DEFAULT_PART,
-                     clock_ns: float = DEFAULT_CLOCK_NS, inputs: np.ndarray | None = None) -> Path:
-    """Write the HLS project for ``g`` into ``out_dir`` and return it.
-
-    With ``inputs`` (``[N, H, W, C]``) also writes ``tb_data/input.bin`` and the
-    reference outputs ``tb_data/expected.bin`` (``g.execute``) for the vendor C
-    simulation (``BNHW_CSIM=1 vitis_hls -f build_prj.tcl``).
-    """
-    out = Path(out_dir)
-    files = render_project(g, top=top, part=part, clock_ns=clock_ns)
-    for rel, text in files.items():
-        p = out / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if not p.exists() or p.read_text() != text:
-            p.write_text(text)
-    (out / "build_csim.sh").chmod(0o755)
-    if inputs is not None:
-        x = np.asarray(inputs, dtype=np.int64)
-        if x.ndim == 3:
-            x = x[None]
-        exp = np.stack([g.execute(xi) for xi in x])
-        (out / "tb_data").mkdir(exist_ok=True)
-        (out / "tb_data" / "input.bin").write_bytes(x.astype("<i8").tobytes())
-        (out / "tb_data" / "expected.bin").write_bytes(exp.astype("<i8").tobytes())
-    return out
+#: the ops the HLS generator has a unit for (``tests/test_ops.py`` checks it against the op registry)
+HLS_OPS = frozenset(Generator.EMITTERS)

@@ -17,7 +17,8 @@ import numpy as np
 
 from ...errors import BnhwError
 from ..ir import HwGraph
-from .codegen import DEFAULT_CLOCK_NS, DEFAULT_PART, c_ident, render_project, sources_hash
+from .codegen import DEFAULT_CLOCK_NS, DEFAULT_PART, c_ident
+from .project import render_project, sources_hash
 
 __all__ = ["csim", "vendor_tools", "default_cache_dir", "compile_csim"]
 

@@ -1,7 +1,7 @@
 """Elaborate a folded :class:`~bnhw.hw.ir.HwGraph` into the simulator's netlist.
 
 Every IR node becomes one or more *units* -- the same split into FINN
-operators that :func:`bnhw.hw.finn_models.finn_ops` uses for the
+operators that :func:`bnhw.hw.ops.finn_ops` uses for the
 cycle and resource estimates -- and every connection a FIFO of words.  Two
 unit kinds cover all of them:
 
@@ -34,13 +34,16 @@ pool, as FINN's depthwise SWG does.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from ...errors import BnhwError
-from ..finn_models import finn_ops, is_depthwise, swg_buffer_depth
+from ..finn_models import swg_buffer_depth
 from ..ir import HwGraph, Node, per_channel
+from ..ops import finn_ops, folding_error, is_depthwise
 
 __all__ = ["Unit", "Fifo", "Netlist", "elaborate", "SimError", "LOOP_OPS", "PIPELINE_DEPTH"]
 
@@ -243,7 +246,10 @@ class _Elab:
             raise SimError(f"input stream: {in_w} elements per word do not divide {st.elems}")
         self.tail[g.input] = self.new_fifo(src, in_w, st.elems // in_w, self.bits(g.input), g.input)
         for n in g.nodes:
-            getattr(self, f"_op_{n.op}")(n)
+            why = folding_error(g, n, check_units=False)      # FINN's folding rules, from the op registry
+            if why:
+                raise SimError(why)
+            self._emitter(n)(self, n)
         # streams nobody reads (a truncated Duplicate output) and the graph output go to sinks
         for s, f in self.tail.items():
             if self.fifos[f].dst == -1 and s != g.output and self.cons_count.get(s, 0) == 0 and s != g.input:
@@ -298,8 +304,6 @@ class _Elab:
         pad, dil = int(n.attrs.get("pad", 0)), int(n.attrs.get("dilation", 1))
         Ho, Wo = so.shape[0], so.shape[1]
         simd = n.simd
-        if C % simd:
-            raise SimError(f"{n.name}: SIMD={simd} does not divide {C} channels")
         ops = {o.role: o for o in finn_ops(g, n)}
         from ..finn_models import op_cycles
         src, bits = n.inputs[0], self.bits(n.outputs[0])
@@ -380,8 +384,6 @@ class _Elab:
     def _elementwise(self, n: Node, finn_op: str, op: str, ip: dict, arrays: dict):
         si = self.g.in_stream(n)
         pe = n.pe
-        if si.channels % pe:
-            raise SimError(f"{n.name}: PE={pe} does not divide {si.channels} channels")
         steps = si.pixels * (si.channels // pe)
         nout = len(n.outputs)
         flags = np.full(steps, (1 << len(n.inputs)) - 1 | (((1 << nout) - 1) << 4), dtype=np.uint8)
@@ -426,8 +428,6 @@ class _Elab:
         H, W, C = si.shape
         k, pe = int(n.attrs["k"]), n.pe
         Ho, Wo = so.shape[0], so.shape[1]
-        if C % pe:
-            raise SimError(f"{n.name}: PE={pe} does not divide {C} channels")
         ops = {o.role: o for o in finn_ops(g, n)}
         from ..finn_models import op_cycles
         idx = _window_index(H, W, C, k, k, 1, Ho, Wo).reshape(Ho, Wo, k * k, C // pe, pe).transpose(0, 1, 3, 2, 4)
@@ -451,8 +451,6 @@ class _Elab:
     def _op_GlobalAvgPool(self, n: Node):
         si = self.g.in_stream(n)
         pe, C = n.pe, si.channels
-        if C % pe:
-            raise SimError(f"{n.name}: PE={pe} does not divide {C} channels")
         CF = C // pe
         flags = np.concatenate([np.ones(si.pixels * CF, np.uint8), np.full(CF, 1 << 4, np.uint8)])
         self._loop(n, "GlobalAccPool_hls", "gap", flags, [pe], pe, n.outputs,
@@ -461,8 +459,6 @@ class _Elab:
     def _op_LabelSelect(self, n: Node):
         si = self.g.in_stream(n)
         pe = n.pe
-        if si.channels % pe:
-            raise SimError(f"{n.name}: PE={pe} does not divide {si.channels} labels")
         steps = si.elems // pe
         flags = np.ones(steps, np.uint8)
         flags[-1] |= 1 << 4
@@ -486,9 +482,27 @@ class _Elab:
                      2 * (si.channels // win) + 1, 0, n.outputs[0], self.bits(n.outputs[0]), 0, si.elems,
                      note="channel gather (one pixel buffered)")
 
+    def _emitter(self, n: Node) -> Callable:
+        emit = self.EMITTERS.get(n.op)
+        if emit is None:
+            raise SimError(f"{n.name}: the cycle simulator has no unit for op {n.op!r}")
+        return emit
+
+    #: the unit of each op (tests/test_ops.py checks it against the op registry)
+    EMITTERS: ClassVar[dict[str, Callable]] = {
+        "SWG": _op_SWG, "MVAU": _op_MVAU, "Thresholding": _op_Thresholding, "MaxPool": _op_MaxPool,
+        "AvgPoolSum": _op_AvgPoolSum, "GlobalAvgPool": _op_GlobalAvgPool, "Gather": _op_Gather,
+        "Duplicate": _op_Duplicate,
+        "AddRequant": _op_AddRequant, "RPReLU": _op_RPReLU, "LabelSelect": _op_LabelSelect,
+    }
+
+
+#: the ops the cycle simulator has a unit for (``tests/test_ops.py`` checks it against the op registry)
+SIM_OPS = frozenset(_Elab.EMITTERS)
+
 
 def _cycles_of(g: HwGraph, n: Node) -> list[int]:
-    from ..finn_models import node_cycles
+    from ..ops import node_cycles
     return [node_cycles(g, n)]
 
 

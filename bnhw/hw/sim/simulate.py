@@ -190,7 +190,7 @@ def simulate(g: HwGraph | Netlist, frames: int = 10, *, depths=None, inputs: np.
     out = None
     if raw.output is not None and not deadlock:
         out = raw.output.astype(np.int64).reshape((frames, *graph.streams[graph.output].shape))
-    from ..finn_models import node_cycles
+    from ..ops import node_cycles
     analytic = max([node_cycles(graph, n) for n in graph.nodes] + [0])
     src = net.unit("input_dma")
     t0 = int(st[net.units.index(src), col["first_write"]])

@@ -1,0 +1,142 @@
+"""The op protocol and its registry (one :class:`HwOp` subclass per module of :mod:`bnhw.hw.ops`).
+
+An op states once what every part of bnhw needs to know about it: its reference integer execution,
+the value range of its internal arithmetic, its legal foldings, and its cycle / resource models
+(FINN's, through the FINN custom ops it maps to).  Lowering, estimation, folding, the cycle simulator,
+the HLS generator and the CPU program ask the registry (:func:`get_op`) and derive none of it again;
+a back end that implements an op keeps its own emitter in a table keyed by the op's name, and
+``tests/test_ops.py`` checks every table against the registry.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ..finn_models import FinnOp, Resources, op_cycles, op_resources
+from ..ir import HwGraph, IRError, Node
+
+__all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "get_op", "op_names", "divisors"]
+
+_REGISTRY: dict[str, HwOp] = {}
+
+
+def divisors(num: int) -> list[int]:
+    """Divisors of ``num``, ascending (FINN's legal PE / SIMD values of a dimension)."""
+    return [x for x in range(1, num + 1) if num % x == 0]
+
+
+class HwOp:
+    """One IR op.  Subclasses set the class attributes and override what applies; every method takes
+    the graph and the node (an op instance holds no state: one instance serves every node)."""
+
+    #: the IR op name (``Node.op``)
+    name: ClassVar[str] = ""
+    #: node-name prefix (finn-plus 1.6.1's op type after ``specialize_layers`` where FINN has the unit,
+    #: so FINN folding configs apply as they are; nodes are named ``{finn_name}_{i}``)
+    finn_name: ClassVar[str] = ""
+    #: carries a PE folding attribute (listed in the folding config)
+    foldable: ClassVar[bool] = True
+    #: carries a SIMD folding attribute too
+    folds_simd: ClassVar[bool] = False
+    #: one line per model: which finn-plus formula is used and what bnhw assumes (key: op or variant)
+    notes: ClassVar[dict[str, str]] = {}
+
+    # ------------------------------------------------------------- semantics
+    def execute(self, g: HwGraph, n: Node, ins: list[np.ndarray]) -> list[np.ndarray]:
+        """The reference semantics: int64 arrays in, one array per output stream out."""
+        raise NotImplementedError(self.name)
+
+    def value_range(self, g: HwGraph, n: Node) -> tuple[int, int] | None:
+        """The range of the op's internal arithmetic before any activation / rounding / clipping
+        (an MVAU's accumulator, AddRequant's and RPReLU's pre-shift sum); ``None``: no such value."""
+        return None
+
+    # ------------------------------------------------------------- folding
+    def legal_pe(self, g: HwGraph, n: Node) -> list[int]:
+        """PE values FINN accepts for the op."""
+        return [1]
+
+    def legal_simd(self, g: HwGraph, n: Node) -> list[int]:
+        """SIMD values FINN accepts for the op."""
+        return [1]
+
+    def buildable(self, g: HwGraph, n: Node, pe: int, simd: int) -> bool:
+        """Whether bnhw's units implement the op at (``pe``, ``simd``) beyond FINN's divisibility rules."""
+        return True
+
+    def foldings(self, g: HwGraph, n: Node) -> list[tuple[int, int]]:
+        """Every (PE, SIMD) the op may be folded to."""
+        simds = self.legal_simd(g, n) if self.folds_simd else [1]
+        return [(p, s) for p in self.legal_pe(g, n) for s in simds if self.buildable(g, n, p, s)]
+
+    def folding_error(self, g: HwGraph, n: Node, check_units: bool = True) -> str | None:
+        """Why ``n``'s current folding is not allowed (``None``: it is); FINN's rules only unless
+        ``check_units`` (then also :meth:`buildable`)."""
+        pes = self.legal_pe(g, n)
+        if n.pe not in pes:
+            return f"{n.name}: PE={n.pe} is not allowed (choose from {pes})"
+        if self.folds_simd:
+            simds = self.legal_simd(g, n)
+            if n.simd not in simds:
+                return f"{n.name}: SIMD={n.simd} is not allowed (choose from {simds})"
+        if check_units and not self.buildable(g, n, n.pe, n.simd):
+            return f"{n.name}: {self.name} at PE={n.pe}, SIMD={n.simd}: {self.unbuildable_why(g, n)}"
+        return None
+
+    def unbuildable_why(self, g: HwGraph, n: Node) -> str:
+        return "not implemented at this folding"
+
+    # ------------------------------------------------------------- models
+    def finn_ops(self, g: HwGraph, n: Node) -> list[FinnOp]:
+        """The FINN custom op(s) equivalent to ``n`` at its folding (``[]``: FINN has none)."""
+        return []
+
+    def finn_op_type(self, g: HwGraph, n: Node) -> str:
+        """The FINN op type the node maps to (the main one of a composite)."""
+        ops = self.finn_ops(g, n)
+        main = [o for o in ops if o.role == "main"] or ops
+        return main[-1].op_type if main else f"bnhw_{self.name}"
+
+    def cycles(self, g: HwGraph, n: Node) -> int:
+        """FINN ``get_exp_cycles`` (the slowest part of a composite: its parts run as a pipeline)."""
+        ops = self.finn_ops(g, n)
+        return max((op_cycles(o) for o in ops), default=0)
+
+    def resources(self, g: HwGraph, n: Node) -> Resources:
+        """FINN's resource estimates (summed over a composite's parts)."""
+        return sum((op_resources(o) for o in self.finn_ops(g, n)), Resources.zero())
+
+
+class ChannelwiseOp(HwOp):
+    """An op that processes PE channels of one pixel per cycle (PE: divisors of the input channels)."""
+
+    def legal_pe(self, g: HwGraph, n: Node) -> list[int]:
+        return divisors(g.in_stream(n).channels)
+
+
+def register(cls: type[HwOp]) -> type[HwOp]:
+    """Class decorator: add one instance of ``cls`` to the registry under ``cls.name``."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"op {cls.name!r}: empty or registered twice")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove op ``name`` (for tests that register a temporary op)."""
+    _REGISTRY.pop(name, None)
+
+
+def get_op(name: str) -> HwOp:
+    """The registered op ``name`` (:class:`~bnhw.hw.ir.IRError` naming it when there is none)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise IRError(f"unknown op {name!r} (registered: {', '.join(_REGISTRY)})") from None
+
+
+def op_names() -> tuple[str, ...]:
+    """Every registered op name, in registration order."""
+    return tuple(_REGISTRY)
