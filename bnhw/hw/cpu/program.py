@@ -451,7 +451,7 @@ class _Lowering:
             raise self.err(n, f"the CPU runtime has no kernel for op {n.op!r}")
         return emit
 
-    #: the kernel call of each op (tests/test_ops.py checks it against the op registry)
+    #: the kernel call of each op (tests/test_hw_ops.py checks it against the op registry)
     EMITTERS: ClassVar[dict[str, Callable]] = {
         "SWG": op_SWG, "MVAU": op_MVAU, "Thresholding": op_Thresholding, "MaxPool": op_MaxPool,
         "AvgPoolSum": op_AvgPoolSum, "GlobalAvgPool": op_GlobalAvgPool, "Gather": op_Gather,
@@ -460,7 +460,7 @@ class _Lowering:
     }
 
 
-#: the ops the CPU runtime has a kernel for (``tests/test_ops.py`` checks it against the op registry)
+#: the ops the CPU runtime has a kernel for (``tests/test_hw_ops.py`` checks it against the op registry)
 CPU_OPS = frozenset(_Lowering.EMITTERS)
 
 

@@ -693,7 +693,7 @@ class Generator:
             raise HLSError(f"{n.name}: the HLS generator has no unit for op {n.op!r}")
         return emit
 
-    #: the unit of each op (tests/test_ops.py checks it against the op registry)
+    #: the unit of each op (tests/test_hw_ops.py checks it against the op registry)
     EMITTERS: ClassVar[dict[str, Callable]] = {
         "SWG": _op_SWG, "MVAU": _op_MVAU, "Thresholding": _op_Thresholding, "MaxPool": _op_MaxPool,
         "AvgPoolSum": _op_AvgPoolSum, "GlobalAvgPool": _op_GlobalAvgPool, "Gather": _op_Gather,
@@ -754,5 +754,5 @@ class Generator:
         return files
 
 
-#: the ops the HLS generator has a unit for (``tests/test_ops.py`` checks it against the op registry)
+#: the ops the HLS generator has a unit for (``tests/test_hw_ops.py`` checks it against the op registry)
 HLS_OPS = frozenset(Generator.EMITTERS)

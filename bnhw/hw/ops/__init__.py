@@ -1,6 +1,6 @@
 """The IR's ops: one module per op, each registering one :class:`~.base.HwOp` (the way qonnx and
 finn-plus keep one CustomOp per file with a registry).  Adding an op = one module here (importing it
-below registers it) + its test; ``tests/test_ops.py`` then asks every back end for it.
+below registers it) + its test; ``tests/test_hw_ops.py`` then asks every back end for it.
 
 The functions below are what the rest of bnhw calls with a node; each asks the node's op.
 """

@@ -5,7 +5,7 @@ the value range of its internal arithmetic, its legal foldings, and its cycle / 
 (FINN's, through the FINN custom ops it maps to).  Lowering, estimation, folding, the cycle simulator,
 the HLS generator and the CPU program ask the registry (:func:`get_op`) and derive none of it again;
 a back end that implements an op keeps its own emitter in a table keyed by the op's name, and
-``tests/test_ops.py`` checks every table against the registry.
+``tests/test_hw_ops.py`` checks every table against the registry.
 """
 
 from __future__ import annotations

@@ -488,7 +488,7 @@ class _Elab:
             raise SimError(f"{n.name}: the cycle simulator has no unit for op {n.op!r}")
         return emit
 
-    #: the unit of each op (tests/test_ops.py checks it against the op registry)
+    #: the unit of each op (tests/test_hw_ops.py checks it against the op registry)
     EMITTERS: ClassVar[dict[str, Callable]] = {
         "SWG": _op_SWG, "MVAU": _op_MVAU, "Thresholding": _op_Thresholding, "MaxPool": _op_MaxPool,
         "AvgPoolSum": _op_AvgPoolSum, "GlobalAvgPool": _op_GlobalAvgPool, "Gather": _op_Gather,
@@ -497,7 +497,7 @@ class _Elab:
     }
 
 
-#: the ops the cycle simulator has a unit for (``tests/test_ops.py`` checks it against the op registry)
+#: the ops the cycle simulator has a unit for (``tests/test_hw_ops.py`` checks it against the op registry)
 SIM_OPS = frozenset(_Elab.EMITTERS)
 
 
