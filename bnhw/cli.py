@@ -165,8 +165,12 @@ def sample(space_name: str, seed: int, count: int, no_nd: bool, out: Path | None
               help="Real-valued path: as in the spec, float, or fixed point (integer hardware).")
 @click.option("--verify", default=8, show_default=True, type=click.IntRange(0, 1797),
               help="Execute the QONNX model on this many digits images and compare with PyTorch (0: skip).")
+@click.option("--calibration-images", default=64, show_default=True, type=click.IntRange(1, 1797),
+              help="Without --checkpoint: digits images the batch-norm statistics of the random weights are "
+                   "estimated on.")
 @click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
-def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify: int, force: bool) -> None:
+def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify: int, calibration_images: int,
+           force: bool) -> None:
     """Export ARCH as a QONNX model (Brevitas export_qonnx + qonnx cleanup).
 
     Without --checkpoint the weights are random and BN statistics are
@@ -176,7 +180,8 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
     """
     from .flows.export import export_flow
 
-    export_flow(arch, out, checkpoint=checkpoint, precision=precision, verify=verify, force=force, echo=click.echo)
+    export_flow(arch, out, checkpoint=checkpoint, precision=precision, verify=verify, force=force,
+                calibration_images=calibration_images, echo=click.echo)
 
 
 # ---------------------------------------------------------------------------
@@ -484,9 +489,11 @@ DEFAULT_SEARCH_ARCH = Path("runs/search/best_arch.json")
               help="Frames the cycle simulation runs back to back.")
 @click.option("--fifo-seconds", default=300.0, show_default=True, type=click.FloatRange(min=0),
               help="Time budget of the FIFO sizing search (past it, the remaining FIFOs keep safe depths).")
+@click.option("--no-finn", is_flag=True,
+              help="Do not hand the QONNX network to finn-plus's builder (finn/: FINN's graph, estimates and code).")
 @click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
 def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csim_inputs, no_csim, no_sim,
-          sim_frames, fifo_seconds, force) -> None:
+          sim_frames, fifo_seconds, no_finn, force) -> None:
     """Build a streaming XNOR-popcount dataflow accelerator for NETWORK on a board.
 
     NETWORK is a reference network (cnv-w1a1, tfc-w1a1), an architecture
@@ -494,7 +501,10 @@ def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csi
     (runs/search/best_arch.json).  Writes report.md / report.json /
     layers.png (per-unit folding, cycles, LUT, BRAM, DSP, FPS, latency),
     folding.json, fifo_config.json (simulated FIFO depths), model.onnx and
-    the HLS project with its C simulation.
+    the HLS project with its C simulation; for the reference nets and QONNX
+    files also finn/: finn-plus's own builder run offline with bnhw's
+    folding up to FINN's code generation (its graph, estimates, generated
+    code and a DataflowBuildConfig to continue where Vivado exists).
     """
     from .flows.build import BuildOptions, build_flow
 
@@ -506,7 +516,8 @@ def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csi
         click.echo(f"building {network} (the result of `bnhw search`)")
     build_flow(BuildOptions(network=network, target=target, out=out, folding=folding, fps=fps, clock_mhz=clock_mhz,
                             margin=margin, checkpoint=checkpoint, csim_inputs=csim_inputs, csim=not no_csim,
-                            sim=not no_sim, sim_frames=sim_frames, fifo_seconds=fifo_seconds, force=force),
+                            sim=not no_sim, sim_frames=sim_frames, fifo_seconds=fifo_seconds, finn=not no_finn,
+                            force=force),
                echo=click.echo)
 
 

@@ -28,7 +28,8 @@ def one_line_error(p):
 @pytest.mark.slow
 def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
     out = tmp_path / "cnv"
-    p = run("build", "cnv-w1a1", "--target", "pynq-z2", "--folding", "finn-examples", "-o", out)
+    p = run("build", "--no-finn", "cnv-w1a1", "--target", "pynq-z2", "--folding", "finn-examples", "-o", out, "--csim-inputs", "8",
+            "--fifo-seconds", "10")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "report.json").read_text())
     cyc = {d["name"]: d["cycles"] for d in r["layers"]}
@@ -37,7 +38,7 @@ def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
     assert abs(r["performance"]["fps"] - 3051.76) < 0.01
     assert r["resources"]["total"]["BRAM18"] == 147
     cs = r["checks"]["csim"]
-    assert cs["inputs"] >= 16 and cs["outputs_bit_exact"] == cs["inputs"] and cs["pre_label_bit_exact"] == cs["inputs"]
+    assert cs["inputs"] == 8 and cs["outputs_bit_exact"] == cs["inputs"] and cs["pre_label_bit_exact"] == cs["inputs"]
     assert r["checks"]["ir_vs_qonnx"]["labels_equal"] == r["checks"]["ir_vs_qonnx"]["inputs"]
     for f in ("report.md", "layers.png", "folding.json", "model.onnx", "hls/build_prj.tcl", "hls/build_csim.sh"):
         assert (out / f).is_file(), f
@@ -48,7 +49,7 @@ def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
 
 def test_tfc_default_folding_fits_and_round_trips(tmp_path):
     out = tmp_path / "tfc"
-    p = run("build", "tfc-w1a1", "--target", "pynq-z1", "-o", out)
+    p = run("build", "--no-finn", "tfc-w1a1", "--target", "pynq-z1", "-o", out)
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "report.json").read_text())
     tot, board = r["resources"]["total"], r["board"]
@@ -70,7 +71,7 @@ def test_tfc_default_folding_fits_and_round_trips(tmp_path):
     assert "## Cycle simulation (simulated)" in (out / "report.md").read_text()
     # a folding file round-trips: building with the written folding (or FIFO config) gives the same II
     for name in ("folding.json", "fifo_config.json"):
-        p2 = run("build", "tfc-w1a1", "--folding", out / name, "-o", tmp_path / "tfc2", "--no-csim", "--no-sim")
+        p2 = run("build", "--no-finn", "tfc-w1a1", "--folding", out / name, "-o", tmp_path / "tfc2", "--no-csim", "--no-sim")
         assert p2.returncode == 0, p2.stderr
         r2 = json.loads((tmp_path / "tfc2" / "report.json").read_text())
         assert r2["performance"]["ii_cycles"] == r["performance"]["ii_cycles"]
@@ -81,7 +82,7 @@ def test_folding_that_does_not_fit_names_the_resource(tmp_path):
             "MVAU_hls_2": {"PE": 64, "SIMD": 64}}
     f = tmp_path / "fold.json"
     f.write_text(json.dumps(fold))
-    p = run("build", "tfc-w1a1", "--folding", f, "-o", tmp_path / "o", "--no-csim")
+    p = run("build", "--no-finn", "tfc-w1a1", "--folding", f, "-o", tmp_path / "o", "--no-csim")
     msg = one_line_error(p)
     assert "does not fit pynq-z2" in msg and "LUT" in msg and "larger board" in msg
 
@@ -100,7 +101,7 @@ def test_bad_input_is_one_line(tmp_path, args, needle):
 def test_unknown_node_in_folding_file(tmp_path):
     f = tmp_path / "fold.json"
     f.write_text(json.dumps({"MVAU_hls_9": {"PE": 2}}))
-    msg = one_line_error(run("build", "tfc-w1a1", "--folding", f, "-o", tmp_path / "o", "--no-csim"))
+    msg = one_line_error(run("build", "--no-finn", "tfc-w1a1", "--folding", f, "-o", tmp_path / "o", "--no-csim"))
     assert "MVAU_hls_9" in msg and "MVAU_hls_0" in msg
 
 
@@ -128,18 +129,19 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
     from bnhw.hw.setfolding import finn_set_folding
 
     out = tmp_path / "sub"
-    p = run("build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", out, "--fifo-seconds", "60")
+    p = run("build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", out, "--fifo-seconds", "10",
+            "--csim-inputs", "8")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "report.json").read_text())
     ops = {d["op"] for d in r["layers"]}
     assert {"AddRequant", "RPReLU", "AvgPoolSum", "Gather", "Duplicate", "GlobalAvgPool"} <= ops
     cs = r["checks"]["csim"]
-    assert cs["inputs"] == 16 and cs["outputs_bit_exact"] == 16      # classifier accumulators, bit-exact
-    assert r["checks"]["ir_vs_qonnx"]["labels_equal"] == 16
+    assert cs["inputs"] == 8 and cs["outputs_bit_exact"] == 8        # classifier accumulators, bit-exact
+    assert r["checks"]["ir_vs_qonnx"]["labels_equal"] == 8
     assert r["checks"]["ir_vs_qonnx"]["max_logit_rel_error"] < 1e-5
     sim = r["simulation"]                                              # 354 simulated units
     assert abs(sim["unbounded"]["ii_cycles"] - r["performance"]["ii_cycles"]) <= 0.01 * r["performance"]["ii_cycles"]
-    assert sim["functional"]["bit_exact"] == 16
+    assert sim["functional"]["bit_exact"] == 8
     assert sim["sized"]["ii_cycles"] == sim["unbounded"]["ii_cycles"]  # complete or not, sized depths keep the II
     g = HwGraph.load(out / "hw_graph.json")
     assert any(n.op == "MVAU" and n.attrs.get("groups", 1) > 1 for n in g.nodes)
@@ -149,7 +151,7 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
 
     from bnhw.hw.ops import folding_error
 
-    for target in np.geomspace(unfolded / 8, unfolded, 8).astype(int):
+    for target in np.geomspace(unfolded / 8, unfolded, 4).astype(int):
         sf = graph_cost(finn_set_folding(g, int(target)))
         budget = {"LUT": sf.total["LUT"], "BRAM18": sf.total["BRAM18"], "URAM": 0, "DSP": 220}
         ours = maximize_fps(g, budget)
@@ -171,9 +173,9 @@ def test_a_qonnx_file_builds_like_the_network_it_was_exported_from(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "8/8 binary tensors bit-exact" in p.stdout
     (tmp_path / "tfc-w1a1.json").write_bytes((tmp_path / "tfc.onnx").read_bytes())
-    p = run("build", tmp_path / "tfc-w1a1.json", "--no-sim", "-o", tmp_path / "from_qonnx")
+    p = run("build", "--no-finn", tmp_path / "tfc-w1a1.json", "--no-sim", "-o", tmp_path / "from_qonnx")
     assert p.returncode == 0, p.stderr
-    p = run("build", "tfc-w1a1", "--no-sim", "--no-csim", "-o", tmp_path / "from_name")
+    p = run("build", "--no-finn", "tfc-w1a1", "--no-sim", "--no-csim", "-o", tmp_path / "from_name")
     assert p.returncode == 0, p.stderr
     r = json.loads((tmp_path / "from_qonnx" / "report.json").read_text())
     assert r["kind"] == "qonnx" and r["checks"]["csim"]["outputs_bit_exact"] == r["checks"]["csim"]["inputs"]

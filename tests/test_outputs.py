@@ -102,7 +102,7 @@ def test_out_checks(tmp_path):
 
 
 def _build(out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bnhw", "build", "tfc-w1a1", "--no-sim", "--csim-inputs", "2",
+    return subprocess.Popen([sys.executable, "-m", "bnhw", "build", "tfc-w1a1", "--no-finn", "--no-sim", "--csim-inputs", "2",
                              "-o", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=out.parent)
 

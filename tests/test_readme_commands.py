@@ -113,12 +113,14 @@ REDUCTIONS: tuple[Reduction, ...] = (
               ("--epochs", "1", "--train-images", "32"),
               "one epoch on 32 images instead of 4-10 epochs on 1,222 (same fine-tuning / from-scratch scheme)"),
     Reduction("export", lambda c: _bnhw(c, "export"),
-              ("--verify", "2"),
-              "QONNX execution (node by node, slow at 224x224) compared with PyTorch on 2 instead of 8 images"),
+              ("--verify", "2", "--calibration-images", "8"),
+              "QONNX execution (node by node, slow at 224x224) compared with PyTorch on 2 instead of 8 images; "
+              "the batch-norm statistics of the random weights estimated on 8 instead of 64 images (at 224x224 "
+              "the 64 take ~50 s of the ~90 s of `bnhw export examples/nasbnn-d.json`)"),
     Reduction("build", lambda c: _bnhw(c, "build"),
-              ("--csim-inputs", "4", "--fifo-seconds", "10"),
+              ("--csim-inputs", "4", "--fifo-seconds", "5"),
               "the bit-exact checks (IR vs QONNX, C simulation, functional cycle simulation) on 4 instead of 16 "
-              "images, and the FIFO-sizing search bounded at 10 s (past it the remaining FIFOs keep safe depths, "
+              "images, and the FIFO-sizing search bounded at 5 s (past it the remaining FIFOs keep safe depths, "
               "the documented fallback; nasbnn-cifar-smallest's full sizing takes ~6.5 min)"),
     Reduction("bench-cpu", lambda c: _bnhw(c, "bench-cpu"),
               ("--repeat", "2", "--images", "4"),
@@ -583,11 +585,89 @@ def render(outcomes: list[Outcome]) -> str:
                      + [f"\ntotal {wall:.1f} s wall, {cpu:.1f} s CPU ({'unreduced' if FULL else 'reduced'})"])
 
 
+# ----------------------------------------------------------------------------- chains of lines
+#: Prepared inputs (:data:`PREPARED`) and the folder of an earlier line they are made from.
+PREPARED_FROM = {"runs/a.pt": "runs/scratch"}
+
+
+def _place(path: str) -> str | None:
+    """The workspace place a path argument names: ``runs/<folder>`` or a top-level file; ``None`` for what no
+    line writes (a repository file such as ``examples/x.json``, external data ``cifar10:/...``)."""
+    path = path.removeprefix("./")
+    if ":" in path or (REPO / path).exists():
+        return None
+    parts = Path(path).parts
+    return "/".join(parts[:2]) if parts[0] == "runs" and len(parts) > 1 else parts[0]
+
+
+def _places(cmd: ReadmeCommand) -> tuple[set[str], set[str]]:
+    """(read, written) places of a line."""
+    if cmd.kind not in ("bnhw", "torchrun"):
+        return set(), set()
+    args = list(cmd.bnhw_args)[1:]
+    out = option_value(args, "-o", "--out", default=OUT_FOLDERS.get(cmd.subcommand))
+    written = {p for p in [_place(out)] if p} if out else set()
+    reads = set()
+    for i, a in enumerate(args):
+        if a.startswith("-") or (i and args[i - 1] in ("-o", "--out")):
+            continue
+        if "/" in a or a.endswith((".onnx", ".json", ".pt", ".npz", ".bnhwcpu")):
+            p = _place(a)
+            if p:
+                reads.add(PREPARED_FROM.get(p, p))
+    if cmd.flag("--resume"):
+        reads |= written
+    return reads, written - reads
+
+
+def readme_chains(cmds: list[ReadmeCommand]) -> list[list[ReadmeCommand]]:
+    """The README's lines as independent chains, each in README order: a line joins the chain of the latest
+    earlier line that wrote a place it reads (a --resume line: every earlier line that wrote its folder), and
+    identical lines share a chain.  Chains run in separate folders, so pytest-xdist spreads them."""
+    parent = list(range(len(cmds)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    last_writer: dict[str, list[int]] = {}
+    first_same: dict[tuple[str, ...], int] = {}
+    for i, c in enumerate(cmds):
+        reads, written = _places(c)
+        for p in reads:
+            writers = last_writer.get(p, [])
+            for j in (writers if c.flag("--resume") else writers[-1:]):
+                parent[find(i)] = find(j)
+        k = _key(c.argv)
+        if k in first_same:
+            parent[find(i)] = find(first_same[k])
+        first_same.setdefault(k, i)
+        for p in written | (reads & written):
+            last_writer.setdefault(p, []).append(i)
+    chains: dict[int, list[ReadmeCommand]] = {}
+    for i, c in enumerate(cmds):
+        chains.setdefault(find(i), []).append(c)
+    return list(chains.values())
+
+
+def _chain_params() -> list:
+    try:
+        chains = readme_chains(readme_commands(README))
+    except ReadmeParseError:
+        return [pytest.param(None, id="unparsable")]
+    return [pytest.param(tuple(c.line for c in ch), id=f"L{ch[0].line}") for ch in chains]
+
+
 # ----------------------------------------------------------------------------- tests
 @pytest.mark.slow
-def test_readme_commands_run(tmp_path):
-    """Every README command, in order, in one folder (reduced in CI; BNHW_README_FULL=1: as written)."""
+@pytest.mark.parametrize("lines", _chain_params())
+def test_readme_commands_run(tmp_path, lines):
+    """Every README command, in order, in one folder per chain of dependent lines (reduced in CI;
+    BNHW_README_FULL=1: as written)."""
     cmds = readme_commands(README)
+    cmds = [c for c in cmds if c.line in lines]
     wd = tmp_path / "checkout"
     setup_workdir(wd)
 
@@ -597,7 +677,8 @@ def test_readme_commands_run(tmp_path):
     outcomes = run_sequence(cmds, wd, progress=show)
     table = render(outcomes)
     if SUMMARY:
-        Path(SUMMARY).write_text(json.dumps([{
+        summary = Path(f"{SUMMARY}.L{lines[0]}.json") if len(_chain_params()) > 1 else Path(SUMMARY)
+        summary.write_text(json.dumps([{
             "line": o.cmd.line, "part": o.cmd.part, "command": " ".join(o.cmd.argv), "flags": list(o.flags),
             "status": o.status, "seconds": round(o.seconds, 1), "cpu": round(o.cpu, 1), "note": o.note, "rc": o.rc,
             "stderr_tail": o.stderr[-3000:] if o.status == "FAIL" else ""} for o in outcomes], indent=1))

@@ -77,7 +77,7 @@ def _epochs_logged(out):
 
 def test_sigint_then_resume_redoes_nothing(tmp_path):
     out = tmp_path / "s"
-    args = ["search", *TINY[:-2], "--epochs", "4", "--train-images", "160", "-o", str(out)]
+    args = ["search", *TINY[:-2], "--epochs", "4", "--train-images", "96", "-o", str(out)]
     env = dict(os.environ, BNHW_DEBUG="")
     # pytest-xdist workers ignore SIGINT and children inherit that: restore the default first
     p = subprocess.Popen([sys.executable, "-m", "bnhw", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -60,6 +60,7 @@ class BuildOptions:
     sim: bool = True                    # cycle simulation + FIFO sizing
     sim_frames: int = 10
     fifo_seconds: float = 300.0         # time budget of the FIFO sizing search
+    finn: bool = True                   # hand the QONNX network to finn-plus's builder (up to code generation)
     force: bool = False                 # replace an -o that another command wrote (see bnhw.flows.outputs)
 
 
@@ -407,14 +408,61 @@ def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx 
     # C simulation
     csim = _run_csim(g, prep, work, opts, echo)
     sim = _run_sim(g, prep, clock, board, folded.total, opts, echo) if opts.sim else None
+    finn = _run_finn(g, prep, work, board, clock, folded, opts, echo)
     report = _report(opts, board, clock, prep, folded, how, latency_cycles, sf, csim, finn_op_type, model_notes,
                      time.time() - t0, sim)
+    report["finn"] = finn
     _write_outputs(work, report, g)
     if sim is not None:
         atomic_write_text(work / "fifo_config.json", json.dumps(sim.pop("_finn_config"), indent=2))
     echo(f"wrote {out / 'report.md'}, report.json, layers.png, folding.json"
          + (", fifo_config.json" if sim is not None else "") + ", hls/")
     return BuildResult(report, out, g)
+
+
+def finn_comparison(g: HwGraph, folded, layers: list[dict]) -> list[dict]:
+    """FINN's estimate of each node of the graph FINN built beside bnhw's model of the IR node of that name
+    (``None`` where the other side has no such node)."""
+    ours = {n.name: n for n in g.nodes}
+    rows = []
+    for fl in layers:
+        n = ours.get(fl["name"])
+        rows.append({"name": fl["name"], "finn_cycles": fl["cycles"], "bnhw_cycles": folded.cycles.get(fl["name"]) if n
+                     else None, "finn_LUT": fl["LUT"], "bnhw_LUT": folded.resources[fl["name"]]["LUT"] if n else None,
+                     "finn_BRAM18": fl["BRAM18"],
+                     "bnhw_BRAM18": folded.resources[fl["name"]]["BRAM18"] if n else None})
+    seen = {fl["name"] for fl in layers}
+    rows += [{"name": n.name, "finn_cycles": None, "bnhw_cycles": folded.cycles[n.name], "finn_LUT": None,
+              "bnhw_LUT": folded.resources[n.name]["LUT"], "finn_BRAM18": None,
+              "bnhw_BRAM18": folded.resources[n.name]["BRAM18"]} for n in g.nodes if n.name not in seen]
+    return rows
+
+
+def _run_finn(g: HwGraph, prep: PreparedNetwork, work: Path, board: Board, clock: float, folded, opts: BuildOptions,
+              echo) -> dict:
+    """Hand the QONNX network to finn-plus's own builder with bnhw's folding, up to FINN's code generation."""
+    from ..hw.finn_compat import finn_builder_available, finn_builder_unavailable_reason
+
+    if not opts.finn:
+        return {"run": False, "why": "--no-finn"}
+    if prep.kind == "spec":
+        why = ("FINN's builder does not take bnhw's NAS-BNN / cell networks yet (its streamline stops at grouped "
+               "convolutions; the fixed-point residual path, RPReLU and average pools have no FINN unit): the "
+               "hardware is bnhw's own HLS")
+        echo(f"FINN: not run: {why}")
+        return {"run": False, "why": why}
+    if not finn_builder_available():
+        why = finn_builder_unavailable_reason()
+        echo(f"FINN: not run: {why}")
+        return {"run": False, "why": why}
+    from ..hw.finn_build import finn_codegen
+    from ..hw.ops import finn_folding_config
+
+    res = finn_codegen(prep.onnx, finn_folding_config(g), work / "finn", board=board, clock_mhz=clock)
+    echo(f"FINN: {res.line()}")
+    d = res.to_dict()
+    d.update(run=True, folder="finn/", comparison=finn_comparison(g, folded, res.layers))
+    return d
 
 
 def _run_csim(g: HwGraph, prep: PreparedNetwork, out: Path, opts: BuildOptions, echo) -> dict:
@@ -638,9 +686,46 @@ def render_markdown(r: dict) -> str:
     else:
         lines.append(f"- C simulation: {cs.get('csim')}")
     lines += _render_sim(r)
+    lines += _render_finn(r)
     lines += ["", "## Not run", ""] + [f"- {x}" for x in r["not_run"] or ["(everything ran)"]]
     lines += ["", "## Estimation models", ""] + [f"- {k}: {v}" for k, v in r["models"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _render_finn(r: dict) -> list[str]:
+    f = r.get("finn")
+    if not f:
+        return []
+    lines = ["", "## FINN (finn-plus's own builder)", ""]
+    if not f.get("run"):
+        return lines + [f"Not run: {f['why']}."]
+    if not f["ok"]:
+        return lines + [f"FINN's builder stopped at `{f['stopped_at']}`: {f['reason']} (log: "
+                        "`finn/output/build_dataflow.log`)."]
+    n = f["network"]
+    lines += [f"`finn/`: finn-plus ran {len(f['steps_run'])} steps offline ({', '.join(f['steps_run'])}) on "
+              f"`model.onnx` with bnhw's folding (`finn/folding_config.json`) in {f['seconds']:.0f} s and "
+              f"generated the code of {len(f['codegen'])} HW nodes (`finn/finn_tmp/`).  FINN's estimates of the "
+              f"graph it built (`finn/output/report/`, modelled by FINN): "
+              f"**{n.get('estimated_throughput_fps', 0):,.1f} FPS**, bottleneck `{n.get('max_cycles_node_name')}` "
+              f"({n.get('max_cycles', 0):,} cycles), latency {n.get('estimated_latency_ns', 0) / 1000:,.1f} us.  "
+              + ("Vivado is here: `finn build dataflow_build_config.json model.onnx` in `finn/` continues to the "
+                 "bitfile." if f["vivado"] else
+                 "Vivado is not installed: the FINN build stops after code generation; on a machine with Vivado, "
+                 "`finn build dataflow_build_config.json model.onnx` in `finn/` continues to stitched IP, bitfile, "
+                 "PYNQ driver and deployment package."), "",
+              "Per node, FINN's estimate beside bnhw's model of the IR node of the same name "
+              "(- : the other side has no such node):", "",
+              "| node | FINN cycles | bnhw cycles | FINN LUT | bnhw LUT | FINN BRAM18 | bnhw BRAM18 |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def v(x):
+        return "-" if x is None else f"{x:,.0f}"
+
+    for c in f["comparison"]:
+        lines.append(f"| {c['name']} | {v(c['finn_cycles'])} | {v(c['bnhw_cycles'])} | {v(c['finn_LUT'])} | "
+                     f"{v(c['bnhw_LUT'])} | {v(c['finn_BRAM18'])} | {v(c['bnhw_BRAM18'])} |")
+    return lines
 
 
 def _render_sim(r: dict) -> list[str]:

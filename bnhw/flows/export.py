@@ -62,7 +62,8 @@ def verify_export(model: torch.nn.Module, onnx_path: Path, x: torch.Tensor) -> V
 
 
 def export_flow(arch: str, out: Path, *, checkpoint: Path | None = None, precision: str = "spec",
-                verify: int = 8, force: bool = False, echo=print) -> VerifyReport | None:
+                verify: int = 8, force: bool = False, calibration_images: int = 64,
+                echo=print) -> VerifyReport | None:
     """Export ``arch`` to QONNX at ``out``; the file appears only once it is written and verified.
 
     A failed verification leaves the export next to ``out`` as ``<stem>.failed.onnx`` and says so.
@@ -83,7 +84,7 @@ def export_flow(arch: str, out: Path, *, checkpoint: Path | None = None, precisi
         if precision != "spec":
             raise BnhwError(f"--precision applies to architecture specs; {inp.arg} is a reference network")
         return _export_reference(inp.arg, out, checkpoint, verify, echo)
-    return _export_spec(inp, out, checkpoint, precision, verify, echo)
+    return _export_spec(inp, out, checkpoint, precision, verify, echo, calibration_images)
 
 
 def _staged_file(out: Path) -> Path:
@@ -125,7 +126,8 @@ def _export_reference(name: str, out: Path, checkpoint: Path | None, verify: int
     return rep
 
 
-def _export_spec(inp, out: Path, checkpoint: Path | None, precision: str, verify: int, echo) -> VerifyReport | None:
+def _export_spec(inp, out: Path, checkpoint: Path | None, precision: str, verify: int, echo,
+                 calibration_images: int = 64) -> VerifyReport | None:
     from ..data import digits_images
     from ..quant.checkpoint import load_checkpoint, load_model
     from ..quant.export import export_qonnx
@@ -140,8 +142,8 @@ def _export_spec(inp, out: Path, checkpoint: Path | None, precision: str, verify
     model = load_model(spec, checkpoint)
     if checkpoint is None:
         # random weights: estimate realistic BN statistics so the check is meaningful
-        x, _ = digits_images(spec.resolution, 64, channels=spec.in_channels, seed=1)
-        recalibrate_bn(model, [x[:32], x[32:]])
+        x, _ = digits_images(spec.resolution, calibration_images, channels=spec.in_channels, seed=1)
+        recalibrate_bn(model, [x[i:i + 32] for i in range(0, len(x), 32)])
         echo("no --checkpoint: random weights, BN statistics estimated on digits images")
     tmp = _staged_file(out)
     try:

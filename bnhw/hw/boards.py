@@ -39,6 +39,7 @@ class Board:
     clock_mhz: float
     cpu: str
     note: str = ""
+    finn_board: str = ""       # the board's name in finn-plus (``pynq_part_map``; DataflowBuildConfig.board)
 
     @property
     def bram36(self) -> int:
@@ -57,17 +58,17 @@ _Z7020: dict[str, Any] = dict(part="xc7z020clg400-1", family="zynq-7000", lut=53
               dsp=220, clock_mhz=100.0, cpu="dual Cortex-A9 (ARMv7-A, NEON) @ 650 MHz")
 
 BOARDS: dict[str, Board] = {b.name: b for b in [
-    Board("pynq-z2", **_Z7020, note="TUL PYNQ-Z2"),
-    Board("pynq-z1", **_Z7020, note="Digilent PYNQ-Z1"),
+    Board("pynq-z2", **_Z7020, note="TUL PYNQ-Z2", finn_board="Pynq-Z2"),
+    Board("pynq-z1", **_Z7020, note="Digilent PYNQ-Z1", finn_board="Pynq-Z1"),
     Board("ultra96-v2", part="xczu3eg-sbva484-1-i", family="zynq-ultrascale+", lut=70_560, ff=141_120,
           bram18=432, uram=0, dsp=360, clock_mhz=200.0,
-          cpu="quad Cortex-A53 (AArch64) @ 1.2 GHz", note="Avnet Ultra96-V2"),
+          cpu="quad Cortex-A53 (AArch64) @ 1.2 GHz", note="Avnet Ultra96-V2", finn_board="Ultra96-V2"),
     Board("kv260", part="xck26-sfvc784-2LV-c", family="zynq-ultrascale+", lut=117_120, ff=234_240,
           bram18=288, uram=64, dsp=1_248, clock_mhz=200.0,
-          cpu="quad Cortex-A53 (AArch64) @ 1.33 GHz", note="Kria KV260 (K26 SOM)"),
+          cpu="quad Cortex-A53 (AArch64) @ 1.33 GHz", note="Kria KV260 (K26 SOM)", finn_board="KV260_SOM"),
     Board("zcu104", part="xczu7ev-ffvc1156-2-e", family="zynq-ultrascale+", lut=230_400, ff=460_800,
           bram18=624, uram=96, dsp=1_728, clock_mhz=200.0,
-          cpu="quad Cortex-A53 (AArch64) @ 1.2 GHz", note="AMD ZCU104"),
+          cpu="quad Cortex-A53 (AArch64) @ 1.2 GHz", note="AMD ZCU104", finn_board="ZCU104"),
 ]}
 
 

@@ -36,7 +36,8 @@ from .finn_models import FinnOp, Resources
 from .ir import HwGraph, Node
 from .ops import finn_ops
 
-__all__ = ["finn_available", "finn_unavailable_reason", "finn_node_model", "finn_estimates",
+__all__ = ["finn_available", "finn_unavailable_reason", "finn_builder_available", "finn_builder_unavailable_reason",
+           "finn_builder", "vivado_available", "NO_VIVADO", "finn_node_model", "finn_estimates",
            "finn_op_estimates", "finn_set_folding_reference", "FPGA_PART"]
 
 #: the part the estimates are asked for (Pynq-Z2); FINN's models used here ignore it
@@ -262,3 +263,58 @@ def finn_set_folding_reference(g: HwGraph, target_cycles: int, mvau_wwidth_max: 
         else:
             d["PE"] = int(inst.get_nodeattr("PE"))
     return out
+
+
+# ----------------------------------------------------------------------------- finn-plus's dataflow builder, offline
+#: why each setting below is needed (finn-plus 1.6.1, installed --no-deps, no Vivado):
+#: * ``finn.xsi.SimEngine = None`` before ``finn.builder`` is imported: the builder imports FINN's XSI RTL
+#:   simulator, whose import needs ``XILINX_VIVADO``; nothing the code-generation steps run uses it.
+#: * ``build_dataflow.get_vivado_root`` replaced: ``exit_buildflow`` names the Vivado version in
+#:   ``metadata_builder.json`` and fails without one.
+#: * ``FINN_BUILD_DIR``: where FINN's custom ops write their code-generation folders (set per build).
+#: * ``mip`` + ``psutil``: imported by ``build_dataflow_config`` (the pip extra ``finn`` pins them).
+NO_VIVADO = "no-vivado"
+
+
+@functools.lru_cache(maxsize=1)
+def _builder_import_error() -> str:
+    if _import_error():
+        return _import_error()
+    try:
+        import finn.xsi
+
+        finn.xsi.SimEngine = None
+        import finn.builder.build_dataflow as bd
+        import finn.builder.build_dataflow_config  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means "not usable"
+        return f"finn-plus's dataflow builder is not importable: {type(e).__name__}: {e}"
+    bd.get_vivado_root = lambda *a, **k: NO_VIVADO
+    return ""
+
+
+def finn_builder_available() -> bool:
+    """True when finn-plus's dataflow builder imports and runs here (offline, without Vivado)."""
+    return _builder_import_error() == ""
+
+
+def finn_builder_unavailable_reason() -> str:
+    return _builder_import_error()
+
+
+def finn_builder():
+    """``(build_dataflow, build_dataflow_config)``: finn-plus's builder modules, set up to run offline."""
+    err = _builder_import_error()
+    if err:
+        raise RuntimeError(err)
+    import finn.builder.build_dataflow as bd
+    import finn.builder.build_dataflow_config as bc
+
+    return bd, bc
+
+
+def vivado_available() -> bool:
+    """Whether FINN's synthesis steps could run here (Vivado / Vitis HLS on PATH and ``XILINX_VIVADO`` set)."""
+    import os
+    import shutil
+
+    return bool(os.environ.get("XILINX_VIVADO")) and shutil.which("vivado") is not None

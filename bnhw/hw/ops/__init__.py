@@ -27,7 +27,7 @@ from .mvau import acc_bounds, is_depthwise
 
 __all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "get_op", "op_names", "divisors", "acc_bounds", "is_depthwise",
            "node_cycles", "node_resources", "legal_pe", "legal_simd", "finn_ops", "finn_op_type",
-           "folding_error", "model_notes", "execute_node"]
+           "folding_error", "model_notes", "execute_node", "finn_folding_config"]
 
 
 def node_cycles(g: HwGraph, n: Node) -> int:
@@ -60,6 +60,11 @@ def finn_op_type(g: HwGraph, n: Node) -> str:
 def folding_error(g: HwGraph, n: Node, check_units: bool = True) -> str | None:
     """Why the node's folding is not allowed (``None``: it is); see :meth:`HwOp.folding_error`."""
     return get_op(n.op).folding_error(g, n, check_units)
+
+
+def finn_folding_config(g: HwGraph) -> dict[str, dict[str, int]]:
+    """``{node: FINN attributes}`` of every foldable node: the folding as FINN's ``ApplyConfig`` takes it."""
+    return {n.name: get_op(n.op).finn_folding(n) for n in g.nodes if get_op(n.op).foldable}
 
 
 def execute_node(g: HwGraph, n: Node, ins: list) -> list:

@@ -85,6 +85,14 @@ class HwOp:
             return f"{n.name}: {self.name} at PE={n.pe}, SIMD={n.simd}: {self.unbuildable_why(g, n)}"
         return None
 
+    def finn_folding(self, n: Node) -> dict[str, int]:
+        """The node's folding as FINN's node attributes (a folding-config entry FINN's
+        ``ApplyConfig`` accepts)."""
+        d = {"PE": n.pe}
+        if self.folds_simd:
+            d["SIMD"] = n.simd
+        return d
+
     def unbuildable_why(self, g: HwGraph, n: Node) -> str:
         return "not implemented at this folding"
 

@@ -51,6 +51,14 @@ class SWG(HwOp):
                 out[:, :, (ky * k + kx) * C:(ky * k + kx + 1) * C] = patch
         return [out]
 
+    def finn_folding(self, n):
+        """FINN's ConvolutionInputGenerator has SIMD (and parallel_window), no PE; bnhw's ``pad_simd`` belongs
+        to the FMPadding node FINN inserts under its own name."""
+        d = {"SIMD": n.simd}
+        if "parallel_window" in n.attrs:
+            d["parallel_window"] = int(n.attrs["parallel_window"])
+        return d
+
     def legal_simd(self, g, n):
         return divisors(g.in_stream(n).channels)
 

@@ -1,0 +1,175 @@
+"""The FINN back end, first part: hand a QONNX network to finn-plus's own dataflow builder with bnhw's folding,
+run FINN's steps offline up to its code generation, and read back what FINN estimates.
+
+``finn_codegen(model, folding, out, board=..., clock_mhz=...)`` writes into ``out``:
+
+* ``folding_config.json``: bnhw's folding in FINN's folding-config format (node names are FINN's names after
+  ``step_specialize_layers``, which bnhw's IR uses);
+* ``output/``: finn-plus's build folder from ``build_dataflow_cfg`` with FINN's ``hw_codegen_dataflow_steps``
+  (``step_qonnx_to_finn`` ... ``step_specialize_layers``, ``step_apply_folding_config``,
+  ``step_minimize_bit_width``, ``step_generate_estimate_reports``, ``step_hw_codegen``): the intermediate
+  models, ``report/estimate_*.json`` (FINN's own estimates of the graph it built) and, per hardware node,
+  its generated code (``code_gen_dir_ipgen``);
+* ``dataflow_build_config.json``: a ``DataflowBuildConfig`` (loaded by FINN's own class) for FINN's full
+  default flow with the same folding: on a machine with Vivado, ``finn build dataflow_build_config.json
+  model.onnx`` continues to stitched IP, bitfile, PYNQ driver and deployment package.  Without Vivado the
+  build stops after code generation and :class:`FinnBuild` says so; nothing later is attempted or faked.
+
+finn-plus's offline quirks live in :mod:`bnhw.hw.finn_compat`; this module only drives its builder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .boards import Board
+from .finn_compat import finn_builder, vivado_available
+
+__all__ = ["FinnBuild", "finn_codegen", "FINN_OUTPUT_DIR"]
+
+FINN_OUTPUT_DIR = "output"
+
+
+@dataclass
+class FinnBuild:
+    """What finn-plus's builder did with the network."""
+
+    folder: str
+    ok: bool                                    # every step up to step_hw_codegen ran
+    steps_run: list[str]
+    stopped_at: str | None = None               # the step that failed
+    reason: str = ""                            # its error, one line
+    seconds: float = 0.0
+    network: dict[str, Any] = field(default_factory=dict)   # report/estimate_network_performance.json
+    layers: list[dict[str, Any]] = field(default_factory=list)   # per FINN node: cycles and resources
+    codegen: dict[str, str] = field(default_factory=dict)   # HW node -> its code-generation folder
+    vivado: bool = False                        # FINN's synthesis steps could run here
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        if not self.ok:
+            return f"FINN's builder stopped at {self.stopped_at}: {self.reason}"
+        nxt = ("`finn build dataflow_build_config.json model.onnx` continues to the bitfile" if self.vivado else
+               "Vivado is not installed: stopped after code generation; on a machine with Vivado, `finn build "
+               "dataflow_build_config.json model.onnx` in this folder continues to the bitfile")
+        return (f"FINN (finn-plus) built the dataflow graph and generated code for {len(self.codegen)} HW nodes in "
+                f"{self.seconds:.0f} s; FINN estimates {self.network.get('estimated_throughput_fps', 0):,.1f} FPS "
+                f"(bottleneck {self.network.get('max_cycles_node_name')}); {nxt}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _config(bc, out: Path, folding_file: Path, board: Board, clock_mhz: float, steps, outputs):
+    return bc.DataflowBuildConfig(
+        output_dir=out, synth_clk_period_ns=1000.0 / clock_mhz, board=board.finn_board,
+        shell_flow_type=bc.ShellFlowType.VIVADO_ZYNQ, folding_config_file=folding_file, steps=steps,
+        generate_outputs=outputs, save_intermediate_models=True)
+
+
+def _layers(report: Path) -> list[dict[str, Any]]:
+    cyc = json.loads((report / "estimate_layer_cycles.json").read_text()) if (report / "estimate_layer_cycles.json").is_file() else {}
+    res_f = report / "estimate_layer_resources.json"
+    res = json.loads(res_f.read_text()) if res_f.is_file() else {}
+    rows = []
+    for name in cyc:
+        r = res.get(name, {})
+        rows.append({"name": name, "cycles": int(cyc[name]), "LUT": float(r.get("LUT", 0)),
+                     "BRAM18": float(r.get("BRAM_18K", 0)), "URAM": float(r.get("URAM", 0)),
+                     "DSP": float(r.get("DSP", 0))})
+    return rows
+
+
+def _codegen_dirs(model_path: Path, root: Path) -> dict[str, str]:
+    """HW node -> its code-generation folder (relative to ``root``: the build folder may be moved)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    out: dict[str, str] = {}
+    if not model_path.is_file():
+        return out
+    model = ModelWrapper(str(model_path))
+    for node in model.graph.node:
+        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
+            continue
+        d = getCustomOp(node).get_nodeattr("code_gen_dir_ipgen")
+        if d and Path(d).is_dir() and any(Path(d).iterdir()):
+            out[node.name] = os.path.relpath(d, root)
+    return out
+
+
+def _failed_step(log: Path) -> tuple[str | None, str]:
+    if not log.is_file():
+        return None, "no build log"
+    text = log.read_text(errors="replace")
+    steps = re.findall(r"Running step: (\w+)", text)
+    errs = [ln.split("ERROR:", 1)[1].strip() for ln in text.splitlines() if "ERROR:" in ln]
+    msg = next((e for e in reversed(errs) if e and not e.startswith(("File ", "Traceback", "^"))), "")
+    return (steps[-1] if steps else None), msg[:300]
+
+
+def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Path, *, board: Board,
+                 clock_mhz: float) -> FinnBuild:
+    """Run finn-plus's dataflow builder on the QONNX ``model`` with ``folding`` (FINN folding-config format) up
+    to code generation, into ``out`` (see the module docstring)."""
+    bd, bc = finn_builder()
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()                 # FINN changes directories: every path it is given is absolute
+    folding_file = out / "folding_config.json"
+    _write_json(folding_file, {"Defaults": {}, **{k: dict(v) for k, v in folding.items() if k != "Defaults"}})
+    shutil.copyfile(model, out / "model.onnx")
+    # FINN's full default flow (steps=None) from this folder, for a machine with Vivado
+    full = _config(bc, Path(FINN_OUTPUT_DIR), Path("folding_config.json"), board, clock_mhz, None,
+                   [bc.DataflowOutputType.ESTIMATE_REPORTS, bc.DataflowOutputType.STITCHED_IP,
+                    bc.DataflowOutputType.BITFILE, bc.DataflowOutputType.PYNQ_DRIVER,
+                    bc.DataflowOutputType.DEPLOYMENT_PACKAGE])
+    _write_json(out / "dataflow_build_config.json", json.loads(json.dumps(full.to_dict(), default=str)))
+    dest = out / FINN_OUTPUT_DIR
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp = out / "finn_tmp"
+    tmp.mkdir(exist_ok=True)
+    cfg = _config(bc, dest, folding_file, board, clock_mhz, list(bc.hw_codegen_dataflow_steps),
+                  [bc.DataflowOutputType.ESTIMATE_REPORTS])
+    old = os.environ.get("FINN_BUILD_DIR")
+    os.environ["FINN_BUILD_DIR"] = str(tmp)
+    t0 = time.perf_counter()
+    try:
+        with open(out / "finn_console.log", "w") as console, contextlib.redirect_stdout(console), \
+                contextlib.redirect_stderr(console):
+            rc = bd.build_dataflow_cfg(str(out / "model.onnx"), cfg)
+    finally:
+        if old is None:
+            os.environ.pop("FINN_BUILD_DIR", None)
+        else:
+            os.environ["FINN_BUILD_DIR"] = old
+    seconds = time.perf_counter() - t0
+    log = dest / "build_dataflow.log"
+    steps = re.findall(r"Running step: (\w+)", log.read_text(errors="replace")) if log.is_file() else []
+    res = FinnBuild(folder=str(out), ok=rc == 0, steps_run=steps, seconds=seconds, vivado=vivado_available())
+    if rc != 0:
+        res.stopped_at, res.reason = _failed_step(log)
+    report = dest / "report"
+    perf = report / "estimate_network_performance.json"
+    if perf.is_file():
+        res.network = json.loads(perf.read_text())
+    res.layers = _layers(report)
+    res.codegen = _codegen_dirs(dest / "intermediate_models" / "step_hw_codegen.onnx", out)
+    if rc == 0 and not res.codegen:
+        res.ok, res.stopped_at, res.reason = False, "step_hw_codegen", "no HW node has a code-generation folder"
+    _write_json(out / "finn_build.json", res.to_dict())
+    return res
