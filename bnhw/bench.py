@@ -125,7 +125,7 @@ FPGA_NETS = ("cnv-w1a1", "nasbnn-cifar-smallest", "nasbnn-cifar-largest")
 
 def bench_fpga(out: Path) -> dict:
     """SetFolding vs bnhw folding at equal LUT/BRAM, per network and cycle target (all modelled)."""
-    from .flows.build import prepare_network
+    from .flows.prepare import prepare_network
     from .hw.boards import get_board
     from .hw.folding import FitError, graph_cost, maximize_fps
     from .hw.setfolding import finn_set_folding
@@ -169,7 +169,7 @@ SIM_NETS = ("cnv-w1a1", "nasbnn-cifar-smallest")
 
 def bench_sim(out: Path, frames: int = 10) -> dict:
     """Simulated cycles per wall-clock second and FIFO sizing time (measured on this machine)."""
-    from .flows.build import prepare_network
+    from .flows.prepare import prepare_network
     from .hw.boards import get_board
     from .hw.folding import board_budget, maximize_fps
     from .hw.foldings import load_reference_folding
@@ -369,7 +369,7 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
               f"{100 * row['fraction_of_peak']:.0f}% of peak), ref {row['ref']['gbmacs_per_s']:.2f} "
               f"(x{row['speedup_vs_ref']:.0f})", flush=True)
     nets = []
-    from .flows.build import prepare_network
+    from .flows.prepare import prepare_network
     for name in CPU_NETS:
         prep = prepare_network(name, out / name, n_inputs=4, echo=lambda m: None)
         prog = lower_cpu(prep.graph)

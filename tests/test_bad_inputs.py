@@ -337,8 +337,8 @@ def test_fuzzed_onnx_bytes_never_end_in_an_internal_error(files, tmp_path):
     """150 seeded byte mutations (flips, truncations) of a QONNX file through `bnhw ops` and `bnhw build`'s
     input checks (identification, ONNX checker, lowering), which run before any output exists."""
     from bnhw.errors import BnhwError
-    from bnhw.flows.build import lower_qonnx_input
     from bnhw.flows.inputs import Kind, identify
+    from bnhw.flows.prepare import lower_qonnx_input
 
     rng = random.Random(99)
     data = (files / "tfc.onnx").read_bytes()

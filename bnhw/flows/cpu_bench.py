@@ -91,7 +91,7 @@ def load_network(network: str | NetworkInput, out: Path, *, checkpoint: Path | N
         prog = lower_cpu(g)
         return LoadedNetwork(g.name, prog, g, _random_inputs(g, prog, images), False,
                              ["inputs are random integers of the input type (a hardware graph carries no images)"])
-    from .build import prepare_network
+    from .prepare import prepare_network
 
     echo(f"preparing {inp.arg}: model, QONNX export, IR, IR vs QONNX check on {images} digit images")
     prep = prepare_network(inp, out, checkpoint=checkpoint, n_inputs=images, echo=echo,
@@ -169,7 +169,7 @@ def bench_cpu_flow(network: str, target: str = "native", out: Path = Path("runs/
     inp = resolve(network, "bench-cpu")        # input errors before any work or any folder
     lowered = None
     if inp.kind is Kind.QONNX:
-        from .build import lower_qonnx_input
+        from .prepare import lower_qonnx_input
 
         lowered = lower_qonnx_input(inp)
     elif inp.kind in (Kind.HW_GRAPH, Kind.BUILD_DIR):

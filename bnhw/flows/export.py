@@ -107,7 +107,7 @@ def _publish(tmp: Path, out: Path, ok: bool, line: str, echo) -> None:
 
 def _export_reference(name: str, out: Path, checkpoint: Path | None, verify: int, echo) -> VerifyReport | None:
     from ..quant import reference_nets as rn
-    from .build import reference_model
+    from .prepare import reference_model
 
     model, _ = reference_model(name, checkpoint, echo)
     tmp = _staged_file(out)
