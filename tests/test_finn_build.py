@@ -80,3 +80,21 @@ def test_a_nasbnn_net_says_why_finn_is_not_run(tmp_path):
     f = json.loads((tmp_path / "n" / "report.json").read_text())["finn"]
     assert f["run"] is False and "grouped convolutions" in f["why"] and "FINN: not run" in r.output
     assert not (tmp_path / "n" / "finn").exists()
+
+
+def test_two_finn_builds_in_one_process(tmp_path):
+    """finn-plus caches its build directory at first use; a second build in the same process (after the first
+    folder is gone, as a published build's staging folder is) must still run."""
+    import shutil
+
+    from bnhw.hw.boards import get_board
+    from bnhw.hw.finn_build import finn_codegen
+
+    r = CliRunner().invoke(main, ["export", "tfc-w1a1", "-o", str(tmp_path / "tfc.onnx"), "--verify", "1"])
+    assert r.exit_code == 0, r.output
+    folding = {"MVAU_hls_0": {"PE": 16, "SIMD": 49}}
+    first = finn_codegen(tmp_path / "tfc.onnx", folding, tmp_path / "a", board=get_board("pynq-z2"), clock_mhz=100)
+    shutil.rmtree(tmp_path / "a")
+    second = finn_codegen(tmp_path / "tfc.onnx", folding, tmp_path / "b", board=get_board("pynq-z2"), clock_mhz=100)
+    assert first.ok and second.ok, (first.reason, second.reason)
+    assert all((tmp_path / "b" / d).is_dir() for d in second.codegen.values()) and second.codegen

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .boards import Board
-from .finn_compat import finn_builder, vivado_available
+from .finn_compat import finn_build_dir, finn_builder, vivado_available
 
 __all__ = ["FinnBuild", "finn_codegen", "FINN_OUTPUT_DIR"]
 
@@ -145,24 +145,21 @@ def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Pat
     tmp.mkdir(exist_ok=True)
     cfg = _config(bc, dest, folding_file, board, clock_mhz, list(bc.hw_codegen_dataflow_steps),
                   [bc.DataflowOutputType.ESTIMATE_REPORTS])
-    old = os.environ.get("FINN_BUILD_DIR")
-    os.environ["FINN_BUILD_DIR"] = str(tmp)
     t0 = time.perf_counter()
-    try:
-        with open(out / "finn_console.log", "w") as console, contextlib.redirect_stdout(console), \
-                contextlib.redirect_stderr(console):
+    crash = ""
+    with finn_build_dir(tmp), open(out / "finn_console.log", "w") as console, contextlib.redirect_stdout(console), \
+            contextlib.redirect_stderr(console):
+        try:
             rc = bd.build_dataflow_cfg(str(out / "model.onnx"), cfg)
-    finally:
-        if old is None:
-            os.environ.pop("FINN_BUILD_DIR", None)
-        else:
-            os.environ["FINN_BUILD_DIR"] = old
+        except Exception as e:  # noqa: BLE001 - FINN's own failure, reported (bnhw's build goes on without it)
+            rc, crash = 1, f"{type(e).__name__}: {e}".splitlines()[0][:300]
     seconds = time.perf_counter() - t0
     log = dest / "build_dataflow.log"
     steps = re.findall(r"Running step: (\w+)", log.read_text(errors="replace")) if log.is_file() else []
     res = FinnBuild(folder=str(out), ok=rc == 0, steps_run=steps, seconds=seconds, vivado=vivado_available())
     if rc != 0:
         res.stopped_at, res.reason = _failed_step(log)
+        res.reason = crash or res.reason
     report = dest / "report"
     perf = report / "estimate_network_performance.json"
     if perf.is_file():

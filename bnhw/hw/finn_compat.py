@@ -27,7 +27,9 @@ with the import error as reason, and the callers (tests) skip.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,7 @@ from .ir import HwGraph, Node
 from .ops import finn_ops
 
 __all__ = ["finn_available", "finn_unavailable_reason", "finn_builder_available", "finn_builder_unavailable_reason",
-           "finn_builder", "vivado_available", "NO_VIVADO", "finn_node_model", "finn_estimates",
+           "finn_builder", "finn_build_dir", "vivado_available", "NO_VIVADO", "finn_node_model", "finn_estimates",
            "finn_op_estimates", "finn_set_folding_reference", "FPGA_PART"]
 
 #: the part the estimates are asked for (Pynq-Z2); FINN's models used here ignore it
@@ -318,3 +320,25 @@ def vivado_available() -> bool:
     import shutil
 
     return bool(os.environ.get("XILINX_VIVADO")) and shutil.which("vivado") is not None
+
+
+@contextlib.contextmanager
+def finn_build_dir(path: Path):
+    """Run FINN with ``FINN_BUILD_DIR`` = ``path`` (absolute).  finn-plus caches its settings, build dir included,
+    in a module global (``finn.util.settings._SETTINGS``) at first use, so a second build in the same process
+    would write into the first one's (by then renamed) folder: the cache is cleared on entry and on exit."""
+    import os
+
+    import finn.util.settings as fs
+
+    old = os.environ.get("FINN_BUILD_DIR")
+    os.environ["FINN_BUILD_DIR"] = str(Path(path).resolve())
+    fs._SETTINGS = None
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("FINN_BUILD_DIR", None)
+        else:
+            os.environ["FINN_BUILD_DIR"] = old
+        fs._SETTINGS = None
