@@ -24,7 +24,7 @@ def run(*args, timeout=900):
                                                   ("bars", 3e6, ())])
 def test_cell_search_end_to_end(tmp_path, method, budget, train):
     out = tmp_path / method
-    p = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "96", "-o", out,
+    p = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "48", "-o", out,
             *train)
     assert p.returncode == 0, p.stderr[-2000:]
     spec = CellNetSpec.from_json((out / "best_arch.json").read_text())
@@ -42,7 +42,7 @@ def test_cell_search_end_to_end(tmp_path, method, budget, train):
         assert best["test_accuracy"] == result["test_accuracy"]
     assert (out / "model.onnx").is_file() and "bit-exact" in p.stdout
     # a finished search resumes without redoing its epoch and gives the same network
-    again = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "96", "-o",
+    again = run("search", "--method", method, "--budget", budget, "--epochs", "1", "--train-images", "48", "-o",
                 out, "--resume", *train)
     assert again.returncode == 0, again.stderr[-2000:]
     assert CellNetSpec.from_json((out / "best_arch.json").read_text()) == spec

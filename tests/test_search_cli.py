@@ -3,10 +3,12 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -23,10 +25,18 @@ def bnhw(*args, **kw):
     return subprocess.run([sys.executable, "-m", "bnhw", *args], capture_output=True, text=True, **kw)
 
 
-def test_tiny_search_writes_everything(tmp_path):
-    out = tmp_path / "s"
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory) -> Path:
+    """One tiny search for the module's tests (each test copies the folder before changing it)."""
+    out = tmp_path_factory.mktemp("tiny") / "s"
     r = CliRunner().invoke(main, ["search", *TINY, "-o", str(out)])
     assert r.exit_code == 0, r.output
+    return out
+
+
+def test_tiny_search_writes_everything(tiny_search, tmp_path):
+    out = tmp_path / "s"
+    shutil.copytree(tiny_search, out)
     for f in ("best_arch.json", "best.json", "pareto.csv", "pareto.png", "evaluated.csv", "supernet.pt",
               "best_subnet.pt", "search_state.json", "config.json", "log.txt"):
         assert (out / f).is_file(), f
@@ -61,10 +71,9 @@ def test_bad_input_is_one_line(tmp_path, args, msg):
     assert msg in err and err.count("\n") == 0 and "Traceback" not in err
 
 
-def test_corrupted_checkpoint_on_resume(tmp_path):
+def test_corrupted_checkpoint_on_resume(tiny_search, tmp_path):
     out = tmp_path / "s"
-    r = CliRunner().invoke(main, ["search", *TINY, "-o", str(out)])
-    assert r.exit_code == 0
+    shutil.copytree(tiny_search, out)
     (out / "supernet.pt").write_bytes(b"\x00garbage")
     r = bnhw("search", *TINY, "-o", str(out), "--resume")
     assert r.returncode == 2 and "corrupted" in r.stderr and r.stderr.strip().count("\n") == 0
