@@ -65,7 +65,7 @@ def unreduced(cmd: ReadmeCommand) -> bool:
     """Run ``cmd`` as written (no reductions, as a subprocess)?"""
     return (FULL or cmd.line in FULL_LINES
             or (FULL_MATCH is not None and FULL_MATCH.search(" ".join(cmd.argv)) is not None))
-SUMMARY = os.environ.get("BNHW_README_SUMMARY")   # optional: write the per-line results as JSON here
+SUMMARY = os.environ.get("BNHW_README_SUMMARY")   # optional: per-line results as JSON, <SUMMARY>.L<chain>.json
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -677,8 +677,7 @@ def test_readme_commands_run(tmp_path, lines):
     outcomes = run_sequence(cmds, wd, progress=show)
     table = render(outcomes)
     if SUMMARY:
-        summary = Path(f"{SUMMARY}.L{lines[0]}.json") if len(_chain_params()) > 1 else Path(SUMMARY)
-        summary.write_text(json.dumps([{
+        Path(f"{SUMMARY}.L{lines[0]}.json").write_text(json.dumps([{
             "line": o.cmd.line, "part": o.cmd.part, "command": " ".join(o.cmd.argv), "flags": list(o.flags),
             "status": o.status, "seconds": round(o.seconds, 1), "cpu": round(o.cpu, 1), "note": o.note, "rc": o.rc,
             "stderr_tail": o.stderr[-3000:] if o.status == "FAIL" else ""} for o in outcomes], indent=1))

@@ -215,19 +215,15 @@ def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx 
 
 def finn_comparison(g: HwGraph, folded, layers: list[dict]) -> list[dict]:
     """FINN's estimate of each node of the graph FINN built beside bnhw's model of the IR node of that name
-    (``None`` where the other side has no such node)."""
-    ours = {n.name: n for n in g.nodes}
+    (``None`` where the other side has no such node); FINN's nodes first, then bnhw's that FINN lacks."""
+    finn = {fl["name"]: fl for fl in layers}
     rows = []
-    for fl in layers:
-        n = ours.get(fl["name"])
-        rows.append({"name": fl["name"], "finn_cycles": fl["cycles"], "bnhw_cycles": folded.cycles.get(fl["name"]) if n
-                     else None, "finn_LUT": fl["LUT"], "bnhw_LUT": folded.resources[fl["name"]]["LUT"] if n else None,
-                     "finn_BRAM18": fl["BRAM18"],
-                     "bnhw_BRAM18": folded.resources[fl["name"]]["BRAM18"] if n else None})
-    seen = {fl["name"] for fl in layers}
-    rows += [{"name": n.name, "finn_cycles": None, "bnhw_cycles": folded.cycles[n.name], "finn_LUT": None,
-              "bnhw_LUT": folded.resources[n.name]["LUT"], "finn_BRAM18": None,
-              "bnhw_BRAM18": folded.resources[n.name]["BRAM18"]} for n in g.nodes if n.name not in seen]
+    for name in [*finn, *(n.name for n in g.nodes if n.name not in finn)]:
+        f, ours = finn.get(name), folded.resources.get(name)
+        rows.append({"name": name,
+                     "finn_cycles": f["cycles"] if f else None, "bnhw_cycles": folded.cycles[name] if ours else None,
+                     "finn_LUT": f["LUT"] if f else None, "bnhw_LUT": ours["LUT"] if ours else None,
+                     "finn_BRAM18": f["BRAM18"] if f else None, "bnhw_BRAM18": ours["BRAM18"] if ours else None})
     return rows
 
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from ...errors import BnhwError
 from ..ir import DType, HwGraph, Node, Stream, per_channel
-from ..ops import acc_bounds
+from ..ops import acc_bounds, backend_unit
 
 __all__ = ["CpuLoweringError", "CpuOp", "CpuProgram", "CpuTensor", "lower_cpu", "write_model", "read_header",
            "OPCODES", "ATTRS", "MAGIC", "VERSION", "pack_bits", "bipolar_weights_packed", "read_program", "to_bytes"]
@@ -248,7 +248,7 @@ class _Lowering:
                 continue
             for s in n.outputs:
                 self.check_int(n, g.streams[s])
-            self._emitter(n)(self, n)
+            backend_unit(self.EMITTERS, n, "the CPU runtime", CpuLoweringError)(self, n)
         out = self.of[g.output]
         if self.tensors[out].packed:
             out = self.int_input(g.nodes[-1], g.output)
@@ -444,12 +444,6 @@ class _Lowering:
         if int(n.attrs.get("k", 1)) != 1:
             raise self.err(n, "only k = 1")
         self.simple(n, "LABELSELECT", {"H": H, "W": W, "C": C})
-
-    def _emitter(self, n: Node) -> Callable:
-        emit = self.EMITTERS.get(n.op)
-        if emit is None:
-            raise self.err(n, f"the CPU runtime has no kernel for op {n.op!r}")
-        return emit
 
     #: the kernel call of each op (tests/test_hw_ops.py checks it against the op registry)
     EMITTERS: ClassVar[dict[str, Callable]] = {

@@ -54,7 +54,7 @@ import numpy as np
 
 from ...errors import BnhwError
 from ..ir import DType, HwGraph, Node, json_default, per_channel
-from ..ops import folding_error, get_op
+from ..ops import backend_unit, folding_error, get_op
 
 __all__ = ["Generator", "HLS_OPS", "ap_types_dir", "header_path", "DEFAULT_PART",
            "DEFAULT_CLOCK_NS", "HLSError", "node_words", "ap_int_max_w", "AP_INT_DEFAULT_W",
@@ -417,7 +417,7 @@ class Generator:
             self.var[s] = v
             outs.append(v)
         fn = self._unique(f"node_{c_ident(n.name)}")
-        body, pragmas = self._emitter(n)(self, n)
+        body, pragmas = backend_unit(self.EMITTERS, n, "the HLS generator", HLSError)(self, n)
         sig = [f"hls::stream<{_word(g.streams[s].dtype, self._in_par(n, i))}> &in{i}"
                for i, s in enumerate(n.inputs)]
         sig += [f"hls::stream<{_word(g.streams[s].dtype, self.par[s])}> &out{i}"
@@ -686,12 +686,6 @@ class Generator:
             raise HLSError(f"{n.name}: output type {so.dtype.finn_name()} cannot hold index {N - 1}")
         body = f"    bnhw::label_select<{N}, {n.pe}, {_etype(si.dtype)}, {_etype(so.dtype)}>(in0, out0);\n"
         return body, []
-
-    def _emitter(self, n: Node) -> Callable:
-        emit = self.EMITTERS.get(n.op)
-        if emit is None:
-            raise HLSError(f"{n.name}: the HLS generator has no unit for op {n.op!r}")
-        return emit
 
     #: the unit of each op (tests/test_hw_ops.py checks it against the op registry)
     EMITTERS: ClassVar[dict[str, Callable]] = {

@@ -22,10 +22,10 @@ from . import (  # noqa: F401  (importing a module registers its op)
     swg,
     thresholding,
 )
-from .base import ChannelwiseOp, HwOp, divisors, get_op, op_names, register, unregister
+from .base import ChannelwiseOp, HwOp, backend_unit, divisors, get_op, op_names, register, unregister
 from .mvau import acc_bounds, is_depthwise
 
-__all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "get_op", "op_names", "divisors", "acc_bounds", "is_depthwise",
+__all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "backend_unit", "get_op", "op_names", "divisors", "acc_bounds", "is_depthwise",
            "node_cycles", "node_resources", "legal_pe", "legal_simd", "finn_ops", "finn_op_type",
            "folding_error", "model_notes", "execute_node", "finn_folding_config"]
 

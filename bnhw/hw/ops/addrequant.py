@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..finn_models import bits_of, elementwise_resources, mult_luts
+from ..finn_models import bits_of, mult_luts
 from ..ir import per_channel, round_half_even_shift
-from .base import ChannelwiseOp, register
+from .base import register
+from .elementwise import ElementwiseOp
 
 
 @register
-class AddRequant(ChannelwiseOp):
+class AddRequant(ElementwiseOp):
     name = "AddRequant"
     finn_name = "AddRequant"
     notes = {"AddRequant": "bnhw unit (not a FINN op), folded like FINN's ElementwiseBinary: "
@@ -44,11 +45,7 @@ class AddRequant(ChannelwiseOp):
         lo_, hi_ = int(lo.min()), int(hi.max())
         return (lo_ << -shift, hi_ << -shift) if shift < 0 else (lo_, hi_)
 
-    def cycles(self, g, n):
-        s = g.out_stream(n)
-        return int(s.pixels * (s.channels // n.pe))
-
-    def resources(self, g, n):
+    def datapath(self, g, n):
         ins, outs = g.in_stream(n), g.out_stream(n)
         xb = 1 if ins.dtype.is_bipolar else ins.dtype.bits
         ab, bb = bits_of(n.params.get("A")), bits_of(n.params.get("B"))
@@ -58,4 +55,4 @@ class AddRequant(ChannelwiseOp):
             accb = max(accb, (1 if s.dtype.is_bipolar else s.dtype.bits)
                        + int(n.attrs.get("shortcut_shift", 0))) + 1
         dp = mult_luts(xb, max(ab, 1)) + accb * (2 if len(n.inputs) > 1 else 1) + accb + outs.dtype.bits
-        return elementwise_resources(ins.channels, n.pe, dp, ab + bb, n.attrs.get("ram_style", "auto"))
+        return dp, ab + bb

@@ -10,16 +10,18 @@ a back end that implements an op keeps its own emitter in a table keyed by the o
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
 from ..finn_models import FinnOp, Resources, op_cycles, op_resources
 from ..ir import HwGraph, IRError, Node
 
-__all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "get_op", "op_names", "divisors"]
+__all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "backend_unit", "get_op", "op_names", "divisors"]
 
 _REGISTRY: dict[str, HwOp] = {}
+T = TypeVar("T")
 
 
 def divisors(num: int) -> list[int]:
@@ -135,6 +137,15 @@ def register(cls: type[HwOp]) -> type[HwOp]:
 def unregister(name: str) -> None:
     """Remove op ``name`` (for tests that register a temporary op)."""
     _REGISTRY.pop(name, None)
+
+
+def backend_unit(table: Mapping[str, T], n: Node, backend: str, error: Callable[[str], Exception] = IRError) -> T:
+    """The unit a back end's ``table`` (keyed by op name) has for node ``n``; ``error`` with one line naming
+    the node, the back end and the op when it has none."""
+    unit = table.get(n.op)
+    if unit is None:
+        raise error(f"{n.name}: {backend} has no unit for op {n.op!r}")
+    return unit
 
 
 def get_op(name: str) -> HwOp:

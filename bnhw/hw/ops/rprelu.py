@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..finn_models import bits_of, elementwise_resources, mult_luts
+from ..finn_models import bits_of, mult_luts
 from ..ir import per_channel, round_half_even_shift
-from .base import ChannelwiseOp, register
+from .base import register
+from .elementwise import ElementwiseOp
 
 
 @register
-class RPReLU(ChannelwiseOp):
+class RPReLU(ElementwiseOp):
     name = "RPReLU"
     finn_name = "RPReLU"
     notes = {"RPReLU": "bnhw unit, same model as AddRequant (subtract, slope multiplier, shift/"
@@ -38,11 +39,7 @@ class RPReLU(ChannelwiseOp):
         hi = np.max(cands, axis=0) + np.maximum(s_out << frac, 0)
         return int(lo.min()), int(hi.max())
 
-    def cycles(self, g, n):
-        s = g.out_stream(n)
-        return int(s.pixels * (s.channels // n.pe))
-
-    def resources(self, g, n):
+    def datapath(self, g, n):
         ins, outs = g.in_stream(n), g.out_stream(n)
         xb = 1 if ins.dtype.is_bipolar else ins.dtype.bits
         frac = int(n.attrs.get("frac", 0))
@@ -50,4 +47,4 @@ class RPReLU(ChannelwiseOp):
         yb = max(xb, sib) + 1
         accb = yb + max(slb, frac) + 1
         dp = yb + mult_luts(yb, max(slb, 1)) + accb + accb + outs.dtype.bits
-        return elementwise_resources(ins.channels, n.pe, dp, sib + slb + sob, n.attrs.get("ram_style", "auto"))
+        return dp, sib + slb + sob

@@ -43,7 +43,7 @@ import numpy as np
 from ...errors import BnhwError
 from ..finn_models import swg_buffer_depth
 from ..ir import HwGraph, Node, per_channel
-from ..ops import finn_ops, folding_error, is_depthwise
+from ..ops import backend_unit, finn_ops, folding_error, is_depthwise
 
 __all__ = ["Unit", "Fifo", "Netlist", "elaborate", "SimError", "LOOP_OPS", "PIPELINE_DEPTH"]
 
@@ -249,7 +249,7 @@ class _Elab:
             why = folding_error(g, n, check_units=False)      # FINN's folding rules, from the op registry
             if why:
                 raise SimError(why)
-            self._emitter(n)(self, n)
+            backend_unit(self.EMITTERS, n, "the cycle simulator", SimError)(self, n)
         # streams nobody reads (a truncated Duplicate output) and the graph output go to sinks
         for s, f in self.tail.items():
             if self.fifos[f].dst == -1 and s != g.output and self.cons_count.get(s, 0) == 0 and s != g.input:
@@ -481,12 +481,6 @@ class _Elab:
         self._router(n, self._name("Gather"), "Gather", route, n.inputs[0], win, wout,
                      2 * (si.channels // win) + 1, 0, n.outputs[0], self.bits(n.outputs[0]), 0, si.elems,
                      note="channel gather (one pixel buffered)")
-
-    def _emitter(self, n: Node) -> Callable:
-        emit = self.EMITTERS.get(n.op)
-        if emit is None:
-            raise SimError(f"{n.name}: the cycle simulator has no unit for op {n.op!r}")
-        return emit
 
     #: the unit of each op (tests/test_hw_ops.py checks it against the op registry)
     EMITTERS: ClassVar[dict[str, Callable]] = {
