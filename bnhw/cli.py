@@ -542,6 +542,28 @@ def sim(graph: Path, frames: int, fifos: str, clock_mhz: float, as_json: bool) -
     sim_command(graph, frames=frames, fifos=fifos, clock_mhz=clock_mhz, as_json=as_json, echo=click.echo)
 
 
+@main.command("run")
+@click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="Images as a .npy array: N x C x H x W or N x H x W x C; floats are the model's input "
+                   "(e.g. pixels / 255), integers the accelerator's (e.g. uint8 pixels).")
+@click.option("--engine", type=click.Choice(["finn", "ir", "sim", "cpu", "qonnx"]),
+              help="finn: FINN's own execution of its dataflow graph (default when the build has one); ir: "
+                   "bnhw's integer IR; sim: the cycle simulator; cpu: bnhw's C runtime; qonnx: model.onnx.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"labels": [...], "engine": ..., "images": N, ...}.')
+def run_cmd(build_dir: Path, input_path: Path, engine: str | None, as_json: bool) -> None:
+    """Run a built network on your images: one predicted label per image.
+
+    BUILD_DIR is a folder written by `bnhw build`.  Every engine gets the
+    same integers (the accelerator's input), so their labels agree bit for
+    bit.  Notes and progress go to stderr.
+    """
+    from .flows.run import run_command
+
+    run_command(build_dir, input_path, engine, as_json, echo=click.echo)
+
+
 @main.command("bench-cpu")
 @click.argument("network")
 @click.option("--target", default="native", show_default=True,

@@ -75,11 +75,21 @@ def test_the_dataflow_build_config_loads_in_finn(tfc_build):
 
 def test_a_nasbnn_net_says_why_finn_is_not_run(tmp_path):
     r = CliRunner().invoke(main, ["build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", str(tmp_path / "n"),
-                                  "--csim-inputs", "1", "--no-sim", "--no-csim"])
+                                  "--csim-inputs", "4", "--no-sim", "--no-csim"])
     assert r.exit_code == 0, r.output
     f = json.loads((tmp_path / "n" / "report.json").read_text())["finn"]
     assert f["run"] is False and "grouped convolutions" in f["why"] and "FINN: not run" in r.output
     assert not (tmp_path / "n" / "finn").exists()
+    # bnhw run: FINN's engine says why it cannot run; the default falls back to the IR and says so; the
+    # residual network's other engines agree on the build's own test images
+    x = str(tmp_path / "n" / "test_images.npy")
+    r = _run(str(tmp_path / "n"), "--input", x, "--engine", "finn")
+    assert r.exit_code != 0 and "this build has no FINN dataflow graph" in r.output and "grouped convolutions" in r.output
+    r = _run(str(tmp_path / "n"), "--input", x, "--json")
+    assert r.exit_code == 0 and "no FINN dataflow graph in this build; running bnhw's IR" in r.stderr
+    labels = {json.loads(_run(str(tmp_path / "n"), "--input", x, "--engine", e, "--json").stdout)["labels"].__str__()
+              for e in ("ir", "sim", "cpu", "qonnx")}
+    assert len(labels) == 1 and json.loads(r.stdout)["labels"].__str__() in labels
 
 
 def test_two_finn_builds_in_one_process(tmp_path):
@@ -98,3 +108,110 @@ def test_two_finn_builds_in_one_process(tmp_path):
     second = finn_codegen(tmp_path / "tfc.onnx", folding, tmp_path / "b", board=get_board("pynq-z2"), clock_mhz=100)
     assert first.ok and second.ok, (first.reason, second.reason)
     assert all((tmp_path / "b" / d).is_dir() for d in second.codegen.values()) and second.codegen
+
+
+# ----------------------------------------------------------------------------- bnhw run
+def _run(*args: str):
+    return CliRunner().invoke(main, ["run", *args])
+
+
+@pytest.fixture(scope="module")
+def tfc_images(tmp_path_factory):
+    import numpy as np
+
+    from bnhw.quant import reference_nets as rn
+
+    x, y = rn.reference_data("tfc-w1a1", "test")
+    d = tmp_path_factory.mktemp("images")
+    np.save(d / "x.npy", x[:24].numpy())
+    return d / "x.npy", y[:24].numpy()
+
+
+def test_bnhw_run_gives_the_same_labels_with_every_engine(tfc_build, tfc_images):
+    """FINN's own execution of its dataflow graph = bnhw's IR = cycle simulator = C runtime = QONNX, on real
+    images; the labels are the network's (it was trained on these digits: far above chance)."""
+    x, y = tfc_images
+    labels = {}
+    for engine in ("finn", "ir", "sim", "cpu", "qonnx"):
+        r = _run(str(tfc_build), "--input", str(x), "--engine", engine, "--json")
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)                                  # stdout is exactly one JSON object
+        assert out["engine"] == engine and out["images"] == len(y) and len(out["labels"]) == len(y)
+        labels[engine] = out["labels"]
+    assert all(v == labels["finn"] for v in labels.values()), labels
+    assert (labels["finn"] == y).mean() > 0.5
+    r = _run(str(tfc_build), "--input", str(x))                     # default: FINN's graph, one label a line
+    assert r.exit_code == 0 and r.stdout.split() == [str(v) for v in labels["finn"]], r.output
+
+
+def test_finn_execution_is_bit_exact_with_the_ir_accumulators(tfc_build, tfc_images):
+    """Stronger than labels: the integer accumulator of FINN's last MVAU equals the IR's, image by image."""
+    import numpy as np
+
+    from bnhw.flows.run import read_images
+    from bnhw.hw.finn_build import FINN_EXECUTION_MODEL
+    from bnhw.hw.finn_compat import FinnExecutor
+    from bnhw.hw.ir import HwGraph
+
+    g = HwGraph.load(tfc_build / "hw_graph.json")
+    data = read_images(tfc_images[0], g, (1, 28, 28))
+    fx = FinnExecutor(tfc_build / "finn" / FINN_EXECUTION_MODEL)
+    from qonnx.custom_op.registry import getCustomOp
+
+    node = [n for n in fx.model.graph.node if n.op_type == "MVAU"][-1]
+    op = getCustomOp(node)
+    assert op.get_nodeattr("binaryXnorMode") == 1         # FINN's XNOR-popcount: it outputs the popcount
+    k = op.get_nodeattr("MW")
+    for ints, floats in zip(data.ints[:8], data.floats[:8]):
+        finn_acc = 2 * fx.tensors(floats[None])[node.output[0]].reshape(-1) - k      # +-1 dot product
+        ir_acc = g.execute(ints, return_all=True)[g.meta["final_acc"]].reshape(-1)
+        assert np.array_equal(finn_acc, ir_acc)
+
+
+def test_bnhw_run_reads_integers_nhwc_and_single_images(tfc_build, tfc_images, tmp_path):
+    import numpy as np
+
+    x, _ = tfc_images
+    ref = json.loads(_run(str(tfc_build), "--input", str(x), "--engine", "ir", "--json").stdout)["labels"]
+    u8 = np.clip(np.rint(np.load(x) * 255), 0, 255).astype(np.uint8)
+    np.save(tmp_path / "u8.npy", u8.transpose(0, 2, 3, 1))         # the accelerator's integers, NHWC
+    out = json.loads(_run(str(tfc_build), "--input", str(tmp_path / "u8.npy"), "--engine", "ir", "--json").stdout)
+    assert out["labels"] == ref and out["input_kind"] == "integer" and out["input_layout"] == "NHWC"
+    np.save(tmp_path / "one.npy", np.load(x)[3])                    # one image, C x H x W
+    out = json.loads(_run(str(tfc_build), "--input", str(tmp_path / "one.npy"), "--engine", "ir", "--json").stdout)
+    assert out["labels"] == ref[3:4]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("shape", "shape [4, 3, 28, 28]; the network takes N x 1 x 28 x 28 (NCHW) or N x 28 x 28 x 1 (NHWC)"),
+    ("range", "integer inputs are the accelerator's input (UINT8, 0..255); found -1..255"),
+    ("nan", "holds NaN or infinite values"),
+    ("object", "not a NumPy .npy array"),
+    ("text", "not a NumPy .npy array"),
+    ("missing", "no such file"),
+    ("bool", "dtype bool is neither float nor integer"),
+])
+def test_bnhw_run_bad_input_is_one_line(tfc_build, tmp_path, case, message):
+    import numpy as np
+
+    f = tmp_path / "x.npy"
+    if case == "shape":
+        np.save(f, np.zeros((4, 3, 28, 28), np.float32))
+    elif case == "range":
+        a = np.full((2, 1, 28, 28), 255, np.int16)
+        a[0, 0, 0, 0] = -1
+        np.save(f, a)
+    elif case == "nan":
+        a = np.zeros((2, 1, 28, 28), np.float32)
+        a[1, 0, 3, 3] = np.nan
+        np.save(f, a)
+    elif case == "object":
+        np.save(f, np.array([None, 1], dtype=object), allow_pickle=True)
+    elif case == "text":
+        f.write_text("1,2,3\n")
+    elif case == "bool":
+        np.save(f, np.zeros((2, 1, 28, 28), bool))
+    r = _run(str(tfc_build), "--input", str(f))
+    assert r.exit_code != 0 and r.exception is None or isinstance(r.exception, SystemExit), r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --input") and message in lines[0], r.output

@@ -206,10 +206,12 @@ def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx 
                      time.time() - t0, sim)
     report["finn"] = finn
     _write_outputs(work, report, g)
+    _write_test_images(work, prep)
     if sim is not None:
         atomic_write_text(work / "fifo_config.json", json.dumps(sim.pop("_finn_config"), indent=2))
     echo(f"wrote {out / 'report.md'}, report.json, layers.png, folding.json"
-         + (", fifo_config.json" if sim is not None else "") + ", hls/")
+         + (", fifo_config.json" if sim is not None else "") + ", hls/, test_images.npy (try `bnhw run "
+         f"{out} --input {out / 'test_images.npy'}`)")
     return BuildResult(report, out, g)
 
 
@@ -404,6 +406,14 @@ def _not_run(csim: dict, sim: dict | None = None) -> list[str]:
     if sim is None:
         out.append("cycle simulation and FIFO sizing (--no-sim)")
     return out
+
+
+def _write_test_images(out: Path, prep: PreparedNetwork) -> None:
+    """The real images the bit-exact checks ran on, as the model takes them (float NCHW), and their labels: an
+    input for ``bnhw run``."""
+    np.save(out / "test_images.npy", np.asarray(prep.images, dtype=np.float32))
+    if prep.labels is not None:
+        np.save(out / "test_labels.npy", np.asarray(prep.labels, dtype=np.int64))
 
 
 def _write_outputs(out: Path, report: dict, g: HwGraph) -> None:

@@ -62,6 +62,7 @@ ACCEPTS: dict[str, tuple[Kind, ...]] = {
     "bench-cpu": (Kind.REFERENCE, Kind.ZOO, Kind.SPEC, Kind.CELL_SPEC, Kind.QONNX, Kind.HW_GRAPH,
                   Kind.BUILD_DIR, Kind.CPU_MODEL),
     "sim": (Kind.BUILD_DIR, Kind.HW_GRAPH),
+    "run": (Kind.BUILD_DIR,),
 }
 
 #: why a kind a command does not take is refused, where there is more to say than the list
@@ -74,6 +75,11 @@ _ADVICE: dict[tuple[str, Kind], str] = {
     ("sim", Kind.ZOO): "run `bnhw build` on it first",
     ("sim", Kind.REFERENCE): "run `bnhw build` on it first",
     ("sim", Kind.QONNX): "run `bnhw build` on it first",
+    ("run", Kind.SPEC): "run `bnhw build` on it first",
+    ("run", Kind.ZOO): "run `bnhw build` on it first",
+    ("run", Kind.REFERENCE): "run `bnhw build` on it first",
+    ("run", Kind.QONNX): "run `bnhw build` on it first",
+    ("run", Kind.HW_GRAPH): "give the build folder that holds it",
 }
 
 

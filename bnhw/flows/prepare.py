@@ -38,6 +38,7 @@ class PreparedNetwork:
     int_inputs: np.ndarray          # (N, H, W, C) integer inputs of the IR
     qonnx_check: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    labels: np.ndarray | None = None    # the true labels of ``images``
 
 
 # ----------------------------------------------------------------------------- network preparation
@@ -106,7 +107,8 @@ def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork
     labels = np.array([int(graph.execute(v).reshape(-1)[0]) for v in ints])
     check["accuracy_ir"] = float((labels == y.numpy()).mean())
     check["accuracy_images"] = len(ints)
-    return PreparedNetwork(name, "reference", model, onnx, graph, images, ints[:n_inputs], check, notes)
+    return PreparedNetwork(name, "reference", model, onnx, graph, images, ints[:n_inputs], check, notes,
+                           y[:n_inputs].numpy())
 
 
 @dataclass
@@ -165,7 +167,8 @@ def _prepare_qonnx(inp: NetworkInput, out: Path, n_inputs: int, lowered: Lowered
     check["accuracy_images"] = len(ints)
     notes = [f"QONNX model {inp.arg} (its own weights), lowered like BNN-PYNQ's networks; real inputs: digits "
              f"resized to {low.size}x{low.size}x{low.channels}"]
-    return PreparedNetwork(inp.label, "qonnx", None, onnx, low.graph, images, ints, check, notes)
+    return PreparedNetwork(inp.label, "qonnx", None, onnx, low.graph, images, ints, check, notes,
+                           bundle.test.labels[:n_inputs].numpy())
 
 
 def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
@@ -199,10 +202,10 @@ def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> Prepare
     onnx = out / "model.onnx"
     export_qonnx(model, onnx)
     graph = lower_binarynet(model)
-    images, _ = digits_images(spec.resolution, n_inputs, channels=spec.in_channels, seed=2)
+    images, labels = digits_images(spec.resolution, n_inputs, channels=spec.in_channels, seed=2)
     ints = integer_input(model, images)
     check = _check_ir_vs_qonnx(graph, onnx, images, ints, head=graph.meta.get("head"))
-    return PreparedNetwork(inp.label, "spec", model, onnx, graph, images, ints, check, notes)
+    return PreparedNetwork(inp.label, "spec", model, onnx, graph, images, ints, check, notes, labels.numpy())
 
 
 def _check_ir_vs_qonnx(graph: HwGraph, onnx: Path, images, ints: np.ndarray, head) -> dict:
@@ -211,16 +214,13 @@ def _check_ir_vs_qonnx(graph: HwGraph, onnx: Path, images, ints: np.ndarray, hea
 
     logits = np.asarray(execute_qonnx(onnx, images))
     outs = np.stack([graph.execute(x) for x in ints])
+    labels_ir = graph.labels(outs)
+    err = None
     if head is not None:
-        acc = outs.reshape(len(ints), -1).astype(np.float64)
-        ir_logits = acc * np.asarray(head["scale"]) + np.asarray(head["bias"])
+        ir_logits = graph.logits(outs)
+        assert ir_logits is not None
         scale = max(float(np.abs(logits).max()), 1e-30)
         err = float(np.abs(ir_logits - logits).max()) / scale
-        labels_ir = ir_logits.argmax(1)
-    else:
-        err = None
-        labels_ir = outs.reshape(len(ints), -1)[:, 0] if outs.reshape(len(ints), -1).shape[1] == 1 \
-            else outs.reshape(len(ints), -1).argmax(1)
     labels_q = logits.reshape(len(ints), -1).argmax(1)
     agree = int((labels_ir == labels_q).sum())
     res = {"inputs": len(ints), "labels_equal": agree, "max_logit_rel_error": err}

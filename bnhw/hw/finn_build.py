@@ -34,9 +34,12 @@ from typing import Any
 from .boards import Board
 from .finn_compat import finn_build_dir, finn_builder, vivado_available
 
-__all__ = ["FinnBuild", "finn_codegen", "FINN_OUTPUT_DIR"]
+__all__ = ["FinnBuild", "finn_codegen", "FINN_OUTPUT_DIR", "FINN_EXECUTION_MODEL"]
 
 FINN_OUTPUT_DIR = "output"
+#: the graph ``bnhw run --engine finn`` executes with FINN's node execution (see
+#: :class:`bnhw.hw.finn_compat.FinnExecutor`: FINN's HW nodes before ``SpecializeLayers``)
+FINN_EXECUTION_MODEL = f"{FINN_OUTPUT_DIR}/intermediate_models/step_convert_to_hw.onnx"
 
 
 @dataclass

@@ -40,7 +40,7 @@ from .ops import finn_ops
 
 __all__ = ["finn_available", "finn_unavailable_reason", "finn_builder_available", "finn_builder_unavailable_reason",
            "finn_builder", "finn_build_dir", "vivado_available", "NO_VIVADO", "finn_node_model", "finn_estimates",
-           "finn_op_estimates", "finn_set_folding_reference", "FPGA_PART"]
+           "finn_op_estimates", "finn_set_folding_reference", "FPGA_PART", "FinnExecutor"]
 
 #: the part the estimates are asked for (Pynq-Z2); FINN's models used here ignore it
 FPGA_PART = "xc7z020clg400-1"
@@ -342,3 +342,40 @@ def finn_build_dir(path: Path):
         else:
             os.environ["FINN_BUILD_DIR"] = old
         fs._SETTINGS = None
+
+
+# ----------------------------------------------------------------------------- FINN's own node execution
+class FinnExecutor:
+    """Executes a FINN dataflow graph with FINN's own node execution (qonnx ``execute_onnx``, every HW node's
+    python ``execute_node``).  finn-plus executes HW nodes in python only before ``SpecializeLayers``: after it,
+    an ``_hls`` node needs finn-hlslib (cppsim) and an ``_rtl`` node Vivado's XSI (rtlsim), so the graph to
+    execute is FINN's ``step_convert_to_hw`` model (the same nodes and weights, not yet specialised).  The
+    python execution of ``Reshape`` and of the RTL-only ops is registered only when their modules are imported,
+    which is done here."""
+
+    def __init__(self, model_path: Path):
+        err = _import_error()
+        if err:
+            raise RuntimeError(err)
+        import finn.custom_op.fpgadataflow.reshape  # noqa: F401  (registers Reshape's python execution)
+        import finn.custom_op.fpgadataflow.rtl  # noqa: F401
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        self.model = ModelWrapper(str(model_path))
+        self.input = self.model.graph.input[0].name
+        self.output = self.model.graph.output[0].name
+        self.input_shape = tuple(int(v) for v in self.model.get_tensor_shape(self.input))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """One input of the model's input shape (float32) -> the graph output."""
+        from qonnx.core.onnx_exec import execute_onnx
+
+        x = np.asarray(x, dtype=np.float32).reshape(self.input_shape)
+        return np.asarray(execute_onnx(self.model, {self.input: x})[self.output])
+
+    def tensors(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor of the graph for one input (for per-layer comparisons)."""
+        from qonnx.core.onnx_exec import execute_onnx
+
+        x = np.asarray(x, dtype=np.float32).reshape(self.input_shape)
+        return {k: np.asarray(v) for k, v in execute_onnx(self.model, {self.input: x}, return_full_exec_context=True).items()}

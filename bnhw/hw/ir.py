@@ -364,6 +364,40 @@ class HwGraph:
                               nd.get("layer", "")))
         return HwGraph(d["name"], streams, nodes, d["input"], d["output"], d.get("meta"))
 
+    # ------------------------------------------------------------- the host's side of the input and output
+    def input_integers(self, x: np.ndarray) -> np.ndarray:
+        """The accelerator's input for float values ``x`` (``(..., H, W, C)`` in the input stream's layout):
+        ``clip(round_half_even(x / scale))`` to the input type's range, ``scale`` being the input stream's (the
+        network's input quantiser: 1/255 for 8-bit pixels, 2^-(b-1) for a b-bit fixed-point stem)."""
+        t = self.streams[self.input].dtype
+        inv = 1.0 / t.scale
+        k = np.rint(np.asarray(x, dtype=np.float64) * (round(inv) if abs(inv - round(inv)) < 1e-9 else inv))
+        return np.clip(k, t.min, t.max).astype(np.int64)
+
+    def input_floats(self, ints: np.ndarray) -> np.ndarray:
+        """The float values (float32) whose quantisation is ``ints``: ``ints * scale`` (the inverse of
+        :meth:`input_integers` on its range)."""
+        inv = 1.0 / self.streams[self.input].dtype.scale
+        if abs(inv - round(inv)) < 1e-9:           # e.g. pixel / 255 in float32, as the exported models take it
+            return np.asarray(ints, dtype=np.float32) / np.float32(round(inv))
+        return (np.asarray(ints, dtype=np.float64) / inv).astype(np.float32)
+
+    def logits(self, outputs: np.ndarray) -> np.ndarray | None:
+        """Per image, the host's logits from the graph outputs ``(N, ...)``: ``acc * scale + bias`` where the
+        graph ends in the classifier's accumulator (``meta["head"]``); None where it ends in a label."""
+        head = self.meta.get("head")
+        flat = np.asarray(outputs).reshape(len(outputs), -1)
+        if head is not None:
+            return flat.astype(np.float64) * np.asarray(head["scale"]) + np.asarray(head["bias"])
+        return None if flat.shape[1] == 1 else flat.astype(np.float64)
+
+    def labels(self, outputs: np.ndarray) -> np.ndarray:
+        """Per image, the predicted class from the graph outputs ``(N, ...)`` (a LabelSelect's label, or the
+        argmax of :meth:`logits`)."""
+        lg = self.logits(outputs)
+        return np.asarray(outputs).reshape(len(outputs), -1)[:, 0].astype(np.int64) if lg is None \
+            else lg.argmax(1)
+
     # ------------------------------------------------------------- reference execution
     def execute(self, x: np.ndarray, *, return_all: bool = False):
         """Run the graph on one input ``(H, W, C)`` integer array (the reference semantics).
