@@ -215,3 +215,48 @@ def test_bnhw_run_bad_input_is_one_line(tfc_build, tmp_path, case, message):
     assert r.exit_code != 0 and r.exception is None or isinstance(r.exception, SystemExit), r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --input") and message in lines[0], r.output
+
+
+# ----------------------------------------------------------------------------- bnhw's folding as a FINN step
+def _finn_build_with(step, model: Path, out: Path, **cfg_kw):
+    from bnhw.hw.finn_compat import finn_build_dir, finn_builder
+
+    bd, bc = finn_builder()
+    steps = [step if s == "step_target_fps_parallelization" else s for s in bc.hw_codegen_dataflow_steps]
+    assert step in steps
+    (out / "tmp").mkdir(parents=True)
+    cfg = bc.DataflowBuildConfig(output_dir=str(out / "o"), synth_clk_period_ns=10.0, board="Pynq-Z2",
+                                 shell_flow_type=bc.ShellFlowType.VIVADO_ZYNQ, steps=steps,
+                                 generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS], **cfg_kw)
+    with finn_build_dir(out / "tmp"):
+        rc = bd.build_dataflow_cfg(str(model), cfg)
+    assert rc == 0, (out / "o" / "build_dataflow.log").read_text()[-3000:]
+    rep = out / "o" / "report"
+    return (json.loads((rep / "bnhw_folding.json").read_text()),
+            json.loads((rep / "estimate_network_performance.json").read_text()),
+            json.loads((rep / "estimate_layer_resources.json").read_text())["total"])
+
+
+def test_bnhw_folding_runs_as_a_step_of_a_finn_build(tfc_build, tmp_path):
+    """A FINN build config with step_bnhw_folding in place of step_target_fps_parallelization runs to FINN's code
+    generation; FINN's own estimate reports of the result equal what the step chose (II and resources), within
+    the board budget; a tighter margin gives a design within it; an FPS target is met with fewer resources."""
+    from bnhw.hw.boards import get_board
+    from bnhw.hw.finn_steps import bnhw_folding_step, step_bnhw_folding
+
+    chosen, perf, total = _finn_build_with(step_bnhw_folding, tfc_build / "model.onnx", tmp_path / "a")
+    assert perf["max_cycles"] == chosen["ii_cycles"]
+    assert total["LUT"] == chosen["total"]["LUT"] and total["BRAM_18K"] == chosen["total"]["BRAM18"]
+    board = get_board("pynq-z2")
+    assert chosen["total"]["LUT"] <= 0.85 * board.lut and chosen["total"]["BRAM18"] <= 0.85 * board.bram18
+    assert len(list((tmp_path / "a" / "tmp").iterdir())) == len(chosen["units"])   # code for every HW node
+
+    small, perf_s, total_s = _finn_build_with(bnhw_folding_step(board="pynq-z2", margin=0.15), tfc_build / "model.onnx",
+                                              tmp_path / "b")
+    assert total_s["LUT"] <= 0.15 * board.lut and total_s["BRAM_18K"] <= 0.15 * board.bram18
+    assert small["ii_cycles"] >= chosen["ii_cycles"] and perf_s["max_cycles"] == small["ii_cycles"]
+
+    slow, perf_f, total_f = _finn_build_with(step_bnhw_folding, tfc_build / "model.onnx", tmp_path / "c",
+                                             target_fps=100_000)
+    assert perf_f["max_cycles"] <= 1000 and perf_f["estimated_throughput_fps"] >= 100_000
+    assert total_f["LUT"] < total["LUT"]

@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.readme import ReadmeCommand, ReadmeParseError, option_value, parse_readme, readme_commands
 
@@ -150,7 +151,7 @@ WRITES: dict[str, tuple[str, ...]] = {
     "train": ("model.pt", "arch.json", "result.json", "train_state.pt"),
     # README build step 6 "Report" and step 4 (hls/)
     "build": ("report.md", "report.json", "layers.png", "folding.json", "fifo_config.json", "model.onnx",
-              "hw_graph.json", "hls/build_prj.tcl"),
+              "hw_graph.json", "hls/build_prj.tcl", "test_images.npy", "test_labels.npy"),
     # README "plus report.md ..., report.json and report.png" and `bnhw report --help`
     "report": ("report.md", "report.json", "report.png"),
     # `bnhw bench-cpu --help`: -o ... (bench_cpu.md, bench_cpu.json, model.bnhwcpu)
@@ -378,6 +379,18 @@ def check_outputs(cmd: ReadmeCommand, argv: list[str], wd: Path, stdout: str) ->
                 bad.append(f"--json printed no JSON ({e})")
         elif not re.search(r"^II [\d,]+ cycles", stdout, re.M):
             bad.append("no `II ... cycles` line")
+    elif sub == "run":
+        images = len(np.load(wd / option_value(argv, "--input")))
+        if "--json" in argv:
+            try:
+                out = json.loads(stdout)
+            except ValueError as e:
+                out = {}
+                bad.append(f"--json printed no JSON ({e})")
+            if out and (out.get("images") != images or len(out.get("labels", [])) != images):
+                bad.append(f"--json gave {out.get('images')} images / {len(out.get('labels', []))} labels for {images}")
+        elif len(stdout.split()) != images or not all(v.isdigit() for v in stdout.split()):
+            bad.append(f"not one label per line for {images} images")
     elif sub == "report":
         rep = _json(wd / option_value(argv, "-o", "--out", default=OUT_FOLDERS[sub]) / "report.json")
         archs = _positional(cmd.bnhw_args[1:], {"--target", "--checkpoint", "--margin", "--clock-mhz", "-o", "--out"})

@@ -40,7 +40,7 @@ from .ops import finn_ops
 
 __all__ = ["finn_available", "finn_unavailable_reason", "finn_builder_available", "finn_builder_unavailable_reason",
            "finn_builder", "finn_build_dir", "vivado_available", "NO_VIVADO", "finn_node_model", "finn_estimates",
-           "finn_op_estimates", "finn_set_folding_reference", "FPGA_PART", "FinnExecutor"]
+           "finn_op_estimates", "finn_set_folding_reference", "FPGA_PART", "FinnExecutor", "minimized_copy"]
 
 #: the part the estimates are asked for (Pynq-Z2); FINN's models used here ignore it
 FPGA_PART = "xc7z020clg400-1"
@@ -175,6 +175,13 @@ def _minimize(model):
     model = model.transform(MinimizeWeightBitWidth())
     model = model.transform(InferDataTypes())
     return model
+
+
+def minimized_copy(model):
+    """A copy of a FINN ``model`` with FINN's bit-width minimisation applied (what the estimate reports see)."""
+    import copy
+
+    return _minimize(copy.deepcopy(model))
 
 
 def finn_node_model(g: HwGraph, n: Node):

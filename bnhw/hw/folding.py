@@ -47,8 +47,9 @@ from .hls.codegen import HLS_MAX_WORD_BITS, node_words
 from .ir import HwGraph, Node
 from .ops import get_op, node_cycles, node_resources
 
-__all__ = ["FitError", "FoldingResult", "graph_cost", "maximize_fps", "min_resources_for_fps", "widest_folding",
-           "RESOURCE_KEYS", "board_budget", "hls_words_fit"]
+__all__ = ["FitError", "FoldingResult", "FoldOption", "graph_cost", "maximize_fps", "min_resources_for_fps",
+           "widest_folding", "fastest_fit", "cheapest_fit", "pareto", "RESOURCE_KEYS", "board_budget",
+           "hls_words_fit"]
 
 RESOURCE_KEYS = ("LUT", "BRAM18", "URAM", "DSP")
 MAX_STREAM_BITS = 8191      # widest ap_int HLS accepts (FINN's MAX_ALLOWED_AP_INT_W)
@@ -99,7 +100,9 @@ def graph_cost(g: HwGraph) -> FoldingResult:
 
 # ----------------------------------------------------------------------------- per-unit options
 @dataclass(frozen=True)
-class _Option:
+class FoldOption:
+    """One legal folding of a unit with its cycles and resources (LUT, BRAM18, URAM, DSP)."""
+
     pe: int
     simd: int
     pad_simd: int | None
@@ -123,9 +126,9 @@ def hls_words_fit(g: HwGraph, n: Node) -> bool:
     return all(bits <= HLS_MAX_WORD_BITS for _, bits, _ in node_words(g, n))
 
 
-def _options(g: HwGraph, n: Node, prune: bool = True) -> list[_Option]:
+def _options(g: HwGraph, n: Node, prune: bool = True) -> list[FoldOption]:
     """Every legal folding of ``n``, Pareto-pruned on (cycles, resources) unless ``prune`` is false."""
-    out: list[_Option] = []
+    out: list[FoldOption] = []
     padded = n.op == "SWG" and int(n.attrs.get("pad", 0)) > 0
     channels = g.in_stream(n).channels
     variants = []
@@ -144,13 +147,13 @@ def _options(g: HwGraph, n: Node, prune: bool = True) -> list[_Option]:
         cyc = int(node_cycles(g, m))
         r = node_resources(g, m)
         vec = (float(r.lut), float(r.bram18), float(r.uram), float(r.dsp))
-        out.append(_Option(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, vec))
-    return _pareto(out) if prune else out
+        out.append(FoldOption(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, vec))
+    return pareto(out) if prune else out
 
 
-def _pareto(opts: list[_Option]) -> list[_Option]:
+def pareto(opts: list[FoldOption]) -> list[FoldOption]:
     opts = sorted(opts, key=lambda o: (o.cycles, o.res))
-    kept: list[_Option] = []
+    kept: list[FoldOption] = []
     for o in opts:
         if not any(k.cycles <= o.cycles and all(a <= b for a, b in zip(k.res, o.res)) for k in kept):
             kept.append(o)
@@ -162,25 +165,27 @@ _LAMBDAS = tuple(2.0 ** e for e in (0, -1, 1, -2, 2, -3, 3, -4, 4, -6, 6, -8, 8)
 
 
 class _Problem:
-    def __init__(self, g: HwGraph, budget: Mapping[str, float]):
-        self.g = g
+    """The choice of one option per unit: ``options`` maps each unit's name to its foldings (any front end: the
+    IR's cost models, or FINN's own estimates in :mod:`bnhw.hw.finn_steps`)."""
+
+    def __init__(self, options: Mapping[str, list[FoldOption]], budget: Mapping[str, float]):
         self.budget = {k: float(budget.get(k, 0.0)) for k in RESOURCE_KEYS}
-        self.units: list[Node] = list(g.nodes)
-        self.options = {n.name: _options(g, n) for n in self.units}
+        self.units: list[str] = list(options)
+        self.options = {k: list(v) for k, v in options.items()}
         # every option of every unit in one flat table (unit order, then option order), so that
         # :meth:`choose` is a few array operations instead of a Python loop over all options
-        self._flat = [o for n in self.units for o in self.options[n.name]]
-        self._unit = np.array([u for u, n in enumerate(self.units) for _ in self.options[n.name]], dtype=np.int64)
+        self._flat = [o for n in self.units for o in self.options[n]]
+        self._unit = np.array([u for u, n in enumerate(self.units) for _ in self.options[n]], dtype=np.int64)
         self._cyc = np.array([o.cycles for o in self._flat], dtype=np.int64)
         self._res = np.array([o.res for o in self._flat], dtype=np.float64).reshape(len(self._flat), 4)
         bud = np.array([self.budget[k] for k in RESOURCE_KEYS], dtype=np.float64)
         self._bud = np.where(bud > 0, bud, 1.0)
         self._forbidden = ((self._res > 0) & (bud <= 0)).any(axis=1)      # needs a resource the budget lacks
         self._first = np.searchsorted(self._unit, np.arange(len(self.units)))
-        self._min_cycles = max((min((o.cycles for o in self.options[n.name]), default=math.inf)
+        self._min_cycles = max((min((o.cycles for o in self.options[n]), default=math.inf)
                                 for n in self.units), default=0)
 
-    def cost(self, o: _Option, w: tuple[float, ...]) -> float:
+    def cost(self, o: FoldOption, w: tuple[float, ...]) -> float:
         c = 0.0
         for i, k in enumerate(RESOURCE_KEYS):
             if o.res[i] > 0:
@@ -189,7 +194,7 @@ class _Problem:
                 c += w[i] * o.res[i] / self.budget[k]
         return c
 
-    def choose(self, T: int, w: tuple[float, ...]) -> dict[str, _Option] | None:
+    def choose(self, T: int, w: tuple[float, ...]) -> dict[str, FoldOption] | None:
         """Per unit, the option of least :meth:`cost` (ties: fewer cycles, then the earlier option)
         among those with ``cycles <= T``; ``None`` if some unit has none."""
         if not self.units:
@@ -203,16 +208,16 @@ class _Problem:
         cost[self._forbidden] = math.inf
         order = np.lexsort((self._cyc, cost, self._cyc > T, self._unit))   # stable: ties keep option order
         best = order[self._first]
-        return {n.name: self._flat[j] for n, j in zip(self.units, best.tolist())}
+        return {n: self._flat[j] for n, j in zip(self.units, best.tolist())}
 
-    def total(self, pick: Mapping[str, _Option]) -> list[float]:
+    def total(self, pick: Mapping[str, FoldOption]) -> list[float]:
         return [sum(o.res[i] for o in pick.values()) for i in range(len(RESOURCE_KEYS))]
 
     def violations(self, pick) -> list[int]:
         t = self.total(pick)
         return [i for i, k in enumerate(RESOURCE_KEYS) if t[i] > self.budget[k] + 1e-9]
 
-    def fit(self, T: int) -> dict[str, _Option] | None:
+    def fit(self, T: int) -> dict[str, FoldOption] | None:
         """A choice meeting ``T`` within budget, or ``None``.
 
         Feasibility at a fixed ``T`` is a multiple-choice knapsack with one
@@ -238,23 +243,28 @@ class _Problem:
                     w[i] *= 4.0
         return None
 
-    def apply(self, pick: Mapping[str, _Option]) -> HwGraph:
-        fold: dict[str, dict[str, int]] = {}
-        for name, o in pick.items():
-            fold[name] = {"PE": o.pe, "SIMD": o.simd}
-            if o.pad_simd is not None:
-                fold[name]["pad_simd"] = o.pad_simd
-            if o.parallel_window is not None:
-                fold[name]["parallel_window"] = o.parallel_window
-        return self.g.with_folding(fold)
-
     def achievable(self) -> list[int]:
         return sorted({o.cycles for opts in self.options.values() for o in opts})
 
 
+def _graph_problem(g: HwGraph, budget: Mapping[str, float]) -> _Problem:
+    return _Problem({n.name: _options(g, n) for n in g.nodes}, budget)
+
+
+def _apply(g: HwGraph, pick: Mapping[str, FoldOption]) -> HwGraph:
+    fold: dict[str, dict[str, int]] = {}
+    for name, o in pick.items():
+        fold[name] = {"PE": o.pe, "SIMD": o.simd}
+        if o.pad_simd is not None:
+            fold[name]["pad_simd"] = o.pad_simd
+        if o.parallel_window is not None:
+            fold[name]["parallel_window"] = o.parallel_window
+    return g.with_folding(fold)
+
+
 def _explain_misfit(p: _Problem, board_name: str) -> str:
     # the cheapest possible design: every unit at its least-resource option
-    pick = {n.name: min(p.options[n.name], key=lambda o: o.res) for n in p.units}
+    pick = {n: min(p.options[n], key=lambda o: o.res) for n in p.units}
     tot = p.total(pick)
     worst = max(range(len(RESOURCE_KEYS)),
                 key=lambda i: tot[i] / p.budget[RESOURCE_KEYS[i]] if p.budget[RESOURCE_KEYS[i]] else
@@ -265,11 +275,12 @@ def _explain_misfit(p: _Problem, board_name: str) -> str:
             f"`bnhw search`) or a larger board")
 
 
-def maximize_fps(g: HwGraph, budget: Mapping[str, float], *, board_name: str = "the budget") -> FoldingResult:
-    """The folding with the smallest initiation interval whose estimated resources fit ``budget``."""
-    p = _Problem(g, budget)
+def fastest_fit(options: Mapping[str, list[FoldOption]], budget: Mapping[str, float], *,
+                board_name: str = "the budget") -> dict[str, FoldOption]:
+    """Per unit, the option giving the smallest initiation interval whose total fits ``budget``."""
+    p = _Problem(options, budget)
     cand = p.achievable()
-    if p.fit(cand[-1]) is None:
+    if not cand or p.fit(cand[-1]) is None:
         raise FitError(_explain_misfit(p, board_name))
     lo, hi = 0, len(cand) - 1          # cand[hi] feasible
     while lo < hi:
@@ -286,28 +297,44 @@ def maximize_fps(g: HwGraph, budget: Mapping[str, float], *, board_name: str = "
             break
     chosen = p.fit(cand[best])
     assert chosen is not None          # cand[hi] fits (bisection invariant) and best is hi or a fitting j
-    return graph_cost(p.apply(chosen))
+    return chosen
+
+
+def cheapest_fit(options: Mapping[str, list[FoldOption]], cycles: int, budget: Mapping[str, float], *,
+                 clock_mhz: float, board_name: str = "the budget", fps: float | None = None) -> dict[str, FoldOption]:
+    """Per unit, the least-resource option of at most ``cycles`` cycles (``fps``: the target it came from, for
+    messages), the total within ``budget``."""
+    p = _Problem(options, budget)
+    fps = fps if fps is not None else clock_mhz * 1e6 / max(cycles, 1)
+    if cycles < 1 or p.choose(cycles, (1.0,) * 4) is None:
+        fastest = min(max(min(o.cycles for o in opts) for opts in p.options.values()), 10**18)
+        raise FitError(f"{fps:,.0f} FPS is out of reach: the fastest folding of this network runs at "
+                       f"{clock_mhz * 1e6 / fastest:,.0f} FPS at {clock_mhz:g} MHz")
+    pick = p.fit(cycles)
+    if pick is None:
+        best = fastest_fit(options, budget, board_name=board_name)
+        ii = max(o.cycles for o in best.values())
+        raise FitError(f"{fps:,.0f} FPS does not fit {board_name}: the best folding within its resources "
+                       f"reaches {clock_mhz * 1e6 / ii:,.0f} FPS; lower --fps, use a smaller network or a "
+                       f"larger board")
+    return pick
+
+
+def maximize_fps(g: HwGraph, budget: Mapping[str, float], *, board_name: str = "the budget") -> FoldingResult:
+    """The folding with the smallest initiation interval whose estimated resources fit ``budget``."""
+    opts = {n.name: _options(g, n) for n in g.nodes}
+    return graph_cost(_apply(g, fastest_fit(opts, budget, board_name=board_name)))
 
 
 def min_resources_for_fps(g: HwGraph, fps: float, clock_mhz: float, budget: Mapping[str, float], *,
                           board_name: str = "the budget") -> FoldingResult:
     """The least-resource folding reaching ``fps`` at ``clock_mhz``; :class:`FitError` if none fits."""
+    opts = {n.name: _options(g, n) for n in g.nodes}
     T = int(clock_mhz * 1e6 // fps)
-    p = _Problem(g, budget)
-    if T < 1 or p.choose(T, (1.0,) * 4) is None:
-        fastest = min(max(min(o.cycles for o in opts) for opts in p.options.values()), 10**18)
-        raise FitError(f"{fps:,.0f} FPS is out of reach: the fastest folding of this network runs at "
-                       f"{clock_mhz * 1e6 / fastest:,.0f} FPS at {clock_mhz:g} MHz")
-    pick = p.fit(T)
-    if pick is None:
-        best = maximize_fps(g, budget, board_name=board_name)
-        raise FitError(f"{fps:,.0f} FPS does not fit {board_name}: the best folding within its resources "
-                       f"reaches {best.fps(clock_mhz):,.0f} FPS; lower --fps, use a smaller network or a "
-                       f"larger board")
-    return graph_cost(p.apply(pick))
+    return graph_cost(_apply(g, cheapest_fit(opts, T, budget, clock_mhz=clock_mhz, board_name=board_name, fps=fps)))
 
 
-def _word_bits(g: HwGraph, n: Node, o: _Option) -> int:
+def _word_bits(g: HwGraph, n: Node, o: FoldOption) -> int:
     """The widest word of unit ``n`` at option ``o``."""
     m = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": o.pe, "simd": o.simd}, n.params, n.layer)
     return max((bits for _, bits, _ in node_words(g, m)), default=0)
@@ -332,9 +359,9 @@ def widest_folding(g: HwGraph, budget: Mapping[str, float] | None = None, *,
 
     :class:`FitError` when not even the least-resource design fits.
     """
-    p = _Problem(g, budget if budget is not None else {k: math.inf for k in RESOURCE_KEYS})
-    every: dict[str, list[_Option]] = {}
-    for n in p.units:
+    p = _graph_problem(g, budget if budget is not None else {k: math.inf for k in RESOURCE_KEYS})
+    every: dict[str, list[FoldOption]] = {}
+    for n in g.nodes:
         # widest first: the widest word, then the most lanes (PE x SIMD), then the fastest, then the cheapest
         keyed = [((_word_bits(g, n, o), o.pe * o.simd, -o.cycles, tuple(-r for r in o.res)), o)
                  for o in _options(g, n, prune=False)]
@@ -343,14 +370,14 @@ def widest_folding(g: HwGraph, budget: Mapping[str, float] | None = None, *,
         every[n.name] = [o for _, o in sorted(keyed, key=lambda ko: ko[0], reverse=True)]
     widest = {name: opts[0] for name, opts in every.items()}
     if budget is None or not p.violations(widest):
-        return graph_cost(p.apply(widest))
+        return graph_cost(_apply(g, widest))
     ones = (1.0,) * len(RESOURCE_KEYS)
-    pick = {n.name: min(every[n.name], key=lambda o: (p.cost(o, ones), o.cycles)) for n in p.units}
+    pick = {n.name: min(every[n.name], key=lambda o: (p.cost(o, ones), o.cycles)) for n in g.nodes}
     if p.violations(pick):
         raise FitError(_explain_misfit(p, board_name))
     total = p.total(pick)
     bud = [p.budget[k] + 1e-9 for k in RESOURCE_KEYS]
-    for n in sorted(p.units, key=lambda n: _word_bits(g, n, widest[n.name]), reverse=True):
+    for n in sorted(g.nodes, key=lambda n: _word_bits(g, n, widest[n.name]), reverse=True):
         cur = pick[n.name]
         for o in every[n.name]:
             if o == cur:                    # the rest are narrower
@@ -359,4 +386,4 @@ def widest_folding(g: HwGraph, budget: Mapping[str, float] | None = None, *,
             if all(x <= b for x, b in zip(new, bud)):
                 pick[n.name], total = o, new
                 break
-    return graph_cost(p.apply(pick))
+    return graph_cost(_apply(g, pick))

@@ -1,0 +1,275 @@
+"""bnhw's resource-aware folding as a FINN builder step, for any FINN build.
+
+FINN's ``step_target_fps_parallelization`` runs ``SetFolding``: it meets a cycle target node by node and never
+looks at resources, so the user guesses ``target_fps``, builds and finds out whether the design fits.  bnhw's
+folding turns this around (:mod:`bnhw.hw.folding`): every unit takes the least-resource folding meeting a cycle
+target, and the smallest target whose total fits the board is found by bisection.  Here the per-unit options come
+from **FINN's own estimates** of the specialised graph in the build (``get_exp_cycles``, ``lut_estimation``,
+``bram_estimation``, ``uram_estimation``, ``dsp_estimation`` on each node at each legal folding, after FINN's
+bit-width minimisation), so the step works on any FINN graph, not only on bnhw's networks.
+
+Use it in place of ``step_target_fps_parallelization``::
+
+    from finn.builder.build_dataflow_config import DataflowBuildConfig, default_build_dataflow_steps
+    from bnhw.hw.finn_steps import step_bnhw_folding
+
+    steps = [step_bnhw_folding if s == "step_target_fps_parallelization" else s
+             for s in default_build_dataflow_steps]
+    cfg = DataflowBuildConfig(output_dir="out", board="Pynq-Z2", synth_clk_period_ns=10.0, steps=steps, ...)
+
+``step_bnhw_folding`` fits the board ``cfg.board`` names (at ``margin`` = 0.85 of its LUT / BRAM18 / URAM / DSP)
+and maximises FPS; with ``cfg.target_fps`` set it takes the least resources reaching that FPS instead.
+:func:`bnhw_folding_step` makes a step with another board, margin or FPS target.  The step writes
+``report/bnhw_folding.json`` (per node: folding, FINN's cycles and resources; the II and FPS) and
+``bnhw_folding_config.json`` (FINN's folding-config format) into ``cfg.output_dir``.
+
+Legal foldings follow FINN's own rules (``SetFolding``'s op lists): MVAU ``PE | MH``, ``SIMD | MW``; PE ops
+(Thresholding, elementwise, DuplicateStreams, GlobalAccPool, ...) ``PE | NumChannels``; LabelSelect
+``PE | Labels``; FMPadding and non-depthwise window generators ``SIMD | channels`` (RTL window generators also
+``parallel_window`` at ``SIMD = channels``); a depthwise window generator shares its VVAU's / Pool's PE (the pair
+is one unit; VVAU ``SIMD | k*k`` once PE is full); Split / Concat a common divisor of their channels.  HLS nodes
+never get a stream wider than FINN's ``MAX_ALLOWED_AP_INT_W``.  Other nodes keep their attributes (their cycles
+still bound the II).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BnhwError
+from .boards import BOARDS, Board
+from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
+
+__all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options"]
+
+_PE_OPS = ("DuplicateStreams_hls", "GlobalAccPool_hls", "Thresholding_hls", "Thresholding_rtl",
+           "ReplicateStream_hls", "ChannelwiseOp_hls", "AddStreams_hls", "Reshape_rtl")
+_DEPTHWISE_CONSUMERS = ("VVAU_hls", "VVAU_rtl", "Pool_hls")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, int(n) + 1) if n % d == 0]
+
+
+def _is_hw(node) -> bool:
+    return node.domain.startswith("finn.custom_op.fpgadataflow.")
+
+
+def _max_width() -> int:
+    from finn.util.basic import MAX_ALLOWED_AP_INT_W
+
+    return int(MAX_ALLOWED_AP_INT_W)
+
+
+def _legal(model, inst, node) -> bool:
+    """Whether FINN accepts the node's current folding: its folded stream shapes exist (FINN asserts the
+    divisibility rules there) and, for an HLS node, no stream is wider than ``MAX_ALLOWED_AP_INT_W``."""
+    streams = [i for i, t in enumerate(node.input) if t and model.get_initializer(t) is None]
+    try:
+        ws = [int(inst.get_outstream_width())]
+        for i in streams:
+            inst.get_folded_input_shape(i)
+            ws.append(int(inst.get_instream_width(i)))
+        inst.get_folded_output_shape()
+        if node.op_type.startswith("MVAU") and inst.get_nodeattr("mem_mode") == "internal_decoupled":
+            ws.append(int(inst.get_instream_width(1)))          # the weight stream
+    except AssertionError:
+        return False
+    return not node.domain.endswith(".hls") or max(ws) <= _max_width()
+
+
+def _estimate(insts, part: str) -> tuple[int, tuple[float, float, float, float]]:
+    cyc = max(int(i.get_exp_cycles()) for i in insts)
+    res = [0.0, 0.0, 0.0, 0.0]
+    for i in insts:
+        for k, v in enumerate((i.lut_estimation(part), i.bram_estimation(part), i.uram_estimation(part),
+                               i.dsp_estimation(part))):
+            res[k] += float(v or 0)
+    return cyc, (res[0], res[1], res[2], res[3])
+
+
+# one unit: the nodes it sets, and its candidate attribute assignments (one dict per node, in order)
+_Unit = tuple[list[Any], list[list[dict[str, int]]]]
+
+
+def _units(model) -> Iterator[tuple[str, _Unit]]:
+    from qonnx.custom_op.registry import getCustomOp
+
+    paired = set()
+    for node in model.graph.node:
+        if node.op_type in _DEPTHWISE_CONSUMERS:
+            prod = model.find_producer(node.input[0])
+            if prod is not None and prod.op_type.startswith("ConvolutionInputGenerator"):
+                paired.add(prod.name)
+    for node in model.graph.node:
+        if not _is_hw(node) or node.name in paired:
+            continue
+        t = node.op_type
+        inst = getCustomOp(node)
+        if t in ("MVAU_hls", "MVAU_rtl"):
+            mw, mh = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("MH"))
+            yield node.name, ([node], [[{"PE": pe, "SIMD": simd}] for pe in _divisors(mh) for simd in _divisors(mw)])
+        elif t in _PE_OPS or t.startswith("Elementwise"):
+            try:
+                c = int(inst.get_nodeattr("NumChannels"))
+            except AttributeError:
+                c = int(inst.get_normal_output_shape()[-1])
+            yield node.name, ([node], [[{"PE": pe}] for pe in _divisors(c)])
+        elif t == "LabelSelect_hls":
+            yield node.name, ([node], [[{"PE": pe}] for pe in _divisors(int(inst.get_nodeattr("Labels")))])
+        elif t in _DEPTHWISE_CONSUMERS:
+            c = int(inst.get_nodeattr("Channels"))
+            prod = model.find_producer(node.input[0])
+            swg = prod if prod is not None and prod.op_type.startswith("ConvolutionInputGenerator") else None
+            k = int(np.prod(inst.get_nodeattr("Kernel"))) if t.startswith("VVAU") else 1
+            cands = []
+            for pe in _divisors(c):
+                for simd in (_divisors(k) if pe == c else [1]):
+                    own = {"PE": pe, **({"SIMD": simd} if t.startswith("VVAU") else {})}
+                    if swg is None:
+                        cands.append([own])
+                    else:
+                        sw = {"SIMD": pe}
+                        if swg.op_type.endswith("_rtl"):
+                            sw["parallel_window"] = int(simd > 1)
+                        cands.append([own, sw])
+            yield node.name, (([node, swg] if swg is not None else [node]), cands)
+        elif t.startswith("ConvolutionInputGenerator") and int(inst.get_nodeattr("depthwise")) == 0:
+            c = int(inst.get_nodeattr("IFMChannels"))
+            cands = [[{"SIMD": s, **({"parallel_window": 0} if t.endswith("_rtl") else {})}] for s in _divisors(c)]
+            if t.endswith("_rtl"):
+                cands.append([{"SIMD": c, "parallel_window": 1}])
+            yield node.name, ([node], cands)
+        elif t.startswith("FMPadding"):
+            yield node.name, ([node], [[{"SIMD": s}] for s in _divisors(int(inst.get_nodeattr("NumChannels")))])
+        elif t in ("StreamingSplit_hls", "StreamingConcat_hls"):
+            chans = [int(v) for v in inst.get_nodeattr("ChannelsPerStream")]
+            common = sorted(set.intersection(*(set(_divisors(v)) for v in chans)))
+            yield node.name, ([node], [[{"SIMD": s}] for s in common])
+        else:                                   # not folded here: its current attributes
+            yield node.name, ([node], [[{}]])
+
+
+def _option_of(assign: list[dict[str, int]], cyc: int, res) -> FoldOption:
+    first = assign[0]
+    return FoldOption(int(first.get("PE", 1)), int(first.get("SIMD", 1)), None,
+                      int(first["parallel_window"]) if "parallel_window" in first else None, cyc, res)
+
+
+def finn_folding_options(model, part: str) -> tuple[dict[str, list[FoldOption]], dict[tuple[str, FoldOption],
+                                                                                         list[dict[str, int]]]]:
+    """Per unit of the FINN ``model`` (specialised, bit widths minimised), its legal foldings with FINN's own
+    cycles and resources (Pareto-pruned); and, per (unit, option), the attributes to set on its node(s)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    options: dict[str, list[FoldOption]] = {}
+    assigns: dict[tuple[str, FoldOption], list[dict[str, int]]] = {}
+    for name, (nodes, cands) in _units(model):
+        insts = [getCustomOp(n) for n in nodes]
+        saved = [{k: inst.get_nodeattr(k) for k in ("PE", "SIMD", "parallel_window") if _has(inst, k)}
+                 for inst in insts]
+        opts = []
+        for assign in cands:
+            for inst, a in zip(insts, assign):
+                for k, v in a.items():
+                    inst.set_nodeattr(k, v)
+            if not all(_legal(model, inst, n) for inst, n in zip(insts, nodes)):
+                continue
+            cyc, res = _estimate(insts, part)
+            o = _option_of(assign, cyc, res)      # (PE, SIMD, parallel_window) of the first node decide the rest
+            opts.append(o)
+            assigns[(name, o)] = assign
+        for inst, s in zip(insts, saved):                      # leave the model as it was
+            for k, v in s.items():
+                inst.set_nodeattr(k, v)
+        if not opts:
+            raise BnhwError(f"{name}: no folding of this {nodes[0].op_type} keeps its streams within "
+                            f"{_max_width()} bits")
+        options[name] = pareto(opts)
+    return options, assigns
+
+
+def _has(inst, key: str) -> bool:
+    try:
+        inst.get_nodeattr(key)
+        return True
+    except AttributeError:
+        return False
+
+
+def _board_of(cfg) -> Board:
+    for b in BOARDS.values():
+        if b.finn_board and b.finn_board == cfg.board:
+            return b
+    known = ", ".join(b.finn_board for b in BOARDS.values() if b.finn_board)
+    raise BnhwError(f"step_bnhw_folding: board {cfg.board!r} is not one bnhw models ({known}); use "
+                    "bnhw_folding_step(board=...) with a bnhw board name")
+
+
+def bnhw_folding_step(board: str | None = None, margin: float = 0.85, fps: float | None = None
+                      ) -> Callable[[Any, Any], Any]:
+    """A FINN builder step applying bnhw's folding: ``board`` (a bnhw board name; default: ``cfg.board``),
+    ``margin`` of its resources, ``fps`` (default: ``cfg.target_fps``; None: the fastest folding that fits)."""
+
+    def step_bnhw_folding(model, cfg):
+        from .finn_compat import minimized_copy
+
+        b = BOARDS[board] if board is not None else _board_of(cfg)
+        part = b.part
+        clock = 1000.0 / float(cfg.synth_clk_period_ns)
+        options, assigns = finn_folding_options(minimized_copy(model), part)
+        budget = board_budget(b, margin)
+        target = fps if fps is not None else getattr(cfg, "target_fps", None)
+        if target:
+            pick = cheapest_fit(options, int(clock * 1e6 // target), budget, clock_mhz=clock, board_name=b.name,
+                                fps=float(target))
+        else:
+            pick = fastest_fit(options, budget, board_name=b.name)
+        return _apply(model, pick, assigns, cfg, b, clock, budget)
+
+    return step_bnhw_folding
+
+
+def _apply(model, pick: dict[str, FoldOption], assigns, cfg, b: Board, clock: float, budget: dict[str, float]):
+    from qonnx.custom_op.registry import getCustomOp
+
+    by_name = {n.name: n for n in model.graph.node}
+    units = dict(_units(model))
+    config: dict[str, Any] = {"Defaults": {}}
+    rows = []
+    for name, o in pick.items():
+        nodes, _ = units[name]
+        for node, a in zip(nodes, assigns[(name, o)]):
+            inst = getCustomOp(by_name[node.name])
+            for k, v in a.items():
+                inst.set_nodeattr(k, v)
+            if a:
+                config[node.name] = dict(a)
+        rows.append({"unit": name, "nodes": [n.name for n in nodes], "folding": assigns[(name, o)],
+                     "cycles": o.cycles, **dict(zip(RESOURCE_KEYS, o.res))})
+    ii = max((o.cycles for o in pick.values()), default=1)
+    total = {k: sum(r[k] for r in rows) for k in RESOURCE_KEYS}
+    report = {"board": b.name, "clock_mhz": clock, "ii_cycles": ii, "fps": clock * 1e6 / max(ii, 1),
+              "total": total, "budget": budget, "units": rows,
+              "how": "bnhw's resource-aware folding over FINN's own per-node estimates (after bit-width "
+                     "minimisation); FIFOs and width converters are not in the total"}
+    out = Path(cfg.output_dir)
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    _write(out / "report" / "bnhw_folding.json", report)
+    _write(out / "bnhw_folding_config.json", config)
+    return model
+
+
+def _write(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+#: the step for ``DataflowBuildConfig.steps`` with the build's own board and ``target_fps``
+step_bnhw_folding = bnhw_folding_step()
