@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest -q -n $(JOBS) tests
+	$(PY) -m pytest -q -n $(JOBS) --dist worksteal tests
 
 # Every command of README.md's shell blocks, in order, as written (CI runs them with reduction flags:
 # tests/test_readme_commands.py).  Long: the README's searches and builds at their documented sizes.

@@ -96,3 +96,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The README's command chains (the longest tests, up to ~1 min each) first, so that pytest-xdist
+    (``--dist worksteal``, see the Makefile) spreads them over the workers instead of ending on one."""
+    items.sort(key=lambda it: 0 if it.nodeid.startswith("tests/test_readme_commands.py::test_readme_commands_run")
+               else 1)

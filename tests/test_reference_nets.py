@@ -266,3 +266,28 @@ def test_training_is_deterministic():
     b = train_reference("tfc-w1a1", max_steps=3, seed=5)
     for k, v in a.state_dict().items():
         assert torch.equal(b.state_dict()[k], v), k
+
+
+def test_quick_training_is_kept_and_reused(tmp_path, monkeypatch):
+    """Without --checkpoint a reference net is trained once per machine: the second build loads the same
+    weights (identical outputs) and says so; a damaged cache entry is retrained, not an error."""
+    from bnhw.flows.prepare import reference_model
+
+    monkeypatch.setenv("BNHW_WEIGHTS_CACHE", str(tmp_path))
+    said: list[str] = []
+    a, _ = reference_model("tfc-w1a1", None, echo=said.append)
+    b, notes = reference_model("tfc-w1a1", None, echo=said.append)
+    assert "training tfc-w1a1" in said[0] and "as trained earlier here" in said[1]
+    assert any(str(tmp_path) in n for n in notes)
+    x, _ = reference_data("tfc-w1a1", "test")
+    a.eval()
+    b.eval()
+    with torch.no_grad():
+        assert torch.equal(a(x[:32]), b(x[:32]))
+    (f,) = tmp_path.glob("tfc-w1a1-*.pt")
+    f.write_bytes(b"\x00damaged")
+    c, _ = reference_model("tfc-w1a1", None, echo=said.append)
+    assert "training tfc-w1a1" in said[2]
+    c.eval()
+    with torch.no_grad():
+        assert torch.equal(a(x[:32]), c(x[:32]))

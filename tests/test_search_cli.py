@@ -65,10 +65,17 @@ def test_tiny_search_writes_everything(tiny_search, tmp_path):
     (["--budget", "57M", "--space", "nope"], "unknown search space"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, msg):
-    r = bnhw("search", *args, "-o", str(tmp_path / "o"))
-    assert r.returncode == 2, r.stderr
+    """In process (the CLI's error path is the same; tests/test_bad_inputs.py runs real processes too)."""
+    r = CliRunner().invoke(main, ["search", *args, "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
     err = r.stderr.strip()
-    assert msg in err and err.count("\n") == 0 and "Traceback" not in err
+    assert msg in err and err.count("\n") == 0 and "Traceback" not in err and err.startswith("error: ")
+
+
+def test_bad_input_in_a_real_process_is_one_line_on_stderr(tmp_path):
+    r = bnhw("search", "--budget", "57X", "-o", str(tmp_path / "o"))
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.startswith("error: ") and "invalid budget '57X'" in err and "\n" not in err, err
 
 
 def test_corrupted_checkpoint_on_resume(tiny_search, tmp_path):
@@ -102,8 +109,8 @@ def test_sigint_then_resume_redoes_nothing(tmp_path):
     assert p.returncode == 130 and "interrupted" in err
     done_before = _epochs_logged(out)
     assert len(done_before) < 4
-    r = bnhw(*args, "--resume")
-    assert r.returncode == 0, r.stderr
+    r = CliRunner().invoke(main, [*args, "--resume"])          # in process: only the files carry over
+    assert r.exit_code == 0, r.output
     epochs = _epochs_logged(out)
     assert epochs == [str(i) for i in range(1, 5)]           # each epoch trained exactly once
     log = (out / "log.txt").read_text()
@@ -111,8 +118,8 @@ def test_sigint_then_resume_redoes_nothing(tmp_path):
     gens = [line for line in log.splitlines() if "] generation " in line]
     assert len(gens) == 3                                      # generations 0..2, none repeated
     # resuming a finished search re-does nothing
-    r = bnhw(*args, "--resume")
-    assert r.returncode == 0
+    r = CliRunner().invoke(main, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
     log2 = (out / "log.txt").read_text()
     assert _epochs_logged(out) == epochs
     assert len([line for line in log2.splitlines() if "] generation " in line]) == 3

@@ -85,11 +85,51 @@ def reference_model(name: str, checkpoint: Path | None, echo: Callable[[str], No
         notes.append(f"weights from {checkpoint}")
     else:
         epochs = REFERENCE_TRAIN_EPOCHS[name]
-        echo(f"no --checkpoint: training {name} for {epochs} epoch(s) on the local digits images")
-        model = rn.train_reference(name, epochs=epochs, seed=0)
-        notes.append(f"no --checkpoint: trained here for {epochs} epoch(s) on the digits training split "
-                     f"(BNN-PYNQ's pretrained {info.dataset} weights can be given with --checkpoint)")
+        cached = _trained_reference_file(name, epochs)
+        if cached.is_file():
+            try:
+                model = rn.build_reference(name, state_dict=cached)
+            except Exception:  # noqa: BLE001 - a damaged cache entry is retrained, not an error
+                cached.unlink(missing_ok=True)
+        if cached.is_file():
+            echo(f"no --checkpoint: {name} as trained earlier here ({epochs} epoch(s) on the digits; {cached})")
+        else:
+            echo(f"no --checkpoint: training {name} for {epochs} epoch(s) on the local digits images")
+            model = rn.train_reference(name, epochs=epochs, seed=0)
+            _save_atomically(model, cached)
+        notes.append(f"no --checkpoint: trained here for {epochs} epoch(s) on the digits training split, "
+                     f"deterministically (kept in {cached}; BNN-PYNQ's pretrained {info.dataset} weights can be "
+                     "given with --checkpoint)")
     return model, notes
+
+
+def _trained_reference_file(name: str, epochs: float) -> Path:
+    """Where the deterministic quick training of a reference net is kept: the same network, epochs, seed,
+    training code, torch / brevitas versions and thread count train the same weights, so they are trained once
+    per machine (``$BNHW_WEIGHTS_CACHE``, default ``~/.cache/bnhw/weights``)."""
+    import brevitas
+    import torch
+
+    from ..hw.cbuild import cache_dir, source_hash
+    from ..quant import reference_nets as rn
+
+    key = source_hash({"reference_nets.py": Path(rn.__file__).read_text()}, name, repr(epochs), "seed=0",
+                      torch.__version__, str(brevitas.__version__), str(torch.get_num_threads()))
+    return cache_dir("weights", "BNHW_WEIGHTS_CACHE") / f"{name}-{epochs}ep-{key[:16]}.pt"
+
+
+def _save_atomically(model, path: Path) -> None:
+    import os
+
+    import torch
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(path)
+    except OSError:             # a read-only cache only costs the next build its training
+        pass
 
 
 def _prepare_reference(name, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
