@@ -35,28 +35,38 @@ def test_finn_runs_its_own_steps_to_code_generation_with_bnhw_folding(tfc_build)
 
     _, bc = finn_builder()
     f = json.loads((tfc_build / "report.json").read_text())["finn"]
-    assert f["run"] and f["ok"] and f["steps_run"] == list(bc.hw_codegen_dataflow_steps)
+    steps = list(bc.hw_codegen_dataflow_steps)
+    steps.insert(steps.index("step_apply_folding_config") + 1, "step_bnhw_complete_folding")
+    assert f["run"] and f["ok"] and f["steps_run"] == steps
     final = ModelWrapper(str(tfc_build / "finn" / "output" / "intermediate_models" / "step_hw_codegen.onnx"))
     hw = [n for n in final.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
     assert hw and set(f["codegen"]) == {n.name for n in hw}          # every HW node has its generated code
     for name, d in f["codegen"].items():
         assert any((tfc_build / "finn" / d).iterdir()), name
-    ours = json.loads((tfc_build / "folding.json").read_text())
+    ours = json.loads((tfc_build / "finn" / "folding_config.json").read_text())
+    ir = json.loads((tfc_build / "folding.json").read_text())
     applied = {n.name: getCustomOp(n) for n in hw}
-    mvaus = [k for k in ours if k.startswith("MVAU_hls")]
-    assert mvaus
-    for k in mvaus:                                                  # FINN applied bnhw's folding
-        assert applied[k].get_nodeattr("PE") == ours[k]["PE"] and applied[k].get_nodeattr("SIMD") == ours[k]["SIMD"]
+    assert {k for k in ir if k.startswith("MVAU_hls")} <= set(ours)
+    for k, attrs in ours.items():                                    # FINN applied bnhw's folding, node by node
+        if k in applied:
+            assert all(applied[k].get_nodeattr(a) == v for a, v in attrs.items()), (k, attrs)
+    assert set(ours) - set(applied) == {"Defaults", "LabelSelect_hls_0"}    # FINN ends in its affine head
+    done = json.loads((tfc_build / "finn" / "output" / "report" / "bnhw_completed_folding.json").read_text())
+    assert sorted(u["unit"] for u in done["units"]) == ["ElementwiseAdd_hls_0", "ElementwiseMul_hls_0", "Reshape_rtl_0"]
 
 
-def test_finn_estimates_of_the_mvaus_equal_bnhw_models(tfc_build):
+def test_finn_estimates_of_every_node_equal_bnhw_models(tfc_build):
+    """Per node of the graph FINN built: FINN's own cycles, LUT and BRAM18 = bnhw's models of that FINN op at
+    bnhw's folding (the input Thresholding included: FINN gets the 8-bit pixel input bnhw's IR takes)."""
     f = json.loads((tfc_build / "report.json").read_text())["finn"]
     rows = {c["name"]: c for c in f["comparison"]}
-    mv = [c for n, c in rows.items() if n.startswith("MVAU_hls")]
-    assert len(mv) == 4
-    for c in mv:
+    both = [c for c in rows.values() if c["finn_cycles"] is not None and c["bnhw_cycles"] is not None]
+    assert {c["name"] for c in both} >= {"Thresholding_rtl_0", *(f"MVAU_hls_{i}" for i in range(4))}
+    for c in both:
         assert c["finn_cycles"] == c["bnhw_cycles"] and c["finn_LUT"] == pytest.approx(c["bnhw_LUT"]), c
         assert c["finn_BRAM18"] == c["bnhw_BRAM18"], c
+    only_finn = sorted(c["name"] for c in rows.values() if c["bnhw_cycles"] is None)
+    assert only_finn == ["ElementwiseAdd_hls_0", "ElementwiseMul_hls_0", "Reshape_rtl_0"], only_finn
     md = (tfc_build / "report.md").read_text()
     assert "## FINN (finn-plus's own builder)" in md and "| MVAU_hls_0 |" in md
 
@@ -162,8 +172,9 @@ def test_finn_execution_is_bit_exact_with_the_ir_accumulators(tfc_build, tfc_ima
     op = getCustomOp(node)
     assert op.get_nodeattr("binaryXnorMode") == 1         # FINN's XNOR-popcount: it outputs the popcount
     k = op.get_nodeattr("MW")
-    for ints, floats in zip(data.ints[:8], data.floats[:8]):
-        finn_acc = 2 * fx.tensors(floats[None])[node.output[0]].reshape(-1) - k      # +-1 dot product
+    assert fx.integer_input                                # FINN's graph takes the UINT8 pixels, as the IR does
+    for ints, nchw in zip(data.ints[:8], data.ints_nchw[:8]):
+        finn_acc = 2 * fx.tensors(nchw[None])[node.output[0]].reshape(-1) - k      # +-1 dot product
         ir_acc = g.execute(ints, return_all=True)[g.meta["final_acc"]].reshape(-1)
         assert np.array_equal(finn_acc, ir_acc)
 
@@ -260,3 +271,50 @@ def test_bnhw_folding_runs_as_a_step_of_a_finn_build(tfc_build, tmp_path):
                                              target_fps=100_000)
     assert perf_f["max_cycles"] <= 1000 and perf_f["estimated_throughput_fps"] >= 100_000
     assert total_f["LUT"] < total["LUT"]
+
+
+# ----------------------------------------------------------------------------- a model from outside
+def _finn_onnx(qonnx_file: Path, out: Path) -> None:
+    """The FINN-ONNX model FINN's end-to-end TFC example makes from a Brevitas export: qonnx clean-up, FINN's
+    ConvertQONNXtoFINN, tidy-up (shapes, constants, unique and readable names)."""
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames, RemoveStaticGraphInputs
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.cleanup import cleanup_model
+
+    m = cleanup_model(ModelWrapper(str(qonnx_file))).transform(ConvertQONNXtoFINN())
+    for t in (InferShapes(), FoldConstants(), GiveUniqueNodeNames(), GiveReadableTensorNames(),
+              RemoveStaticGraphInputs()):
+        m = m.transform(t)
+    m.save(str(out))
+
+
+def test_an_external_finn_onnx_model_builds_and_runs_with_its_exporters_labels(tmp_path):
+    """TFC-W1A1 as someone else would bring it: a Brevitas model exported to QONNX and converted by FINN's own
+    transformations to FINN-ONNX (MultiThreshold activations, weights folded to BIPOLAR initializers).  bnhw
+    builds it (FINN's builder included) and `bnhw run` on real images gives the Brevitas model's labels."""
+    import numpy as np
+    import torch
+
+    from bnhw.flows.prepare import reference_model
+    from bnhw.quant import reference_nets as rn
+
+    model, _ = reference_model("tfc-w1a1", None, echo=lambda s: None)
+    rn.export_reference(model, tmp_path / "tfc.onnx")
+    _finn_onnx(tmp_path / "tfc.onnx", tmp_path / "tfc_finn.onnx")
+    r = CliRunner().invoke(main, ["build", str(tmp_path / "tfc_finn.onnx"), "--target", "pynq-z2", "-o",
+                                  str(tmp_path / "b"), "--csim-inputs", "4", "--no-sim"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert rep["finn"]["ok"] and "FINN-ONNX model" in " ".join(rep.get("notes", [])) + r.output
+    x, _ = rn.reference_data("tfc-w1a1", "test")
+    np.save(tmp_path / "x.npy", x[:32].numpy())
+    model.eval()
+    with torch.no_grad():
+        brevitas = model(x[:32]).argmax(1).tolist()
+    for engine in ("finn", "ir"):
+        r = _run(str(tmp_path / "b"), "--input", str(tmp_path / "x.npy"), "--engine", engine, "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["labels"] == brevitas, engine

@@ -216,16 +216,23 @@ def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx 
 
 
 def finn_comparison(g: HwGraph, folded, layers: list[dict]) -> list[dict]:
-    """FINN's estimate of each node of the graph FINN built beside bnhw's model of the IR node of that name
-    (``None`` where the other side has no such node); FINN's nodes first, then bnhw's that FINN lacks."""
+    """Per node of the graph finn-plus built: FINN's own estimate beside bnhw's model of the same FINN op
+    (:mod:`bnhw.hw.finn_models`, at bnhw's folding; the IR node it belongs to); ``None`` where FINN has a node
+    bnhw does not model (a ``Reshape_rtl``, the affine head) or bnhw one FINN did not build."""
+    from ..hw.finn_models import op_cycles, op_resources
+    from ..hw.ops import finn_graph_ops
+
     finn = {fl["name"]: fl for fl in layers}
+    ours = {name: (ir, op) for name, ir, op in finn_graph_ops(g)}
     rows = []
-    for name in [*finn, *(n.name for n in g.nodes if n.name not in finn)]:
-        f, ours = finn.get(name), folded.resources.get(name)
-        rows.append({"name": name,
-                     "finn_cycles": f["cycles"] if f else None, "bnhw_cycles": folded.cycles[name] if ours else None,
-                     "finn_LUT": f["LUT"] if f else None, "bnhw_LUT": ours["LUT"] if ours else None,
-                     "finn_BRAM18": f["BRAM18"] if f else None, "bnhw_BRAM18": ours["BRAM18"] if ours else None})
+    for name in [*finn, *(k for k in ours if k not in finn)]:
+        f = finn.get(name)
+        ir, op = ours.get(name, (None, None))
+        r = op_resources(op) if op is not None else None
+        rows.append({"name": name, "ir_node": ir,
+                     "finn_cycles": f["cycles"] if f else None, "bnhw_cycles": op_cycles(op) if op else None,
+                     "finn_LUT": f["LUT"] if f else None, "bnhw_LUT": float(r.lut) if r else None,
+                     "finn_BRAM18": f["BRAM18"] if f else None, "bnhw_BRAM18": float(r.bram18) if r else None})
     return rows
 
 
@@ -249,7 +256,10 @@ def _run_finn(g: HwGraph, prep: PreparedNetwork, work: Path, board: Board, clock
     from ..hw.finn_build import finn_codegen
     from ..hw.ops import finn_folding_config
 
-    res = finn_codegen(prep.onnx, finn_folding_config(g), work / "finn", board=board, clock_mhz=clock)
+    t_in = g.streams[g.input].dtype
+    res = finn_codegen(prep.onnx, finn_folding_config(g), work / "finn", board=board, clock_mhz=clock,
+                       target_cycles=folded.ii,
+                       pixel_input=not t_in.signed and t_in.bits == 8 and abs(t_in.scale * 255 - 1) < 1e-12)
     echo(f"FINN: {res.line()}")
     d = res.to_dict()
     d.update(run=True, folder="finn/", comparison=finn_comparison(g, folded, res.layers))

@@ -99,16 +99,17 @@ def _render_finn(r: dict) -> list[str]:
                  "Vivado is not installed: the FINN build stops after code generation; on a machine with Vivado, "
                  "`finn build dataflow_build_config.json model.onnx` in `finn/` continues to stitched IP, bitfile, "
                  "PYNQ driver and deployment package."), "",
-              "Per node, FINN's estimate beside bnhw's model of the IR node of the same name "
-              "(- : the other side has no such node):", "",
-              "| node | FINN cycles | bnhw cycles | FINN LUT | bnhw LUT | FINN BRAM18 | bnhw BRAM18 |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "Per node of FINN's graph, FINN's estimate beside bnhw's model of the same FINN op at bnhw's "
+              "folding (its IR node; - : the other side has no such node):", "",
+              "| FINN node | IR node | FINN cycles | bnhw cycles | FINN LUT | bnhw LUT | FINN BRAM18 | bnhw BRAM18 |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
 
     def v(x):
         return "-" if x is None else f"{x:,.0f}"
 
     for c in f["comparison"]:
-        lines.append(f"| {c['name']} | {v(c['finn_cycles'])} | {v(c['bnhw_cycles'])} | {v(c['finn_LUT'])} | "
+        lines.append(f"| {c['name']} | {c.get('ir_node') or '-'} | {v(c['finn_cycles'])} | {v(c['bnhw_cycles'])} | "
+                     f"{v(c['finn_LUT'])} | "
                      f"{v(c['bnhw_LUT'])} | {v(c['finn_BRAM18'])} | {v(c['bnhw_BRAM18'])} |")
     return lines
 

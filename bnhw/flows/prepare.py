@@ -205,7 +205,8 @@ def _prepare_qonnx(inp: NetworkInput, out: Path, n_inputs: int, lowered: Lowered
     labels = np.array([int(low.graph.execute(v).reshape(-1)[0]) for v in ints])
     check["accuracy_ir"] = float((labels == bundle.test.labels[:n_inputs].numpy()).mean())
     check["accuracy_images"] = len(ints)
-    notes = [f"QONNX model {inp.arg} (its own weights), lowered like BNN-PYNQ's networks; real inputs: digits "
+    what = "FINN-ONNX" if low.graph.meta.get("finn_onnx") else "QONNX"
+    notes = [f"{what} model {inp.arg} (its own weights), lowered like BNN-PYNQ's networks; real inputs: digits "
              f"resized to {low.size}x{low.size}x{low.channels}"]
     return PreparedNetwork(inp.label, "qonnx", None, onnx, low.graph, images, ints, check, notes,
                            bundle.test.labels[:n_inputs].numpy())

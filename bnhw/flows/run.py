@@ -43,6 +43,7 @@ class RunInput:
 
     ints: np.ndarray          # (N, *IR input shape): the accelerator's input integers
     floats: np.ndarray        # (N, C, H, W) float32: the model's input (ints * scale)
+    ints_nchw: np.ndarray     # (N, C, H, W) the integers in the model's layout
     layout: str               # "NCHW" | "NHWC" (as given)
     kind: str                 # "float" | "integer" (as given)
 
@@ -101,7 +102,8 @@ def read_images(path: Path, graph, chw: tuple[int, int, int]) -> RunInput:
         raise BnhwError(f"--input {path}: dtype {x.dtype} is neither float nor integer")
     floats = np.ascontiguousarray(graph.input_floats(ints).transpose(0, 3, 1, 2))
     ir_shape = tuple(graph.streams[graph.input].shape)
-    return RunInput(ints.reshape(len(ints), *ir_shape), floats, layout, kind)
+    return RunInput(ints.reshape(len(ints), *ir_shape), floats, np.ascontiguousarray(ints.transpose(0, 3, 1, 2)),
+                    layout, kind)
 
 
 # ----------------------------------------------------------------------------- engines
@@ -176,7 +178,8 @@ def run_engine(engine: str, build: Path, graph, data: RunInput, note: Callable[[
         except RuntimeError:
             raise BnhwError(f"--engine finn: {finn_unavailable_reason()}") from None
         outs = []
-        for i, v in enumerate(data.floats):
+        # FINN's graph takes the model's floats, or (built with bnhw's pixel input) the integers themselves
+        for i, v in enumerate(data.ints_nchw if fx.integer_input else data.floats):
             outs.append(fx(v[None]).reshape(-1))
             tick(i + 1)
         flat = np.stack(outs)

@@ -125,16 +125,45 @@ def _failed_step(log: Path) -> tuple[str | None, str]:
     return (steps[-1] if steps else None), msg[:300]
 
 
+def _with_pixel_input(src: Path, dst: Path) -> None:
+    """``src`` with FINN's end-to-end pre-processing in front: the input becomes the UINT8 pixels and a ``Div``
+    by 255 gives the model its float input (as FINN's BNN-PYNQ examples merge brevitas's ``ToTensor``), so FINN
+    streamlines the division into the first thresholds and builds an accelerator that takes 8-bit pixels, like
+    bnhw's IR."""
+    import numpy as np
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    mw = ModelWrapper(str(src))
+    old = mw.graph.input[0]
+    shape = [d.dim_value for d in old.type.tensor_type.shape.dim]
+    pixels = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, shape)
+    mw.graph.input.remove(old)
+    mw.graph.input.insert(0, pixels)
+    mw.graph.value_info.append(old)
+    mw.set_initializer("pixel_scale", np.asarray(255.0, dtype=np.float32))
+    mw.graph.node.insert(0, helper.make_node("Div", ["pixels", "pixel_scale"], [old.name], name="ToTensor_Div"))
+    mw.set_tensor_datatype("pixels", DataType["UINT8"])
+    mw.save(str(dst))
+
+
 def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Path, *, board: Board,
-                 clock_mhz: float) -> FinnBuild:
+                 clock_mhz: float, target_cycles: int | None = None, pixel_input: bool = False) -> FinnBuild:
     """Run finn-plus's dataflow builder on the QONNX ``model`` with ``folding`` (FINN folding-config format) up
-    to code generation, into ``out`` (see the module docstring)."""
+    to code generation, into ``out`` (see the module docstring).  With ``target_cycles`` (the folding's II), the
+    FINN nodes ``folding`` does not name get their least-resource folding meeting it
+    (:func:`bnhw.hw.finn_steps.complete_folding_step`).  ``pixel_input``: the model takes ``pixels / 255``;
+    FINN gets it with the division in front and a UINT8 input (:func:`_with_pixel_input`)."""
     bd, bc = finn_builder()
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()                 # FINN changes directories: every path it is given is absolute
     folding_file = out / "folding_config.json"
     _write_json(folding_file, {"Defaults": {}, **{k: dict(v) for k, v in folding.items() if k != "Defaults"}})
-    shutil.copyfile(model, out / "model.onnx")
+    if pixel_input:
+        _with_pixel_input(model, out / "model.onnx")
+    else:
+        shutil.copyfile(model, out / "model.onnx")
     # FINN's full default flow (steps=None) from this folder, for a machine with Vivado
     full = _config(bc, Path(FINN_OUTPUT_DIR), Path("folding_config.json"), board, clock_mhz, None,
                    [bc.DataflowOutputType.ESTIMATE_REPORTS, bc.DataflowOutputType.STITCHED_IP,
@@ -146,7 +175,14 @@ def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Pat
         shutil.rmtree(dest)
     tmp = out / "finn_tmp"
     tmp.mkdir(exist_ok=True)
-    cfg = _config(bc, dest, folding_file, board, clock_mhz, list(bc.hw_codegen_dataflow_steps),
+    # FINN's nodes the folding does not name (e.g. its Reshape_rtl in front of a fully connected network) are
+    # folded to the folding's II by bnhw's step, from FINN's own estimates
+    steps: list[Any] = list(bc.hw_codegen_dataflow_steps)
+    if target_cycles:
+        from .finn_steps import complete_folding_step
+
+        steps.insert(steps.index("step_apply_folding_config") + 1, complete_folding_step(target_cycles, board.part))
+    cfg = _config(bc, dest, folding_file, board, clock_mhz, steps,
                   [bc.DataflowOutputType.ESTIMATE_REPORTS])
     t0 = time.perf_counter()
     crash = ""

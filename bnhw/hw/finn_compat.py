@@ -372,6 +372,8 @@ class FinnExecutor:
         self.input = self.model.graph.input[0].name
         self.output = self.model.graph.output[0].name
         self.input_shape = tuple(int(v) for v in self.model.get_tensor_shape(self.input))
+        #: the graph takes integers (e.g. UINT8 pixels) rather than floats
+        self.integer_input = bool(self.model.get_tensor_datatype(self.input).is_integer())
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """One input of the model's input shape (float32) -> the graph output."""

@@ -45,7 +45,7 @@ from ..errors import BnhwError
 from .boards import BOARDS, Board
 from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
 
-__all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options"]
+__all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step"]
 
 _PE_OPS = ("DuplicateStreams_hls", "GlobalAccPool_hls", "Thresholding_hls", "Thresholding_rtl",
            "ReplicateStream_hls", "ChannelwiseOp_hls", "AddStreams_hls", "Reshape_rtl")
@@ -273,3 +273,43 @@ def _write(path: Path, obj: Any) -> None:
 
 #: the step for ``DataflowBuildConfig.steps`` with the build's own board and ``target_fps``
 step_bnhw_folding = bnhw_folding_step()
+
+
+def complete_folding_step(target_cycles: int, part: str = "xc7z020clg400-1") -> Callable[[Any, Any], Any]:
+    """A FINN builder step for after ``step_apply_folding_config``: every unit the folding config does not name
+    (nodes FINN's graph has and the config's author did not fold, e.g. FINN's ``Reshape_rtl`` in front of a
+    fully connected network) gets its least-resource folding of at most ``target_cycles`` cycles (FINN's own
+    estimates; the fastest one if none is that fast).  So a folding chosen for bnhw's IR reaches its II in
+    FINN's graph too.  Writes ``report/bnhw_completed_folding.json``."""
+
+    def step_bnhw_complete_folding(model, cfg):
+        from qonnx.custom_op.registry import getCustomOp
+
+        from .finn_compat import minimized_copy
+
+        named: set[str] = set()
+        if getattr(cfg, "folding_config_file", None):
+            named = {k for k in json.loads(Path(cfg.folding_config_file).read_text()) if k != "Defaults"}
+        options, assigns = finn_folding_options(minimized_copy(model), part)
+        units = dict(_units(model))
+        by_name = {n.name: n for n in model.graph.node}
+        done = []
+        for name, opts in options.items():
+            nodes, _ = units[name]
+            if any(n.name in named for n in nodes) or not any(assigns[(name, o)][0] for o in opts):
+                continue                            # folded by the config, or a node without folding
+            fast = [o for o in opts if o.cycles <= target_cycles]
+            o = min(fast, key=lambda o: (o.res, o.cycles)) if fast else min(opts, key=lambda o: (o.cycles, o.res))
+            for node, a in zip(nodes, assigns[(name, o)]):
+                inst = getCustomOp(by_name[node.name])
+                for k, v in a.items():
+                    inst.set_nodeattr(k, v)
+            done.append({"unit": name, "folding": assigns[(name, o)], "cycles": o.cycles,
+                         **dict(zip(RESOURCE_KEYS, o.res))})
+        out = Path(cfg.output_dir) / "report"
+        out.mkdir(parents=True, exist_ok=True)
+        _write(out / "bnhw_completed_folding.json", {"target_cycles": target_cycles, "units": done})
+        return model
+
+    return step_bnhw_complete_folding
+

@@ -51,6 +51,7 @@ import numpy as np
 from onnx import NodeProto
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.general.bipolar_quant import binary_quant
+from qonnx.custom_op.general.multithreshold import multithreshold
 from qonnx.custom_op.general.quant import quant
 from qonnx.util.basic import get_by_name
 
@@ -132,6 +133,12 @@ def _replay(mw: ModelWrapper, chain: list[NodeProto], x: np.ndarray) -> np.ndarr
                       _attr(n, "rounding_mode", "ROUND"))
         elif n.op_type == "BipolarQuant":
             x = binary_quant(x, _const(mw, n.input[1]))
+        elif n.op_type == "MultiThreshold":           # FINN-ONNX's activation (qonnx's own function)
+            flat = x.ndim == 1                             # a probe of scalars: one channel
+            x = multithreshold(x[:, None] if flat else x, _const(mw, n.input[1]), _attr(n, "out_scale", 1.0),
+                               _attr(n, "out_bias", 0.0),
+                               channels_last=_attr(n, "data_layout", "NCHW") in ("NHWC", "NWC"))
+            x = np.asarray(x)[:, 0] if flat else x
         else:
             raise IRError(f"cannot replay {n.op_type} node {n.name!r}")
         x = np.asarray(x, dtype=np.float32)
@@ -143,7 +150,16 @@ def _pow2(v: float) -> bool:
     return v > 0 and m == 0.5
 
 
+def _is_sign(n: NodeProto | None) -> bool:
+    """A binary activation: QONNX's ``BipolarQuant``, or FINN-ONNX's bipolar ``MultiThreshold``."""
+    if n is None:
+        return False
+    return n.op_type == "BipolarQuant" or (n.op_type == "MultiThreshold" and _attr(n, "out_dtype", "") == "BIPOLAR")
+
+
 def _quant_scale(mw: ModelWrapper, n: NodeProto) -> float:
+    if n.op_type == "MultiThreshold":               # integer codes; a scale would be a following Mul
+        return 1.0
     s = _const(mw, n.input[1]).reshape(-1)
     if s.size != 1 or not _pow2(float(s[0])):
         raise IRError(f"{n.name}: only per-tensor power-of-two quantiser scales are supported, got {s}")
@@ -169,8 +185,15 @@ class _Walker:
         return c[0] if c else None
 
     def weight(self, n: NodeProto) -> tuple[np.ndarray, float]:
-        """The bipolar weights (as +-1 integers) and their scale of a Conv / MatMul node."""
+        """The bipolar weights (as +-1 integers) and their scale of a Conv / MatMul node: from a BipolarQuant
+        node (QONNX), or a +-1 initializer (FINN-ONNX: ``ConvertQONNXtoFINN`` folds the quantiser away and
+        annotates the tensor BIPOLAR)."""
         wq = self.mw.find_producer(n.input[1])
+        if wq is None and self.mw.get_initializer(n.input[1]) is not None:
+            w = _const(self.mw, n.input[1])
+            if not np.all(np.abs(w) == 1):
+                raise IRError(f"{n.name}: weights are not bipolar (+-1); bnhw builds binary-weight networks")
+            return np.rint(w).astype(np.int64), 1.0
         if wq is None or wq.op_type != "BipolarQuant":
             raise IRError(f"{n.name}: weights must come from a BipolarQuant node")
         s = _quant_scale(self.mw, wq)
@@ -245,16 +268,28 @@ def lower_qonnx(mw: ModelWrapper, name: str, in_shape: tuple[int, int, int]) -> 
         if n.op_type in ("Reshape", "Flatten"):
             continue
         chain.append(n)
-        if n.op_type in ("Quant", "BipolarQuant"):
+        if n.op_type in ("Quant", "BipolarQuant", "MultiThreshold"):
             break
     qn = chain[-1]
     s_in = _quant_scale(mw, qn)
-    codes = np.rint(_replay(mw, chain, pixels).astype(np.float64) / s_in).astype(np.int64)
+    if qn.op_type == "MultiThreshold" and not _is_sign(qn):
+        # FINN-ONNX: the integer codes are dequantised by scalar Add / Sub / Mul / Div after the MultiThreshold
+        while (n := wk.next(t)) is not None and n.op_type in _ELEMENTWISE and _const(mw, n.input[1]).size == 1:
+            c = float(_const(mw, n.input[1]).reshape(-1)[0])
+            s_in = s_in * c if n.op_type == "Mul" else s_in / c if n.op_type == "Div" else s_in
+            chain.append(n)
+            t = n.output[0]
+        if not _pow2(abs(s_in)):
+            raise IRError(f"{qn.name}: the scale after the input MultiThreshold is not a power of two ({s_in})")
+    vals = _replay(mw, chain, pixels).astype(np.float64) / s_in
+    codes = np.rint(vals).astype(np.int64)
+    if np.any(vals != codes):
+        raise IRError("the input quantiser does not produce integer multiples of its scale")
     if np.any(np.diff(codes) < 0):
         raise IRError("the input quantiser is not monotone in the pixel value")
     C = in_shape[-1]
     x = b.stream(in_shape, DType.int_(8, signed=False, scale=1.0 / 255.0))
-    if qn.op_type == "BipolarQuant":
+    if _is_sign(qn):
         k = int(np.argmax(codes > 0)) if np.any(codes > 0) else 256
         thr = np.full((C, 1), k, dtype=np.int64)
         attrs: dict[str, Any] = {"out_bias": -1, "out_scale": 2}
@@ -348,7 +383,8 @@ def lower_qonnx(mw: ModelWrapper, name: str, in_shape: tuple[int, int, int]) -> 
             nxt = wk.next(t)
         attrs = {"MW": MW, "MH": MH, "binary_xnor": bool(xnor), "weight_dtype": "BIPOLAR",
                  "acc_dtype": DType.for_range(lo, hi).finn_name()}
-        if nxt is not None and nxt.op_type == "BipolarQuant":
+        if _is_sign(nxt):
+            assert nxt is not None
             post.append(nxt)
             t = nxt.output[0]
             thr, sign = _threshold_rows(mw, post, lo, hi, s_acc, MH, rank, n.name)
@@ -377,5 +413,6 @@ def lower_qonnx(mw: ModelWrapper, name: str, in_shape: tuple[int, int, int]) -> 
         raise IRError("the graph does not end in an accumulator layer")
     label_dt = DType.for_range(0, b.streams[final_acc].channels - 1)
     out = b.node("LabelSelect", final_acc, (1, 1, 1), label_dt, "labelselect", {"k": 1})
-    meta = {"source": "qonnx", "network": name, "qonnx_tensors": b.qonnx, "final_acc": final_acc}
+    meta = {"source": "qonnx", "network": name, "qonnx_tensors": b.qonnx, "final_acc": final_acc,
+            "finn_onnx": any(n.op_type == "MultiThreshold" for n in mw.graph.node)}
     return HwGraph(name, b.streams, b.nodes, x, out, meta)

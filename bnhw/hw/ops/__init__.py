@@ -27,7 +27,7 @@ from .mvau import acc_bounds, is_depthwise
 
 __all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "backend_unit", "get_op", "op_names", "divisors", "acc_bounds", "is_depthwise",
            "node_cycles", "node_resources", "legal_pe", "legal_simd", "finn_ops", "finn_op_type",
-           "folding_error", "model_notes", "execute_node", "finn_folding_config"]
+           "folding_error", "model_notes", "execute_node", "finn_folding_config", "finn_graph_ops", "FOLDING_ATTRS"]
 
 
 def node_cycles(g: HwGraph, n: Node) -> int:
@@ -62,9 +62,35 @@ def folding_error(g: HwGraph, n: Node, check_units: bool = True) -> str | None:
     return get_op(n.op).folding_error(g, n, check_units)
 
 
+#: the FINN node attributes a folding sets
+FOLDING_ATTRS = ("PE", "SIMD", "parallel_window")
+
+
+def finn_graph_ops(g: HwGraph) -> list[tuple[str, str, FinnOp]]:
+    """``(FINN node name, IR node name, FINN op)`` of every FINN op of the graph, as finn-plus's builder names
+    them: ``{op_type}_{i}`` counted per op type in graph order (``GiveUniqueNodeNames`` after
+    ``SpecializeLayers``).  The IR's nodes map to FINN ops in the same order (:func:`finn_ops`), so a max pool,
+    which finn-plus builds as a window generator + ``Pool_hls``, advances the window generators' count; FINN's
+    nodes with no IR counterpart (a ``Reshape_rtl``, the affine head) are not listed."""
+    count: dict[str, int] = {}
+    out = []
+    for n in g.nodes:
+        for op in finn_ops(g, n):
+            i = count.get(op.op_type, 0)
+            count[op.op_type] = i + 1
+            out.append((f"{op.op_type}_{i}", n.name, op))
+    return out
+
+
 def finn_folding_config(g: HwGraph) -> dict[str, dict[str, int]]:
-    """``{node: FINN attributes}`` of every foldable node: the folding as FINN's ``ApplyConfig`` takes it."""
-    return {n.name: get_op(n.op).finn_folding(n) for n in g.nodes if get_op(n.op).foldable}
+    """``{FINN node name: folding attributes}``: the folding as finn-plus's ``ApplyConfig`` takes it on the graph
+    its builder makes from the network (names from :func:`finn_graph_ops`)."""
+    out = {}
+    for name, _, op in finn_graph_ops(g):
+        d = {k: int(op.attrs[k]) for k in FOLDING_ATTRS if k in op.attrs}
+        if d:
+            out[name] = d
+    return out
 
 
 def execute_node(g: HwGraph, n: Node, ins: list) -> list:
