@@ -158,7 +158,7 @@ CASES = [
     ("build-finn-examples-spec", ["build", "nasbnn-cifar-smallest", "--folding", "finn-examples"],
      "finn-examples exists only for"),
     ("build-hw-graph", ["build", "{d}/graph/hw_graph.json"], "`bnhw build` takes"),
-    ("build-finn-onnx", ["build", "{d}/finn.onnx"], "give the QONNX model FINN started from"),
+    ("build-finn-onnx", ["build", "{d}/finn.onnx"], "model before FINN made it dataflow nodes"),
     ("build-qonnx-not-bnn-pynq", ["build", "{d}/fc_float.onnx", "-o", "{d}/b1"], "fc_float.onnx"),
     ("build-qonnx-checkpoint", ["build", "{d}/tfc.onnx", "--checkpoint", "{d}/model.pt", "-o", "{d}/b2"],
      "carries its own weights"),

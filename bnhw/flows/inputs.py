@@ -69,7 +69,7 @@ ACCEPTS: dict[str, tuple[Kind, ...]] = {
 _ADVICE: dict[tuple[str, Kind], str] = {
     ("export", Kind.QONNX): "it is QONNX already",
     ("export", Kind.FINN_ONNX): "it is an ONNX model already",
-    ("build", Kind.FINN_ONNX): "give the QONNX model FINN started from",
+    ("build", Kind.FINN_ONNX): "give the QONNX or FINN-ONNX (MultiThreshold) model before FINN made it dataflow nodes",
     ("bench-cpu", Kind.FINN_ONNX): "give the QONNX model FINN started from",
     ("sim", Kind.SPEC): "run `bnhw build` on it first",
     ("sim", Kind.ZOO): "run `bnhw build` on it first",
