@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not finn_builder_available(),
 def tfc_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finn") / "tfc"
     r = CliRunner().invoke(main, ["build", "tfc-w1a1", "--target", "pynq-z2", "-o", str(out), "--csim-inputs", "2",
-                                  "--no-sim"])
+                                  "--sim-frames", "3", "--fifo-seconds", "20"])
     assert r.exit_code == 0, r.output
     assert "FINN (finn-plus) built the dataflow graph" in r.output
     return out
@@ -55,6 +55,27 @@ def test_finn_runs_its_own_steps_to_code_generation_with_bnhw_folding(tfc_build)
     assert sorted(u["unit"] for u in done["units"]) == ["ElementwiseAdd_hls_0", "ElementwiseMul_hls_0", "Reshape_rtl_0"]
 
 
+def test_bnhw_fifo_depths_are_finn_node_attributes(tfc_build):
+    """bnhw's simulated FIFO sizing goes into FINN's graph under FINN's node names (FINN's ApplyConfig sets
+    inFIFODepths / outFIFODepths), and FINN's full flow is told to keep them instead of sizing its own."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    cfg = json.loads((tfc_build / "finn" / "folding_config.json").read_text())
+    ours = json.loads((tfc_build / "fifo_config.json").read_text())             # bnhw's units
+    assert cfg["MVAU_hls_1"]["inFIFODepths"] == ours["MVAU_hls_1"]["inFIFODepths"]
+    final = ModelWrapper(str(tfc_build / "finn" / "output" / "intermediate_models" / "step_hw_codegen.onnx"))
+    nodes = {n.name: getCustomOp(n) for n in final.graph.node if n.name in cfg}
+    with_depths = [k for k, v in cfg.items() if "inFIFODepths" in v and k in nodes]
+    assert len(with_depths) >= 5
+    for k in with_depths:
+        assert list(nodes[k].get_nodeattr("inFIFODepths")) == cfg[k]["inFIFODepths"], k
+        assert list(nodes[k].get_nodeattr("outFIFODepths")) == cfg[k]["outFIFODepths"], k
+    full = json.loads((tfc_build / "finn" / "dataflow_build_config.json").read_text())
+    assert full["auto_fifo_depths"] is False
+    assert cfg["Reshape_rtl_0"]["PE"] >= 1          # FINN's extra node's folding is written down for the full flow
+
+
 def test_finn_estimates_of_every_node_equal_bnhw_models(tfc_build):
     """Per node of the graph FINN built: FINN's own cycles, LUT and BRAM18 = bnhw's models of that FINN op at
     bnhw's folding (the input Thresholding included: FINN gets the 8-bit pixel input bnhw's IR takes)."""
@@ -80,7 +101,9 @@ def test_the_dataflow_build_config_loads_in_finn(tfc_build):
     assert Path(cfg.folding_config_file).name == "folding_config.json" and cfg.board == "Pynq-Z2"
     assert bc.DataflowOutputType.BITFILE in cfg.generate_outputs
     folding = json.loads((tfc_build / "finn" / "folding_config.json").read_text())
-    assert folding["MVAU_hls_0"] == json.loads((tfc_build / "folding.json").read_text())["MVAU_hls_0"]
+    ir = json.loads((tfc_build / "folding.json").read_text())["MVAU_hls_0"]
+    assert {k: folding["MVAU_hls_0"][k] for k in ir} == ir
+    assert cfg.auto_fifo_depths is False                             # bnhw's sized FIFOs are in the config
 
 
 def test_a_nasbnn_net_says_why_finn_is_not_run(tmp_path):

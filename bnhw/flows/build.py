@@ -201,7 +201,7 @@ def _build_into(work: Path, out: Path, inp: NetworkInput, lowered: LoweredQonnx 
     # C simulation
     csim = _run_csim(g, prep, work, opts, echo)
     sim = _run_sim(g, prep, clock, board, folded.total, opts, echo) if opts.sim else None
-    finn = _run_finn(g, prep, work, board, clock, folded, opts, echo)
+    finn = _run_finn(g, prep, work, board, clock, folded, opts, echo, sim.pop("_finn_fifos") if sim else None)
     report = _report(opts, board, clock, prep, folded, how, latency_cycles, sf, csim, finn_op_type, model_notes,
                      time.time() - t0, sim)
     report["finn"] = finn
@@ -237,7 +237,7 @@ def finn_comparison(g: HwGraph, folded, layers: list[dict]) -> list[dict]:
 
 
 def _run_finn(g: HwGraph, prep: PreparedNetwork, work: Path, board: Board, clock: float, folded, opts: BuildOptions,
-              echo) -> dict:
+              echo, fifo_depths: dict | None) -> dict:
     """Hand the QONNX network to finn-plus's own builder with bnhw's folding, up to FINN's code generation."""
     from ..hw.finn_compat import finn_builder_available, finn_builder_unavailable_reason
 
@@ -258,7 +258,7 @@ def _run_finn(g: HwGraph, prep: PreparedNetwork, work: Path, board: Board, clock
 
     t_in = g.streams[g.input].dtype
     res = finn_codegen(prep.onnx, finn_folding_config(g), work / "finn", board=board, clock_mhz=clock,
-                       target_cycles=folded.ii,
+                       target_cycles=folded.ii, fifo_depths=fifo_depths,
                        pixel_input=not t_in.signed and t_in.bits == 8 and abs(t_in.scale * 255 - 1) < 1e-12)
     echo(f"FINN: {res.line()}")
     d = res.to_dict()
@@ -308,7 +308,7 @@ def _run_csim(g: HwGraph, prep: PreparedNetwork, out: Path, opts: BuildOptions, 
 def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, total: dict, opts: BuildOptions,
              echo) -> dict:
     """Cycle simulation: II and latency with unbounded and sized FIFOs, functional check, FIFO sizing."""
-    from ..hw.sim.fifo_sizing import depth_summary, fifo_resources, finn_fifo_config, size_fifos
+    from ..hw.sim.fifo_sizing import depth_summary, fifo_resources, finn_fifo_config, finn_unit_names, size_fifos
     from ..hw.sim.netlist import elaborate
     from ..hw.sim.simulate import simulate
 
@@ -354,6 +354,7 @@ def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, tota
         "fifos": fifos, "fifo_resources": fifo_total, "total_with_fifos": with_fifos, "over_budget": over,
         "seconds": time.time() - t,
         "_finn_config": finn_fifo_config(net, sizing.depths, g.folding()),
+        "_finn_fifos": finn_fifo_config(net, sizing.depths, None, finn_unit_names(net)),
     }
 
 

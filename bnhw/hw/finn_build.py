@@ -149,17 +149,24 @@ def _with_pixel_input(src: Path, dst: Path) -> None:
 
 
 def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Path, *, board: Board,
-                 clock_mhz: float, target_cycles: int | None = None, pixel_input: bool = False) -> FinnBuild:
+                 clock_mhz: float, target_cycles: int | None = None, pixel_input: bool = False,
+                 fifo_depths: Mapping[str, Mapping[str, Any]] | None = None) -> FinnBuild:
     """Run finn-plus's dataflow builder on the QONNX ``model`` with ``folding`` (FINN folding-config format) up
     to code generation, into ``out`` (see the module docstring).  With ``target_cycles`` (the folding's II), the
     FINN nodes ``folding`` does not name get their least-resource folding meeting it
     (:func:`bnhw.hw.finn_steps.complete_folding_step`).  ``pixel_input``: the model takes ``pixels / 255``;
-    FINN gets it with the division in front and a UINT8 input (:func:`_with_pixel_input`)."""
+    FINN gets it with the division in front and a UINT8 input (:func:`_with_pixel_input`).  ``fifo_depths``
+    (``inFIFODepths`` / ``outFIFODepths`` per FINN node: bnhw's simulated sizing) go into the folding config and
+    FINN's full flow then keeps them (``auto_fifo_depths`` off) instead of sizing FIFOs in RTL simulation."""
     bd, bc = finn_builder()
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()                 # FINN changes directories: every path it is given is absolute
     folding_file = out / "folding_config.json"
-    _write_json(folding_file, {"Defaults": {}, **{k: dict(v) for k, v in folding.items() if k != "Defaults"}})
+    config: dict[str, dict[str, Any]] = {k: dict(v) for k, v in folding.items() if k != "Defaults"}
+    for k, v in (fifo_depths or {}).items():
+        if k != "Defaults":
+            config.setdefault(k, {}).update(v)
+    _write_json(folding_file, {"Defaults": {}, **config})
     if pixel_input:
         _with_pixel_input(model, out / "model.onnx")
     else:
@@ -169,6 +176,8 @@ def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Pat
                    [bc.DataflowOutputType.ESTIMATE_REPORTS, bc.DataflowOutputType.STITCHED_IP,
                     bc.DataflowOutputType.BITFILE, bc.DataflowOutputType.PYNQ_DRIVER,
                     bc.DataflowOutputType.DEPLOYMENT_PACKAGE])
+    if fifo_depths:
+        full.auto_fifo_depths = False       # bnhw's simulated depths, from the folding config
     _write_json(out / "dataflow_build_config.json", json.loads(json.dumps(full.to_dict(), default=str)))
     dest = out / FINN_OUTPUT_DIR
     if dest.exists():
@@ -205,6 +214,12 @@ def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Pat
         res.network = json.loads(perf.read_text())
     res.layers = _layers(report)
     res.codegen = _codegen_dirs(dest / "intermediate_models" / "step_hw_codegen.onnx", out)
+    completed = report / "bnhw_completed_folding.json"
+    if completed.is_file():         # FINN's full flow has no bnhw step: its folding config says the same
+        for u in json.loads(completed.read_text())["units"]:
+            for node, attrs in zip(u["nodes"], u["folding"]):
+                config.setdefault(node, {}).update(attrs)
+        _write_json(folding_file, {"Defaults": {}, **config})
     if rc == 0 and not res.codegen:
         res.ok, res.stopped_at, res.reason = False, "step_hw_codegen", "no HW node has a code-generation folder"
     _write_json(out / "finn_build.json", res.to_dict())

@@ -304,7 +304,8 @@ def complete_folding_step(target_cycles: int, part: str = "xc7z020clg400-1") -> 
                 inst = getCustomOp(by_name[node.name])
                 for k, v in a.items():
                     inst.set_nodeattr(k, v)
-            done.append({"unit": name, "folding": assigns[(name, o)], "cycles": o.cycles,
+            done.append({"unit": name, "nodes": [n.name for n in nodes], "folding": assigns[(name, o)],
+                         "cycles": o.cycles,
                          **dict(zip(RESOURCE_KEYS, o.res))})
         out = Path(cfg.output_dir) / "report"
         out.mkdir(parents=True, exist_ok=True)

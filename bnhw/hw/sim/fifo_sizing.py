@@ -42,7 +42,7 @@ from .engine import UNBOUNDED, run_engine
 from .netlist import Netlist
 from .simulate import steady_ii
 
-__all__ = ["FifoSizing", "size_fifos", "fifo_resources", "finn_fifo_config"]
+__all__ = ["FifoSizing", "size_fifos", "fifo_resources", "finn_fifo_config", "finn_unit_names"]
 
 Progress = Callable[[str], None]
 
@@ -205,16 +205,35 @@ def fifo_resources(net: Netlist, depths: list[int]) -> list[dict]:
     return out
 
 
-def finn_fifo_config(net: Netlist, depths: list[int], folding: dict | None = None) -> dict:
+def finn_unit_names(net: Netlist) -> dict[str, str]:
+    """Simulated unit -> the name finn-plus's builder gives the same FINN op (:func:`bnhw.hw.ops.finn_graph_ops`):
+    the k-th unit of an IR node modelling FINN op type T is the k-th T op of that node.  Width converters and the
+    DMAs are not listed (FINN inserts and names its own)."""
+    from ..ops import finn_graph_ops
+
+    pending: dict[tuple[str, str], list[str]] = {}
+    for name, ir, op in finn_graph_ops(net.graph):
+        pending.setdefault((ir, op.op_type), []).append(name)
+    out = {}
+    for u in net.units:
+        names = pending.get((u.node, u.finn_op))
+        if u.kind not in ("source", "sink") and names:
+            out[u.name] = names.pop(0)
+    return out
+
+
+def finn_fifo_config(net: Netlist, depths: list[int], folding: dict | None = None,
+                     names: dict[str, str] | None = None) -> dict:
     """A FINN folding config with ``inFIFODepths`` / ``outFIFODepths`` per unit (FINN's attribute names;
-    the FIFO between two units is listed as the consumer's input and the producer's output)."""
+    the FIFO between two units is listed as the consumer's input and the producer's output).  With ``names``
+    (:func:`finn_unit_names`) the units are keyed by finn-plus's node names and the others left out."""
     cfg: dict = {"Defaults": {}}
     for k, v in (folding or {}).items():
         cfg[k] = dict(v)
     for u in net.units:
-        if u.kind in ("source", "sink"):
+        if u.kind in ("source", "sink") or (names is not None and u.name not in names):
             continue
-        e = cfg.setdefault(u.name, {})
+        e = cfg.setdefault(names[u.name] if names is not None else u.name, {})
         # FINN instantiates no FIFO of depth <= 2 (the stream handshake between two units, which
         # bnhw simulates as depth 2); 1 is written as 2, which is never slower
         e["inFIFODepths"] = [max(2, int(depths[f])) for f in u.ins]
