@@ -86,6 +86,11 @@ def test_finn_estimates_of_every_node_equal_bnhw_models(tfc_build):
     for c in both:
         assert c["finn_cycles"] == c["bnhw_cycles"] and c["finn_LUT"] == pytest.approx(c["bnhw_LUT"]), c
         assert c["finn_BRAM18"] == c["bnhw_BRAM18"], c
+    finn_total = json.loads((tfc_build / "finn" / "output" / "report" / "estimate_layer_resources.json").read_text())
+    assert f["total"]["LUT"] == finn_total["total"]["LUT"] and f["total"]["BRAM18"] == finn_total["total"]["BRAM_18K"]
+    md = (tfc_build / "report.md").read_text()
+    assert "| FINN's estimate of its graph |" in md and "| FINN's graph + FIFOs at bnhw's simulated depths |" in md
+    assert "FINN's estimate of the graph it built" in md
     only_finn = sorted(c["name"] for c in rows.values() if c["bnhw_cycles"] is None)
     assert only_finn == ["ElementwiseAdd_hls_0", "ElementwiseMul_hls_0", "Reshape_rtl_0"], only_finn
     md = (tfc_build / "report.md").read_text()

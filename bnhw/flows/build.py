@@ -262,7 +262,8 @@ def _run_finn(g: HwGraph, prep: PreparedNetwork, work: Path, board: Board, clock
                        pixel_input=not t_in.signed and t_in.bits == 8 and abs(t_in.scale * 255 - 1) < 1e-12)
     echo(f"FINN: {res.line()}")
     d = res.to_dict()
-    d.update(run=True, folder="finn/", comparison=finn_comparison(g, folded, res.layers))
+    d.update(run=True, folder="finn/", comparison=finn_comparison(g, folded, res.layers),
+             total={k: float(sum(x[k] for x in res.layers)) for k in ("LUT", "BRAM18", "URAM", "DSP")})
     return d
 
 

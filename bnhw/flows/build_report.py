@@ -33,13 +33,30 @@ def render_markdown(r: dict) -> str:
               f"- initiation interval: **{p['ii_cycles']:,} cycles** (bottleneck `{p['bottleneck']}`)",
               f"- throughput: **{p['fps']:,.1f} FPS** at {r['clock_mhz']:g} MHz",
               f"- latency: {p['latency_cycles']:,} cycles = {p['latency_us']:,.1f} us",
-              f"- model: {p['model']}", "",
-              "## Resources (modelled)", "",
+              f"- model: {p['model']}"]
+    f = r.get("finn") or {}
+    finn_ok = bool(f.get("run") and f.get("ok") and f.get("total"))
+    if finn_ok:
+        n = f["network"]
+        lines.append(f"- FINN's estimate of the graph it built (finn-plus's own reports, `finn/output/report/`): "
+                     f"**{n.get('estimated_throughput_fps', 0):,.1f} FPS** (bottleneck `{n.get('max_cycles_node_name')}`"
+                     f", {n.get('max_cycles', 0):,} cycles), latency {n.get('estimated_latency_ns', 0) / 1000:,.1f} us")
+    lines += ["", "## Resources (modelled)", "",
               "| | LUT | BRAM18 | URAM | DSP |", "|---|---:|---:|---:|---:|",
-              f"| estimated | {tot['LUT']:,.0f} | {tot['BRAM18']:,.0f} | {tot['URAM']:,.0f} | {tot['DSP']:,.0f} |",
-              f"| board | {b['LUT']:,} | {b['BRAM18']:,} | {b['URAM']:,} | {b['DSP']:,} |",
-              "| utilisation | " + " | ".join(_pct(res["utilisation"][k]) for k in ("LUT", "BRAM18", "URAM", "DSP"))
-              + " |", "", f"Model: {res['model']}.", ""]
+              f"| estimated (bnhw, per IR unit) | {tot['LUT']:,.0f} | {tot['BRAM18']:,.0f} | {tot['URAM']:,.0f} | "
+              f"{tot['DSP']:,.0f} |"]
+    if finn_ok:
+        ft = f["total"]
+        lines.append(f"| FINN's estimate of its graph | {ft['LUT']:,.0f} | {ft['BRAM18']:,.0f} | {ft['URAM']:,.0f} | "
+                     f"{ft['DSP']:,.0f} |")
+        fr = (r.get("simulation") or {}).get("fifo_resources")
+        if fr:
+            lines.append(f"| FINN's graph + FIFOs at bnhw's simulated depths | {ft['LUT'] + fr['LUT']:,.0f} | "
+                         f"{ft['BRAM18'] + fr['BRAM18']:,.0f} | {ft['URAM'] + fr['URAM']:,.0f} | {ft['DSP']:,.0f} |")
+    lines += [f"| board | {b['LUT']:,} | {b['BRAM18']:,} | {b['URAM']:,} | {b['DSP']:,} |",
+              "| utilisation (bnhw's estimate) | "
+              + " | ".join(_pct(res["utilisation"][k]) for k in ("LUT", "BRAM18", "URAM", "DSP")) + " |", "",
+              f"Model: {res['model']}.", ""]
     sf = r["finn_setfolding"]
     lines += ["## FINN SetFolding at the same cycle target (modelled)", "",
               f"target {sf['target_cycles']:,} cycles: II {sf['ii_cycles']:,} cycles, {sf['fps']:,.1f} FPS, "
