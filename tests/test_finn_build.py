@@ -346,3 +346,45 @@ def test_an_external_finn_onnx_model_builds_and_runs_with_its_exporters_labels(t
         r = _run(str(tmp_path / "b"), "--input", str(tmp_path / "x.npy"), "--engine", engine, "--json")
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["labels"] == brevitas, engine
+
+
+# ----------------------------------------------------------------------------- finn_compat's faster weight packing
+@pytest.mark.parametrize("dt", ["BIPOLAR", "BINARY", "INT8", "UINT4", "INT3", "UINT1", "INT16", "FIXED<8,4>"])
+def test_fast_hex_packing_gives_finn_plus_own_strings(dt):
+    """finn_compat replaces finn-plus's element-by-element weight-file packing; every string must be the same
+    (shapes, bit widths, reversal, padding, the errors too)."""
+    import numpy as np
+    from qonnx.core.datatype import DataType
+
+    from bnhw.hw.finn_compat import finn_builder
+
+    finn_builder()
+    import finn.util.data_packing as dp
+
+    fast = dp.pack_innermost_dim_as_hex_string
+    orig = fast.original
+    d = DataType[dt]
+    rng = np.random.default_rng(1)
+
+    def outcome(f, *a, **k):
+        try:
+            r = f(*a, **k)
+            return r.dtype.kind, r.shape, r.tolist()
+        except Exception as e:  # noqa: BLE001 - the same failure is part of "the same"
+            return type(e).__name__
+
+    for shape in [(5,), (3, 7), (2, 3, 4), (16, 64)]:
+        if d.is_fixed_point():
+            lo, hi = int(d.min() / d.scale_factor()), int(d.max() / d.scale_factor())
+            x = rng.integers(lo, hi + 1, size=shape) * d.scale_factor()
+        elif dt == "BIPOLAR":
+            x = rng.choice([-1, 1], size=shape)
+        else:
+            x = rng.integers(d.min(), d.max() + 1, size=shape)
+        x = x.astype(np.float32)
+        bits = shape[-1] * d.bitwidth()
+        for pad in (bits, -(-bits // 4) * 4, -(-bits // 4) * 4 + 8, bits - 4):
+            for rev in (False, True):
+                assert outcome(fast, x, d, pad, reverse_inner=rev) == outcome(orig, x, d, pad, reverse_inner=rev)
+    bad = np.full((2, 3), 0.5, np.float32)                               # not an integer
+    assert outcome(fast, bad, DataType["INT4"], 12) == outcome(orig, bad, DataType["INT4"], 12)
