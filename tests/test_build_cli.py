@@ -28,7 +28,7 @@ def one_line_error(p):
 @pytest.mark.slow
 def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
     out = tmp_path / "cnv"
-    p = run("build", "--no-finn", "cnv-w1a1", "--target", "pynq-z2", "--folding", "finn-examples", "-o", out, "--csim-inputs", "8",
+    p = run("build", "cnv-w1a1", "--target", "pynq-z2", "--folding", "finn-examples", "-o", out, "--csim-inputs", "8",
             "--fifo-seconds", "10")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "report.json").read_text())
@@ -45,6 +45,24 @@ def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
     assert json.loads((out / "folding.json").read_text())["MVAU_hls_0"] == {"PE": 16, "SIMD": 3}
     md = (out / "report.md").read_text()
     assert "3,051.8 FPS" in md and "modelled" in md and "Not run" in md
+    # FINN's own builder on the same network and folding: the same FPS, and per FINN node the same cycles, LUT
+    # and BRAM18 as bnhw's model of that op (20 nodes; FINN's pools are a window generator + Pool_hls)
+    f = r["finn"]
+    if not f["run"]:
+        pytest.skip(f"finn-plus's builder not usable here: {f['why']}")
+    assert f["ok"] and abs(f["network"]["estimated_throughput_fps"] - 3051.76) < 0.01
+    both = [c for c in f["comparison"] if c["finn_cycles"] is not None and c["bnhw_cycles"] is not None]
+    assert len(both) == 20
+    for c in both:
+        assert (c["finn_cycles"], c["finn_LUT"], c["finn_BRAM18"]) == (c["bnhw_cycles"], c["bnhw_LUT"],
+                                                                       c["bnhw_BRAM18"]), c
+    # FINN's execution of its dataflow graph = the IR on the build's real images
+    labels = {}
+    for engine in ("finn", "ir"):
+        q = run("run", out, "--input", out / "test_images.npy", "--engine", engine, "--json")
+        assert q.returncode == 0, q.stderr
+        labels[engine] = json.loads(q.stdout)["labels"]
+    assert labels["finn"] == labels["ir"] and len(labels["ir"]) == 8
 
 
 def test_tfc_default_folding_fits_and_round_trips(tmp_path):
