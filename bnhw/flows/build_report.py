@@ -76,8 +76,8 @@ def render_markdown(r: dict) -> str:
               + (f", logits max relative error {q['max_logit_rel_error']:.2e}" if q.get("max_logit_rel_error")
                  is not None else "")]
     if q.get("accuracy_ir") is not None:
-        lines.append(f"- top-1 accuracy of the integer network (IR execution) on {q['accuracy_images']} held-out "
-                     f"digits images: {100 * q['accuracy_ir']:.1f}%")
+        lines.append(f"- top-1 accuracy of the integer network ({q.get('accuracy_engine', 'IR execution')}) on "
+                     f"{q['accuracy_images']} held-out digits images: {100 * q['accuracy_ir']:.1f}%")
     cs = c["csim"]
     if "inputs" in cs:
         lines.append(f"- C simulation (generated HLS C++, g++): outputs bit-exact with the IR reference on "
