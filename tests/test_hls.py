@@ -177,3 +177,15 @@ def test_vendor_tools_reports_without_failing(monkeypatch):
     assert set(v) >= {"vitis_hls", "vivado_hls", "vivado", "available", "message"}
     if not any(shutil.which(t) for t in ("vitis_hls", "vivado_hls")):
         assert v["available"] is False and "not on PATH" in v["message"]
+
+
+def test_a_csim_binary_is_reused_for_the_same_sources_in_another_folder(graphs, tmp_path, monkeypatch):
+    """The C simulation binary depends only on the generated sources and the compiler: building the same project
+    into a second folder copies the first build's binary (from the per-user cache) instead of compiling."""
+    monkeypatch.setenv("BNHW_HLS_CACHE", str(tmp_path / "cache"))
+    g = graphs[sorted(graphs, key=lambda k: len(graphs[k].nodes))[0]]
+    a = compile_csim(g, tmp_path / "a")
+    b = compile_csim(g, tmp_path / "b")
+    assert not (a.parent / "build_csim.log").read_text().startswith("reused ")
+    assert (b.parent / "build_csim.log").read_text().startswith("reused ")
+    assert a.read_bytes() == b.read_bytes() and os.access(b, os.X_OK)

@@ -84,9 +84,26 @@ def compile_csim(g: HwGraph, work_dir=None, *, top: str = "bnhw_top", part: str 
         p.write_text(text)
     (tmp / "build_csim.sh").chmod(0o755)
     log = tmp / "build_csim.log"
-    env = {**os.environ, "CXX": cxx}
-    with open(log, "w") as fh:
-        r = subprocess.run(["sh", str(tmp / "build_csim.sh")], stdout=fh, stderr=subprocess.STDOUT, env=env)
+    # the binary is a function of the sources and the compiler (``key``): one built for the same project in
+    # another folder (the same network and folding built again) is reused from the per-user cache
+    shared = default_cache_dir() / "bin" / f"{proj.name}.bin"
+    if shared.is_file() and root.resolve() != default_cache_dir().resolve():
+        shutil.copyfile(shared, tmp / "csim.bin")
+        (tmp / "csim.bin").chmod(0o755)
+        log.write_text(f"reused {shared} (the same sources and compiler)\n")
+        r: subprocess.CompletedProcess = subprocess.CompletedProcess([], 0)
+    else:
+        env = {**os.environ, "CXX": cxx}
+        with open(log, "w") as fh:
+            r = subprocess.run(["sh", str(tmp / "build_csim.sh")], stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if r.returncode == 0 and (tmp / "csim.bin").is_file():
+            try:
+                shared.parent.mkdir(parents=True, exist_ok=True)
+                staged = shared.with_name(f".{shared.name}.{os.getpid()}.tmp")
+                shutil.copyfile(tmp / "csim.bin", staged)
+                os.replace(staged, shared)
+            except OSError:                 # a read-only cache costs the next build a compile, nothing else
+                pass
     if r.returncode != 0 or not (tmp / "csim.bin").is_file():
         failed = root / f"{proj.name}.failed"
         shutil.rmtree(failed, ignore_errors=True)
