@@ -101,8 +101,8 @@ def test_out_checks(tmp_path):
         check_out_folder(f / "sub", "build", force=False)
 
 
-def _build(out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bnhw", "build", "tfc-w1a1", "--no-finn", "--no-sim", "--csim-inputs", "2",
+def _build(out: Path, *extra: str, network: str = "tfc-w1a1") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bnhw", "build", network, "--no-finn", "--no-sim", "--csim-inputs", "2",
                              "-o", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=out.parent)
 
@@ -111,7 +111,9 @@ def _build(out: Path, *extra: str) -> subprocess.Popen:
 def test_two_concurrent_builds_into_one_folder(tmp_path):
     """The second build refuses, naming the first one's pid; the first completes; then --force replaces a file."""
     out = tmp_path / "b"
-    first = _build(out)
+    # the first build must still be running when the second starts (a few seconds of imports): a NAS-BNN net
+    # (batch-norm calibration, export, lowering, the QONNX check) takes several times that after the lock
+    first = _build(out, "--no-csim", network="nasbnn-cifar-smallest")
     lock = tmp_path / ".b.lock"
     deadline = time.time() + 120
     while not lock.exists() and first.poll() is None and time.time() < deadline:
