@@ -128,7 +128,7 @@ def _finn_model(build: Path) -> Path:
     if report.is_file():
         try:
             f = json.loads(report.read_text()).get("finn", {})
-            why = f.get("why") or f.get("line") or ""
+            why = f.get("why") or f.get("reason") or ""
         except (json.JSONDecodeError, AttributeError):
             why = ""
     raise BnhwError(f"{build}: this build has no FINN dataflow graph ({why or 'finn/ is missing'}); use --engine "

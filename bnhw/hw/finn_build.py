@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..spec import atomic_write_text
 from .boards import Board
 from .finn_compat import finn_build_dir, finn_builder, vivado_available
 
@@ -72,9 +73,7 @@ class FinnBuild:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _config(bc, out: Path, folding_file: Path, board: Board, clock_mhz: float, steps, outputs):

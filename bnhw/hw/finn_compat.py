@@ -1,4 +1,6 @@
-"""The one place in bnhw that touches finn-plus: FINN's own models on IR nodes.
+"""The one place in bnhw that touches finn-plus's internals: FINN's own models on IR nodes, its dataflow
+builder set up to run offline (:func:`finn_builder`, :func:`finn_build_dir`, the faster weight-file packing), and
+its node execution (:class:`FinnExecutor`).
 
 Used to check :mod:`bnhw.hw.finn_models` (bnhw's numpy copy of FINN's analytical
 models) and :mod:`bnhw.hw.setfolding` against finn-plus itself.  Nothing else in bnhw
@@ -436,14 +438,12 @@ class FinnExecutor:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """One input of the model's input shape (float32) -> the graph output."""
+        return self.tensors(x, every=False)[self.output]
+
+    def tensors(self, x: np.ndarray, every: bool = True) -> dict[str, np.ndarray]:
+        """Every tensor of the graph for one input (for per-layer comparisons; ``every=False``: the output)."""
         from qonnx.core.onnx_exec import execute_onnx
 
         x = np.asarray(x, dtype=np.float32).reshape(self.input_shape)
-        return np.asarray(execute_onnx(self.model, {self.input: x})[self.output])
-
-    def tensors(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every tensor of the graph for one input (for per-layer comparisons)."""
-        from qonnx.core.onnx_exec import execute_onnx
-
-        x = np.asarray(x, dtype=np.float32).reshape(self.input_shape)
-        return {k: np.asarray(v) for k, v in execute_onnx(self.model, {self.input: x}, return_full_exec_context=True).items()}
+        ctx = execute_onnx(self.model, {self.input: x}, return_full_exec_context=every)
+        return {k: np.asarray(v) for k, v in ctx.items()}

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnhwError
-from .boards import BOARDS, Board
+from ..spec import atomic_write_text
+from .boards import BOARDS, Board, get_board
 from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
 
 __all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step"]
@@ -219,7 +220,7 @@ def bnhw_folding_step(board: str | None = None, margin: float = 0.85, fps: float
     def step_bnhw_folding(model, cfg):
         from .finn_compat import minimized_copy
 
-        b = BOARDS[board] if board is not None else _board_of(cfg)
+        b = get_board(board) if board is not None else _board_of(cfg)
         part = b.part
         clock = 1000.0 / float(cfg.synth_clk_period_ns)
         options, assigns = finn_folding_options(minimized_copy(model), part)
@@ -266,9 +267,7 @@ def _apply(model, pick: dict[str, FoldOption], assigns, cfg, b: Board, clock: fl
 
 
 def _write(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 #: the step for ``DataflowBuildConfig.steps`` with the build's own board and ``target_fps``
