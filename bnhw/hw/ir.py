@@ -235,7 +235,7 @@ class HwGraph:
         """Raise :class:`IRError` unless every stream is produced once, before it is used."""
         if self.input not in self.streams:
             raise IRError(f"input stream {self.input!r} is not declared")
-        produced = {self.input}
+        produced = {self.input, *self.meta.get("extra_inputs", ())}
         names = set()
         for n in self.nodes:
             _op(n.op)                                    # IRError naming an unknown op
@@ -324,6 +324,14 @@ class HwGraph:
         streams = {k: v for k, v in self.streams.items() if k in used}
         return HwGraph(self.name, streams, [copy.deepcopy(n) for n in keep], self.input, output,
                        copy.deepcopy(self.meta))
+
+    @staticmethod
+    def unit(node: Node, streams: Mapping[str, Stream]) -> HwGraph:
+        """The graph of one node on its own (a unit a back end builds separately): its first input is the graph
+        input, any further inputs are extra inputs (``meta["extra_inputs"]``), its first output the output."""
+        need = {*node.inputs, *node.outputs}
+        return HwGraph(node.name, {k: v for k, v in streams.items() if k in need}, [node], node.inputs[0],
+                       node.outputs[0], {"extra_inputs": list(node.inputs[1:])})
 
     def copy(self) -> HwGraph:
         return HwGraph(self.name, self.streams, [copy.deepcopy(n) for n in self.nodes],

@@ -22,10 +22,23 @@ from . import (  # noqa: F401  (importing a module registers its op)
     swg,
     thresholding,
 )
-from .base import ChannelwiseOp, HwOp, backend_unit, divisors, get_op, op_names, register, unregister
+from .base import (
+    ChannelwiseOp,
+    HwOp,
+    backend_unit,
+    divisors,
+    finn_activation,
+    finn_stream_dt,
+    get_op,
+    is_xnor,
+    op_names,
+    register,
+    unregister,
+)
 from .mvau import acc_bounds, is_depthwise
 
 __all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "backend_unit", "get_op", "op_names", "divisors", "acc_bounds", "is_depthwise",
+           "finn_stream_dt", "finn_activation", "is_xnor",
            "node_cycles", "node_resources", "legal_pe", "legal_simd", "finn_ops", "finn_op_type",
            "folding_error", "model_notes", "execute_node", "finn_folding_config", "finn_graph_ops", "FOLDING_ATTRS"]
 

@@ -18,7 +18,8 @@ import numpy as np
 from ..finn_models import FinnOp, Resources, op_cycles, op_resources
 from ..ir import HwGraph, IRError, Node
 
-__all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "backend_unit", "get_op", "op_names", "divisors"]
+__all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "backend_unit", "get_op", "op_names", "divisors",
+           "finn_stream_dt", "finn_activation", "is_xnor"]
 
 _REGISTRY: dict[str, HwOp] = {}
 T = TypeVar("T")
@@ -27,6 +28,54 @@ T = TypeVar("T")
 def divisors(num: int) -> list[int]:
     """Divisors of ``num``, ascending (FINN's legal PE / SIMD values of a dimension)."""
     return [x for x in range(1, num + 1) if num % x == 0]
+
+
+def is_xnor(g: HwGraph, n: Node) -> bool:
+    """Whether MVAU ``n`` is an XNOR-popcount layer: bipolar weights on a bipolar input."""
+    if "binary_xnor" in n.attrs:
+        return bool(n.attrs["binary_xnor"])
+    w = n.params.get("weights")
+    return bool(g.in_stream(n).dtype.is_bipolar and w is not None and np.all(np.abs(w) == 1))
+
+
+def finn_stream_dt(g: HwGraph, stream: str) -> str:
+    """The FINN datatype stream ``stream`` has in the graph bnhw hands to FINN.  Integer streams keep their
+    type.  A bipolar stream that XNOR units read travels as ``BINARY`` (bit 1 = +1), as in FINN's own flow;
+    one that other units read as ``BIPOLAR``; and one that a zero-padded window generator reads (or such a
+    window) as ``TERNARY`` (2 bits: -1 / 0 / +1): a padding tap holds 0, which one bit cannot hold (FINN's
+    1-bit encoding would pad with -1 and silently change every border pixel), so the MVAU it feeds multiplies
+    a 2-bit input by its bipolar weights instead of XNOR-ing."""
+    t = g.streams[stream].dtype
+    if not t.is_bipolar:
+        return t.finn_name()
+    cons = g.consumers(stream)
+    if t.padded or any(c.op == "SWG" and int(c.attrs.get("pad", 0)) > 0 for c in cons):
+        return "TERNARY"
+    for c in cons:
+        if c.op == "SWG":
+            if finn_stream_dt(g, c.outputs[0]) != "BINARY":
+                return "BIPOLAR"
+        elif c.op != "MVAU" or not is_xnor(g, c):
+            return "BIPOLAR"
+    return "BINARY"
+
+
+def finn_activation(g: HwGraph, n: Node, thresholds: np.ndarray) -> tuple[np.ndarray, int, str]:
+    """``(thresholds, ActVal, outputDataType)`` of FINN's multi-threshold activation equal to ``n``'s
+    (:func:`~bnhw.hw.ir.threshold_out` with ``out_bias`` / ``out_scale``): a bipolar output (scale 2, bias -1)
+    becomes a BINARY count (ActVal 0) or, for a TERNARY stream, the count of every threshold taken twice minus
+    one; an integer output is the count plus ``out_bias`` (FINN's units have no output scale: the
+    exporter refuses ``out_scale != 1`` on an integer output)."""
+    odt = finn_stream_dt(g, n.outputs[0])
+    t = np.asarray(thresholds, dtype=np.int64)
+    bias = int(n.attrs.get("out_bias", 0))
+    if odt == "BINARY":
+        return t, 0, odt
+    if odt == "BIPOLAR":                     # FINN maps the count to -1 / +1 itself
+        return t, 0, odt
+    if odt == "TERNARY":
+        return np.repeat(t, 2, axis=1), -1, odt
+    return t, bias, odt          # an output scale != 1 has no FINN attribute (see finn_export)
 
 
 class HwOp:

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..finn_models import FINN_PLUS_VERSION, FinnOp, minimize_weight_dt, stream_dt, vecs
+from ..finn_models import FINN_PLUS_VERSION, FinnOp, minimize_weight_dt, vecs
 from ..ir import HwGraph, Node, threshold_out
-from .base import HwOp, divisors, register
+from .base import HwOp, divisors, finn_activation, finn_stream_dt, is_xnor, register
 
 __all__ = ["MVAU", "acc_bounds", "activation", "is_depthwise", "groups_of"]
 
@@ -57,11 +57,10 @@ def is_depthwise(g: HwGraph, n: Node) -> bool:
     return groups == ch and g.out_stream(n).channels == groups
 
 
-def _is_xnor(g: HwGraph, n: Node) -> bool:
-    if "binary_xnor" in n.attrs:
-        return bool(n.attrs["binary_xnor"])
-    w = n.params.get("weights")
-    return bool(g.in_stream(n).dtype.is_bipolar and w is not None and np.all(np.abs(w) == 1))
+def finn_xnor(g: HwGraph, n: Node) -> bool:
+    """Whether FINN builds the node as an XNOR-popcount unit (``binaryXnorMode``): an XNOR layer whose input is
+    not a zero-padded window (those travel as TERNARY, :func:`~.base.finn_stream_dt`)."""
+    return is_xnor(g, n) and finn_stream_dt(g, n.inputs[0]) == "BINARY"
 
 
 def _kernel_of(g: HwGraph, n: Node, kk: int) -> tuple[int, int]:
@@ -85,20 +84,21 @@ _PREP: dict[tuple, tuple] = {}
 
 def _prep(g: HwGraph, n: Node) -> tuple[bool, str, np.ndarray, np.ndarray | None]:
     src, thr = n.params["weights"], n.params.get("thresholds")
-    key = (id(src), id(thr), n.attrs.get("binary_xnor"), g.in_stream(n).dtype.is_bipolar)
+    xnor = finn_xnor(g, n)
+    odt = finn_stream_dt(g, n.outputs[0])
+    key = (id(src), id(thr), xnor, odt)
     hit = _PREP.get(key)
     if hit is not None and hit[0] is src and hit[1] is thr:
         return hit[2]
     w_ir = np.asarray(src, dtype=np.int64)                          # (MH, MW // groups)
     mw = w_ir.shape[1]
-    xnor = _is_xnor(g, n)
     wdt = "BINARY" if xnor else ("BIPOLAR" if np.all(np.abs(w_ir) == 1) else minimize_weight_dt(w_ir).name)
     t_finn = None
     if thr is not None:
-        t = np.asarray(thr, dtype=np.int64)
+        t, _, _ = finn_activation(g, n, thr)
         # xnor: FINN accumulates popcount(xnor) = (acc_bipolar + MW) / 2
         # (clipped to [0, MW + 1], which changes no output)
-        t_finn = np.clip(-((-(t + mw)) // 2), 0, mw + 1) if xnor else t.view()
+        t_finn = np.clip(-((-(t + mw)) // 2), 0, mw + 1) if xnor else t.copy()
         t_finn.flags.writeable = False
     w_finn = ((w_ir.T + 1) // 2) if xnor else w_ir.T               # (MW, MH)
     w_finn.flags.writeable = False
@@ -174,7 +174,7 @@ class MVAU(HwOp):
         return (f"a grouped MVAU needs PE | MH/groups ({mh // groups}) and SIMD | C/groups ({c // groups})")
 
     def finn_ops(self, g, n):
-        ins, outs = g.in_stream(n), g.out_stream(n)
+        outs = g.out_stream(n)
         xnor, wdt, w_finn, t_finn = _prep(g, n)
         mw, mh = w_finn.shape
         h, wd = outs.shape[0], outs.shape[1]
@@ -186,13 +186,13 @@ class MVAU(HwOp):
                   "resType": n.attrs.get("resType", "lut"),
                   "binaryXnorMode": int(xnor),
                   "noActivation": int(thr is None),
-                  "inputDataType": "BINARY" if xnor else ins.dtype.finn_name(),   # BIPOLAR if not xnor
+                  "inputDataType": finn_stream_dt(g, n.inputs[0]),
                   "weightDataType": wdt}
         if "ram_style_thresholds" in n.attrs:
             common["ram_style_thresholds"] = n.attrs["ram_style_thresholds"]
-        common["outputDataType"] = stream_dt(outs)          # no activation: replaced by the accumulator type
+        common["outputDataType"] = finn_stream_dt(g, n.outputs[0])  # no activation: the accumulator type
         if thr is not None:
-            common["ActVal"] = int(n.attrs.get("out_bias", 0))
+            _, common["ActVal"], common["outputDataType"] = finn_activation(g, n, thr)
         if is_depthwise(g, n):
             kh, kw = _kernel_of(g, n, mw)
             attrs = dict(common, Channels=mh, Kernel=[kh, kw], Dim=[h, wd])

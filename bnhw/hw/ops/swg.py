@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..finn_models import FINN_PLUS_VERSION, FinnOp, stream_dt, swg_attrs
+from ..finn_models import FINN_PLUS_VERSION, FinnOp, swg_attrs
 from ..ir import HwGraph, Node
-from .base import HwOp, divisors, register
+from .base import HwOp, divisors, finn_stream_dt, register
 
 
 def feeds_depthwise(g: HwGraph, n: Node) -> bool:
@@ -66,7 +66,7 @@ class SWG(HwOp):
         ins, outs = g.in_stream(n), g.out_stream(n)
         H, W, C = ins.shape
         pad = int(n.attrs.get("pad", 0))
-        dt = stream_dt(ins)
+        dt = finn_stream_dt(g, n.inputs[0])
         ops = []
         if pad > 0:
             ops.append(FinnOp("FMPadding_rtl", {"ImgDim": [H, W], "Padding": [pad, pad, pad, pad],

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..finn_models import FINN_PLUS_VERSION, FinnOp, finn_dt, stream_dt, threshold_dt, vecs
-from .base import ChannelwiseOp, register
+from ..finn_models import FINN_PLUS_VERSION, FinnOp, finn_dt, threshold_dt, vecs
+from .base import ChannelwiseOp, finn_activation, finn_stream_dt, register
 from .mvau import activation
 
 
@@ -23,14 +23,13 @@ class Thresholding(ChannelwiseOp):
 
     def finn_ops(self, g, n):
         H, W, C = g.in_stream(n).shape
-        idt = stream_dt(g.in_stream(n))
-        t = np.asarray(n.params["thresholds"], dtype=np.int64)
+        idt = finn_stream_dt(g, n.inputs[0])
+        t, act, odt = finn_activation(g, n, n.params["thresholds"])
         if idt != "BINARY":         # thresholds outside the input range change no output
             t = np.clip(t, finn_dt(idt).min, finn_dt(idt).max + 1)
         attrs = {"PE": n.pe, "NumChannels": C, "numSteps": int(t.shape[1]), "inputDataType": idt,
                  "weightDataType": threshold_dt(t, finn_dt(idt)).name if idt != "BINARY" else "UINT1",
-                 "outputDataType": stream_dt(g.out_stream(n)),
-                 "ActVal": int(n.attrs.get("out_bias", 0)), "numInputVectors": vecs(H, W)}
+                 "outputDataType": odt, "ActVal": act, "numInputVectors": vecs(H, W)}
         for key in ("depth_trigger_bram", "depth_trigger_uram", "uniform_thres"):
             if key in n.attrs:
                 attrs[key] = int(n.attrs[key])

@@ -1,0 +1,182 @@
+"""bnhw's IR as a finn-plus dataflow graph: FINN's own units wherever FINN has one, bnhw's units
+(:mod:`bnhw.hw.finn_ops`) where it has none.
+
+FINN's builder takes a QONNX network from its front end (``step_qonnx_to_finn`` ... ``step_convert_to_hw``) and
+does so for the reference nets (TFC, CNV).  For NAS-BNN and cell networks it cannot: its streamlining stops on
+grouped convolutions, leaves PReLU, the fixed-point residual path and average pools off the hardware, pads a
+bipolar activation with -1 where the network pads 0, and rounds threshold ties up where the network rounds half
+to even.  bnhw's IR already holds the integer network, checked equal to QONNX execution on real images, so
+:func:`finn_dataflow_model` writes it as the graph FINN's ``step_convert_to_hw`` would have made: generic HW nodes
+(``MVAU``, ``VVAU``, ``ConvolutionInputGenerator``, ``FMPadding``, ``Thresholding``, ``Pool``,
+``DuplicateStreams``, ``LabelSelect``) with each IR node's FINN attributes, weights and thresholds (the same
+translation bnhw's estimates use, :func:`bnhw.hw.ops.finn_ops`) and ``preferred_impl_style`` as FINN's
+``SpecializeLayers`` should pick it; FINN's steps continue from there (specialise, folding, bit-width
+minimisation, estimate reports, code generation).
+
+Encodings between the units: a bipolar stream XNOR units read travels as BINARY bits, one a zero-padded window
+reads as TERNARY (:func:`bnhw.hw.ops.finn_stream_dt`); an XNOR MVAU without activation outputs FINN's popcount
+``p``, which a bnhw unit reading it decodes (``2p - MW``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import BnhwError
+from .finn_models import FinnOp
+from .ir import HwGraph, Node
+from .ops import FOLDING_ATTRS, finn_ops, finn_stream_dt, is_depthwise
+from .ops.mvau import finn_xnor, groups_of
+
+__all__ = ["FinnExport", "FinnExportError", "finn_dataflow_model", "unit_type"]
+
+_GENERIC = "finn.custom_op.fpgadataflow"
+
+
+class FinnExportError(BnhwError):
+    """The IR has a node the FINN graph cannot express (one line naming it)."""
+
+
+def unit_type(g: HwGraph, n: Node) -> str | None:
+    """The bnhw unit (op type in :mod:`bnhw.hw.finn_ops`) the node becomes, ``None`` where FINN has a unit."""
+    if n.op == "MVAU":
+        return "GroupedMVAU" if groups_of(n) > 1 and not is_depthwise(g, n) else None
+    return n.op if n.op in ("AddRequant", "RPReLU", "Gather", "GlobalAvgPool") else None
+
+
+@dataclass
+class FinnExport:
+    """The FINN graph of an IR graph and how its nodes map."""
+
+    model: Any                                   # qonnx ModelWrapper
+    #: per FINN node, in graph order: {"finn": name after SpecializeLayers, "ir": IR node, "source": "FINN unit" |
+    #: "bnhw unit", "op_type": ...}
+    nodes: list[dict[str, str]] = field(default_factory=list)
+    folding: dict[str, dict[str, int]] = field(default_factory=dict)   # FINN folding config (final names)
+    #: streams FINN carries in another encoding than the IR: "binary" (bit b = 2b - 1) or "popcount:MW" (2p - MW)
+    encodings: dict[str, str] = field(default_factory=dict)
+
+    def ir_value(self, stream: str, value: np.ndarray) -> np.ndarray:
+        """The IR's value of ``stream`` from FINN's (integers, int64)."""
+        x = np.rint(np.asarray(value, dtype=np.float64)).astype(np.int64)
+        how = self.encodings.get(stream, "")
+        if how == "binary":
+            return 2 * x - 1
+        if how.startswith("popcount:"):
+            return 2 * x - int(how.split(":", 1)[1])
+        return x
+
+    def units(self) -> list[str]:
+        """The bnhw unit types the graph holds."""
+        return sorted({r["op_type"] for r in self.nodes if r["source"] == "bnhw unit"})
+
+
+def _finn_node(op: FinnOp, inputs: list[str], outputs: list[str], name: str):
+    from onnx import helper
+
+    generic, _, style = op.op_type.rpartition("_")
+    if style not in ("hls", "rtl"):
+        generic, style = op.op_type, ""
+    attrs = dict(op.attrs)
+    if style:
+        attrs["preferred_impl_style"] = style
+    return helper.make_node(generic, inputs, outputs, domain=_GENERIC, backend="fpgadataflow", name=name, **attrs)
+
+
+def finn_dataflow_model(g: HwGraph) -> FinnExport:
+    """The finn-plus dataflow graph of ``g`` at its folding (see the module docstring).  Its input is the IR's
+    integer input ``[1, H, W, C]``, its output the IR's output."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.util.basic import qonnx_make_model
+
+    from .finn_ops import DOMAIN, UNITS, finn_shape, unit_attrs
+
+    nodes, inits, rows = [], [], []
+    dtypes: dict[str, str] = {g.input: g.streams[g.input].dtype.finn_name()}
+    shapes: dict[str, list[int]] = {g.input: finn_shape(g.streams[g.input].shape)}
+    popcount: dict[str, int] = {}            # stream -> MW of the XNOR MVAU whose popcount it carries
+    for n in g.nodes:
+        unit = unit_type(g, n)
+        if unit is not None:
+            decode = []
+            for s in n.inputs:
+                dt = finn_stream_dt(g, s)
+                decode.append(f"popcount:{popcount[s]}" if s in popcount else "binary" if dt == "BINARY" else "")
+            encode = ["binary" if finn_stream_dt(g, s) == "BINARY" else "" for s in n.outputs]
+            attrs = unit_attrs(g, n, [dtypes[s] for s in n.inputs], [finn_stream_dt(g, s) for s in n.outputs],
+                               decode, encode)
+            node = helper.make_node(unit, list(n.inputs), list(n.outputs), domain=DOMAIN, backend="fpgadataflow",
+                                    name=n.name, **attrs)
+            inst = UNITS[unit](node)
+            for i, s in enumerate(n.outputs):
+                dtypes[s] = inst.get_output_datatype(i).name
+                shapes[s] = list(inst.get_normal_output_shape(i))
+            nodes.append(node)
+            rows.append({"ir": n.name, "source": "bnhw unit", "op_type": unit, "final": unit,
+                         "folding": {"PE": n.pe, "SIMD": n.simd} if n.op == "MVAU" else {"PE": n.pe}})
+            continue
+        ops = finn_ops(g, n)
+        if not ops:
+            raise FinnExportError(f"{n.name}: op {n.op!r} has neither a FINN unit nor a bnhw unit")
+        if n.op in ("Thresholding", "MVAU") and "thresholds" in n.params and int(n.attrs.get("out_scale", 1)) != 1 \
+                and not g.out_stream(n).dtype.is_bipolar:
+            raise FinnExportError(f"{n.name}: an integer activation with output scale {n.attrs['out_scale']} "
+                                  "has no FINN unit")
+        for s in n.inputs:
+            if s in popcount:
+                raise FinnExportError(f"{n.name}: reads the popcount of an XNOR MVAU ({s!r}); only bnhw's units "
+                                      "decode it")
+        src = n.inputs[0]
+        for k, op in enumerate(ops):
+            last = k == len(ops) - 1
+            outs = list(n.outputs) if last else [f"{n.name}__{op.role}"]
+            ins = [src]
+            if op.weights is not None:
+                wname = f"{n.name}__weights"
+                inits.append((wname, np.asarray(op.weights, dtype=np.float32), op.attrs["weightDataType"]))
+                ins.append(wname)
+            if op.thresholds is not None:
+                tname = f"{n.name}__thresholds"
+                tdt = op.attrs["weightDataType"] if op.op_type.startswith("Thresholding") else "INT32"
+                inits.append((tname, np.asarray(op.thresholds, dtype=np.float32), tdt))
+                ins.append(tname)
+            node = _finn_node(op, ins, outs, f"{n.name}__{k}")
+            inst = getCustomOp(node)
+            for s in outs:
+                dtypes[s] = inst.get_output_datatype().name
+                shapes[s] = [int(v) for v in inst.get_normal_output_shape()]
+            nodes.append(node)
+            rows.append({"ir": n.name, "source": "FINN unit", "op_type": node.op_type, "final": op.op_type,
+                         "folding": {a: int(op.attrs[a]) for a in FOLDING_ATTRS if a in op.attrs}})
+            src = outs[0]
+        if n.op == "MVAU" and finn_xnor(g, n) and "thresholds" not in n.params:
+            popcount[n.outputs[0]] = int(np.asarray(n.params["weights"]).shape[1])
+    if g.output in popcount:
+        raise FinnExportError(f"the graph ends in an XNOR popcount ({g.output!r})")
+    # names as FINN's GiveUniqueNodeNames gives them after SpecializeLayers: {op type}_{i} per type, in order
+    count: dict[str, int] = {}
+    for node, r in zip(nodes, rows):
+        i = count.get(r["final"], 0)
+        count[r["final"]] = i + 1
+        r["finn"] = node.name = f"{r['final']}_{i}"
+    vi = lambda s: helper.make_tensor_value_info(s, TensorProto.FLOAT, shapes[s])  # noqa: E731
+    inner = [vi(s) for s in shapes if s not in (g.input, g.output)]
+    graph = helper.make_graph(nodes, f"{g.name}_finn", [vi(g.input)], [vi(g.output)], value_info=inner)
+    model = ModelWrapper(qonnx_make_model(graph, producer_name="bnhw"))
+    for s, dt in dtypes.items():
+        model.set_tensor_datatype(s, DataType[dt])
+    for name, arr, dt in inits:
+        model.set_initializer(name, arr)
+        model.set_tensor_datatype(name, DataType[dt])
+    folding = {r["finn"]: r["folding"] for r in rows if r["folding"]}
+    enc = {s: "binary" for s in g.streams if s in dtypes and finn_stream_dt(g, s) == "BINARY"}
+    enc.update({s: f"popcount:{mw}" for s, mw in popcount.items()})
+    for r in rows:
+        r.pop("folding")
+    return FinnExport(model, rows, folding, enc)
