@@ -87,12 +87,18 @@ def _layers(report: Path) -> list[dict[str, Any]]:
     cyc = json.loads((report / "estimate_layer_cycles.json").read_text()) if (report / "estimate_layer_cycles.json").is_file() else {}
     res_f = report / "estimate_layer_resources.json"
     res = json.loads(res_f.read_text()) if res_f.is_file() else {}
+    units_f = report / "estimate_bnhw_units.json"
+    units = json.loads(units_f.read_text()) if units_f.is_file() else {}
     rows = []
     for name in cyc:
         r = res.get(name, {})
         rows.append({"name": name, "cycles": int(cyc[name]), "LUT": float(r.get("LUT", 0)),
                      "BRAM18": float(r.get("BRAM_18K", 0)), "URAM": float(r.get("URAM", 0)),
-                     "DSP": float(r.get("DSP", 0))})
+                     "DSP": float(r.get("DSP", 0)), "source": "FINN"})
+    for name, r in units.items():
+        rows.append({"name": name, "cycles": int(r["cycles"]), "LUT": float(r.get("LUT", 0)),
+                     "BRAM18": float(r.get("BRAM_18K", 0)), "URAM": float(r.get("URAM", 0)),
+                     "DSP": float(r.get("DSP", 0)), "source": "bnhw unit"})
     return rows
 
 
@@ -106,7 +112,7 @@ def _codegen_dirs(model_path: Path, root: Path) -> dict[str, str]:
         return out
     model = ModelWrapper(str(model_path))
     for node in model.graph.node:
-        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
+        if not node.domain.startswith(("finn.custom_op.fpgadataflow", "bnhw.hw.finn_ops")):
             continue
         d = getCustomOp(node).get_nodeattr("code_gen_dir_ipgen")
         if d and Path(d).is_dir() and any(Path(d).iterdir()):
@@ -157,21 +163,60 @@ def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Pat
     FINN gets it with the division in front and a UINT8 input (:func:`_with_pixel_input`).  ``fifo_depths``
     (``inFIFODepths`` / ``outFIFODepths`` per FINN node: bnhw's simulated sizing) go into the folding config and
     FINN's full flow then keeps them (``auto_fifo_depths`` off) instead of sizing FIFOs in RTL simulation."""
-    bd, bc = finn_builder()
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()                 # FINN changes directories: every path it is given is absolute
+    if pixel_input:
+        _with_pixel_input(model, out / "model.onnx")
+    else:
+        shutil.copyfile(model, out / "model.onnx")
+    _, bc = finn_builder()
+    steps: list[Any] = list(bc.hw_codegen_dataflow_steps)
+    if target_cycles:
+        from .finn_steps import complete_folding_step
+
+        steps.insert(steps.index("step_apply_folding_config") + 1, complete_folding_step(target_cycles, board.part))
+    return _build(out, folding, board, clock_mhz, steps, None, fifo_depths)
+
+
+#: FINN's steps after ``step_convert_to_hw`` that build a graph which already is FINN's HW graph (the IR front end)
+IR_FRONT_STEPS = ("step_apply_folding_config", "step_minimize_bit_width")
+
+
+def finn_codegen_ir(export, out: Path, *, board: Board, clock_mhz: float,
+                    fifo_depths: Mapping[str, Mapping[str, Any]] | None = None) -> FinnBuild:
+    """Run finn-plus's builder on the FINN graph :func:`bnhw.hw.finn_export.finn_dataflow_model` made from bnhw's
+    IR (``export``), from ``step_specialize_layers`` to ``step_hw_codegen``, then bnhw's units' step
+    (:func:`bnhw.hw.finn_steps.step_bnhw_units`: their estimates and HLS code); the folding is the export's."""
+    from .finn_steps import node_order_step, step_bnhw_units
+
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()
+    export.model.save(str(out / "model.onnx"))
+    full = ["step_specialize_layers", *_after(finn_builder()[1].default_build_dataflow_steps,
+                                                "step_specialize_layers")]
+    full = [s for s in full if s != "step_target_fps_parallelization"]
+    full = [step if step != "step_generate_estimate_reports" else "bnhw.hw.finn_steps.step_bnhw_units" for step in full]
+    order = node_order_step([n.output[0] for n in export.model.graph.node])
+    return _build(out, export.folding, board, clock_mhz,
+                  ["step_specialize_layers", order, *IR_FRONT_STEPS, step_bnhw_units, "step_hw_codegen"], full, fifo_depths)
+
+
+def _after(steps, name: str) -> list[str]:
+    steps = [s for s in steps if isinstance(s, str)]
+    return steps[steps.index(name) + 1:]
+
+
+def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, clock_mhz: float, steps: list[Any],
+           full_steps: list[str] | None, fifo_depths: Mapping[str, Mapping[str, Any]] | None) -> FinnBuild:
+    bd, bc = finn_builder()
     folding_file = out / "folding_config.json"
     config: dict[str, dict[str, Any]] = {k: dict(v) for k, v in folding.items() if k != "Defaults"}
     for k, v in (fifo_depths or {}).items():
         if k != "Defaults":
             config.setdefault(k, {}).update(v)
     _write_json(folding_file, {"Defaults": {}, **config})
-    if pixel_input:
-        _with_pixel_input(model, out / "model.onnx")
-    else:
-        shutil.copyfile(model, out / "model.onnx")
     # FINN's full default flow (steps=None) from this folder, for a machine with Vivado
-    full = _config(bc, Path(FINN_OUTPUT_DIR), Path("folding_config.json"), board, clock_mhz, None,
+    full = _config(bc, Path(FINN_OUTPUT_DIR), Path("folding_config.json"), board, clock_mhz, full_steps,
                    [bc.DataflowOutputType.ESTIMATE_REPORTS, bc.DataflowOutputType.STITCHED_IP,
                     bc.DataflowOutputType.BITFILE, bc.DataflowOutputType.PYNQ_DRIVER,
                     bc.DataflowOutputType.DEPLOYMENT_PACKAGE])
@@ -183,13 +228,6 @@ def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Pat
         shutil.rmtree(dest)
     tmp = out / "finn_tmp"
     tmp.mkdir(exist_ok=True)
-    # FINN's nodes the folding does not name (e.g. its Reshape_rtl in front of a fully connected network) are
-    # folded to the folding's II by bnhw's step, from FINN's own estimates
-    steps: list[Any] = list(bc.hw_codegen_dataflow_steps)
-    if target_cycles:
-        from .finn_steps import complete_folding_step
-
-        steps.insert(steps.index("step_apply_folding_config") + 1, complete_folding_step(target_cycles, board.part))
     cfg = _config(bc, dest, folding_file, board, clock_mhz, steps,
                   [bc.DataflowOutputType.ESTIMATE_REPORTS])
     t0 = time.perf_counter()
@@ -208,11 +246,13 @@ def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Pat
         res.stopped_at, res.reason = _failed_step(log)
         res.reason = crash or res.reason
     report = dest / "report"
-    perf = report / "estimate_network_performance.json"
-    if perf.is_file():
-        res.network = json.loads(perf.read_text())
+    for name in ("estimate_network_performance_bnhw.json", "estimate_network_performance.json"):
+        if (report / name).is_file():          # bnhw's covers bnhw's units too
+            res.network = json.loads((report / name).read_text())
+            break
     res.layers = _layers(report)
-    res.codegen = _codegen_dirs(dest / "intermediate_models" / "step_hw_codegen.onnx", out)
+    models = dest / "intermediate_models"
+    res.codegen = _codegen_dirs(models / "step_hw_codegen.onnx", out)
     completed = report / "bnhw_completed_folding.json"
     if completed.is_file():         # FINN's full flow has no bnhw step: its folding config says the same
         for u in json.loads(completed.read_text())["units"]:

@@ -46,7 +46,8 @@ from ..spec import atomic_write_text
 from .boards import BOARDS, Board, get_board
 from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
 
-__all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step"]
+__all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step", "step_bnhw_units",
+           "node_order_step"]
 
 _PE_OPS = ("DuplicateStreams_hls", "GlobalAccPool_hls", "Thresholding_hls", "Thresholding_rtl",
            "ReplicateStream_hls", "ChannelwiseOp_hls", "AddStreams_hls", "Reshape_rtl")
@@ -313,3 +314,79 @@ def complete_folding_step(target_cycles: int, part: str = "xc7z020clg400-1") -> 
 
     return step_bnhw_complete_folding
 
+
+
+def node_order_step(outputs: list[str]) -> Callable[[Any, Any], Any]:
+    """A FINN builder step for right after ``step_specialize_layers`` in a graph that holds nodes of other domains
+    (bnhw's units): finn-plus's ``SpecializeLayers`` counts only its own generic nodes when it puts a specialised
+    node back, so with other nodes in between it reorders the graph (out of topological order).  The step puts
+    the nodes back in the order of ``outputs`` (each node's first output tensor, which specialisation keeps) and
+    names them as FINN's ``GiveUniqueNodeNames`` does in that order."""
+
+    def step_bnhw_node_order(model, cfg):
+        rank = {t: i for i, t in enumerate(outputs)}
+        nodes = sorted(model.graph.node, key=lambda n: rank.get(n.output[0], len(rank)))
+        count: dict[str, int] = {}
+        for n in nodes:
+            i = count.get(n.op_type, 0)
+            count[n.op_type] = i + 1
+            n.name = f"{n.op_type}_{i}"
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        return model
+
+    return step_bnhw_node_order
+
+
+def step_bnhw_units(model, cfg):
+    """FINN's ``step_generate_estimate_reports`` for a graph holding bnhw's units (:mod:`bnhw.hw.finn_ops`), which
+    FINN's own step cannot take (its ``dataflow_performance`` expects every node's producer to be an ``.hls`` /
+    ``.rtl`` node), plus the units' code generation (FINN's ``PrepareIP`` covers its own domains only):
+
+    * ``report/estimate_layer_cycles.json`` and ``estimate_layer_resources.json``: FINN's own analyses
+      (``exp_cycles_per_layer``, ``res_estimation``) of FINN's nodes, as FINN's step writes them;
+    * ``report/estimate_bnhw_units.json``: per unit, cycles and resources (bnhw's models);
+    * ``report/estimate_network_performance_bnhw.json``: FINN's network figures over every node, units included
+      (the slowest node sets the II; the latency is the longest path of node cycles, FINN's
+      ``dataflow_performance`` formula);
+    * each unit's HLS C++ (bnhw's, :meth:`~bnhw.hw.finn_ops.IrUnit.code_generation_ipgen`) in its
+      ``code_gen_dir_ipgen`` (``<output_dir>/bnhw_units/<node>``)."""
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from qonnx.custom_op.registry import getCustomOp
+
+    from .finn_ops import DOMAIN
+
+    out = Path(cfg.output_dir)
+    part = cfg._resolve_fpga_part()
+    clk_ns = float(cfg.synth_clk_period_ns)
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    cycles: dict[str, int] = {k: int(v) for k, v in model.analysis(exp_cycles_per_layer).items()}
+    resources = model.analysis(lambda m: res_estimation(m, part))
+    _write(report / "estimate_layer_cycles.json", cycles)
+    _write(report / "estimate_layer_resources.json", resources)
+    units: dict[str, dict[str, float]] = {}
+    for node in model.graph.node:
+        if node.domain == DOMAIN:
+            inst = getCustomOp(node)
+            d = out / "bnhw_units" / node.name
+            d.mkdir(parents=True, exist_ok=True)
+            inst.set_nodeattr("code_gen_dir_ipgen", str(d.resolve()))
+            inst.code_generation_ipgen(model, part, clk_ns)
+            units[node.name] = {"cycles": int(inst.get_exp_cycles()), **inst.node_res_estimation(part)}
+            cycles[node.name] = int(units[node.name]["cycles"])
+    path: dict[str, int] = {}                   # longest path of node cycles ending at each tensor
+    for node in model.graph.node:
+        here = max((path.get(t, 0) for t in node.input), default=0) + cycles.get(node.name, 0)
+        for t in node.output:
+            path[t] = here
+    worst = max(cycles, key=lambda k: cycles[k]) if cycles else ""
+    fps = 1e9 / (clk_ns * cycles[worst]) if worst and cycles[worst] else 0.0
+    _write(report / "estimate_bnhw_units.json", units)
+    _write(report / "estimate_network_performance_bnhw.json", {
+        "critical_path_cycles": max(path.values(), default=0), "max_cycles": cycles.get(worst, 0),
+        "max_cycles_node_name": worst, "estimated_throughput_fps": fps,
+        "estimated_latency_ns": max(path.values(), default=0) * clk_ns, "nodes": len(cycles),
+        "bnhw_units": len(units)})
+    return model

@@ -325,13 +325,18 @@ class HwGraph:
         return HwGraph(self.name, streams, [copy.deepcopy(n) for n in keep], self.input, output,
                        copy.deepcopy(self.meta))
 
+    def is_output(self, stream: str) -> bool:
+        """Whether ``stream`` is the network's output (a unit graph's output is not, unless it says so)."""
+        return stream == self.output and not self.meta.get("output_is_internal", False)
+
     @staticmethod
-    def unit(node: Node, streams: Mapping[str, Stream]) -> HwGraph:
+    def unit(node: Node, streams: Mapping[str, Stream], last: bool = True) -> HwGraph:
         """The graph of one node on its own (a unit a back end builds separately): its first input is the graph
-        input, any further inputs are extra inputs (``meta["extra_inputs"]``), its first output the output."""
+        input, any further inputs are extra inputs (``meta["extra_inputs"]``), its first output the output;
+        ``last``: that output is the network's output too (:meth:`is_output`)."""
         need = {*node.inputs, *node.outputs}
         return HwGraph(node.name, {k: v for k, v in streams.items() if k in need}, [node], node.inputs[0],
-                       node.outputs[0], {"extra_inputs": list(node.inputs[1:])})
+                       node.outputs[0], {"extra_inputs": list(node.inputs[1:]), "output_is_internal": not last})
 
     def copy(self) -> HwGraph:
         return HwGraph(self.name, self.streams, [copy.deepcopy(n) for n in self.nodes],

@@ -49,7 +49,8 @@ def unit_attrs(g: HwGraph, n: Node, finn_in: list[str], finn_out: list[str], dec
             "attrs": {k: v for k, v in n.attrs.items() if k not in ("pe", "simd")},
             "inputs": [g.streams[s].to_dict() for s in n.inputs],
             "outputs": [g.streams[s].to_dict() for s in n.outputs],
-            "finn_in": finn_in, "finn_out": finn_out, "decode": decode, "encode": encode}
+            "finn_in": finn_in, "finn_out": finn_out, "decode": decode, "encode": encode,
+            "last": g.is_output(n.outputs[0])}
     out: dict[str, Any] = {"unit": json.dumps(unit, default=_json), "PE": n.pe, "SIMD": n.simd}
     for k, v in n.params.items():
         out[f"param_{k}"] = numpy_helper.from_array(np.asarray(v, dtype=np.int64), name=k)
@@ -111,7 +112,7 @@ class IrUnit(HWCustomOp):
         attrs = dict(d["attrs"], pe=int(self.get_nodeattr("PE")), simd=int(self.get_nodeattr("SIMD")))
         node = Node(d["name"], d["op"], [s["name"] for s in d["inputs"]], [s["name"] for s in d["outputs"]],
                     attrs, params, d.get("layer", ""))
-        return HwGraph.unit(node, streams), node
+        return HwGraph.unit(node, streams, bool(d.get("last", True))), node
 
     # ------------------------------------------------------------- shapes and types
     def _stream(self, kind: str, ind: int) -> dict[str, Any]:
@@ -183,7 +184,7 @@ class IrUnit(HWCustomOp):
         return get_op(n.op).resources(g, n)
 
     def lut_estimation(self, fpgapart=None):
-        return int(round(self._res().lut))
+        return self._res().lut
 
     def bram_estimation(self, fpgapart=None):
         return int(self._res().bram18)
@@ -195,14 +196,43 @@ class IrUnit(HWCustomOp):
         return int(self._res().dsp)
 
     # ------------------------------------------------------------- code generation
+    def hls_graph(self) -> HwGraph:
+        """The unit's IR graph with its streams in the encodings FINN's neighbours use, for bnhw's HLS generator:
+        a TERNARY stream is a 2-bit signed integer (FINN's layout, not bnhw's value + valid bit planes), so an
+        MVAU reading it multiplies instead of XNOR-ing; a popcount input of AddRequant is folded into its
+        parameters (``(2p - MW) * A + B = p * 2A + (B - MW * A)``).  BINARY streams are bnhw's ``Bipolar``
+        (bit 1 = +1, FINN's convention)."""
+        import copy
+
+        g, n = self.ir()
+        d = self._desc()
+        streams = dict(g.streams)
+        n = copy.deepcopy(n)
+        for s, dt in zip(n.inputs + n.outputs, d["finn_in"] + d["finn_out"]):
+            if dt == "TERNARY":
+                streams[s] = Stream(s, streams[s].shape, DType.int_(2, True))
+                if n.op == "MVAU" and s == n.inputs[0]:
+                    n.attrs["binary_xnor"] = False
+        for i, how in enumerate(d["decode"]):
+            if not how.startswith("popcount:"):
+                continue
+            if n.op != "AddRequant" or i != 0:
+                raise ValueError(f"{n.name}: input {i} is an XNOR popcount, which only AddRequant's first input "
+                                 "takes")
+            mw = int(how.split(":", 1)[1])
+            a = np.asarray(n.params["A"], dtype=np.int64)
+            n.params["A"], n.params["B"] = 2 * a, np.asarray(n.params["B"], dtype=np.int64) - mw * a
+            s = n.inputs[0]
+            streams[s] = Stream(s, streams[s].shape, DType.for_range(0, mw))
+        return HwGraph.unit(n, streams, bool(d.get("last", True)))
+
     def code_generation_ipgen(self, model, fpgapart, clk):
         """bnhw's HLS C++ for the unit (a top function ``{node name}`` with one AXI stream per input and
-        output) into ``code_gen_dir_ipgen``."""
+        output, in FINN's encodings: :meth:`hls_graph`) into ``code_gen_dir_ipgen``."""
         from ..hls.codegen import Generator, c_ident
 
         out = Path(self.get_nodeattr("code_gen_dir_ipgen"))
-        g, _ = self.ir()
-        files = Generator(g, c_ident(self.onnx_node.name)).run()
+        files = Generator(self.hls_graph(), c_ident(self.onnx_node.name)).run()
         for rel, text in files.items():
             p = out / rel
             p.parent.mkdir(parents=True, exist_ok=True)

@@ -179,7 +179,7 @@ class MVAU(HwOp):
         mw, mh = w_finn.shape
         h, wd = outs.shape[0], outs.shape[1]
         thr = n.params.get("thresholds")
-        last = n.outputs[0] == g.output
+        last = g.is_output(n.outputs[0])
         common = {"PE": n.pe, "SIMD": n.simd,
                   "mem_mode": n.attrs.get("mem_mode", "internal_decoupled"),
                   "ram_style": n.attrs.get("ram_style", "auto"),

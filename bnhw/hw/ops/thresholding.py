@@ -33,4 +33,4 @@ class Thresholding(ChannelwiseOp):
         for key in ("depth_trigger_bram", "depth_trigger_uram", "uniform_thres"):
             if key in n.attrs:
                 attrs[key] = int(n.attrs[key])
-        return [FinnOp("Thresholding_rtl", attrs, thresholds=t, last=n.outputs[0] == g.output)]
+        return [FinnOp("Thresholding_rtl", attrs, thresholds=t, last=g.is_output(n.outputs[0]))]
