@@ -112,23 +112,148 @@ def test_the_dataflow_build_config_loads_in_finn(tfc_build):
     assert cfg.auto_fifo_depths is False                             # bnhw's sized FIFOs are in the config
 
 
-def test_a_nasbnn_net_says_why_finn_is_not_run(tmp_path):
-    r = CliRunner().invoke(main, ["build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", str(tmp_path / "n"),
-                                  "--csim-inputs", "4", "--no-sim", "--no-csim"])
+@pytest.fixture(scope="module")
+def nas_build(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("finn") / "nas"
+    r = CliRunner().invoke(main, ["build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", str(out),
+                                  "--no-sim", "--no-csim"])
     assert r.exit_code == 0, r.output
-    f = json.loads((tmp_path / "n" / "report.json").read_text())["finn"]
-    assert f["run"] is False and "grouped convolutions" in f["why"] and "FINN: not run" in r.output
-    assert not (tmp_path / "n" / "finn").exists()
-    # bnhw run: FINN's engine says why it cannot run; the default falls back to the IR and says so; the
-    # residual network's other engines agree on the build's own test images
-    x = str(tmp_path / "n" / "test_images.npy")
-    r = _run(str(tmp_path / "n"), "--input", x, "--engine", "finn")
-    assert r.exit_code != 0 and "this build has no FINN dataflow graph" in r.output and "grouped convolutions" in r.output
-    r = _run(str(tmp_path / "n"), "--input", x, "--json")
-    assert r.exit_code == 0 and "no FINN dataflow graph in this build; running bnhw's IR" in r.stderr
-    labels = {json.loads(_run(str(tmp_path / "n"), "--input", x, "--engine", e, "--json").stdout)["labels"].__str__()
-              for e in ("ir", "sim", "cpu", "qonnx")}
-    assert len(labels) == 1 and json.loads(r.stdout)["labels"].__str__() in labels
+    return out, r.output
+
+
+def test_a_nasbnn_net_goes_to_finn_as_bnhws_ir_and_finn_generates_its_code(nas_build):
+    """FINN's front end cannot take a NAS-BNN net; bnhw hands FINN its IR as FINN's HW graph, FINN's own steps run
+    to code generation, every node (FINN's units and bnhw's) has generated code, FINN applied bnhw's folding, and
+    per node FINN's estimate equals bnhw's model."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    out, log = nas_build
+    f = json.loads((out / "report.json").read_text())["finn"]
+    assert f["run"] and f["ok"] and f["front"] == "ir", f
+    assert f["steps_run"] == ["step_specialize_layers", "step_bnhw_node_order", "step_apply_folding_config",
+                              "step_minimize_bit_width", "step_bnhw_units", "step_hw_codegen"]
+    assert set(f["units"]) == {"AddRequant", "Gather", "GlobalAvgPool", "GroupedMVAU", "RPReLU"}
+    assert "bnhw units in the graph" in log
+    final = ModelWrapper(str(out / "finn" / "output" / "intermediate_models" / "step_hw_codegen.onnx"))
+    types = {n.op_type for n in final.graph.node}
+    assert {"MVAU_hls", "ConvolutionInputGenerator_rtl", "FMPadding_rtl", "Thresholding_rtl", "Pool_hls",
+            "DuplicateStreams_hls"} <= types                          # FINN's own units, specialised by FINN
+    assert not any(n.domain == "finn.custom_op.fpgadataflow" for n in final.graph.node)
+    assert set(f["codegen"]) == {n.name for n in final.graph.node} and len(f["codegen"]) == f["nodes_from"][
+        "FINN unit"] + f["nodes_from"]["bnhw unit"]
+    ours = json.loads((out / "finn" / "folding_config.json").read_text())
+    inst = {n.name: getCustomOp(n) for n in final.graph.node}
+    assert len(ours) > 100
+    for k, attrs in ours.items():                                    # FINN applied bnhw's folding, node by node
+        if k != "Defaults":
+            assert all(inst[k].get_nodeattr(a) == v for a, v in attrs.items()), (k, attrs)
+    cmp = f["comparison"]
+    assert len(cmp) == len(final.graph.node)
+    for c in cmp:
+        assert c["finn_cycles"] == c["bnhw_cycles"] and c["finn_BRAM18"] == c["bnhw_BRAM18"], c
+        assert abs(c["finn_LUT"] - c["bnhw_LUT"]) < 0.5, c
+    perf = json.loads((out / "report.json").read_text())["performance"]
+    assert f["network"]["max_cycles"] == perf["ii_cycles"]          # FINN's II over every node = bnhw's
+    md = (out / "report.md").read_text()
+    assert "bnhw units" in md and "`GroupedMVAU`" in md and "TERNARY" in md
+
+
+def test_the_nasbnn_finn_config_loads_in_finn(nas_build):
+    """The continuation config names bnhw's steps by module path (FINN imports them)."""
+    from bnhw.hw.finn_compat import finn_builder
+
+    out, _ = nas_build
+    _, bc = finn_builder()
+    cfg = bc.DataflowBuildConfig.construct_from(out / "finn" / "dataflow_build_config.json")
+    assert cfg.steps[:2] == ["step_specialize_layers", "bnhw.hw.finn_steps.step_bnhw_node_order"]
+    assert "bnhw.hw.finn_steps.step_bnhw_units" in cfg.steps and "step_qonnx_to_finn" not in cfg.steps
+
+
+def test_every_kind_of_bnhw_unit_code_is_c_simulated_equal_to_finns_execution(nas_build, tmp_path):
+    """Each bnhw unit's generated HLS C++ (in the encodings of its FINN neighbours: XNOR popcounts, BINARY bits
+    padded with -1, the padding correction folded into a bias per position class), compiled with g++ and run on
+    the values FINN's execution of the whole graph gives its inputs on a real image, outputs what FINN's
+    execution of the unit does."""
+    import shutil
+
+    import numpy as np
+    from qonnx.custom_op.registry import getCustomOp
+
+    from bnhw.hw.finn_compat import FinnExecutor
+    from bnhw.hw.hls.csim import csim_unit
+    from bnhw.hw.ir import HwGraph
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the units' code is generated, not compiled")
+    out, _ = nas_build
+    g = HwGraph.load(out / "hw_graph.json")
+    fx = FinnExecutor(out / "finn" / "model.onnx")
+    x = g.input_integers(np.load(out / "test_images.npy")[0].transpose(1, 2, 0))
+    ctx = fx.tensors(x[None])
+    kinds = {}
+    for node in fx.model.graph.node:
+        if node.domain == "bnhw.hw.finn_ops":
+            inst = getCustomOp(node)
+            kinds.setdefault((node.op_type, "border" in inst.description()["attrs"] or any(
+                a.name == "param_border" for a in node.attribute), inst.description()["decode"][0][:8]), (node, inst))
+    assert {k[0] for k in kinds} == {"AddRequant", "Gather", "GlobalAvgPool", "GroupedMVAU", "RPReLU"}
+    assert any(k[0] == "AddRequant" and k[1] and k[2] == "popcount" for k in kinds)   # border + popcount folded
+    for _, (node, inst) in sorted(kinds.items(), key=lambda kv: str(kv[0])):
+        d = inst.description()
+        ins = []
+        for t, dt in zip(node.input, d["finn_in"]):
+            v = np.rint(np.asarray(ctx[t], dtype=np.float64)).astype(np.int64)
+            ins.append(2 * v - 1 if dt == "BINARY" else v)
+        want = np.rint(np.asarray(ctx[node.output[0]], dtype=np.float64)).astype(np.int64).reshape(-1)
+        got = csim_unit(inst.hls_graph(), ins, tmp_path / node.name)
+        assert np.array_equal(got.reshape(-1), want), node.name
+
+
+def test_bnhw_run_on_a_nasbnn_build_runs_finn_and_every_engine_agrees(nas_build):
+    out, _ = nas_build
+    x = str(out / "test_images.npy")
+    r = _run(str(out), "--input", x, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["engine"] == "finn" and d["finn_graph"] == "finn/model.onnx" and d["images"] == 16
+    for e in ("ir", "sim", "cpu", "qonnx"):
+        assert json.loads(_run(str(out), "--input", x, "--engine", e, "--json").stdout)["labels"] == d["labels"], e
+
+
+@pytest.mark.parametrize("net, images", [("nasbnn-cifar-smallest", 2), ("nasbnn-cifar-largest", 1)])
+def test_finn_execution_of_the_exported_graph_equals_the_ir_on_every_stream(net, images, tmp_path):
+    """FINN's node execution of bnhw's exported graph (FINN's units and bnhw's) on real digits images: every
+    stream equals the IR's (after FINN's encodings: BINARY bits, XNOR popcounts), the classifier's accumulators
+    included, except the zero-padded windows FINN pads with -1 and the accumulators behind them, whose difference
+    the next AddRequant adds back (its output is compared)."""
+    import numpy as np
+
+    from bnhw.data import digits_images
+    from bnhw.hw.estimate import fresh_hardware_model
+    from bnhw.hw.finn_compat import FinnExecutor
+    from bnhw.hw.finn_export import finn_dataflow_model
+    from bnhw.hw.lower_binarynet import integer_input, lower_binarynet
+    from bnhw.spec.zoo import get_arch
+
+    spec = get_arch(net)
+    model = fresh_hardware_model(spec)
+    g = lower_binarynet(model)
+    ex = finn_dataflow_model(g)
+    assert {r["source"] for r in ex.nodes} == {"FINN unit", "bnhw unit"}
+    ex.model.save(str(tmp_path / "finn.onnx"))
+    fx = FinnExecutor(tmp_path / "finn.onnx")
+    imgs, _ = digits_images(spec.resolution, images, channels=spec.in_channels, seed=5)
+    for x in integer_input(model, imgs):
+        ref = g.execute(x, return_all=True)
+        got = fx.tensors(x[None])
+        assert all(s in got for s in ref)
+        skipped = set(ex.padded_minus_one)
+        assert skipped and all(s.endswith((".window", ".acc")) for s in skipped)
+        compared = [s for s in ref if s not in skipped]
+        for s in compared:
+            assert np.array_equal(ex.ir_value(s, got[s]).reshape(ref[s].shape), ref[s]), s
+        assert len(ex.encodings) > 0
 
 
 def test_two_finn_builds_in_one_process(tmp_path):

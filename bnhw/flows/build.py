@@ -236,34 +236,80 @@ def finn_comparison(g: HwGraph, folded, layers: list[dict]) -> list[dict]:
     return rows
 
 
+def finn_comparison_ir(g: HwGraph, export, layers: list[dict]) -> list[dict]:
+    """:func:`finn_comparison` for a FINN graph exported from the IR (:mod:`bnhw.hw.finn_export`): per FINN node,
+    FINN's estimate (a bnhw unit's: its IrUnit's, i.e. bnhw's model) beside bnhw's model of the same op."""
+    from ..hw.finn_models import op_cycles, op_resources
+    from ..hw.ops import finn_ops, node_cycles, node_resources
+
+    finn = {fl["name"]: fl for fl in layers}
+    ops: dict[str, list] = {}
+    rows = []
+    for r in export.nodes:
+        n = g.node(r["ir"])
+        f = finn.get(r["finn"])
+        if r["source"] == "bnhw unit":
+            cyc, res = node_cycles(g, n), node_resources(g, n)
+        else:
+            k = len(ops.setdefault(n.name, []))
+            op = finn_ops(g, n)[k]
+            ops[n.name].append(op)
+            cyc, res = op_cycles(op), op_resources(op)
+        rows.append({"name": r["finn"], "ir_node": n.name, "source": r["source"],
+                     "finn_cycles": f["cycles"] if f else None, "bnhw_cycles": cyc,
+                     "finn_LUT": f["LUT"] if f else None, "bnhw_LUT": float(res.lut),
+                     "finn_BRAM18": f["BRAM18"] if f else None, "bnhw_BRAM18": float(res.bram18)})
+    return rows
+
+
 def _run_finn(g: HwGraph, prep: PreparedNetwork, work: Path, board: Board, clock: float, folded, opts: BuildOptions,
-              echo, fifo_depths: dict | None) -> dict:
-    """Hand the QONNX network to finn-plus's own builder with bnhw's folding, up to FINN's code generation."""
+              echo, fifo_depths: Callable[..., dict] | None) -> dict:
+    """Hand the network to finn-plus's own builder with bnhw's folding, up to FINN's code generation: the reference
+    nets' QONNX through FINN's own front end, every other network as bnhw's IR exported to FINN's HW graph."""
     from ..hw.finn_compat import finn_builder_available, finn_builder_unavailable_reason
 
     if not opts.finn:
         return {"run": False, "why": "--no-finn"}
-    if prep.kind == "spec":
-        why = ("FINN's builder does not take bnhw's NAS-BNN / cell networks yet (its streamline stops at grouped "
-               "convolutions; the fixed-point residual path, RPReLU and average pools have no FINN unit): the "
-               "hardware is bnhw's own HLS")
-        echo(f"FINN: not run: {why}")
-        return {"run": False, "why": why}
     if not finn_builder_available():
         why = finn_builder_unavailable_reason()
         echo(f"FINN: not run: {why}")
         return {"run": False, "why": why}
+    if prep.kind == "spec":
+        return _run_finn_ir(g, work, board, clock, echo, fifo_depths)
     from ..hw.finn_build import finn_codegen
     from ..hw.ops import finn_folding_config
 
     t_in = g.streams[g.input].dtype
     res = finn_codegen(prep.onnx, finn_folding_config(g), work / "finn", board=board, clock_mhz=clock,
-                       target_cycles=folded.ii, fifo_depths=fifo_depths,
+                       target_cycles=folded.ii, fifo_depths=fifo_depths() if fifo_depths else None,
                        pixel_input=not t_in.signed and t_in.bits == 8 and abs(t_in.scale * 255 - 1) < 1e-12)
     echo(f"FINN: {res.line()}")
     d = res.to_dict()
     d.update(run=True, folder="finn/", comparison=finn_comparison(g, folded, res.layers),
              total={k: float(sum(x[k] for x in res.layers)) for k in ("LUT", "BRAM18", "URAM", "DSP")})
+    return d
+
+
+def _run_finn_ir(g: HwGraph, work: Path, board: Board, clock: float, echo,
+                 fifo_depths: Callable[..., dict] | None) -> dict:
+    from ..hw.finn_build import finn_codegen_ir
+    from ..hw.finn_export import FinnExportError, finn_dataflow_model
+
+    try:
+        export = finn_dataflow_model(g)
+    except FinnExportError as e:
+        echo(f"FINN: not run: {e}")
+        return {"run": False, "why": str(e)}
+    res = finn_codegen_ir(export, work / "finn", board=board, clock_mhz=clock,
+                          fifo_depths=fifo_depths(export.nodes) if fifo_depths else None)
+    echo(f"FINN: {res.line()}")
+    if res.units:
+        echo(f"FINN: bnhw units in the graph (FINN has no unit for them): {', '.join(res.units)}")
+    d = res.to_dict()
+    d.update(run=True, folder="finn/", comparison=finn_comparison_ir(g, export, res.layers),
+             total={k: float(sum(x[k] for x in res.layers)) for k in ("LUT", "BRAM18", "URAM", "DSP")},
+             nodes_from={"FINN unit": sum(r["source"] == "FINN unit" for r in export.nodes),
+                         "bnhw unit": sum(r["source"] == "bnhw unit" for r in export.nodes)})
     return d
 
 
@@ -355,7 +401,7 @@ def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, tota
         "fifos": fifos, "fifo_resources": fifo_total, "total_with_fifos": with_fifos, "over_budget": over,
         "seconds": time.time() - t,
         "_finn_config": finn_fifo_config(net, sizing.depths, g.folding()),
-        "_finn_fifos": finn_fifo_config(net, sizing.depths, None, finn_unit_names(net)),
+        "_finn_fifos": lambda nodes=None: finn_fifo_config(net, sizing.depths, None, finn_unit_names(net, nodes)),
     }
 
 

@@ -105,6 +105,17 @@ def _render_finn(r: dict) -> list[str]:
         return lines + [f"FINN's builder stopped at `{f['stopped_at']}`: {f['reason']} (log: "
                         "`finn/output/build_dataflow.log`)."]
     n = f["network"]
+    if f.get("front") == "ir":
+        nf = f.get("nodes_from", {})
+        lines += [f"FINN's front end does not take this network (its streamlining stops at grouped convolutions and "
+                  f"leaves PReLU, the fixed-point residual path and average pools off the hardware), so bnhw handed "
+                  f"FINN its IR as FINN's HW graph (`finn/model.onnx`): {nf.get('FINN unit', 0)} nodes are FINN's "
+                  f"own units, {nf.get('bnhw unit', 0)} are bnhw units (qonnx domain `bnhw.hw.finn_ops`; their "
+                  "estimates are bnhw's models, their HLS is bnhw's, in `finn/output/bnhw_units/`; FINN's IP "
+                  "generation does not build them, so FINN's full flow cannot stitch this graph yet):", ""]
+        lines += [f"- `{u}`: {why}" for u, why in f.get("units", {}).items()]
+        lines += ["", "Zero-padded binary convolutions take a TERNARY (2-bit) input in FINN: its 1-bit encoding "
+                  "would pad with -1.", ""]
     lines += [f"`finn/`: finn-plus ran {len(f['steps_run'])} steps offline ({', '.join(f['steps_run'])}) on "
               f"`model.onnx` with bnhw's folding (`finn/folding_config.json`) in {f['seconds']:.0f} s and "
               f"generated the code of {len(f['codegen'])} HW nodes (`finn/finn_tmp/`).  FINN's estimates of the "

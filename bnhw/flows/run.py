@@ -117,12 +117,12 @@ def _ticker(engine: str, total: int, note: Callable[[str], None]) -> Callable[[i
     return tick
 
 
-def _finn_model(build: Path) -> Path:
-    from ..hw.finn_build import FINN_EXECUTION_MODEL
+def _finn_model(build: Path) -> tuple[Path, str]:
+    from ..hw.finn_build import finn_execution_model
 
-    model = build / "finn" / FINN_EXECUTION_MODEL
-    if model.is_file():
-        return model
+    found = finn_execution_model(build / "finn")
+    if found is not None:
+        return found
     why = ""
     report = build / "report.json"
     if report.is_file():
@@ -172,18 +172,22 @@ def run_engine(engine: str, build: Path, graph, data: RunInput, note: Callable[[
     if engine == "finn":
         from ..hw.finn_compat import FinnExecutor, finn_unavailable_reason
 
-        model_file = _finn_model(build)
+        model_file, front = _finn_model(build)
         try:
             fx = FinnExecutor(model_file)
         except RuntimeError:
             raise BnhwError(f"--engine finn: {finn_unavailable_reason()}") from None
         outs = []
-        # FINN's graph takes the model's floats, or (built with bnhw's pixel input) the integers themselves
-        for i, v in enumerate(data.ints_nchw if fx.integer_input else data.floats):
+        # FINN's front end: the model's floats, or (built with bnhw's pixel input) the integers themselves, NCHW;
+        # bnhw's exported HW graph: the IR's integer input, NHWC, and the IR's output
+        images = data.ints if front == "ir" else data.ints_nchw if fx.integer_input else data.floats
+        for i, v in enumerate(images):
             outs.append(fx(v[None]).reshape(-1))
             tick(i + 1)
         flat = np.stack(outs)
         extra["finn_graph"] = str(model_file.relative_to(build))
+        if front == "ir":
+            return graph.labels(np.rint(flat).astype(np.int64)), extra
         return (flat[:, 0].astype(np.int64) if flat.shape[1] == 1 else flat.argmax(1)), extra
     raise BnhwError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
 
@@ -202,9 +206,9 @@ def run_command(build: Path, input_path: Path, engine: str | None, as_json: bool
         raise BnhwError(f"{inp.path}: no model.onnx (a build folder written by `bnhw build` has one)")
     data = read_images(Path(input_path), graph, _model_input_shape(onnx_file))
     if engine is None:
-        from ..hw.finn_build import FINN_EXECUTION_MODEL
+        from ..hw.finn_build import finn_execution_model
 
-        engine = "finn" if (inp.path / "finn" / FINN_EXECUTION_MODEL).is_file() else "ir"
+        engine = "finn" if finn_execution_model(inp.path / "finn") is not None else "ir"
         if engine == "ir":
             note(f"{inp.path}: no FINN dataflow graph in this build; running bnhw's IR (--engine ir)")
     t0 = time.perf_counter()

@@ -35,7 +35,7 @@ from ..spec import atomic_write_text
 from .boards import Board
 from .finn_compat import finn_build_dir, finn_builder, vivado_available
 
-__all__ = ["FinnBuild", "finn_codegen", "FINN_OUTPUT_DIR", "FINN_EXECUTION_MODEL"]
+__all__ = ["FinnBuild", "finn_codegen", "finn_codegen_ir", "FINN_OUTPUT_DIR", "FINN_EXECUTION_MODEL", "finn_execution_model"]
 
 FINN_OUTPUT_DIR = "output"
 #: the graph ``bnhw run --engine finn`` executes with FINN's node execution (see
@@ -57,6 +57,13 @@ class FinnBuild:
     layers: list[dict[str, Any]] = field(default_factory=list)   # per FINN node: cycles and resources
     codegen: dict[str, str] = field(default_factory=dict)   # HW node -> its code-generation folder
     vivado: bool = False                        # FINN's synthesis steps could run here
+    #: how FINN got the network: "qonnx" (FINN's front end from step_qonnx_to_finn) or "ir" (bnhw's IR exported
+    #: as FINN's HW graph, :mod:`bnhw.hw.finn_export`)
+    front: str = "qonnx"
+    #: the graph FINN's node execution runs (relative to the folder): FINN's HW nodes before SpecializeLayers
+    execution_model: str = FINN_EXECUTION_MODEL
+    #: bnhw units in the graph: op type -> why no FINN unit serves (empty for the QONNX front end)
+    units: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +77,17 @@ class FinnBuild:
         return (f"FINN (finn-plus) built the dataflow graph and generated code for {len(self.codegen)} HW nodes in "
                 f"{self.seconds:.0f} s; FINN estimates {self.network.get('estimated_throughput_fps', 0):,.1f} FPS "
                 f"(bottleneck {self.network.get('max_cycles_node_name')}); {nxt}")
+
+
+def finn_execution_model(finn_dir: Path) -> tuple[Path, str] | None:
+    """``(graph FINN's node execution runs, front end)`` of the FINN build in ``finn_dir`` (``None``: none)."""
+    info = finn_dir / "finn_build.json"
+    try:
+        d = json.loads(info.read_text()) if info.is_file() else {}
+    except json.JSONDecodeError:
+        d = {}
+    model = finn_dir / str(d.get("execution_model", FINN_EXECUTION_MODEL))
+    return (model, str(d.get("front", "qonnx"))) if model.is_file() else None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -175,7 +193,7 @@ def finn_codegen(model: Path, folding: Mapping[str, Mapping[str, int]], out: Pat
         from .finn_steps import complete_folding_step
 
         steps.insert(steps.index("step_apply_folding_config") + 1, complete_folding_step(target_cycles, board.part))
-    return _build(out, folding, board, clock_mhz, steps, None, fifo_depths)
+    return _build(out, folding, board, clock_mhz, steps, None, fifo_depths, "qonnx", FINN_EXECUTION_MODEL, {})
 
 
 #: FINN's steps after ``step_convert_to_hw`` that build a graph which already is FINN's HW graph (the IR front end)
@@ -187,18 +205,19 @@ def finn_codegen_ir(export, out: Path, *, board: Board, clock_mhz: float,
     """Run finn-plus's builder on the FINN graph :func:`bnhw.hw.finn_export.finn_dataflow_model` made from bnhw's
     IR (``export``), from ``step_specialize_layers`` to ``step_hw_codegen``, then bnhw's units' step
     (:func:`bnhw.hw.finn_steps.step_bnhw_units`: their estimates and HLS code); the folding is the export's."""
-    from .finn_steps import node_order_step, step_bnhw_units
+    from .finn_ops import UNITS
+    from .finn_steps import step_bnhw_node_order, step_bnhw_units
 
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     export.model.save(str(out / "model.onnx"))
-    full = ["step_specialize_layers", *_after(finn_builder()[1].default_build_dataflow_steps,
-                                                "step_specialize_layers")]
+    full = ["step_specialize_layers", "bnhw.hw.finn_steps.step_bnhw_node_order",
+            *_after(finn_builder()[1].default_build_dataflow_steps, "step_specialize_layers")]
     full = [s for s in full if s != "step_target_fps_parallelization"]
     full = [step if step != "step_generate_estimate_reports" else "bnhw.hw.finn_steps.step_bnhw_units" for step in full]
-    order = node_order_step([n.output[0] for n in export.model.graph.node])
     return _build(out, export.folding, board, clock_mhz,
-                  ["step_specialize_layers", order, *IR_FRONT_STEPS, step_bnhw_units, "step_hw_codegen"], full, fifo_depths)
+                  ["step_specialize_layers", step_bnhw_node_order, *IR_FRONT_STEPS, step_bnhw_units, "step_hw_codegen"], full, fifo_depths,
+                  "ir", "model.onnx", {u: UNITS[u].why for u in export.units()})
 
 
 def _after(steps, name: str) -> list[str]:
@@ -207,7 +226,8 @@ def _after(steps, name: str) -> list[str]:
 
 
 def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, clock_mhz: float, steps: list[Any],
-           full_steps: list[str] | None, fifo_depths: Mapping[str, Mapping[str, Any]] | None) -> FinnBuild:
+           full_steps: list[str] | None, fifo_depths: Mapping[str, Mapping[str, Any]] | None, front: str,
+           execution_model: str, units: dict[str, str]) -> FinnBuild:
     bd, bc = finn_builder()
     folding_file = out / "folding_config.json"
     config: dict[str, dict[str, Any]] = {k: dict(v) for k, v in folding.items() if k != "Defaults"}
@@ -241,7 +261,8 @@ def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, cl
     seconds = time.perf_counter() - t0
     log = dest / "build_dataflow.log"
     steps = re.findall(r"Running step: (\w+)", log.read_text(errors="replace")) if log.is_file() else []
-    res = FinnBuild(folder=str(out), ok=rc == 0, steps_run=steps, seconds=seconds, vivado=vivado_available())
+    res = FinnBuild(folder=str(out), ok=rc == 0, steps_run=steps, seconds=seconds, vivado=vivado_available(),
+                    front=front, execution_model=execution_model, units=units)
     if rc != 0:
         res.stopped_at, res.reason = _failed_step(log)
         res.reason = crash or res.reason

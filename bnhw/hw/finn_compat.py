@@ -435,6 +435,9 @@ class FinnExecutor:
         self.input_shape = tuple(int(v) for v in self.model.get_tensor_shape(self.input))
         #: the graph takes integers (e.g. UINT8 pixels) rather than floats
         self.integer_input = bool(self.model.get_tensor_datatype(self.input).is_integer())
+        # a graph of custom ops only (bnhw's exported HW graph) runs in float64: exact up to 2^53, where float32
+        # rounds accumulators above 2^24; standard ONNX nodes (onnxruntime) need the model's float32
+        self.dtype = np.float64 if all(n.domain for n in self.model.graph.node) else np.float32
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """One input of the model's input shape (float32) -> the graph output."""
@@ -444,6 +447,6 @@ class FinnExecutor:
         """Every tensor of the graph for one input (for per-layer comparisons; ``every=False``: the output)."""
         from qonnx.core.onnx_exec import execute_onnx
 
-        x = np.asarray(x, dtype=np.float32).reshape(self.input_shape)
+        x = np.asarray(x, dtype=self.dtype).reshape(self.input_shape)
         ctx = execute_onnx(self.model, {self.input: x}, return_full_exec_context=every)
         return {k: np.asarray(v) for k, v in ctx.items()}

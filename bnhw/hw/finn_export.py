@@ -13,13 +13,18 @@ translation bnhw's estimates use, :func:`bnhw.hw.ops.finn_ops`) and ``preferred_
 ``SpecializeLayers`` should pick it; FINN's steps continue from there (specialise, folding, bit-width
 minimisation, estimate reports, code generation).
 
-Encodings between the units: a bipolar stream XNOR units read travels as BINARY bits, one a zero-padded window
-reads as TERNARY (:func:`bnhw.hw.ops.finn_stream_dt`); an XNOR MVAU without activation outputs FINN's popcount
-``p``, which a bnhw unit reading it decodes (``2p - MW``).
+Encodings between the units: a bipolar stream XNOR units read travels as BINARY bits (:func:`bnhw.hw.ops.
+finn_stream_dt`); an XNOR MVAU without activation outputs FINN's popcount ``p``, which a bnhw unit reading it
+decodes (``2p - MW``).  Zero padding: FINN pads a BINARY stream with bit 0, i.e. -1; behind an XNOR convolution
+whose accumulator goes to an AddRequant, that unit adds back, per output position, the weights the -1 taps took
+away (:func:`bnhw.hw.ops.padding_correction`), so the convolution stays an XNOR-popcount unit; any other zero-padded
+binary window travels as TERNARY (2 bits) into a multiplying MVAU.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +33,7 @@ import numpy as np
 from ..errors import BnhwError
 from .finn_models import FinnOp
 from .ir import HwGraph, Node
-from .ops import FOLDING_ATTRS, finn_ops, finn_stream_dt, is_depthwise
+from .ops import FOLDING_ATTRS, finn_ops, finn_stream_dt, is_depthwise, padding_correction
 from .ops.mvau import finn_xnor, groups_of
 
 __all__ = ["FinnExport", "FinnExportError", "finn_dataflow_model", "unit_type"]
@@ -58,6 +63,9 @@ class FinnExport:
     folding: dict[str, dict[str, int]] = field(default_factory=dict)   # FINN folding config (final names)
     #: streams FINN carries in another encoding than the IR: "binary" (bit b = 2b - 1) or "popcount:MW" (2p - MW)
     encodings: dict[str, str] = field(default_factory=dict)
+    #: streams whose FINN values differ from the IR's by design: a zero-padded window FINN pads with -1 and the
+    #: accumulator behind it (stream -> the AddRequant that adds the difference back)
+    padded_minus_one: dict[str, str] = field(default_factory=dict)
 
     def ir_value(self, stream: str, value: np.ndarray) -> np.ndarray:
         """The IR's value of ``stream`` from FINN's (integers, int64)."""
@@ -109,6 +117,11 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
                 dt = finn_stream_dt(g, s)
                 decode.append(f"popcount:{popcount[s]}" if s in popcount else "binary" if dt == "BINARY" else "")
             encode = ["binary" if finn_stream_dt(g, s) == "BINARY" else "" for s in n.outputs]
+            corr = padding_correction(g, n) if n.op == "AddRequant" else None
+            if corr is not None:                  # the padding correction travels with the unit
+                n = copy.deepcopy(n)
+                n.attrs["border_rows"], n.attrs["border_cols"] = corr[0], corr[1]
+                n.params["border"] = corr[2]
             attrs = unit_attrs(g, n, [dtypes[s] for s in n.inputs], [finn_stream_dt(g, s) for s in n.outputs],
                                decode, encode)
             node = helper.make_node(unit, list(n.inputs), list(n.outputs), domain=DOMAIN, backend="fpgadataflow",
@@ -174,9 +187,18 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
     for name, arr, dt in inits:
         model.set_initializer(name, arr)
         model.set_tensor_datatype(name, DataType[dt])
+    from .finn_steps import NODE_ORDER_KEY
+
+    model.set_metadata_prop(NODE_ORDER_KEY, json.dumps([nd.output[0] for nd in nodes]))
     folding = {r["finn"]: r["folding"] for r in rows if r["folding"]}
     enc = {s: "binary" for s in g.streams if s in dtypes and finn_stream_dt(g, s) == "BINARY"}
     enc.update({s: f"popcount:{mw}" for s, mw in popcount.items()})
+    minus_one = {}
+    for n in g.nodes:
+        if n.op == "AddRequant" and padding_correction(g, n) is not None:
+            m = g.producer(n.inputs[0])
+            assert m is not None
+            minus_one[m.inputs[0]] = minus_one[m.outputs[0]] = n.name
     for r in rows:
         r.pop("folding")
-    return FinnExport(model, rows, folding, enc)
+    return FinnExport(model, rows, folding, enc, minus_one)

@@ -47,7 +47,7 @@ from .boards import BOARDS, Board, get_board
 from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
 
 __all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step", "step_bnhw_units",
-           "node_order_step"]
+           "step_bnhw_node_order", "NODE_ORDER_KEY"]
 
 _PE_OPS = ("DuplicateStreams_hls", "GlobalAccPool_hls", "Thresholding_hls", "Thresholding_rtl",
            "ReplicateStream_hls", "ChannelwiseOp_hls", "AddStreams_hls", "Reshape_rtl")
@@ -316,32 +316,38 @@ def complete_folding_step(target_cycles: int, part: str = "xc7z020clg400-1") -> 
 
 
 
-def node_order_step(outputs: list[str]) -> Callable[[Any, Any], Any]:
+#: the model metadata key holding the node order :func:`step_bnhw_node_order` restores
+NODE_ORDER_KEY = "bnhw_node_order"
+
+
+def step_bnhw_node_order(model, cfg):
     """A FINN builder step for right after ``step_specialize_layers`` in a graph that holds nodes of other domains
     (bnhw's units): finn-plus's ``SpecializeLayers`` counts only its own generic nodes when it puts a specialised
     node back, so with other nodes in between it reorders the graph (out of topological order).  The step puts
-    the nodes back in the order of ``outputs`` (each node's first output tensor, which specialisation keeps) and
-    names them as FINN's ``GiveUniqueNodeNames`` does in that order."""
-
-    def step_bnhw_node_order(model, cfg):
-        rank = {t: i for i, t in enumerate(outputs)}
-        nodes = sorted(model.graph.node, key=lambda n: rank.get(n.output[0], len(rank)))
-        count: dict[str, int] = {}
-        for n in nodes:
-            i = count.get(n.op_type, 0)
-            count[n.op_type] = i + 1
-            n.name = f"{n.op_type}_{i}"
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
+    the nodes back in the order the model's metadata ``bnhw_node_order`` lists (each node's first output tensor,
+    which specialisation keeps; :func:`bnhw.hw.finn_export.finn_dataflow_model` writes it) and names them as
+    FINN's ``GiveUniqueNodeNames`` does in that order.  Without the metadata it changes nothing."""
+    order = model.get_metadata_prop(NODE_ORDER_KEY)
+    if not order:
         return model
-
-    return step_bnhw_node_order
+    rank = {t: i for i, t in enumerate(json.loads(order))}
+    nodes = sorted(model.graph.node, key=lambda n: rank.get(n.output[0], len(rank)))
+    count: dict[str, int] = {}
+    for n in nodes:
+        i = count.get(n.op_type, 0)
+        count[n.op_type] = i + 1
+        n.name = f"{n.op_type}_{i}"
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
 
 
 def step_bnhw_units(model, cfg):
     """FINN's ``step_generate_estimate_reports`` for a graph holding bnhw's units (:mod:`bnhw.hw.finn_ops`), which
     FINN's own step cannot take (its ``dataflow_performance`` expects every node's producer to be an ``.hls`` /
-    ``.rtl`` node), plus the units' code generation (FINN's ``PrepareIP`` covers its own domains only):
+    ``.rtl`` node), plus the units' code generation (FINN's ``PrepareIP`` covers its own domains only).  It first
+    puts the nodes back in the exported order (:func:`step_bnhw_node_order`: qonnx's model cleanup after FINN's
+    bit-width steps re-sorts the graph, and FINN's next ``GiveUniqueNodeNames`` would rename by the new order):
 
     * ``report/estimate_layer_cycles.json`` and ``estimate_layer_resources.json``: FINN's own analyses
       (``exp_cycles_per_layer``, ``res_estimation``) of FINN's nodes, as FINN's step writes them;
@@ -357,6 +363,7 @@ def step_bnhw_units(model, cfg):
 
     from .finn_ops import DOMAIN
 
+    model = step_bnhw_node_order(model, cfg)     # qonnx's cleanup re-sorts the graph; names follow the order
     out = Path(cfg.output_dir)
     part = cfg._resolve_fpga_part()
     clk_ns = float(cfg.synth_clk_period_ns)

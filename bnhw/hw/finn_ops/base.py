@@ -96,12 +96,14 @@ class IrUnit(HWCustomOp):
         return attrs
 
     # ------------------------------------------------------------- the IR node
-    def _desc(self) -> dict[str, Any]:
+    def description(self) -> dict[str, Any]:
+        """The ``unit`` attribute: the IR op, attributes, streams, FINN types and encodings (see
+        :func:`unit_attrs`)."""
         return json.loads(self.get_nodeattr("unit"))
 
     def ir(self) -> tuple[HwGraph, Node]:
         """The one-node IR graph the unit stands for, at the node's folding."""
-        d = self._desc()
+        d = self.description()
         streams = {s["name"]: Stream(s["name"], tuple(s["shape"]), DType.from_dict(s["dtype"]))
                    for s in d["inputs"] + d["outputs"]}
         params = {}
@@ -112,11 +114,13 @@ class IrUnit(HWCustomOp):
         attrs = dict(d["attrs"], pe=int(self.get_nodeattr("PE")), simd=int(self.get_nodeattr("SIMD")))
         node = Node(d["name"], d["op"], [s["name"] for s in d["inputs"]], [s["name"] for s in d["outputs"]],
                     attrs, params, d.get("layer", ""))
-        return HwGraph.unit(node, streams, bool(d.get("last", True))), node
+        g = HwGraph.unit(node, streams, bool(d.get("last", True)))
+        g.meta["finn_dtypes"] = dict(zip(node.inputs + node.outputs, d["finn_in"] + d["finn_out"]))
+        return g, node
 
     # ------------------------------------------------------------- shapes and types
     def _stream(self, kind: str, ind: int) -> dict[str, Any]:
-        return self._desc()[kind][ind]
+        return self.description()[kind][ind]
 
     def get_normal_input_shape(self, ind=0):
         return finn_shape(self._stream("inputs", ind)["shape"])
@@ -142,10 +146,10 @@ class IrUnit(HWCustomOp):
         return self._folded(self.get_normal_output_shape(ind), self._out_par(ind))
 
     def get_input_datatype(self, ind=0):
-        return DataType[self._desc()["finn_in"][ind]]
+        return DataType[self.description()["finn_in"][ind]]
 
     def get_output_datatype(self, ind=0):
-        return DataType[self._desc()["finn_out"][ind]]
+        return DataType[self.description()["finn_out"][ind]]
 
     def get_instream_width(self, ind=0):
         return self.get_input_datatype(ind).bitwidth() * self.get_folded_input_shape(ind)[-1]
@@ -163,7 +167,7 @@ class IrUnit(HWCustomOp):
     # ------------------------------------------------------------- execution
     def execute_node(self, context, graph):
         g, n = self.ir()
-        d = self._desc()
+        d = self.description()
         ins = []
         for i, name in enumerate(self.onnx_node.input):
             shape = tuple(d["inputs"][i]["shape"])
@@ -200,15 +204,18 @@ class IrUnit(HWCustomOp):
         """The unit's IR graph with its streams in the encodings FINN's neighbours use, for bnhw's HLS generator:
         a TERNARY stream is a 2-bit signed integer (FINN's layout, not bnhw's value + valid bit planes), so an
         MVAU reading it multiplies instead of XNOR-ing; a popcount input of AddRequant is folded into its
-        parameters (``(2p - MW) * A + B = p * 2A + (B - MW * A)``).  BINARY streams are bnhw's ``Bipolar``
+        parameters (``(2p - MW) * A + B = p * 2A + (B - MW * A)``) and so is a padding correction (``B`` becomes
+        a table per position class: ``+ border * A``).  BINARY streams are bnhw's ``Bipolar``
         (bit 1 = +1, FINN's convention)."""
         import copy
 
         g, n = self.ir()
-        d = self._desc()
+        d = self.description()
         streams = dict(g.streams)
         n = copy.deepcopy(n)
         for s, dt in zip(n.inputs + n.outputs, d["finn_in"] + d["finn_out"]):
+            if dt == "BINARY" and streams[s].dtype.padded:      # FINN's 1-bit window, padded with -1
+                streams[s] = Stream(s, streams[s].shape, DType.bipolar(False))
             if dt == "TERNARY":
                 streams[s] = Stream(s, streams[s].shape, DType.int_(2, True))
                 if n.op == "MVAU" and s == n.inputs[0]:
@@ -224,6 +231,10 @@ class IrUnit(HWCustomOp):
             n.params["A"], n.params["B"] = 2 * a, np.asarray(n.params["B"], dtype=np.int64) - mw * a
             s = n.inputs[0]
             streams[s] = Stream(s, streams[s].shape, DType.for_range(0, mw))
+        if "border" in n.params:                 # (x + border) * A + B: a bias per position class and channel
+            border = np.asarray(n.params.pop("border"), dtype=np.int64)
+            a0 = np.asarray(self.ir()[1].params["A"], dtype=np.int64)
+            n.params["B"] = np.asarray(n.params["B"], dtype=np.int64)[None, None, :] + border * a0[None, None, :]
         return HwGraph.unit(n, streams, bool(d.get("last", True)))
 
     def code_generation_ipgen(self, model, fpgapart, clk):

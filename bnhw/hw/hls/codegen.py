@@ -646,11 +646,34 @@ class Generator:
         self._param_file(n, text)
         return vals, pt, pragmas
 
+    def _pos_bias_params(self, n: Node, C: int, pe: int):
+        """A (per channel) and B (per position class and channel: ``border_rows`` / ``border_cols``) of an
+        AddRequant whose bias depends on the output position."""
+        A = per_channel(n, "A", C)
+        B = np.asarray(n.params["B"], dtype=np.int64)
+        nr, nc = B.shape[0], B.shape[1]
+        allv = np.concatenate([A, B.reshape(-1)])
+        pt = _sint_pod(int(allv.min()), int(allv.max()), n.name)
+        pfx = c_ident(n.name)
+        blay = np.stack([_pe_layout(B[r, c], pe) for r in range(nr) for c in range(nc)])
+        text = (_c_array(f"{pfx}_A", pt, [_lit(x) for x in _pe_layout(A, pe).reshape(-1)], (pe, C // pe)) + "\n"
+                + _c_array(f"{pfx}_B", pt, [_lit(x) for x in blay.reshape(-1)], (nr, nc, pe, C // pe)) + "\n"
+                + _c_array(f"{pfx}_rc", "unsigned char", [str(int(v)) for v in n.attrs["border_rows"]],
+                           (len(n.attrs["border_rows"]),)) + "\n"
+                + _c_array(f"{pfx}_cc", "unsigned char", [str(int(v)) for v in n.attrs["border_cols"]],
+                           (len(n.attrs["border_cols"]),)) + "\n")
+        self._param_file(n, text)
+        pragmas = [f"#pragma HLS ARRAY_PARTITION variable={pfx}_A complete dim=1",
+                   f"#pragma HLS ARRAY_PARTITION variable={pfx}_B complete dim=3"]
+        return pt, pragmas, nr, nc
+
     def _op_AddRequant(self, n: Node):
         si, so = self._types(n)
         C, pe = si.channels, n.pe
         if C % pe:
             raise HLSError(f"{n.name}: PE={pe} must divide {C} channels")
+        if np.ndim(n.params["B"]) == 3:
+            return self._add_requant_pos(n, si, so, C, pe)
         vals, pt, pragmas = self._pc_params(n, ["A", "B"], C, pe)
         shift = int(n.attrs["shift"])
         ss = int(n.attrs.get("shortcut_shift", 0))
@@ -665,6 +688,23 @@ class Generator:
         else:
             body = (f"    bnhw::add_requant<{si.pixels}, {C}, {pe}, {_etype(si.dtype)}, {_etype(so.dtype)}, "
                     f"{pt}, {acc}, {shift}>(in0, out0, {pfx}A, {pfx}B);\n")
+        return body, pragmas
+
+    def _add_requant_pos(self, n: Node, si, so, C: int, pe: int):
+        pt, pragmas, nr, nc = self._pos_bias_params(n, C, pe)
+        shift, ss = int(n.attrs["shift"]), int(n.attrs.get("shortcut_shift", 0))
+        lo_, hi_ = _value_range(self.g, n)
+        acc = _ap_int(lo_, hi_, margin=1, at_least=max(shift, 0) + 2, what=n.name)
+        p = c_ident(n.name)
+        H, W = si.shape[0], si.shape[1]
+        arrays = f"{p}_A, {p}_B, {p}_rc, {p}_cc"
+        if len(n.inputs) > 1:
+            ts = self.g.in_stream(n, 1).dtype
+            body = (f"    bnhw::add_requant2_pos<{H}, {W}, {C}, {pe}, {nr}, {nc}, {_etype(si.dtype)}, {_etype(ts)}, "
+                    f"{_etype(so.dtype)}, {pt}, {acc}, {ss}, {shift}>(in0, in1, out0, {arrays});\n")
+        else:
+            body = (f"    bnhw::add_requant_pos<{H}, {W}, {C}, {pe}, {nr}, {nc}, {_etype(si.dtype)}, "
+                    f"{_etype(so.dtype)}, {pt}, {acc}, {shift}>(in0, out0, {arrays});\n")
         return body, pragmas
 
     def _op_RPReLU(self, n: Node):

@@ -18,9 +18,9 @@ import numpy as np
 from ...errors import BnhwError
 from ..ir import HwGraph
 from .codegen import DEFAULT_CLOCK_NS, DEFAULT_PART, c_ident
-from .project import render_project, sources_hash
+from .project import CXXFLAGS, render_project, sources_hash
 
-__all__ = ["csim", "vendor_tools", "default_cache_dir", "compile_csim"]
+__all__ = ["csim", "csim_unit", "vendor_tools", "default_cache_dir", "compile_csim"]
 
 VENDOR_TOOLS = ("vitis_hls", "vivado_hls", "vivado")
 
@@ -161,3 +161,51 @@ def csim(g: HwGraph, inputs: np.ndarray, work_dir=None, *, top: str = "bnhw_top"
     if out.size != n * so.elems:
         raise BnhwError(f"HLS C simulation of {g.name!r} returned {out.size} values, expected {n * so.elems}")
     return out.reshape(n, *so.shape)
+
+
+def csim_unit(g: HwGraph, inputs: list[np.ndarray], work_dir) -> np.ndarray:
+    """C-simulate a unit graph (:meth:`HwGraph.unit`: one node, any number of inputs) on one frame per input
+    (``(H, W, C)`` integer arrays, in the order of the node's inputs) and return its output frame.  The harness
+    writes each input stream's words with its element type, calls the unit's top function and reads the output
+    words; everything is compiled with g++ in ``work_dir``.  For the units bnhw generates inside FINN graphs
+    (:meth:`bnhw.hw.finn_ops.IrUnit.code_generation_ipgen`), checked against ``g.execute``."""
+    from .codegen import Generator, _etype, _word, ap_types_dir
+
+    cxx = _compiler()
+    node = g.nodes[0]
+    top = c_ident(g.name)
+    gen = Generator(g, top)
+    files = gen.run()
+    work = Path(work_dir)
+    for rel, text in files.items():
+        p = work / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    ports = ["in"] + [f"in{i}" for i in range(1, len(node.inputs))]
+    lines, decls = [], []
+    for port, s, x in zip(ports, node.inputs, inputs):
+        st, par = g.streams[s], gen.par[s]
+        vals = np.asarray(x, dtype=np.int64).reshape(-1)
+        if vals.size != st.elems:
+            raise BnhwError(f"csim_unit: input {s!r} needs {st.elems} values, got {vals.size}")
+        decls.append(f"static const long long v_{port}[{vals.size}] = {{{', '.join(str(int(v)) for v in vals)}}};")
+        lines.append(f"    hls::stream<{_word(st.dtype, par)}> s_{port};\n"
+                     f"    for (int w = 0; w < {st.elems // par}; w++) {{ {_word(st.dtype, par)} x = 0;\n"
+                     f"        for (int p = 0; p < {par}; p++) {_etype(st.dtype)}::set<{par}>(x, p, v_{port}[w * {par} + p]);"
+                     f"\n        s_{port}.write(x); }}")
+    so, opar = g.streams[g.output], gen.par[g.output]
+    call = ", ".join([f"s_{ports[0]}", "s_out", *(f"s_{p}" for p in ports[1:])])
+    tb = (f"{gen.prologue()}#include <cstdio>\n#include \"{top}.h\"\n#include \"{top}.cpp\"\n" + "\n".join(decls)
+          + "\nint main() {\n" + "\n".join(lines)
+          + f"\n    hls::stream<{_word(so.dtype, opar)}> s_out;\n    {top}({call});\n"
+          f"    for (int w = 0; w < {so.elems // opar}; w++) {{ {_word(so.dtype, opar)} x = s_out.read();\n"
+          f"        for (int p = 0; p < {opar}; p++) printf(\"%lld\\n\", (long long){_etype(so.dtype)}::get<{opar}>(x, p)); }}\n"
+          "    return 0;\n}\n")
+    (work / "firmware" / "unit_tb.cpp").write_text(tb)
+    exe = work / "unit_tb"
+    r = subprocess.run([cxx, *CXXFLAGS, f"-I{ap_types_dir()}", f"-I{work / 'firmware'}", "-o", str(exe),
+                        str(work / "firmware" / "unit_tb.cpp")], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BnhwError(f"csim_unit: {g.name}: g++ failed: {r.stderr.strip().splitlines()[-1] if r.stderr else ''}")
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    return np.asarray([int(v) for v in out], dtype=np.int64).reshape(so.shape)

@@ -26,19 +26,21 @@ from .base import (
     ChannelwiseOp,
     HwOp,
     backend_unit,
+    border_corrected,
     divisors,
     finn_activation,
     finn_stream_dt,
     get_op,
     is_xnor,
     op_names,
+    padding_correction,
     register,
     unregister,
 )
 from .mvau import acc_bounds, is_depthwise
 
 __all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "backend_unit", "get_op", "op_names", "divisors", "acc_bounds", "is_depthwise",
-           "finn_stream_dt", "finn_activation", "is_xnor",
+           "finn_stream_dt", "finn_activation", "is_xnor", "border_corrected", "padding_correction",
            "node_cycles", "node_resources", "legal_pe", "legal_simd", "finn_ops", "finn_op_type",
            "folding_error", "model_notes", "execute_node", "finn_folding_config", "finn_graph_ops", "FOLDING_ATTRS"]
 

@@ -1,16 +1,29 @@
 """``AddRequant``: ``acc = x*A[c] + B[c] (+ s << shortcut_shift)``, ``out = clip(round_half_even(acc /
 2**shift))`` to the output type: the fixed-point batch norm, the Bi-Real shortcut add and the
 requantiser in one unit (``s``: the optional second input).  A bnhw unit (FINN has none), folded like
-FINN's ElementwiseBinary: PE channels per cycle."""
+FINN's ElementwiseBinary: PE channels per cycle.
+
+Behind an XNOR MVAU that FINN feeds with -1 padding (:func:`~.base.border_corrected`) it also adds the padding
+correction of its output position to ``x`` (:func:`~.base.padding_correction`): a unit graph carries the table
+as parameter ``border``; its cost is a second parameter memory (the table) and the position counters."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..finn_models import bits_of, mult_luts
+from ..finn_models import Resources, bits_of, elementwise_resources, mult_luts
 from ..ir import per_channel, round_half_even_shift
-from .base import register
+from .base import padding_correction, register
 from .elementwise import ElementwiseOp
+
+
+def bias_map(n) -> np.ndarray:
+    """``B`` per channel, or per output position where ``B`` is a table ``(row class, column class, channel)`` with
+    ``border_rows`` / ``border_cols`` (a unit that folded a padding correction into its bias)."""
+    b = np.asarray(n.params["B"], dtype=np.int64)
+    if b.ndim == 3:
+        return b[list(n.attrs["border_rows"])][:, list(n.attrs["border_cols"])]
+    return b
 
 
 @register
@@ -24,7 +37,10 @@ class AddRequant(ElementwiseOp):
 
     def execute(self, g, n, ins):
         x = ins[0]
-        acc = x * n.params["A"].astype(np.int64) + n.params["B"].astype(np.int64)
+        if "border" in n.params:                 # FINN's -1 padding taken back, per output position
+            rows, cols, table = padding_correction(g, n)
+            x = x + table[rows][:, cols]
+        acc = x * n.params["A"].astype(np.int64) + bias_map(n)
         if len(ins) > 1:
             acc = acc + (ins[1] << int(n.attrs.get("shortcut_shift", 0)))
         out = round_half_even_shift(acc, int(n.attrs["shift"]))
@@ -34,10 +50,16 @@ class AddRequant(ElementwiseOp):
     def value_range(self, g, n):
         """``acc`` over the input types (scaled by ``2**-shift`` when ``shift < 0``)."""
         si = g.in_stream(n)
-        A, B = per_channel(n, "A", si.channels), per_channel(n, "B", si.channels)
+        A = per_channel(n, "A", si.channels)
+        Bs = np.asarray(n.params["B"], dtype=np.int64).reshape(-1, si.channels) if np.ndim(n.params["B"]) == 3 \
+            else per_channel(n, "B", si.channels)[None]
+        B = Bs.min(axis=0)
         xlo, xhi = si.dtype.min, si.dtype.max
+        if "border" in n.params:
+            table = np.asarray(n.params["border"], dtype=np.int64).reshape(-1, si.channels)
+            xlo, xhi = xlo + table.min(axis=0), xhi + table.max(axis=0)
         lo = np.minimum(A * xlo, A * xhi) + B
-        hi = np.maximum(A * xlo, A * xhi) + B
+        hi = np.maximum(A * xlo, A * xhi) + Bs.max(axis=0)
         if len(n.inputs) > 1:
             ts, ss = g.in_stream(n, 1).dtype, int(n.attrs.get("shortcut_shift", 0))
             lo, hi = lo + (ts.min << ss), hi + (ts.max << ss)
@@ -56,3 +78,17 @@ class AddRequant(ElementwiseOp):
                        + int(n.attrs.get("shortcut_shift", 0))) + 1
         dp = mult_luts(xb, max(ab, 1)) + accb * (2 if len(n.inputs) > 1 else 1) + accb + outs.dtype.bits
         return dp, ab + bb
+
+    def resources(self, g, n):
+        """The elementwise model, plus for a padding correction its table (as the B parameters, one entry per
+        position class and channel, in LUTRAM: a few narrow words) and the row / column class counters."""
+        base = super().resources(g, n)
+        corr = padding_correction(g, n)
+        if corr is None:
+            return base
+        rows, cols, table = corr
+        bb = int(np.abs(table).max()).bit_length() + 1
+        si = g.in_stream(n)
+        extra = elementwise_resources(si.channels * table.shape[0] * table.shape[1], n.pe, 0, bb, "distributed")
+        counters = 2 * (len(rows).bit_length() + len(cols).bit_length())
+        return base + Resources(extra.lut - 100 + counters, extra.bram18, 0, 0, extra.lutram)

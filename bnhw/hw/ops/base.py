@@ -19,7 +19,8 @@ from ..finn_models import FinnOp, Resources, op_cycles, op_resources
 from ..ir import HwGraph, IRError, Node
 
 __all__ = ["HwOp", "ChannelwiseOp", "register", "unregister", "backend_unit", "get_op", "op_names", "divisors",
-           "finn_stream_dt", "finn_activation", "is_xnor"]
+           "finn_stream_dt", "finn_activation", "is_xnor",
+           "border_corrected", "padding_correction"]
 
 _REGISTRY: dict[str, HwOp] = {}
 T = TypeVar("T")
@@ -38,23 +39,78 @@ def is_xnor(g: HwGraph, n: Node) -> bool:
     return bool(g.in_stream(n).dtype.is_bipolar and w is not None and np.all(np.abs(w) == 1))
 
 
+def border_corrected(g: HwGraph, n: Node) -> bool:
+    """Whether XNOR MVAU ``n`` reads a zero-padded window and the border's error is corrected downstream, so
+    FINN keeps it an XNOR unit: FINN pads a bipolar stream with bit 0 (= -1), which adds ``-sum(w)`` over the
+    padding taps to the accumulator; when the MVAU has no activation and its one consumer is an AddRequant
+    (its first input), that unit adds the sum back per output position (:func:`padding_correction`)."""
+    if n.op != "MVAU" or "thresholds" in n.params or not is_xnor(g, n):
+        return False
+    swg = g.producer(n.inputs[0])
+    if swg is None or swg.op != "SWG" or int(swg.attrs.get("pad", 0)) <= 0 or int(swg.attrs.get("pad_value", 0)):
+        return False
+    if int(n.attrs.get("groups", 1)) > 1 and int(n.attrs.get("groups", 1)) == int(n.attrs.get("channels", 0)) \
+            and g.out_stream(n).channels == int(n.attrs["groups"]):
+        return False                             # depthwise: FINN's VVAU, no AddRequant correction modelled
+    cons = g.consumers(n.outputs[0])
+    return len(cons) == 1 and cons[0].op == "AddRequant" and cons[0].inputs[0] == n.outputs[0]
+
+
+def _pad_sets(n_out: int, n_in: int, k: int, stride: int, pad: int, dil: int) -> list[tuple[int, ...]]:
+    """Per output row (column): the kernel rows (columns) that fall on the zero padding."""
+    return [tuple(kk for kk in range(k) if not 0 <= o * stride - pad + kk * dil < n_in) for o in range(n_out)]
+
+
+def padding_correction(g: HwGraph, n: Node) -> tuple[list[int], list[int], np.ndarray] | None:
+    """For AddRequant ``n`` behind a border-corrected MVAU (:func:`border_corrected`): ``(row class per output row,
+    column class per output column, table[row class, column class, channel])``, the sum of the MVAU's weights
+    over the taps that fall on the padding at that position (what FINN's -1 padding took away).  A unit graph
+    carries it as parameter ``border`` and attributes ``border_rows`` / ``border_cols``.  ``None``: no
+    correction."""
+    if "border" in n.params:
+        return list(n.attrs["border_rows"]), list(n.attrs["border_cols"]), np.asarray(n.params["border"], np.int64)
+    m = g.producer(n.inputs[0])
+    if m is None or not border_corrected(g, m):
+        return None
+    swg = g.producer(m.inputs[0])
+    assert swg is not None
+    H, W, C = g.in_stream(swg).shape
+    Ho, Wo, MH = g.out_stream(m).shape
+    k, stride = int(swg.attrs["k"]), int(swg.attrs.get("stride", 1))
+    pad, dil = int(swg.attrs.get("pad", 0)), int(swg.attrs.get("dilation", 1))
+    w = np.asarray(m.params["weights"], dtype=np.int64)             # (MH, k*k*C // groups)
+    per_tap = w.reshape(MH, k * k, -1).sum(axis=2)                    # (MH, taps)
+    rsets, csets = _pad_sets(Ho, H, k, stride, pad, dil), _pad_sets(Wo, W, k, stride, pad, dil)
+    rkeys, ckeys = sorted(set(rsets)), sorted(set(csets))
+    table = np.zeros((len(rkeys), len(ckeys), MH), dtype=np.int64)
+    for i, rs in enumerate(rkeys):
+        for j, cs in enumerate(ckeys):
+            taps = [ky * k + kx for ky in range(k) for kx in range(k) if ky in rs or kx in cs]
+            table[i, j] = per_tap[:, taps].sum(axis=1) if taps else 0
+    return [rkeys.index(r) for r in rsets], [ckeys.index(c) for c in csets], table
+
+
 def finn_stream_dt(g: HwGraph, stream: str) -> str:
     """The FINN datatype stream ``stream`` has in the graph bnhw hands to FINN.  Integer streams keep their
-    type.  A bipolar stream that XNOR units read travels as ``BINARY`` (bit 1 = +1), as in FINN's own flow;
-    one that other units read as ``BIPOLAR``; and one that a zero-padded window generator reads (or such a
-    window) as ``TERNARY`` (2 bits: -1 / 0 / +1): a padding tap holds 0, which one bit cannot hold (FINN's
-    1-bit encoding would pad with -1 and silently change every border pixel), so the MVAU it feeds multiplies
+    type.  A bipolar stream that XNOR units read travels as ``BINARY`` (bit 1 = +1), as in FINN's own flow,
+    zero-padded windows included where the border is corrected downstream (:func:`border_corrected`); one that
+    other units read as ``BIPOLAR``; and a zero-padded window without that correction (and the stream it is
+    made from) as ``TERNARY`` (2 bits: -1 / 0 / +1): a padding tap holds 0, which one bit cannot hold (FINN's
+    1-bit encoding pads with -1 and would silently change every border pixel), so the MVAU it feeds multiplies
     a 2-bit input by its bipolar weights instead of XNOR-ing."""
+    fixed = g.meta.get("finn_dtypes", {}).get(stream)       # a unit graph knows its neighbours' choice
+    if fixed:
+        return str(fixed)
     t = g.streams[stream].dtype
     if not t.is_bipolar:
         return t.finn_name()
     cons = g.consumers(stream)
-    if t.padded or any(c.op == "SWG" and int(c.attrs.get("pad", 0)) > 0 for c in cons):
-        return "TERNARY"
+    if t.padded:
+        return "BINARY" if cons and all(border_corrected(g, c) for c in cons) else "TERNARY"
     for c in cons:
         if c.op == "SWG":
             if finn_stream_dt(g, c.outputs[0]) != "BINARY":
-                return "BIPOLAR"
+                return "TERNARY" if int(c.attrs.get("pad", 0)) > 0 else "BIPOLAR"
         elif c.op != "MVAU" or not is_xnor(g, c):
             return "BIPOLAR"
     return "BINARY"

@@ -205,20 +205,34 @@ def fifo_resources(net: Netlist, depths: list[int]) -> list[dict]:
     return out
 
 
-def finn_unit_names(net: Netlist) -> dict[str, str]:
+def finn_unit_names(net: Netlist, nodes: list[dict[str, str]] | None = None) -> dict[str, str]:
     """Simulated unit -> the name finn-plus's builder gives the same FINN op (:func:`bnhw.hw.ops.finn_graph_ops`):
-    the k-th unit of an IR node modelling FINN op type T is the k-th T op of that node.  Width converters and the
-    DMAs are not listed (FINN inserts and names its own)."""
+    the k-th unit of an IR node modelling FINN op type T is the k-th T op of that node.  ``nodes``: the FINN graph
+    is bnhw's IR exported (:attr:`bnhw.hw.finn_export.FinnExport.nodes`), whose bnhw units (AddRequant, ...,
+    GroupedMVAU) stand for one IR node each.  Width converters and the DMAs are not listed (FINN inserts and names
+    its own)."""
     from ..ops import finn_graph_ops
 
+    rows = ([(name, ir, op.op_type) for name, ir, op in finn_graph_ops(net.graph)] if nodes is None else
+            [(r["finn"], r["ir"], r["final"]) for r in nodes])
     pending: dict[tuple[str, str], list[str]] = {}
-    for name, ir, op in finn_graph_ops(net.graph):
-        pending.setdefault((ir, op.op_type), []).append(name)
+    per_node: dict[str, list[str]] = {}
+    for name, ir, t in rows:
+        pending.setdefault((ir, t), []).append(name)
+        per_node.setdefault(ir, []).append(name)
+    sim_units: dict[str, int] = {}
+    for u in net.units:
+        if u.kind not in ("source", "sink"):
+            sim_units[u.node] = sim_units.get(u.node, 0) + 1
     out = {}
     for u in net.units:
+        if u.kind in ("source", "sink"):
+            continue
         names = pending.get((u.node, u.finn_op))
-        if u.kind not in ("source", "sink") and names:
+        if names:
             out[u.name] = names.pop(0)
+        elif len(per_node.get(u.node, [])) == 1 and sim_units[u.node] == 1:    # a bnhw unit for the node
+            out[u.name] = per_node[u.node][0]
     return out
 
 

@@ -585,6 +585,52 @@ void add_requant2(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<
         }
 }
 
+// AddRequant with a bias per output position class (a unit that folded FINN's -1 padding correction into B):
+// B[rc[y]][cc[x]][pe][cf] for the pixel in row y, column x of an H x W map.
+template <int H, int W, int C, int PE, int NR, int NC, class TI, class TO, class PT, class ACC, int SHIFT>
+void add_requant_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
+                     const PT (&A)[PE][C / PE], const PT (&B)[NR][NC][PE][C / PE], const unsigned char (&rc)[H],
+                     const unsigned char (&cc)[W]) {
+    const int CF = C / PE;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                ap_uint<PE * TI::BITS> v = in.read();
+                ap_uint<PE * TO::BITS> o = 0;
+                for (int pe = 0; pe < PE; pe++) {
+#pragma HLS UNROLL
+                    ACC acc = ACC(TI::template get<PE>(v, pe)) * A[pe][cf] + B[rc[y]][cc[x]][pe][cf];
+                    TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
+                }
+                out.write(o);
+            }
+}
+
+template <int H, int W, int C, int PE, int NR, int NC, class TI, class TS, class TO, class PT, class ACC,
+          int SC_SHIFT, int SHIFT>
+void add_requant2_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TS::BITS> > &sc,
+                      hls::stream<ap_uint<PE * TO::BITS> > &out, const PT (&A)[PE][C / PE],
+                      const PT (&B)[NR][NC][PE][C / PE], const unsigned char (&rc)[H],
+                      const unsigned char (&cc)[W]) {
+    const int CF = C / PE;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                ap_uint<PE * TI::BITS> v = in.read();
+                ap_uint<PE * TS::BITS> s = sc.read();
+                ap_uint<PE * TO::BITS> o = 0;
+                for (int pe = 0; pe < PE; pe++) {
+#pragma HLS UNROLL
+                    ACC acc = ACC(TI::template get<PE>(v, pe)) * A[pe][cf] + B[rc[y]][cc[x]][pe][cf];
+                    acc = acc + (ACC(TS::template get<PE>(s, pe)) << SC_SHIFT);
+                    TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
+                }
+                out.write(o);
+            }
+}
+
 // RPReLU: y = x - S_in[c]; y = y << FRAC if y >= 0 else y * slope[c];
 // out = clip(round_half_even((y + (S_out[c] << FRAC)) / 2**FRAC)).
 template <int PIXELS, int C, int PE, class TI, class TO, class PT, class ACC, int FRAC>
