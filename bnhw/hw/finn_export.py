@@ -58,8 +58,8 @@ class FinnExport:
 
     model: Any                                   # qonnx ModelWrapper
     #: per FINN node, in graph order: {"finn": name after SpecializeLayers, "ir": IR node, "source": "FINN unit" |
-    #: "bnhw unit", "op_type": ...}
-    nodes: list[dict[str, str]] = field(default_factory=list)
+    #: "bnhw unit", "op_type": generic op type, "final": op type after SpecializeLayers}
+    nodes: list[dict[str, Any]] = field(default_factory=list)
     folding: dict[str, dict[str, int]] = field(default_factory=dict)   # FINN folding config (final names)
     #: streams FINN carries in another encoding than the IR: "binary" (bit b = 2b - 1) or "popcount:MW" (2p - MW)
     encodings: dict[str, str] = field(default_factory=dict)
@@ -105,7 +105,9 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
 
     from .finn_ops import DOMAIN, UNITS, finn_shape, unit_attrs
 
-    nodes, inits, rows = [], [], []
+    nodes: list[Any] = []
+    inits: list[tuple[str, np.ndarray, str]] = []
+    rows: list[dict[str, Any]] = []
     dtypes: dict[str, str] = {g.input: g.streams[g.input].dtype.finn_name()}
     shapes: dict[str, list[int]] = {g.input: finn_shape(g.streams[g.input].shape)}
     popcount: dict[str, int] = {}            # stream -> MW of the XNOR MVAU whose popcount it carries

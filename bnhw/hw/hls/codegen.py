@@ -134,6 +134,11 @@ def _word(t: DType, p: int) -> str:
     return f"ap_uint<{p * _ebits(t)}>"
 
 
+#: the C++ element type and stream word type of a stream dtype (for harnesses around the generated code)
+element_type = _etype
+word_type = _word
+
+
 def ap_int_max_w(bits: int) -> int:
     """The ``AP_INT_MAX_W`` a design whose widest ``ap_uint`` is ``bits`` wide is compiled with:
     ap_int's default (1024) or ``bits`` rounded up to a multiple of 1024 (ap_int's own granularity)."""

@@ -169,7 +169,9 @@ def csim_unit(g: HwGraph, inputs: list[np.ndarray], work_dir) -> np.ndarray:
     writes each input stream's words with its element type, calls the unit's top function and reads the output
     words; everything is compiled with g++ in ``work_dir``.  For the units bnhw generates inside FINN graphs
     (:meth:`bnhw.hw.finn_ops.IrUnit.code_generation_ipgen`), checked against ``g.execute``."""
-    from .codegen import Generator, _etype, _word, ap_types_dir
+    from .codegen import Generator, ap_types_dir
+    from .codegen import element_type as _etype
+    from .codegen import word_type as _word
 
     cxx = _compiler()
     node = g.nodes[0]

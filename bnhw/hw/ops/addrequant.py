@@ -37,8 +37,9 @@ class AddRequant(ElementwiseOp):
 
     def execute(self, g, n, ins):
         x = ins[0]
-        if "border" in n.params:                 # FINN's -1 padding taken back, per output position
-            rows, cols, table = padding_correction(g, n)
+        corr = padding_correction(g, n) if "border" in n.params else None
+        if corr is not None:                     # FINN's -1 padding taken back, per output position
+            rows, cols, table = corr
             x = x + table[rows][:, cols]
         acc = x * n.params["A"].astype(np.int64) + bias_map(n)
         if len(ins) > 1:
