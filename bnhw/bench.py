@@ -38,6 +38,10 @@ digits and OPs of each.  A cell drawn at random from the same space
 ("random", no search) is stacked and trained the same way: the baseline that
 tells whether the searches found anything at this scale.
 
+FINN code generation (``--only finn``, a few minutes): ``bnhw build NET --no-sim`` from a zoo name (or a
+reference net) to FINN's generated code, wall time of the whole command in a fresh process (spec, weights,
+lowering, folding, C simulation, FINN's steps), FINN's own seconds, the HW nodes with code and the bnhw units.
+
 Benchmarks are not tests: nothing here asserts a number.  Run
 ``python -m bnhw.bench --quick`` for a smaller version, ``--only search`` or
 ``--only fpga`` for one part.
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -90,7 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "bnas"], help="run one part only")
+    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "bnas", "finn"], help="run one part only")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +108,9 @@ def main() -> None:
     if args.only in (None, "sim"):
         sim = bench_sim(out / "sim")
         _merge(out, "sim", sim, _sim_table(sim))
+    if args.only in (None, "finn"):
+        fb = bench_finn(out / "finn")
+        _merge(out, "finn", fb, _finn_table(fb))
     if args.only in (None, "fpga"):
         fpga = bench_fpga(out / "fpga")
         _merge(out, "fpga", fpga, _fpga_table(fpga))
@@ -162,6 +170,45 @@ def bench_fpga(out: Path) -> dict:
                for net, v in ratios.items()}
     return {"board": "pynq-z2", "clock_mhz": 100.0, "rows": rows, "summary": summary,
             "note": "all figures modelled with FINN's analytical cycle/resource models (bnhw.hw.finn_models)"}
+
+
+FINN_NETS = ("nasbnn-cifar-smallest", "nasbnn-cifar-largest", "cnv-w1a1")
+
+
+def bench_finn(out: Path) -> dict:
+    """``bnhw build NET --no-sim`` in a fresh process per net: wall time from the name to FINN's generated code."""
+    import subprocess
+    import sys
+
+    rows = []
+    for net in FINN_NETS:
+        folder = out / net
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "bnhw", "build", net, "--target", "pynq-z2", "--no-sim", "-o",
+                            str(folder)], capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        row: dict[str, Any] = {"network": net, "exit": p.returncode, "wall_s": round(wall, 1)}
+        if p.returncode == 0:
+            f = json.loads((folder / "report.json").read_text())["finn"]
+            row.update(finn_ok=f.get("ok"), finn_front=f.get("front"), finn_s=round(f.get("seconds", 0.0), 1),
+                       hw_nodes_with_code=len(f.get("codegen", {})), bnhw_units=sorted(f.get("units", {})),
+                       fps_finn=f.get("network", {}).get("estimated_throughput_fps"))
+        else:
+            row["error"] = (p.stderr.strip().splitlines() or [""])[-1]
+        print(f"{net}: {row}", flush=True)
+        rows.append(row)
+    return {"rows": rows, "cores": os.cpu_count(), "note": "wall time measured (fresh process, this machine); FINN's "
+            "FPS is FINN's estimate (modelled)"}
+
+
+def _finn_table(r: dict) -> str:
+    lines = ["| network | exit | wall (s, measured) | FINN steps (s) | front end | HW nodes with code | bnhw units |",
+             "|---|---:|---:|---:|---|---:|---|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['network']} | {x['exit']} | {x['wall_s']} | {x.get('finn_s', '-')} | "
+                     f"{x.get('finn_front', '-')} | {x.get('hw_nodes_with_code', '-')} | "
+                     f"{', '.join(x.get('bnhw_units', [])) or '-'} |")
+    return "\n".join(lines)
 
 
 SIM_NETS = ("cnv-w1a1", "nasbnn-cifar-smallest")

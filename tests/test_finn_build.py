@@ -427,6 +427,38 @@ def test_bnhw_folding_runs_as_a_step_of_a_finn_build(tfc_build, tmp_path):
     assert total_f["LUT"] < total["LUT"]
 
 
+def test_bnhw_folding_step_folds_bnhw_units_in_an_exported_graph(nas_build, tmp_path):
+    """step_bnhw_folding on bnhw's exported NAS-BNN graph (no folding config) folds FINN's nodes and bnhw's units
+    alike (the units' legal foldings and estimates are their IR op's); the design fits the board and is as fast as
+    bnhw's own folding of the IR, whose per-node figures FINN's equal."""
+    from bnhw.hw.boards import get_board
+    from bnhw.hw.finn_compat import finn_build_dir, finn_builder
+    from bnhw.hw.finn_steps import step_bnhw_folding
+
+    out, _ = nas_build
+    bd, bc = finn_builder()
+    steps = ["step_specialize_layers", "bnhw.hw.finn_steps.step_bnhw_node_order", step_bnhw_folding,
+             "step_minimize_bit_width", "bnhw.hw.finn_steps.step_bnhw_units", "step_hw_codegen"]
+    (tmp_path / "tmp").mkdir()
+    cfg = bc.DataflowBuildConfig(output_dir=str(tmp_path / "o"), synth_clk_period_ns=10.0, board="Pynq-Z2",
+                                 shell_flow_type=bc.ShellFlowType.VIVADO_ZYNQ, steps=steps,
+                                 generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS])
+    with finn_build_dir(tmp_path / "tmp"):
+        rc = bd.build_dataflow_cfg(str(out / "finn" / "model.onnx"), cfg)
+    assert rc == 0, (tmp_path / "o" / "build_dataflow.log").read_text()[-3000:]
+    rep = tmp_path / "o" / "report"
+    chosen = json.loads((rep / "bnhw_folding.json").read_text())
+    perf = json.loads((rep / "estimate_network_performance_bnhw.json").read_text())
+    assert perf["max_cycles"] == chosen["ii_cycles"] and perf["bnhw_units"] > 50
+    folded_units = [u for u in chosen["units"] if u["unit"].startswith(("AddRequant", "RPReLU", "GroupedMVAU"))
+                    and any(v > 1 for a in u["folding"] for v in a.values())]
+    assert folded_units                                              # bnhw's units were folded too
+    board = get_board("pynq-z2")
+    assert chosen["total"]["LUT"] <= 0.85 * board.lut and chosen["total"]["BRAM18"] <= 0.85 * board.bram18
+    ours = json.loads((out / "report.json").read_text())["performance"]["ii_cycles"]
+    assert chosen["ii_cycles"] <= ours
+
+
 # ----------------------------------------------------------------------------- a model from outside
 def _finn_onnx(qonnx_file: Path, out: Path) -> None:
     """The FINN-ONNX model FINN's end-to-end TFC example makes from a Brevitas export: qonnx clean-up, FINN's

@@ -23,7 +23,8 @@ and maximises FPS; with ``cfg.target_fps`` set it takes the least resources reac
 ``report/bnhw_folding.json`` (per node: folding, FINN's cycles and resources; the II and FPS) and
 ``bnhw_folding_config.json`` (FINN's folding-config format) into ``cfg.output_dir``.
 
-Legal foldings follow FINN's own rules (``SetFolding``'s op lists): MVAU ``PE | MH``, ``SIMD | MW``; PE ops
+bnhw's units (:mod:`bnhw.hw.finn_ops`, in graphs bnhw exported from its IR) fold as their IR op allows, with
+their models' estimates.  Legal foldings follow FINN's own rules (``SetFolding``'s op lists): MVAU ``PE | MH``, ``SIMD | MW``; PE ops
 (Thresholding, elementwise, DuplicateStreams, GlobalAccPool, ...) ``PE | NumChannels``; LabelSelect
 ``PE | Labels``; FMPadding and non-depthwise window generators ``SIMD | channels`` (RTL window generators also
 ``parallel_window`` at ``SIMD = channels``); a depthwise window generator shares its VVAU's / Pool's PE (the pair
@@ -59,7 +60,11 @@ def _divisors(n: int) -> list[int]:
 
 
 def _is_hw(node) -> bool:
-    return node.domain.startswith("finn.custom_op.fpgadataflow.")
+    return node.domain.startswith("finn.custom_op.fpgadataflow.") or node.domain == _BNHW_UNITS
+
+
+#: the qonnx domain of bnhw's units (:mod:`bnhw.hw.finn_ops`)
+_BNHW_UNITS = "bnhw.hw.finn_ops"
 
 
 def _max_width() -> int:
@@ -113,7 +118,14 @@ def _units(model) -> Iterator[tuple[str, _Unit]]:
             continue
         t = node.op_type
         inst = getCustomOp(node)
-        if t in ("MVAU_hls", "MVAU_rtl"):
+        if node.domain == _BNHW_UNITS:          # the IR op's own legal foldings (bnhw.hw.ops)
+            from .ops import get_op
+
+            g, n = inst.ir()
+            op = get_op(n.op)
+            cands = [[{"PE": pe, **({"SIMD": simd} if op.folds_simd else {})}] for pe, simd in op.foldings(g, n)]
+            yield node.name, ([node], cands if op.foldable else [[{}]])
+        elif t in ("MVAU_hls", "MVAU_rtl"):
             mw, mh = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("MH"))
             yield node.name, ([node], [[{"PE": pe, "SIMD": simd}] for pe in _divisors(mh) for simd in _divisors(mw)])
         elif t in _PE_OPS or t.startswith("Elementwise"):
