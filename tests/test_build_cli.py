@@ -147,7 +147,7 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
     from bnhw.hw.setfolding import finn_set_folding
 
     out = tmp_path / "sub"
-    p = run("build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", out, "--fifo-seconds", "3",
+    p = run("build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", out, "--fifo-seconds", "3", "--no-finn",
             "--csim-inputs", "8")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "report.json").read_text())

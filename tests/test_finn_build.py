@@ -433,9 +433,16 @@ def test_bnhw_folding_step_folds_bnhw_units_in_an_exported_graph(nas_build, tmp_
     bnhw's own folding of the IR, whose per-node figures FINN's equal."""
     from bnhw.hw.boards import get_board
     from bnhw.hw.finn_compat import finn_build_dir, finn_builder
+    from bnhw.hw.finn_export import finn_dataflow_model
     from bnhw.hw.finn_steps import step_bnhw_folding
+    from bnhw.hw.folding import board_budget, maximize_fps
+    from bnhw.hw.ir import HwGraph
 
     out, _ = nas_build
+    # the network up to its first channel-doubling block (grouped MVAU, padding-corrected AddRequant, RPReLU,
+    # Gather, average-pool shortcut): FINN's estimates at every legal folding of ~60 nodes instead of 212
+    g = HwGraph.load(out / "hw_graph.json").truncated("block2.h2.out").with_folding({})
+    finn_dataflow_model(g).model.save(str(tmp_path / "part.onnx"))
     bd, bc = finn_builder()
     steps = ["step_specialize_layers", "bnhw.hw.finn_steps.step_bnhw_node_order", step_bnhw_folding,
              "step_minimize_bit_width", "bnhw.hw.finn_steps.step_bnhw_units", "step_hw_codegen"]
@@ -444,19 +451,19 @@ def test_bnhw_folding_step_folds_bnhw_units_in_an_exported_graph(nas_build, tmp_
                                  shell_flow_type=bc.ShellFlowType.VIVADO_ZYNQ, steps=steps,
                                  generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS])
     with finn_build_dir(tmp_path / "tmp"):
-        rc = bd.build_dataflow_cfg(str(out / "finn" / "model.onnx"), cfg)
+        rc = bd.build_dataflow_cfg(str(tmp_path / "part.onnx"), cfg)
     assert rc == 0, (tmp_path / "o" / "build_dataflow.log").read_text()[-3000:]
     rep = tmp_path / "o" / "report"
     chosen = json.loads((rep / "bnhw_folding.json").read_text())
     perf = json.loads((rep / "estimate_network_performance_bnhw.json").read_text())
-    assert perf["max_cycles"] == chosen["ii_cycles"] and perf["bnhw_units"] > 50
+    assert perf["max_cycles"] == chosen["ii_cycles"] and perf["bnhw_units"] > 10
     folded_units = [u for u in chosen["units"] if u["unit"].startswith(("AddRequant", "RPReLU", "GroupedMVAU"))
                     and any(v > 1 for a in u["folding"] for v in a.values())]
     assert folded_units                                              # bnhw's units were folded too
     board = get_board("pynq-z2")
     assert chosen["total"]["LUT"] <= 0.85 * board.lut and chosen["total"]["BRAM18"] <= 0.85 * board.bram18
-    ours = json.loads((out / "report.json").read_text())["performance"]["ii_cycles"]
-    assert chosen["ii_cycles"] <= ours
+    ours = maximize_fps(g, board_budget(board, 0.85), board_name=board.name)
+    assert chosen["ii_cycles"] <= ours.ii
 
 
 # ----------------------------------------------------------------------------- a model from outside

@@ -673,43 +673,30 @@ class Generator:
         return pt, pragmas, nr, nc
 
     def _op_AddRequant(self, n: Node):
+        """``add_requant`` (one input) / ``add_requant2`` (with the shortcut), or their ``_pos`` variants where ``B``
+        is a table per output position class (:meth:`_pos_bias_params`)."""
         si, so = self._types(n)
         C, pe = si.channels, n.pe
         if C % pe:
             raise HLSError(f"{n.name}: PE={pe} must divide {C} channels")
+        p = c_ident(n.name)
         if np.ndim(n.params["B"]) == 3:
-            return self._add_requant_pos(n, si, so, C, pe)
-        vals, pt, pragmas = self._pc_params(n, ["A", "B"], C, pe)
-        shift = int(n.attrs["shift"])
-        ss = int(n.attrs.get("shortcut_shift", 0))
-        two = len(n.inputs) > 1
-        lo_, hi_ = _value_range(self.g, n)
-        acc = _ap_int(lo_, hi_, margin=1, at_least=max(shift, 0) + 2, what=n.name)
-        pfx = f"{c_ident(n.name)}_"
-        if two:
-            ts = self.g.in_stream(n, 1).dtype
-            body = (f"    bnhw::add_requant2<{si.pixels}, {C}, {pe}, {_etype(si.dtype)}, {_etype(ts)}, "
-                    f"{_etype(so.dtype)}, {pt}, {acc}, {ss}, {shift}>(in0, in1, out0, {pfx}A, {pfx}B);\n")
+            pt, pragmas, nr, nc = self._pos_bias_params(n, C, pe)
+            name, dims, arrays = "_pos", f"{si.shape[0]}, {si.shape[1]}, {C}, {pe}, {nr}, {nc}", \
+                f"{p}_A, {p}_B, {p}_rc, {p}_cc"
         else:
-            body = (f"    bnhw::add_requant<{si.pixels}, {C}, {pe}, {_etype(si.dtype)}, {_etype(so.dtype)}, "
-                    f"{pt}, {acc}, {shift}>(in0, out0, {pfx}A, {pfx}B);\n")
-        return body, pragmas
-
-    def _add_requant_pos(self, n: Node, si, so, C: int, pe: int):
-        pt, pragmas, nr, nc = self._pos_bias_params(n, C, pe)
+            _, pt, pragmas = self._pc_params(n, ["A", "B"], C, pe)
+            name, dims, arrays = "", f"{si.pixels}, {C}, {pe}", f"{p}_A, {p}_B"
         shift, ss = int(n.attrs["shift"]), int(n.attrs.get("shortcut_shift", 0))
         lo_, hi_ = _value_range(self.g, n)
         acc = _ap_int(lo_, hi_, margin=1, at_least=max(shift, 0) + 2, what=n.name)
-        p = c_ident(n.name)
-        H, W = si.shape[0], si.shape[1]
-        arrays = f"{p}_A, {p}_B, {p}_rc, {p}_cc"
         if len(n.inputs) > 1:
             ts = self.g.in_stream(n, 1).dtype
-            body = (f"    bnhw::add_requant2_pos<{H}, {W}, {C}, {pe}, {nr}, {nc}, {_etype(si.dtype)}, {_etype(ts)}, "
-                    f"{_etype(so.dtype)}, {pt}, {acc}, {ss}, {shift}>(in0, in1, out0, {arrays});\n")
+            body = (f"    bnhw::add_requant2{name}<{dims}, {_etype(si.dtype)}, {_etype(ts)}, {_etype(so.dtype)}, "
+                    f"{pt}, {acc}, {ss}, {shift}>(in0, in1, out0, {arrays});\n")
         else:
-            body = (f"    bnhw::add_requant_pos<{H}, {W}, {C}, {pe}, {nr}, {nc}, {_etype(si.dtype)}, "
-                    f"{_etype(so.dtype)}, {pt}, {acc}, {shift}>(in0, out0, {arrays});\n")
+            body = (f"    bnhw::add_requant{name}<{dims}, {_etype(si.dtype)}, {_etype(so.dtype)}, {pt}, {acc}, "
+                    f"{shift}>(in0, out0, {arrays});\n")
         return body, pragmas
 
     def _op_RPReLU(self, n: Node):
