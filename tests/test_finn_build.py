@@ -116,7 +116,7 @@ def test_the_dataflow_build_config_loads_in_finn(tfc_build):
 def nas_build(tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("finn") / "nas"
     r = CliRunner().invoke(main, ["build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", str(out),
-                                  "--no-sim", "--no-csim"])
+                                  "--no-sim", "--no-csim", "--csim-inputs", "6"])
     assert r.exit_code == 0, r.output
     return out, r.output
 
@@ -216,7 +216,7 @@ def test_bnhw_run_on_a_nasbnn_build_runs_finn_and_every_engine_agrees(nas_build)
     r = _run(str(out), "--input", x, "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    assert d["engine"] == "finn" and d["finn_graph"] == "finn/model.onnx" and d["images"] == 16
+    assert d["engine"] == "finn" and d["finn_graph"] == "finn/model.onnx" and d["images"] == 6
     for e in ("ir", "sim", "cpu", "qonnx"):
         assert json.loads(_run(str(out), "--input", x, "--engine", e, "--json").stdout)["labels"] == d["labels"], e
 

@@ -205,7 +205,9 @@ def csim_unit(g: HwGraph, inputs: list[np.ndarray], work_dir) -> np.ndarray:
           "    return 0;\n}\n")
     (work / "firmware" / "unit_tb.cpp").write_text(tb)
     exe = work / "unit_tb"
-    r = subprocess.run([cxx, *CXXFLAGS, f"-I{ap_types_dir()}", f"-I{work / 'firmware'}", "-o", str(exe),
+    # one frame of one unit: compile time dominates, so no optimisation (the design's own flags are CXXFLAGS)
+    flags = [f for f in CXXFLAGS if not f.startswith("-O")] + ["-O0"]
+    r = subprocess.run([cxx, *flags, f"-I{ap_types_dir()}", f"-I{work / 'firmware'}", "-o", str(exe),
                         str(work / "firmware" / "unit_tb.cpp")], capture_output=True, text=True)
     if r.returncode != 0:
         raise BnhwError(f"csim_unit: {g.name}: g++ failed: {r.stderr.strip().splitlines()[-1] if r.stderr else ''}")
