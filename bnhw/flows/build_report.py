@@ -122,7 +122,9 @@ def _render_finn(r: dict) -> list[str]:
               f"graph it built (`finn/output/report/`, modelled by FINN): "
               f"**{n.get('estimated_throughput_fps', 0):,.1f} FPS**, bottleneck `{n.get('max_cycles_node_name')}` "
               f"({n.get('max_cycles', 0):,} cycles), latency {n.get('estimated_latency_ns', 0) / 1000:,.1f} us.  "
-              + ("Vivado is here: `finn build dataflow_build_config.json model.onnx` in `finn/` continues to the "
+              + ("bnhw's units are not built by FINN's IP steps: FINN's full flow cannot finish this graph yet."
+                 if f.get("units") else
+                 "Vivado is here: `finn build dataflow_build_config.json model.onnx` in `finn/` continues to the "
                  "bitfile." if f["vivado"] else
                  "Vivado is not installed: the FINN build stops after code generation; on a machine with Vivado, "
                  "`finn build dataflow_build_config.json model.onnx` in `finn/` continues to stitched IP, bitfile, "
