@@ -213,6 +213,7 @@ class IrUnit(HWCustomOp):
         d = self.description()
         streams = dict(g.streams)
         n = copy.deepcopy(n)
+        a0 = np.asarray(n.params.get("A", 0), dtype=np.int64)     # the IR's A, before any folding below
         for s, dt in zip(n.inputs + n.outputs, d["finn_in"] + d["finn_out"]):
             if dt == "BINARY" and streams[s].dtype.padded:      # FINN's 1-bit window, padded with -1
                 streams[s] = Stream(s, streams[s].shape, DType.bipolar(False))
@@ -233,7 +234,6 @@ class IrUnit(HWCustomOp):
             streams[s] = Stream(s, streams[s].shape, DType.for_range(0, mw))
         if "border" in n.params:                 # (x + border) * A + B: a bias per position class and channel
             border = np.asarray(n.params.pop("border"), dtype=np.int64)
-            a0 = np.asarray(self.ir()[1].params["A"], dtype=np.int64)
             n.params["B"] = np.asarray(n.params["B"], dtype=np.int64)[None, None, :] + border * a0[None, None, :]
         return HwGraph.unit(n, streams, bool(d.get("last", True)))
 
