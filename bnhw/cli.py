@@ -196,22 +196,42 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
               help="digits (bundled, nothing downloaded), cifar10:DIR (python batches) or folder:DIR.")
 @click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024),
               help="Training (proxy) resolution; OPs are always counted at the space's nominal resolution.")
+@click.option("--recipe", type=click.Choice(["laptop", "paper"]), default="laptop", show_default=True,
+              help="nasbnn defaults: laptop (learns within ~10 minutes on 2 CPU cores: teacher warm-up, no weight "
+                   "normalisation, short fine-tuning) or paper (NAS-BNN's: Adam 5e-4, batch 512, 512 epochs, weight "
+                   "normalisation, 100 fine-tuning epochs at 1e-5; for GPUs).  Options given explicitly win.")
 @click.option("--epochs", type=click.IntRange(0, 100000),
-              help="Supernet epochs (nasbnn, default 2) or cell-search epochs (bnas/bars, default 8).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2, 65536),
-              help="Images per training step (the sandwich rule trains four subnets on each).")
-@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Adam learning rate (cosine schedule).")
-@click.option("--population", default=12, show_default=True, type=click.IntRange(2, 100000),
-              help="Architectures per generation of the evolutionary search.")
-@click.option("--generations", default=3, show_default=True, type=click.IntRange(0, 100000),
-              help="Generations of the evolutionary search (0: only the initial population).")
+              help="Supernet epochs, teacher warm-up included (nasbnn, default: the recipe's) or cell-search epochs "
+                   "(bnas/bars, default 8).")
+@click.option("--warmup-epochs", type=click.IntRange(0, 100000),
+              help="nasbnn: first epochs that train the teacher (largest subnet) alone [default: the recipe's].")
+@click.option("--batch-size", type=click.IntRange(2, 65536),
+              help="Images per training step (the sandwich rule trains four subnets on each) [default: the "
+                   "recipe's; 32 for bnas/bars].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate (cosine schedule) [default: the recipe's].")
+@click.option("--population", type=click.IntRange(2, 100000),
+              help="Architectures per generation of the evolutionary search [default: the recipe's].")
+@click.option("--generations", type=click.IntRange(0, 100000),
+              help="Generations of the evolutionary search (0: only the initial population) [default: the recipe's].")
+@click.option("--tau-subnets", type=click.IntRange(0, 10000),
+              help="nasbnn: subnets (spread over the OPs range, the best among them) trained stand-alone to measure "
+                   "the ranking's Kendall tau (0: skip) [default: the recipe's, 8].")
+@click.option("--finetune-epochs", type=click.IntRange(0, 100000),
+              help="nasbnn: epochs of each stand-alone run, the best's fine-tuning (0: none, and no tau) [default: "
+                   "the recipe's].")
+@click.option("--tau-init", type=click.Choice(["inherit", "scratch"]), default="inherit", show_default=True,
+              help="nasbnn: stand-alone runs start from the supernet's weights (NAS-BNN pipeline 2) or from scratch.")
+@click.option("--device", default="auto", show_default=True,
+              help="nasbnn: torch device of the supernet training and search: auto (CUDA when present), cpu, cuda, "
+                   "cuda:N.")
 @click.option("--bucket", "bucket_mops", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Width of the Pareto buckets in MOPs (may be below 1).")
 @click.option("--teacher", type=click.Choice(["fwba", "bwba", "none"]), default="fwba", show_default=True,
               help="fwba: Bi-Teacher; bwba: largest binary subnet; none: no distillation.")
 @click.option("--no-bi-transformation", is_flag=True, help="Ablation: switch Bi-Transformation off.")
-@click.option("--no-weight-norm", is_flag=True, help="Ablation: switch channel-wise weight normalisation off.")
+@click.option("--weight-norm/--no-weight-norm", default=None,
+              help="Channel-wise weight normalisation (NAS-BNN Eq. 6) [default: the recipe's; paper on, laptop off].")
 @click.option("--train-images", type=click.IntRange(1), default=None,
               help="Use only the first N training images (quick experiments, smoke tests).")
 @click.option("--seed", default=0, show_default=True, type=int,
@@ -247,8 +267,9 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
                    "decay), standard (SGD, one-cycle 5e-2..4e-4, BNAS v2 on CIFAR10) or standard-restarts (SGD, "
                    "cosine with warm restarts, BNAS v2 on ImageNet).")
 @click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
-def search(budget, method, space_name, data, resolution, epochs, batch_size, lr, population, generations, bucket_mops,
-           teacher, no_bi_transformation, no_weight_norm, train_images, seed, out, resume, target, min_fps,
+def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_epochs, batch_size, lr, population,
+           generations, tau_subnets, finetune_epochs, tau_init, device, bucket_mops, teacher, no_bi_transformation,
+           weight_norm, train_images, seed, out, resume, target, min_fps,
            max_latency_ms, margin, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
            separable, cells, final_epochs, scheme, force) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
@@ -275,13 +296,14 @@ def search(budget, method, space_name, data, resolution, epochs, batch_size, lr,
     from .design.train import TrainConfig
     from .estimators.ops import parse_budget
     from .flows.progress import search_progress
-    from .flows.search import SearchOptions, hardware_constraints, run_search
+    from .flows.search import RECIPES, SearchOptions, hardware_constraints, run_search
+    from .flows.standalone import StandaloneOptions
     from .hw.boards import get_board
 
     budget = parse_budget(budget)
-    if epochs is None:
-        epochs = 2 if method == "nasbnn" else 8
     if method != "nasbnn":
+        epochs = 8 if epochs is None else epochs
+        batch_size = 32 if batch_size is None else batch_size
         if target is not None or min_fps is not None or max_latency_ms is not None:
             raise BnhwError(f"--target / --min-fps / --max-latency-ms apply to --method nasbnn only (the {method} "
                             "networks have no hardware lowering yet)")
@@ -292,34 +314,29 @@ def search(budget, method, space_name, data, resolution, epochs, batch_size, lr,
         return
     if target is not None:
         target = get_board(target).name
+    r = RECIPES[recipe].with_overrides(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
+                                       population=population, generations=generations, weight_norm=weight_norm,
+                                       tau_subnets=tau_subnets, finetune_epochs=finetune_epochs)
     opts = SearchOptions(
         budget=budget, space=space_name, data=data, resolution=resolution, seed=seed, train_images=train_images,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, teacher=teacher, seed=seed),
-        supernet=SupernetConfig(weight_norm=not no_weight_norm, bi_transformation=not no_bi_transformation),
-        evolution=EvolutionConfig(population=population, generations=generations, bucket_mops=bucket_mops),
+        train=TrainConfig(epochs=r.epochs, warmup_epochs=min(r.warmup_epochs, r.epochs), batch_size=r.batch_size,
+                          lr=r.lr, teacher=teacher, seed=seed),
+        supernet=SupernetConfig(weight_norm=r.weight_norm, bi_transformation=not no_bi_transformation,
+                                rprelu_init=r.rprelu_init, zero_init_residual=r.zero_init_residual),
+        evolution=EvolutionConfig(population=r.population, generations=r.generations, bucket_mops=bucket_mops),
+        standalone=StandaloneOptions(subnets=r.tau_subnets, epochs=r.finetune_epochs, init=tau_init,
+                                     lr=r.finetune_lr),
+        recipe=recipe, device=device,
         target=target, min_fps=min_fps, max_latency_ms=max_latency_ms, margin=margin)
     hardware_constraints(opts)          # --min-fps without --target, unknown board: one line, before any work
     dist_util.init_from_env()
     with _claimed(out, "search", force), search_progress(opts, enabled=dist_util.is_main()) as on_event:
         result = run_search(opts, out, resume=resume, event=on_event)
     if dist_util.is_main():
-        from .estimators.ops import format_ops
+        from .flows.search import summary_lines
 
-        b = result.best
-        hw = ""
-        if target is not None:
-            hw = f", {b.metrics['fps']:,.1f} FPS on {target}"
-            if "latency_ms" in b.metrics:
-                hw += f", latency {b.metrics['latency_ms']:.3f} ms"
-            hw += " (modelled)"
-        bound = format_ops(budget) + "".join(([f", >= {min_fps:g} FPS"] if min_fps else [])
-                                             + ([f", <= {max_latency_ms:g} ms"] if max_latency_ms else []))
-        click.echo(f"best under {bound}: {format_ops(b.ops)} OPs (at the space's nominal resolution){hw}, "
-                   f"val acc {b.score:.4f}, test acc {result.test_accuracy:.4f} ({result.evaluated} architectures "
-                   f"evaluated)")
-        click.echo(f"  {b.spec.short()}")
-        click.echo(f"wrote {out}/best_arch.json, best.json, pareto.csv, pareto.png, supernet.pt, best_subnet.pt"
-                   + (", measured.csv" if target is not None else ""))
+        for line in summary_lines(result, opts):
+            click.echo(line)
 
 
 def _claimed(out: Path, command: str, force: bool):
@@ -381,9 +398,11 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
               help="adam: cosine, no weight decay (minimal regularization); sgd-onecycle: BNAS v2's standard "
                    "CIFAR10 scheme (momentum 0.9, weight decay 3e-6, one-cycle 5e-2..4e-4); sgd-restarts: its "
                    "ImageNet scheme (weight decay 3e-5, cosine with warm restarts, peak 0.1).")
+@click.option("--device", default="auto", show_default=True,
+              help="Torch device: auto (CUDA when present), cpu, cuda, cuda:N.")
 @click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
 def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images, seed, out, resume,
-          optimizer, force) -> None:
+          optimizer, device, force) -> None:
     """Train ARCH: fine-tune from a supernet (--supernet, NAS-BNN pipeline 2) or
     from scratch with the minimal-regularization scheme of BNAS v2 (Adam, no
     weight decay, cosine, no colour jitter).  Writes model.pt (a checkpoint
@@ -398,7 +417,8 @@ def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images
         raise BnhwError(f"--supernet {supernet}: no such checkpoint")
     dist_util.init_from_env()
     cfg = FitConfig(scheme="finetune" if supernet else "scratch", epochs=epochs, batch_size=batch_size, lr=lr,
-                    seed=seed, data=data, resolution=resolution, train_images=train_images, optimizer=optimizer)
+                    seed=seed, data=data, resolution=resolution, train_images=train_images, optimizer=optimizer,
+                    device=device)
 
     def progress(name, info):
         if name == "epoch" and dist_util.is_main():

@@ -143,7 +143,8 @@ def test_search_under_ops_and_fps(tmp_path, monkeypatch):
     --min-fps 25000 rejects some OPs-feasible candidates."""
     out = tmp_path / "s"
     common = ["search", "--space", "nasbnn-cifar", "--budget", "0.2M", "--train-images", "96", "--batch-size", "32",
-              "--population", "3", "--generations", "1", "--bucket", "0.01", "--epochs", "0", "--target", "ultra96-v2",
+              "--population", "3", "--generations", "1", "--bucket", "0.01", "--epochs", "0",
+              "--finetune-epochs", "0", "--target", "ultra96-v2",
               "-o", str(out)]
     args = [*common, "--min-fps", "25000"]
     r = CliRunner().invoke(main, args)

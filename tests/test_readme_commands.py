@@ -91,11 +91,13 @@ def _method(cmd: ReadmeCommand) -> str:
 #: checks ``bnhw CMD --help``); none of them skips a stage of the command.
 REDUCTIONS: tuple[Reduction, ...] = (
     Reduction("nasbnn search", lambda c: _bnhw(c, "search") and _method(c) == "nasbnn",
-              ("--epochs", "1", "--train-images", "32", "--population", "2", "--generations", "1"),
-              "the default (2 supernet epochs over 1,222 images, population 12 x 3 generations) takes 5-6 min; "
-              "this trains the same supernet (sandwich rule, Bi-Teacher, checkpoint) for one epoch of one "
-              "32-image step (one step of the ImageNet-space supernet is ~13 s) and runs one generation of the "
-              "same evolution (mutation, crossover, BN recalibration, scoring) on 2 + 2 candidates"),
+              ("--epochs", "1", "--train-images", "32", "--population", "2", "--generations", "1",
+               "--tau-subnets", "2", "--finetune-epochs", "1"),
+              "the default (5 supernet epochs over 1,222 images, population 12 x 3 generations, 8 stand-alone "
+              "subnets x 1 epoch) takes about 8-9 min; this trains the same supernet (sandwich rule, Bi-Teacher, "
+              "checkpoint) for one epoch of one 32-image step, runs one generation of the same evolution "
+              "(mutation, crossover, BN recalibration, scoring) on 2 + 2 candidates and trains 2 subnets "
+              "stand-alone for one step each (Kendall tau, the fine-tuned best)"),
     Reduction("cell search", lambda c: _bnhw(c, "search") and _method(c) in ("bnas", "bars"),
               ("--epochs", "1", "--train-images", "32"),
               "8 search epochs on 2 x 256 images (2-5 min) -> 1 epoch on 32 images; the derived network, its fit "
@@ -143,7 +145,8 @@ OUT_FOLDERS = {"search": "runs/search", "train": "runs/train", "build": "runs/bu
 WRITES: dict[str, tuple[str, ...]] = {
     # README "Outputs in --out" and `bnhw search --help`
     "search:nasbnn": ("best_arch.json", "best.json", "pareto.csv", "pareto.png", "evaluated.csv", "supernet.pt",
-                      "best_subnet.pt", "search_state.json", "config.json", "log.txt"),
+                      "best_subnet.pt", "best_finetuned.pt", "standalone.csv", "search_state.json", "config.json",
+                      "log.txt"),
     # README "Both write best_arch.json, search.json, best.json, model.onnx and log.txt"
     "search:bnas": ("best_arch.json", "search.json", "best.json", "model.onnx", "log.txt"),
     "search:bars": ("best_arch.json", "search.json", "best.json", "model.onnx", "log.txt"),

@@ -18,7 +18,8 @@ from bnhw.estimators.ops import ops_of
 from bnhw.spec import load_spec
 
 TINY = ["--space", "nasbnn-cifar", "--budget", "1M", "--train-images", "96", "--batch-size", "32",
-        "--population", "4", "--generations", "2", "--bucket", "0.1", "--epochs", "1"]
+        "--population", "4", "--generations", "2", "--bucket", "0.1", "--tau-subnets", "3", "--finetune-epochs", "1",
+        "--epochs", "1"]
 
 
 def bnhw(*args, **kw):
@@ -31,6 +32,7 @@ def tiny_search(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "s"
     r = CliRunner().invoke(main, ["search", *TINY, "-o", str(out)])
     assert r.exit_code == 0, r.output
+    (out.parent / "stdout.txt").write_text(r.stdout)
     return out
 
 
@@ -38,7 +40,7 @@ def test_tiny_search_writes_everything(tiny_search, tmp_path):
     out = tmp_path / "s"
     shutil.copytree(tiny_search, out)
     for f in ("best_arch.json", "best.json", "pareto.csv", "pareto.png", "evaluated.csv", "supernet.pt",
-              "best_subnet.pt", "search_state.json", "config.json", "log.txt"):
+              "best_subnet.pt", "best_finetuned.pt", "standalone.csv", "search_state.json", "config.json", "log.txt"):
         assert (out / f).is_file(), f
     spec = load_spec(out / "best_arch.json")
     best = json.loads((out / "best.json").read_text())
@@ -86,8 +88,36 @@ def test_corrupted_checkpoint_on_resume(tiny_search, tmp_path):
     assert r.returncode == 2 and "corrupted" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
+def test_tiny_search_ranks_fine_tunes_and_summarises(tiny_search):
+    """Kendall tau over the stand-alone sample (the best among it), the fine-tuned best, the end-of-run summary."""
+    best = json.loads((tiny_search / "best.json").read_text())
+    rows = list(csv.DictReader(open(tiny_search / "standalone.csv")))
+    assert len(rows) == 3 == best["tau_subnets"] and sum(int(r["best"]) for r in rows) == 1
+    ops = [float(r["ops"]) for r in rows]
+    assert ops == sorted(ops) and all(o <= 1e6 for o in ops)
+    best_row = next(r for r in rows if r["best"] == "1")
+    assert float(best_row["ops"]) == pytest.approx(best["ops"])
+    assert best["finetuned_test_accuracy"] == pytest.approx(float(best_row["standalone_test_accuracy"]), abs=1e-4)
+    from bnhw.design.ranking import kendall
+
+    expected = kendall([float(r["inherited_val_accuracy"]) for r in rows],
+                       [float(r["standalone_test_accuracy"]) for r in rows])
+    assert best["kendall_tau"] == pytest.approx(expected.tau, abs=1e-3)
+    assert 0 <= best["kendall_p"] <= 1 and "Kendall" in best["tau_means"]
+    assert 0 < best["chance_accuracy"] < 0.2
+    assert set(best["phase_seconds"]) == {"data", "supernet training", "evolutionary search",
+                                          "stand-alone training", "outputs"}
+    # each run is a bnhw train folder; the fine-tuned best evaluates to what best.json says
+    r = CliRunner().invoke(main, ["eval", str(tiny_search / "best_arch.json"), "--checkpoint",
+                                  str(tiny_search / "best_finetuned.pt")])
+    assert r.exit_code == 0 and f"top-1 {best['finetuned_test_accuracy']:.4f}" in r.output, r.output
+    out = (tiny_search.parent / "stdout.txt").read_text()
+    assert "fine-tuned test" in out and "(chance " in out and "ranking: Kendall tau" in out and "time: " in out
+    assert f"bnhw build {tiny_search}/best_arch.json --checkpoint {tiny_search}/best_finetuned.pt" in out
+
+
 def _epochs_logged(out):
-    return [line.split("epoch ")[1].split(":")[0] for line in (out / "log.txt").read_text().splitlines()
+    return [line.split("epoch ")[1].split(":")[0].split()[0] for line in (out / "log.txt").read_text().splitlines()
             if "] epoch " in line]
 
 
@@ -124,3 +154,27 @@ def test_sigint_then_resume_redoes_nothing(tmp_path):
     assert _epochs_logged(out) == epochs
     assert len([line for line in log2.splitlines() if "] generation " in line]) == 3
     assert "resumed search after generation 2" in log2
+
+
+def test_device_option():
+    """--device auto picks CUDA only where it exists; a device this machine lacks, or no device at all, is one line."""
+    import torch
+
+    from bnhw.design.train import resolve_device
+    from bnhw.errors import BnhwError
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    missing = "cuda:99" if torch.cuda.is_available() else "cuda"
+    for bad, msg in ((missing, "no such CUDA device"), ("meta", "only cpu and cuda"), ("gpu!", "not a device")):
+        with pytest.raises(BnhwError, match=msg):
+            resolve_device(bad)
+
+
+def test_missing_device_is_one_line_before_any_work(tmp_path):
+    import torch
+
+    missing = "cuda:99" if torch.cuda.is_available() else "cuda"
+    r = CliRunner().invoke(main, ["search", *TINY, "--device", missing, "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "no such CUDA device" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "o" / "supernet.pt").exists()

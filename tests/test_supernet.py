@@ -122,3 +122,42 @@ def test_wrong_classes_rejected(trained):
     sn, _ = trained
     with pytest.raises(BnhwError, match="classes"):
         sn.extract(SPACE.smallest().replace(num_classes=7))
+
+
+def _sign_inputs(sn, spec, x):
+    """The inputs of every sign activation of ``spec`` on ``x`` (training-mode BN), in network order."""
+    from bnhw.design.supernet import ElasticSign
+
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0] - mod.bias[:, :args[0].shape[1]]))
+             for m in sn.modules() if isinstance(m, ElasticSign)]
+    try:
+        with torch.no_grad():
+            sn.train()(x, spec)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_default_init_keeps_deep_sign_activations_informative():
+    """Issue 19's cause: with ReActNet's RPReLU slope 0.25 after every residual addition the negative half of
+    the stream shrinks 4x per layer, so deep sign activations read +1 almost everywhere; bnhw's default
+    (identity slopes, blocks starting as the identity) keeps both signs."""
+    from bnhw.data.datasets import load_data
+
+    x = load_data("digits", 32).train.tensors()[0][:64]
+    spec = SPACE.largest()
+    torch.manual_seed(0)
+    fixed = BinarySupernet(SPACE)
+    assert all(float(b.weight.detach().abs().max()) == 0 for n, b in fixed.named_modules()
+               if n.endswith((".bn1.bn", ".bn2.bn")))
+    torch.manual_seed(0)
+    old = BinarySupernet(SPACE, SupernetConfig(rprelu_init=0.25, zero_init_residual=False))
+
+    def positive_share(sn):
+        return [float((z >= 0).float().mean()) for z in _sign_inputs(sn, spec, x)]
+
+    deep_fixed, deep_old = positive_share(fixed)[-6:], positive_share(old)[-6:]
+    assert all(0.2 < p < 0.8 for p in deep_fixed), deep_fixed
+    assert max(deep_old) > 0.9, deep_old

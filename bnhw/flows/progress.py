@@ -29,6 +29,7 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
     pending: list[str] = []
     train = prog.add_task("supernet", total=None, info="")
     evo = prog.add_task("search  ", total=None, info="", visible=False)
+    alone = prog.add_task("stand-alone", total=None, info="", visible=False)
     try:
         def on_event(name: str, info: dict) -> None:
             nonlocal started
@@ -61,6 +62,17 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
             elif name == "search.eval":
                 gens = opts.evolution.generations + 1
                 prog.update(evo, visible=True, total=gens * opts.evolution.population, completed=info["done"])
+            elif name == "standalone.start":
+                prog.update(alone, visible=True, total=info["subnets"], completed=0,
+                            info=f"{info['subnets']} subnets x {info['epochs']} epochs")
+            elif name == "standalone.step":
+                prog.update(alone, info=f"subnet {info['subnet']}/{info['subnets']}: epoch {info['epoch']}/"
+                            f"{info['epochs']} step {info['step']}/{info['steps']} loss {info['loss']:.3f}")
+            elif name == "standalone.done":
+                prog.update(alone, completed=info["subnet"],
+                            info=f"subnet {info['subnet']}/{info['subnets']}: {info['ops'] / 1e6:.1f}M, inherited "
+                            f"{100 * info['inherited_val_accuracy']:.1f}% -> stand-alone "
+                            f"{100 * info['standalone_test_accuracy']:.1f}%")
             elif name == "search.generation":
                 fps = info.get("best_metrics", {}).get("fps")
                 rejected = info.get("rejected")

@@ -9,8 +9,13 @@
    (and any other constraints), every candidate scored with inherited
    weights after BN recalibration on the held-out split of the training
    data, its OPs counted at the space's nominal resolution;
-4. write the best architecture under the budget, the front (CSV + PNG), the
-   extracted best subnet's weights and a log into the output folder.
+4. train a sample of the evaluated architectures stand-alone (spread over the
+   OPs range, the best among them; :mod:`bnhw.flows.standalone`): the best's
+   run is its fine-tuned model, and Kendall's tau between inherited and
+   stand-alone accuracy says how well the supernet ranked;
+5. write the best architecture under the budget, the front (CSV + PNG), the
+   extracted and fine-tuned best subnet's weights, the ranking check, the
+   time of every phase and a log into the output folder.
 
 With a hardware target (``target`` plus ``min_fps`` and / or
 ``max_latency_ms``) every candidate within the OPs budget is also estimated
@@ -31,6 +36,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,12 +50,13 @@ from ..data.datasets import DataBundle, load_data
 from ..design.constraints import Constraint, OpsBudget, all_feasible
 from ..design.evolution import Candidate, EvolutionConfig, EvolutionSearch, best_under, pareto_front, spec_key
 from ..design.supernet import BinarySupernet, SupernetConfig
-from ..design.train import TrainConfig, calibration_batches, evaluate_subnet, train_supernet
+from ..design.train import TrainConfig, calibration_batches, evaluate_subnet, resolve_device, train_supernet
 from ..errors import BnhwError
 from ..estimators.ops import count_ops, format_ops, ops_of
 from ..hw.constraints import FpgaFps, FpgaLatency
 from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text
 from ..spec.space import SearchSpace, get_space
+from .standalone import StandaloneOptions, StandaloneResult, train_standalone
 
 Event = Callable[[str, dict], None]
 
@@ -63,6 +70,7 @@ class SearchOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    standalone: StandaloneOptions = field(default_factory=StandaloneOptions)
     calib_batches: int = 2
     calib_batch_size: int = 128
     train_images: int | None = None      # use only this many training images (quick runs)
@@ -71,6 +79,8 @@ class SearchOptions:
     min_fps: float | None = None         # modelled FPS on ``target`` at least this (0: record the FPS only)
     max_latency_ms: float | None = None  # modelled latency on ``target`` at most this
     margin: float = 0.85                 # share of the board's resources the folding may use
+    recipe: str = "laptop"               # the recipe the defaults came from (RECIPES), for the record
+    device: str = "auto"                 # torch device: auto (CUDA when present), cpu, cuda, cuda:N
 
     HARDWARE_FIELDS = ("target", "min_fps", "max_latency_ms", "margin")
 
@@ -83,6 +93,50 @@ class SearchOptions:
 
 
 FPGA_CACHE = "fpga_cache.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Defaults of a NAS-BNN search; :meth:`with_overrides` applies the options a user gave."""
+
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    lr: float
+    weight_norm: bool
+    population: int
+    generations: int
+    tau_subnets: int
+    finetune_epochs: int
+    finetune_lr: float | None
+    describe: str
+    rprelu_init: float = 1.0
+    zero_init_residual: bool = True
+
+    def with_overrides(self, **given: Any) -> Recipe:
+        """This recipe with the given (not ``None``) values; other epochs keep the recipe's share of warm-up."""
+        from dataclasses import replace
+
+        given = {k: v for k, v in given.items() if v is not None}
+        if "epochs" in given and "warmup_epochs" not in given and self.epochs:
+            given["warmup_epochs"] = given["epochs"] * self.warmup_epochs // self.epochs
+        return replace(self, **given)
+
+
+RECIPES = {
+    # Learns within ~10 minutes on 2 CPU cores (issue 19's measurements, docs/METHODS.md): the teacher trains
+    # alone first so that the students distil from a teacher that knows something, and weight normalisation
+    # is off (it cost a third of every step and slowed early learning).
+    "laptop": Recipe(epochs=5, warmup_epochs=2, batch_size=32, lr=2e-3, weight_norm=False, population=12,
+                     generations=3, tau_subnets=8, finetune_epochs=1, finetune_lr=None,
+                     describe="laptop: learns within ~10 minutes on 2 CPU cores"),
+    # NAS-BNN's own settings (paper 003 Sec. 4.1): Adam 5e-4, weight decay 5e-6, batch 512, 512 epochs, weight
+    # normalisation, no warm-up; pipeline 2 fine-tunes at 1e-5 (100 epochs in Table 2).
+    "paper": Recipe(epochs=512, warmup_epochs=0, batch_size=512, lr=5e-4, weight_norm=True, population=100,
+                    generations=20, tau_subnets=8, finetune_epochs=100, finetune_lr=1e-5,
+                    describe="paper: NAS-BNN's supernet and fine-tuning settings (GPU scale)",
+                    rprelu_init=0.25, zero_init_residual=False),
+}
 
 
 def hardware_constraints(opts: SearchOptions, cache_path: Path | None = None) -> list[Constraint]:
@@ -155,10 +209,15 @@ class _Logged:
 @dataclass
 class SearchOutcome:
     best: Candidate
-    test_accuracy: float
+    test_accuracy: float                  # inherited weights, BN recalibrated
     front: list[Candidate]
     evaluated: int
     out: Path
+    standalone: StandaloneResult = field(default_factory=StandaloneResult)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    chance: float = 0.0                   # accuracy of guessing the most frequent test class
+    largest_val_accuracy: float = 0.0     # the space's largest subnet (the teacher), inherited, val split
+    median_val_accuracy: float = 0.0      # median inherited val accuracy of every evaluated architecture
 
 
 class RunLog:
@@ -220,6 +279,9 @@ def _check_resumable(out: Path, opts: SearchOptions, resume: bool) -> None:
 def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Event | None = None,
                constraints: list[Constraint] | None = None) -> SearchOutcome:
     emit = event or (lambda name, info: None)
+    opts.standalone.validate()
+    device = resolve_device(opts.device)
+    clock = _PhaseClock()
     hw = hardware_constraints(opts, out / FPGA_CACHE if dist_util.is_main() else None)   # bad input: before any work
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, opts, resume)
@@ -251,13 +313,15 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
     _check_smallest(space, extra[:len(hw)], log)        # the FPGA bounds only (other constraints may differ)
 
     # -- 1. supernet ---------------------------------------------------------
-    supernet = BinarySupernet(space, opts.supernet)
+    supernet = BinarySupernet(space, opts.supernet).to(device)
     ckpt = out / "supernet.pt"
+    clock.lap("data")
 
     def on_train(name: str, info: dict) -> None:
         if name == "epoch":
-            log(f"epoch {info['epoch']}: teacher loss {info['loss_teacher']:.4f}, student losses "
-                + ", ".join(f"{v:.4f}" for v in info["loss_students"]))
+            log(f"epoch {info['epoch']} ({info['phase']}): teacher loss {info['loss_teacher']:.4f}"
+                + (", student losses " + ", ".join(f"{v:.4f}" for v in info["loss_students"])
+                   if info["loss_students"] else ""))
         elif name == "resumed":
             log(f"resumed supernet training after epoch {info['epoch']}")
         emit("train." + name, info)
@@ -265,6 +329,7 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
     train_supernet(supernet, data.train, opts.train, checkpoint=ckpt, resume=resume, progress=on_train,
                    extra={"space": space.name, "num_classes": space.num_classes,
                           "supernet_config": asdict(opts.supernet)})
+    clock.lap("supernet training")
 
     # -- 2. evolutionary search ---------------------------------------------
     x_train, _ = data.train.tensors()
@@ -304,18 +369,60 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
         raise BnhwError("no evaluated architecture satisfies every constraint ("
                         + "; ".join(c.describe() for c in cons) + "); relax them or search longer")
     front = pareto_front(c for c in cands if all_feasible(cons, c.metrics))
-
-    # -- 3. outputs ----------------------------------------------------------
     xt, yt = data.test.tensors()
     test_acc = evaluate_subnet(supernet, best.spec, calib, xt, yt)
+    largest_acc = evaluate_subnet(supernet, space.largest(), calib, xv, yv)   # the teacher, binary weights
+    clock.lap("evolutionary search")
+    log(f"best under {format_ops(opts.budget)}: {format_ops(best.ops)} OPs{_extra_metrics(extra, best.metrics)}, "
+        f"inherited val acc {best.score:.4f}, test acc {test_acc:.4f}: {best.spec.short()}")
+
+    # -- 3. stand-alone training: the best's fine-tuning, Kendall's tau ------
+    def on_standalone(name: str, info: dict) -> None:
+        if name == "standalone.done":
+            log(f"stand-alone {info['subnet']}/{info['subnets']}: {format_ops(info['ops'])} OPs, inherited val "
+                f"{info['inherited_val_accuracy']:.4f}, stand-alone test {info['standalone_test_accuracy']:.4f}"
+                + (" (the best)" if info["best"] else ""))
+        emit(name, info)
+
+    standalone = train_standalone(out, ckpt, supernet, cands, best, opts.standalone, data=opts.data,
+                                  resolution=opts.resolution, batch_size=opts.train.batch_size, seed=opts.seed,
+                                  train_images=opts.train_images, device=str(device), event=on_standalone)
+    if standalone.correlation is not None:
+        log(f"ranking: {standalone.correlation.describe()} ({opts.standalone.describe()})")
+    clock.lap("stand-alone training")
+
+    # -- 4. outputs ----------------------------------------------------------
     best_spec = best.spec.replace(name=f"search-{format_ops(opts.budget)}-seed{opts.seed}")
+    chance = chance_accuracy(yt)
     if dist_util.is_main():
         _write_outputs(out, opts, data, space, best, best_spec, test_acc, front, cands, supernet, calib, cons,
-                       measured)
-    log(f"best under {format_ops(opts.budget)}: {format_ops(best.ops)} OPs{_extra_metrics(extra, best.metrics)}, "
-        f"val acc {best.score:.4f}, test acc {test_acc:.4f}: {best_spec.short()}")
+                       measured, standalone, chance, largest_acc)
+    clock.lap("outputs")
+    if dist_util.is_main():
+        atomic_write_text(out / "best.json", json.dumps(
+            dict(json.loads((out / "best.json").read_text()), phase_seconds=clock.laps), indent=2) + "\n")
     dist_util.barrier()
-    return SearchOutcome(best, test_acc, front, len(cands), out)
+    return SearchOutcome(best, test_acc, front, len(cands), out, standalone, dict(clock.laps), chance, largest_acc,
+                         statistics.median(c.score for c in cands))
+
+
+class _PhaseClock:
+    """Wall time of each phase of this run (a resumed run counts only what it did itself)."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.laps[name] = round(now - self.t, 1)
+        self.t = now
+
+
+def chance_accuracy(y) -> float:
+    """Accuracy of always guessing the most frequent class of ``y``."""
+    counts = torch.bincount(y)
+    return float(counts.max()) / max(1, len(y))
 
 
 def _check_smallest(space: SearchSpace, extra: list[Constraint], log: RunLog) -> None:
@@ -368,7 +475,8 @@ def _extra_metrics(extra: list[Constraint], metrics: dict) -> str:
 
 def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: SearchSpace, best: Candidate,
                    best_spec: ArchSpec, test_acc: float, front: list[Candidate], cands: list[Candidate],
-                   supernet: BinarySupernet, calib, cons: list[Constraint], measured: MeasureLog) -> None:
+                   supernet: BinarySupernet, calib, cons: list[Constraint], measured: MeasureLog,
+                   standalone: StandaloneResult, chance: float, largest_acc: float) -> None:
     from ..quant.checkpoint import save_checkpoint
     from ..quant.model import recalibrate_bn
 
@@ -389,6 +497,23 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
         "val_accuracy_means": "top-1 on the held-out split of the training data, weights inherited from the "
                               "supernet, BN recalibrated (pipeline 1, paper 003)",
         "test_accuracy": test_acc,
+        "test_accuracy_means": "top-1 on the test split, weights inherited from the supernet, BN recalibrated",
+        "chance_accuracy": chance,
+        "largest_val_accuracy": largest_acc,
+        "median_val_accuracy": statistics.median(c.score for c in cands),
+        "supernet_means": "largest: the space's largest subnet (the teacher) with binary weights; median: over every "
+                          "evaluated architecture (evaluated.csv); both inherited, BN recalibrated, val split",
+        "finetuned_val_accuracy": standalone.best["standalone_val_accuracy"] if standalone.best else None,
+        "finetuned_test_accuracy": standalone.best["standalone_test_accuracy"] if standalone.best else None,
+        "finetuned_means": (f"the best architecture {opts.standalone.describe()} (best_finetuned.pt)"
+                            if standalone.best else "not fine-tuned (--finetune-epochs 0)"),
+        "kendall_tau": standalone.correlation.tau if standalone.correlation else None,
+        "kendall_p": standalone.correlation.p_value if standalone.correlation else None,
+        "tau_subnets": standalone.correlation.n if standalone.correlation else 0,
+        "tau_means": ("Kendall's tau-b (two-sided p) between the inherited val accuracy and the stand-alone test "
+                      f"accuracy of subnets spread over the OPs range, the best among them; stand-alone: "
+                      f"{opts.standalone.describe()}; see standalone.csv") if standalone.correlation
+        else "not measured (--tau-subnets 0)",
         "data": data.describe(),
         "evaluated_architectures": len(cands),
     }
@@ -430,7 +555,17 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
             w.writerow([f"{r['ops']:.0f}", *(_fmt_metric(n, r[n]) if n in r else "" for n in names),
                         int(_feasible_row(cons, r)), int(k in scored), r["arch"]])
         atomic_write_text(out / "measured.csv", buf.getvalue())
-    plot_front(out / "pareto.png", cands, front, best, opts.budget, space, data.name, opts.resolution)
+    if standalone.rows:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["ops", "inherited_val_accuracy", "standalone_val_accuracy", "standalone_test_accuracy", "best",
+                    "arch"])
+        for r in standalone.rows:
+            w.writerow([f"{r['ops']:.0f}", f"{r['inherited_val_accuracy']:.4f}", f"{r['standalone_val_accuracy']:.4f}",
+                        f"{r['standalone_test_accuracy']:.4f}", int(r["best"]), r["arch"]])
+        atomic_write_text(out / "standalone.csv", buf.getvalue())
+    plot_front(out / "pareto.png", cands, front, best, opts.budget, space, data.name, opts.resolution,
+               standalone.correlation)
     model = supernet.extract(best.spec)
     recalibrate_bn(model, calib)
     save_checkpoint(model.eval(), out / "best_subnet.pt", source="supernet", val_accuracy=best.score,
@@ -438,7 +573,8 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
 
 
 def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best: Candidate, budget: float,
-               space: SearchSpace, data_name: str, resolution: int) -> None:
+               space: SearchSpace, data_name: str, resolution: int, tau=None) -> None:
+    """The front as a PNG; ``tau`` (a :class:`~bnhw.design.ranking.RankCorrelation`) goes into the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -453,7 +589,8 @@ def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best:
             fontsize=8)
     ax.set_xlabel(f"OPs (M), counted at {space.resolution}x{space.resolution}")
     ax.set_ylabel(f"val top-1 (%), {data_name} at {resolution}x{resolution}, inherited weights")
-    ax.set_title(f"bnhw search: {space.name}")
+    ax.set_title(f"bnhw search: {space.name}" + (f"; ranking {tau.describe()}" if tau is not None else ""),
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -461,3 +598,48 @@ def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best:
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def summary_lines(result: SearchOutcome, opts: SearchOptions) -> list[str]:
+    """The end-of-run summary ``bnhw search`` prints: what was found, how good it is, how long each phase took
+    and the next commands, with this run's paths."""
+    b, out = result.best, result.out
+    lines = []
+    hw = ""
+    if opts.target is not None:
+        hw = f", {b.metrics['fps']:,.1f} FPS on {opts.target}"
+        if "latency_ms" in b.metrics:
+            hw += f", latency {b.metrics['latency_ms']:.3f} ms"
+        hw += " (modelled)"
+    bound = format_ops(opts.budget) + "".join(
+        ([f", >= {opts.min_fps:g} FPS"] if opts.min_fps else [])
+        + ([f", <= {opts.max_latency_ms:g} ms"] if opts.max_latency_ms else []))
+    lines.append(f"best under {bound}: {format_ops(b.ops)} OPs ({100 * b.ops / opts.budget:.0f}% of the budget, at "
+                 f"the space's nominal resolution){hw} ({result.evaluated} architectures evaluated)")
+    lines.append(f"  {b.spec.short()}")
+    acc = (f"  accuracy: inherited val {b.score:.4f}, inherited test {result.test_accuracy:.4f}")
+    sa = result.standalone
+    if sa.best is not None:
+        acc += f", fine-tuned test {sa.best['standalone_test_accuracy']:.4f}"
+    lines.append(acc + f" (chance {result.chance:.4f})")
+    lines.append(f"  supernet: largest subnet val {result.largest_val_accuracy:.4f}, median of the {result.evaluated} "
+                 f"evaluated {result.median_val_accuracy:.4f}")
+    if sa.correlation is not None:
+        c = sa.correlation
+        lines.append(f"  ranking: {c.describe()}: inherited val vs stand-alone test accuracy")
+    else:
+        lines.append("  ranking: not measured (--tau-subnets 0 or --finetune-epochs 0)")
+    if result.phase_seconds:
+        lines.append("  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.phase_seconds.items())
+                     + f" (total {sum(result.phase_seconds.values()):.0f} s)")
+    files = "best_arch.json, best.json, pareto.csv, pareto.png, evaluated.csv, supernet.pt, best_subnet.pt" \
+        + (", best_finetuned.pt, standalone.csv" if sa.best is not None else "") \
+        + (", measured.csv" if opts.target is not None else "")
+    lines.append(f"wrote into {out}/: {files}")
+    ckpt = out / ("best_finetuned.pt" if sa.best is not None else "best_subnet.pt")
+    board = opts.target or "pynq-z2"
+    lines.append("next:")
+    lines.append(f"  bnhw build {out}/best_arch.json --checkpoint {ckpt} --target {board} -o {out}-build")
+    lines.append(f"  bnhw bench-cpu {out}/best_arch.json --checkpoint {ckpt} --target cortex-a53 -o {out}-cpu")
+    lines.append(f"  bnhw report {out}/best_arch.json --checkpoint {ckpt} --target {board} -o {out}-report")
+    return lines

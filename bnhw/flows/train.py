@@ -34,14 +34,17 @@ from ..data.datasets import augment_batch, load_data
 from ..design.supernet import BinarySupernet, SupernetConfig
 from ..design.train import (
     accuracy,
+    adam,
     batches,
+    calibration_batches,
     load_training_checkpoint,
+    resolve_device,
     restore_training_state,
     save_training_checkpoint,
 )
 from ..errors import BnhwError
 from ..quant.checkpoint import save_checkpoint
-from ..quant.model import BinaryNet, build_network, recalibrate_bn
+from ..quant.model import BinaryNet, Network, build_network, recalibrate_bn
 from ..spec import ArchSpec, atomic_write_text
 from ..spec.cells import CellNetSpec
 from ..spec.space import get_space
@@ -66,6 +69,7 @@ class FitConfig:
     #: "sgd-restarts": SGD with momentum 0.9, weight decay 3e-5 unless set, cosine annealing with warm
     #: restarts every fifth of the run (BNAS v2's standard scheme on ImageNet: 250 epochs, cycles of 50)
     optimizer: str = "adam"
+    device: str = "cpu"                # torch device of the training (auto: CUDA when present)
 
     def effective_lr(self) -> float:
         """The peak learning rate."""
@@ -107,7 +111,7 @@ def _optimizer(model: torch.nn.Module, cfg: FitConfig, total: int):
         cycle = max(1, total // 5)
         return opt, torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * (s % cycle) / cycle)))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.effective_lr(), weight_decay=cfg.weight_decay)
+    opt = adam(model.parameters(), lr=cfg.effective_lr(), weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
 
 
@@ -126,7 +130,9 @@ def model_from_supernet(spec: ArchSpec | CellNetSpec, supernet_ckpt: Path) -> Bi
 
 
 def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = None, resume: bool = False,
-        progress: Callable[[str, dict], None] | None = None) -> dict:
+        progress: Callable[[str, dict], None] | None = None, initial: BinaryNet | None = None) -> dict:
+    """Train ``spec`` into ``out`` (see the module docstring); ``initial``: the model to start from, already
+    extracted from the ``supernet`` checkpoint's weights (saves reading it again)."""
     if cfg.scheme not in SCHEMES:
         raise BnhwError(f"scheme must be one of {SCHEMES}")
     if cfg.optimizer not in OPTIMIZERS:
@@ -139,10 +145,16 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
         data.train = data.train.subset(range(min(cfg.train_images, len(data.train))))
     spec = spec.replace(num_classes=data.num_classes)
     torch.manual_seed(cfg.seed)
-    model = model_from_supernet(spec, supernet) if supernet is not None else build_network(spec).train()
+    model: Network
+    if initial is not None:
+        model = initial.train()
+    else:
+        model = model_from_supernet(spec, supernet) if supernet is not None else build_network(spec).train()
+    device = resolve_device(cfg.device)
+    model.to(device)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "train_state.pt"
-    x_all, y_all = data.train.tensors()
+    x_all, y_all = (t.to(device) for t in data.train.tensors())
     xv, yv = data.val.tensors()
     steps = max(1, len(y_all) // cfg.batch_size)
     total = max(1, cfg.epochs * steps)
@@ -157,8 +169,10 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
     if dist_util.world_size() > 1:
         net = dist_util.wrap_ddp(model)
     rank, world = dist_util.rank(), dist_util.world_size()
+    # BN statistics on clean (not augmented) training images, the same batches the search recalibrates on
+    calib = calibration_batches(x_all, 2, 128, cfg.seed)
     if start == 0 and supernet is not None:
-        recalibrate_bn(model, [x_all[i:i + 128] for i in range(0, min(len(x_all), 256), 128)])
+        recalibrate_bn(model, calib)
         history.append({"epoch": 0, "val_accuracy": accuracy(model, xv, yv)})
     for epoch in range(start, cfg.epochs):
         model.train()
@@ -166,6 +180,7 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
         aug = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         total_loss, n = 0.0, 0
         for i, idx in enumerate(batches(len(y_all), cfg.batch_size, gen)):
+            idx = idx.to(device)
             x = augment_batch(x_all[idx], getattr(data.train, "augment", "none"), aug)[rank::world]
             y = y_all[idx][rank::world]
             loss = F.cross_entropy(net(x), y)
@@ -184,6 +199,9 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
                                      scheduler=sched.state_dict(), epoch=epoch + 1, history=history)
         dist_util.barrier()
         report("epoch", log)
+    # the running statistics of training mode saw augmented images at the last steps' rates: recalibrate them
+    # on clean training images, as the search does for every inherited subnet
+    recalibrate_bn(model, calib)
     xt, yt = data.test.tensors()
     result = {"arch": spec.short(), "scheme": cfg.scheme, "supernet": str(supernet) if supernet else None,
               "config": asdict(cfg), "lr": cfg.effective_lr(), "history": history,
