@@ -275,11 +275,15 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
     Trains a weight-sharing supernet (sandwich rule, Bi-Teacher,
-    Bi-Transformation, weight normalisation), then runs an evolutionary
-    Pareto search with the OPs estimator in the loop.  Writes into --out:
-    best_arch.json (spec), best.json (OPs, accuracies, what they mean),
-    pareto.csv / pareto.png, evaluated.csv, supernet.pt, best_subnet.pt,
-    search_state.json, config.json and log.txt.  Interrupt at any time;
+    Bi-Transformation, optionally weight normalisation), runs an
+    evolutionary Pareto search with the OPs estimator in the loop, then
+    trains a sample of subnets stand-alone (the best's fine-tuning, and
+    Kendall's tau of the ranking).  Writes into --out: best_arch.json
+    (spec), best.json (OPs, accuracies, tau, time per phase, what they
+    mean), pareto.csv / pareto.png, evaluated.csv, standalone.csv,
+    supernet.pt, best_subnet.pt, best_finetuned.pt, search_state.json,
+    config.json and log.txt, and prints a summary with the next commands.
+    Interrupt at any time;
     --resume continues without redoing finished epochs or generations.
     Runs under torchrun (gloo/NCCL) too.
 
@@ -293,7 +297,7 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
     from . import distributed as dist_util
     from .design.evolution import EvolutionConfig
     from .design.supernet import SupernetConfig
-    from .design.train import TrainConfig
+    from .design.train import TrainConfig, resolve_device
     from .estimators.ops import parse_budget
     from .flows.progress import search_progress
     from .flows.search import RECIPES, SearchOptions, hardware_constraints, run_search
@@ -329,6 +333,7 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
         recipe=recipe, device=device,
         target=target, min_fps=min_fps, max_latency_ms=max_latency_ms, margin=margin)
     hardware_constraints(opts)          # --min-fps without --target, unknown board: one line, before any work
+    resolve_device(device)              # a device this machine lacks: one line, before the folder is claimed
     dist_util.init_from_env()
     with _claimed(out, "search", force), search_progress(opts, enabled=dist_util.is_main()) as on_event:
         result = run_search(opts, out, resume=resume, event=on_event)

@@ -177,4 +177,4 @@ def test_missing_device_is_one_line_before_any_work(tmp_path):
     missing = "cuda:99" if torch.cuda.is_available() else "cuda"
     r = CliRunner().invoke(main, ["search", *TINY, "--device", missing, "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "no such CUDA device" in r.stderr and r.stderr.strip().count("\n") == 0
-    assert not (tmp_path / "o" / "supernet.pt").exists()
+    assert not (tmp_path / "o").exists()                # refused before the folder is claimed

@@ -44,6 +44,7 @@ from ..design.train import (
 )
 from ..errors import BnhwError
 from ..quant.checkpoint import save_checkpoint
+from ..quant.layers import identity_slopes
 from ..quant.model import BinaryNet, Network, build_network, recalibrate_bn
 from ..spec import ArchSpec, atomic_write_text
 from ..spec.cells import CellNetSpec
@@ -149,7 +150,8 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
     if initial is not None:
         model = initial.train()
     else:
-        model = model_from_supernet(spec, supernet) if supernet is not None else build_network(spec).train()
+        model = model_from_supernet(spec, supernet) if supernet is not None \
+            else identity_slopes(build_network(spec)).train()
     device = resolve_device(cfg.device)
     model.to(device)
     out.mkdir(parents=True, exist_ok=True)

@@ -242,6 +242,22 @@ def rprelu_format(precision: Precision) -> RPReLUFormat | None:
                         Dyadic(precision.slope_frac_bits, 2 ** (24 - precision.residual_bits)))
 
 
+@torch.no_grad()
+def identity_slopes(model: nn.Module) -> nn.Module:
+    """Set every RPReLU slope of ``model`` to 1 (identity) before training from scratch.
+
+    One RPReLU follows every residual addition; PReLU's initial 0.25 shrinks the
+    negative half of the stream 4x at each, so deep sign activations of a fresh
+    network read +1 almost everywhere and it barely learns (``bnhw train
+    nasbnn-cifar-smallest --epochs 2``: test 0.127 with 0.25, 0.541 with 1;
+    docs/METHODS.md).  Returns ``model``.
+    """
+    for m in model.modules():
+        if isinstance(m, RPReLU):
+            m.prelu.weight.fill_(1.0)
+    return model
+
+
 class Freezable:
     """Eval-mode constants computed once (:meth:`freeze`) instead of on every forward pass.
 
@@ -422,7 +438,9 @@ class RPReLU(Freezable, nn.Module):
     """Learnable-bias PReLU (ReActNet): ``y = PReLU(x - b1) + b2``, all per channel.
 
     ``fmt`` (fixed mode): the constants are rounded onto dyadic grids in the
-    forward pass (:func:`rprelu`, :func:`rprelu_format`).
+    forward pass (:func:`rprelu`, :func:`rprelu_format`).  A fresh model keeps
+    PReLU's 0.25 (the seeded fresh weights that hardware estimates are made with);
+    training from scratch starts the slopes at 1 instead (:func:`identity_slopes`).
     """
 
     def __init__(self, channels: int, init_slope: float = 0.25, fmt: RPReLUFormat | None = None):
