@@ -103,6 +103,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -242,8 +243,11 @@ def rprelu_format(precision: Precision) -> RPReLUFormat | None:
                         Dyadic(precision.slope_frac_bits, 2 ** (24 - precision.residual_bits)))
 
 
+_M = TypeVar("_M", bound=nn.Module)
+
+
 @torch.no_grad()
-def identity_slopes(model: nn.Module) -> nn.Module:
+def identity_slopes(model: _M) -> _M:
     """Set every RPReLU slope of ``model`` to 1 (identity) before training from scratch.
 
     One RPReLU follows every residual addition; PReLU's initial 0.25 shrinks the
