@@ -32,7 +32,9 @@ bench: install
 	$(PY) -m bnhw.bench --out bench/out
 
 # The standalone CPU runtime (bnhw-run: loads a .bnhwcpu model file, no Python):
-#   make cpu-runtime                   for this machine (also on the board itself)
+#   make cpu-runtime                   for this machine (also on the board itself); on x86-64 the one
+#                                      binary runs on any x86-64 CPU with popcnt: the AVX2 / AVX-512
+#                                      kernels are chosen at run time (--kernels, $BNHW_KERNELS)
 #   make cpu-runtime CPU_ARCH=armv7    Cortex-A9 (PYNQ-Z2's PS), static, NEON
 #   make cpu-runtime CPU_ARCH=aarch64  Cortex-A53/A72, static, NEON
 # Output: build/cpu/<arch>/bnhw-run.  The flags are those of bnhw.hw.cpu.cross.TARGETS (a test checks).
@@ -40,11 +42,11 @@ CPU_SRC       := bnhw/hw/cpu/src
 CPU_C         := $(filter-out $(CPU_SRC)/kernel_test.c,$(wildcard $(CPU_SRC)/*.c))
 CPU_ARCH      ?= native
 CC_native     ?= gcc
-FLAGS_native  ?= -O3 -std=c99 -march=native
+FLAGS_native  ?= -O3 -std=c99 -pthread $(if $(filter x86_64,$(shell uname -m)),-mpopcnt,)
 CC_armv7      := arm-linux-gnueabihf-gcc
-FLAGS_armv7   := -O3 -std=c99 -mcpu=cortex-a9 -mfpu=neon -mfloat-abi=hard -static
+FLAGS_armv7   := -O3 -std=c99 -mcpu=cortex-a9 -mfpu=neon -mfloat-abi=hard -static -pthread
 CC_aarch64    := aarch64-linux-gnu-gcc
-FLAGS_aarch64 := -O3 -std=c99 -mcpu=cortex-a53 -static
+FLAGS_aarch64 := -O3 -std=c99 -mcpu=cortex-a53 -static -pthread
 
 cpu-runtime: build/cpu/$(CPU_ARCH)/bnhw-run
 

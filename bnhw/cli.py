@@ -600,13 +600,18 @@ def run_cmd(build_dir: Path, input_path: Path, engine: str | None, as_json: bool
               help="Timed runs (native); the median is reported.")
 @click.option("--images", default=16, show_default=True, type=click.IntRange(1, 1797),
               help="Real images for the bit-exact check.")
-@click.option("--kernels", default="opt", show_default=True, type=click.Choice(["opt", "ref", "portable", "neon"]),
-              help="Kernel implementation (native).")
+@click.option("--kernels", default=None,
+              type=click.Choice(["auto", "ref", "portable", "avx2", "avx512", "avx512bw", "neon", "opt"]),  # KERNEL_SET_NAMES
+              help="Kernel set of the native runtime: auto (default: the best this CPU runs; opt is an alias), "
+                   "ref, portable, avx2, avx512 (with VPOPCNTDQ), avx512bw (without), neon.  Without it "
+                   "$BNHW_KERNELS names the set.  A set this CPU lacks is an error.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 256),
+              help="Threads of the native runtime (0: all online cores); outputs do not depend on it.")
 @click.option("--clock-mhz", type=click.FloatRange(min=0, min_open=True),
               help="Core clock of a modelled ARM target (default: its reference board's).")
 @click.option("--no-qemu", is_flag=True, help="ARM targets: skip the bit-exact check of the cross build under QEMU.")
 @click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
-def bench_cpu(network, target, out, checkpoint, repeat, images, kernels, clock_mhz, no_qemu, force) -> None:
+def bench_cpu(network, target, out, checkpoint, repeat, images, kernels, threads, clock_mhz, no_qemu, force) -> None:
     """Run NETWORK on an embedded CPU through bnhw's C kernels.
 
     NETWORK is an architecture spec or `bnhw zoo` name, cnv-w1a1 / tfc-w1a1,
@@ -619,7 +624,7 @@ def bench_cpu(network, target, out, checkpoint, repeat, images, kernels, clock_m
     from .flows.cpu_bench import bench_cpu_flow
 
     bench_cpu_flow(network, target, out, checkpoint=checkpoint, repeat=repeat, images=images, kernels=kernels,
-                   clock_mhz=clock_mhz, qemu=not no_qemu, force=force, echo=click.echo)
+                   clock_mhz=clock_mhz, qemu=not no_qemu, force=force, threads=threads, echo=click.echo)
 
 
 def run() -> None:  # console-script entry point

@@ -12,14 +12,16 @@ import sys
 import pytest
 from helpers.graphs import bireal_graph
 
+from bnhw.hw.cpu import kernels
 from bnhw.hw.cpu.cross import toolchain_status
 from bnhw.hw.cpu.program import lower_cpu, write_model
+from bnhw.hw.cpu.runtime import default_threads
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (apt-get install gcc)")
 
 
-def run(*args, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def run(*args, timeout=600, env=None):
+    env = {**{k: v for k, v in os.environ.items() if k != "BNHW_KERNELS"}, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "bnhw", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -45,9 +47,10 @@ def test_native_is_measured_and_checked(graph_file, tmp_path):
     assert p.returncode == 0, p.stderr
     r = json.loads((tmp_path / "bench_cpu.json").read_text())
     assert r["how"] == "measured" and r["target"] == "native"
-    assert r["checks"]["native"] == {"checked": True, "inputs": 6, "equal": 6, "kernels": "portable",
-                                     "real_inputs": False}
+    assert r["checks"]["native"] == {"checked": True, "inputs": 6, "equal": 6, "kernels": kernels.resolve("auto"),
+                                     "threads": default_threads(), "real_inputs": False}
     res = r["result"]
+    assert res["kernels"] == kernels.resolve("auto") and res["threads"] == default_threads()
     prog = lower_cpu(g)
     assert [x["name"] for x in res["rows"]] == [o.name for o in prog.ops]
     assert res["seconds"] > 0 and res["repeat"] == 5 and r["bmacs"] == prog.bmacs > 0
@@ -55,6 +58,38 @@ def test_native_is_measured_and_checked(graph_file, tmp_path):
     md = (tmp_path / "bench_cpu.md").read_text()
     assert "**Measured**" in md and "equals the IR on 6/6" in md and "random integers" in md
     assert (tmp_path / "model.bnhwcpu").is_file()
+
+
+def test_kernel_set_and_threads_choice(graph_file, tmp_path):
+    """--kernels wins over $BNHW_KERNELS, which wins over auto; the report names the set that ran and the
+    thread count; a set this CPU lacks (or not compiled for it) is a one-line error before any work."""
+    _, path = graph_file
+    env = {"BNHW_KERNELS": "ref"}
+    p = run("bench-cpu", path, "--repeat", "1", "--images", "2", "--threads", "2", "-o", tmp_path / "a", env=env)
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "a" / "bench_cpu.json").read_text())
+    assert r["result"]["kernels"] == "ref" == r["checks"]["native"]["kernels"] and r["result"]["threads"] == 2
+    assert "2 threads, kernels `ref`" in (tmp_path / "a" / "bench_cpu.md").read_text()
+    p = run("bench-cpu", path, "--repeat", "1", "--images", "2", "--kernels", "portable", "--threads", "1", "-o",
+            tmp_path / "b", env=env)
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "b" / "bench_cpu.json").read_text())
+    assert r["result"]["kernels"] == "portable" and r["result"]["threads"] == 1
+    lacking = [s for s in ("neon", "avx2", "avx512bw", "avx512") if s not in kernels.usable_kernel_sets()]
+    for s in lacking[:2]:
+        msg = one_line_error(run("bench-cpu", path, "--kernels", s, "-o", tmp_path / f"x{s}"))
+        assert f"kernel set {s} " in msg and ("this CPU has" in msg or "not compiled in" in msg)
+        assert not (tmp_path / f"x{s}").exists()
+    msg = one_line_error(run("bench-cpu", path, "-o", tmp_path / "y", env={"BNHW_KERNELS": "bogus"}))
+    assert "unknown kernel set bogus" in msg
+    assert "Invalid value" in run("bench-cpu", path, "--kernels", "bogus", "-o", tmp_path / "z").stderr
+
+
+def test_cli_kernel_choices_are_the_sets():
+    from bnhw.cli import main
+
+    opt = next(o for o in main.commands["bench-cpu"].params if o.name == "kernels")
+    assert tuple(opt.type.choices) == kernels.KERNEL_SET_NAMES
 
 
 @pytest.mark.parametrize("core", ["cortex-a9", "cortex-a72"])

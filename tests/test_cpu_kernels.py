@@ -20,16 +20,29 @@ U64_MAX = np.iinfo(np.uint64).max
 
 
 def _impls() -> list[str]:
-    return [s for s in kernel_sets() if s != "ref"]
+    """The optimised sets this CPU runs (what kernel_test checks natively)."""
+    return [s for s in kernels.usable_kernel_sets() if s != "ref"]
 
 
-#: the optimised sets natively: NEON only on an ARM host (elsewhere it is tested under QEMU below)
-NATIVE_IMPLS = ["portable", "opt"] + (["neon"] if platform.machine().lower().startswith(("arm", "aarch64")) else [])
+_ARM = platform.machine().lower().startswith(("arm", "aarch64"))
+#: every optimised set natively (NEON is tested under QEMU below on a non-ARM host) and the auto choice
+NATIVE_IMPLS = ["portable", "avx2", "avx512bw", "avx512", "neon", "auto", "opt"]
 
 
 @pytest.fixture(scope="module", params=NATIVE_IMPLS)
 def impl(request) -> str:
-    return request.param
+    """One set; skipped, with the reason, where the set is not compiled for this architecture or the CPU
+    lacks its features (e.g. "kernel set avx512 needs ... avx512vpopcntdq; this CPU has ...")."""
+    name = request.param
+    if name == "neon" and not _ARM:
+        pytest.skip("neon: not an ARM host (tested under QEMU by test_kernel_test_qemu)")
+    if name in ("avx2", "avx512bw", "avx512") and _ARM:
+        pytest.skip(f"{name}: an x86-64 set, this is an ARM host")
+    try:
+        kernels.resolve(name)
+    except BnhwError as e:
+        pytest.skip(f"CPU lacks {name}: {e}")
+    return name
 
 
 # ------------------------------------------------------------------------------- shapes
@@ -38,11 +51,12 @@ def _u64(rng, shape) -> np.ndarray:
     return rng.integers(0, U64_MAX, size=shape, dtype=np.uint64, endpoint=True)
 
 
-#: (M, N, K, dense): empty, K = 0 / 1 / odd, around the 31-step (62-word) byte-accumulator limit,
-#: and beyond the 16-bit limit (8192 words with every bit different)
+#: (M, N, K, dense): empty, K = 0 / 1 / odd, around the 31-step byte-accumulator limits (62 words for
+#: NEON, 124 for AVX2, 248 for AVX-512BW), and beyond the 16-bit limit (8192 words with every bit different)
 BGEMM_FIXED = [(0, 5, 3, 0), (5, 0, 3, 0), (3, 3, 0, 0), (1, 1, 1, 1), (7, 9, 1, 1), (5, 6, 61, 1), (5, 6, 62, 1),
                (5, 6, 63, 1), (6, 5, 64, 1), (5, 7, 65, 1), (3, 5, 124, 1), (4, 5, 125, 1), (3, 5, 8193, 1),
-               (5, 6, 8256, 1), (1, 9, 3, 0), (9, 1, 17, 0), (13, 11, 9, 2)]
+               (5, 6, 8256, 1), (1, 9, 3, 0), (9, 1, 17, 0), (13, 11, 9, 2), (5, 6, 123, 1), (6, 9, 247, 1),
+               (9, 6, 248, 1), (7, 5, 249, 1), (5, 9, 497, 1), (4, 4, 8, 2), (4, 4, 7, 2), (4, 4, 15, 0)]
 
 
 def _bgemm_case(rng, M, N, K, dense, strided):
@@ -187,23 +201,47 @@ def _strided(rng, x: np.ndarray, strided: bool) -> np.ndarray:
 
 # ------------------------------------------------------------------ the reference itself
 
-def test_sets_and_opt():
-    sets = kernel_sets()
-    assert sets[:2] == ["ref", "portable"]
-    assert kernels.resolve("opt") == ("neon" if "neon" in sets else "portable")
-    with pytest.raises(BnhwError, match="not compiled in"):
-        kernels.resolve("avx512")
+def test_sets_and_auto(monkeypatch):
+    sets, usable = kernel_sets(), kernels.usable_kernel_sets()
+    assert sets[:2] == ["ref", "portable"] and usable[0] == "ref"
+    assert [s for s in sets if s in usable] == usable
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert sets == ["ref", "portable", "avx2", "avx512bw", "avx512"]
+        # the run-time choice follows what /proc/cpuinfo reports (CPUID, read independently)
+        feats = kernels.cpu_features()
+        want = ("avx512" if {"avx512f", "avx512bw", "avx512_vpopcntdq"} <= feats else
+                "avx512bw" if {"avx512f", "avx512bw"} <= feats else "avx2" if "avx2" in feats else "portable")
+        assert usable[-1] == want
+        for name, need in (("avx2", {"avx2"}), ("avx512bw", {"avx512f", "avx512bw"}),
+                           ("avx512", {"avx512f", "avx512bw", "avx512_vpopcntdq"})):
+            assert (name in usable) == (need <= feats)
+    else:
+        assert "avx2" not in sets
+        with pytest.raises(BnhwError, match="kernel set avx2 is not compiled in for this architecture"):
+            kernels.resolve("avx2")
+    assert kernels.resolve("auto") == kernels.resolve("opt") == usable[-1]
+    with pytest.raises(BnhwError, match="unknown kernel set nonesuch"):
+        kernels.resolve("nonesuch")
+    for name in set(kernels.KERNEL_SET_NAMES) - set(usable) - {"auto", "opt"}:
+        with pytest.raises(BnhwError, match=f"kernel set {name} (needs .*; this CPU has|is not compiled in)"):
+            kernels.resolve(name)
+    # a flag wins over BNHW_KERNELS, which wins over auto
+    monkeypatch.setenv(kernels.ENV_VAR, "ref")
+    assert kernels.requested() == "ref" and kernels.resolve() == "ref"
+    assert kernels.requested("portable") == "portable"
+    monkeypatch.delenv(kernels.ENV_VAR)
+    assert kernels.requested() == "auto"
 
 
 def test_native_flags_follow_cpu():
     flags = kernels.native_flags()
-    assert flags[:2] == ("-O3", "-std=c99")
+    assert flags[:3] == ("-O3", "-std=c99", "-pthread")
     feats = kernels.cpu_features()
     if platform.machine().lower() in ("x86_64", "amd64"):
         assert ("-mpopcnt" in flags) == ("popcnt" in feats)
-        assert ("-mavx2" in flags) == ("avx2" in feats)
     else:
-        assert "-mpopcnt" not in flags and "-mavx2" not in flags
+        assert "-mpopcnt" not in flags
+    assert not any(f.startswith(("-mavx", "-march")) for f in flags), "vector sets are chosen at run time"
 
 
 def test_bgemm_ref_matches_numpy():
@@ -312,7 +350,7 @@ def test_wrapper_errors():
         pack(np.zeros((1, 10), dtype=np.int32), 3)
     with pytest.raises(BnhwError, match="int16"):
         gemm_s16(np.full((1, 1), 40000), np.ones((1, 1), dtype=np.int16))
-    with pytest.raises(BnhwError, match="not compiled in"):
+    with pytest.raises(BnhwError, match="unknown kernel set"):
         bgemm(a, a, impl="nonesuch")
 
 
@@ -336,11 +374,14 @@ def test_wrapper_views():
 
 # ------------------------------------------------------------------ kernel_test program
 
-def _kernel_test_lines(proc: subprocess.CompletedProcess, sets: list[str], count: int) -> None:
+def _kernel_test_lines(proc: subprocess.CompletedProcess, sets: list[str], count: int,
+                       skipped: list[str] | tuple[str, ...] = ()) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f"kernel sets: {','.join(['ref', *sets])} "), out
+    for s in skipped:   # a compiled-in set the CPU lacks is named, with the reason, never silently left out
+        assert any(ln.startswith(f"skip {s}: kernel set {s} needs ") for ln in lines), out
     for s in sets:
         for k in ("pack", "bgemm", "gemm_s16"):
             assert f"{s} {k} {count} shapes ok" in lines, out
@@ -360,7 +401,7 @@ def test_kernel_test_native(sanitize, tmp_path):
     exe = cross.build_executable("native", kernels.kernel_sources(test=True), "kernel_test", extra_flags=extra)
     proc = cross.run_executable("native", exe, ["11", "400"], timeout=120,
                                 env={"ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"})
-    _kernel_test_lines(proc, _impls(), 400)
+    _kernel_test_lines(proc, _impls(), 400, [s for s in kernel_sets() if s not in ("ref", *_impls())])
 
 
 @pytest.mark.parametrize("arch", ["armv7", "aarch64"])

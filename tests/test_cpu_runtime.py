@@ -5,6 +5,8 @@ a searched-space subnet and of CNV-W1A1 on real digit images, with every kernel 
 
 from __future__ import annotations
 
+import os
+import platform
 import shutil
 
 import numpy as np
@@ -30,7 +32,7 @@ from qonnx.core.onnx_exec import execute_onnx
 from bnhw.errors import BnhwError
 from bnhw.hw.cpu.cross import toolchain_status
 from bnhw.hw.cpu.program import CpuLoweringError, lower_cpu, write_model
-from bnhw.hw.cpu.runtime import CpuModel, compiled_kernel_sets, run_standalone
+from bnhw.hw.cpu.runtime import CpuModel, default_threads, run_standalone, usable_kernel_sets
 from bnhw.hw.ir import DType, HwGraph
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (apt-get install gcc)")
@@ -39,7 +41,8 @@ N_IMAGES = 8
 
 
 def kernel_sets() -> list[str]:
-    return compiled_kernel_sets()
+    """Every compiled-in set this CPU runs (test_cpu_kernels names, with the reason, any it lacks)."""
+    return usable_kernel_sets()
 
 
 def check_all_streams(g: HwGraph, model: CpuModel, xs: np.ndarray) -> int:
@@ -170,10 +173,39 @@ def test_corrupt_or_foreign_model_files_are_one_line_errors(tmp_path):
     m = CpuModel(path)
     with pytest.raises(BnhwError, match="input has 3 elements"):
         m.run(np.ones(3))
-    with pytest.raises(BnhwError, match="not compiled in"):
-        m.kernels = "avx512"
+    with pytest.raises(BnhwError, match="kernel set nonesuch") as e:
+        m.kernels = "nonesuch"
+    assert "\n" not in str(e.value)
+    absent = "neon" if platform.machine().lower() in ("x86_64", "amd64") else "avx2"
+    with pytest.raises(BnhwError, match=f"kernel set {absent} is not compiled in for this architecture"):
+        m.kernels = absent
+    for bad in (-1, 10**6):
+        with pytest.raises(BnhwError, match="threads"):
+            m.threads = bad
     x = rand_input(g, 1, seed=0)[0]
     np.testing.assert_array_equal(m.run(x).reshape(-1), g.execute(x).reshape(-1))     # loaded from the file
+
+
+# ----------------------------------------------------------------------------- threads
+def test_threads_give_identical_outputs():
+    """1, 2 and 3 threads give every stream bit for bit equal to the IR: random convolutions with every
+    conv split (pixel chunks, and channel slices where chunks are fewer than threads: groups, borders,
+    every output kind), and a few-pixel deep conv whose work passes the default split threshold."""
+    rng = np.random.default_rng(22)
+    for _ in range(40):
+        g = random_conv_graph(rng)
+        x = rand_input(g, 1, seed=int(rng.integers(1 << 30)))
+        for t in (1, 2, 3):
+            m = CpuModel(g, threads=t, split_threshold=0)
+            assert m.threads == t
+            check_all_streams(g, m, x)
+    b = Builder("few_pixels", (2, 2, 1024), DType.bipolar())
+    y = add_mvau(b, swg(b, "x", 3, pad=1), bipolar_w(rng, (256, 9 * 1024)))
+    g = b.graph(y)
+    x = rand_input(g, 2, seed=3)
+    for t in (1, 2, 3):
+        check_all_streams(g, CpuModel(g, threads=t), x)
+    assert CpuModel(g).threads == default_threads() == os.sysconf("SC_NPROCESSORS_ONLN")
 
 
 # ----------------------------------------------------------------------------- real networks vs QONNX
@@ -361,6 +393,43 @@ def test_standalone_reports_per_op_times(cnv):
     assert all(t >= 0 for _, t in r["op_seconds"]) and r["total_seconds"] > 0
 
 
+def test_standalone_threads_and_kernel_sets(cnv, tmp_path):
+    """bnhw-run: --threads 1, 2, 3 give the same outputs and tensors bit for bit with every usable set;
+    --kernels wins over $BNHW_KERNELS (default auto); a set this CPU lacks or an unknown one is one
+    line and exit status 2, never an illegal instruction."""
+    from bnhw.hw.cpu.cross import run_executable
+    from bnhw.hw.cpu.runtime import build_runner
+
+    ints = cnv["ints"][:2]
+    base = None
+    for ks in kernel_sets():
+        for t in (1, 2, 3):
+            r = run_standalone(cnv["model_file"], ints, arch="native", kernels=ks, threads=t, tensors=True)
+            assert r["kernels"] == ks and r["threads"] == t
+            if base is None:
+                base = r
+            np.testing.assert_array_equal(r["outputs"], base["outputs"])
+            np.testing.assert_array_equal(r["tensors"], base["tensors"])
+    exe = build_runner("native")
+    x = tmp_path / "in.bin"
+    np.ascontiguousarray(ints, dtype="<i4").tofile(x)
+    out = tmp_path / "out.bin"
+
+    def go(*args, env=None):
+        return run_executable("native", exe, [cnv["model_file"], x, out, *args], env=env)
+
+    assert go(env={"BNHW_KERNELS": "ref"}).stdout.startswith("kernels ref ")
+    assert go("--kernels", "portable", env={"BNHW_KERNELS": "ref"}).stdout.startswith("kernels portable ")
+    assert go(env={"BNHW_KERNELS": ""}).stdout.startswith(f"kernels {kernel_sets()[-1]} ")
+    absent = "neon" if platform.machine().lower() in ("x86_64", "amd64") else "avx2"
+    for args, needle in ((["--kernels", absent], f"kernel set {absent} is not compiled in for this architecture"),
+                         (["--kernels", "bogus"], "unknown kernel set bogus"),
+                         (["--threads", "-1"], "--threads takes 0"), (["--threads", "x"], "--threads takes 0")):
+        p = go(*args)
+        assert p.returncode == 2 and p.stderr.strip().startswith("error: ") and needle in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+
+
 def test_makefile_cross_flags_match_the_python_builds():
     """`make cpu-runtime CPU_ARCH=...` (the board-side build) uses the flags the tests' builds use."""
     import re
@@ -373,3 +442,19 @@ def test_makefile_cross_flags_match_the_python_builds():
         cc = re.search(rf"^CC_{arch}\s*:=\s*(.+)$", text, re.M).group(1).strip()
         flags = re.search(rf"^FLAGS_{arch}\s*:=\s*(.+)$", text, re.M).group(1).split()
         assert cc == TARGETS[arch].compiler and tuple(flags) == TARGETS[arch].flags
+
+
+def test_popcount_peaks_run_only_where_the_cpu_has_them():
+    """bench_peak.c's scalar and vector XOR-popcount loops: a positive rate for each kind this CPU runs,
+    and for a kind it lacks a one-line error naming what it has (never the instruction)."""
+    from bnhw.hw.cpu.runtime import POPCOUNT_PEAKS, xorpop_peak
+
+    usable = kernel_sets()
+    for kind in POPCOUNT_PEAKS:
+        if kind == "scalar" or kind in usable:
+            assert xorpop_peak(words=64, min_seconds=0.001, trials=1, kind=kind) > 0
+        else:
+            with pytest.raises(BnhwError, match=f"kernel set {kind} "):
+                xorpop_peak(kind=kind)
+    with pytest.raises(BnhwError, match="unknown popcount peak"):
+        xorpop_peak(kind="sse")

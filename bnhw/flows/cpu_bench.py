@@ -11,7 +11,10 @@ NETWORK is an architecture spec / ``bnhw zoo`` name, a reference network
   QEMU when the toolchain is installed (said plainly when it is not);
 * ``--target native``: **measured** on this machine: per op and whole network,
   the median wall time of repeated runs (after warm-up) and binary GOPS
-  (1 XNOR-popcount multiply-accumulate = 2 ops);
+  (1 XNOR-popcount multiply-accumulate = 2 ops), with the kernel set
+  ``--kernels`` / ``$BNHW_KERNELS`` names (default ``auto``: the best this CPU
+  runs; the report says which set ran) on ``--threads`` threads (default: all
+  online cores);
 * ``--target cortex-a9|cortex-a53|cortex-a72``: **modelled** with
   :mod:`bnhw.hw.cpu.perfmodel` (instruction mix of the NEON inner loops x the
   core's issue rates, at the reference board's clock), with the core's
@@ -103,18 +106,18 @@ def load_network(network: str | NetworkInput, out: Path, *, checkpoint: Path | N
     return LoadedNetwork(prep.name, prog, prep.graph, np.asarray(prep.int_inputs), True, notes)
 
 
-def _check_native(net: LoadedNetwork, kernels: str) -> dict:
+def _check_native(net: LoadedNetwork, kernels: str | None, threads: int = 0) -> dict:
     from ..hw.cpu.runtime import CpuModel
 
     if net.graph is None:
         return {"checked": False, "why": "no IR to compare against"}
-    m = CpuModel(net.program, kernels=kernels)
+    m = CpuModel(net.program, kernels=kernels, threads=threads)
     equal = sum(bool(np.array_equal(m.run(x), net.graph.execute(x))) for x in net.inputs)
     if equal != len(net.inputs):
         raise BnhwError(f"CPU runtime disagrees with the IR on {len(net.inputs) - equal} of {len(net.inputs)} "
                         "inputs (a runtime bug; please report it)")
     return {"checked": True, "inputs": len(net.inputs), "equal": equal, "kernels": m.kernels,
-            "real_inputs": net.real_inputs}
+            "threads": m.threads, "real_inputs": net.real_inputs}
 
 
 def _check_qemu(net: LoadedNetwork, model_file: Path, arch: str, n: int = 4) -> dict:
@@ -136,12 +139,13 @@ def _check_qemu(net: LoadedNetwork, model_file: Path, arch: str, n: int = 4) -> 
     return {"checked": True, "arch": arch, "inputs": len(xs), "equal": equal, "kernels": r["kernels"]}
 
 
-def measure_native(program: CpuProgram, x: np.ndarray, *, kernels: str = "opt", repeat: int = 20,
-                   warmup: int = 3) -> dict:
-    """Median per-op and whole-network wall time of ``repeat`` runs on this machine (after ``warmup``)."""
+def measure_native(program: CpuProgram, x: np.ndarray, *, kernels: str | None = None, repeat: int = 20,
+                   warmup: int = 3, threads: int = 0) -> dict:
+    """Median per-op and whole-network wall time of ``repeat`` runs on this machine (after ``warmup``),
+    with kernel set ``kernels`` (``None``: ``$BNHW_KERNELS`` or ``auto``) on ``threads`` threads (0: all cores)."""
     from ..hw.cpu.runtime import CpuModel
 
-    m = CpuModel(program, kernels=kernels)
+    m = CpuModel(program, kernels=kernels, threads=threads)
     per, tot = m.time(x, repeat=repeat, warmup=warmup)
     med = np.median(per, axis=0)
     rows = []
@@ -153,12 +157,12 @@ def measure_native(program: CpuProgram, x: np.ndarray, *, kernels: str = "opt", 
     return {"rows": rows, "seconds": total, "p10_seconds": float(np.percentile(tot, 10)),
             "p90_seconds": float(np.percentile(tot, 90)), "fps": 1.0 / total if total > 0 else None,
             "binary_gops": 2 * bm / total / 1e9 if total > 0 else None, "repeat": repeat, "warmup": warmup,
-            "kernels": m.kernels}
+            "kernels": m.kernels, "threads": m.threads}
 
 
 def bench_cpu_flow(network: str, target: str = "native", out: Path = Path("runs/bench-cpu"), *,
-                   checkpoint: Path | None = None, repeat: int = 20, images: int = 16, kernels: str = "opt",
-                   clock_mhz: float | None = None, qemu: bool = True, force: bool = False,
+                   checkpoint: Path | None = None, repeat: int = 20, images: int = 16, kernels: str | None = None,
+                   clock_mhz: float | None = None, qemu: bool = True, force: bool = False, threads: int = 0,
                    echo: Callable[[str], None] = print) -> dict:
     if target not in CPU_TARGETS:
         raise BnhwError(f"unknown CPU target {target!r}; choose one of {', '.join(CPU_TARGETS)}")
@@ -166,6 +170,14 @@ def bench_cpu_flow(network: str, target: str = "native", out: Path = Path("runs/
         raise BnhwError("--clock-mhz applies to the modelled ARM targets only (native is measured)")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise BnhwError(f"{checkpoint}: no such checkpoint")
+    from ..hw.cpu import kernels as cpu_kernels
+    from ..hw.cpu.runtime import default_threads
+
+    if threads < 0:
+        raise BnhwError(f"--threads must be 0 (all cores) or more, got {threads}")
+    kernels = cpu_kernels.requested(kernels)   # --kernels, else $BNHW_KERNELS, else auto
+    cpu_kernels.resolve(kernels)               # a set this CPU cannot run: one line naming what it has, first
+    threads = threads or default_threads()
     inp = resolve(network, "bench-cpu")        # input errors before any work or any folder
     lowered = None
     if inp.kind is Kind.QONNX:
@@ -177,11 +189,12 @@ def bench_cpu_flow(network: str, target: str = "native", out: Path = Path("runs/
     out = Path(out)
     with staged_folder(out, "bench-cpu", force=force, echo=echo) as st:
         return _bench_into(st.work, out, inp, lowered, target, checkpoint, repeat, images, kernels, clock_mhz, qemu,
-                           st.echo)
+                           st.echo, threads)
 
 
 def _bench_into(work: Path, out: Path, inp: NetworkInput, lowered, target: str, checkpoint: Path | None, repeat: int,
-                images: int, kernels: str, clock_mhz: float | None, qemu: bool, echo: Callable[[str], None]) -> dict:
+                images: int, kernels: str, clock_mhz: float | None, qemu: bool, echo: Callable[[str], None],
+                threads: int = 0) -> dict:
     net = load_network(inp, work, checkpoint=checkpoint, images=images, echo=echo, lowered=lowered)
     write_model(net.program, work / "model.bnhwcpu")
     model_file = out / "model.bnhwcpu"
@@ -189,15 +202,15 @@ def _bench_into(work: Path, out: Path, inp: NetworkInput, lowered, target: str, 
          f"{net.program.macs / 1e6:.3f} M integer MACs per image; model file {model_file}")
     echo(f"checking the C runtime against the IR on {len(net.inputs)} "
          f"{'real digit images' if net.real_inputs else 'inputs'}")
-    checks = {"native": _check_native(net, kernels)}
+    checks = {"native": _check_native(net, kernels, threads)}
     report: dict[str, Any] = {"network": net.name, "target": target, "model_file": str(model_file), "ops": len(net.program.ops),
               "bmacs": net.program.bmacs, "macs": net.program.macs, "notes": net.notes, "checks": checks,
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if target == "native":
         echo(f"timing {repeat} runs (after 3 warm-up runs)")
-        meas = measure_native(net.program, net.inputs[0], kernels=kernels, repeat=repeat)
+        meas = measure_native(net.program, net.inputs[0], kernels=kernels, repeat=repeat, threads=threads)
         report.update(how="measured", machine=machine_name(), result=meas)
-        report["notes"].append(f"measured on this machine ({report['machine']}), one thread, kernels "
+        report["notes"].append(f"measured on this machine ({report['machine']}), {_threads(meas['threads'])}, kernels "
                                f"{meas['kernels']}: median of {repeat} runs after {meas['warmup']} warm-up runs; "
                                "the machine may be shared, so times are noisy")
     else:
@@ -217,6 +230,10 @@ def _bench_into(work: Path, out: Path, inp: NetworkInput, lowered, target: str, 
     echo(md)
     echo(f"wrote {out / 'bench_cpu.md'} and {out / 'bench_cpu.json'}")
     return report
+
+
+def _threads(n: int) -> str:
+    return "one thread" if n == 1 else f"{n} threads"
 
 
 def _json(o):
@@ -241,7 +258,7 @@ def render_markdown(r: dict) -> str:
     res = r["result"]
     lines = [f"# bnhw bench-cpu {r['network']} --target {r['target']}", ""]
     if r["how"] == "measured":
-        lines.append(f"**Measured** on {r['machine']} (one thread, kernels `{res['kernels']}`, median of "
+        lines.append(f"**Measured** on {r['machine']} ({_threads(res.get('threads', 1))}, kernels `{res['kernels']}`, median of "
                      f"{res['repeat']} runs): latency **{res['seconds'] * 1e3:.3f} ms** (p10 "
                      f"{res['p10_seconds'] * 1e3:.3f}, p90 {res['p90_seconds'] * 1e3:.3f}), "
                      f"{res['fps']:.1f} FPS, {res['binary_gops']:.2f} binary GOPS.")

@@ -41,10 +41,10 @@ class Target:
 TARGETS: dict[str, Target] = {
     "native": Target("native", "gcc", (), packages=("gcc",)),
     "armv7": Target("armv7", "arm-linux-gnueabihf-gcc",
-                    ("-O3", "-std=c99", "-mcpu=cortex-a9", "-mfpu=neon", "-mfloat-abi=hard", "-static"),
+                    ("-O3", "-std=c99", "-mcpu=cortex-a9", "-mfpu=neon", "-mfloat-abi=hard", "-static", "-pthread"),
                     qemu="qemu-arm", qemu_args=("-cpu", "cortex-a9"),
                     packages=("gcc-arm-linux-gnueabihf", "qemu-user"), machines=("armv7l",)),
-    "aarch64": Target("aarch64", "aarch64-linux-gnu-gcc", ("-O3", "-std=c99", "-mcpu=cortex-a53", "-static"),
+    "aarch64": Target("aarch64", "aarch64-linux-gnu-gcc", ("-O3", "-std=c99", "-mcpu=cortex-a53", "-static", "-pthread"),
                       qemu="qemu-aarch64", qemu_args=("-cpu", "cortex-a53"),
                       packages=("gcc-aarch64-linux-gnu", "qemu-user"), machines=("aarch64", "arm64")),
 }

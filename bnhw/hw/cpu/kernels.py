@@ -3,8 +3,14 @@
 The C kernels are built once per source text and flag set into a cached shared
 library (:func:`bnhw.hw.cbuild.shared_library`).  The wrappers take numpy arrays
 (row-strided views included: their row stride becomes ``lda`` / ``ldb`` / ``ldc``)
-and run one kernel set: ``"ref"`` (the specification), ``"portable"``, ``"neon"``
-(ARM only) or ``"opt"`` (the best compiled in).
+and run one kernel set: ``"ref"`` (the specification), ``"portable"`` (plain C),
+``"avx2"``, ``"avx512bw"``, ``"avx512"`` (x86-64: AVX2, AVX-512BW, AVX-512 with
+VPOPCNTDQ), ``"neon"`` (ARM) or ``"auto"`` (alias ``"opt"``: the best this CPU
+runs).  Sets are chosen at run time: one library holds every set compiled for
+the architecture (x86 ones through per-function target attributes), and a set
+the CPU lacks is refused with one line naming what the CPU has
+(:func:`resolve`), never run.  :func:`requested` reads ``BNHW_KERNELS`` when no
+set is given explicitly.
 
 :func:`pack_reference` is an independent numpy implementation of the packed
 layout, used to check the C reference itself.
@@ -13,6 +19,7 @@ layout, used to check the C reference itself.
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 from functools import cache
 from importlib import resources
@@ -23,13 +30,15 @@ import numpy as np
 from ...errors import BnhwError
 from ..cbuild import load_library, shared_library
 
-__all__ = ["HEADER", "KERNEL_FILES", "SOURCES", "TEST_FILE", "kernel_sources", "native_flags", "cpu_features",
-           "kernels_library", "kernel_sets", "resolve", "pack", "bgemm", "gemm_s16", "pack_reference", "packed_words"]
+__all__ = ["HEADER", "KERNEL_FILES", "SOURCES", "TEST_FILE", "KERNEL_SET_NAMES", "ENV_VAR", "kernel_sources",
+           "native_flags", "cpu_features", "kernels_library", "kernel_sets", "usable_kernel_sets",
+           "kernel_cpu_features", "kernel_set_why", "requested", "resolve", "pack", "bgemm", "gemm_s16", "pack_reference",
+           "packed_words"]
 
 #: the contract, included by every kernel source
 HEADER = "bnhw_kernels.h"
 #: the kernel implementations and the set table (what a program using the kernels compiles)
-KERNEL_FILES = ("kernels_ref.c", "kernels_portable.c", "kernels_neon.c", "kernel_sets.c")
+KERNEL_FILES = ("kernels_ref.c", "kernels_portable.c", "kernels_x86.c", "kernels_neon.c", "kernel_sets.c")
 #: the tile loop shared by the optimised GEMMs
 TILING = "bnhw_tiling.h"
 #: every file a kernels-only build needs (:func:`kernel_sources` reads them)
@@ -38,6 +47,11 @@ SOURCES = (HEADER, TILING, *KERNEL_FILES)
 TEST_FILE = "kernel_test.c"
 
 WORD_BITS = 64
+
+#: every name ``--kernels`` takes: ``auto`` first (the default), ``opt`` its old alias last
+KERNEL_SET_NAMES = ("auto", "ref", "portable", "avx2", "avx512", "avx512bw", "neon", "opt")
+#: the environment variable naming the kernel set when no ``--kernels`` is given
+ENV_VAR = "BNHW_KERNELS"
 
 
 def _read(name: str) -> str:
@@ -66,19 +80,19 @@ def cpu_features() -> frozenset[str]:
 
 
 def native_flags() -> tuple[str, ...]:
-    """gcc flags for the kernels on this host: ``-O3 -std=c99`` plus the CPU features it has.
+    """gcc flags for the kernels and runtime on this host: ``-O3 -std=c99 -pthread`` plus a baseline.
 
-    ``-mpopcnt`` / ``-mavx2`` on x86-64 only when the CPU reports them (they are part of the flags,
-    so the cached library differs per feature set); ``-mfpu=neon`` on a 32-bit ARM host with NEON.
+    ``-mpopcnt`` on x86-64 when the CPU reports it (the portable set's scalar popcount; the set then
+    needs popcnt at run time).  No ``-mavx2`` / ``-mavx512*``: the vector sets carry per-function
+    target attributes and are chosen at run time, so the rest of the build runs on any x86-64 CPU.
+    ``-mfpu=neon`` on a 32-bit ARM host with NEON.
     """
-    flags = ["-O3", "-std=c99"]
+    flags = ["-O3", "-std=c99", "-pthread"]
     machine = platform.machine().lower()
     feats = cpu_features()
     if machine in ("x86_64", "amd64", "i386", "i686"):
         if "popcnt" in feats:
             flags.append("-mpopcnt")
-        if "avx2" in feats:
-            flags.append("-mavx2")
     elif machine.startswith("arm") and "neon" in feats:
         flags.append("-mfpu=neon")
     return tuple(flags)
@@ -105,8 +119,11 @@ def kernels_library() -> ctypes.CDLL:
     lib = load_library(path)
     lib.bnhw_kernel_set.restype = ctypes.POINTER(_KernelSet)
     lib.bnhw_kernel_set.argtypes = [ctypes.c_char_p]
-    lib.bnhw_kernel_sets.restype = ctypes.c_char_p
-    lib.bnhw_kernel_sets.argtypes = []
+    for name in ("bnhw_kernel_sets", "bnhw_kernel_sets_usable", "bnhw_cpu_features"):
+        getattr(lib, name).restype = ctypes.c_char_p
+        getattr(lib, name).argtypes = []
+    lib.bnhw_kernel_set_why.restype = ctypes.c_char_p
+    lib.bnhw_kernel_set_why.argtypes = [ctypes.c_char_p]
     for impl in ("ref", "portable"):
         getattr(lib, f"bnhw_pack_{impl}").argtypes = list(_PACK_ARGS)
         getattr(lib, f"bnhw_bgemm_{impl}").argtypes = list(_GEMM_ARGS)
@@ -115,22 +132,46 @@ def kernels_library() -> ctypes.CDLL:
 
 
 def kernel_sets() -> list[str]:
-    """Names of the kernel sets compiled into the native library, e.g. ``["ref", "portable"]``."""
+    """Names of the kernel sets compiled into the native library, e.g. ``["ref", "portable", "avx2", ...]``."""
     return kernels_library().bnhw_kernel_sets().decode().split(",")
+
+
+def usable_kernel_sets() -> list[str]:
+    """The compiled-in sets this CPU runs, in table order (the last is what ``auto`` picks)."""
+    return kernels_library().bnhw_kernel_sets_usable().decode().split(",")
+
+
+def kernel_cpu_features() -> str:
+    """The CPU features the set choice looks at that this CPU has, as the C library sees them."""
+    return kernels_library().bnhw_cpu_features().decode()
+
+
+def kernel_set_why(impl: str) -> str | None:
+    """``None`` when this CPU runs set ``impl``, else the one-line reason (what it needs, what the CPU has)."""
+    why = kernels_library().bnhw_kernel_set_why(impl.encode())
+    return why.decode() if why else None
+
+
+def requested(impl: str | None = None) -> str:
+    """The kernel set asked for: ``impl`` when given (a flag wins), else ``$BNHW_KERNELS``, else ``auto``."""
+    if impl:
+        return impl
+    return os.environ.get(ENV_VAR, "").strip() or "auto"
 
 
 @cache
 def _set(impl: str) -> _KernelSet:
-    p = kernels_library().bnhw_kernel_set(impl.encode())
+    lib = kernels_library()
+    p = lib.bnhw_kernel_set(impl.encode())
     if not p:
-        raise BnhwError(f"kernel set {impl!r} is not compiled in on this host: have {', '.join(kernel_sets())} "
-                        f"and 'opt'")
+        raise BnhwError(lib.bnhw_kernel_set_why(impl.encode()).decode())
     return p.contents
 
 
-def resolve(impl: str) -> str:
-    """The set ``impl`` names here (``"opt"`` -> ``"portable"`` on x86-64, ``"neon"`` on ARM)."""
-    return _set(impl).name.decode()
+def resolve(impl: str | None = None) -> str:
+    """The set ``impl`` (default: :func:`requested`) runs here (``"auto"`` -> e.g. ``"avx512"``); a set that
+    is unknown, not compiled for this architecture or beyond this CPU raises :class:`BnhwError`."""
+    return _set(requested(impl)).name.decode()
 
 
 # ------------------------------------------------------------------------------- wrappers

@@ -405,7 +405,7 @@ def get_core(name: str | CoreModel) -> CoreModel:
 KERNEL_SOURCE = "src/kernels_neon.c"
 #: cross compilers per ISA
 COMPILERS = {"armv7": "arm-linux-gnueabihf-gcc", "aarch64": "aarch64-linux-gnu-gcc"}
-#: the flags the mixes were read with (those of the cross build, without -static)
+#: the flags the mixes were read with (those of the cross build, without the link flags -static -pthread)
 COMPILE_FLAGS = {
     "armv7": ("-O3", "-std=c99", "-mcpu=cortex-a9", "-mfpu=neon", "-mfloat-abi=hard"),
     "aarch64": ("-O3", "-std=c99", "-mcpu=cortex-a53"),

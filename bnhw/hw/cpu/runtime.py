@@ -19,7 +19,7 @@ from ..ir import HwGraph
 from .program import CpuProgram, lower_cpu, to_bytes
 
 __all__ = ["CpuModel", "runtime_sources", "runner_sources", "build_runner", "MAINS", "run_standalone", "xorpop_peak",
-           "compiled_kernel_sets"]
+           "compiled_kernel_sets", "usable_kernel_sets", "default_threads", "POPCOUNT_PEAKS"]
 
 #: C files with a ``main`` (executables, not part of the library)
 MAINS = ("bnhw_run.c", "kernel_test.c")
@@ -73,8 +73,16 @@ def _lib() -> ctypes.CDLL:
             "bnhw_model_tensor_size": (I64, [P, Int]),
             "bnhw_model_tensor": (Int, [P, Int, P]),
             "bnhw_kernel_sets": (S, []),
+            "bnhw_kernel_sets_usable": (S, []),
+            "bnhw_model_set_threads": (Int, [P, Int]),
+            "bnhw_model_threads": (Int, [P]),
+            "bnhw_default_threads": (Int, []),
+            "bnhw_model_set_split_threshold": (None, [P, ctypes.c_double]),
             "bnhw_xorpop_peak": (I64, [P, Int, Int, P]),
         }
+        if hasattr(lib, "bnhw_xorpop_peak_avx2"):    # x86-64 builds
+            for kind in POPCOUNT_PEAKS[1:]:
+                sig[f"bnhw_xorpop_peak_{kind}"] = (I64, [P, Int, Int, P])
         for name, (res, args) in sig.items():
             f = getattr(lib, name)
             f.restype, f.argtypes = res, args
@@ -87,13 +95,38 @@ def compiled_kernel_sets() -> list[str]:
     return _lib().bnhw_kernel_sets().decode().split(",")
 
 
-def xorpop_peak(words: int = 512, min_seconds: float = 0.05, trials: int = 5) -> float:
+def usable_kernel_sets() -> list[str]:
+    """The compiled-in kernel sets this CPU runs (the last one is what ``auto`` picks)."""
+    return _lib().bnhw_kernel_sets_usable().decode().split(",")
+
+
+def default_threads() -> int:
+    """The runtime's default thread count: the online cores (``sysconf(_SC_NPROCESSORS_ONLN)``)."""
+    return int(_lib().bnhw_default_threads())
+
+
+#: the popcount peaks ``src/bench_peak.c`` measures: scalar popcnt, then the x86-64 vector ones (each
+#: named after the kernel set that uses that popcount and measured only where the CPU runs that set)
+POPCOUNT_PEAKS = ("scalar", "avx2", "avx512bw", "avx512")
+
+
+def xorpop_peak(words: int = 512, min_seconds: float = 0.05, trials: int = 5, kind: str = "scalar") -> float:
     """This machine's measured XOR-popcount peak in binary MACs per second, one thread: the best of
     ``trials`` timings of ``src/bench_peak.c`` (an L1-resident loop where each loaded word meets eight
-    register-held words, so only the XOR + POPCNT + ADD rate limits it)."""
+    register-held words, so only the XOR + POPCNT + ADD rate limits it).  ``kind``: ``scalar``
+    (popcnt), or ``avx2`` / ``avx512bw`` (nibble lookups) / ``avx512`` (VPOPCNTDQ) where the CPU runs
+    the kernel set of that name (else :class:`BnhwError` naming what the CPU has)."""
     import time
 
+    from .kernels import resolve
+
+    if kind not in POPCOUNT_PEAKS:
+        raise BnhwError(f"unknown popcount peak {kind!r}: choose one of {', '.join(POPCOUNT_PEAKS)}")
     lib = _lib()
+    fn = lib.bnhw_xorpop_peak
+    if kind != "scalar":
+        resolve(kind)          # refuses a set the CPU lacks (one line), before any vector instruction runs
+        fn = getattr(lib, f"bnhw_xorpop_peak_{kind}")
     rng = np.random.default_rng(0)
     a = rng.integers(0, 1 << 63, words, dtype=np.uint64)
     r = rng.integers(0, 1 << 63, 8, dtype=np.uint64)
@@ -101,7 +134,7 @@ def xorpop_peak(words: int = 512, min_seconds: float = 0.05, trials: int = 5) ->
 
     def once() -> float:
         t = time.perf_counter()
-        lib.bnhw_xorpop_peak(a.ctypes.data, words, reps, r.ctypes.data)
+        fn(a.ctypes.data, words, reps, r.ctypes.data)
         return time.perf_counter() - t
 
     while once() < min_seconds:        # calibrate: one timing lasts at least min_seconds
@@ -114,10 +147,15 @@ class CpuModel:
     """A network loaded into the C runtime.
 
     ``source`` is a :class:`HwGraph` (lowered here), a :class:`CpuProgram`, or the path of a model
-    file.  ``kernels``: ``opt`` (the best compiled in), ``ref``, ``portable`` or ``neon``.
+    file.  ``kernels``: ``auto`` (the best set this CPU runs; ``opt`` is an alias), ``ref``,
+    ``portable``, ``avx2``, ``avx512bw``, ``avx512`` or ``neon``; ``None`` reads ``$BNHW_KERNELS``
+    (default ``auto``).  ``threads``: 0 = all online cores; every count gives the same outputs.
+    ``split_threshold``: the least work (bgemm words) a conv is split over threads for (default 65536;
+    0 splits every conv, for tests).
     """
 
-    def __init__(self, source: HwGraph | CpuProgram | str | Path, kernels: str = "opt"):
+    def __init__(self, source: HwGraph | CpuProgram | str | Path, kernels: str | None = None, threads: int = 0,
+                 split_threshold: float | None = None):
         self.program: CpuProgram | None = None
         if isinstance(source, HwGraph):
             source = lower_cpu(source)
@@ -133,7 +171,12 @@ class CpuModel:
         self._m = lib.bnhw_model_load_buffer(data, len(data))
         if not self._m:
             raise BnhwError(f"CPU runtime: {lib.bnhw_last_error().decode()}")
-        self.kernels = kernels
+        from .kernels import requested
+
+        self.kernels = requested(kernels)
+        self.threads = threads
+        if split_threshold is not None:     # tests: 0 splits every conv over the threads
+            lib.bnhw_model_set_split_threshold(self._m, float(split_threshold))
 
     def __del__(self):
         m = getattr(self, "_m", None)
@@ -149,6 +192,16 @@ class CpuModel:
     def kernels(self, name: str) -> None:
         lib = _lib()
         if lib.bnhw_model_set_kernels(self._m, name.encode()) != 0:
+            raise BnhwError(f"CPU runtime: {lib.bnhw_last_error().decode()}")
+
+    @property
+    def threads(self) -> int:
+        return int(_lib().bnhw_model_threads(self._m))
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        lib = _lib()
+        if lib.bnhw_model_set_threads(self._m, int(n)) != 0:
             raise BnhwError(f"CPU runtime: {lib.bnhw_last_error().decode()}")
 
     @property
@@ -209,10 +262,11 @@ class CpuModel:
         return per, per.sum(axis=1)
 
 
-def run_standalone(model_file: Path, inputs: np.ndarray, arch: str = "native", kernels: str = "opt",
-                   repeat: int = 1, tensors: bool = False, timeout: float = 600.0) -> dict:
+def run_standalone(model_file: Path, inputs: np.ndarray, arch: str = "native", kernels: str | None = None,
+                   repeat: int = 1, tensors: bool = False, timeout: float = 600.0, threads: int = 0) -> dict:
     """Run ``bnhw-run`` (natively or under QEMU) on ``inputs`` ``(N, H, W, C)``; returns outputs, tensors
-    (one flat int32 array per image when ``tensors``), the kernel set it used and its per-op timings."""
+    (one flat int32 array per image when ``tensors``), the kernel set and thread count it used and its
+    per-op timings.  ``kernels=None`` passes no ``--kernels`` (``bnhw-run`` reads ``$BNHW_KERNELS``)."""
     from .cross import run_executable
 
     exe = build_runner(arch)
@@ -220,7 +274,9 @@ def run_standalone(model_file: Path, inputs: np.ndarray, arch: str = "native", k
     with tempfile.TemporaryDirectory(prefix="bnhw-run.") as tmp:
         fin, fout, ften = Path(tmp, "in.bin"), Path(tmp, "out.bin"), Path(tmp, "tensors.bin")
         np.ascontiguousarray(inputs, dtype="<i4").tofile(fin)
-        args = [str(model_file), str(fin), str(fout), "--kernels", kernels, "--repeat", str(repeat)]
+        args = [str(model_file), str(fin), str(fout), "--threads", str(threads), "--repeat", str(repeat)]
+        if kernels:
+            args += ["--kernels", kernels]
         if tensors:
             args += ["--tensors", str(ften)]
         r = run_executable(arch, exe, args, timeout=timeout)
@@ -230,7 +286,10 @@ def run_standalone(model_file: Path, inputs: np.ndarray, arch: str = "native", k
         out = np.fromfile(fout, dtype="<i4").reshape(len(inputs), -1).astype(np.int64)
         ten = np.fromfile(ften, dtype="<i4").reshape(len(inputs), -1).astype(np.int64) if tensors else None
     lines = r.stdout.splitlines()
-    used = lines[0].split()[1] if lines and lines[0].startswith("kernels ") else "?"
+    head = lines[0].split() if lines and lines[0].startswith("kernels ") else []
+    used = head[1] if head else "?"
+    nthreads = int(head[5]) if len(head) > 5 and head[4] == "threads" else None
     ops = [(ln.split()[2], float(ln.split()[3])) for ln in lines if ln.startswith("op ")]
     total = next((float(ln.split()[1]) for ln in lines if ln.startswith("total ")), None)
-    return {"outputs": out, "tensors": ten, "kernels": used, "op_seconds": ops, "total_seconds": total}
+    return {"outputs": out, "tensors": ten, "kernels": used, "threads": nthreads, "op_seconds": ops,
+            "total_seconds": total}

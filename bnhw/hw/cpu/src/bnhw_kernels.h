@@ -1,4 +1,4 @@
-/* bnhw CPU kernels: the contract every implementation (reference, portable, NEON) meets.
+/* bnhw CPU kernels: the contract every implementation (reference, portable, AVX2, AVX-512, NEON) meets.
  *
  * Packed bipolar data (Larq Compute Engine / daBNN convention): a +-1 value is
  * one bit, 1 = -1 (the sign bit), 0 = +1.  Channel c of a group is bit c % 64 of
@@ -7,11 +7,25 @@
  * On a little-endian machine the bytes of a one-group pixel whose channel count
  * is a multiple of 64 are exactly LCE's int32 bitpacked layout.
  *
- * Every kernel exists as `_ref` (plain C99, the specification), `_portable`
- * (plain C written so that compilers vectorise it / use popcnt; the x86-64
- * path) and, when compiled for ARM with NEON (ARMv7-A or AArch64), `_neon`.
- * `bnhw_kernel_set(name)` returns the table of one implementation; every
- * optimised kernel is tested bit-exact against `_ref`.
+ * Every kernel exists as `_ref` (plain C99, the specification) and `_portable`
+ * (plain C written so that compilers vectorise it / use popcnt); on x86-64
+ * (GCC / Clang) as `_avx2`, `_avx512bw` and `_avx512` (kernels_x86.c: every
+ * function has its own target attribute, so one build runs on any x86-64 CPU),
+ * and, when compiled for ARM with NEON (ARMv7-A or AArch64), `_neon`.
+ *
+ * Kernel sets (bnhw_kernel_set) are chosen at run time: a set is handed out only
+ * when the CPU has what it needs (CPUID via __builtin_cpu_supports on x86-64,
+ * getauxval(AT_HWCAP) on ARM Linux), so asking for a set never ends in an
+ * illegal instruction.  The sets:
+ *   ref       the reference kernels
+ *   portable  plain C (on x86-64 built with -mpopcnt, then it needs popcnt)
+ *   avx2      AVX2 + popcnt: vpshufb nibble-lookup popcount, vpmaddwd, vmovmskps
+ *   avx512bw  AVX-512F/BW without VPOPCNTDQ: the same lookups on 512-bit vectors
+ *   avx512    AVX-512F/BW + VPOPCNTDQ: vpopcntq for bgemm, pack / gemm_s16 as avx512bw
+ *   neon      ARMv7 NEON / AArch64 ASIMD
+ *   auto      (alias "opt") the best set this CPU runs: avx512 > avx512bw > avx2 >
+ *             portable on x86-64, neon > portable on ARM
+ * Every optimised kernel is tested bit-exact against `_ref` (kernel_test.c).
  */
 #ifndef BNHW_KERNELS_H
 #define BNHW_KERNELS_H
@@ -44,7 +58,7 @@ typedef void (*bnhw_gemm_s16_fn)(int M, int N, int K, const int16_t *a, int lda,
                                  int32_t *c, int ldc);
 
 typedef struct {
-    const char *name;          /* "ref" | "portable" | "neon" */
+    const char *name;          /* "ref" | "portable" | "avx2" | "avx512bw" | "avx512" | "neon" */
     bnhw_pack_fn pack;
     bnhw_bgemm_fn bgemm;
     bnhw_gemm_s16_fn gemm_s16;
@@ -62,6 +76,24 @@ void bnhw_bgemm_portable(int M, int N, int K, const bnhw_word *a, int lda, const
 void bnhw_gemm_s16_portable(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
                             int32_t *c, int ldc);
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BNHW_HAVE_X86 1
+void bnhw_pack_avx2(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out);
+void bnhw_bgemm_avx2(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
+                     int32_t *c, int ldc);
+void bnhw_gemm_s16_avx2(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
+                        int32_t *c, int ldc);
+void bnhw_pack_avx512bw(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out);
+void bnhw_bgemm_avx512bw(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
+                         int32_t *c, int ldc);
+void bnhw_gemm_s16_avx512bw(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
+                            int32_t *c, int ldc);
+void bnhw_bgemm_avx512(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
+                       int32_t *c, int ldc);
+#else
+#define BNHW_HAVE_X86 0
+#endif
+
 #if defined(__ARM_NEON) || defined(__ARM_NEON__)
 #define BNHW_HAVE_NEON 1
 void bnhw_pack_neon(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out);
@@ -73,12 +105,24 @@ void bnhw_gemm_s16_neon(int M, int N, int K, const int16_t *a, int lda, const in
 #define BNHW_HAVE_NEON 0
 #endif
 
-/* The table of one implementation: "ref", "portable", "neon" (NULL when not compiled in), or "opt"
- * (the best compiled in: "neon" on ARM with NEON, else "portable"). */
+/* The table of one set by name, or "auto" / "opt" (the best this CPU runs); NULL when the name is
+ * unknown, the set is not compiled in for this architecture, or this CPU lacks what it needs
+ * (bnhw_kernel_set_why says which). */
 const bnhw_kernels *bnhw_kernel_set(const char *name);
 
-/* names of the compiled-in sets, comma separated, e.g. "ref,portable,neon" */
+/* NULL when bnhw_kernel_set(name) gives a table, else a one-line reason naming the set and what the
+ * CPU has, e.g. "kernel set avx512 needs avx512f avx512bw avx512vpopcntdq; this CPU has popcnt avx2
+ * (usable: ref,portable,avx2)" */
+const char *bnhw_kernel_set_why(const char *name);
+
+/* names of the compiled-in sets, comma separated, e.g. "ref,portable,avx2,avx512bw,avx512" */
 const char *bnhw_kernel_sets(void);
+
+/* the compiled-in sets this CPU runs, in the same order (the last one is what "auto" picks) */
+const char *bnhw_kernel_sets_usable(void);
+
+/* the CPU features the set choice looks at that this CPU has, space separated (e.g. "popcnt avx2") */
+const char *bnhw_cpu_features(void);
 
 #ifdef __cplusplus
 }

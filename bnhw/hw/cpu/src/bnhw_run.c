@@ -1,6 +1,11 @@
 /* bnhw-run: the standalone CPU runtime (no Python), for the board or QEMU.
  *
- *   bnhw-run MODEL INPUT OUTPUT [--kernels ref|portable|neon|opt] [--repeat N] [--tensors FILE]
+ *   bnhw-run MODEL INPUT OUTPUT [--kernels SET] [--threads N] [--repeat N] [--tensors FILE]
+ *
+ * SET: auto (the default: the best set this CPU runs; alias opt), ref, portable, avx2, avx512bw, avx512
+ * (x86-64) or neon (ARM); without --kernels the environment variable BNHW_KERNELS names it.  A set
+ * the CPU lacks is refused with one line naming what the CPU has.  --threads N (default 0: all online
+ * cores) runs each convolution on N threads; the outputs do not depend on N.
  *
  * INPUT is N images of int32 little-endian HWC integers (the network's input quantiser, as
  * `bnhw export-cpu` writes them); OUTPUT receives N outputs of int32.  --tensors writes, per image,
@@ -21,17 +26,28 @@ static int cmp_double(const void *a, const void *b)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bnhw-run MODEL INPUT OUTPUT [--kernels ref|portable|neon|opt] [--repeat N] "
-                    "[--tensors FILE]\n");
+    fprintf(stderr, "usage: bnhw-run MODEL INPUT OUTPUT [--kernels auto|ref|portable|avx2|avx512bw|avx512|neon] "
+                    "[--threads N] [--repeat N] [--tensors FILE]\n");
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 4) { usage(); return 2; }
-    const char *kernels = "opt", *tensors_path = NULL;
-    int repeat = 1;
+    const char *kernels = getenv("BNHW_KERNELS"), *tensors_path = NULL;
+    if (!kernels || !*kernels) kernels = "auto";
+    int repeat = 1, threads = 0;
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--kernels") && i + 1 < argc) kernels = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            char *end;
+            long t = strtol(argv[i + 1], &end, 10);
+            if (*end || end == argv[i + 1] || t < 0 || t > 256) {
+                fprintf(stderr, "error: --threads takes 0 (all cores) to 256, got %s\n", argv[i + 1]);
+                return 2;
+            }
+            threads = (int)t;
+            i++;
+        }
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tensors") && i + 1 < argc) tensors_path = argv[++i];
         else { usage(); return 2; }
@@ -40,6 +56,7 @@ int main(int argc, char **argv)
     bnhw_model *m = bnhw_model_load(argv[1]);
     if (!m) { fprintf(stderr, "error: %s: %s\n", argv[1], bnhw_last_error()); return 1; }
     if (bnhw_model_set_kernels(m, kernels)) { fprintf(stderr, "error: %s\n", bnhw_last_error()); return 2; }
+    if (bnhw_model_set_threads(m, threads)) { fprintf(stderr, "error: %s\n", bnhw_last_error()); return 2; }
     int64_t nin = bnhw_model_input_size(m), nout = bnhw_model_output_size(m);
     FILE *fi = fopen(argv[2], "rb");
     if (!fi) { fprintf(stderr, "error: %s: cannot open\n", argv[2]); return 1; }
@@ -87,7 +104,7 @@ int main(int argc, char **argv)
     }
     fclose(fo);
     if (ft) fclose(ft);
-    printf("kernels %s images %ld\n", bnhw_model_kernels(m), n);
+    printf("kernels %s images %ld threads %d\n", bnhw_model_kernels(m), n, bnhw_model_threads(m));
     if (repeat > 1) {
         for (int j = 0; j < nops; j++) {
             qsort(times + (size_t)j * repeat, (size_t)repeat, sizeof(double), cmp_double);

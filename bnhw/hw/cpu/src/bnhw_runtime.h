@@ -24,9 +24,22 @@ bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size);
 void bnhw_model_free(bnhw_model *m);
 const char *bnhw_last_error(void);
 
-/* Select the kernel implementation ("ref", "portable", "neon", "opt"); 0 on success. */
+/* Select the kernel set ("auto" (the default, alias "opt"), "ref", "portable", "avx2", "avx512bw", "avx512",
+ * "neon"); 0 on success, -1 (bnhw_last_error() names the set and what the CPU has) when the set is
+ * unknown, not compiled for this architecture or beyond this CPU. */
 int bnhw_model_set_kernels(bnhw_model *m, const char *name);
 const char *bnhw_model_kernels(const bnhw_model *m);
+
+/* Threads a run uses: n >= 1, or 0 = all online cores (bnhw_default_threads(), the default at load);
+ * 0 on success.  Convolutions are split over chunks of output pixels (and, when there are fewer
+ * chunks than threads, slices of output channels) on a persistent pool of threads; layers with
+ * little work run on one thread.  Every thread count gives the same outputs, bit for bit. */
+int bnhw_model_set_threads(bnhw_model *m, int n);
+int bnhw_model_threads(const bnhw_model *m);
+int bnhw_default_threads(void);
+/* The least work (bgemm words, or int16 MACs / 8) a conv must have to be split over threads; < 0
+ * restores the default (65536).  0 splits every conv: for tests of the split itself. */
+void bnhw_model_set_split_threshold(bnhw_model *m, double work);
 
 /* Element counts of the input / output arrays. */
 int64_t bnhw_model_input_size(const bnhw_model *m);

@@ -2,11 +2,11 @@
  *
  *     kernel_test [seed [count]]        (defaults: seed 1, count 400)
  *
- * Build it with the kernel sources (kernels_ref.c, kernels_portable.c, kernels_neon.c,
+ * Build it with the kernel sources (kernels_ref.c, kernels_portable.c, kernels_x86.c, kernels_neon.c,
  * kernel_sets.c); it needs nothing but libc.  For each kernel, `count` shapes are generated from the
  * seed (a fixed list of edge cases first, then random ones): M, N not multiples of any tile, K = 0,
- * 1, odd, around the 31-step byte-accumulator limit and beyond the 16-bit limit (K > 8192 words with
- * nearly all bits different), strides larger than the rows with garbage in the padding, odd channel
+ * 1, odd, around the 31-step byte-accumulator limits (62, 124, 248 words) and beyond the 16-bit limit
+ * (K > 8192 words with nearly all bits different), strides larger than the rows with garbage in the padding, odd channel
  * counts, groups of 1, 3, 12, 65, 127, ... channels, thresholds NULL and not, extreme int32 inputs
  * for pack and extreme int16 values allowed by the gemm_s16 contract.  The output buffers are
  * pre-filled with a pattern and compared whole, so writes outside the result are caught too; pack's
@@ -55,25 +55,39 @@ static void *xmalloc(size_t n)
 static const bnhw_kernels *sets[MAX_SETS];
 static int nsets;
 
+/* every compiled-in set the CPU runs (a set it lacks is named on a "skip" line with the reason) */
 static void collect_sets(void)
 {
-    char names[128];
+    char names[128], usable[128];
     snprintf(names, sizeof names, "%s", bnhw_kernel_sets());
+    snprintf(usable, sizeof usable, ",%s,", bnhw_kernel_sets_usable());
+    const char *last = NULL;
     for (char *tok = strtok(names, ","); tok; tok = strtok(NULL, ",")) {
+        char key[64];
+        snprintf(key, sizeof key, ",%s,", tok);
         const bnhw_kernels *k = bnhw_kernel_set(tok);
-        if (!k || strcmp(k->name, tok) != 0) {
-            printf("MISMATCH: kernel set %s listed by bnhw_kernel_sets() but bnhw_kernel_set() gives %s\n", tok,
-                   k ? k->name : "NULL");
+        if (!strstr(usable, key)) {
+            if (k || !bnhw_kernel_set_why(tok)) {
+                printf("MISMATCH: kernel set %s is not usable but bnhw_kernel_set() gives it\n", tok);
+                exit(1);
+            }
+            printf("skip %s: %s\n", tok, bnhw_kernel_set_why(tok));
+            continue;
+        }
+        if (!k || strcmp(k->name, tok) != 0 || bnhw_kernel_set_why(tok)) {
+            printf("MISMATCH: kernel set %s listed by bnhw_kernel_sets_usable() but bnhw_kernel_set() gives %s\n",
+                   tok, k ? k->name : "NULL");
             exit(1);
         }
+        last = k->name;
         if (strcmp(tok, "ref") != 0 && nsets < MAX_SETS)
             sets[nsets++] = k;
     }
-    const bnhw_kernels *opt = bnhw_kernel_set("opt");
-    const char *want = BNHW_HAVE_NEON ? "neon" : "portable";
-    if (!opt || strcmp(opt->name, want) != 0 || bnhw_kernel_set("nonesuch") != NULL || bnhw_kernel_set(NULL)) {
-        printf("MISMATCH: kernel set table: opt is %s (want %s), unknown names must give NULL\n",
-               opt ? opt->name : "NULL", want);
+    const bnhw_kernels *opt = bnhw_kernel_set("opt"), *aut = bnhw_kernel_set("auto");
+    if (!opt || opt != aut || !last || strcmp(opt->name, last) != 0 || bnhw_kernel_set("nonesuch") != NULL ||
+        bnhw_kernel_set(NULL) || !bnhw_kernel_set_why("nonesuch")) {
+        printf("MISMATCH: kernel set table: auto is %s, opt is %s (want %s), unknown names must give NULL\n",
+               aut ? aut->name : "NULL", opt ? opt->name : "NULL", last ? last : "NULL");
         exit(1);
     }
 }
@@ -178,7 +192,9 @@ static void test_bgemm(int count)
         static const int fixed[][4] = {{0, 5, 3, 0},    {5, 0, 3, 0},    {3, 3, 0, 0},    {1, 1, 1, 1},
                                        {7, 9, 1, 1},    {5, 6, 61, 1},   {5, 6, 62, 1},   {5, 6, 63, 1},
                                        {6, 5, 64, 1},   {5, 7, 65, 1},   {3, 5, 124, 1},  {4, 5, 125, 1},
-                                       {3, 5, 8193, 1}, {5, 6, 8256, 1}, {1, 9, 3, 0},    {9, 1, 17, 0}};
+                                       {3, 5, 8193, 1}, {5, 6, 8256, 1}, {1, 9, 3, 0},    {9, 1, 17, 0},
+                                       {5, 6, 123, 1},  {6, 9, 247, 1},  {9, 6, 248, 1},  {7, 5, 249, 1},
+                                       {5, 9, 497, 1},  {4, 4, 8, 2},    {4, 4, 7, 2},    {5, 5, 15, 0}};
         if (s < (int)(sizeof fixed / sizeof fixed[0])) {
             M = fixed[s][0], N = fixed[s][1], K = fixed[s][2], dense = fixed[s][3];
         } else {
@@ -332,9 +348,9 @@ int main(int argc, char **argv)
     int count = argc > 2 ? atoi(argv[2]) : 400;
     if (count < 0)
         count = 0;
+    printf("kernel sets: %s (seed %llu, %d shapes per kernel; CPU: %s)\n", bnhw_kernel_sets_usable(),
+           (unsigned long long)seed, count, bnhw_cpu_features());
     collect_sets();
-    printf("kernel sets: %s (seed %llu, %d shapes per kernel)\n", bnhw_kernel_sets(), (unsigned long long)seed,
-           count);
     rng_state = seed * 0x2545F4914F6CDD1DULL + 1;
     test_pack(count);
     rng_state = seed * 0x2545F4914F6CDD1DULL + 2;

@@ -1,11 +1,13 @@
 /* bnhw CPU runtime: model file loader and op interpreter (see bnhw_runtime.h, and the file format and
  * op semantics in bnhw/hw/cpu/program.py; the semantics are those of bnhw.hw.ir.HwGraph.execute). */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bnhw_runtime.h"
 
@@ -42,6 +44,35 @@ typedef struct {
     double seconds;
 } op_t;
 
+/* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
+ * parallel op and kept until the thread count changes or the model is freed, so a layer pays a
+ * wake-up, not a thread creation.  A job is `items` calls fn(ctx, item, thread); thread t takes items
+ * t, t + threads, ... (a fixed split: every item writes its own outputs, so results do not depend on
+ * the thread count or the timing). */
+typedef void (*task_fn)(void *ctx, int item, int thread);
+
+typedef struct {
+    int threads, started;
+    pthread_t *th;
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    unsigned gen;              /* job number: workers wait for it to change */
+    int pending, quit;
+    task_fn fn;
+    void *ctx;
+    int items;
+} pool_t;
+
+typedef struct {
+    pool_t *p;
+    int id;
+} worker_t;
+
+#define MAX_THREADS 256
+/* below this many word operations (bgemm words or int16 MACs / 8) an op runs on one thread: waking
+ * the pool costs a few microseconds (bnhw_model_set_split_threshold changes it, for tests) */
+#define PAR_MIN_WORK (1L << 16)
+
 struct bnhw_model {
     unsigned char *file;
     uint64_t size;
@@ -51,6 +82,12 @@ struct bnhw_model {
     const bnhw_kernels *k;
     void *scratch;
     size_t scratch_bytes;
+    int threads;               /* threads to run with (>= 1) */
+    double split_min;          /* least work an op is split over threads for */
+    void **tscratch;           /* per-thread scratch */
+    size_t *tscratch_bytes;
+    pool_t pool;
+    worker_t *workers;
 };
 
 static char g_error[512];
@@ -103,6 +140,142 @@ static size_t tensor_bytes(const tensor_t *t)
 static const size_t dt_size[] = {0, 2, 4, 8, 8};
 
 static int check_op(const bnhw_model *m, const op_t *o);
+static void pool_stop(bnhw_model *m);
+
+/* ------------------------------------------------------------------------------------------ threads */
+static void *pool_worker(void *arg)
+{
+    worker_t *w = arg;
+    pool_t *p = w->p;
+    unsigned seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit) break;
+        seen = p->gen;
+        task_fn fn = p->fn;
+        void *ctx = p->ctx;
+        int items = p->items, n = p->threads;
+        pthread_mutex_unlock(&p->mu);
+        for (int i = w->id; i < items; i += n) fn(ctx, i, w->id);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void pool_stop(bnhw_model *m)
+{
+    pool_t *p = &m->pool;
+    if (p->started) {
+        pthread_mutex_lock(&p->mu);
+        p->quit = 1;
+        pthread_cond_broadcast(&p->go);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < p->threads - 1; i++) pthread_join(p->th[i], NULL);
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->go);
+        pthread_cond_destroy(&p->done);
+    }
+    free(p->th);
+    free(m->workers);
+    memset(p, 0, sizeof *p);
+    m->workers = NULL;
+    if (m->tscratch)
+        for (int i = 0; i < m->threads; i++) free(m->tscratch[i]);
+    free(m->tscratch);
+    free(m->tscratch_bytes);
+    m->tscratch = NULL;
+    m->tscratch_bytes = NULL;
+}
+
+/* the pool and per-thread scratch table for m->threads; 0 on success */
+static int pool_start(bnhw_model *m)
+{
+    pool_t *p = &m->pool;
+    if (!m->tscratch) {
+        m->tscratch = calloc((size_t)m->threads, sizeof *m->tscratch);
+        m->tscratch_bytes = calloc((size_t)m->threads, sizeof *m->tscratch_bytes);
+        if (!m->tscratch || !m->tscratch_bytes) { set_error("out of memory"); return -1; }
+    }
+    if (p->started || m->threads == 1) return 0;
+    p->threads = m->threads;
+    p->th = calloc((size_t)p->threads, sizeof *p->th);
+    m->workers = calloc((size_t)p->threads, sizeof *m->workers);
+    if (!p->th || !m->workers) { set_error("out of memory"); return -1; }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->started = 1;
+    for (int i = 0; i < p->threads - 1; i++) {
+        m->workers[i] = (worker_t){p, i + 1};
+        if (pthread_create(&p->th[i], NULL, pool_worker, &m->workers[i])) {
+            p->threads = i + 1;            /* pool_stop joins the ones started */
+            pool_stop(m);
+            set_error("cannot start thread %d of %d", i + 2, m->threads);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* fn(ctx, item, thread) for item in [0, items): on all the pool's threads when threads > 1, else on the
+ * calling thread (thread 0) */
+static void pool_run(bnhw_model *m, int items, int threads, task_fn fn, void *ctx)
+{
+    pool_t *p = &m->pool;
+    if (threads <= 1 || items <= 1 || !p->started) {
+        for (int i = 0; i < items; i++) fn(ctx, i, 0);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->items = items;
+    p->pending = p->threads - 1;
+    p->gen++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < items; i += p->threads) fn(ctx, i, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* per-thread scratch of at least `bytes` for threads [0, n); 0 on success */
+static int thread_scratch(bnhw_model *m, int n, size_t bytes)
+{
+    for (int t = 0; t < n; t++)
+        if (bytes > m->tscratch_bytes[t]) {
+            free(m->tscratch[t]);
+            m->tscratch[t] = malloc(bytes);
+            m->tscratch_bytes[t] = m->tscratch[t] ? bytes : 0;
+            if (!m->tscratch[t]) { set_error("out of memory"); return -1; }
+        }
+    return 0;
+}
+
+int bnhw_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+}
+
+int bnhw_model_set_threads(bnhw_model *m, int n)
+{
+    if (n < 0 || n > MAX_THREADS) { set_error("threads must be 0 (all cores) to %d, got %d", MAX_THREADS, n); return -1; }
+    if (n == 0) n = bnhw_default_threads();
+    if (n != m->threads) {
+        pool_stop(m);
+        m->threads = n;
+    }
+    return 0;
+}
+
+int bnhw_model_threads(const bnhw_model *m) { return m->threads; }
+
+void bnhw_model_set_split_threshold(bnhw_model *m, double work) { m->split_min = work < 0 ? (double)PAR_MIN_WORK : work; }
 
 bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
 {
@@ -162,7 +335,9 @@ bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
         if (r.bad) { set_error("corrupt parameters of op %s", o->name ? o->name : "?"); goto fail; }
         if (check_op(m, o)) goto fail;
     }
-    m->k = bnhw_kernel_set("opt");
+    m->k = bnhw_kernel_set("auto");
+    m->threads = bnhw_default_threads();
+    m->split_min = (double)PAR_MIN_WORK;
     return m;
 fail:
     bnhw_model_free(m);
@@ -194,6 +369,7 @@ void bnhw_model_free(bnhw_model *m)
         for (int i = 0; i < m->n_tensors; i++) { free(m->t[i].name); free(m->t[i].data); }
     if (m->ops)
         for (int i = 0; i < m->n_ops; i++) free(m->ops[i].name);
+    pool_stop(m);
     free(m->t); free(m->ops); free(m->file); free(m->scratch);
     free(m);
 }
@@ -201,7 +377,7 @@ void bnhw_model_free(bnhw_model *m)
 int bnhw_model_set_kernels(bnhw_model *m, const char *name)
 {
     const bnhw_kernels *k = bnhw_kernel_set(name);
-    if (!k) { set_error("kernel set %s is not compiled in (have: %s)", name, bnhw_kernel_sets()); return -1; }
+    if (!k) { set_error("%s", bnhw_kernel_set_why(name)); return -1; }
     m->k = k;
     return 0;
 }
@@ -403,8 +579,45 @@ static int chunk_rows(size_t row_bytes, int pixels)
 }
 
 /* ------------------------------------------------------------------------------------------ ops */
-static int op_bconv(bnhw_model *m, const op_t *o)
+/* How a conv's work is split: chunks of R output pixels (whose im2col block, popcounts and
+ * accumulators stay in L2), each optionally cut into S slices of output channels (when there are
+ * fewer chunks than threads: few pixels, e.g. a fully connected layer); items = chunks * S.  The
+ * thread count decides only the split, never a result. */
+typedef struct {
+    int R, chunks, S, slice, threads;
+} split_t;
+
+static split_t conv_split(const bnhw_model *m, size_t row_bytes, int pixels, int Cout, double work)
 {
+    split_t s;
+    s.R = chunk_rows(row_bytes, pixels);
+    s.threads = work >= m->split_min ? m->threads : 1;
+    if (s.threads > 1 && (pixels + s.R - 1) / s.R < s.threads)
+        s.R = (pixels + s.threads - 1) / s.threads;      /* smaller chunks, one per thread at least */
+    if (s.R < 1) s.R = 1;
+    s.chunks = (pixels + s.R - 1) / s.R;
+    s.S = 1;
+    if (s.threads > 1 && s.chunks < s.threads) {
+        s.S = (s.threads + s.chunks - 1) / s.chunks;
+        if (s.S > Cout / 8) s.S = Cout / 8 > 1 ? Cout / 8 : 1;   /* at least 8 channels a slice */
+    }
+    s.slice = (Cout + s.S - 1) / s.S;
+    return s;
+}
+
+typedef struct {
+    bnhw_model *m;
+    const op_t *o;
+    split_t sp;
+    int32_t *shared;           /* S > 1: the popcounts / accumulators of every chunk (2 * pixels * Cout) */
+} conv_job;
+
+/* One binary conv item: chunk p0 = chunk * R (rows pixels), output channels [c0, c1). */
+static void bconv_item(void *arg, int item, int thread)
+{
+    conv_job *j = arg;
+    bnhw_model *m = j->m;
+    const op_t *o = j->o;
     const int32_t *a = o->a;
     const tensor_t *x = &m->t[o->in[0]];
     int k = a[A_K], kk = k * k, groups = a[A_GROUPS], cg = a[A_C] / groups, og = a[A_COUT] / groups;
@@ -414,14 +627,23 @@ static int op_bconv(bnhw_model *m, const op_t *o)
     const int32_t *wpop = o->p[1].data;
     const bnhw_word *in = x->data;
     int direct = (k == 1 && stride == 1 && pad == 0);
-    int K = kk * wpg;
-    int R = chunk_rows((direct ? 0 : (size_t)K * sizeof(bnhw_word)) + (size_t)Cout * 2 * sizeof(int32_t), pixels);
+    int K = kk * wpg, R = j->sp.R;
+    int chunk = item / j->sp.S, c0 = (item % j->sp.S) * j->sp.slice, c1 = c0 + j->sp.slice;
+    if (c1 > Cout) c1 = Cout;
+    int p0 = chunk * R, rows = pixels - p0 < R ? pixels - p0 : R;
+    if (c0 >= c1 || rows <= 0) return;
     size_t col_words = direct ? 0 : (size_t)R * K;
-    /* scratch: im2col block, the padding tap's words, popcounts, accumulators */
-    bnhw_word *col = scratch(m, (col_words + (size_t)wpg) * sizeof(bnhw_word) + (size_t)R * Cout * sizeof(int32_t) * 2);
-    if (!col) { set_error("out of memory"); return -1; }
+    /* thread scratch: im2col block, the padding tap's words, then (S == 1) popcounts, accumulators */
+    bnhw_word *col = m->tscratch[thread];
     bnhw_word *padw = col + col_words;
-    int32_t *pc = (int32_t *)(padw + wpg), *acc = pc + (size_t)R * Cout;
+    int32_t *pc, *acc;
+    if (j->shared) {
+        pc = j->shared + (size_t)p0 * Cout;
+        acc = j->shared + (size_t)pixels * Cout + (size_t)p0 * Cout;
+    } else {
+        pc = (int32_t *)(padw + wpg);
+        acc = pc + (size_t)R * Cout;
+    }
     /* a padded tap holds 0 (zero padding: it is taken out of the count below), +1 (bits 0) or -1 (the
      * group's cg bits set): a +-1 tap is an ordinary input bit and needs no correction */
     int pv = a[A_PAD_VALUE], zero_pad = pad && pv == 0;
@@ -429,76 +651,100 @@ static int op_bconv(bnhw_model *m, const op_t *o)
         int bits = cg - w * BNHW_WORD_BITS;
         padw[w] = pv >= 0 ? 0 : bits >= BNHW_WORD_BITS ? ~(bnhw_word)0 : (((bnhw_word)1 << bits) - 1);
     }
-    for (int p0 = 0; p0 < pixels; p0 += R) {
-        int rows = pixels - p0 < R ? pixels - p0 : R;
-        for (int g = 0; g < groups; g++) {
-            const bnhw_word *A;
-            int lda;
-            if (direct) {
-                A = in + (size_t)p0 * x->wpp + g * wpg;
-                lda = x->wpp;
-            } else {
-                int oy = p0 / Wo, ox = p0 % Wo;
-                for (int r = 0; r < rows; r++) {
-                    bnhw_word *dst = col + (size_t)r * K;
-                    int y0 = oy * stride - pad, x0 = ox * stride - pad;
-                    for (int ky = 0; ky < k; ky++) {
-                        int iy = y0 + ky * dil;
-                        for (int kx = 0; kx < k; kx++, dst += wpg) {
-                            int ix = x0 + kx * dil;
-                            const bnhw_word *src = (iy < 0 || iy >= H || ix < 0 || ix >= W)
-                                                       ? padw : in + ((size_t)iy * W + ix) * x->wpp + g * wpg;
-                            for (int w = 0; w < wpg; w++) dst[w] = src[w];
-                        }
+    for (int g = 0; g < groups; g++) {
+        int g0 = g * og > c0 ? g * og : c0, g1 = (g + 1) * og < c1 ? (g + 1) * og : c1;   /* this group's columns */
+        if (g0 >= g1) continue;
+        const bnhw_word *A;
+        int lda;
+        if (direct) {
+            A = in + (size_t)p0 * x->wpp + g * wpg;
+            lda = x->wpp;
+        } else {
+            int oy = p0 / Wo, ox = p0 % Wo;
+            for (int r = 0; r < rows; r++) {
+                bnhw_word *dst = col + (size_t)r * K;
+                int y0 = oy * stride - pad, x0 = ox * stride - pad;
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = y0 + ky * dil;
+                    for (int kx = 0; kx < k; kx++, dst += wpg) {
+                        int ix = x0 + kx * dil;
+                        const bnhw_word *src = (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                                                   ? padw : in + ((size_t)iy * W + ix) * x->wpp + g * wpg;
+                        for (int w = 0; w < wpg; w++) dst[w] = src[w];
                     }
-                    if (++ox == Wo) { ox = 0; oy++; }
                 }
-                A = col;
-                lda = K;
+                if (++ox == Wo) { ox = 0; oy++; }
             }
-            m->k->bgemm(rows, og, K, A, lda, wts + (size_t)g * og * K, K, pc + g * og, Cout);
+            A = col;
+            lda = K;
         }
-        /* popcounts -> accumulators: acc = n_valid * cg - 2 * (P - popcount of the weights at padded taps) */
-        int oy = p0 / Wo, ox = p0 % Wo;
-        for (int r = 0; r < rows; r++, (++ox == Wo ? (ox = 0, oy++) : 0)) {
-            int npad = 0;
-            int padded[64];
-            int border = 0;
-            int y0 = oy * stride - pad, x0 = ox * stride - pad, span = (k - 1) * dil;
-            if (zero_pad && (y0 < 0 || x0 < 0 || y0 + span >= H || x0 + span >= W)) {
+        m->k->bgemm(rows, g1 - g0, K, A, lda, wts + (size_t)g0 * K, K, pc + g0, Cout);
+    }
+    /* popcounts -> accumulators: acc = n_valid * cg - 2 * (P - popcount of the weights at padded taps) */
+    int oy = p0 / Wo, ox = p0 % Wo;
+    for (int r = 0; r < rows; r++, (++ox == Wo ? (ox = 0, oy++) : 0)) {
+        int npad = 0;
+        int padded[64];
+        int border = 0;
+        int y0 = oy * stride - pad, x0 = ox * stride - pad, span = (k - 1) * dil;
+        if (zero_pad && (y0 < 0 || x0 < 0 || y0 + span >= H || x0 + span >= W)) {
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
+                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
+                        if (npad < 64) padded[npad] = ky * k + kx;
+                        npad++;
+                        border = 1;
+                    }
+                }
+        }
+        int32_t *prow = pc + (size_t)r * Cout, *arow = acc + (size_t)r * Cout;
+        int32_t full = (kk - npad) * cg;
+        if (!border) {          /* interior pixel (the common case): a loop the compiler vectorises */
+            for (int c = c0; c < c1; c++) arow[c] = full - 2 * prow[c];
+            continue;
+        }
+        for (int c = c0; c < c1; c++) {
+            int32_t p = prow[c];
+            if (npad <= 64)
+                for (int q = 0; q < npad; q++) p -= wpop[(size_t)c * kk + padded[q]];
+            else
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++) {
                         int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
-                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
-                            if (npad < 64) padded[npad] = ky * k + kx;
-                            npad++;
-                            border = 1;
-                        }
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) p -= wpop[(size_t)c * kk + ky * k + kx];
                     }
-            }
-            int32_t *prow = pc + (size_t)r * Cout, *arow = acc + (size_t)r * Cout;
-            int32_t full = (kk - npad) * cg;
-            if (!border) {          /* interior pixel (the common case): a loop the compiler vectorises */
-                for (int c = 0; c < Cout; c++) arow[c] = full - 2 * prow[c];
-                continue;
-            }
-            for (int c = 0; c < Cout; c++) {
-                int32_t p = prow[c];
-                {
-                    if (npad <= 64)
-                        for (int j = 0; j < npad; j++) p -= wpop[(size_t)c * kk + padded[j]];
-                    else
-                        for (int ky = 0; ky < k; ky++)
-                            for (int kx = 0; kx < k; kx++) {
-                                int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
-                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) p -= wpop[(size_t)c * kk + ky * k + kx];
-                            }
-                }
-                arow[c] = full - 2 * p;
-            }
+            arow[c] = full - 2 * p;
         }
-        activation_rows(m, o, acc, p0, rows);
     }
+    if (!j->shared) activation_rows(m, o, acc, p0, rows);
+}
+
+static int op_bconv(bnhw_model *m, const op_t *o)
+{
+    const int32_t *a = o->a;
+    int k = a[A_K], kk = k * k, groups = a[A_GROUPS], cg = a[A_C] / groups;
+    int wpg = bnhw_words(cg), Cout = a[A_COUT], pixels = a[A_HO] * a[A_WO];
+    int direct = (k == 1 && a[A_STRIDE] == 1 && a[A_PAD] == 0);
+    int K = kk * wpg;
+    conv_job j = {m, o, {0, 0, 0, 0, 0}, NULL};
+    j.sp = conv_split(m, (direct ? 0 : (size_t)K * sizeof(bnhw_word)) + (size_t)Cout * 2 * sizeof(int32_t), pixels,
+                      Cout, (double)pixels * Cout / groups * K);
+    size_t col_words = direct ? 0 : (size_t)j.sp.R * K;
+    size_t bytes = (col_words + (size_t)wpg) * sizeof(bnhw_word);
+    if (j.sp.S > 1) {
+        j.shared = scratch(m, (size_t)pixels * Cout * 2 * sizeof(int32_t));
+        if (!j.shared) { set_error("out of memory"); return -1; }
+    } else {
+        bytes += (size_t)j.sp.R * Cout * sizeof(int32_t) * 2;
+    }
+    if (thread_scratch(m, j.sp.threads, bytes)) return -1;
+    pool_run(m, j.sp.chunks * j.sp.S, j.sp.threads, bconv_item, &j);
+    if (j.shared)
+        for (int c = 0; c < j.sp.chunks; c++) {
+            int p0 = c * j.sp.R, rows = pixels - p0 < j.sp.R ? pixels - p0 : j.sp.R;
+            activation_rows(m, o, j.shared + (size_t)pixels * Cout + (size_t)p0 * Cout, p0, rows);
+        }
     return 0;
 }
 
@@ -512,8 +758,12 @@ static void gemm_s32(int M, int N, int K, const int32_t *A, int lda, const int32
         }
 }
 
-static int op_iconv(bnhw_model *m, const op_t *o)
+/* One integer conv item: chunk p0 = chunk * R, output channels [c0, c1) (see bconv_item). */
+static void iconv_item(void *arg, int item, int thread)
 {
+    conv_job *j = arg;
+    bnhw_model *m = j->m;
+    const op_t *o = j->o;
     const int32_t *a = o->a;
     const tensor_t *x = &m->t[o->in[0]];
     int k = a[A_K], kk = k * k, groups = a[A_GROUPS], C = a[A_C], cg = C / groups, og = a[A_COUT] / groups;
@@ -521,41 +771,68 @@ static int op_iconv(bnhw_model *m, const op_t *o)
     int stride = a[A_STRIDE], pad = a[A_PAD], dil = a[A_DIL], H = a[A_H], W = a[A_W];
     int32_t pv = a[A_PAD_VALUE];
     const int32_t *in = x->data;
-    int K = kk * cg;
+    int K = kk * cg, R = j->sp.R;
+    int chunk = item / j->sp.S, c0 = (item % j->sp.S) * j->sp.slice, c1 = c0 + j->sp.slice;
+    if (c1 > Cout) c1 = Cout;
+    int p0 = chunk * R, rows = pixels - p0 < R ? pixels - p0 : R;
+    if (c0 >= c1 || rows <= 0) return;
     size_t esz = s16 ? sizeof(int16_t) : sizeof(int32_t);
-    int R = chunk_rows((size_t)K * esz + (size_t)Cout * sizeof(int32_t), pixels);
     size_t col_bytes = ((size_t)R * K * esz + 7) / 8 * 8;
-    unsigned char *buf = scratch(m, col_bytes + (size_t)R * Cout * sizeof(int32_t));
-    if (!buf) { set_error("out of memory"); return -1; }
-    int32_t *acc = (int32_t *)(buf + col_bytes);
-    for (int p0 = 0; p0 < pixels; p0 += R) {
-        int rows = pixels - p0 < R ? pixels - p0 : R;
-        for (int g = 0; g < groups; g++) {
-            for (int r = 0; r < rows; r++) {
-                int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo;
-                for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++) {
-                        int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
-                        size_t base = (size_t)r * K + (size_t)(ky * k + kx) * cg;
-                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
-                            if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = (int16_t)pv; }
-                            else { int32_t *dst = (int32_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = pv; }
-                            continue;
-                        }
-                        const int32_t *src = in + ((size_t)iy * W + ix) * C + (size_t)g * cg;
-                        if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = (int16_t)src[c]; }
-                        else memcpy((int32_t *)buf + base, src, sizeof(int32_t) * (size_t)cg);
+    unsigned char *buf = m->tscratch[thread];
+    int32_t *acc = j->shared ? j->shared + (size_t)p0 * Cout : (int32_t *)(buf + col_bytes);
+    for (int g = 0; g < groups; g++) {
+        int g0 = g * og > c0 ? g * og : c0, g1 = (g + 1) * og < c1 ? (g + 1) * og : c1;
+        if (g0 >= g1) continue;
+        for (int r = 0; r < rows; r++) {
+            int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
+                    size_t base = (size_t)r * K + (size_t)(ky * k + kx) * cg;
+                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
+                        if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = (int16_t)pv; }
+                        else { int32_t *dst = (int32_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = pv; }
+                        continue;
                     }
-            }
-            if (s16)
-                m->k->gemm_s16(rows, og, K, (const int16_t *)buf, K, (const int16_t *)o->p[0].data + (size_t)g * og * K,
-                               K, acc + g * og, Cout);
-            else
-                gemm_s32(rows, og, K, (const int32_t *)buf, K, (const int32_t *)o->p[0].data + (size_t)g * og * K, K,
-                         acc + g * og, Cout);
+                    const int32_t *src = in + ((size_t)iy * W + ix) * C + (size_t)g * cg;
+                    if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < cg; c++) dst[c] = (int16_t)src[c]; }
+                    else memcpy((int32_t *)buf + base, src, sizeof(int32_t) * (size_t)cg);
+                }
         }
-        activation_rows(m, o, acc, p0, rows);
+        if (s16)
+            m->k->gemm_s16(rows, g1 - g0, K, (const int16_t *)buf, K, (const int16_t *)o->p[0].data + (size_t)g0 * K,
+                           K, acc + g0, Cout);
+        else
+            gemm_s32(rows, g1 - g0, K, (const int32_t *)buf, K, (const int32_t *)o->p[0].data + (size_t)g0 * K, K,
+                     acc + g0, Cout);
     }
+    if (!j->shared) activation_rows(m, o, acc, p0, rows);
+}
+
+static int op_iconv(bnhw_model *m, const op_t *o)
+{
+    const int32_t *a = o->a;
+    int k = a[A_K], kk = k * k, groups = a[A_GROUPS], cg = a[A_C] / groups;
+    int Cout = a[A_COUT], pixels = a[A_HO] * a[A_WO];
+    int K = kk * cg;
+    size_t esz = a[A_USE_S16] ? sizeof(int16_t) : sizeof(int32_t);
+    conv_job j = {m, o, {0, 0, 0, 0, 0}, NULL};
+    j.sp = conv_split(m, (size_t)K * esz + (size_t)Cout * sizeof(int32_t), pixels, Cout,
+                      (double)pixels * Cout / groups * K / 8);
+    size_t bytes = ((size_t)j.sp.R * K * esz + 7) / 8 * 8;
+    if (j.sp.S > 1) {
+        j.shared = scratch(m, (size_t)pixels * Cout * sizeof(int32_t));
+        if (!j.shared) { set_error("out of memory"); return -1; }
+    } else {
+        bytes += (size_t)j.sp.R * Cout * sizeof(int32_t);
+    }
+    if (thread_scratch(m, j.sp.threads, bytes)) return -1;
+    pool_run(m, j.sp.chunks * j.sp.S, j.sp.threads, iconv_item, &j);
+    if (j.shared)
+        for (int c = 0; c < j.sp.chunks; c++) {
+            int p0 = c * j.sp.R, rows = pixels - p0 < j.sp.R ? pixels - p0 : j.sp.R;
+            activation_rows(m, o, j.shared + (size_t)p0 * Cout, p0, rows);
+        }
     return 0;
 }
 
@@ -717,6 +994,7 @@ static double now(void)
 
 int bnhw_model_run(bnhw_model *m, const int32_t *input, int32_t *output)
 {
+    if (pool_start(m)) return -1;
     tensor_t *x = &m->t[m->input];
     memcpy(x->data, input, tensor_bytes(x));
     for (int i = 0; i < m->n_ops; i++) {

@@ -1,0 +1,354 @@
+/* x86-64 vector kernels: AVX2, AVX-512BW and AVX-512 with VPOPCNTDQ, bit-exact with kernels_ref.c.
+ *
+ * Every function carries its own target attribute, so this file is compiled with the library's
+ * ordinary (baseline x86-64) flags and the same binary runs on any x86-64 CPU: kernel_sets.c only
+ * hands out a set after CPUID (__builtin_cpu_supports) says the CPU has its features.  On other
+ * architectures (and compilers without target attributes) the file is empty.
+ *
+ *   avx2      bgemm: XOR, nibble-lookup popcount (vpshufb) into byte counters, widened by vpsadbw
+ *             every 31 steps; gemm_s16: vpmaddwd; pack: vpcmpgtd + vmovmskps, 8 channels a step.
+ *   avx512bw  the same on 512-bit vectors (no VPOPCNTDQ: Skylake-X, Cascade Lake); remainders by
+ *             masked loads.
+ *   avx512    bgemm with vpopcntq (AVX512_VPOPCNTDQ: Ice Lake, Zen 4): XOR + popcount + add per 8
+ *             words; gemm_s16 and pack as avx512bw.
+ * The tile shapes (MR x NR outputs per pass over K) keep every accumulator in a register.
+ */
+#include "bnhw_kernels.h"
+#include "bnhw_tiling.h"
+
+#if BNHW_HAVE_X86
+
+#include <immintrin.h>
+
+#define T_AVX2 __attribute__((target("avx2,popcnt")))
+#define T_BW __attribute__((target("avx512f,avx512bw,popcnt")))
+#define T_VPOP __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,popcnt")))
+#define INL static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------------------ AVX2 */
+
+#define A2_MR 2
+#define A2_NR 4
+
+/* popcount of every byte of v: two 16-entry lookups (low and high nibble) */
+INL T_AVX2 __m256i popcnt8_avx2(__m256i v)
+{
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
+                                         2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+}
+
+INL T_AVX2 uint64_t hsum64_avx2(__m256i v)
+{
+    __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return (uint64_t)_mm_cvtsi128_si64(s) + (uint64_t)_mm_extract_epi64(s, 1);
+}
+
+/* R x Cn outputs (R <= A2_MR, Cn <= A2_NR, constants after inlining).  Byte counters gain at most 8
+ * a step, so they are widened to 64 bits (vpsadbw against 0) every 31 steps of 4 words. */
+INL T_AVX2 void bgemm_tile_avx2(int R, int Cn, int K, const bnhw_word *a, size_t lda, const bnhw_word *b,
+                                size_t ldb, int32_t *c, size_t ldc)
+{
+    __m256i s64[A2_MR][A2_NR], s8[A2_MR][A2_NR];
+    const __m256i zero = _mm256_setzero_si256();
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            s64[r][j] = zero;
+    int k = 0, K4 = K & ~3;
+    while (k < K4) {
+        int end = K4 - k > 31 * 4 ? k + 31 * 4 : K4;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < Cn; j++)
+                s8[r][j] = zero;
+        for (; k < end; k += 4) {
+            __m256i va[A2_MR];
+            for (int r = 0; r < R; r++)
+                va[r] = _mm256_loadu_si256((const __m256i *)(a + r * lda + k));
+            for (int j = 0; j < Cn; j++) {
+                __m256i vb = _mm256_loadu_si256((const __m256i *)(b + j * ldb + k));
+                for (int r = 0; r < R; r++)
+                    s8[r][j] = _mm256_add_epi8(s8[r][j], popcnt8_avx2(_mm256_xor_si256(va[r], vb)));
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < Cn; j++)
+                s64[r][j] = _mm256_add_epi64(s64[r][j], _mm256_sad_epu8(s8[r][j], zero));
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++) {
+            uint64_t s = hsum64_avx2(s64[r][j]);
+            for (int q = K4; q < K; q++)
+                s += (uint64_t)_mm_popcnt_u64(a[r * lda + q] ^ b[j * ldb + q]);
+            c[r * ldc + j] = (int32_t)s;
+        }
+}
+
+T_AVX2 void bnhw_bgemm_avx2(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
+                            int32_t *c, int ldc)
+{
+    if (K < 0)
+        K = 0;
+    size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
+#define TILE(R, Cn, i, j) bgemm_tile_avx2(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, A2_MR, A2_NR, TILE);
+#undef TILE
+}
+
+INL T_AVX2 uint32_t hsum32_avx2(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return (uint32_t)_mm_cvtsi128_si32(s);
+}
+
+/* int32 lanes wrap (vpaddd), the scalar tail sums in uint32: the contract makes the true sum an int32,
+ * so the result is exact whatever the order */
+INL T_AVX2 void gemm_s16_tile_avx2(int R, int Cn, int K, const int16_t *a, size_t lda, const int16_t *b,
+                                   size_t ldb, int32_t *c, size_t ldc)
+{
+    __m256i s[A2_MR][A2_NR];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            s[r][j] = _mm256_setzero_si256();
+    int K16 = K & ~15;
+    for (int k = 0; k < K16; k += 16) {
+        __m256i va[A2_MR];
+        for (int r = 0; r < R; r++)
+            va[r] = _mm256_loadu_si256((const __m256i *)(a + r * lda + k));
+        for (int j = 0; j < Cn; j++) {
+            __m256i vb = _mm256_loadu_si256((const __m256i *)(b + j * ldb + k));
+            for (int r = 0; r < R; r++)
+                s[r][j] = _mm256_add_epi32(s[r][j], _mm256_madd_epi16(va[r], vb));
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++) {
+            uint32_t t = hsum32_avx2(s[r][j]);
+            for (int q = K16; q < K; q++)
+                t += (uint32_t)((int32_t)a[r * lda + q] * b[j * ldb + q]);
+            c[r * ldc + j] = (int32_t)t;
+        }
+}
+
+T_AVX2 void bnhw_gemm_s16_avx2(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
+                               int32_t *c, int ldc)
+{
+    if (K < 0)
+        K = 0;
+    size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
+#define TILE(R, Cn, i, j) gemm_s16_tile_avx2(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, A2_MR, A2_NR, TILE);
+#undef TILE
+}
+
+/* bits [0, cnt) of one word: bit i = x[i] < t[i] (t == NULL: x[i] < 0, the sign bit, which vmovmskps
+ * reads directly); the partial tail word element by element */
+INL T_AVX2 bnhw_word pack_word_avx2(const int32_t *x, const int32_t *t, int cnt)
+{
+    bnhw_word w = 0;
+    int i = 0;
+    for (; i + 8 <= cnt; i += 8) {
+        __m256i vx = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i lt = t ? _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(t + i)), vx) : vx;
+        w |= (bnhw_word)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lt)) << i;
+    }
+    for (; i < cnt; i++)
+        w |= (bnhw_word)(t ? x[i] < t[i] : x[i] < 0) << i;
+    return w;
+}
+
+INL T_AVX2 void pack_rows_avx2(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
+{
+#define PACK_FULL(xw, tw) pack_word_avx2(xw, tw, BNHW_WORD_BITS)
+    BNHW_FOR_PACK_WORDS(x, n, C, groups, thr, out, PACK_FULL, pack_word_avx2);
+#undef PACK_FULL
+}
+
+T_AVX2 void bnhw_pack_avx2(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
+{
+    if (n <= 0 || C <= 0 || groups <= 0)
+        return;
+    if (thr)
+        pack_rows_avx2(x, n, C, groups, thr, out);
+    else
+        pack_rows_avx2(x, n, C, groups, NULL, out);
+}
+
+/* --------------------------------------------------------------------------- AVX-512 */
+
+#define Z_MR 4
+#define Z_NR 4
+
+/* words [k, k + cnt) of row p, cnt <= 8: a masked load reads nothing past them */
+#define LOADW(p, k, cnt) _mm512_maskz_loadu_epi64((__mmask8)((1u << (cnt)) - 1u), (p) + (k))
+
+/* AVX-512BW: nibble lookups on 64 bytes, byte counters widened every 31 steps of 8 words */
+INL T_BW __m512i popcnt8_bw(__m512i v)
+{
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+    return _mm512_add_epi8(_mm512_shuffle_epi8(lut, lo), _mm512_shuffle_epi8(lut, hi));
+}
+
+INL T_BW void bgemm_tile_bw(int R, int Cn, int K, const bnhw_word *a, size_t lda, const bnhw_word *b, size_t ldb,
+                            int32_t *c, size_t ldc)
+{
+    __m512i s64[Z_MR][Z_NR], s8[Z_MR][Z_NR];
+    const __m512i zero = _mm512_setzero_si512();
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            s64[r][j] = zero;
+    int k = 0;
+    while (k < K) {
+        int end = K - k > 31 * 8 ? k + 31 * 8 : K;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < Cn; j++)
+                s8[r][j] = zero;
+        for (; k < end; k += 8) {
+            int cnt = end - k < 8 ? end - k : 8;
+            __m512i va[Z_MR];
+            for (int r = 0; r < R; r++)
+                va[r] = LOADW(a + r * lda, k, cnt);
+            for (int j = 0; j < Cn; j++) {
+                __m512i vb = LOADW(b + j * ldb, k, cnt);
+                for (int r = 0; r < R; r++)
+                    s8[r][j] = _mm512_add_epi8(s8[r][j], popcnt8_bw(_mm512_xor_si512(va[r], vb)));
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < Cn; j++)
+                s64[r][j] = _mm512_add_epi64(s64[r][j], _mm512_sad_epu8(s8[r][j], zero));
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            c[r * ldc + j] = (int32_t)_mm512_reduce_add_epi64(s64[r][j]);
+}
+
+T_BW void bnhw_bgemm_avx512bw(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
+                              int32_t *c, int ldc)
+{
+    if (K < 0)
+        K = 0;
+    size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
+#define TILE(R, Cn, i, j) bgemm_tile_bw(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, Z_MR, Z_NR, TILE);
+#undef TILE
+}
+
+/* VPOPCNTDQ: one popcount per 64-bit lane, summed in 64-bit lanes (no widening needed) */
+INL T_VPOP void bgemm_tile_vpop(int R, int Cn, int K, const bnhw_word *a, size_t lda, const bnhw_word *b,
+                                size_t ldb, int32_t *c, size_t ldc)
+{
+    __m512i s[Z_MR][Z_NR];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            s[r][j] = _mm512_setzero_si512();
+    int K8 = K & ~7;
+    for (int k = 0; k < K8; k += 8) {
+        __m512i va[Z_MR];
+        for (int r = 0; r < R; r++)
+            va[r] = _mm512_loadu_si512((const void *)(a + r * lda + k));
+        for (int j = 0; j < Cn; j++) {
+            __m512i vb = _mm512_loadu_si512((const void *)(b + j * ldb + k));
+            for (int r = 0; r < R; r++)
+                s[r][j] = _mm512_add_epi64(s[r][j], _mm512_popcnt_epi64(_mm512_xor_si512(va[r], vb)));
+        }
+    }
+    if (K8 < K) {
+        __m512i va[Z_MR];
+        for (int r = 0; r < R; r++)
+            va[r] = LOADW(a + r * lda, K8, K - K8);
+        for (int j = 0; j < Cn; j++) {
+            __m512i vb = LOADW(b + j * ldb, K8, K - K8);
+            for (int r = 0; r < R; r++)
+                s[r][j] = _mm512_add_epi64(s[r][j], _mm512_popcnt_epi64(_mm512_xor_si512(va[r], vb)));
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            c[r * ldc + j] = (int32_t)_mm512_reduce_add_epi64(s[r][j]);
+}
+
+T_VPOP void bnhw_bgemm_avx512(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
+                              int32_t *c, int ldc)
+{
+    if (K < 0)
+        K = 0;
+    size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
+#define TILE(R, Cn, i, j) bgemm_tile_vpop(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, Z_MR, Z_NR, TILE);
+#undef TILE
+}
+
+/* vpmaddwd on 32 int16; the remainder by a masked load (zeros add nothing) */
+INL T_BW void gemm_s16_tile_bw(int R, int Cn, int K, const int16_t *a, size_t lda, const int16_t *b, size_t ldb,
+                               int32_t *c, size_t ldc)
+{
+    __m512i s[Z_MR][Z_NR];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            s[r][j] = _mm512_setzero_si512();
+    for (int k = 0; k < K; k += 32) {
+        int cnt = K - k < 32 ? K - k : 32;
+        __mmask32 m = cnt == 32 ? ~(__mmask32)0 : (((__mmask32)1 << cnt) - 1);
+        __m512i va[Z_MR];
+        for (int r = 0; r < R; r++)
+            va[r] = _mm512_maskz_loadu_epi16(m, a + r * lda + k);
+        for (int j = 0; j < Cn; j++) {
+            __m512i vb = _mm512_maskz_loadu_epi16(m, b + j * ldb + k);
+            for (int r = 0; r < R; r++)
+                s[r][j] = _mm512_add_epi32(s[r][j], _mm512_madd_epi16(va[r], vb));
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            c[r * ldc + j] = _mm512_reduce_add_epi32(s[r][j]);
+}
+
+T_BW void bnhw_gemm_s16_avx512bw(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
+                                 int32_t *c, int ldc)
+{
+    if (K < 0)
+        K = 0;
+    size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
+#define TILE(R, Cn, i, j) gemm_s16_tile_bw(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, Z_MR, Z_NR, TILE);
+#undef TILE
+}
+
+/* 16 channels a compare (vpcmpd into a mask register); the tail by masked loads and a masked compare */
+INL T_BW bnhw_word pack_word_bw(const int32_t *x, const int32_t *t, int cnt)
+{
+    bnhw_word w = 0;
+    for (int i = 0; i < cnt; i += 16) {
+        int n = cnt - i < 16 ? cnt - i : 16;
+        __mmask16 m = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1u);
+        __m512i vx = _mm512_maskz_loadu_epi32(m, x + i);
+        __m512i vt = t ? _mm512_maskz_loadu_epi32(m, t + i) : _mm512_setzero_si512();
+        w |= (bnhw_word)_mm512_mask_cmplt_epi32_mask(m, vx, vt) << i;
+    }
+    return w;
+}
+
+INL T_BW void pack_rows_bw(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
+{
+#define PACK_FULL(xw, tw) pack_word_bw(xw, tw, BNHW_WORD_BITS)
+    BNHW_FOR_PACK_WORDS(x, n, C, groups, thr, out, PACK_FULL, pack_word_bw);
+#undef PACK_FULL
+}
+
+T_BW void bnhw_pack_avx512bw(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
+{
+    if (n <= 0 || C <= 0 || groups <= 0)
+        return;
+    if (thr)
+        pack_rows_bw(x, n, C, groups, thr, out);
+    else
+        pack_rows_bw(x, n, C, groups, NULL, out);
+}
+
+#endif /* BNHW_HAVE_X86 */
