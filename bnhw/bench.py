@@ -18,13 +18,17 @@ Cycle simulator (``--only sim``, a minute): simulated cycles per second
 NAS-BNN subnet at bnhw's pynq-z2 folding, 10 frames each, and the FIFO sizing
 time and result.
 
-Embedded CPU (``--only cpu``, a minute): bnhw's C runtime on this machine,
+Embedded CPU (``--only cpu``, a few minutes): bnhw's C runtime on this machine,
 one thread, median of repeated runs: the binary convolution (3x3, stride 1,
 zero padding, fused threshold + bit-pack, as in a real layer) at ResNet's
 layer shapes 56x56x64, 28x28x128, 14x14x256 and 7x7x512 in G binary MACs/s,
-with the reference and the optimised kernels, against this machine's
-measured XOR-popcount peak (``src/bench_peak.c``); and CNV-W1A1 and a NAS-BNN
-subnet end to end, measured natively and modelled on Cortex-A9 / A53 / A72.
+with every kernel set the CPU runs (ref, portable, avx2, avx512bw, avx512,
+neon; a set it lacks is named with the reason), both the bgemm alone (M = out
+pixels, N = out channels, K = 9 Cin / 64 words) and the whole conv op, against
+this machine's measured XOR-popcount peaks (``src/bench_peak.c``: scalar popcnt
+and the vector popcounts); the largest layer and CNV-W1A1 and a NAS-BNN subnet
+end to end on 1, 2 and all cores (``--threads``), and the networks modelled on
+Cortex-A9 / A53 / A72.
 
 BNAS v2 ablation (``--only bnas``, the longest part after the NAS-BNN search):
 the paper's Table 10 at small scale: for each seed, a BNAS search with all
@@ -372,76 +376,155 @@ def resnet_layer_graph(side: int, channels: int, seed: int = 0):
     return HwGraph(f"resnet-{side}x{side}x{C}", streams, nodes, "x", "y")
 
 
+def _time_bgemm(a: np.ndarray, b: np.ndarray, impl: str, min_seconds: float = 0.05, trials: int = 5) -> float:
+    """Best-of-``trials`` seconds of one ``kernels.bgemm`` call (each trial repeats it for at least
+    ``min_seconds`` and takes the mean), one thread."""
+    import time
+
+    from .hw.cpu.kernels import bgemm
+
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
+    bgemm(a, b, impl=impl, out=out)
+    n = 1
+    while True:
+        t = time.perf_counter()
+        for _ in range(n):
+            bgemm(a, b, impl=impl, out=out)
+        dt = time.perf_counter() - t
+        if dt >= min_seconds:
+            break
+        n *= 2
+    best = dt / n
+    for _ in range(trials - 1):
+        t = time.perf_counter()
+        for _ in range(n):
+            bgemm(a, b, impl=impl, out=out)
+        best = min(best, (time.perf_counter() - t) / n)
+    return best
+
+
 def bench_cpu(out: Path, repeat: int = 30) -> dict:
-    """Binary-conv throughput at ResNet shapes vs the measured popcount peak; networks measured and modelled."""
+    """Every kernel set this CPU runs at ResNet's binary 3x3 conv shapes (the bgemm alone and the whole
+    conv op, one thread) vs the measured scalar and vector popcount peaks; thread scaling; networks
+    measured (one thread and all cores) and modelled."""
     from .flows.cpu_bench import CORE_ARCH, machine_name, measure_native
+    from .hw.cpu import kernels as cpu_kernels
     from .hw.cpu.perfmodel import model_program
     from .hw.cpu.program import lower_cpu
-    from .hw.cpu.runtime import CpuModel, xorpop_peak
+    from .hw.cpu.runtime import POPCOUNT_PEAKS, CpuModel, default_threads, xorpop_peak
 
     out.mkdir(parents=True, exist_ok=True)
-    peak = xorpop_peak()
-    print(f"XOR-popcount peak (measured, one thread): {peak / 1e9:.1f} G binary MACs/s", flush=True)
+    usable = cpu_kernels.usable_kernel_sets()
+    auto = cpu_kernels.resolve("auto")
+    sets = [s for s in usable if s != "ref"]
+    lacking = {s: cpu_kernels.kernel_set_why(s) for s in cpu_kernels.kernel_sets() if s not in usable}
+    for s, why in lacking.items():
+        print(f"skipping kernel set {s}: {why}", flush=True)
+    peaks = {}
+    for kind in POPCOUNT_PEAKS:
+        if kind == "scalar" or kind in usable:
+            peaks[kind] = xorpop_peak(kind=kind) / 1e9
+            print(f"XOR-popcount peak {kind} (measured, one thread): {peaks[kind]:.1f} G binary MACs/s", flush=True)
+    peak = max(peaks.values())
+    rng = np.random.default_rng(0)
     layers = []
     for side, C in RESNET_SHAPES:
         g = resnet_layer_graph(side, C)
         prog = lower_cpu(g)
         i = next(k for k, o in enumerate(prog.ops) if o.op == "BCONV")
         bm = prog.ops[i].bmacs
+        M, N, K = side * side, C, 9 * C // 64
+        a = rng.integers(0, 1 << 63, (M, K), dtype=np.uint64)
+        b = rng.integers(0, 1 << 63, (N, K), dtype=np.uint64)
         x = np.random.default_rng(1).integers(-128, 128, (side, side, C))
-        row: dict[str, Any] = {"shape": f"{side}x{side}x{C}", "kernel": 3, "bmacs": bm}
-        for ks, n in (("opt", repeat), ("ref", 3)):
-            m = CpuModel(prog, kernels=ks)
-            per, _ = m.time(x, repeat=n, warmup=1)
+        row: dict[str, Any] = {"shape": f"{side}x{side}x{C}", "kernel": 3, "bmacs": bm, "bgemm": [M, N, K],
+                               "sets": {}}
+        for ks in [*sets, "ref"]:
+            m = CpuModel(prog, kernels=ks, threads=1)
+            per, _ = m.time(x, repeat=repeat if ks != "ref" else 3, warmup=1)
             t = float(np.median(per[:, i]))
-            row[ks] = {"kernels": m.kernels, "seconds": t, "gbmacs_per_s": bm / t / 1e9}
-        row["fraction_of_peak"] = row["opt"]["gbmacs_per_s"] * 1e9 / peak
-        row["speedup_vs_ref"] = row["ref"]["seconds"] / row["opt"]["seconds"]
+            tb = _time_bgemm(a, b, ks, trials=5 if ks != "ref" else 1)
+            row["sets"][ks] = {"conv_seconds": t, "conv_gbmacs_per_s": bm / t / 1e9, "bgemm_seconds": tb,
+                               "bgemm_gbmacs_per_s": M * N * K * 64 / tb / 1e9}
+        best = row["sets"][auto]
+        row["auto"] = {"kernels": auto, **best}
+        row["fraction_of_peak"] = best["conv_gbmacs_per_s"] / peaks.get(auto, peaks["scalar"])
+        row["speedup_vs_ref"] = row["sets"]["ref"]["conv_seconds"] / best["conv_seconds"]
         for core in CORE_ARCH:
             r = model_program(prog, core)
             row.setdefault("modelled", {})[core] = {"seconds": r.rows[i].seconds,
                                                     "gbmacs_per_s": bm / r.rows[i].seconds / 1e9}
         layers.append(row)
-        print(f"{row['shape']}: {row['opt']['gbmacs_per_s']:.1f} G bMAC/s ({row['opt']['kernels']}, "
-              f"{100 * row['fraction_of_peak']:.0f}% of peak), ref {row['ref']['gbmacs_per_s']:.2f} "
-              f"(x{row['speedup_vs_ref']:.0f})", flush=True)
+        print(f"{row['shape']} (bgemm M={M} N={N} K={K}): " + ", ".join(
+              f"{ks} {v['bgemm_gbmacs_per_s']:.1f} / {v['conv_gbmacs_per_s']:.1f}" for ks, v in row["sets"].items())
+              + " G bMAC/s (bgemm / whole conv)", flush=True)
+    # thread scaling: the largest layer and the networks, with the auto set, 1 thread vs all cores
+    cores = default_threads()
+    counts = sorted({1, 2, cores})
+    g = resnet_layer_graph(*RESNET_SHAPES[0])
+    prog = lower_cpu(g)
+    x = np.random.default_rng(1).integers(-128, 128, (RESNET_SHAPES[0][0],) * 2 + (RESNET_SHAPES[0][1],))
+    scaling: dict[str, Any] = {"layer": f"{RESNET_SHAPES[0][0]}x{RESNET_SHAPES[0][0]}x{RESNET_SHAPES[0][1]}", "kernels": auto,
+               "seconds": {}}
+    for t in counts:
+        _, tot = CpuModel(prog, threads=t).time(x, repeat=repeat, warmup=2)
+        scaling["seconds"][t] = float(np.median(tot))
+    print(f"threads, {scaling['layer']} layer: " + ", ".join(f"{t}: {v * 1e3:.3f} ms" for t, v in
+                                                            scaling["seconds"].items()), flush=True)
     nets = []
     from .flows.prepare import prepare_network
     for name in CPU_NETS:
         prep = prepare_network(name, out / name, n_inputs=4, echo=lambda m: None)
         prog = lower_cpu(prep.graph)
-        meas = measure_native(prog, prep.int_inputs[0], repeat=repeat)
+        by_threads = {t: measure_native(prog, prep.int_inputs[0], repeat=repeat, threads=t) for t in counts}
+        meas = by_threads[1]
         row = {"network": name, "bmacs": prog.bmacs, "macs": prog.macs, "native_seconds": meas["seconds"],
-               "native_binary_gops": meas["binary_gops"], "kernels": meas["kernels"], "modelled": {}}
+               "native_binary_gops": meas["binary_gops"], "kernels": meas["kernels"],
+               "threads_seconds": {t: v["seconds"] for t, v in by_threads.items()}, "modelled": {}}
         for core in CORE_ARCH:
             r = model_program(prog, core)
             row["modelled"][core] = {"seconds": r.seconds, "clock_mhz": r.clock_mhz,
                                      "roofline_bmacs_per_cycle": r.roofline_bmacs_per_cycle,
                                      "kernel_bmacs_per_cycle": r.kernel_bmacs_per_cycle}
         nets.append(row)
-        print(f"{name}: {meas['seconds'] * 1e3:.3f} ms native; modelled "
-              + ", ".join(f"{c} {v['seconds'] * 1e3:.2f} ms" for c, v in row["modelled"].items()), flush=True)
-    return {"machine": machine_name(), "peak_gbmacs_per_s": peak / 1e9, "layers": layers, "networks": nets,
-            "note": "native figures measured on this (shared, noisy) machine, one thread, median of repeated runs; "
-                    "ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
+        print(f"{name}: " + ", ".join(f"{t} thread(s) {v * 1e3:.3f} ms" for t, v in row["threads_seconds"].items())
+              + " native; modelled " + ", ".join(f"{c} {v['seconds'] * 1e3:.2f} ms" for c, v in row["modelled"].items()),
+              flush=True)
+    return {"machine": machine_name(), "cpu_features": cpu_kernels.kernel_cpu_features(), "cores": cores,
+            "kernel_sets": sets, "auto": auto, "lacking": lacking, "peaks_gbmacs_per_s": peaks,
+            "peak_gbmacs_per_s": peak, "layers": layers, "threads": scaling, "networks": nets,
+            "note": "native figures measured on this (shared, noisy) machine, median of repeated runs, one thread "
+                    "unless a thread count is given; ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
 
 
 def _cpu_table(r: dict) -> str:
-    lines = [f"Binary 3x3 convolution, one thread on {r['machine']} (XOR-popcount peak measured at "
-             f"{r['peak_gbmacs_per_s']:.1f} G binary MACs/s):", "",
-             "| layer | G bMAC/s (opt) | % of peak | G bMAC/s (ref) | opt / ref | A9 (model) | A53 (model) | "
-             "A72 (model) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in r["peaks_gbmacs_per_s"].items())
+    sets = [*r["kernel_sets"], "ref"]
+    lines = [f"Binary 3x3 convolution, one thread on {r['machine']} (XOR-popcount peaks measured, G binary MACs/s: "
+             f"{peaks}; auto picks `{r['auto']}`).  G binary MACs/s of the bgemm alone / the whole conv op "
+             "(im2col, bgemm, padding correction, threshold + pack):", "",
+             "| layer (bgemm M, N, K words) | " + " | ".join(sets) + " | auto / ref | A9 (model) | A53 (model) | "
+             "A72 (model) |", "|---|" + "---:|" * (len(sets) + 4)]
     for x in r["layers"]:
         md = x["modelled"]
-        lines.append(f"| {x['shape']} | {x['opt']['gbmacs_per_s']:.1f} | {100 * x['fraction_of_peak']:.0f} | "
-                     f"{x['ref']['gbmacs_per_s']:.2f} | {x['speedup_vs_ref']:.0f}x | "
+        lines.append(f"| {x['shape']} ({', '.join(map(str, x['bgemm']))}) | "
+                     + " | ".join(f"{x['sets'][s]['bgemm_gbmacs_per_s']:.1f} / {x['sets'][s]['conv_gbmacs_per_s']:.1f}"
+                                  for s in sets)
+                     + f" | {x['speedup_vs_ref']:.0f}x | "
                      + " | ".join(f"{md[c]['gbmacs_per_s']:.1f}" for c in ("cortex-a9", "cortex-a53", "cortex-a72"))
                      + " |")
-    lines += ["", "| network | binary MACs | native ms (measured) | A9 ms | A53 ms | A72 ms (modelled) |",
-              "|---|---:|---:|---:|---:|---:|"]
+    if r["lacking"]:
+        lines += ["", "Not measured: " + "; ".join(f"{s} ({why})" for s, why in r["lacking"].items())]
+    th = r["threads"]
+    lines += ["", f"Threads (kernels `{th['kernels']}`, {r['cores']} online cores), {th['layer']} layer: "
+              + ", ".join(f"{t}: {v * 1e3:.3f} ms" for t, v in th["seconds"].items()), ""]
+    counts = list(r["networks"][0]["threads_seconds"]) if r["networks"] else []
+    lines += ["| network | binary MACs | " + " | ".join(f"native ms, {t} thread(s)" for t in counts)
+              + " | A9 ms | A53 ms | A72 ms (modelled) |", "|---|---:|" + "---:|" * (len(counts) + 3)]
     for x in r["networks"]:
         md = x["modelled"]
-        lines.append(f"| {x['network']} | {x['bmacs'] / 1e6:.1f}M | {x['native_seconds'] * 1e3:.3f} | "
+        lines.append(f"| {x['network']} | {x['bmacs'] / 1e6:.1f}M | "
+                     + " | ".join(f"{v * 1e3:.3f}" for v in x["threads_seconds"].values()) + " | "
                      + " | ".join(f"{md[c]['seconds'] * 1e3:.2f}" for c in ("cortex-a9", "cortex-a53", "cortex-a72"))
                      + " |")
     return "\n".join(lines)
