@@ -6,7 +6,8 @@
  * architectures (and compilers without target attributes) the file is empty.
  *
  *   avx2      bgemm: XOR, nibble-lookup popcount (vpshufb) into byte counters, widened by vpsadbw
- *             every 31 steps; gemm_s16: vpmaddwd; pack: vpcmpgtd + vmovmskps, 8 channels a step.
+ *             every 31 steps (below 12 words a scalar popcnt tile); gemm_s16: vpmaddwd; pack:
+ *             vpcmpgtd + vmovmskps, 8 channels a step.
  *   avx512bw  the same on 512-bit vectors (no VPOPCNTDQ: Skylake-X, Cascade Lake); remainders by
  *             masked loads.
  *   avx512    bgemm with vpopcntq (AVX512_VPOPCNTDQ: Ice Lake, Zen 4): XOR + popcount + add per 8
@@ -21,8 +22,8 @@
 #include <immintrin.h>
 
 #define T_AVX2 __attribute__((target("avx2,popcnt")))
-#define T_BW __attribute__((target("avx512f,avx512bw,popcnt")))
-#define T_VPOP __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,popcnt")))
+#define T_BW __attribute__((target("avx2,avx512f,avx512bw,popcnt")))
+#define T_VPOP __attribute__((target("avx2,avx512f,avx512bw,avx512vpopcntdq,popcnt")))
 #define INL static inline __attribute__((always_inline))
 
 /* ------------------------------------------------------------------------------ AVX2 */
@@ -46,8 +47,32 @@ INL T_AVX2 uint64_t hsum64_avx2(__m256i v)
     return (uint64_t)_mm_cvtsi128_si64(s) + (uint64_t)_mm_extract_epi64(s, 1);
 }
 
+/* the lane sums of four vectors of 4 x 64 bits, as 4 x 32 bits (each sum < 2^31): one store per tile row */
+INL T_AVX2 __m128i hsum4x64_avx2(__m256i v0, __m256i v1, __m256i v2, __m256i v3)
+{
+    __m256i t0 = _mm256_add_epi64(_mm256_unpacklo_epi64(v0, v1), _mm256_unpackhi_epi64(v0, v1));
+    __m256i t1 = _mm256_add_epi64(_mm256_unpacklo_epi64(v2, v3), _mm256_unpackhi_epi64(v2, v3));
+    __m256i u = _mm256_add_epi64(_mm256_permute2x128_si256(t0, t1, 0x20), _mm256_permute2x128_si256(t0, t1, 0x31));
+    return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(u, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+}
+
+/* the same for four vectors of 8 x 32 bits */
+INL T_AVX2 __m128i hsum4x32_avx2(__m256i v0, __m256i v1, __m256i v2, __m256i v3)
+{
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+/* words [0, cnt) of p, cnt < 4, the rest 0 (vpmaskmovq reads nothing past them) */
+INL T_AVX2 __m256i load_words_avx2(const bnhw_word *p, int cnt)
+{
+    __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(cnt), _mm256_setr_epi64x(0, 1, 2, 3));
+    return _mm256_maskload_epi64((const long long *)p, m);
+}
+
 /* R x Cn outputs (R <= A2_MR, Cn <= A2_NR, constants after inlining).  Byte counters gain at most 8
- * a step, so they are widened to 64 bits (vpsadbw against 0) every 31 steps of 4 words. */
+ * a step, so they are widened to 64 bits (vpsadbw against 0) every 31 steps of 4 words; the last
+ * K % 4 words by masked loads. */
 INL T_AVX2 void bgemm_tile_avx2(int R, int Cn, int K, const bnhw_word *a, size_t lda, const bnhw_word *b,
                                 size_t ldb, int32_t *c, size_t ldc)
 {
@@ -56,13 +81,13 @@ INL T_AVX2 void bgemm_tile_avx2(int R, int Cn, int K, const bnhw_word *a, size_t
     for (int r = 0; r < R; r++)
         for (int j = 0; j < Cn; j++)
             s64[r][j] = zero;
-    int k = 0, K4 = K & ~3;
-    while (k < K4) {
-        int end = K4 - k > 31 * 4 ? k + 31 * 4 : K4;
+    int k = 0;
+    while (k < K) {
+        int end = K - k > 31 * 4 ? k + 31 * 4 : K;
         for (int r = 0; r < R; r++)
             for (int j = 0; j < Cn; j++)
                 s8[r][j] = zero;
-        for (; k < end; k += 4) {
+        for (; k + 4 <= end; k += 4) {
             __m256i va[A2_MR];
             for (int r = 0; r < R; r++)
                 va[r] = _mm256_loadu_si256((const __m256i *)(a + r * lda + k));
@@ -72,17 +97,66 @@ INL T_AVX2 void bgemm_tile_avx2(int R, int Cn, int K, const bnhw_word *a, size_t
                     s8[r][j] = _mm256_add_epi8(s8[r][j], popcnt8_avx2(_mm256_xor_si256(va[r], vb)));
             }
         }
+        if (k < end) {
+            __m256i va[A2_MR];
+            for (int r = 0; r < R; r++)
+                va[r] = load_words_avx2(a + r * lda + k, end - k);
+            for (int j = 0; j < Cn; j++) {
+                __m256i vb = load_words_avx2(b + j * ldb + k, end - k);
+                for (int r = 0; r < R; r++)
+                    s8[r][j] = _mm256_add_epi8(s8[r][j], popcnt8_avx2(_mm256_xor_si256(va[r], vb)));
+            }
+            k = end;
+        }
         for (int r = 0; r < R; r++)
             for (int j = 0; j < Cn; j++)
                 s64[r][j] = _mm256_add_epi64(s64[r][j], _mm256_sad_epu8(s8[r][j], zero));
     }
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < Cn; j++) {
-            uint64_t s = hsum64_avx2(s64[r][j]);
-            for (int q = K4; q < K; q++)
-                s += (uint64_t)_mm_popcnt_u64(a[r * lda + q] ^ b[j * ldb + q]);
-            c[r * ldc + j] = (int32_t)s;
+    for (int r = 0; r < R; r++) {
+        if (Cn == 4) {
+            _mm_storeu_si128((__m128i *)(c + r * ldc), hsum4x64_avx2(s64[r][0], s64[r][1], s64[r][2], s64[r][3]));
+            continue;
         }
+        for (int j = 0; j < Cn; j++)
+            c[r * ldc + j] = (int32_t)hsum64_avx2(s64[r][j]);
+    }
+}
+
+/* Below SCALAR_K words a dot product is too short for the lookup popcount to pay for its reductions
+ * (measured on Zen 4: avx2 and avx512bw lose to scalar popcnt up to K = 9 .. 11 words, win from 12),
+ * so the avx2 and avx512bw bgemms take a scalar popcnt tile there (4 x 2 outputs, as portable's). */
+#define SCALAR_K 12
+#define S_MR 4
+#define S_NR 2
+
+INL T_AVX2 void bgemm_tile_scalar(int R, int Cn, int K, const bnhw_word *a, size_t lda, const bnhw_word *b,
+                                  size_t ldb, int32_t *c, size_t ldc)
+{
+    uint64_t s[S_MR][S_NR];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            s[r][j] = 0;
+    for (int k = 0; k < K; k++) {
+        bnhw_word va[S_MR];
+        for (int r = 0; r < R; r++)
+            va[r] = a[r * lda + k];
+        for (int j = 0; j < Cn; j++) {
+            bnhw_word vb = b[j * ldb + k];
+            for (int r = 0; r < R; r++)
+                s[r][j] += (uint64_t)_mm_popcnt_u64(va[r] ^ vb);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < Cn; j++)
+            c[r * ldc + j] = (int32_t)s[r][j];
+}
+
+static T_AVX2 void bgemm_scalar(int M, int N, int K, const bnhw_word *a, size_t la, const bnhw_word *b, size_t lb,
+                                int32_t *c, size_t lc)
+{
+#define TILE(R, Cn, i, j) bgemm_tile_scalar(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, S_MR, S_NR, TILE);
+#undef TILE
 }
 
 T_AVX2 void bnhw_bgemm_avx2(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
@@ -91,6 +165,10 @@ T_AVX2 void bnhw_bgemm_avx2(int M, int N, int K, const bnhw_word *a, int lda, co
     if (K < 0)
         K = 0;
     size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
+    if (K < SCALAR_K) {
+        bgemm_scalar(M, N, K, a, la, b, lb, c, lc);
+        return;
+    }
 #define TILE(R, Cn, i, j) bgemm_tile_avx2(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
     BNHW_FOR_TILES(M, N, A2_MR, A2_NR, TILE);
 #undef TILE
@@ -124,13 +202,19 @@ INL T_AVX2 void gemm_s16_tile_avx2(int R, int Cn, int K, const int16_t *a, size_
                 s[r][j] = _mm256_add_epi32(s[r][j], _mm256_madd_epi16(va[r], vb));
         }
     }
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+        uint32_t t[A2_NR];
+        if (Cn == 4)
+            _mm_storeu_si128((__m128i *)t, hsum4x32_avx2(s[r][0], s[r][1], s[r][2], s[r][3]));
+        else
+            for (int j = 0; j < Cn; j++)
+                t[j] = hsum32_avx2(s[r][j]);
         for (int j = 0; j < Cn; j++) {
-            uint32_t t = hsum32_avx2(s[r][j]);
             for (int q = K16; q < K; q++)
-                t += (uint32_t)((int32_t)a[r * lda + q] * b[j * ldb + q]);
-            c[r * ldc + j] = (int32_t)t;
+                t[j] += (uint32_t)((int32_t)a[r * lda + q] * b[j * ldb + q]);
+            c[r * ldc + j] = (int32_t)t[j];
         }
+    }
 }
 
 T_AVX2 void bnhw_gemm_s16_avx2(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
@@ -182,6 +266,20 @@ T_AVX2 void bnhw_pack_avx2(const int32_t *x, int n, int C, int groups, const int
 #define Z_MR 4
 #define Z_NR 4
 
+/* 512 -> 256 bits: the sum of the two halves (64- or 32-bit lanes) */
+#define HALVES64(v) _mm256_add_epi64(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1))
+#define HALVES32(v) _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1))
+
+/* the outputs of one tile row from its Cn 64-bit-lane accumulators (one store when Cn == 4) */
+#define STORE_ROW64(s, Cn, crow)                                                                        \
+    do {                                                                                                \
+        if ((Cn) == 4)                                                                                  \
+            _mm_storeu_si128((__m128i *)(crow), hsum4x64_avx2(HALVES64((s)[0]), HALVES64((s)[1]),        \
+                                                              HALVES64((s)[2]), HALVES64((s)[3])));     \
+        else                                                                                            \
+            for (int j_ = 0; j_ < (Cn); j_++) (crow)[j_] = (int32_t)_mm512_reduce_add_epi64((s)[j_]);    \
+    } while (0)
+
 /* words [k, k + cnt) of row p, cnt <= 8: a masked load reads nothing past them */
 #define LOADW(p, k, cnt) _mm512_maskz_loadu_epi64((__mmask8)((1u << (cnt)) - 1u), (p) + (k))
 
@@ -224,8 +322,7 @@ INL T_BW void bgemm_tile_bw(int R, int Cn, int K, const bnhw_word *a, size_t lda
                 s64[r][j] = _mm512_add_epi64(s64[r][j], _mm512_sad_epu8(s8[r][j], zero));
     }
     for (int r = 0; r < R; r++)
-        for (int j = 0; j < Cn; j++)
-            c[r * ldc + j] = (int32_t)_mm512_reduce_add_epi64(s64[r][j]);
+        STORE_ROW64(s64[r], Cn, c + r * ldc);
 }
 
 T_BW void bnhw_bgemm_avx512bw(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
@@ -234,6 +331,10 @@ T_BW void bnhw_bgemm_avx512bw(int M, int N, int K, const bnhw_word *a, int lda, 
     if (K < 0)
         K = 0;
     size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
+    if (K < SCALAR_K) {
+        bgemm_scalar(M, N, K, a, la, b, lb, c, lc);
+        return;
+    }
 #define TILE(R, Cn, i, j) bgemm_tile_bw(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
     BNHW_FOR_TILES(M, N, Z_MR, Z_NR, TILE);
 #undef TILE
@@ -269,8 +370,7 @@ INL T_VPOP void bgemm_tile_vpop(int R, int Cn, int K, const bnhw_word *a, size_t
         }
     }
     for (int r = 0; r < R; r++)
-        for (int j = 0; j < Cn; j++)
-            c[r * ldc + j] = (int32_t)_mm512_reduce_add_epi64(s[r][j]);
+        STORE_ROW64(s[r], Cn, c + r * ldc);
 }
 
 T_VPOP void bnhw_bgemm_avx512(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
@@ -304,9 +404,15 @@ INL T_BW void gemm_s16_tile_bw(int R, int Cn, int K, const int16_t *a, size_t ld
                 s[r][j] = _mm512_add_epi32(s[r][j], _mm512_madd_epi16(va[r], vb));
         }
     }
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+        if (Cn == 4) {
+            _mm_storeu_si128((__m128i *)(c + r * ldc), hsum4x32_avx2(HALVES32(s[r][0]), HALVES32(s[r][1]),
+                                                                      HALVES32(s[r][2]), HALVES32(s[r][3])));
+            continue;
+        }
         for (int j = 0; j < Cn; j++)
             c[r * ldc + j] = _mm512_reduce_add_epi32(s[r][j]);
+    }
 }
 
 T_BW void bnhw_gemm_s16_avx512bw(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
