@@ -1,5 +1,6 @@
-"""Embedded-CPU back end: bit-packed C kernels (reference, portable x86-64, ARM NEON), a C runtime that
-executes a whole lowered network from one model file, cross builds run under QEMU, and per-core models.
+"""Embedded-CPU back end: bit-packed C kernels (reference, portable, x86-64 AVX2 / AVX-512, ARM NEON; the
+set chosen at run time by what the CPU has), a multi-threaded C runtime that executes a whole lowered
+network from one model file, cross builds run under QEMU, and per-core models.
 
 * :mod:`.program` lowers the hardware IR to the runtime's ops and writes the model file;
 * :mod:`.runtime` is the ctypes binding (and the standalone ``bnhw-run`` build);
