@@ -39,7 +39,7 @@ extern "C" {
 
 typedef uint64_t bnhw_word;
 #define BNHW_WORD_BITS 64
-static inline int bnhw_words(int bits) { return (bits + BNHW_WORD_BITS - 1) / BNHW_WORD_BITS; }
+static inline int bnhw_words(int bits) { return bits / BNHW_WORD_BITS + (bits % BNHW_WORD_BITS != 0); }
 
 /* pack: x int32 [n][C] (row stride C) -> out [n][groups][wpg] words, wpg = bnhw_words(C / groups).
  * Element c of row p is -1 (bit 1) iff x[p][c] < thr[c]; thr == NULL means thr[c] = 0.

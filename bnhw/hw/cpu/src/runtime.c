@@ -297,7 +297,10 @@ bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
     m->output = (int)rd_u32(&r);
     r.off += 12;
     if (m->n_tensors <= 0 || m->n_tensors > 1000000 || m->n_ops < 0 || m->n_ops > 1000000 ||
-        m->input >= m->n_tensors || m->output >= m->n_tensors) { set_error("corrupt model header"); goto fail; }
+        m->input < 0 || m->output < 0 || m->input >= m->n_tensors || m->output >= m->n_tensors) {
+        set_error("corrupt model header");
+        goto fail;
+    }
     m->t = calloc((size_t)m->n_tensors, sizeof *m->t);
     m->ops = calloc((size_t)(m->n_ops ? m->n_ops : 1), sizeof *m->ops);
     if (!m->t || !m->ops) { set_error("out of memory"); goto fail; }
@@ -306,7 +309,10 @@ bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
         t->H = (int)rd_u32(&r); t->W = (int)rd_u32(&r); t->C = (int)rd_u32(&r);
         t->packed = (int)rd_u32(&r); t->groups = (int)rd_u32(&r);
         t->name = rd_name(&r);
-        if (r.bad || t->H <= 0 || t->W <= 0 || t->C <= 0 || t->groups <= 0 || t->C % t->groups) {
+        /* element counts stay below 2^31: the ops index with int and int64 arithmetic */
+        if (r.bad || t->H <= 0 || t->W <= 0 || t->C <= 0 || t->groups <= 0 || t->C % t->groups ||
+            (int64_t)t->H * t->W > INT32_MAX || (int64_t)t->H * t->W * t->C > INT32_MAX ||
+            (t->packed != 0 && t->packed != 1)) {
             set_error("corrupt tensor %d", i); goto fail;
         }
         t->wpp = t->groups * bnhw_words(t->C / t->groups);
@@ -430,13 +436,20 @@ static int check_op(const bnhw_model *m, const op_t *o)
     for (int j = 0; j < o->n_in; j++)
         if (need(o, o->in[j] >= 0 && o->in[j] < m->n_tensors, "input tensor out of range")) return -1;
     if (need(o, o->out >= 0 && o->out < m->n_tensors, "output tensor out of range")) return -1;
+    for (int j = 0; j < o->n_in; j++)
+        if (need(o, o->in[j] != o->out, "output tensor is also an input")) return -1;
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     switch (o->opcode) {
     case OP_BCONV:
     case OP_ICONV: {
+        /* window geometry small enough that no index computation overflows int */
+        if (need(o, a[A_GROUPS] > 0 && a[A_K] > 0 && a[A_K] <= 255 && a[A_STRIDE] > 0 && a[A_DIL] > 0 &&
+                        a[A_PAD] >= 0 && a[A_PAD] <= 65535 && a[A_C] % a[A_GROUPS] == 0 && a[A_COUT] % a[A_GROUPS] == 0 &&
+                        (int64_t)a[A_HO] * a[A_STRIDE] + (int64_t)a[A_K] * a[A_DIL] <= (1 << 30) &&
+                        (int64_t)a[A_WO] * a[A_STRIDE] + (int64_t)a[A_K] * a[A_DIL] <= (1 << 30) &&
+                        (int64_t)a[A_K] * a[A_K] * (a[A_C] / a[A_GROUPS]) <= (1 << 30) &&
+                        a[A_NTHR] >= 0, "bad convolution attributes")) return -1;
         int groups = a[A_GROUPS], kk = a[A_K] * a[A_K];
-        if (need(o, groups > 0 && a[A_K] > 0 && a[A_STRIDE] > 0 && a[A_DIL] > 0 && a[A_C] % groups == 0 &&
-                        a[A_COUT] % groups == 0, "bad convolution attributes")) return -1;
         if (need(o, x->H == a[A_H] && x->W == a[A_W] && x->C == a[A_C] && y->H == a[A_HO] && y->W == a[A_WO] &&
                         y->C == a[A_COUT], "tensor shapes do not match the attributes")) return -1;
         if (need(o, o->n_params >= 2, "missing parameters")) return -1;
@@ -444,22 +457,22 @@ static int check_op(const bnhw_model *m, const op_t *o)
         if (o->opcode == OP_BCONV) {
             if (need(o, x->packed && x->groups == groups, "input is not packed in the conv's groups")) return -1;
             if (need(o, o->n_params == 3 && o->p[0].dtype == DT_U64 &&
-                            o->p[0].count == (uint32_t)a[A_COUT] * kk * bnhw_words(cg) && o->p[1].dtype == DT_I32 &&
-                            o->p[1].count == (uint32_t)a[A_COUT] * kk, "bad binary weights")) return -1;
+                            o->p[0].count == (uint64_t)a[A_COUT] * kk * bnhw_words(cg) && o->p[1].dtype == DT_I32 &&
+                            o->p[1].count == (uint64_t)a[A_COUT] * kk, "bad binary weights")) return -1;
         } else {
             if (need(o, !x->packed, "integer conv on a packed input")) return -1;
             if (need(o, o->p[0].dtype == (a[A_USE_S16] ? DT_I16 : DT_I32) &&
-                            o->p[0].count == (uint32_t)a[A_COUT] * kk * cg, "bad integer weights")) return -1;
+                            o->p[0].count == (uint64_t)a[A_COUT] * kk * cg, "bad integer weights")) return -1;
         }
         const param_t *thr = &o->p[o->n_params - 1];
         if (a[A_OUT_MODE] == OUT_ACC) { if (need(o, !y->packed, "accumulator output is packed")) return -1; }
-        else if (need(o, thr->dtype == DT_I32 && thr->count == (uint32_t)a[A_COUT] * a[A_NTHR] &&
+        else if (need(o, thr->dtype == DT_I32 && thr->count == (uint64_t)a[A_COUT] * a[A_NTHR] &&
                              y->packed == (a[A_OUT_MODE] == OUT_PACKED), "bad thresholds")) return -1;
         return 0;
     }
     case OP_THRESH:
         return need(o, !x->packed && x->H == y->H && x->W == y->W && x->C == y->C && o->n_params == 1 &&
-                           o->p[0].dtype == DT_I32 && o->p[0].count == (uint32_t)x->C * a[A_NTHR] &&
+                           a[A_NTHR] >= 0 && o->p[0].dtype == DT_I32 && o->p[0].count == (uint64_t)x->C * a[A_NTHR] &&
                            y->packed == (a[A_OUT_MODE] == OUT_PACKED), "bad thresholding") ? -1 : 0;
     case OP_MAXPOOL:
         return need(o, a[A_K] > 0 && x->packed == y->packed && (!x->packed || x->groups == y->groups) &&
@@ -468,7 +481,7 @@ static int check_op(const bnhw_model *m, const op_t *o)
         return need(o, a[A_K] > 0 && !x->packed && !y->packed && y->H == x->H / a[A_K] && y->W == x->W / a[A_K] &&
                            y->C == x->C, "bad average pool") ? -1 : 0;
     case OP_GAP:
-        return need(o, !x->packed && y->H == 1 && y->W == 1 && y->C == x->C, "bad global pool") ? -1 : 0;
+        return need(o, !x->packed && !y->packed && y->H == 1 && y->W == 1 && y->C == x->C, "bad global pool") ? -1 : 0;
     case OP_GATHER: {
         if (need(o, x->packed == y->packed && y->H == x->H && y->W == x->W && o->n_params == 1 &&
                         o->p[0].dtype == DT_I32 && o->p[0].count == (uint32_t)y->C, "bad gather")) return -1;
@@ -482,16 +495,17 @@ static int check_op(const bnhw_model *m, const op_t *o)
             const tensor_t *s = &m->t[o->in[1]];
             if (need(o, !s->packed && s->H == x->H && s->W == x->W && s->C == x->C, "bad shortcut")) return -1;
         }
-        return need(o, !x->packed && y->H == x->H && y->W == x->W && y->C == x->C && o->n_params == 2 &&
+        return need(o, !x->packed && !y->packed && y->H == x->H && y->W == x->W && y->C == x->C && o->n_params == 2 &&
+                           a[A_SHIFT] >= -62 && a[A_SHIFT] <= 62 && a[A_SSHIFT] >= 0 && a[A_SSHIFT] <= 62 &&
                            o->p[0].dtype == DT_I64 && o->p[1].dtype == DT_I64 && o->p[0].count == (uint32_t)x->C &&
                            o->p[1].count == (uint32_t)x->C, "bad add-requantiser") ? -1 : 0;
     case OP_RPRELU:
-        return need(o, !x->packed && y->H == x->H && y->W == x->W && y->C == x->C && o->n_params == 3 &&
-                           o->p[0].count == (uint32_t)x->C && o->p[1].count == (uint32_t)x->C &&
+        return need(o, !x->packed && !y->packed && y->H == x->H && y->W == x->W && y->C == x->C && o->n_params == 3 &&
+                           a[A_FRAC] >= 0 && a[A_FRAC] <= 62 && o->p[0].count == (uint32_t)x->C && o->p[1].count == (uint32_t)x->C &&
                            o->p[2].count == (uint32_t)x->C && o->p[0].dtype == DT_I64 && o->p[1].dtype == DT_I64 &&
                            o->p[2].dtype == DT_I64, "bad RPReLU") ? -1 : 0;
     case OP_LABELSELECT:
-        return need(o, !x->packed && y->H == 1 && y->W == 1 && y->C == 1, "bad label select") ? -1 : 0;
+        return need(o, !x->packed && !y->packed && y->H == 1 && y->W == 1 && y->C == 1, "bad label select") ? -1 : 0;
     case OP_UNPACK:
         return need(o, x->packed && !y->packed && x->H == y->H && x->W == y->W && x->C == y->C, "bad unpack") ? -1 : 0;
     default:
@@ -525,11 +539,16 @@ static int64_t rhe_div(int64_t num, int64_t den)
     return q + ((twice > den) || (twice == den && (q & 1)));
 }
 
+/* two's-complement wrapping int64 arithmetic: a valid model never wraps (bnhw.hw.cpu.program checks
+ * every bound below 2^62), a corrupt one gets garbage values instead of undefined behaviour */
+static int64_t wmul(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
+static int64_t wadd(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+
 /* round_half_even(num / 2^shift) with shifts only (no division): floor by an arithmetic shift written
  * portably (right shifts of non-negative values only), then the remainder decides */
 static int64_t rhe_shift(int64_t num, int shift)
 {
-    if (shift <= 0) return num * ((int64_t)1 << -shift);
+    if (shift <= 0) return wmul(num, (int64_t)1 << -shift);
     int64_t q = num >= 0 ? (int64_t)((uint64_t)num >> shift) : ~(int64_t)((uint64_t)~num >> shift);
     int64_t d = (int64_t)1 << shift, r = num - q * d, twice = 2 * r;
     return q + ((twice > d) || (twice == d && (q & 1)));
@@ -564,7 +583,8 @@ static void activation_rows(const bnhw_model *m, const op_t *o, const int32_t *a
         int32_t *out = (int32_t *)y->data + (size_t)p0 * C;
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < C; c++)
-                out[r * C + c] = a[A_OUT_SCALE] * count_le(thr + (size_t)c * n, n, acc[r * C + c]) + a[A_OUT_BIAS];
+                out[r * C + c] = (int32_t)((int64_t)a[A_OUT_SCALE] * count_le(thr + (size_t)c * n, n, acc[r * C + c]) +
+                                           a[A_OUT_BIAS]);
     }
 }
 
@@ -701,11 +721,11 @@ static void bconv_item(void *arg, int item, int thread)
         int32_t *prow = pc + (size_t)r * Cout, *arow = acc + (size_t)r * Cout;
         int32_t full = (kk - npad) * cg;
         if (!border) {          /* interior pixel (the common case): a loop the compiler vectorises */
-            for (int c = c0; c < c1; c++) arow[c] = full - 2 * prow[c];
+            for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)full - 2u * (uint32_t)prow[c]);
             continue;
         }
         for (int c = c0; c < c1; c++) {
-            int32_t p = prow[c];
+            int64_t p = prow[c];      /* int64 and a wrapping result: a corrupt weight popcount cannot overflow */
             if (npad <= 64)
                 for (int q = 0; q < npad; q++) p -= wpop[(size_t)c * kk + padded[q]];
             else
@@ -714,7 +734,7 @@ static void bconv_item(void *arg, int item, int thread)
                         int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
                         if (iy < 0 || iy >= H || ix < 0 || ix >= W) p -= wpop[(size_t)c * kk + ky * k + kx];
                     }
-            arow[c] = full - 2 * p;
+            arow[c] = (int32_t)(full - 2 * p);
         }
     }
     if (!j->shared) activation_rows(m, o, acc, p0, rows);
@@ -850,8 +870,8 @@ static int op_thresh(bnhw_model *m, const op_t *o)
     int nt = o->a[A_NTHR];
     for (int p = 0; p < n; p++)
         for (int c = 0; c < C; c++)
-            out[(size_t)p * C + c] = o->a[A_OUT_SCALE] * count_le(thr + (size_t)c * nt, nt, in[(size_t)p * C + c]) +
-                                     o->a[A_OUT_BIAS];
+            out[(size_t)p * C + c] = (int32_t)((int64_t)o->a[A_OUT_SCALE] *
+                                               count_le(thr + (size_t)c * nt, nt, in[(size_t)p * C + c]) + o->a[A_OUT_BIAS]);
     return 0;
 }
 
@@ -950,8 +970,8 @@ static int op_addrequant(bnhw_model *m, const op_t *o)
     int shift = o->a[A_SHIFT], ss = o->a[A_SSHIFT], C = x->C;
     for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
         for (int c = 0; c < C; c++) {
-            int64_t i = p * C + c, v = (int64_t)in[i] * A[c] + B[c];
-            if (sc) v += (int64_t)sc[i] * ((int64_t)1 << ss);
+            int64_t i = p * C + c, v = wadd(wmul(in[i], A[c]), B[c]);
+            if (sc) v = wadd(v, wmul(sc[i], (int64_t)1 << ss));
             out[i] = clip(rhe_shift(v, shift), o->a[A_LO], o->a[A_HI]);
         }
     return 0;
@@ -966,9 +986,9 @@ static int op_rprelu(bnhw_model *m, const op_t *o)
     int frac = o->a[A_FRAC], C = x->C;
     for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
         for (int c = 0; c < C; c++) {
-            int64_t i = p * C + c, v = (int64_t)in[i] - S_in[c];
-            v = v >= 0 ? v * ((int64_t)1 << frac) : v * slope[c];
-            v += S_out[c] * ((int64_t)1 << frac);
+            int64_t i = p * C + c, v = wadd(in[i], wmul(S_in[c], -1));
+            v = v >= 0 ? wmul(v, (int64_t)1 << frac) : wmul(v, slope[c]);
+            v = wadd(v, wmul(S_out[c], (int64_t)1 << frac));
             out[i] = clip(rhe_shift(v, frac), o->a[A_LO], o->a[A_HI]);
         }
     return 0;
