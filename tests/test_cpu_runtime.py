@@ -430,6 +430,29 @@ def test_standalone_threads_and_kernel_sets(cnv, tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1
 
 
+def test_thread_pool_has_no_data_races(cnv, tmp_path):
+    """bnhw-run built with -fsanitize=thread runs CNV-W1A1 (convs big enough to be split) on 3 threads,
+    several runs on one pool, without a race report, and with the one-thread outputs."""
+    from bnhw.hw.cpu.cross import build_executable, run_executable
+    from bnhw.hw.cpu.runtime import runner_sources
+
+    extra = ("-fsanitize=thread", "-g")
+    try:
+        build_executable("native", {"probe.c": "int main(void) { return 0; }\n"}, "tsan_probe", extra_flags=extra)
+    except BnhwError as e:
+        pytest.skip(f"the host gcc cannot build with -fsanitize=thread ({e})")
+    exe = build_executable("native", runner_sources(), "bnhw-run-tsan", extra_flags=extra)
+
+    ints = cnv["ints"][:2]
+    x, out = tmp_path / "in.bin", tmp_path / "out.bin"
+    np.ascontiguousarray(ints, dtype="<i4").tofile(x)
+    p = run_executable("native", exe, [cnv["model_file"], x, out, "--threads", "3", "--repeat", "3"],
+                       env={"TSAN_OPTIONS": "halt_on_error=1"})
+    assert p.returncode == 0 and "ThreadSanitizer" not in p.stderr, p.stderr[-3000:]
+    want = run_standalone(cnv["model_file"], ints, arch="native", threads=1)["outputs"]
+    np.testing.assert_array_equal(np.fromfile(out, dtype="<i4").reshape(len(ints), -1), want)
+
+
 def test_makefile_cross_flags_match_the_python_builds():
     """`make cpu-runtime CPU_ARCH=...` (the board-side build) uses the flags the tests' builds use."""
     import re

@@ -46,9 +46,10 @@ typedef struct {
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
  * parallel op and kept until the thread count changes or the model is freed, so a layer pays a
- * wake-up, not a thread creation.  A job is `items` calls fn(ctx, item, thread); thread t takes items
- * t, t + threads, ... (a fixed split: every item writes its own outputs, so results do not depend on
- * the thread count or the timing). */
+ * wake-up, not a thread creation.  A job is `items` calls fn(ctx, item, thread); threads claim items
+ * one at a time under the pool's mutex, so a worker the scheduler has not woken yet (a busy machine)
+ * holds nobody up: the caller goes on claiming, and waits only for items already claimed.  Every item
+ * writes its own outputs, so results do not depend on who ran what. */
 typedef void (*task_fn)(void *ctx, int item, int thread);
 
 typedef struct {
@@ -56,11 +57,10 @@ typedef struct {
     pthread_t *th;
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    unsigned gen;              /* job number: workers wait for it to change */
-    int pending, quit;
+    int quit;
     task_fn fn;
     void *ctx;
-    int items;
+    int items, next, finished;  /* the job: items in all, the next unclaimed one, how many have finished */
 } pool_t;
 
 typedef struct {
@@ -147,19 +147,17 @@ static void *pool_worker(void *arg)
 {
     worker_t *w = arg;
     pool_t *p = w->p;
-    unsigned seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
+        while (!p->quit && p->next >= p->items) pthread_cond_wait(&p->go, &p->mu);
         if (p->quit) break;
-        seen = p->gen;
+        int item = p->next++;
         task_fn fn = p->fn;
         void *ctx = p->ctx;
-        int items = p->items, n = p->threads;
         pthread_mutex_unlock(&p->mu);
-        for (int i = w->id; i < items; i += n) fn(ctx, i, w->id);
+        fn(ctx, item, w->id);
         pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        if (++p->finished == p->items) pthread_cond_signal(&p->done);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -233,13 +231,17 @@ static void pool_run(bnhw_model *m, int items, int threads, task_fn fn, void *ct
     p->fn = fn;
     p->ctx = ctx;
     p->items = items;
-    p->pending = p->threads - 1;
-    p->gen++;
+    p->next = 0;
+    p->finished = 0;
     pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < items; i += p->threads) fn(ctx, i, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->pending) pthread_cond_wait(&p->done, &p->mu);
+    while (p->next < p->items) {
+        int item = p->next++;
+        pthread_mutex_unlock(&p->mu);
+        fn(ctx, item, 0);
+        pthread_mutex_lock(&p->mu);
+        p->finished++;
+    }
+    while (p->finished < p->items) pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
 
