@@ -11,6 +11,17 @@
 
 #include "bnhw_runtime.h"
 
+/* The runtime's own loops (im2col, epilogues, elementwise ops) as two clones on x86-64 -- AVX2 and
+ * baseline -- the loader picking one by CPUID (GCC's target_clones, an ifunc), so the one build still
+ * runs on any x86-64 CPU while an AVX2 machine gets the vectorised loops -mavx2 used to give.  Not
+ * under ThreadSanitizer, whose run-time is not ready when the ifunc resolvers run. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX2__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)
+#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
+
 #define ATTRS 20
 #define MAX_PARAMS 4
 enum { OP_BCONV = 1, OP_ICONV, OP_THRESH, OP_MAXPOOL, OP_AVGPOOLSUM, OP_GAP, OP_GATHER, OP_ADDREQUANT,
@@ -403,7 +414,7 @@ int64_t bnhw_model_tensor_size(const bnhw_model *m, int i)
     return i >= 0 && i < m->n_tensors ? (int64_t)m->t[i].H * m->t[i].W * m->t[i].C : -1;
 }
 
-static void unpack_tensor(const tensor_t *t, int32_t *out)
+VEC_CLONES static void unpack_tensor(const tensor_t *t, int32_t *out)
 {
     const bnhw_word *w = t->data;
     int cg = t->C / t->groups, wpg = bnhw_words(cg);
@@ -570,7 +581,7 @@ static int count_le(const int32_t *t, int n, int32_t v)
 }
 
 /* the conv epilogue: rows x Cout int32 accumulators -> output rows [p0, p0 + rows) */
-static void activation_rows(const bnhw_model *m, const op_t *o, const int32_t *acc, int p0, int rows)
+VEC_CLONES static void activation_rows(const bnhw_model *m, const op_t *o, const int32_t *acc, int p0, int rows)
 {
     const int32_t *a = o->a;
     const tensor_t *y = &m->t[o->out];
@@ -635,7 +646,7 @@ typedef struct {
 } conv_job;
 
 /* One binary conv item: chunk p0 = chunk * R (rows pixels), output channels [c0, c1). */
-static void bconv_item(void *arg, int item, int thread)
+VEC_CLONES static void bconv_item(void *arg, int item, int thread)
 {
     conv_job *j = arg;
     bnhw_model *m = j->m;
@@ -770,7 +781,7 @@ static int op_bconv(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static void gemm_s32(int M, int N, int K, const int32_t *A, int lda, const int32_t *B, int ldb, int32_t *C, int ldc)
+VEC_CLONES static void gemm_s32(int M, int N, int K, const int32_t *A, int lda, const int32_t *B, int ldb, int32_t *C, int ldc)
 {
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
@@ -781,7 +792,7 @@ static void gemm_s32(int M, int N, int K, const int32_t *A, int lda, const int32
 }
 
 /* One integer conv item: chunk p0 = chunk * R, output channels [c0, c1) (see bconv_item). */
-static void iconv_item(void *arg, int item, int thread)
+VEC_CLONES static void iconv_item(void *arg, int item, int thread)
 {
     conv_job *j = arg;
     bnhw_model *m = j->m;
@@ -858,7 +869,7 @@ static int op_iconv(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static int op_thresh(bnhw_model *m, const op_t *o)
+VEC_CLONES static int op_thresh(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     int n = x->H * x->W, C = x->C;
@@ -877,7 +888,7 @@ static int op_thresh(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static int op_maxpool(bnhw_model *m, const op_t *o)
+VEC_CLONES static int op_maxpool(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     int k = o->a[A_K];
@@ -908,7 +919,7 @@ static int op_maxpool(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static int op_avgpoolsum(bnhw_model *m, const op_t *o)
+VEC_CLONES static int op_avgpoolsum(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     int k = o->a[A_K], C = x->C;
@@ -925,7 +936,7 @@ static int op_avgpoolsum(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static int op_gap(bnhw_model *m, const op_t *o)
+VEC_CLONES static int op_gap(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *in = x->data;
@@ -939,7 +950,7 @@ static int op_gap(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static int op_gather(bnhw_model *m, const op_t *o)
+VEC_CLONES static int op_gather(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *idx = o->p[0].data, *in = x->data;
@@ -963,7 +974,7 @@ static int op_gather(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static int op_addrequant(bnhw_model *m, const op_t *o)
+VEC_CLONES static int op_addrequant(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *in = x->data, *sc = o->n_in == 2 ? m->t[o->in[1]].data : NULL;
@@ -979,7 +990,7 @@ static int op_addrequant(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static int op_rprelu(bnhw_model *m, const op_t *o)
+VEC_CLONES static int op_rprelu(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *in = x->data;
@@ -996,7 +1007,7 @@ static int op_rprelu(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-static int op_labelselect(bnhw_model *m, const op_t *o)
+VEC_CLONES static int op_labelselect(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]];
     const int32_t *in = x->data;
