@@ -188,10 +188,16 @@ def test_corrupt_or_foreign_model_files_are_one_line_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- threads
 def test_threads_give_identical_outputs():
-    """1, 2 and 3 threads give every stream bit for bit equal to the IR: random convolutions with every
-    conv split (pixel chunks, and channel slices where chunks are fewer than threads: groups, borders,
-    every output kind), and a few-pixel deep conv whose work passes the default split threshold."""
+    """1, 2 and 3 threads give every stream bit for bit equal to the IR: every hand-built graph and random
+    convolutions with every op split (conv pixel chunks, and channel slices where chunks are fewer than
+    threads: groups, borders, every output kind; pixel ranges of thresholds, pools, shortcut adds,
+    RPReLU), and a few-pixel deep conv whose work passes the default split threshold."""
     rng = np.random.default_rng(22)
+    for make in GRAPHS.values():
+        g = make()
+        x = rand_input(g, 2, seed=5)
+        for t in (1, 2, 3):
+            check_all_streams(g, CpuModel(g, threads=t, split_threshold=0), x)
     for _ in range(40):
         g = random_conv_graph(rng)
         x = rand_input(g, 1, seed=int(rng.integers(1 << 30)))

@@ -32,13 +32,14 @@ const char *bnhw_model_kernels(const bnhw_model *m);
 
 /* Threads a run uses: n >= 1, or 0 = all online cores (bnhw_default_threads(), the default at load);
  * 0 on success.  Convolutions are split over chunks of output pixels (and, when there are fewer
- * chunks than threads, slices of output channels) on a persistent pool of threads; layers with
- * little work run on one thread.  Every thread count gives the same outputs, bit for bit. */
+ * chunks than threads, slices of output channels), thresholds / pools / shortcut adds / RPReLU over
+ * ranges of pixels, on a persistent pool of threads; ops with little work run on one thread.  Every
+ * thread count gives the same outputs, bit for bit. */
 int bnhw_model_set_threads(bnhw_model *m, int n);
 int bnhw_model_threads(const bnhw_model *m);
 int bnhw_default_threads(void);
-/* The least work (bgemm words, or int16 MACs / 8) a conv must have to be split over threads; < 0
- * restores the default (65536).  0 splits every conv: for tests of the split itself. */
+/* The least work (bgemm words, int16 MACs / 8, or elements) an op must have to be split over threads;
+ * < 0 restores the default (65536).  0 splits every op: for tests of the split itself. */
 void bnhw_model_set_split_threshold(bnhw_model *m, double work);
 
 /* Element counts of the input / output arrays. */

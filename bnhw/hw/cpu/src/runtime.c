@@ -869,70 +869,123 @@ static int op_iconv(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-VEC_CLONES static int op_thresh(bnhw_model *m, const op_t *o)
+/* Elementwise ops and pools over ranges of pixels: rows [p0, p1) of the output, each range on one
+ * thread (par_rows), so an op's split, like a conv's, never changes a value. */
+typedef void (*rows_fn)(bnhw_model *m, const op_t *o, int p0, int p1);
+
+typedef struct {
+    bnhw_model *m;
+    const op_t *o;
+    rows_fn fn;
+    int n, chunk;
+} rows_job;
+
+static void rows_item(void *arg, int item, int thread)
+{
+    rows_job *j = arg;
+    int p0 = item * j->chunk, p1 = p0 + j->chunk < j->n ? p0 + j->chunk : j->n;
+    (void)thread;
+    j->fn(j->m, j->o, p0, p1);
+}
+
+/* fn over rows [0, n), each row `row_work` element operations: in 4 ranges per thread on the pool
+ * when the op has at least the split threshold's work, else in one call */
+static void par_rows(bnhw_model *m, const op_t *o, int n, double row_work, rows_fn fn)
+{
+    if (m->threads <= 1 || n < 2 || (double)n * row_work < m->split_min) {
+        fn(m, o, 0, n);
+        return;
+    }
+    int items = m->threads * 4 < n ? m->threads * 4 : n;
+    rows_job j = {m, o, fn, n, (n + items - 1) / items};
+    pool_run(m, (n + j.chunk - 1) / j.chunk, m->threads, rows_item, &j);
+}
+
+VEC_CLONES static void thresh_rows(bnhw_model *m, const op_t *o, int p0, int p1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
-    int n = x->H * x->W, C = x->C;
+    int C = x->C;
     const int32_t *thr = o->p[0].data;
     if (o->a[A_OUT_MODE] == OUT_PACKED) {
-        m->k->pack(x->data, n, C, y->groups, thr, y->data);
-        return 0;
+        m->k->pack((const int32_t *)x->data + (size_t)p0 * C, p1 - p0, C, y->groups, thr,
+                   (bnhw_word *)y->data + (size_t)p0 * y->wpp);
+        return;
     }
     const int32_t *in = x->data;
     int32_t *out = y->data;
     int nt = o->a[A_NTHR];
-    for (int p = 0; p < n; p++)
+    for (int p = p0; p < p1; p++)
         for (int c = 0; c < C; c++)
             out[(size_t)p * C + c] = (int32_t)((int64_t)o->a[A_OUT_SCALE] *
                                                count_le(thr + (size_t)c * nt, nt, in[(size_t)p * C + c]) + o->a[A_OUT_BIAS]);
+}
+
+static int op_thresh(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]];
+    par_rows(m, o, x->H * x->W, x->C, thresh_rows);
     return 0;
 }
 
-VEC_CLONES static int op_maxpool(bnhw_model *m, const op_t *o)
+/* output pixels q in [q0, q1) (q = oy * Wo + ox) */
+VEC_CLONES static void maxpool_rows(bnhw_model *m, const op_t *o, int q0, int q1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     int k = o->a[A_K];
-    for (int oy = 0; oy < y->H; oy++)
-        for (int ox = 0; ox < y->W; ox++) {
-            if (x->packed) {     /* max of +-1 values is -1 only when all are: AND of the sign bits */
-                bnhw_word *dst = (bnhw_word *)y->data + ((size_t)oy * y->W + ox) * y->wpp;
-                for (int w = 0; w < y->wpp; w++) dst[w] = ~(bnhw_word)0;
+    for (int q = q0; q < q1; q++) {
+        int oy = q / y->W, ox = q % y->W;
+        if (x->packed) {     /* max of +-1 values is -1 only when all are: AND of the sign bits */
+            bnhw_word *dst = (bnhw_word *)y->data + (size_t)q * y->wpp;
+            for (int w = 0; w < y->wpp; w++) dst[w] = ~(bnhw_word)0;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    const bnhw_word *src = (const bnhw_word *)x->data +
+                                           ((size_t)(oy * k + ky) * x->W + ox * k + kx) * x->wpp;
+                    for (int w = 0; w < y->wpp; w++) dst[w] &= src[w];
+                }
+        } else {
+            int32_t *dst = (int32_t *)y->data + (size_t)q * y->C;
+            for (int c = 0; c < y->C; c++) {
+                int32_t v = INT32_MIN;
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++) {
-                        const bnhw_word *src = (const bnhw_word *)x->data +
-                                               ((size_t)(oy * k + ky) * x->W + ox * k + kx) * x->wpp;
-                        for (int w = 0; w < y->wpp; w++) dst[w] &= src[w];
+                        int32_t s = ((const int32_t *)x->data)[((size_t)(oy * k + ky) * x->W + ox * k + kx) * x->C + c];
+                        if (s > v) v = s;
                     }
-            } else {
-                int32_t *dst = (int32_t *)y->data + ((size_t)oy * y->W + ox) * y->C;
-                for (int c = 0; c < y->C; c++) {
-                    int32_t v = INT32_MIN;
-                    for (int ky = 0; ky < k; ky++)
-                        for (int kx = 0; kx < k; kx++) {
-                            int32_t s = ((const int32_t *)x->data)[((size_t)(oy * k + ky) * x->W + ox * k + kx) * x->C + c];
-                            if (s > v) v = s;
-                        }
-                    dst[c] = v;
-                }
+                dst[c] = v;
             }
         }
+    }
+}
+
+static int op_maxpool(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *y = &m->t[o->out];
+    par_rows(m, o, y->H * y->W, (double)o->a[A_K] * o->a[A_K] * y->C, maxpool_rows);
     return 0;
 }
 
-VEC_CLONES static int op_avgpoolsum(bnhw_model *m, const op_t *o)
+VEC_CLONES static void avgpoolsum_rows(bnhw_model *m, const op_t *o, int q0, int q1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     int k = o->a[A_K], C = x->C;
     const int32_t *in = x->data;
     int32_t *out = y->data;
-    for (int oy = 0; oy < y->H; oy++)
-        for (int ox = 0; ox < y->W; ox++)
-            for (int c = 0; c < C; c++) {
-                int64_t s = 0;
-                for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++) s += in[((size_t)(oy * k + ky) * x->W + ox * k + kx) * C + c];
-                out[((size_t)oy * y->W + ox) * C + c] = (int32_t)s;
-            }
+    for (int q = q0; q < q1; q++) {
+        int oy = q / y->W, ox = q % y->W;
+        for (int c = 0; c < C; c++) {
+            int64_t s = 0;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) s += in[((size_t)(oy * k + ky) * x->W + ox * k + kx) * C + c];
+            out[(size_t)q * C + c] = (int32_t)s;
+        }
+    }
+}
+
+static int op_avgpoolsum(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *y = &m->t[o->out];
+    par_rows(m, o, y->H * y->W, (double)o->a[A_K] * o->a[A_K] * y->C, avgpoolsum_rows);
     return 0;
 }
 
@@ -974,36 +1027,48 @@ VEC_CLONES static int op_gather(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-VEC_CLONES static int op_addrequant(bnhw_model *m, const op_t *o)
+VEC_CLONES static void addrequant_rows(bnhw_model *m, const op_t *o, int p0, int p1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *in = x->data, *sc = o->n_in == 2 ? m->t[o->in[1]].data : NULL;
     const int64_t *A = o->p[0].data, *B = o->p[1].data;
     int32_t *out = y->data;
     int shift = o->a[A_SHIFT], ss = o->a[A_SSHIFT], C = x->C;
-    for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
+    for (int64_t p = p0; p < p1; p++)
         for (int c = 0; c < C; c++) {
             int64_t i = p * C + c, v = wadd(wmul(in[i], A[c]), B[c]);
             if (sc) v = wadd(v, wmul(sc[i], (int64_t)1 << ss));
             out[i] = clip(rhe_shift(v, shift), o->a[A_LO], o->a[A_HI]);
         }
+}
+
+static int op_addrequant(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]];
+    par_rows(m, o, x->H * x->W, x->C, addrequant_rows);
     return 0;
 }
 
-VEC_CLONES static int op_rprelu(bnhw_model *m, const op_t *o)
+VEC_CLONES static void rprelu_rows(bnhw_model *m, const op_t *o, int p0, int p1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *in = x->data;
     const int64_t *S_in = o->p[0].data, *slope = o->p[1].data, *S_out = o->p[2].data;
     int32_t *out = y->data;
     int frac = o->a[A_FRAC], C = x->C;
-    for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
+    for (int64_t p = p0; p < p1; p++)
         for (int c = 0; c < C; c++) {
             int64_t i = p * C + c, v = wadd(in[i], wmul(S_in[c], -1));
             v = v >= 0 ? wmul(v, (int64_t)1 << frac) : wmul(v, slope[c]);
             v = wadd(v, wmul(S_out[c], (int64_t)1 << frac));
             out[i] = clip(rhe_shift(v, frac), o->a[A_LO], o->a[A_HI]);
         }
+}
+
+static int op_rprelu(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]];
+    par_rows(m, o, x->H * x->W, x->C, rprelu_rows);
     return 0;
 }
 
