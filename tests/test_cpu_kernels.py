@@ -1,6 +1,8 @@
-"""CPU kernels (bnhw/hw/cpu/src): every compiled-in set bit-exact against the reference, the reference
-against independent numpy implementations, the standalone kernel_test natively (with sanitizers) and
-cross-built for ARMv7 / AArch64 under QEMU (the NEON set), and the NEON inner loop's instruction mix."""
+"""CPU kernels (bnhw/hw/cpu/src): every compiled-in set the CPU runs bit-exact against the reference (a
+set it lacks skipped with the reason), the reference against independent numpy implementations, the
+standalone kernel_test natively (with sanitizers), on older x86-64 CPUs under qemu-x86_64 (the
+run-time choice), cross-built for ARMv7 / AArch64 under QEMU (the NEON set), and the NEON inner loop's
+instruction mix."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from helpers.qemu_x86 import OLDER_X86, qemu_x86
 
 from bnhw.errors import BnhwError
 from bnhw.hw.cpu import cross, kernels
@@ -507,3 +510,18 @@ def test_build_is_cached_and_runs(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [exe.name]
     r = cross.run_executable("native", exe, ["hi"])
     assert (r.returncode, r.stdout) == (3, "42 hi 4\n")
+
+
+# ------------------------------------------------- the run-time choice on older x86-64 CPUs
+
+@pytest.mark.parametrize("cpu", list(OLDER_X86))
+def test_kernel_test_on_older_x86_cpus(cpu):
+    """One static build on CPUs without AVX-512 (Haswell), without AVX2 (Nehalem), without popcnt
+    (qemu64): the dispatcher offers exactly the sets the CPU runs, every one bit-exact with the
+    reference, and names each other set with what the CPU has -- never an illegal instruction."""
+    cmd = qemu_x86(cpu)
+    exe = cross.build_executable("native", kernels.kernel_sources(test=True), "kernel_test_static",
+                                 extra_flags=("-static",))
+    proc = subprocess.run([*cmd, str(exe), "5", "150"], capture_output=True, text=True, timeout=300)
+    want = OLDER_X86[cpu]
+    _kernel_test_lines(proc, want[1:], 150, [s for s in kernel_sets() if s not in want])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from helpers.graphs import (
     swg,
     ties_graph,
 )
+from helpers.qemu_x86 import OLDER_X86, qemu_x86
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 
@@ -457,6 +459,33 @@ def test_thread_pool_has_no_data_races(cnv, tmp_path):
     assert p.returncode == 0 and "ThreadSanitizer" not in p.stderr, p.stderr[-3000:]
     want = run_standalone(cnv["model_file"], ints, arch="native", threads=1)["outputs"]
     np.testing.assert_array_equal(np.fromfile(out, dtype="<i4").reshape(len(ints), -1), want)
+
+
+@pytest.mark.parametrize("cpu", ["qemu64", "Nehalem", "Haswell"])
+def test_standalone_on_older_x86_cpus(cnv, tmp_path, cpu):
+    """bnhw-run (one static build) under qemu-x86_64 on CPUs without AVX-512 / AVX2 / popcnt: auto picks
+    the best set the CPU has, the outputs equal the native ones bit for bit on 2 threads, and asking
+    for a set the CPU lacks is one line naming what it has, exit status 2."""
+    from bnhw.hw.cpu.cross import build_executable
+    from bnhw.hw.cpu.runtime import runner_sources
+
+    cmd = qemu_x86(cpu)
+    exe = build_executable("native", runner_sources(), "bnhw-run-static", extra_flags=("-static",))
+    ints = cnv["ints"][:2]
+    x, out = tmp_path / "in.bin", tmp_path / "out.bin"
+    np.ascontiguousarray(ints, dtype="<i4").tofile(x)
+    base = [*cmd, str(exe), str(cnv["model_file"]), str(x), str(out), "--threads", "2"]
+    p = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.startswith(f"kernels {OLDER_X86[cpu][-1]} "), p.stdout + p.stderr
+    want = run_standalone(cnv["model_file"], ints, arch="native", threads=1)["outputs"]
+    np.testing.assert_array_equal(np.fromfile(out, dtype="<i4").reshape(len(ints), -1), want)
+    for s in ("avx2", "avx512"):
+        if s in OLDER_X86[cpu]:
+            continue
+        p = subprocess.run([*base, "--kernels", s], capture_output=True, text=True, timeout=300)
+        err = [ln for ln in p.stderr.splitlines() if not ln.startswith("qemu-x86_64: warning")]
+        assert p.returncode == 2 and len(err) == 1 and err[0].startswith(f"error: kernel set {s} needs "), p.stderr
+        assert "this CPU has" in err[0]
 
 
 def test_makefile_cross_flags_match_the_python_builds():

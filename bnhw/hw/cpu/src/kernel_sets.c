@@ -34,12 +34,22 @@ static const set_entry table[] = {
 };
 #define N_SETS ((int)(sizeof table / sizeof table[0]))
 
-/* every feature name a set may need, and whether this CPU has it */
-static const char *const feature_names[] = {"popcnt", "avx2", "avx512f", "avx512bw", "avx512vpopcntdq", "neon"};
+/* every feature name a set of this architecture may need, and whether this CPU has it */
+#if BNHW_HAVE_X86 || defined(__POPCNT__)
+static const char *const feature_names[] = {"popcnt", "avx2", "avx512f", "avx512bw", "avx512vpopcntdq"};
+#define FEATURE_LIST "popcnt avx2 avx512f avx512bw avx512vpopcntdq"
+#elif BNHW_HAVE_NEON
+static const char *const feature_names[] = {"neon"};
+#define FEATURE_LIST "neon"
+#else
+static const char *const feature_names[] = {""};
+#define FEATURE_LIST "(no optional features)"
+#endif
 #define N_FEATURES ((int)(sizeof feature_names / sizeof feature_names[0]))
 
 static int has_feature(const char *f)
 {
+    if (!*f) return 0;
 #if BNHW_HAVE_X86
     __builtin_cpu_init();
     if (!strcmp(f, "popcnt")) return __builtin_cpu_supports("popcnt") != 0;
@@ -129,7 +139,7 @@ const char *bnhw_cpu_features(void)
             size_t n = strlen(buf);
             snprintf(buf + n, sizeof buf - n, "%s%s", n ? " " : "", feature_names[i]);
         }
-    if (!buf[0]) snprintf(buf, sizeof buf, "none of %s", "popcnt avx2 avx512f avx512bw avx512vpopcntdq neon");
+    if (!buf[0]) snprintf(buf, sizeof buf, "none of %s", FEATURE_LIST);
     return buf;
 }
 
