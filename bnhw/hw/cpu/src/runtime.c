@@ -701,8 +701,17 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             for (int r = 0; r < rows; r++) {
                 bnhw_word *dst = col + (size_t)r * K;
                 int y0 = oy * stride - pad, x0 = ox * stride - pad;
+                /* one group, no dilation, the window inside the row: a window row is k adjacent pixels,
+                 * k * wpg contiguous words */
+                int row_copy = groups == 1 && dil == 1 && x0 >= 0 && x0 + k <= W;
                 for (int ky = 0; ky < k; ky++) {
                     int iy = y0 + ky * dil;
+                    if (row_copy && iy >= 0 && iy < H) {
+                        const bnhw_word *src = in + ((size_t)iy * W + x0) * x->wpp;
+                        for (int w = 0; w < k * wpg; w++) dst[w] = src[w];
+                        dst += k * wpg;
+                        continue;
+                    }
                     for (int kx = 0; kx < k; kx++, dst += wpg) {
                         int ix = x0 + kx * dil;
                         const bnhw_word *src = (iy < 0 || iy >= H || ix < 0 || ix >= W)
