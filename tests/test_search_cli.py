@@ -104,6 +104,16 @@ def test_tiny_search_ranks_fine_tunes_and_summarises(tiny_search):
                        [float(r["standalone_test_accuracy"]) for r in rows])
     assert best["kendall_tau"] == pytest.approx(expected.tau, abs=1e-3)
     assert 0 <= best["kendall_p"] <= 1 and "Kendall" in best["tau_means"]
+    # the loss tau and the split ceiling, from the same rows (the inherited test scores are new evaluations)
+    col = {k: [float(r[k]) for r in rows] for k in rows[0] if k.endswith(("_accuracy", "_loss"))}
+    assert best["kendall_tau_loss"] == pytest.approx(
+        kendall(col["inherited_val_loss"], col["standalone_test_loss"]).tau, abs=1e-3)
+    assert best["kendall_tau_ceiling"] == pytest.approx(
+        kendall(col["inherited_val_accuracy"], col["inherited_test_accuracy"]).tau, abs=1e-3)
+    assert best["kendall_tau_ceiling_loss"] == pytest.approx(
+        kendall(col["inherited_val_loss"], col["inherited_test_loss"]).tau, abs=1e-3)
+    assert all(v > 0 for k, vs in col.items() if k.endswith("_loss") for v in vs)
+    assert float(best_row["inherited_test_accuracy"]) == pytest.approx(best["test_accuracy"], abs=1e-4)
     assert 0 < best["chance_accuracy"] < 0.2
     assert set(best["phase_seconds"]) == {"data", "supernet training", "evolutionary search",
                                           "stand-alone training", "outputs"}
@@ -113,7 +123,23 @@ def test_tiny_search_ranks_fine_tunes_and_summarises(tiny_search):
     assert r.exit_code == 0 and f"top-1 {best['finetuned_test_accuracy']:.4f}" in r.output, r.output
     out = (tiny_search.parent / "stdout.txt").read_text()
     assert "fine-tuned test" in out and "(chance " in out and "ranking: Kendall tau" in out and "time: " in out
+    assert "the splits alone rank the same inherited subnets at" in out
     assert f"bnhw build {tiny_search}/best_arch.json --checkpoint {tiny_search}/best_finetuned.pt" in out
+
+
+def test_inherited_scores_of_a_scratch_sample_equal_a_fine_tuning_runs_epoch_0(tiny_search):
+    """--tau-init scratch has no epoch 0 of inherited weights: its inherited scores are evaluated the same way."""
+    from bnhw.flows.standalone import inherited_scores
+    from bnhw.flows.train import model_from_supernet
+
+    run = tiny_search / "standalone" / "00"
+    res = json.loads((run / "result.json").read_text())
+    cfg = res["config"]
+    got = inherited_scores(model_from_supernet(load_spec(run / "arch.json"), tiny_search / "supernet.pt"),
+                           data=cfg["data"], resolution=cfg["resolution"], seed=cfg["seed"],
+                           train_images=cfg["train_images"])
+    for k in ("val_accuracy", "test_accuracy", "val_loss", "test_loss"):
+        assert got[k] == pytest.approx(res["history"][0][k], abs=1e-6), k
 
 
 def _epochs_logged(out):

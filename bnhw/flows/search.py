@@ -514,6 +514,13 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
                       f"accuracy of subnets spread over the OPs range, the best among them; stand-alone: "
                       f"{opts.standalone.describe()}; see standalone.csv") if standalone.correlation
         else "not measured (--tau-subnets 0)",
+        "kendall_tau_loss": standalone.loss_correlation.tau if standalone.loss_correlation else None,
+        "kendall_p_loss": standalone.loss_correlation.p_value if standalone.loss_correlation else None,
+        "kendall_tau_ceiling": standalone.ceiling.tau if standalone.ceiling else None,
+        "kendall_tau_ceiling_loss": standalone.loss_ceiling.tau if standalone.loss_ceiling else None,
+        "tau_loss_means": "the same subnets' inherited val loss vs stand-alone test loss (mean cross-entropy)",
+        "tau_ceiling_means": "tau between the same inherited subnets' val and test accuracy (loss): how steadily the "
+                             "splits rank these subnets at all; an accuracy tau above it is not to be expected",
         "data": data.describe(),
         "evaluated_architectures": len(cands),
     }
@@ -558,11 +565,12 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
     if standalone.rows:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["ops", "inherited_val_accuracy", "standalone_val_accuracy", "standalone_test_accuracy", "best",
-                    "arch"])
+        columns = ("inherited_val_accuracy", "inherited_test_accuracy", "standalone_val_accuracy",
+                   "standalone_test_accuracy", "inherited_val_loss", "inherited_test_loss", "standalone_val_loss",
+                   "standalone_test_loss")
+        w.writerow(["ops", *columns, "best", "arch"])
         for r in standalone.rows:
-            w.writerow([f"{r['ops']:.0f}", f"{r['inherited_val_accuracy']:.4f}", f"{r['standalone_val_accuracy']:.4f}",
-                        f"{r['standalone_test_accuracy']:.4f}", int(r["best"]), r["arch"]])
+            w.writerow([f"{r['ops']:.0f}", *(f"{r[k]:.4f}" for k in columns), int(r["best"]), r["arch"]])
         atomic_write_text(out / "standalone.csv", buf.getvalue())
     plot_front(out / "pareto.png", cands, front, best, opts.budget, space, data.name, opts.resolution,
                standalone.correlation)
@@ -626,7 +634,8 @@ def summary_lines(result: SearchOutcome, opts: SearchOptions) -> list[str]:
                  f"evaluated {result.median_val_accuracy:.4f}")
     if sa.correlation is not None:
         c = sa.correlation
-        lines.append(f"  ranking: {c.describe()}: inherited val vs stand-alone test accuracy")
+        lines.append(f"  ranking: {c.describe()}: inherited val vs stand-alone test accuracy; "
+                     + sa.describe_ceiling())
     else:
         lines.append("  ranking: not measured (--tau-subnets 0 or --finetune-epochs 0)")
     if result.phase_seconds:

@@ -33,7 +33,6 @@ from .. import distributed as dist_util
 from ..data.datasets import augment_batch, load_data
 from ..design.supernet import BinarySupernet, SupernetConfig
 from ..design.train import (
-    accuracy,
     adam,
     batches,
     calibration_batches,
@@ -41,6 +40,7 @@ from ..design.train import (
     resolve_device,
     restore_training_state,
     save_training_checkpoint,
+    scores,
 )
 from ..errors import BnhwError
 from ..quant.checkpoint import save_checkpoint
@@ -158,6 +158,7 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
     state_path = out / "train_state.pt"
     x_all, y_all = (t.to(device) for t in data.train.tensors())
     xv, yv = data.val.tensors()
+    xt, yt = data.test.tensors()
     steps = max(1, len(y_all) // cfg.batch_size)
     total = max(1, cfg.epochs * steps)
     opt, sched = _optimizer(model, cfg, total)
@@ -175,7 +176,9 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
     calib = calibration_batches(x_all, 2, 128, cfg.seed)
     if start == 0 and supernet is not None:
         recalibrate_bn(model, calib)
-        history.append({"epoch": 0, "val_accuracy": accuracy(model, xv, yv)})
+        # epoch 0: the inherited subnet itself, as the search scored it (val) and on the test split
+        (va, vl), (ta, tl) = scores(model, xv, yv), scores(model, xt, yt)
+        history.append({"epoch": 0, "val_accuracy": va, "val_loss": vl, "test_accuracy": ta, "test_loss": tl})
     for epoch in range(start, cfg.epochs):
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
@@ -194,7 +197,7 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
             n += 1
             report("step", {"epoch": epoch + 1, "epochs": cfg.epochs, "step": i + 1, "steps": steps,
                             "loss": float(loss.detach())})
-        log = {"epoch": epoch + 1, "loss": total_loss / max(1, n), "val_accuracy": accuracy(model, xv, yv)}
+        log = {"epoch": epoch + 1, "loss": total_loss / max(1, n), "val_accuracy": scores(model, xv, yv)[0]}
         history.append(log)
         if dist_util.is_main():
             save_training_checkpoint(state_path, weights=model.state_dict(), optimizer=opt.state_dict(),
@@ -204,10 +207,10 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
     # the running statistics of training mode saw augmented images at the last steps' rates: recalibrate them
     # on clean training images, as the search does for every inherited subnet
     recalibrate_bn(model, calib)
-    xt, yt = data.test.tensors()
+    (va, vl), (ta, tl) = scores(model, xv, yv), scores(model, xt, yt)
     result = {"arch": spec.short(), "scheme": cfg.scheme, "supernet": str(supernet) if supernet else None,
               "config": asdict(cfg), "lr": cfg.effective_lr(), "history": history,
-              "val_accuracy": accuracy(model, xv, yv), "test_accuracy": accuracy(model, xt, yt),
+              "val_accuracy": va, "test_accuracy": ta, "val_loss": vl, "test_loss": tl,
               "data": data.describe()}
     if dist_util.is_main():
         save_checkpoint(model.eval(), out / "model.pt", scheme=cfg.scheme, test_accuracy=result["test_accuracy"])
@@ -225,4 +228,4 @@ def evaluate_checkpoint(arch: str, checkpoint: Path, data: str, resolution: int,
     model = load_model(spec.replace(num_classes=bundle.num_classes), checkpoint)
     sets = {"test": bundle.test, "val": bundle.val, "train": bundle.train}
     x, y = sets[split].tensors()
-    return {"split": split, "images": len(y), "accuracy": accuracy(model, x, y), "data": bundle.describe()}
+    return {"split": split, "images": len(y), "accuracy": scores(model, x, y)[0], "data": bundle.describe()}
