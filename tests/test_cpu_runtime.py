@@ -216,6 +216,54 @@ def test_threads_give_identical_outputs():
     assert CpuModel(g).threads == default_threads() == os.sysconf("SC_NPROCESSORS_ONLN")
 
 
+# ----------------------------------------------------------------------------- residual path variants
+def residual_graph(variant: str) -> tuple[HwGraph, np.ndarray]:
+    """A shortcut AddRequant, an RPReLU and a single-input AddRequant (7x9 pixels, 11 channels: the
+    runtime's repeated-parameter lanes start mid-pattern in every pixel range) built so that the
+    runtime takes one path of its residual ops, with inputs that hit every round-half-even tie and
+    both clips:
+    ``int32``: every intermediate fits int32 (the vector lanes); ``wide_params``: a parameter above
+    2^30 (the int64 loops, chosen at load); ``wide_values``: INT32 inputs whose products pass 2^31 in
+    some pixels only (chosen per pixel range at run time: both paths in one op when split);
+    ``shift0``: shifts 0 / -1 and frac 0 (outside the int32 lanes' 1..30)."""
+    rng = np.random.default_rng(7)
+    C, H, W = 11, 7, 9
+    wide_p, wide_v, s0 = variant == "wide_params", variant == "wide_values", variant == "shift0"
+    tin = DType.int_(32) if wide_v else DType.int_(12)
+    b = Builder(f"residual_{variant}", (H, W, C), tin)
+    a, sc = b.add("Duplicate", "x", (H, W, C), tin, outputs=2)
+    A = rng.integers(-40, 41, C)
+    if wide_p:
+        A[3] = (1 << 30) + 3
+    if wide_v:
+        A = rng.integers(-3, 4, C)
+    t16 = DType.int_(16)
+    y = b.add("AddRequant", [a, sc], (H, W, C), t16, {"shift": 0 if s0 else 3, "shortcut_shift": 0 if wide_v else 2},
+              {"A": A, "B": rng.integers(-900, 900, C)})
+    r = b.add("RPReLU", y, (H, W, C), DType.int_(12), {"frac": 0 if s0 else 4},
+              {"S_in": rng.integers(-20, 20, C), "slope": rng.integers(-9, 17, C),
+               "S_out": rng.integers(-30, 30, C)})
+    out = b.add("AddRequant", r, (H, W, C), DType.int_(6), {"shift": -1 if s0 else 5},
+                {"A": rng.integers(-7, 8, C), "B": rng.integers(-99, 99, C)})
+    g = b.graph(out)
+    x = rand_input(g, 3, seed=8)
+    if wide_v:
+        x[:, : H // 2] = rng.integers(-3000, 3000, x[:, : H // 2].shape)    # these rows fit int32
+    return g, x
+
+
+@pytest.mark.parametrize("variant", ["int32", "wide_params", "wide_values", "shift0"])
+def test_residual_path_variants_bit_exact(variant):
+    """Every path of the runtime's shortcut add / requantiser and RPReLU (int32 vector lanes, int64
+    loops, the choice per pixel range) equals the IR on every stream, with every kernel set and 1, 2,
+    3 threads (every op split)."""
+    g, x = residual_graph(variant)
+    for ks in kernel_sets():
+        check_all_streams(g, CpuModel(g, kernels=ks), x)
+    for t in (2, 3):
+        check_all_streams(g, CpuModel(g, threads=t, split_threshold=0), x)
+
+
 # ----------------------------------------------------------------------------- real networks vs QONNX
 def _hwc(t: np.ndarray) -> np.ndarray:
     return t.transpose(1, 2, 0) if t.ndim == 3 else t.reshape(1, 1, -1)
@@ -381,11 +429,14 @@ def test_standalone_cnv_bit_exact_vs_qonnx(cnv, arch, kernels):
 
 @pytest.mark.parametrize("arch", ["armv7", "aarch64"])
 def test_qemu_reference_kernels_and_hand_built_graphs(arch, tmp_path):
-    """The ARM builds with the reference kernels, and the NEON ones on the corner-case graphs."""
+    """The ARM builds with the reference kernels, and the NEON ones on the corner-case graphs (and the
+    residual path's int32 lanes and int64 loops)."""
     _need(arch)
-    for name in ("bin", "bireal", "int"):
-        g = GRAPHS[name]()
-        x = rand_input(g, 3, seed=5)
+    graphs = [(GRAPHS[name](), None) for name in ("bin", "bireal", "int")]
+    graphs += [residual_graph(v) for v in ("int32", "wide_values")]
+    for g, xs in graphs:
+        name = g.name
+        x = rand_input(g, 3, seed=5) if xs is None else xs
         path = write_model(g, tmp_path / f"{name}.bnhwcpu")
         ref = np.stack([g.execute(v).reshape(-1) for v in x])
         for ks in ("ref", "neon"):

@@ -53,6 +53,12 @@ typedef struct {
     int n_params;
     param_t p[MAX_PARAMS];
     double seconds;
+    /* ADDREQUANT / RPRELU whose parameters fit int32 (lanes32 at load): the per-channel parameters
+     * repeated over `lanes` elements (a multiple of C and of 16), so the int32 loop runs over
+     * contiguous elements without a channel index (see ew_plan) */
+    int lanes32;
+    int32_t *rep;
+    int64_t pmax[3];            /* the largest |parameter| of each array */
 } op_t;
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
@@ -151,6 +157,7 @@ static size_t tensor_bytes(const tensor_t *t)
 static const size_t dt_size[] = {0, 2, 4, 8, 8};
 
 static int check_op(const bnhw_model *m, const op_t *o);
+static int ew_plan(op_t *o);
 static void pool_stop(bnhw_model *m);
 
 /* ------------------------------------------------------------------------------------------ threads */
@@ -353,6 +360,7 @@ bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
         }
         if (r.bad) { set_error("corrupt parameters of op %s", o->name ? o->name : "?"); goto fail; }
         if (check_op(m, o)) goto fail;
+        if (ew_plan(o)) { set_error("out of memory"); goto fail; }
     }
     m->k = bnhw_kernel_set("auto");
     m->threads = bnhw_default_threads();
@@ -387,7 +395,7 @@ void bnhw_model_free(bnhw_model *m)
     if (m->t)
         for (int i = 0; i < m->n_tensors; i++) { free(m->t[i].name); free(m->t[i].data); }
     if (m->ops)
-        for (int i = 0; i < m->n_ops; i++) free(m->ops[i].name);
+        for (int i = 0; i < m->n_ops; i++) { free(m->ops[i].name); free(m->ops[i].rep); }
     pool_stop(m);
     free(m->t); free(m->ops); free(m->file); free(m->scratch);
     free(m);
@@ -1040,6 +1048,116 @@ VEC_CLONES static int op_gather(bnhw_model *m, const op_t *o)
     return 0;
 }
 
+/* ---- the integer residual path in int32 lanes
+ * ADDREQUANT and RPRELU are specified in int64 (addrequant_rows / rprelu_rows below: wrapping int64,
+ * a round-half-even shift, a clip).  When every intermediate of a range of pixels provably fits int32
+ * -- the parameters' largest magnitudes (at load) times the inputs' (a min / max pass over the range)
+ * -- the same values come out of int32 arithmetic, which vectorises 8 (AVX2) / 4 (NEON) lanes wide
+ * and has no per-element branch:
+ *   floor(v / 2^s) for |v| < 2^31 as ((uint32)v + 2^31) >> s, minus 2^(31-s) (unsigned shifts only);
+ *   round half even: add 2^(s-1) - 1 + (the floor's parity) before that shift (1 <= s <= 30).
+ * The per-channel parameters are repeated over `lanes` elements (a multiple of C and 16), so the loop
+ * runs over the range's contiguous elements with no channel index. */
+static int64_t max_abs64(const int64_t *v, int n)
+{
+    uint64_t mx = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t a = v[i] < 0 ? 0 - (uint64_t)v[i] : (uint64_t)v[i];
+        if (a > mx) mx = a;
+    }
+    return mx > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)mx;
+}
+
+static int ew_plan(op_t *o)
+{
+    int np = o->opcode == OP_ADDREQUANT ? 2 : o->opcode == OP_RPRELU ? 3 : 0;
+    if (!np) return 0;
+    int C = (int)o->p[0].count, s = o->a[A_SHIFT];     /* A_FRAC == A_SHIFT */
+    for (int j = 0; j < np; j++) o->pmax[j] = max_abs64(o->p[j].data, C);
+    o->lanes32 = 0;
+    if (s < 1 || s > 30 || C <= 0) return 0;
+    for (int j = 0; j < np; j++)
+        if (o->pmax[j] > ((int64_t)1 << 30)) return 0;
+    if (o->opcode == OP_ADDREQUANT && o->a[A_SSHIFT] > 30) return 0;
+    int L = C;
+    while (L % 16 || L < 64) L += C;
+    o->rep = malloc(sizeof(int32_t) * (size_t)L * (size_t)np);
+    if (!o->rep) return -1;
+    for (int j = 0; j < np; j++)
+        for (int i = 0; i < L; i++) o->rep[(size_t)j * L + i] = (int32_t)((const int64_t *)o->p[j].data)[i % C];
+    o->lanes32 = L;
+    return 0;
+}
+
+/* the largest |x[i]| over n elements (a vectorised min / max) */
+VEC_CLONES static int64_t max_abs32(const int32_t *x, int64_t n)
+{
+    int32_t lo = 0, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    return -(int64_t)lo > hi ? -(int64_t)lo : hi;
+}
+
+/* round_half_even(v / 2^s) for |v| + 2^s < 2^31, 1 <= s <= 30 (see above) */
+static inline int32_t rhe32(int32_t v, int s)
+{
+    uint32_t u = (uint32_t)v + 0x80000000u;
+    u += ((uint32_t)1 << (s - 1)) - 1u + ((u >> s) & 1u);
+    return (int32_t)(u >> s) - ((int32_t)1 << (31 - s));
+}
+
+static inline int32_t clip32(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* elements [e0, e0 + n) of an ADDREQUANT in int32 lanes; sc may be NULL */
+VEC_CLONES static void addrequant32(const op_t *o, const int32_t *in, const int32_t *sc, int32_t *out, int64_t e0,
+                                    int64_t n)
+{
+    int L = o->lanes32, s = o->a[A_SHIFT];
+    int32_t f = (int32_t)1 << o->a[A_SSHIFT], lo = o->a[A_LO], hi = o->a[A_HI];
+    const int32_t *A = o->rep, *B = o->rep + L;
+    int j = (int)(e0 % L);
+    for (int64_t i = 0; i < n;) {
+        int len = (int)(n - i < L - j ? n - i : L - j);
+        const int32_t *x = in + e0 + i, *Aj = A + j, *Bj = B + j;
+        int32_t *y = out + e0 + i;
+        if (sc) {
+            const int32_t *z = sc + e0 + i;
+            for (int t = 0; t < len; t++) y[t] = clip32(rhe32(x[t] * Aj[t] + Bj[t] + z[t] * f, s), lo, hi);
+        } else {
+            for (int t = 0; t < len; t++) y[t] = clip32(rhe32(x[t] * Aj[t] + Bj[t], s), lo, hi);
+        }
+        i += len;
+        j = 0;
+    }
+}
+
+/* elements [e0, e0 + n) of an RPRELU in int32 lanes */
+VEC_CLONES static void rprelu32(const op_t *o, const int32_t *in, int32_t *out, int64_t e0, int64_t n)
+{
+    int L = o->lanes32, s = o->a[A_FRAC];
+    int32_t f = (int32_t)1 << s, lo = o->a[A_LO], hi = o->a[A_HI];
+    const int32_t *Si = o->rep, *Sl = o->rep + L, *So = o->rep + 2 * (size_t)L;
+    int j = (int)(e0 % L);
+    for (int64_t i = 0; i < n;) {
+        int len = (int)(n - i < L - j ? n - i : L - j);
+        const int32_t *x = in + e0 + i, *a = Si + j, *b = Sl + j, *c = So + j;
+        int32_t *y = out + e0 + i;
+        for (int t = 0; t < len; t++) {
+            int32_t v = x[t] - a[t];
+            v = v * (v >= 0 ? f : b[t]) + c[t] * f;
+            y[t] = clip32(rhe32(v, s), lo, hi);
+        }
+        i += len;
+        j = 0;
+    }
+}
+
+/* the int32 lanes are exact for these elements when bound (|intermediate| + 2^s, computed from the
+ * largest magnitudes) stays below 2^31 */
+static int fits32(int64_t bound) { return bound >= 0 && bound <= INT32_MAX; }
+
 VEC_CLONES static void addrequant_rows(bnhw_model *m, const op_t *o, int p0, int p1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
@@ -1047,6 +1165,16 @@ VEC_CLONES static void addrequant_rows(bnhw_model *m, const op_t *o, int p0, int
     const int64_t *A = o->p[0].data, *B = o->p[1].data;
     int32_t *out = y->data;
     int shift = o->a[A_SHIFT], ss = o->a[A_SSHIFT], C = x->C;
+    if (o->lanes32) {
+        int64_t e0 = (int64_t)p0 * C, n = (int64_t)(p1 - p0) * C;
+        /* every factor <= 2^31 (inputs) or 2^30 (parameters, shifts): no int64 overflow */
+        int64_t bound = max_abs32(in + e0, n) * o->pmax[0] + o->pmax[1] + ((int64_t)1 << shift);
+        if (sc) bound += max_abs32(sc + e0, n) << ss;
+        if (fits32(bound)) {
+            addrequant32(o, in, sc, out, e0, n);
+            return;
+        }
+    }
     for (int64_t p = p0; p < p1; p++)
         for (int c = 0; c < C; c++) {
             int64_t i = p * C + c, v = wadd(wmul(in[i], A[c]), B[c]);
@@ -1069,6 +1197,15 @@ VEC_CLONES static void rprelu_rows(bnhw_model *m, const op_t *o, int p0, int p1)
     const int64_t *S_in = o->p[0].data, *slope = o->p[1].data, *S_out = o->p[2].data;
     int32_t *out = y->data;
     int frac = o->a[A_FRAC], C = x->C;
+    if (o->lanes32) {
+        int64_t e0 = (int64_t)p0 * C, n = (int64_t)(p1 - p0) * C, f = (int64_t)1 << frac;
+        int64_t bound = (max_abs32(in + e0, n) + o->pmax[0]) * (o->pmax[1] > f ? o->pmax[1] : f) +
+                        (o->pmax[2] + 1) * f;
+        if (fits32(bound)) {
+            rprelu32(o, in, out, e0, n);
+            return;
+        }
+    }
     for (int64_t p = p0; p < p1; p++)
         for (int c = 0; c < C; c++) {
             int64_t i = p * C + c, v = wadd(in[i], wmul(S_in[c], -1));
