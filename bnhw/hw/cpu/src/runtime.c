@@ -682,9 +682,14 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
     bnhw_word *col = m->tscratch[thread];
     bnhw_word *padw = col + col_words;
     int32_t *pc, *acc;
+    int direct_out = !j->shared && a[A_OUT_MODE] == OUT_ACC;
     if (j->shared) {
         pc = j->shared + (size_t)p0 * Cout;
         acc = j->shared + (size_t)pixels * Cout + (size_t)p0 * Cout;
+    } else if (direct_out) {
+        /* accumulator output: the popcounts go straight into the output rows and become accumulators
+         * in place (element by element, so the conversion below may read and write the same array) */
+        pc = acc = (int32_t *)m->t[o->out].data + (size_t)p0 * Cout;
     } else {
         pc = (int32_t *)(padw + wpg);
         acc = pc + (size_t)R * Cout;
@@ -755,7 +760,10 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
         int32_t *prow = pc + (size_t)r * Cout, *arow = acc + (size_t)r * Cout;
         int32_t full = (kk - npad) * cg;
         if (!border) {          /* interior pixel (the common case): a loop the compiler vectorises */
-            for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)full - 2u * (uint32_t)prow[c]);
+            if (direct_out)     /* in place: one pointer, so no overlap check keeps it scalar */
+                for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)full - 2u * (uint32_t)arow[c]);
+            else
+                for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)full - 2u * (uint32_t)prow[c]);
             continue;
         }
         for (int c = c0; c < c1; c++) {
@@ -771,7 +779,7 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             arow[c] = (int32_t)(full - 2 * p);
         }
     }
-    if (!j->shared) activation_rows(m, o, acc, p0, rows);
+    if (!j->shared && !direct_out) activation_rows(m, o, acc, p0, rows);
 }
 
 static int op_bconv(bnhw_model *m, const op_t *o)
