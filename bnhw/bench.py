@@ -44,6 +44,12 @@ FINN code generation (``--only finn``, a few minutes): ``bnhw build NET --no-sim
 reference net) to FINN's generated code, wall time of the whole command in a fresh process (spec, weights,
 lowering, folding, C simulation, FINN's steps), FINN's own seconds, the HW nodes with code and the bnhw units.
 
+Larq Compute Engine side by side (``--only lce``, only when named; a few minutes, plus the first
+install): LCE 0.16.0's converter (``convert_keras_model`` on larq ``QuantConv2D`` models) and interpreter
+in its own virtualenv ``bench/lce-venv`` (created on demand from PyPI; if pip cannot install it, one
+line says why and the part is skipped), timed at the four ResNet shapes in the same run as bnhw's whole
+conv op, one thread; the ratios go to bench.json.
+
 Benchmarks are not tests: nothing here asserts a number.  Run
 ``python -m bnhw.bench --quick`` for a smaller version, ``--only search`` or
 ``--only fpga`` for one part.
@@ -56,7 +62,10 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -88,7 +97,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "bnas", "finn"], help="run one part only")
+    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "bnas", "finn", "lce"],
+                    help="run one part only (lce: Larq Compute Engine side by side, only when named)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +108,9 @@ def main() -> None:
     if args.only in (None, "cpu"):
         cpu = bench_cpu(out / "cpu")
         _merge(out, "cpu", cpu, _cpu_table(cpu))
+    if args.only == "lce":
+        lce = bench_lce(out / "lce")
+        _merge(out, "lce", lce, _lce_table(lce))
     if args.only in (None, "sim"):
         sim = bench_sim(out / "sim")
         _merge(out, "sim", sim, _sim_table(sim))
@@ -495,6 +508,87 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
             "peak_gbmacs_per_s": peak, "layers": layers, "threads": scaling, "networks": nets,
             "note": "native figures measured on this (shared, noisy) machine, median of repeated runs, one thread "
                     "unless a thread count is given; ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
+
+
+LCE_PINS = ("larq-compute-engine==0.16.0", "larq==0.14.0", "tensorflow-cpu==2.15.1")
+
+
+def _lce_python(root: Path) -> tuple[Path | None, str]:
+    """bench/lce-venv's python, creating the virtualenv (LCE_PINS from PyPI) on first use; (None, why)
+    when it cannot be made."""
+    venv = root / "bench" / "lce-venv"
+    py = venv / "bin" / "python"
+    if py.exists():
+        return py, ""
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
+        r = subprocess.run([str(py), "-m", "pip", "install", "--progress-bar", "off", *LCE_PINS],
+                           capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"cannot create {venv}: {e}"
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+        shutil.rmtree(venv, ignore_errors=True)
+        return None, f"pip cannot install {' '.join(LCE_PINS)} on Python {sys.version.split()[0]}: {last}"
+    return py, ""
+
+
+def bench_lce(out: Path, repeat: int = 30) -> dict:
+    """Larq Compute Engine 0.16.0 beside bnhw on ResNet's binary 3x3 conv shapes, one thread, one run:
+    LCE's converter and interpreter in bench/lce-venv (bench/lce_bench.py), bnhw's whole conv op with
+    the kernel set auto picks.  Never part of the tests."""
+    from .flows.cpu_bench import machine_name
+    from .hw.cpu import kernels as cpu_kernels
+    from .hw.cpu.program import lower_cpu
+    from .hw.cpu.runtime import CpuModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(__file__).resolve().parents[1]
+    py, why = _lce_python(root)
+    if py is None:
+        print(f"LCE skipped: {why}", flush=True)
+        return {"skipped": why}
+    shapes = [f"{side}:{c}" for side, c in RESNET_SHAPES]
+    r = subprocess.run([str(py), str(root / "bench" / "lce_bench.py"), str(out / "lce_raw.json"), *shapes],
+                       capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        why = "LCE benchmark failed: " + (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+        print(why, flush=True)
+        return {"skipped": why}
+    lce = json.loads((out / "lce_raw.json").read_text())
+    rows = []
+    for (side, c), lr in zip(RESNET_SHAPES, lce["rows"], strict=True):
+        prog = lower_cpu(resnet_layer_graph(side, c))
+        i = next(k for k, o in enumerate(prog.ops) if o.op == "BCONV")
+        x = np.random.default_rng(1).integers(-128, 128, (side, side, c))
+        m = CpuModel(prog, threads=1)
+        per, _ = m.time(x, repeat=repeat, warmup=2)
+        t = float(np.median(per[:, i]))
+        bm = prog.ops[i].bmacs
+        rows.append({**lr, "bmacs": bm, "bnhw_kernels": m.kernels, "bnhw_conv_seconds": t,
+                     "ratio_lce_one_conv": lr["lce_one_conv_seconds"] / t,
+                     "ratio_lce_packed_conv_est": lr["lce_packed_conv_seconds_est"] / t})
+        print(f"{lr['shape']}: bnhw {t * 1e3:.3f} ms ({m.kernels}), LCE one conv {lr['lce_one_conv_seconds'] * 1e3:.3f} ms "
+              f"({rows[-1]['ratio_lce_one_conv']:.1f}x)", flush=True)
+    return {"machine": machine_name(), "cpu_features": cpu_kernels.kernel_cpu_features(),
+            "lce_version": lce["lce_version"], "tensorflow": lce["tensorflow"], "rows": rows,
+            "note": "one run, one thread, medians; LCE: float input -> LceQuantize -> LceBconv2d -> float output "
+                    "(one conv), and (two convs - one conv) as an estimate of a bit-packed-in / bit-packed-out conv; "
+                    "bnhw: the whole conv op (im2col, bgemm, padding correction, threshold + pack), packed in and out"}
+
+
+def _lce_table(r: dict) -> str:
+    if "skipped" in r:
+        return f"LCE side by side skipped: {r['skipped']}"
+    lines = [f"Larq Compute Engine {r['lce_version']} (TensorFlow {r['tensorflow']}) vs bnhw, binary 3x3 conv, one "
+             f"thread on {r['machine']}, one run (ms, median):", "",
+             "| shape | bnhw whole conv op | LCE one-conv model | LCE (two - one) conv | LCE / bnhw |",
+             "|---|---:|---:|---:|---:|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['shape']} | {x['bnhw_conv_seconds'] * 1e3:.3f} (`{x['bnhw_kernels']}`) | "
+                     f"{x['lce_one_conv_seconds'] * 1e3:.3f} | {x['lce_packed_conv_seconds_est'] * 1e3:.3f} | "
+                     f"{x['ratio_lce_one_conv']:.1f}x / {x['ratio_lce_packed_conv_est']:.1f}x |")
+    return "\n".join(lines)
 
 
 def _cpu_table(r: dict) -> str:
