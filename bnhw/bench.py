@@ -97,7 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "bnas", "finn", "lce"],
+    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "armcount", "bnas", "finn", "lce"],
                     help="run one part only (lce: Larq Compute Engine side by side, only when named)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -108,6 +108,9 @@ def main() -> None:
     if args.only in (None, "cpu"):
         cpu = bench_cpu(out / "cpu")
         _merge(out, "cpu", cpu, _cpu_table(cpu))
+    if args.only in (None, "armcount"):
+        ac = bench_arm_counts(out / "armcount")
+        _merge(out, "armcount", ac, _arm_count_table(ac))
     if args.only == "lce":
         lce = bench_lce(out / "lce")
         _merge(out, "lce", lce, _lce_table(lce))
@@ -508,6 +511,73 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
             "peak_gbmacs_per_s": peak, "layers": layers, "threads": scaling, "networks": nets,
             "note": "native figures measured on this (shared, noisy) machine, median of repeated runs, one thread "
                     "unless a thread count is given; ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
+
+
+def bench_arm_counts(out: Path) -> dict:
+    """The ARM cycle model's instruction mixes against executed instruction counts under QEMU: the NEON
+    bgemm at the four ResNet shapes and one nasbnn-cifar-smallest inference (bnhw's own code), ARMv7 and
+    AArch64.  Counts are exact executions (QEMU's block logs); the predictions are perfmodel's mixes with
+    every instruction counted once."""
+    from .flows.prepare import prepare_network
+    from .hw.cpu import insn_count as ic
+    from .hw.cpu.cross import toolchain_status
+    from .hw.cpu.program import lower_cpu, write_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {"bgemm": [], "network": [], "skipped": {}}
+    prep = prepare_network("nasbnn-cifar-smallest", out / "nasbnn-cifar-smallest", n_inputs=1, echo=lambda m: None)
+    prog = lower_cpu(prep.graph)
+    model_file = write_model(prep.graph, out / "nasbnn-cifar-smallest.bnhwcpu")
+    for arch in ("armv7", "aarch64"):
+        ok, why = toolchain_status(arch)
+        if not ok:
+            print(f"ARM counts skipped: {why}", flush=True)
+            res["skipped"][arch] = why
+            continue
+        for side, c in RESNET_SHAPES:
+            M, N, K = side * side, c, 9 * c // 64
+            got = ic.bgemm_count(arch, M, N, K)
+            pred = ic.modelled_bgemm_instructions(arch, M, N, K)
+            res["bgemm"].append({"arch": arch, "shape": f"{side}x{side}x{c}", "M": M, "N": N, "K": K,
+                                 "counted": got, "modelled": pred, "rel_error": (pred - got) / got})
+            print(f"{arch} bgemm {side}x{side}x{c}: counted {got:,}, modelled {pred:,.0f} "
+                  f"({(pred - got) / got:+.1%})", flush=True)
+        counts = ic.bnhw_symbols(ic.run_count(arch, model_file, prep.int_inputs[0]))
+        got_ops, pred_ops = ic.by_op(counts), ic.modelled_by_op(prog, arch)
+        got, pred = sum(got_ops.values()), sum(pred_ops.values())
+        res["network"].append({"arch": arch, "network": "nasbnn-cifar-smallest", "counted": got, "modelled": pred,
+                               "rel_error": (pred - got) / got,
+                               "by_op": {k: {"counted": got_ops.get(k, 0), "modelled": pred_ops.get(k, 0.0)}
+                                         for k in sorted(set(got_ops) | set(pred_ops))}})
+        print(f"{arch} nasbnn-cifar-smallest: counted {got:,}, modelled {pred:,.0f} ({(pred - got) / got:+.1%})",
+              flush=True)
+    errs = [abs(r["rel_error"]) for r in res["bgemm"]]
+    if errs:
+        res["bgemm_mean_abs_rel_error"] = sum(errs) / len(errs)
+        res["bgemm_max_abs_rel_error"] = max(errs)
+    res["note"] = ("counted: executed guest instructions under qemu-user (-d in_asm,exec,nochain); modelled: "
+                   "bnhw.hw.cpu.perfmodel's instruction mixes, one per instruction (a MODEL, checked here)")
+    return res
+
+
+def _arm_count_table(r: dict) -> str:
+    lines = ["Executed instructions under QEMU (counted) vs the ARM cycle model's instruction mixes (modelled):", "",
+             "| ISA | what | counted | modelled | error |", "|---|---|---:|---:|---:|"]
+    for x in r["bgemm"]:
+        lines.append(f"| {x['arch']} | bgemm {x['shape']} (M {x['M']}, N {x['N']}, K {x['K']}) | {x['counted']:,} | "
+                     f"{x['modelled']:,.0f} | {x['rel_error']:+.1%} |")
+    for x in r["network"]:
+        lines.append(f"| {x['arch']} | {x['network']}, one inference | {x['counted']:,} | {x['modelled']:,.0f} | "
+                     f"{x['rel_error']:+.1%} |")
+        for k, v in x["by_op"].items():
+            if v["counted"]:
+                err = (v["modelled"] - v["counted"]) / v["counted"]
+                lines.append(f"| {x['arch']} | &nbsp; {k} ops | {v['counted']:,} | {v['modelled']:,.0f} | {err:+.1%} |")
+    if "bgemm_mean_abs_rel_error" in r:
+        lines += ["", f"bgemm: mean |error| {r['bgemm_mean_abs_rel_error']:.1%}, max {r['bgemm_max_abs_rel_error']:.1%}"]
+    for arch, why in r["skipped"].items():
+        lines.append(f"{arch} skipped: {why}")
+    return "\n".join(lines)
 
 
 LCE_PINS = ("larq-compute-engine==0.16.0", "larq==0.14.0", "tensorflow-cpu==2.15.1")

@@ -339,3 +339,23 @@ def test_unknown_op_is_an_error():
     prog.ops[0].op = "FFT"
     with pytest.raises(BnhwError, match="no model"):
         pm.model_program(prog, "cortex-a9")
+
+
+# ----------------------------------------------------------------------------- executed instructions (QEMU)
+@pytest.mark.parametrize("arch", ["armv7", "aarch64"])
+def test_qemu_instruction_count_matches_the_hot_loop(arch):
+    """The QEMU count (bnhw.hw.cpu.insn_count) of the NEON bgemm: two more K words add exactly one hot-loop
+    step per register tile, i.e. tiles x the step mix (the mix the compiled-code test above checks), and a
+    whole bgemm of known size is within 10% of the model's instruction count (measured: 0-4%)."""
+    from bnhw.hw.cpu.cross import toolchain_status
+    from bnhw.hw.cpu.insn_count import bgemm_count, modelled_bgemm_instructions
+
+    ok, why = toolchain_status(arch)
+    if not ok or shutil.which("qemu-arm" if arch == "armv7" else "qemu-aarch64") is None:
+        pytest.skip(why if not ok else f"{arch}: qemu-user not found")
+    mix = pm.BGEMM_MIX[arch]
+    M, N = 4 * mix.mr, 4 * mix.nr                  # 16 full tiles
+    step = sum(mix.step(mix.mr, mix.nr).values())
+    assert bgemm_count(arch, M, N, 10) - bgemm_count(arch, M, N, 8) == 16 * step     # 4 -> 5 steps, one chunk
+    got = bgemm_count(arch, 64, 64, 9)
+    assert abs(modelled_bgemm_instructions(arch, 64, 64, 9) - got) / got < 0.10

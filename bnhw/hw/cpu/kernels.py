@@ -30,7 +30,7 @@ import numpy as np
 from ...errors import BnhwError
 from ..cbuild import load_library, shared_library
 
-__all__ = ["HEADER", "KERNEL_FILES", "SOURCES", "TEST_FILE", "KERNEL_SET_NAMES", "ENV_VAR", "kernel_sources",
+__all__ = ["HEADER", "KERNEL_FILES", "SOURCES", "TEST_FILE", "KERNEL_SET_NAMES", "ENV_VAR", "kernel_sources", "read_source",
            "native_flags", "cpu_features", "kernels_library", "kernel_sets", "usable_kernel_sets",
            "kernel_cpu_features", "kernel_set_why", "requested", "resolve", "pack", "bgemm", "gemm_s16", "pack_reference",
            "packed_words"]
@@ -56,6 +56,11 @@ ENV_VAR = "BNHW_KERNELS"
 
 def _read(name: str) -> str:
     return resources.files("bnhw.hw.cpu").joinpath("src", name).read_text()
+
+
+def read_source(name: str) -> str:
+    """The text of ``src/<name>`` (a kernel, runtime or driver source)."""
+    return _read(name)
 
 
 def kernel_sources(test: bool = False) -> dict[str, str]:

@@ -146,7 +146,7 @@ from ...errors import BnhwError
 from .program import OUT_ACC, OUT_MULTI, OUT_PACKED, WORD, CpuOp, CpuProgram, CpuTensor
 
 __all__ = ["CLASSES", "Cost", "CoreModel", "CORES", "get_core", "BgemmMix", "GemmS16Mix", "BGEMM_MIX",
-           "GEMM_S16_MIX", "COMPILE_FLAGS", "COMPILERS", "KERNEL_SOURCE", "roofline_bmacs_per_cycle",
+           "GEMM_S16_MIX", "COMPILE_FLAGS", "COMPILERS", "instruction_counter", "KERNEL_SOURCE", "roofline_bmacs_per_cycle",
            "inner_loop_bmacs_per_cycle", "kernel_bmacs_per_cycle", "bgemm_cycles", "gemm_s16_cycles",
            "OpRow", "CpuModelReport", "model_op", "model_program", "OP_MIXES", "INDISPENSABLE"]
 
@@ -386,6 +386,18 @@ CORTEX_A72 = CoreModel(
 )
 
 CORES: dict[str, CoreModel] = {c.name: c for c in (CORTEX_A9, CORTEX_A53, CORTEX_A72)}
+
+
+def instruction_counter(isa: str) -> CoreModel:
+    """A pseudo-core of ``isa`` on which every instruction of every class costs one cycle and nothing else
+    does (no ports, no mispredictions, no memory bound): its "cycles" of a mix, a kernel or a program are
+    the instructions the model predicts (checked against QEMU's executed counts by
+    :mod:`bnhw.hw.cpu.insn_count`).  A library call (ARMv7's integer division) counts as one."""
+    if isa not in COMPILERS:
+        raise BnhwError(f"no instruction mixes for ISA {isa!r} (armv7, aarch64)")
+    return CoreModel(name=f"count-{isa}", title=f"instruction count ({isa})", isa=isa, board="-", clock_mhz=1000.0,
+                     issue_width=1, ports={}, costs={c: Cost() for c in CLASSES}, neon_datapath="-",
+                     mispredict_penalty=0, dram_gbs=1e12, sources=(), assumptions=())
 
 
 def get_core(name: str | CoreModel) -> CoreModel:

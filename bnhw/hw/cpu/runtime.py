@@ -22,7 +22,7 @@ __all__ = ["CpuModel", "runtime_sources", "runner_sources", "build_runner", "MAI
            "compiled_kernel_sets", "usable_kernel_sets", "default_threads", "POPCOUNT_PEAKS"]
 
 #: C files with a ``main`` (executables, not part of the library)
-MAINS = ("bnhw_run.c", "kernel_test.c")
+MAINS = ("bnhw_run.c", "kernel_test.c", "bgemm_count.c")
 
 
 def runtime_sources(with_main: str | None = None) -> dict[str, str]:

@@ -1153,8 +1153,8 @@ VEC_CLONES static void rprelu32(const op_t *o, const int32_t *in, int32_t *out, 
         const int32_t *x = in + e0 + i, *a = Si + j, *b = Sl + j, *c = So + j;
         int32_t *y = out + e0 + i;
         for (int t = 0; t < len; t++) {
-            int32_t v = x[t] - a[t];
-            v = v * (v >= 0 ? f : b[t]) + c[t] * f;
+            int32_t v = x[t] - a[t], slope = b[t];    /* loaded unconditionally: a select, not a branch */
+            v = v * (v >= 0 ? f : slope) + c[t] * f;
             y[t] = clip32(rhe32(v, s), lo, hi);
         }
         i += len;
