@@ -960,7 +960,8 @@ def model_program(program: CpuProgram, core: str | CoreModel, clock_mhz: float |
         f"with {' '.join(COMPILE_FLAGS[c.isa])} (checked against the compiled code by tests/test_cpu_perfmodel.py)",
         f"int16 conv: the 8-wide k loop of {gm.function} ({gm.mr}x{gm.nr} tile), likewise from the compiled code",
         "im2col copies, popcount epilogue, threshold/pack, pooling and the elementwise integer ops: per-element "
-        "instruction mixes estimated from runtime.c (assumed scalar), costed with the same core tables",
+        "instruction mixes estimated from runtime.c (assumed scalar; the shortcut add and RPReLU run in int32 vector "
+        "lanes when their values fit, which these mixes overstate), costed with the same core tables",
         f"memory: caches not modelled (data assumed in L1/L2); DRAM only as a streaming bound, each op's inputs, "
         f"output and parameters once per image at an assumed sustained {c.dram_gbs:g} GB/s, max'd with its compute",
         "branch mispredictions only for the multi-threshold binary search (half the probes, "
