@@ -124,7 +124,9 @@ zero-padding correction of border pixels), the threshold-and-pack epilogue (``bn
 store), the multi-threshold binary search (``ceil(log2(n + 1))`` probes, half of them mispredicted),
 max-pool ANDs on packed words, and the elementwise integer ops (64-bit multiplies and the
 round-half-even shift, done with shifts and compares, no division).  The compiler may
-vectorise some of these loops; the model assumes scalar code for them.
+vectorise some of these loops; the model assumes scalar code for them, except the shortcut add
+and RPReLU when the declared stream types put them in the runtime's int32 lanes (``_lanes32``):
+those get a 4-lane NEON mix per element plus the min / max pass that proves the lanes exact.
 
 Memory
 ------
@@ -141,6 +143,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ...errors import BnhwError
 from .program import OUT_ACC, OUT_MULTI, OUT_PACKED, WORD, CpuOp, CpuProgram, CpuTensor
@@ -667,7 +671,50 @@ def _op_mixes(isa: str, name: str, **kw) -> dict[str, float]:
     if name == "rprelu":       # v = x - S_in; v * 2^frac or v * slope; + S_out << frac; rhe shift; clip
         return _add(_mix(load=4, mul=mul64, alu=8 * alu64 + 4, store=1, branch=2),
                     rhe if kw["frac"] > 0 else _mix())
+    # the int32 lanes (runtime.c addrequant32 / rprelu32, vectorised by GCC: 4 lanes per q instruction),
+    # per element: a quarter of one 4-lane iteration, plus the min / max pass over each input that
+    # proves the lanes exact (a load and two compares per 4 elements); vector shifts, min / max and
+    # selects are costed as vector adds / bitwise ops (the same pipes on these cores)
+    check = _mix(vld128=0.25, vadd_q=0.5, alu=0.25, branch=0.25)
+    if name == "addrequant32":  # loads x, A, B (, s); MLA; + B (+ s << ss); rhe: +2^31, shift, parity, add,
+        sc = kw["shortcut"]     # shift, -2^(31-s); clip (max, min); store
+        it = _mix(vld128=3 + sc, vmlal=1, vadd_q=8 + 2 * sc, veor_q=1, vst128=1, alu=2, branch=1)
+        return _add(_times(it, 0.25), _times(check, 1 + sc))
+    if name == "rprelu32":      # loads x, S_in, slope, S_out; sub; compare + select; MUL, MLA; rhe; clip; store
+        it = _mix(vld128=4, vmlal=2, vadd_q=9, veor_q=2, vst128=1, alu=2, branch=1)
+        return _add(_times(it, 0.25), check)
     raise KeyError(name)
+
+
+def _max_abs(t: CpuTensor) -> int | None:
+    """The largest magnitude a tensor's declared type allows (None: not declared)."""
+    if t.dtype is None or t.packed:
+        return None
+    return max(abs(int(t.dtype.min)), abs(int(t.dtype.max)))
+
+
+def _lanes32(op: CpuOp, program: CpuProgram) -> bool:
+    """Whether the runtime runs ``op`` (ADDREQUANT / RPRELU) in its int32 lanes for every input of the
+    declared stream types: the runtime's own test (runtime.c ew_plan and the bound in *_rows) with the
+    types' ranges in place of the inputs' min / max."""
+    a = op.attrs
+    s = int(a.get("frac" if op.op == "RPRELU" else "shift", 0))
+    pmax = [int(np.abs(np.asarray(p, dtype=np.int64)).max()) if np.size(p) else 0 for p in op.params]
+    if not 1 <= s <= 30 or any(v > (1 << 30) for v in pmax):
+        return False
+    xs = [_max_abs(program.tensors[i]) for i in op.inputs]
+    if any(v is None for v in xs):
+        return False
+    x = [int(v) for v in xs if v is not None]
+    if op.op == "ADDREQUANT":
+        ss = int(a.get("shortcut_shift", 0))
+        if ss > 30:
+            return False
+        bound = x[0] * pmax[0] + pmax[1] + (1 << s) + (x[1] << ss if len(x) > 1 else 0)
+    else:
+        f = 1 << s
+        bound = (x[0] + pmax[0]) * max(pmax[1], f) + (pmax[2] + 1) * f
+    return bound < (1 << 31)
 
 
 def _tensor_bytes(t: CpuTensor) -> int:
@@ -796,9 +843,13 @@ def _elementwise_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[
             return {"bit gather": Hy * Wy * (cyc(OP_MIXES["gather_pixel"]) + Cy * cyc(OP_MIXES["gather_bit"]))}
         return {"elementwise": n_out * cyc(OP_MIXES["gather_elem"])}
     if kind == "ADDREQUANT":
+        if _lanes32(op, program):
+            return {"int32 lanes": n_out * cyc(_op_mixes(core.isa, "addrequant32", shortcut=len(op.inputs) - 1))}
         m = _op_mixes(core.isa, "addrequant", shortcut=len(op.inputs) - 1, shift=int(a.get("shift", 0)))
         return {"elementwise": n_out * cyc(m)}
     if kind == "RPRELU":
+        if _lanes32(op, program):
+            return {"int32 lanes": n_out * cyc(_op_mixes(core.isa, "rprelu32"))}
         m = _op_mixes(core.isa, "rprelu", frac=int(a.get("frac", 0)))
         return {"elementwise": n_out * cyc(m)}
     if kind == "LABELSELECT":
@@ -960,8 +1011,8 @@ def model_program(program: CpuProgram, core: str | CoreModel, clock_mhz: float |
         f"with {' '.join(COMPILE_FLAGS[c.isa])} (checked against the compiled code by tests/test_cpu_perfmodel.py)",
         f"int16 conv: the 8-wide k loop of {gm.function} ({gm.mr}x{gm.nr} tile), likewise from the compiled code",
         "im2col copies, popcount epilogue, threshold/pack, pooling and the elementwise integer ops: per-element "
-        "instruction mixes estimated from runtime.c (assumed scalar; the shortcut add and RPReLU run in int32 vector "
-        "lanes when their values fit, which these mixes overstate), costed with the same core tables",
+        "instruction mixes estimated from runtime.c (assumed scalar, except the shortcut add and RPReLU in the "
+        "runtime's int32 vector lanes: a 4-lane NEON mix), costed with the same core tables",
         f"memory: caches not modelled (data assumed in L1/L2); DRAM only as a streaming bound, each op's inputs, "
         f"output and parameters once per image at an assumed sustained {c.dram_gbs:g} GB/s, max'd with its compute",
         "branch mispredictions only for the multi-threshold binary search (half the probes, "
