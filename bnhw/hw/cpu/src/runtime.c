@@ -55,7 +55,8 @@ typedef struct {
     double seconds;
     /* ADDREQUANT / RPRELU whose parameters fit int32 (lanes32 at load): the per-channel parameters
      * repeated over `lanes` elements (a multiple of C and of 16), so the int32 loop runs over
-     * contiguous elements without a channel index (see ew_plan) */
+     * contiguous elements without a channel index; a zero-padded BCONV: its weight popcounts tap-major
+     * (see ew_plan) */
     int lanes32;
     int32_t *rep;
     int64_t pmax[3];            /* the largest |parameter| of each array */
@@ -759,11 +760,18 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
         }
         int32_t *prow = pc + (size_t)r * Cout, *arow = acc + (size_t)r * Cout;
         int32_t full = (kk - npad) * cg;
-        if (!border) {          /* interior pixel (the common case): a loop the compiler vectorises */
+        if (!border || (npad <= 64 && o->rep)) {   /* loops the compiler vectorises */
             if (direct_out)     /* in place: one pointer, so no overlap check keeps it scalar */
                 for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)full - 2u * (uint32_t)arow[c]);
             else
                 for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)full - 2u * (uint32_t)prow[c]);
+            /* a border pixel: + 2 * the weights' popcount at each padded tap, from the tap-major copy
+             * (ew_plan), one contiguous row of Cout per tap; the same bits as the int64 loop below
+             * (full - 2 * (P - sum) modulo 2^32) */
+            for (int q = 0; q < npad; q++) {
+                const int32_t *wq = o->rep + (size_t)padded[q] * Cout;
+                for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)arow[c] + 2u * (uint32_t)wq[c]);
+            }
             continue;
         }
         for (int c = c0; c < c1; c++) {
@@ -1078,6 +1086,16 @@ static int64_t max_abs64(const int64_t *v, int n)
 
 static int ew_plan(op_t *o)
 {
+    if (o->opcode == OP_BCONV && o->a[A_PAD] && o->a[A_PAD_VALUE] == 0) {
+        /* zero padding: the weights' popcount per tap, tap-major ([kk][Cout]) for the border correction */
+        int kk = o->a[A_K] * o->a[A_K], C = o->a[A_COUT];
+        const int32_t *wpop = o->p[1].data;
+        o->rep = malloc(sizeof(int32_t) * ((size_t)kk * C + 1));
+        if (!o->rep) return -1;
+        for (int q = 0; q < kk; q++)
+            for (int c = 0; c < C; c++) o->rep[(size_t)q * C + c] = wpop[(size_t)c * kk + q];
+        return 0;
+    }
     int np = o->opcode == OP_ADDREQUANT ? 2 : o->opcode == OP_RPRELU ? 3 : 0;
     if (!np) return 0;
     int C = (int)o->p[0].count, s = o->a[A_SHIFT];     /* A_FRAC == A_SHIFT */
