@@ -64,6 +64,10 @@ class FinnBuild:
     execution_model: str = FINN_EXECUTION_MODEL
     #: bnhw units in the graph: op type -> why no FINN unit serves (empty for the QONNX front end)
     units: dict[str, str] = field(default_factory=dict)
+    #: the width converters FINN's ``InsertDWC`` adds to the generated graph (its later steps do), with FINN's LUT
+    #: estimate of each: {"count", "LUT", "converters": [{"name", "after", "in_bits", "out_bits", "LUT"}]} or
+    #: {"error": ...}
+    dwc: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,6 +127,34 @@ def _layers(report: Path) -> list[dict[str, Any]]:
                      "BRAM18": float(r.get("BRAM_18K", 0)), "URAM": float(r.get("URAM", 0)),
                      "DSP": float(r.get("DSP", 0)), "source": "bnhw unit"})
     return rows
+
+
+def finn_width_converters(model_path: Path) -> dict[str, Any]:
+    """The width converters FINN's ``InsertDWC`` puts into the graph at ``model_path`` (as FINN's steps after code
+    generation do, before FIFO insertion), each with FINN's LUT estimate; the model file is not changed.
+    FINN inserts them between two of its own HW nodes only (not next to bnhw's units, whose widths their own
+    code adapts)."""
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    try:
+        model = ModelWrapper(str(model_path)).transform(InsertDWC())
+    except Exception as e:  # noqa: BLE001 - FINN's own refusal, reported
+        return {"error": f"FINN's InsertDWC failed: {type(e).__name__}: {e}".splitlines()[0][:300]}
+    rows: list[dict[str, Any]] = []
+    luts = 0
+    for node in model.graph.node:
+        if node.op_type.startswith("StreamingDataWidthConverter"):
+            inst = getCustomOp(node)
+            producer = model.find_producer(node.input[0])
+            lut = int(inst.lut_estimation(""))
+            luts += lut
+            rows.append({"name": node.name or f"DWC after {producer.name if producer else '?'}",
+                         "after": producer.name if producer else None,
+                         "in_bits": int(inst.get_nodeattr("inWidth")), "out_bits": int(inst.get_nodeattr("outWidth")),
+                         "LUT": lut})
+    return {"count": len(rows), "LUT": float(luts), "converters": rows}
 
 
 def _codegen_dirs(model_path: Path, root: Path) -> dict[str, str]:
@@ -279,6 +311,9 @@ def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, cl
     res.layers = _layers(report)
     models = dest / "intermediate_models"
     res.codegen = _codegen_dirs(models / "step_hw_codegen.onnx", out)
+    if res.codegen:
+        res.dwc = finn_width_converters(models / "step_hw_codegen.onnx")
+        _write_json(report / "estimate_dwc_bnhw.json", res.dwc)
     completed = report / "bnhw_completed_folding.json"
     if completed.is_file():         # FINN's full flow has no bnhw step: its folding config says the same
         for u in json.loads(completed.read_text())["units"]:
