@@ -35,3 +35,11 @@ def test_parts_match_finn_and_hls4ml():
     assert z == [b.lut, b.ff, b.bram18, b.uram, b.dsp]
     boards = Path(find_spec("hls4ml").submodule_search_locations[0]) / "backends/vivado_accelerator/supported_boards.json"
     assert json.loads(boards.read_text())["pynq-z2"]["part"] == b.part
+
+
+def test_large_fifos_go_to_block_ram_on_parts_without_uram():
+    from bnhw.hw.boards import BOARDS, large_fifo_style
+
+    for b in BOARDS.values():
+        assert large_fifo_style(b) == ("auto" if b.uram > 0 else "block"), b.name
+    assert large_fifo_style(get_board("pynq-z2")) == "block"

@@ -56,6 +56,19 @@ def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
     for c in both:
         assert (c["finn_cycles"], c["finn_LUT"], c["finn_BRAM18"]) == (c["bnhw_cycles"], c["bnhw_LUT"],
                                                                        c["bnhw_BRAM18"]), c
+    # the width converters FINN's InsertDWC adds (its steps after code generation) = the converters of bnhw's
+    # cycle simulator, LUTs by FINN's model, after every unit -- except the last MVAU: FINN's CNV graph ends in
+    # its float affine head (ElementwiseMul, 10 lanes), bnhw's IR in a LabelSelect
+    ours = {d["after"]: (d["in_bits"], d["out_bits"], d["lut"]) for d in r["simulation"]["width_converters"]}
+    theirs = {d["after"]: (d["in_bits"], d["out_bits"], d["LUT"]) for d in f["dwc"]["converters"]}
+    assert len(theirs) == f["dwc"]["count"] == len(ours) == 11 and "MVAU_hls_8" in ours and "MVAU_hls_8" in theirs
+    # (bnhw's simulator names a max pool's unit StreamingMaxPool_hls, FINN builds it as a window generator + Pool_hls)
+    assert sorted(v for k, v in ours.items() if k != "MVAU_hls_8") == \
+        sorted(v for k, v in theirs.items() if k != "MVAU_hls_8")
+    assert "width converters FINN's InsertDWC adds (11)" in md
+    # pynq-z2's part has no URAM: deep FIFOs in block RAM, in bnhw's cost and in FINN's build config
+    assert r["simulation"]["fifo_resources"]["URAM"] == 0
+    assert json.loads((out / "finn" / "dataflow_build_config.json").read_text())["large_fifo_mem_style"] == "block"
     # FINN's execution of its dataflow graph = the IR on the build's real images
     labels = {}
     for engine in ("finn", "ir"):

@@ -553,3 +553,27 @@ def test_fast_hex_packing_gives_finn_plus_own_strings(dt):
                 assert outcome(fast, x, d, pad, reverse_inner=rev) == outcome(orig, x, d, pad, reverse_inner=rev)
     bad = np.full((2, 3), 0.5, np.float32)                               # not an integer
     assert outcome(fast, bad, DataType["INT4"], 12) == outcome(orig, bad, DataType["INT4"], 12)
+
+
+def test_finns_width_converters_are_the_ones_bnhws_simulator_inserts(nas_build):
+    """The width converters FINN's InsertDWC adds to the exported graph (as its steps after code generation do)
+    are the converters bnhw's netlist inserts, with the same widths and FINN's LUTs -- except on the zero-padded
+    sign streams, which bnhw's simulator carries as 2-bit elements and the exported graph as FINN's 1-bit ones
+    (padded with -1, the AddRequant after the conv adds back what the border taps took)."""
+    from collections import Counter
+
+    from bnhw.hw.finn_models import dwc_luts
+    from bnhw.hw.ir import HwGraph
+    from bnhw.hw.sim.netlist import elaborate, width_converters
+
+    out, _ = nas_build
+    dwc = json.loads((out / "report.json").read_text())["finn"]["dwc"]
+    ours = width_converters(elaborate(HwGraph.load(out / "hw_graph.json")))
+    assert dwc["count"] == len(ours) > 20
+    finn = Counter((d["in_bits"], d["out_bits"]) for d in dwc["converters"])
+    mine = Counter((d["in_bits"], d["out_bits"]) for d in ours)
+    assert sum((finn & mine).values()) >= 0.5 * dwc["count"]
+    assert Counter({(a // 2, b // 2): n for (a, b), n in (mine - finn).items()}) == finn - mine
+    # FINN's LUTs = bnhw's model of the same converters (with FINN's 1-bit elements on the padded sign streams)
+    as_finn = (finn & mine) + Counter({(a // 2, b // 2): n for (a, b), n in (mine - finn).items()})
+    assert dwc["LUT"] == sum(n * dwc_luts(a, b) for (a, b), n in as_finn.items())

@@ -381,3 +381,19 @@ def test_setfolding_meets_target_without_finn():
     # an 8191-bit weight stream caps PE*SIMD of the 576x64 layer: 8 x 576 -> 6272 cycles
     f = finn_set_folding(g, 5000, mvau_wwidth_max=4096)
     assert max(node_cycles(f, n) for n in f.nodes) == 6272
+
+
+@needs_finn
+@pytest.mark.parametrize("in_bits,out_bits", [(8, 24), (24, 8), (16, 16), (1, 8), (55, 11), (50, 100), (3, 7),
+                                              (128, 32), (1, 1152), (1152, 64)])
+def test_width_converter_luts_equal_finns_model(in_bits, out_bits):
+    """bnhw's model of FINN's StreamingDataWidthConverter LUTs = finn-plus's lut_estimation."""
+    from onnx import helper as oh
+    from qonnx.custom_op.registry import getCustomOp
+
+    from bnhw.hw.finn_models import dwc_luts
+
+    node = oh.make_node("StreamingDataWidthConverter", ["x"], ["y"], domain="finn.custom_op.fpgadataflow",
+                        backend="fpgadataflow", inShape=[1, 1152], outShape=[1, 1152], inWidth=in_bits,
+                        outWidth=out_bits, dataType="BINARY")
+    assert dwc_luts(in_bits, out_bits) == getCustomOp(node).lut_estimation("")

@@ -87,3 +87,30 @@ def test_network_that_cannot_fit_names_the_resource():
 def test_unreachable_fps_is_a_clear_error(cnv):
     with pytest.raises(FitError, match="out of reach|does not fit"):
         min_resources_for_fps(cnv, 1e9, 100.0, board_budget(PYNQ), board_name="pynq-z2")
+
+
+def test_free_units_follow_their_producers_word_width():
+    """A DuplicateStreams costs nothing at any PE in FINN's model; left to the per-unit choice it goes fully
+    parallel and FINN inserts a width converter on each side.  The folding gives it its producer's PE instead
+    (never more resources, never a longer II), which removes most of the converters bnhw's netlist and FINN
+    would insert on a NAS-BNN net."""
+    from bnhw.hw.estimate import spec_hw_graph
+    from bnhw.hw.ops import node_resources
+    from bnhw.hw.sim.netlist import elaborate, width_converters
+    from bnhw.spec import load_spec
+
+    g = spec_hw_graph(load_spec("nasbnn-cifar-smallest"))
+    folded = maximize_fps(g, board_budget(PYNQ))
+    f = folded.graph
+    dups = [n for n in f.nodes if n.op == "Duplicate"]
+    followed = [n for n in dups if f.producer(n.inputs[0]) is not None
+                and f.producer(n.inputs[0]).op in ("MVAU", "Thresholding", "AddRequant", "RPReLU")]
+    assert len(followed) >= 20 and all(n.pe == f.producer(n.inputs[0]).pe for n in followed)
+    assert all(node_resources(f, n).lut == 0 for n in dups)
+    # the same units fully parallel (what the per-unit choice picked): the same II and resources, far more LUTs
+    # in converters
+    wide = f.with_folding({n.name: {"PE": f.in_stream(n).channels} for n in dups})
+    assert graph_cost(wide).ii == folded.ii and graph_cost(wide).total == folded.total
+    lut = sum(d["lut"] for d in width_converters(elaborate(f)))
+    lut_wide = sum(d["lut"] for d in width_converters(elaborate(wide)))
+    assert lut < lut_wide / 10, (lut, lut_wide)

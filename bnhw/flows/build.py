@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnhwError
-from ..hw.boards import Board, get_board
+from ..hw.boards import Board, get_board, large_fifo_style
 from ..hw.ir import HwGraph
 from ..spec import atomic_write_text
 from .build_report import json_default, plot_layers, render_markdown
@@ -356,7 +356,7 @@ def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, tota
              echo) -> dict:
     """Cycle simulation: II and latency with unbounded and sized FIFOs, functional check, FIFO sizing."""
     from ..hw.sim.fifo_sizing import depth_summary, fifo_resources, finn_fifo_config, finn_unit_names, size_fifos
-    from ..hw.sim.netlist import elaborate
+    from ..hw.sim.netlist import elaborate, width_converters
     from ..hw.sim.simulate import simulate
 
     t = time.time()
@@ -378,15 +378,18 @@ def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, tota
     echo(f"cycle simulator (functional mode): bit-exact with the IR reference on {exact}/{len(xs)} digits images")
     sizing = size_fifos(net, max_seconds=opts.fifo_seconds, progress=lambda s: echo(f"FIFO sizing: {s}"))
     sized = simulate(net, frames, depths=sizing.depths, clock_mhz=clock)
-    fres = fifo_resources(net, sizing.depths)
+    fres = fifo_resources(net, sizing.depths, large_fifo_style(board))
     fifo_total = {"LUT": float(sum(r["lut"] for r in fres)), "BRAM18": float(sum(r["bram18"] for r in fres)),
                   "URAM": float(sum(r["uram"] for r in fres)), "DSP": 0.0}
     with_fifos = {k: total[k] + fifo_total[k] for k in total}
-    over = [k for k in ("LUT", "BRAM18", "URAM", "DSP") if with_fifos[k] > board.budget()[k]]
+    dwcs = width_converters(net)
+    dwc_total = {"LUT": float(sum(d["lut"] for d in dwcs)), "BRAM18": 0.0, "URAM": 0.0, "DSP": 0.0}
+    with_all = {k: with_fifos[k] + dwc_total[k] for k in total}
+    over = [k for k in ("LUT", "BRAM18", "URAM", "DSP") if with_all[k] > board.budget()[k]]
     echo(f"FIFOs sized ({sizing.runs} simulations): {depth_summary(sizing.depths)['deeper_than_2']} deeper than 2, "
-         f"{fifo_total['LUT']:,.0f} LUT, {fifo_total['BRAM18']:,.0f} BRAM18; sized II {sized.ii_cycles:,.0f} cycles "
-         f"(unbounded {unb.ii_cycles:,.0f})" + (f"; WARNING: with FIFOs the design exceeds the board's {over[0]}"
-                                                 if over else ""))
+         f"{fifo_total['LUT']:,.0f} LUT, {fifo_total['BRAM18']:,.0f} BRAM18; {len(dwcs)} width converters, "
+         f"{dwc_total['LUT']:,.0f} LUT; sized II {sized.ii_cycles:,.0f} cycles (unbounded {unb.ii_cycles:,.0f})"
+         + (f"; WARNING: with FIFOs and width converters the design exceeds the board's {over[0]}" if over else ""))
     fifos = []
     for f, r, pk, ol in zip(net.fifos, fres, sizing.peak, sizing.one_less):
         fifos.append({**r, "stream": f.stream, "peak_unbounded": pk, "ii_one_less": ol})
@@ -398,7 +401,9 @@ def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, tota
                         "locally_minimal": sizing.minimal_everywhere(), "complete": sizing.complete,
                         "seconds": sizing.seconds, "time_budget_s": opts.fifo_seconds,
                         "ii_unbounded": sizing.ii_unbounded, "ii_sized": sizing.ii_sized},
-        "fifos": fifos, "fifo_resources": fifo_total, "total_with_fifos": with_fifos, "over_budget": over,
+        "fifos": fifos, "fifo_resources": fifo_total, "total_with_fifos": with_fifos,
+        "width_converters": dwcs, "dwc_resources": dwc_total, "total_with_fifos_and_dwcs": with_all,
+        "over_budget": over,
         "seconds": time.time() - t,
         "_finn_config": finn_fifo_config(net, sizing.depths, g.folding()),
         "_finn_fifos": lambda nodes=None: finn_fifo_config(net, sizing.depths, None, finn_unit_names(net, nodes)),
@@ -438,7 +443,8 @@ def _report(opts, board: Board, clock, prep, folded, how, latency_cycles, sf, cs
                                  "latency = longest path of per-unit cycles (FINN's critical-path estimate)"},
         "resources": {"total": folded.total, "utilisation": util, "board": board.budget(),
                       "model": "FINN analytical resource models per unit (lut/bram/uram/dsp_estimation) of FINN's "
-                               "hardware library; FIFOs, width converters and the DMA shell are not included; the "
+                               "hardware library; FIFOs and width converters are added under 'simulation' "
+                               "(total_with_fifos_and_dwcs), the DMA shell is not included; the "
                                "HLS C++ bnhw generates (same streams and folding) is verified by C simulation, its "
                                "synthesised resources are not measured here"},
         "finn_setfolding": {"target_cycles": folded.ii, "ii_cycles": sf.ii, "fps": clock * 1e6 / sf.ii,

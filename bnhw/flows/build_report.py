@@ -53,6 +53,11 @@ def render_markdown(r: dict) -> str:
         if fr:
             lines.append(f"| FINN's graph + FIFOs at bnhw's simulated depths | {ft['LUT'] + fr['LUT']:,.0f} | "
                          f"{ft['BRAM18'] + fr['BRAM18']:,.0f} | {ft['URAM'] + fr['URAM']:,.0f} | {ft['DSP']:,.0f} |")
+        fd = f.get("dwc")
+        if fd and "count" in fd and fr:
+            lines.append(f"| ... + the width converters FINN's InsertDWC adds ({fd['count']}) | "
+                         f"{ft['LUT'] + fr['LUT'] + fd['LUT']:,.0f} | {ft['BRAM18'] + fr['BRAM18']:,.0f} | "
+                         f"{ft['URAM'] + fr['URAM']:,.0f} | {ft['DSP']:,.0f} |")
     lines += [f"| board | {b['LUT']:,} | {b['BRAM18']:,} | {b['URAM']:,} | {b['DSP']:,} |",
               "| utilisation (bnhw's estimate) | "
               + " | ".join(_pct(res["utilisation"][k]) for k in ("LUT", "BRAM18", "URAM", "DSP")) + " |", "",
@@ -181,8 +186,13 @@ def _render_sim(r: dict) -> list[str]:
              "`outFIFODepths` per unit)",
              f"- FIFO cost (FINN's fifo.sv model; depth <= 2 is not instantiated): {fr['LUT']:,.0f} LUT, "
              f"{fr['BRAM18']:,.0f} BRAM18, {fr['URAM']:,.0f} URAM; design total with FIFOs: {tw['LUT']:,.0f} LUT, "
-             f"{tw['BRAM18']:,.0f} BRAM18" + (f" -- **exceeds the board's {', '.join(sim['over_budget'])}**"
-                                              if sim["over_budget"] else ""),
+             f"{tw['BRAM18']:,.0f} BRAM18",
+             *([f"- width converters (where a unit's output word differs from its consumer's input word, FINN's "
+                f"InsertDWC rule; FINN's LUT model, no BRAM): {len(dw)}, {sim['dwc_resources']['LUT']:,.0f} LUT; "
+                f"design total with FIFOs and converters: {tw2['LUT']:,.0f} LUT, {tw2['BRAM18']:,.0f} BRAM18"]
+               if (dw := sim.get("width_converters")) is not None and (tw2 := sim.get("total_with_fifos_and_dwcs"))
+               else []),
+             *([f"- **the design exceeds the board's {', '.join(sim['over_budget'])}**"] if sim["over_budget"] else []),
              "",
              "First-output latency, unit by unit (frame 0 through an empty pipeline: each unit's first output word "
              "and why it waits; the wait includes the rate at which its producer delivers what it needs):", "",

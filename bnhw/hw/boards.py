@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import BnhwError
 
-__all__ = ["BOARDS", "Board", "get_board"]
+__all__ = ["BOARDS", "Board", "get_board", "large_fifo_style"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,9 @@ def get_board(name: str) -> Board:
     if key not in BOARDS:
         raise BnhwError(f"unknown target {name!r}; known boards: {', '.join(BOARDS)}")
     return BOARDS[key]
+
+
+def large_fifo_style(board: Board) -> str:
+    """The memory style of a build's large FIFOs on ``board`` (FINN's ``large_fifo_mem_style``): ``fifo.sv``'s
+    own choice ("auto": URAM above 2,028 entries) where the part has URAM, block RAM where it has none."""
+    return "auto" if board.uram > 0 else "block"

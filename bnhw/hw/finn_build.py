@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import atomic_write_text
-from .boards import Board
+from .boards import Board, large_fifo_style
 from .finn_compat import finn_build_dir, finn_builder, vivado_available
 
 __all__ = ["FinnBuild", "finn_codegen", "finn_codegen_ir", "FINN_OUTPUT_DIR", "FINN_EXECUTION_MODEL", "finn_execution_model"]
@@ -64,6 +64,10 @@ class FinnBuild:
     execution_model: str = FINN_EXECUTION_MODEL
     #: bnhw units in the graph: op type -> why no FINN unit serves (empty for the QONNX front end)
     units: dict[str, str] = field(default_factory=dict)
+    #: the width converters FINN's ``InsertDWC`` adds to the generated graph (its later steps do), with FINN's LUT
+    #: estimate of each: {"count", "LUT", "converters": [{"name", "after", "in_bits", "out_bits", "LUT"}]} or
+    #: {"error": ...}
+    dwc: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,6 +127,34 @@ def _layers(report: Path) -> list[dict[str, Any]]:
                      "BRAM18": float(r.get("BRAM_18K", 0)), "URAM": float(r.get("URAM", 0)),
                      "DSP": float(r.get("DSP", 0)), "source": "bnhw unit"})
     return rows
+
+
+def finn_width_converters(model_path: Path) -> dict[str, Any]:
+    """The width converters FINN's ``InsertDWC`` puts into the graph at ``model_path`` (as FINN's steps after code
+    generation do, before FIFO insertion), each with FINN's LUT estimate; the model file is not changed.
+    FINN inserts them between two of its own HW nodes only (not next to bnhw's units, whose widths their own
+    code adapts)."""
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    try:
+        model = ModelWrapper(str(model_path)).transform(InsertDWC())
+    except Exception as e:  # noqa: BLE001 - FINN's own refusal, reported
+        return {"error": f"FINN's InsertDWC failed: {type(e).__name__}: {e}".splitlines()[0][:300]}
+    rows: list[dict[str, Any]] = []
+    luts = 0
+    for node in model.graph.node:
+        if node.op_type.startswith("StreamingDataWidthConverter"):
+            inst = getCustomOp(node)
+            producer = model.find_producer(node.input[0])
+            lut = int(inst.lut_estimation(""))
+            luts += lut
+            rows.append({"name": node.name or f"DWC after {producer.name if producer else '?'}",
+                         "after": producer.name if producer else None,
+                         "in_bits": int(inst.get_nodeattr("inWidth")), "out_bits": int(inst.get_nodeattr("outWidth")),
+                         "LUT": lut})
+    return {"count": len(rows), "LUT": float(luts), "converters": rows}
 
 
 def _codegen_dirs(model_path: Path, root: Path) -> dict[str, str]:
@@ -247,6 +279,8 @@ def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, cl
                     bc.DataflowOutputType.DEPLOYMENT_PACKAGE])
     if fifo_depths:
         full.auto_fifo_depths = False       # bnhw's simulated depths, from the folding config
+    # deep FIFOs in block RAM where the part has no URAM (fifo.sv's own choice would be URAM), as bnhw costs them
+    full.large_fifo_mem_style = bc.LargeFIFOMemStyle(large_fifo_style(board))
     _write_json(out / "dataflow_build_config.json", json.loads(json.dumps(full.to_dict(), default=str)))
     dest = out / FINN_OUTPUT_DIR
     if dest.exists():
@@ -279,6 +313,9 @@ def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, cl
     res.layers = _layers(report)
     models = dest / "intermediate_models"
     res.codegen = _codegen_dirs(models / "step_hw_codegen.onnx", out)
+    if res.codegen:
+        res.dwc = finn_width_converters(models / "step_hw_codegen.onnx")
+        _write_json(report / "estimate_dwc_bnhw.json", res.dwc)
     completed = report / "bnhw_completed_folding.json"
     if completed.is_file():         # FINN's full flow has no bnhw step: its folding config says the same
         for u in json.loads(completed.read_text())["units"]:

@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = ["Resources", "FinnOp", "op_cycles", "op_resources", "minimized_attrs", "finn_dt", "finn_dt_bits",
            "threshold_dt", "minimize_weight_dt", "stream_dt", "vecs", "swg_attrs", "elementwise_resources",
-           "bits_of", "mult_luts", "swg_buffer_depth", "MAX_ALLOWED_AP_INT_W", "FINN_PLUS_VERSION"]
+           "bits_of", "mult_luts", "swg_buffer_depth", "dwc_luts", "MAX_ALLOWED_AP_INT_W", "FINN_PLUS_VERSION"]
 
 FINN_PLUS_VERSION = "1.6.1"
 #: finn.util.basic.MAX_ALLOWED_AP_INT_W (widest HLS ap_int), used by SetFolding
@@ -541,6 +541,21 @@ def op_resources(op: FinnOp, attrs: dict | None = None) -> Resources:
 
 
 # ----------------------------------------------------------------------------- bnhw elementwise units
+def dwc_luts(in_bits: int, out_bits: int) -> int:
+    """LUTs of a ``StreamingDataWidthConverter`` from ``in_bits`` to ``out_bits`` wide words (FINN's
+    ``lut_estimation``: a shift register up to the least common multiple of the widths and down again, plus the
+    counters; no BRAM, no DSP).  FINN gives the converter no cycles of its own (``get_exp_cycles`` is 0)."""
+    if in_bits < 1 or out_bits < 1:
+        raise ValueError(f"width converter widths must be >= 1 bit, got {in_bits} -> {out_bits}")
+    lcm = in_bits * out_bits // math.gcd(in_bits, out_bits)
+    luts = 0
+    if in_bits != lcm:
+        luts += abs(math.ceil(math.log(in_bits / lcm, 2))) + lcm     # math.log(x, 2) as FINN: same rounding
+    if lcm != out_bits:
+        luts += abs(math.ceil(math.log(lcm / out_bits, 2))) + out_bits
+    return int(luts)
+
+
 def bits_of(arr: np.ndarray | None) -> int:
     if arr is None or np.size(arr) == 0:
         return 0

@@ -259,7 +259,36 @@ def _apply(g: HwGraph, pick: Mapping[str, FoldOption]) -> HwGraph:
             fold[name]["pad_simd"] = o.pad_simd
         if o.parallel_window is not None:
             fold[name]["parallel_window"] = o.parallel_window
+    _follow_producers(g, fold, max((o.cycles for o in pick.values()), default=0))
     return g.with_folding(fold)
+
+
+def _follow_producers(g: HwGraph, fold: dict[str, dict[str, int]], ii: int) -> None:
+    """A channel-wise unit takes its producer's word width (its PE) where that costs it nothing more and keeps
+    it within the II.  The per-unit choice cannot see width converters (FINN's ``InsertDWC`` puts one wherever a
+    producer's word differs from its consumer's): a free DuplicateStreams is fully parallel on the Pareto front,
+    so behind an RPReLU at PE 1 it needed a converter on every side, up to 3,000 LUT each on NAS-BNN nets.  Units
+    are visited in graph order, so a follower's consumers can follow it in turn."""
+    for n in g.nodes:
+        if n.name not in fold or n.op not in _FOLLOWERS:
+            continue
+        prod = g.producer(n.inputs[0])
+        if prod is None or prod.name not in fold or prod.op not in _PE_WORD_OPS:
+            continue
+        pe, now = fold[prod.name]["PE"], fold[n.name]["PE"]
+        if pe == now or pe not in get_op(n.op).legal_pe(g, n):
+            continue
+        old = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": now}, n.params, n.layer)
+        new = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe}, n.params, n.layer)
+        r_old, r_new = _res_dict(node_resources(g, old)), _res_dict(node_resources(g, new))
+        if node_cycles(g, new) <= ii and all(r_new[k] <= r_old[k] for k in RESOURCE_KEYS):
+            fold[n.name]["PE"] = pe
+
+
+#: ops whose output word holds PE elements (the MVAU's PE neurons, a channel-wise unit's PE channels)
+_PE_WORD_OPS = ("MVAU", "Thresholding", "AddRequant", "RPReLU", "Duplicate")
+#: channel-wise ops whose input word holds PE elements (and whose PE no folding config sets apart from bnhw's)
+_FOLLOWERS = ("Duplicate", "Thresholding", "AddRequant", "RPReLU", "GlobalAvgPool", "LabelSelect")
 
 
 def _explain_misfit(p: _Problem, board_name: str) -> str:

@@ -193,12 +193,13 @@ def size_fifos(net: Netlist, *, frames: int = 5, verify: bool = False, max_secon
                       one_less, verified, complete=not out_of_time[0], seconds=time.time() - t0)
 
 
-def fifo_resources(net: Netlist, depths: list[int]) -> list[dict]:
-    """FINN's cost of every FIFO at ``depths`` (depth <= 2: not instantiated, free)."""
+def fifo_resources(net: Netlist, depths: list[int], style: str = "auto") -> list[dict]:
+    """FINN's cost of every FIFO at ``depths`` (depth <= 2: not instantiated, free); ``style``: the memory
+    style of FINN's large FIFOs (its ``large_fifo_mem_style``: ``"block"`` on a part without URAM)."""
     out = []
     for f, d in zip(net.fifos, depths):
         w = padded_width(f.width * f.bits)
-        c = fifo_cost(int(d), w) if d > 2 else None
+        c = fifo_cost(int(d), w, style) if d > 2 else None
         out.append({"name": f.name, "depth": int(d), "width_bits": w,
                     "style": c.style if c else "none", "bram18": c.bram18 if c else 0,
                     "uram": c.uram if c else 0, "lut": c.lut if c else 0})

@@ -41,11 +41,11 @@ from typing import ClassVar
 import numpy as np
 
 from ...errors import BnhwError
-from ..finn_models import swg_buffer_depth
+from ..finn_models import dwc_luts, swg_buffer_depth
 from ..ir import HwGraph, Node, per_channel
 from ..ops import backend_unit, finn_ops, folding_error, is_depthwise
 
-__all__ = ["Unit", "Fifo", "Netlist", "elaborate", "SimError", "LOOP_OPS", "PIPELINE_DEPTH"]
+__all__ = ["Unit", "Fifo", "Netlist", "elaborate", "width_converters", "SimError", "LOOP_OPS", "PIPELINE_DEPTH"]
 
 
 class SimError(BnhwError):
@@ -503,3 +503,18 @@ def _cycles_of(g: HwGraph, n: Node) -> list[int]:
 def elaborate(g: HwGraph) -> Netlist:
     """The simulator netlist of a folded graph (raises :class:`SimError` on an illegal folding)."""
     return _Elab(g).run()
+
+
+def width_converters(net: Netlist) -> list[dict]:
+    """The netlist's width converters -- where a producer's word differs from its consumer's, the rule of FINN's
+    ``InsertDWC`` -- with their word widths in bits and FINN's LUT estimate (:func:`~bnhw.hw.finn_models.dwc_luts`;
+    no BRAM, no DSP, no cycles of their own in FINN's model)."""
+    out = []
+    for u in net.units:
+        if u.finn_op != "StreamingDataWidthConverter_rtl":
+            continue
+        fin, fout = net.fifos[u.ins[0]], net.fifos[u.outs[0]]
+        in_bits, out_bits = fin.width * fin.bits, fout.width * fout.bits
+        out.append({"name": u.name, "after": net.units[fin.src].name if fin.src >= 0 else None,
+                    "stream": fin.stream, "in_bits": in_bits, "out_bits": out_bits, "lut": dwc_luts(in_bits, out_bits)})
+    return out
