@@ -37,9 +37,9 @@ bench: install
 #                                      kernels are chosen at run time (--kernels, $BNHW_KERNELS)
 #   make cpu-runtime CPU_ARCH=armv7    Cortex-A9 (PYNQ-Z2's PS), static, NEON
 #   make cpu-runtime CPU_ARCH=aarch64  Cortex-A53/A72, static, NEON
-# Output: build/cpu/<arch>/bnhw-run.  The flags are those of bnhw.hw.cpu.cross.TARGETS (a test checks).
+# Output: build/cpu/<arch>/bnhw-run (every src/*.c but the stand-alone test and counting programs).  The flags are those of bnhw.hw.cpu.cross.TARGETS (a test checks).
 CPU_SRC       := bnhw/hw/cpu/src
-CPU_C         := $(filter-out $(CPU_SRC)/kernel_test.c,$(wildcard $(CPU_SRC)/*.c))
+CPU_C         := $(filter-out $(CPU_SRC)/kernel_test.c $(CPU_SRC)/bgemm_count.c,$(wildcard $(CPU_SRC)/*.c))
 CPU_ARCH      ?= native
 CC_native     ?= gcc
 FLAGS_native  ?= -O3 -std=c99 -pthread $(if $(filter x86_64,$(shell uname -m)),-mpopcnt,)

@@ -551,6 +551,11 @@ def test_makefile_cross_flags_match_the_python_builds():
         cc = re.search(rf"^CC_{arch}\s*:=\s*(.+)$", text, re.M).group(1).strip()
         flags = re.search(rf"^FLAGS_{arch}\s*:=\s*(.+)$", text, re.M).group(1).split()
         assert cc == TARGETS[arch].compiler and tuple(flags) == TARGETS[arch].flags
+    # it links every source but the other programs' mains (runtime.MAINS), as the Python builds do
+    from bnhw.hw.cpu.runtime import MAINS
+
+    left_out = re.search(r"^CPU_C\s*:=\s*\$\(filter-out ([^,]+),", text, re.M).group(1).split()
+    assert sorted(f.rsplit("/", 1)[-1] for f in left_out) == sorted(m for m in MAINS if m != "bnhw_run.c")
 
 
 def test_popcount_peaks_run_only_where_the_cpu_has_them():
