@@ -161,18 +161,18 @@ def test_searched_space_subnet_builds_bit_exact_and_folds_better_than_setfolding
 
     out = tmp_path / "sub"
     p = run("build", "nasbnn-cifar-smallest", "--target", "pynq-z2", "-o", out, "--fifo-seconds", "3", "--no-finn",
-            "--csim-inputs", "8")
+            "--csim-inputs", "4")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "report.json").read_text())
     ops = {d["op"] for d in r["layers"]}
     assert {"AddRequant", "RPReLU", "AvgPoolSum", "Gather", "Duplicate", "GlobalAvgPool"} <= ops
     cs = r["checks"]["csim"]
-    assert cs["inputs"] == 8 and cs["outputs_bit_exact"] == 8        # classifier accumulators, bit-exact
-    assert r["checks"]["ir_vs_qonnx"]["labels_equal"] == 8
+    assert cs["inputs"] == 4 and cs["outputs_bit_exact"] == 4        # classifier accumulators, bit-exact
+    assert r["checks"]["ir_vs_qonnx"]["labels_equal"] == 4
     assert r["checks"]["ir_vs_qonnx"]["max_logit_rel_error"] < 1e-5
     sim = r["simulation"]                                              # 354 simulated units
     assert abs(sim["unbounded"]["ii_cycles"] - r["performance"]["ii_cycles"]) <= 0.01 * r["performance"]["ii_cycles"]
-    assert sim["functional"]["bit_exact"] == 8
+    assert sim["functional"]["bit_exact"] == 4
     assert sim["sized"]["ii_cycles"] == sim["unbounded"]["ii_cycles"]  # complete or not, sized depths keep the II
     g = HwGraph.load(out / "hw_graph.json")
     assert any(n.op == "MVAU" and n.attrs.get("groups", 1) > 1 for n in g.nodes)
