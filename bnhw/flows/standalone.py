@@ -37,7 +37,7 @@ from ..design.supernet import BinarySupernet
 from ..design.train import calibration_batches, scores
 from ..errors import BnhwError
 from ..quant.model import BinaryNet, recalibrate_bn
-from .train import FitConfig, fit
+from .train import CALIBRATION, FitConfig, fit
 
 INITS = ("inherit", "scratch")
 
@@ -156,7 +156,7 @@ def inherited_scores(model: BinaryNet, *, data: str, resolution: int, seed: int,
     if train_images is not None:
         x_train = x_train[:train_images]
     device = next(model.parameters()).device
-    recalibrate_bn(model, [b.to(device) for b in calibration_batches(x_train, 2, 128, seed)])
+    recalibrate_bn(model, [b.to(device) for b in calibration_batches(x_train, *CALIBRATION, seed)])
     (va, vl), (ta, tl) = scores(model, *bundle.val.tensors()), scores(model, *bundle.test.tensors())
     return {"val_accuracy": va, "val_loss": vl, "test_accuracy": ta, "test_loss": tl}
 

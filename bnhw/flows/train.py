@@ -88,6 +88,11 @@ ONECYCLE_MIN_RATIO = 4e-4 / 5e-2     # paper 001: "ranging from 5e-2 to 4e-4"
 ONECYCLE_WARMUP = 0.3                # share of the run spent rising (as torch's OneCycleLR)
 
 
+#: (batches, batch size) of the clean training images BN statistics are recalibrated on -- as the search does for
+#: every inherited subnet (``SearchOptions.calib_batches`` / ``calib_batch_size``)
+CALIBRATION = (2, 128)
+
+
 def one_cycle(step: int, total: int, low: float = ONECYCLE_MIN_RATIO, warmup: float = ONECYCLE_WARMUP) -> float:
     """The one-cycle factor of the peak rate at ``step`` of ``total``: a cosine rise from ``low`` to 1
     over the first ``warmup`` of the run, then a cosine fall back to ``low`` at ``total``."""
@@ -173,7 +178,7 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
         net = dist_util.wrap_ddp(model)
     rank, world = dist_util.rank(), dist_util.world_size()
     # BN statistics on clean (not augmented) training images, the same batches the search recalibrates on
-    calib = calibration_batches(x_all, 2, 128, cfg.seed)
+    calib = calibration_batches(x_all, *CALIBRATION, cfg.seed)
     if start == 0 and supernet is not None:
         recalibrate_bn(model, calib)
         # epoch 0: the inherited subnet itself, as the search scored it (val) and on the test split
