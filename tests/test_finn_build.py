@@ -77,6 +77,43 @@ def test_bnhw_fifo_depths_are_finn_node_attributes(tfc_build):
     assert nodes["Reshape_rtl_0"].get_nodeattr("PE") == cfg["Reshape_rtl_0"]["PE"] > 1
 
 
+def test_finns_own_full_flow_takes_bnhws_fifo_depths(tfc_build, tmp_path, monkeypatch):
+    """The build folder's DataflowBuildConfig, run by FINN's own builder with FINN's default steps up to
+    step_generate_hardware (code generation, IP generation, FIFO step): FINN's step_set_fifo_depths inserts its
+    FIFOs and applies bnhw's depth file, so its fifo_sizing report has bnhw's simulated depths.  Vivado HLS is not
+    here: only FINN's step_hw_ipgen is replaced by a no-op.  (Before the depth file, FINN stopped at that step:
+    "auto_fifo_depths is set to False but no fifo_config_file provided".)"""
+    import shutil
+
+    import finn.builder.build_dataflow_steps as finn_steps
+
+    from bnhw.hw.finn_compat import finn_build_dir, finn_builder
+
+    bd, bc = finn_builder()
+    work = tmp_path / "finn"
+    shutil.copytree(tfc_build / "finn", work, ignore=shutil.ignore_patterns("output", "finn_tmp"))
+    monkeypatch.setattr(finn_steps, "step_hw_ipgen", lambda model, cfg, parent_node=None: model)
+    monkeypatch.chdir(work)                     # `finn build` runs in the folder (the file paths are relative)
+    cfg = bc.DataflowBuildConfig.construct_from(work / "dataflow_build_config.json")
+    assert cfg.steps is None and cfg.auto_fifo_depths is False
+    steps = list(bc.default_build_dataflow_steps)
+    cfg.steps = steps[:steps.index("step_generate_hardware") + 1]
+    cfg.output_dir = work / "output"
+    (tmp_path / "tmp").mkdir()
+    with finn_build_dir(tmp_path / "tmp"):
+        rc = bd.build_dataflow_cfg(str(work / "model.onnx"), cfg)
+    assert rc == 0, (work / "output" / "build_dataflow.log").read_text()[-3000:]
+    finn_sized = json.loads((work / "output" / "report" / "fifo_sizing.json").read_text())["fifo_depths"]
+    ours = json.loads((work / "fifo_depths.json").read_text())["fifo_depths"]
+    assert finn_sized == ours and len(ours) >= 10
+    # the depths are bnhw's simulated ones: FINN's FIFO between two MVAUs = bnhw's sizing of that connection
+    sim = json.loads((tfc_build / "fifo_config.json").read_text())
+    deep = {k: v for k, v in sim.items() if k != "Defaults" and max(v.get("inFIFODepths", [0])) > 2}
+    assert deep and sorted(d for d in ours.values() if d > 2) == sorted(max(v["inFIFODepths"]) for v in deep.values())
+    info = json.loads((tfc_build / "finn" / "finn_build.json").read_text())["fifo_depths"]
+    assert info == {"file": "fifo_depths.json", "fifos": len(ours), "deeper_than_2": sum(d > 2 for d in ours.values())}
+
+
 def test_finn_estimates_of_every_node_equal_bnhw_models(tfc_build):
     """Per node of the graph FINN built: FINN's own cycles, LUT and BRAM18 = bnhw's models of that FINN op at
     bnhw's folding (the input Thresholding included: FINN gets the 8-bit pixel input bnhw's IR takes)."""

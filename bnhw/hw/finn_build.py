@@ -68,6 +68,9 @@ class FinnBuild:
     #: estimate of each: {"count", "LUT", "converters": [{"name", "after", "in_bits", "out_bits", "LUT"}]} or
     #: {"error": ...}
     dwc: dict[str, Any] = field(default_factory=dict)
+    #: FINN's FIFO-depth file for its full flow (:func:`finn_fifo_depths`): {"file", "fifos", "deeper_than_2"}
+    #: or {"error": ...}; empty without bnhw's FIFO sizing
+    fifo_depths: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,6 +158,48 @@ def finn_width_converters(model_path: Path) -> dict[str, Any]:
                          "in_bits": int(inst.get_nodeattr("inWidth")), "out_bits": int(inst.get_nodeattr("outWidth")),
                          "LUT": lut})
     return {"count": len(rows), "LUT": float(luts), "converters": rows}
+
+
+#: the FIFO-depth file of a build folder (FINN's ``fifo_config_file`` format), read by FINN's full flow
+FIFO_DEPTHS_FILE = "fifo_depths.json"
+
+
+def finn_fifo_depths(model_path: Path, part: str, large_fifo_style: str) -> dict[str, Any]:
+    """FINN's FIFO-depth file for the graph at ``model_path`` (the code-generation model, whose nodes carry
+    bnhw's ``inFIFODepths`` / ``outFIFODepths``): FINN's own ``step_set_fifo_depths`` (``auto_fifo_depths`` off)
+    inserts width converters and FIFOs with ``InsertDWC``, ``InsertFIFO(create_shallow_fifos=True)``,
+    ``SpecializeLayers``, ``GiveUniqueNodeNamesRecursive`` and ``GiveReadableTensorNames``, then requires a
+    ``fifo_config_file`` naming every ``StreamingFIFO_rtl`` it made (``ApplyFIFODepthsFromFile``).  The same
+    transformations run here, offline, so the file names FINN's FIFOs as its full flow will; each FIFO keeps
+    the depth ``InsertFIFO`` took from bnhw's attributes, deep ones in ``large_fifo_style`` memory.  The model
+    file is not changed.  Returns FINN's format (``fifo_depths``, ``impl_style``, ``ram_style``) or
+    ``{"error": ...}``."""
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from finn.transformation.qonnx.give_unique_node_names_recursive import GiveUniqueNodeNamesRecursive
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.transformation.general import GiveReadableTensorNames
+
+    try:
+        model = ModelWrapper(str(model_path))
+        for t in (InsertDWC(), InsertFIFO(create_shallow_fifos=True), SpecializeLayers(part),
+                  GiveUniqueNodeNamesRecursive(), GiveReadableTensorNames()):
+            model = model.transform(t)
+    except Exception as e:  # noqa: BLE001 - FINN's own refusal, reported
+        return {"error": f"FINN's FIFO insertion failed: {type(e).__name__}: {e}".splitlines()[0][:300]}
+    out: dict[str, Any] = {"fifo_depths": {}, "impl_style": {}, "ram_style": {}}
+    for node in model.get_nodes_by_op_type("StreamingFIFO_rtl"):
+        inst = getCustomOp(node)
+        depth = int(inst.get_nodeattr("depth"))
+        style = str(inst.get_nodeattr("ram_style"))
+        if style == "auto" and large_fifo_style != "auto" and inst.resolve_ram_style() in ("block", "ultra"):
+            style = large_fifo_style
+        out["fifo_depths"][node.name] = depth
+        out["impl_style"][node.name] = str(inst.get_nodeattr("impl_style"))
+        out["ram_style"][node.name] = style
+    return out
 
 
 def _codegen_dirs(model_path: Path, root: Path) -> dict[str, str]:
@@ -278,7 +323,10 @@ def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, cl
                     bc.DataflowOutputType.BITFILE, bc.DataflowOutputType.PYNQ_DRIVER,
                     bc.DataflowOutputType.DEPLOYMENT_PACKAGE])
     if fifo_depths:
-        full.auto_fifo_depths = False       # bnhw's simulated depths, from the folding config
+        # bnhw's simulated depths: the folding config sets them as node attributes, FINN's InsertFIFO takes them
+        # and its FIFO step then applies the depth file (written below from the generated graph)
+        full.auto_fifo_depths = False
+        full.fifo_config_file = Path(FIFO_DEPTHS_FILE)
     # deep FIFOs in block RAM where the part has no URAM (fifo.sv's own choice would be URAM), as bnhw costs them
     full.large_fifo_mem_style = bc.LargeFIFOMemStyle(large_fifo_style(board))
     _write_json(out / "dataflow_build_config.json", json.loads(json.dumps(full.to_dict(), default=str)))
@@ -316,6 +364,13 @@ def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, cl
     if res.codegen:
         res.dwc = finn_width_converters(models / "step_hw_codegen.onnx")
         _write_json(report / "estimate_dwc_bnhw.json", res.dwc)
+    if res.codegen and fifo_depths:
+        depths = finn_fifo_depths(models / "step_hw_codegen.onnx", board.part, large_fifo_style(board))
+        res.fifo_depths = {k: v for k, v in depths.items() if k == "error"} or {
+            "file": FIFO_DEPTHS_FILE, "fifos": len(depths["fifo_depths"]),
+            "deeper_than_2": sum(1 for d in depths["fifo_depths"].values() if d > 2)}
+        if "error" not in depths:
+            _write_json(out / FIFO_DEPTHS_FILE, depths)
     completed = report / "bnhw_completed_folding.json"
     if completed.is_file():         # FINN's full flow has no bnhw step: its folding config says the same
         for u in json.loads(completed.read_text())["units"]:
