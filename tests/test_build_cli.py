@@ -76,6 +76,41 @@ def test_cnv_w1a1_at_finn_examples_folding(tmp_path):
         assert q.returncode == 0, q.stderr
         labels[engine] = json.loads(q.stdout)["labels"]
     assert labels["finn"] == labels["ir"] and len(labels["ir"]) == 8
+    # bnhw's FIFO sizing as a step of FINN's own flow on FINN's graph of the same net and folding (the graph FINN
+    # built from the QONNX, with FINN's max-pool units and width converters): FINN's FIFO step keeps its depths,
+    # the II is FINN's slowest node's, and the deep FIFOs are the ones bnhw sized on its IR
+    sized = _finn_flow_with_bnhw_fifo_step(out / "finn" / "model.onnx", out / "finn" / "folding_config.json",
+                                           tmp_path / "fifo_step")
+    assert sized["finn_fifo_sizing"] == sized["finn_fifos"] and len(sized["finn_fifos"]) > 20
+    assert sized["ii_sized"] == sized["ii_unbounded"] == sized["finn_max_exp_cycles"] == 32768 and sized["complete"]
+    ir_sized = json.loads((out / "finn" / "fifo_depths.json").read_text())["fifo_depths"]
+    assert sorted(d for d in sized["finn_fifos"].values() if d > 2) == sorted(d for d in ir_sized.values() if d > 2)
+
+
+def _finn_flow_with_bnhw_fifo_step(model, folding, work):
+    """FINN's default steps up to step_generate_hardware with bnhw's FIFO step before it (Vivado HLS is not here:
+    FINN's step_hw_ipgen is replaced by a no-op; everything else is FINN's)."""
+    from unittest import mock
+
+    from bnhw.hw.finn_compat import finn_build_dir, finn_builder
+    from bnhw.hw.finn_steps import step_bnhw_fifo_depths
+
+    bd, bc = finn_builder()                     # FINN's offline settings first, then its modules
+    import finn.builder.build_dataflow_steps as finn_steps
+    steps = list(bc.default_build_dataflow_steps)
+    steps = steps[:steps.index("step_generate_hardware") + 1]
+    steps.insert(steps.index("step_generate_hardware"), step_bnhw_fifo_depths)
+    (work / "tmp").mkdir(parents=True)
+    cfg = bc.DataflowBuildConfig(output_dir=str(work / "o"), synth_clk_period_ns=10.0, board="Pynq-Z2",
+                                 shell_flow_type=bc.ShellFlowType.VIVADO_ZYNQ, steps=steps,
+                                 folding_config_file=folding, generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS])
+    with mock.patch.object(finn_steps, "step_hw_ipgen", lambda model, cfg, parent_node=None: model), \
+            finn_build_dir(work / "tmp"):
+        rc = bd.build_dataflow_cfg(str(model), cfg)
+    assert rc == 0, (work / "o" / "build_dataflow.log").read_text()[-3000:]
+    rep = json.loads((work / "o" / "report" / "bnhw_fifo_sizing.json").read_text())
+    rep["finn_fifo_sizing"] = json.loads((work / "o" / "report" / "fifo_sizing.json").read_text())["fifo_depths"]
+    return rep
 
 
 def test_tfc_default_folding_fits_and_round_trips(tmp_path):

@@ -85,11 +85,10 @@ def test_finns_own_full_flow_takes_bnhws_fifo_depths(tfc_build, tmp_path, monkey
     "auto_fifo_depths is set to False but no fifo_config_file provided".)"""
     import shutil
 
-    import finn.builder.build_dataflow_steps as finn_steps
-
     from bnhw.hw.finn_compat import finn_build_dir, finn_builder
 
-    bd, bc = finn_builder()
+    bd, bc = finn_builder()                     # FINN's offline settings first, then its modules
+    import finn.builder.build_dataflow_steps as finn_steps
     work = tmp_path / "finn"
     shutil.copytree(tfc_build / "finn", work, ignore=shutil.ignore_patterns("output", "finn_tmp"))
     monkeypatch.setattr(finn_steps, "step_hw_ipgen", lambda model, cfg, parent_node=None: model)

@@ -269,3 +269,52 @@ def test_fifo_config_file_reads_back_the_sized_depths(tmp_path):
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ii_cycles"] == 256 and "FIFO sizing" in r.stderr
+
+
+# ----------------------------------------------------------------------------- FINN graphs (timing netlist)
+def _dnode(name, op, ins, outs, in_f, out_f, **attrs):
+    from bnhw.hw.sim.dataflow_netlist import DataflowNode
+
+    return DataflowNode(name, op, ins, outs, attrs, in_f, out_f, [1] * len(ins), [1] * len(outs))
+
+
+def test_a_finn_graph_with_an_op_bnhw_does_not_model_is_one_line():
+    from bnhw.hw.sim.dataflow_netlist import elaborate_dataflow
+    from bnhw.hw.sim.netlist import SimError
+
+    nodes = [_dnode("Lookup_hls_0", "Lookup_hls", ["x"], ["y"], [(1, 8, 1)], [(1, 8, 4)])]
+    with pytest.raises(SimError) as e:
+        elaborate_dataflow(nodes, "x", "y")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("Lookup_hls_0: ") and "Lookup_hls" in msg and "MVAU" in msg
+
+
+def test_a_finn_graph_without_its_width_converters_is_refused():
+    from bnhw.hw.sim.dataflow_netlist import elaborate_dataflow
+    from bnhw.hw.sim.netlist import SimError
+
+    nodes = [_dnode("Thresholding_rtl_0", "Thresholding_rtl", ["x"], ["t"], [(1, 4, 2)], [(1, 4, 2)]),
+             _dnode("MVAU_hls_0", "MVAU_hls", ["t"], ["y"], [(1, 2, 4)], [(1, 2, 2)], MW=8, MH=4, SIMD=4, PE=2,
+                    numInputVectors=[1])]
+    with pytest.raises(SimError, match="InsertDWC"):
+        elaborate_dataflow(nodes, "x", "y")
+
+
+def test_finn_max_pool_and_mvau_schedules_reach_their_cycle_counts():
+    """StreamingMaxPool 4x4 -> 2x2 (2 channel folds) then an MVAU (MW=4, SIMD=2, MH=4, PE=1, per pixel): the
+    simulated II is the slower unit's words per frame, every output pixel written once."""
+    from bnhw.hw.sim.dataflow_netlist import elaborate_dataflow
+    from bnhw.hw.sim.engine import UNBOUNDED, run_engine
+    from bnhw.hw.sim.simulate import steady_ii
+
+    nodes = [_dnode("StreamingMaxPool_hls_0", "StreamingMaxPool_hls", ["x"], ["p"], [(1, 4, 4, 2, 2)],
+                    [(1, 2, 2, 2, 2)], ImgDim=[4, 4], PoolDim=[2, 2], NumChannels=4, PE=2),
+             _dnode("MVAU_hls_0", "MVAU_hls", ["p"], ["y"], [(1, 2, 2, 2, 2)], [(1, 2, 2, 4, 1)], MW=4, MH=4,
+                    SIMD=2, PE=1, numInputVectors=[1, 2, 2])]
+    net = elaborate_dataflow(nodes, "x", "y")
+    pool = net.unit("StreamingMaxPool_hls_0")
+    assert pool.positions == 32 and int(((pool.flags >> 4) & 1).sum()) == 8
+    mvau = net.unit("MVAU_hls_0")
+    assert mvau.positions == 4 * 4 * 2                 # pixels x NF x SF
+    raw = run_engine(net, [UNBOUNDED] * len(net.fifos), 6)
+    assert steady_ii(raw.frame_done) == 32

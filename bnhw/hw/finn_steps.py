@@ -1,4 +1,6 @@
-"""bnhw's resource-aware folding as a FINN builder step, for any FINN build.
+"""bnhw's steps for FINN builds: resource-aware folding (:func:`step_bnhw_folding`) and FIFO sizing by cycle
+simulation (:func:`step_bnhw_fifo_depths`, see its docstring), for any FINN graph; and the steps bnhw's own
+builds of its IR need (:func:`step_bnhw_node_order`, :func:`step_bnhw_units`).
 
 FINN's ``step_target_fps_parallelization`` runs ``SetFolding``: it meets a cycle target node by node and never
 looks at resources, so the user guesses ``target_fps``, builds and finds out whether the design fits.  bnhw's
@@ -48,6 +50,7 @@ from .boards import BOARDS, Board, get_board
 from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
 
 __all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step", "step_bnhw_units",
+           "step_bnhw_fifo_depths", "bnhw_fifo_depths_step",
            "step_bnhw_node_order", "NODE_ORDER_KEY"]
 
 _PE_OPS = ("DuplicateStreams_hls", "GlobalAccPool_hls", "Thresholding_hls", "Thresholding_rtl",
@@ -409,3 +412,114 @@ def step_bnhw_units(model, cfg):
         "estimated_latency_ns": max(path.values(), default=0) * clk_ns, "nodes": len(cycles),
         "bnhw_units": len(units)})
     return model
+
+
+# ----------------------------------------------------------------------------- FIFO sizing as a FINN step
+def _dataflow_nodes(model) -> list:
+    """The HW nodes of a FINN graph as :class:`~bnhw.hw.sim.dataflow_netlist.DataflowNode` records (FINN's
+    folded stream shapes and datatypes, its expected cycles); a non-HW node is a one-line error."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from .sim.dataflow_netlist import DataflowNode
+
+    produced = {t for n in model.graph.node for t in n.output}
+    first_input = model.graph.input[0].name
+    out = []
+    for node in model.graph.node:
+        if not _is_hw(node):
+            raise BnhwError(f"{node.name}: {node.op_type} is not a FINN HW node; FIFO sizing needs the dataflow "
+                            "partition (run it after step_create_dataflow_partition and step_specialize_layers)")
+        inst = getCustomOp(node)
+        ins = [i for i, t in enumerate(node.input)
+               if t and model.get_initializer(t) is None and (t in produced or t == first_input)]
+        attrs = {a.name: inst.get_nodeattr(a.name) for a in node.attribute
+                 if a.name in inst.get_nodeattr_types()}
+        out.append(DataflowNode(
+            name=node.name, op_type=node.op_type, inputs=[node.input[i] for i in ins], outputs=list(node.output),
+            attrs=attrs, in_folded=[tuple(int(d) for d in inst.get_folded_input_shape(i)) for i in ins],
+            out_folded=[tuple(int(d) for d in inst.get_folded_output_shape(q)) for q in range(len(node.output))],
+            in_bits=[int(inst.get_input_datatype(i).bitwidth()) for i in ins],
+            out_bits=[int(inst.get_output_datatype(q).bitwidth()) for q in range(len(node.output))],
+            exp_cycles=int(inst.get_exp_cycles()), extra={"input_index": ins}))
+    return out
+
+
+def bnhw_fifo_depths_step(frames: int = 5, max_seconds: float = 300.0) -> Callable[[Any, Any], Any]:
+    """A FINN builder step sizing the FIFOs of any FINN dataflow graph with bnhw's cycle simulator, in place of
+    FINN's RTL-simulation sizing (``auto_fifo_depths``, which needs Vivado's simulator and hours on a large net).
+    Put it after the folding (``step_apply_folding_config`` / ``step_minimize_bit_width``) and before
+    ``step_generate_hardware`` (or ``step_hw_codegen``).
+
+    The step inserts FINN's width converters into a copy of the graph (``InsertDWC``, as FINN's FIFO step will),
+    elaborates it into the simulator's netlist (:mod:`bnhw.hw.sim.dataflow_netlist`: the schedule bnhw models for
+    each FINN op), sizes every FIFO to the smallest depth that keeps the unbounded-FIFO II
+    (:func:`bnhw.hw.sim.fifo_sizing.size_fifos`, ``frames`` frames, at most ``max_seconds``), and writes the depths
+    into the graph as FINN's ``inFIFODepths`` / ``outFIFODepths``.  It then makes FINN's FIFO step keep them:
+    ``cfg.auto_fifo_depths`` off and ``cfg.fifo_config_file`` set to a file naming the FIFOs FINN will insert
+    (:func:`bnhw.hw.finn_build.finn_fifo_depths`).  Writes ``report/bnhw_fifo_sizing.json`` (every FIFO with its
+    depth and the II with one slot less, the II with unbounded and sized FIFOs, FINN's slowest node's cycles) and
+    ``bnhw_fifo_depths.json`` (FINN's ``fifo_config_file`` format) into ``cfg.output_dir``."""
+
+    def step_bnhw_fifo_depths(model, cfg):
+        import logging
+
+        from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+        from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+        from qonnx.custom_op.registry import getCustomOp
+
+        from .finn_build import finn_fifo_depths
+        from .sim.dataflow_netlist import elaborate_dataflow
+        from .sim.fifo_sizing import size_fifos
+
+        log = logging.getLogger("bnhw.finn_steps")
+        b = _board_of(cfg)
+        with_dwcs = model.transform(InsertDWC()).transform(SpecializeLayers(b.part))
+        nodes = _dataflow_nodes(with_dwcs)
+        net = elaborate_dataflow(nodes, with_dwcs.graph.input[0].name, with_dwcs.graph.output[0].name)
+        sized = size_fifos(net, frames=frames, max_seconds=max_seconds, progress=lambda s: log.info("bnhw FIFO sizing: %s", s))
+        by_name = {n.name: n for n in model.graph.node}
+        index = {n.name: n.extra["input_index"] for n in nodes}
+        rows = []
+        for f, d in zip(net.fifos, sized.depths):
+            src, dst = net.units[f.src], net.units[f.dst]
+            depth = max(2, int(d))
+            if src.name in by_name:
+                _set_depth(getCustomOp(by_name[src.name]), "outFIFODepths", src.outs.index(net.fifos.index(f)), depth)
+            if dst.name in by_name:
+                k = index[dst.name][dst.ins.index(net.fifos.index(f))]
+                _set_depth(getCustomOp(by_name[dst.name]), "inFIFODepths", k, depth)
+            rows.append({"fifo": f.name, "depth": int(d), "words_per_frame": f.words, "width_bits": f.width * f.bits})
+        out = Path(cfg.output_dir)
+        (out / "report").mkdir(parents=True, exist_ok=True)
+        tmp = out / "bnhw_fifo_sizing_model.onnx"
+        model.save(str(tmp))
+        depths = finn_fifo_depths(tmp, b.part, str(getattr(cfg.large_fifo_mem_style, "value", "auto")))
+        tmp.unlink()
+        if "error" in depths:
+            raise BnhwError(f"step_bnhw_fifo_depths: {depths['error']}")
+        path = out / "bnhw_fifo_depths.json"
+        _write(path, depths)
+        cfg.auto_fifo_depths = False
+        cfg.fifo_config_file = path.resolve()
+        _write(out / "report" / "bnhw_fifo_sizing.json", {
+            "how": "bnhw's cycle simulator on FINN's graph with FINN's width converters (each unit scheduled as "
+                   "bnhw models its FINN op; modelled, not RTL simulation): the smallest depth per FIFO keeping "
+                   "the unbounded-FIFO II",
+            "ii_unbounded": sized.ii_unbounded, "ii_sized": sized.ii_sized,
+            "finn_max_exp_cycles": max((n.exp_cycles for n in nodes), default=0),
+            "runs": sized.runs, "seconds": round(sized.seconds, 2), "complete": sized.complete,
+            "fifos": rows, "finn_fifos": depths["fifo_depths"]})
+        return model
+
+    return step_bnhw_fifo_depths
+
+
+def _set_depth(inst, attr: str, k: int, depth: int) -> None:
+    cur = [int(x) for x in inst.get_nodeattr(attr)]
+    cur += [2] * (k + 1 - len(cur))
+    cur[k] = depth
+    inst.set_nodeattr(attr, cur)
+
+
+#: the FIFO-sizing step for ``DataflowBuildConfig.steps`` (5 frames, at most 300 s)
+step_bnhw_fifo_depths = bnhw_fifo_depths_step()

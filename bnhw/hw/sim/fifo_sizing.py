@@ -214,8 +214,12 @@ def finn_unit_names(net: Netlist, nodes: list[dict[str, str]] | None = None) -> 
     its own)."""
     from ..ops import finn_graph_ops
 
-    rows = ([(name, ir, op.op_type) for name, ir, op in finn_graph_ops(net.graph)] if nodes is None else
-            [(r["finn"], r["ir"], r["final"]) for r in nodes])
+    if nodes is not None:
+        rows = [(r["finn"], r["ir"], r["final"]) for r in nodes]
+    elif net.graph is not None:
+        rows = [(name, ir, op.op_type) for name, ir, op in finn_graph_ops(net.graph)]
+    else:
+        raise ValueError("finn_unit_names: a netlist from a FINN graph already has FINN's names")
     pending: dict[tuple[str, str], list[str]] = {}
     per_node: dict[str, list[str]] = {}
     for name, ir, t in rows:

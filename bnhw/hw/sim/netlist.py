@@ -45,7 +45,8 @@ from ..finn_models import dwc_luts, swg_buffer_depth
 from ..ir import HwGraph, Node, per_channel
 from ..ops import backend_unit, finn_ops, folding_error, is_depthwise
 
-__all__ = ["Unit", "Fifo", "Netlist", "elaborate", "width_converters", "SimError", "LOOP_OPS", "PIPELINE_DEPTH"]
+__all__ = ["Unit", "Fifo", "Netlist", "elaborate", "width_converters", "SimError", "LOOP_OPS", "PIPELINE_DEPTH",
+           "router_arrays"]
 
 
 class SimError(BnhwError):
@@ -103,7 +104,7 @@ class Unit:
 
 @dataclass
 class Netlist:
-    graph: HwGraph
+    graph: HwGraph | None          # None: elaborated from a FINN graph (:mod:`.dataflow_netlist`)
     units: list[Unit]
     fifos: list[Fifo]
     in_width: int
@@ -117,7 +118,7 @@ class Netlist:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _router_arrays(route: np.ndarray, in_width: int, out_width: int, in_elems: int, group: int = 1) -> tuple:
+def router_arrays(route: np.ndarray, in_width: int, out_width: int, in_elems: int, group: int = 1) -> tuple:
     """``need`` / ``oldest`` per output word of a frame from the element route; ``group``: output
     words released together (a window generator emits a window once all of it is buffered)."""
     if route.size % out_width:
@@ -199,7 +200,7 @@ class _Elab:
         if elems % want:
             raise SimError(f"stream {stream!r}: {want} elements per word do not divide its {elems} elements")
         route = np.arange(elems, dtype=np.int64)
-        need, oldest = _router_arrays(route, have, want, elems)
+        need, oldest = router_arrays(route, have, want, elems)
         cap = -(-want // have) + 1
         u = Unit(self._name("StreamingDataWidthConverter_rtl"), "", "router", "StreamingDataWidthConverter_rtl",
                  in_words=elems // have, out_words=elems // want, cap=cap, need=need, oldest=oldest,
@@ -284,7 +285,7 @@ class _Elab:
     def _router(self, n: Node, name: str, finn_op: str, route: np.ndarray, in_stream: str, in_width: int,
                 out_width: int, cap_min: int, pad: int, out_stream: str, out_bits: int, cycles: int,
                 in_elems: int, note: str = "", group: int = 1) -> int:
-        need, oldest = _router_arrays(route, in_width, out_width, in_elems, group)
+        need, oldest = router_arrays(route, in_width, out_width, in_elems, group)
         span = int((need - oldest).max()) if need.size else 1
         u = Unit(name, n.name, "router", finn_op, in_words=in_elems // in_width,
                  out_words=route.size // out_width, cap=max(cap_min, span, 1), need=need, oldest=oldest,

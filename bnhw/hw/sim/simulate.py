@@ -153,6 +153,8 @@ def simulate(g: HwGraph | Netlist, frames: int = 10, *, depths=None, inputs: np.
     """
     net = g if isinstance(g, Netlist) else elaborate(g)
     graph = net.graph
+    if graph is None:
+        raise BnhwError("simulate: a netlist elaborated from a FINN graph is for FIFO sizing (timing) only")
     if frames < 1:
         raise BnhwError("simulate: frames must be >= 1")
     d = resolve_depths(net, depths)
