@@ -286,47 +286,71 @@ void dwc(hls::stream<ap_uint<PIN * T::BITS> > &in, hls::stream<ap_uint<POUT * T:
 
 // Sliding window generator (FINN ConvolutionInputGenerator semantics): input
 // (H, W, C) in words of SIMD channels; output (HO, WO, K*K*C), window elements
-// ordered (ky, kx, c), SIMD channels per word.  A circular buffer of
-// R = (K-1)*DIL + 1 input rows; padding taps emit `padword`.
+// ordered (ky, kx, c), SIMD channels per word; padding taps emit `padword`.
+// A ring of R + STRIDE input rows (R = (K-1)*DIL + 1): while output row oy is
+// emitted, one word per cycle, the STRIDE rows output row oy+1 needs next are
+// read in the same loop (one word per cycle), so reading and writing overlap
+// as in FINN's RTL window generator and a row costs max(read, write) cycles.
 template <int H, int W, int C, int K, int STRIDE, int PAD, int DIL, int HO, int WO, int SIMD, class TI, class TO>
 void swg(hls::stream<ap_uint<SIMD * TI::BITS> > &in, hls::stream<ap_uint<SIMD * TO::BITS> > &out,
          const ap_uint<SIMD * TO::BITS> padword) {
     const int R = (K - 1) * DIL + 1;
+    const int NB = R + STRIDE;
     const int CF = C / SIMD;
-    static ap_uint<SIMD * TI::BITS> buf[R][W][CF];
-    int rows_read = 0;
+    const int ROW = W * CF;                 // words per input row
+    const int EMIT = WO * K * K * CF;       // words per output row
+    static ap_uint<SIMD * TI::BITS> buf[NB][W][CF];
+    int rows_read = 0, col = 0;             // col: words of row `rows_read` read so far
     for (int oy = 0; oy < HO; oy++) {
         int last = oy * STRIDE - PAD + (K - 1) * DIL;
         if (last > H - 1) last = H - 1;
-        while (rows_read <= last) {
-            for (int x = 0; x < W; x++)
-                for (int cf = 0; cf < CF; cf++) {
+        int next = (oy + 1) * STRIDE - PAD + (K - 1) * DIL;     // the last row output row oy+1 needs
+        if (oy + 1 == HO || next > H - 1) next = (oy + 1 == HO) ? last : H - 1;
+        while (rows_read <= last) {         // rows this output row needs and the previous one did not read
 #pragma HLS PIPELINE II=1
-                    buf[rows_read % R][x][cf] = in.read();
-                }
-            rows_read++;
+            buf[rows_read % NB][col / CF][col % CF] = in.read();
+            if (++col == ROW) {
+                col = 0;
+                rows_read++;
+            }
         }
-        for (int ox = 0; ox < WO; ox++)
-            for (int ky = 0; ky < K; ky++)
-                for (int kx = 0; kx < K; kx++)
-                    for (int cf = 0; cf < CF; cf++) {
+        int ox = 0, ky = 0, kx = 0, cf = 0;
+        for (int i = 0; i < EMIT; i++) {
 #pragma HLS PIPELINE II=1
-                        const int iy = oy * STRIDE - PAD + ky * DIL;
-                        const int ix = ox * STRIDE - PAD + kx * DIL;
-                        ap_uint<SIMD * TO::BITS> o;
-                        if (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                            o = Widen<TI, TO, SIMD>::run(buf[iy % R][ix][cf]);
-                        else
-                            o = padword;
-                        out.write(o);
+            if (rows_read <= next) {         // overlap: the next output row's new rows
+                buf[rows_read % NB][col / CF][col % CF] = in.read();
+                if (++col == ROW) {
+                    col = 0;
+                    rows_read++;
+                }
+            }
+            const int iy = oy * STRIDE - PAD + ky * DIL;
+            const int ix = ox * STRIDE - PAD + kx * DIL;
+            ap_uint<SIMD * TO::BITS> o;
+            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                o = Widen<TI, TO, SIMD>::run(buf[iy % NB][ix][cf]);
+            else
+                o = padword;
+            out.write(o);
+            if (++cf == CF) {
+                cf = 0;
+                if (++kx == K) {
+                    kx = 0;
+                    if (++ky == K) {
+                        ky = 0;
+                        ox++;
                     }
+                }
+            }
+        }
     }
     while (rows_read < H) {                 // rows no window reaches
-        for (int i = 0; i < W * CF; i++) {
 #pragma HLS PIPELINE II=1
-            in.read();
+        in.read();
+        if (++col == ROW) {
+            col = 0;
+            rows_read++;
         }
-        rows_read++;
     }
 }
 
@@ -379,10 +403,15 @@ void mvau(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<ap_uint<P
 // Grouped MVAU (block-diagonal grouped convolution).  The input vector is the
 // SWG window (KK taps x C channels, tap-major); output channel o belongs to
 // group o / (MH/GROUPS) and sees the CG = C/GROUPS channels of its group at
-// every tap.  Per pixel the window is first buffered (MW/SIMD words), then
-// GROUPS x NFG x SFG tiles are computed (NFG = MH/GROUPS/PE, SFG = KK*CG/SIMD).
-// weights[pe][(g*NFG + nfg)*SFG + sf]: SIMD weights of neuron g*MH/GROUPS +
-// nfg*PE + pe, group-local synapses sf*SIMD ...  (ordered (tap, channel)).
+// every tap.  Per pixel GROUPS x NFG x SFG tiles are computed (NFG =
+// MH/GROUPS/PE, SFG = KK*CG/SIMD), one per cycle, while the next pixel's window
+// (MW/SIMD = GROUPS x SFG words, never more than the tiles) is read into the
+// other half of a ping-pong buffer: after the first window a frame takes
+// PIXELS x GROUPS x NFG x SFG cycles, the unit's modelled cycle count (reading
+// and computing overlap as in FINN's MVAU, which reads during its first
+// neuron fold).  weights[pe][(g*NFG + nfg)*SFG + sf]: SIMD weights of neuron
+// g*MH/GROUPS + nfg*PE + pe, group-local synapses sf*SIMD ...  (ordered (tap,
+// channel)).
 template <int PIXELS, int KK, int C, int MH, int GROUPS, int SIMD, int PE, class DOT, class TO, class ACC,
           class WS, int NCH, class ACT>
 void mvau_grouped(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
@@ -390,38 +419,51 @@ void mvau_grouped(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<a
     const int CG = C / GROUPS;
     const int CW = CG / SIMD;               // words per group per tap
     const int CT = C / SIMD;                // words per tap
+    const int WW = KK * CT;                 // words per window
     const int SFG = KK * CW;
     const int NFG = MH / GROUPS / PE;
-    ap_uint<SIMD * DOT::TI::BITS> inbuf[KK * CT];
+    const int TILES = GROUPS * NFG * SFG;   // >= WW (NFG >= 1)
+    ap_uint<SIMD * DOT::TI::BITS> inbuf[2][WW];
+#pragma HLS ARRAY_PARTITION variable=inbuf complete dim=1
+#pragma HLS DEPENDENCE variable=inbuf inter false
     ACC acc[PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
+    for (int i = 0; i < WW; i++) {          // the first window
+#pragma HLS PIPELINE II=1
+        inbuf[0][i] = in.read();
+    }
     for (int px = 0; px < PIXELS; px++) {
-        for (int i = 0; i < KK * CT; i++) {
+        const int cur = px & 1;
+        int rd = 0, g = 0, nfg = 0, sf = 0, tile = 0;
+        for (int t = 0; t < TILES; t++) {
 #pragma HLS PIPELINE II=1
-            inbuf[i] = in.read();
-        }
-        int tile = 0;
-        for (int g = 0; g < GROUPS; g++)
-            for (int nfg = 0; nfg < NFG; nfg++) {
-                for (int sf = 0; sf < SFG; sf++) {
-#pragma HLS PIPELINE II=1
-                    const int tap = sf / CW;
-                    const int j = sf - tap * CW;
-                    ap_uint<SIMD * DOT::TI::BITS> x = inbuf[tap * CT + g * CW + j];
-                    for (int pe = 0; pe < PE; pe++) {
+            if (px + 1 < PIXELS && rd < WW) {   // the next pixel's window, one word per cycle
+                inbuf[cur ^ 1][rd] = in.read();
+                rd++;
+            }
+            const int tap = sf / CW;
+            const int j = sf - tap * CW;
+            ap_uint<SIMD * DOT::TI::BITS> x = inbuf[cur][tap * CT + g * CW + j];
+            for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
-                        ACC partial = DOT::run(x, load_word<SIMD * DOT::WBITS>(weights[pe][tile]));
-                        acc[pe] = (sf == 0) ? partial : ACC(acc[pe] + partial);
-                    }
-                    tile++;
-                }
+                ACC partial = DOT::run(x, load_word<SIMD * DOT::WBITS>(weights[pe][tile]));
+                acc[pe] = (sf == 0) ? partial : ACC(acc[pe] + partial);
+            }
+            tile++;
+            if (++sf == SFG) {
                 ap_uint<PE * TO::BITS> o = 0;
                 for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
                     TO::template set<PE>(o, pe, act.activate(g * NFG + nfg, pe, acc[pe]));
                 }
                 out.write(o);
+                sf = 0;
+                if (++nfg == NFG) {
+                    nfg = 0;
+                    g++;
+                }
             }
+        }
     }
 }
 
