@@ -345,11 +345,32 @@ def _run_csim(g: HwGraph, prep: PreparedNetwork, out: Path, opts: BuildOptions, 
                         f"inputs (see hls/ in the build folder)")
     echo(f"C simulation (g++): bit-exact with the IR reference on {n}/{n} digits images"
          + (f" (and on the {pre} accumulators)" if acc_exact is not None else ""))
+    res["schedule"] = _hls_schedule(g, prep, hls_dir)
+    sc = res["schedule"]
+    echo(f"HLS code's schedule (C simulation with cycle stamps, {sc['frames']} frames): II {sc['ii_cycles']:,} "
+         f"cycles per frame, the estimate {sc['estimate_ii_cycles']:,} ({100 * sc['relative_error']:+.1f}%)")
     if tools.get("available"):
         res["synthesis"] = _run_vendor_synthesis(tools["hls"], hls_dir, echo)
     else:
         echo(f"{tools['message']} (stopped after C simulation)")
     return res
+
+
+def _hls_schedule(g: HwGraph, prep: PreparedNetwork, hls_dir: Path) -> dict:
+    """The per-frame cycle count of the generated HLS code's schedule (:func:`bnhw.hw.hls.csim_cycles`: each
+    pipelined-loop iteration one cycle, unbounded streams) on 3 frames back to back, against the II estimate."""
+    from ..hw.hls import csim_cycles
+    from ..hw.ops import node_cycles
+
+    x = np.asarray(prep.int_inputs)
+    frames = np.concatenate([x] * (-(-3 // len(x))))[:3]
+    r = csim_cycles(g, frames, work_dir=hls_dir)
+    est = max(node_cycles(g, n) for n in g.nodes)
+    return {"frames": r["frames"], "ii_cycles": r["ii_cycles"], "first_frame_cycles": r["first_frame_cycles"],
+            "estimate_ii_cycles": int(est), "relative_error": r["ii_cycles"] / est - 1.0,
+            "how": "g++ C simulation of the generated code with cycle stamps (bnhw_dataflow.h, BNHW_TIMING): every "
+                   "iteration of a pipelined loop one cycle, a word readable the cycle after it was written, "
+                   "unbounded streams; what Vitis HLS builds if it meets every PIPELINE II=1 pragma, not synthesis"}
 
 
 def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, total: dict, opts: BuildOptions,

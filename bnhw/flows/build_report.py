@@ -90,6 +90,11 @@ def render_markdown(r: dict) -> str:
                      + (f"; `{cs['compared_stream']}` (before the label select) bit-exact on "
                         f"{cs['pre_label_bit_exact']}/{cs['inputs']}" if cs.get("pre_label_bit_exact") is not None
                         else ""))
+        if cs.get("schedule"):
+            sc = cs["schedule"]
+            lines.append(f"- the generated code's schedule (C simulation with cycle stamps: one cycle per pipelined "
+                         f"loop iteration, unbounded streams; not synthesis): II {sc['ii_cycles']:,} cycles per frame, "
+                         f"the estimate {sc['estimate_ii_cycles']:,} ({100 * sc['relative_error']:+.1f}%)")
     else:
         lines.append(f"- C simulation: {cs.get('csim')}")
     lines += _render_sim(r)

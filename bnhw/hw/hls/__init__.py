@@ -20,8 +20,8 @@ from .codegen import (
     header_path,
     node_words,
 )
-from .csim import compile_csim, csim, default_cache_dir, vendor_tools
+from .csim import compile_csim, csim, csim_cycles, default_cache_dir, vendor_tools
 from .project import generate_project, render_project
 
-__all__ = ["generate_project", "render_project", "csim", "compile_csim", "vendor_tools", "ap_types_dir",
+__all__ = ["generate_project", "render_project", "csim", "csim_cycles", "compile_csim", "vendor_tools", "ap_types_dir",
            "header_path", "default_cache_dir", "HLSError", "node_words", "ap_int_max_w", "HLS_MAX_WORD_BITS"]

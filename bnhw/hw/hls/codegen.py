@@ -315,7 +315,7 @@ class Generator:
     def _stream_var(self, stream: str, p: int, suffix: str = "") -> str:
         t = self.g.streams[stream].dtype
         v = self._unique(f"s_{c_ident(stream)}{suffix}")
-        self.decls.append(f"    hls::stream<{_word(t, p)}> {v}(\"{v}\");\n"
+        self.decls.append(f"    BNHW_TIMING_STATIC hls::stream<{_word(t, p)}> {v}(\"{v}\");\n"
                           f"#pragma HLS STREAM variable={v} depth=2")
         return v
 
@@ -392,8 +392,8 @@ class Generator:
         fn = self._unique(f"drain_{c_ident(s)}")
         self.funcs.append(f"// stream {s} is not used: discard it\n"
                           f"static void {fn}(hls::stream<{_word(st.dtype, p)}> &in) {{\n#pragma HLS INLINE off\n"
-                          f"    for (int i = 0; i < {st.elems // p}; i++) {{\n#pragma HLS PIPELINE II=1\n"
-                          f"        in.read();\n    }}\n}}\n")
+                          f"    BNHW_UNIT(in);\n    for (int i = 0; i < {st.elems // p}; i++) {{\n#pragma HLS PIPELINE II=1\n"
+                          f"        BNHW_TICK();\n        BNHW_RD(in);\n    }}\n}}\n")
         self.calls.append(f"    {fn}({self.var[s]});")
 
     def _check_words(self, n: Node) -> None:
@@ -634,9 +634,9 @@ class Generator:
     def _op_Duplicate(self, n: Node):
         si = self.g.in_stream(n)
         p = self._in_par(n, 0)
-        writes = "".join(f"        out{i}.write(x);\n" for i in range(len(n.outputs)))
-        body = (f"    for (int i = 0; i < {si.elems // p}; i++) {{\n#pragma HLS PIPELINE II=1\n"
-                f"        const {_word(si.dtype, p)} x = in0.read();\n{writes}    }}\n")
+        writes = "".join(f"        BNHW_WR(out{i}, x);\n" for i in range(len(n.outputs)))
+        body = (f"    BNHW_UNIT(out0);\n    for (int i = 0; i < {si.elems // p}; i++) {{\n#pragma HLS PIPELINE II=1\n"
+                f"        BNHW_TICK();\n        const {_word(si.dtype, p)} x = BNHW_RD(in0);\n{writes}    }}\n")
         return body, []
 
     def _pc_params(self, n: Node, keys: list[str], C: int, pe: int):

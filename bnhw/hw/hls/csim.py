@@ -20,7 +20,7 @@ from ..ir import HwGraph
 from .codegen import DEFAULT_CLOCK_NS, DEFAULT_PART, c_ident
 from .project import CXXFLAGS, render_project, sources_hash
 
-__all__ = ["csim", "csim_unit", "vendor_tools", "default_cache_dir", "compile_csim"]
+__all__ = ["csim", "csim_unit", "csim_cycles", "vendor_tools", "default_cache_dir", "compile_csim"]
 
 VENDOR_TOOLS = ("vitis_hls", "vivado_hls", "vivado")
 
@@ -213,3 +213,41 @@ def csim_unit(g: HwGraph, inputs: list[np.ndarray], work_dir) -> np.ndarray:
         raise BnhwError(f"csim_unit: {g.name}: g++ failed: {r.stderr.strip().splitlines()[-1] if r.stderr else ''}")
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     return np.asarray([int(v) for v in out], dtype=np.int64).reshape(so.shape)
+
+
+def csim_cycles(g: HwGraph, inputs: np.ndarray, work_dir=None, *, top: str = "bnhw_top",
+                timeout: float | None = None) -> dict:
+    """The cycle count the generated code's schedule gives (``bnhw_dataflow.h``'s BNHW_TIMING build: every
+    iteration of a pipelined loop one cycle, a word readable the cycle after it was written, unbounded streams;
+    the input written one word per cycle), for the frames ``inputs`` ``[N, H, W, C]`` back to back:
+    ``{"frame_done": [...], "ii_cycles", "first_frame_cycles", "frames"}`` (``ii_cycles``: between the last two
+    frames).  What Vitis HLS builds if it meets every ``PIPELINE II=1`` pragma and the FIFOs never fill, not a
+    synthesis result."""
+    x = np.asarray(inputs, dtype=np.int64)
+    if x.ndim == 3:
+        x = x[None]
+    if x.shape[0] < 2:
+        raise BnhwError("csim_cycles: needs at least 2 frames (the II is the time between two frames)")
+    exe = compile_csim(g, work_dir, top=top)
+    timed = exe.with_name("csim_timing.bin")
+    if not timed.is_file():
+        r = subprocess.run(["sh", str(exe.parent / "build_csim.sh"), "timing"], capture_output=True, text=True,
+                           env={**os.environ, "CXX": _compiler()})
+        if r.returncode != 0 or not timed.is_file():
+            why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+            raise BnhwError(f"HLS timing build of {g.name!r} failed: {why}")
+    with tempfile.TemporaryDirectory(prefix="timing.", dir=exe.parent) as d:
+        fin, fout = Path(d) / "input.bin", Path(d) / "output.bin"
+        fin.write_bytes(x.astype("<i8").tobytes())
+        try:
+            r = subprocess.run([str(timed), str(fin), str(fout)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BnhwError(f"HLS timing simulation of {g.name!r} timed out after {timeout} s") from None
+    if r.returncode != 0:
+        why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        raise BnhwError(f"HLS timing simulation of {g.name!r} failed: {why}")
+    done = [int(ln.split()[2]) for ln in r.stdout.splitlines() if ln.startswith("BNHW_FRAME_DONE ")]
+    if len(done) != x.shape[0]:
+        raise BnhwError(f"HLS timing simulation of {g.name!r} reported {len(done)} of {x.shape[0]} frames")
+    return {"frames": len(done), "frame_done": done, "first_frame_cycles": done[0], "ii_cycles": done[-1] - done[-2]}
+

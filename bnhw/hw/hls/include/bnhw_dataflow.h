@@ -38,6 +38,59 @@
 #error "bnhw: this design has ap_uint words of BNHW_WORD_BITS bits, more than AP_INT_MAX_W: define AP_INT_MAX_W (a multiple of 1024, at least BNHW_WORD_BITS) before the first #include <ap_int.h>"
 #endif
 
+// Cycle stamps (BNHW_TIMING; off in synthesis and in the normal C simulation)
+// ---------------------------------------------------------------------------
+// With -DBNHW_TIMING the C simulation also measures the schedule the code
+// expresses: every unit keeps a clock (keyed by its first output stream), every
+// iteration of a pipelined loop (`#pragma HLS PIPELINE II=1`) is one cycle
+// (BNHW_TICK), every word carries the cycle it was written in, and a read of a
+// word written at cycle t happens at cycle t + 1 at the earliest (the unit stalls
+// until then).  Streams are unbounded, so this is the schedule with unbounded
+// FIFOs and II = 1 wherever the code asks for it: what Vitis HLS builds if it meets
+// the pragmas, not a synthesis result.
+#ifdef BNHW_TIMING
+#include <deque>
+#include <map>
+namespace bnhw {
+namespace timing {
+inline std::map<const void *, std::deque<long long> > &stamps() {
+    static std::map<const void *, std::deque<long long> > m;
+    return m;
+}
+inline std::map<const void *, long long> &clocks() {
+    static std::map<const void *, long long> m;
+    return m;
+}
+inline long long *&current() {
+    static long long *c = 0;
+    return c;
+}
+inline void unit(const void *key) { current() = &clocks()[key]; }
+inline void tick() { ++*current(); }
+template <class S>
+inline void stamp_read(S &s) {
+    std::deque<long long> &q = stamps()[(const void *)&s];
+    const long long t = q.empty() ? 0 : q.front();
+    if (!q.empty()) q.pop_front();
+    if (*current() < t + 1) *current() = t + 1;
+}
+template <class S>
+inline void stamp_write(S &s) { stamps()[(const void *)&s].push_back(*current()); }
+}  // namespace timing
+}  // namespace bnhw
+#define BNHW_TIMING_STATIC static
+#define BNHW_UNIT(s) ::bnhw::timing::unit((const void *)&(s))
+#define BNHW_TICK() ::bnhw::timing::tick()
+#define BNHW_RD(s) (::bnhw::timing::stamp_read(s), (s).read())
+#define BNHW_WR(s, v) (::bnhw::timing::stamp_write(s), (s).write(v))
+#else
+#define BNHW_TIMING_STATIC
+#define BNHW_UNIT(s) ((void)0)
+#define BNHW_TICK() ((void)0)
+#define BNHW_RD(s) (s).read()
+#define BNHW_WR(s, v) (s).write(v)
+#endif
+
 namespace bnhw {
 
 typedef long long i64;
@@ -264,22 +317,30 @@ struct MulDot {
 
 // ---------------------------------------------------------------- units
 // Data width converter: TOTAL elements per frame, PIN -> POUT elements per word,
-// L = lcm(PIN, POUT).
+// L = lcm(PIN, POUT) elements per chunk, max(L/PIN, L/POUT) cycles per chunk:
+// input word i is read in cycle i, output word j written in the last L/POUT
+// cycles (every element it takes has been read by then, in the same cycle at
+// the latest), so a frame costs max(TOTAL/PIN, TOTAL/POUT) cycles, as FINN's.
 template <int TOTAL, int PIN, int POUT, int L, class T>
 void dwc(hls::stream<ap_uint<PIN * T::BITS> > &in, hls::stream<ap_uint<POUT * T::BITS> > &out) {
+    BNHW_UNIT(out);
+    const int NI = L / PIN, NO = L / POUT, STEPS = NI > NO ? NI : NO;
     i64 buf[L];
 #pragma HLS ARRAY_PARTITION variable=buf complete
     for (int c = 0; c < TOTAL / L; c++) {
-        for (int i = 0; i < L / PIN; i++) {
+        for (int i = 0; i < STEPS; i++) {
 #pragma HLS PIPELINE II=1
-            ap_uint<PIN * T::BITS> w = in.read();
-            for (int p = 0; p < PIN; p++) buf[i * PIN + p] = T::template get<PIN>(w, p);
-        }
-        for (int j = 0; j < L / POUT; j++) {
-#pragma HLS PIPELINE II=1
-            ap_uint<POUT * T::BITS> w = 0;
-            for (int p = 0; p < POUT; p++) T::template set<POUT>(w, p, buf[j * POUT + p]);
-            out.write(w);
+            BNHW_TICK();
+            if (i < NI) {
+                ap_uint<PIN * T::BITS> w = BNHW_RD(in);
+                for (int p = 0; p < PIN; p++) buf[i * PIN + p] = T::template get<PIN>(w, p);
+            }
+            const int j = i - (STEPS - NO);
+            if (j >= 0) {
+                ap_uint<POUT * T::BITS> w = 0;
+                for (int p = 0; p < POUT; p++) T::template set<POUT>(w, p, buf[j * POUT + p]);
+                BNHW_WR(out, w);
+            }
         }
     }
 }
@@ -294,6 +355,7 @@ void dwc(hls::stream<ap_uint<PIN * T::BITS> > &in, hls::stream<ap_uint<POUT * T:
 template <int H, int W, int C, int K, int STRIDE, int PAD, int DIL, int HO, int WO, int SIMD, class TI, class TO>
 void swg(hls::stream<ap_uint<SIMD * TI::BITS> > &in, hls::stream<ap_uint<SIMD * TO::BITS> > &out,
          const ap_uint<SIMD * TO::BITS> padword) {
+    BNHW_UNIT(out);
     const int R = (K - 1) * DIL + 1;
     const int NB = R + STRIDE;
     const int CF = C / SIMD;
@@ -308,7 +370,8 @@ void swg(hls::stream<ap_uint<SIMD * TI::BITS> > &in, hls::stream<ap_uint<SIMD * 
         if (oy + 1 == HO || next > H - 1) next = (oy + 1 == HO) ? last : H - 1;
         while (rows_read <= last) {         // rows this output row needs and the previous one did not read
 #pragma HLS PIPELINE II=1
-            buf[rows_read % NB][col / CF][col % CF] = in.read();
+            BNHW_TICK();
+            buf[rows_read % NB][col / CF][col % CF] = BNHW_RD(in);
             if (++col == ROW) {
                 col = 0;
                 rows_read++;
@@ -317,8 +380,9 @@ void swg(hls::stream<ap_uint<SIMD * TI::BITS> > &in, hls::stream<ap_uint<SIMD * 
         int ox = 0, ky = 0, kx = 0, cf = 0;
         for (int i = 0; i < EMIT; i++) {
 #pragma HLS PIPELINE II=1
+            BNHW_TICK();
             if (rows_read <= next) {         // overlap: the next output row's new rows
-                buf[rows_read % NB][col / CF][col % CF] = in.read();
+                buf[rows_read % NB][col / CF][col % CF] = BNHW_RD(in);
                 if (++col == ROW) {
                     col = 0;
                     rows_read++;
@@ -331,7 +395,7 @@ void swg(hls::stream<ap_uint<SIMD * TI::BITS> > &in, hls::stream<ap_uint<SIMD * 
                 o = Widen<TI, TO, SIMD>::run(buf[iy % NB][ix][cf]);
             else
                 o = padword;
-            out.write(o);
+            BNHW_WR(out, o);
             if (++cf == CF) {
                 cf = 0;
                 if (++kx == K) {
@@ -346,7 +410,8 @@ void swg(hls::stream<ap_uint<SIMD * TI::BITS> > &in, hls::stream<ap_uint<SIMD * 
     }
     while (rows_read < H) {                 // rows no window reaches
 #pragma HLS PIPELINE II=1
-        in.read();
+        BNHW_TICK();
+        BNHW_RD(in);
         if (++col == ROW) {
             col = 0;
             rows_read++;
@@ -363,6 +428,7 @@ template <int PIXELS, int MW, int MH, int SIMD, int PE, class DOT, class TO, cla
           class ACT>
 void mvau(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
           const WS (&weights)[PE][(MH / PE) * (MW / SIMD)][NCH], const ACT &act) {
+    BNHW_UNIT(out);
     const int SF = MW / SIMD;
     const int NF = MH / PE;
     ap_uint<SIMD * DOT::TI::BITS> inbuf[SF];
@@ -371,9 +437,10 @@ void mvau(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<ap_uint<P
     int nf = 0, sf = 0, tile = 0;
     for (int i = 0; i < PIXELS * NF * SF; i++) {
 #pragma HLS PIPELINE II=1
+        BNHW_TICK();
         ap_uint<SIMD * DOT::TI::BITS> x;
         if (nf == 0) {
-            x = in.read();
+            x = BNHW_RD(in);
             inbuf[sf] = x;
         } else {
             x = inbuf[sf];
@@ -390,7 +457,7 @@ void mvau(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<ap_uint<P
 #pragma HLS UNROLL
                 TO::template set<PE>(o, pe, act.activate(nf, pe, acc[pe]));
             }
-            out.write(o);
+            BNHW_WR(out, o);
             sf = 0;
             if (++nf == NF) {
                 nf = 0;
@@ -416,6 +483,7 @@ template <int PIXELS, int KK, int C, int MH, int GROUPS, int SIMD, int PE, class
           class WS, int NCH, class ACT>
 void mvau_grouped(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
                   const WS (&weights)[PE][(MH / PE) * (KK * C / GROUPS / SIMD)][NCH], const ACT &act) {
+    BNHW_UNIT(out);
     const int CG = C / GROUPS;
     const int CW = CG / SIMD;               // words per group per tap
     const int CT = C / SIMD;                // words per tap
@@ -430,15 +498,17 @@ void mvau_grouped(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<a
 #pragma HLS ARRAY_PARTITION variable=acc complete
     for (int i = 0; i < WW; i++) {          // the first window
 #pragma HLS PIPELINE II=1
-        inbuf[0][i] = in.read();
+        BNHW_TICK();
+        inbuf[0][i] = BNHW_RD(in);
     }
     for (int px = 0; px < PIXELS; px++) {
         const int cur = px & 1;
         int rd = 0, g = 0, nfg = 0, sf = 0, tile = 0;
         for (int t = 0; t < TILES; t++) {
 #pragma HLS PIPELINE II=1
+            BNHW_TICK();
             if (px + 1 < PIXELS && rd < WW) {   // the next pixel's window, one word per cycle
-                inbuf[cur ^ 1][rd] = in.read();
+                inbuf[cur ^ 1][rd] = BNHW_RD(in);
                 rd++;
             }
             const int tap = sf / CW;
@@ -456,7 +526,7 @@ void mvau_grouped(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<a
 #pragma HLS UNROLL
                     TO::template set<PE>(o, pe, act.activate(g * NFG + nfg, pe, acc[pe]));
                 }
-                out.write(o);
+                BNHW_WR(out, o);
                 sf = 0;
                 if (++nfg == NFG) {
                     nfg = 0;
@@ -471,17 +541,19 @@ void mvau_grouped(hls::stream<ap_uint<SIMD * DOT::TI::BITS> > &in, hls::stream<a
 template <int PIXELS, int C, int PE, class TI, class TO, class ACT>
 void thresholding(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
                   const ACT &act) {
+    BNHW_UNIT(out);
     const int CF = C / PE;
     for (int px = 0; px < PIXELS; px++)
         for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
-            ap_uint<PE * TI::BITS> x = in.read();
+            BNHW_TICK();
+            ap_uint<PE * TI::BITS> x = BNHW_RD(in);
             ap_uint<PE * TO::BITS> o = 0;
             for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
                 TO::template set<PE>(o, pe, act.activate(cf, pe, TI::template get<PE>(x, pe)));
             }
-            out.write(o);
+            BNHW_WR(out, o);
         }
 }
 
@@ -498,6 +570,7 @@ struct PoolSum {
 // A line buffer of WO x C partial results.
 template <int H, int W, int C, int K, int PE, class TI, class TO, class OP, class BT>
 void pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out) {
+    BNHW_UNIT(out);
     const int HO = H / K, WO = W / K, CF = C / PE;
     BT buf[WO][CF][PE];
 #pragma HLS ARRAY_PARTITION variable=buf complete dim=3
@@ -506,7 +579,8 @@ void pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO:
             for (int x = 0; x < W; x++)
                 for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
-                    ap_uint<PE * TI::BITS> w = in.read();
+                    BNHW_TICK();
+                    ap_uint<PE * TI::BITS> w = BNHW_RD(in);
                     if (x < WO * K) {
                         const int ox = x / K;
                         const bool first = (ky == 0) && (x - ox * K == 0);
@@ -520,30 +594,34 @@ void pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO:
         for (int ox = 0; ox < WO; ox++)
             for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
+                BNHW_TICK();
                 ap_uint<PE * TO::BITS> o = 0;
                 for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
                     TO::template set<PE>(o, pe, (i64)buf[ox][cf][pe]);
                 }
-                out.write(o);
+                BNHW_WR(out, o);
             }
     }
     for (int i = 0; i < (H - HO * K) * W * CF; i++) {
 #pragma HLS PIPELINE II=1
-        in.read();
+        BNHW_TICK();
+        BNHW_RD(in);
     }
 }
 
 // Global average pooling: per-channel round_half_even(sum / PIXELS).
 template <int PIXELS, int C, int PE, class TI, class TO, class ST>
 void global_avg_pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out) {
+    BNHW_UNIT(out);
     const int CF = C / PE;
     ST sum[CF][PE];
 #pragma HLS ARRAY_PARTITION variable=sum complete dim=2
     for (int px = 0; px < PIXELS; px++)
         for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
-            ap_uint<PE * TI::BITS> w = in.read();
+            BNHW_TICK();
+            ap_uint<PE * TI::BITS> w = BNHW_RD(in);
             for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
                 ST v = TI::template get<PE>(w, pe);
@@ -552,12 +630,13 @@ void global_avg_pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_ui
         }
     for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
+        BNHW_TICK();
         ap_uint<PE * TO::BITS> o = 0;
         for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
             TO::template set<PE>(o, pe, rhe_div<PIXELS>((i64)sum[cf][pe]));
         }
-        out.write(o);
+        BNHW_WR(out, o);
     }
 }
 
@@ -565,18 +644,21 @@ void global_avg_pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_ui
 template <int PIXELS, int C, int CO, int PIN, int POUT, class T>
 void gather(hls::stream<ap_uint<PIN * T::BITS> > &in, hls::stream<ap_uint<POUT * T::BITS> > &out,
             const int (&index)[CO]) {
+    BNHW_UNIT(out);
     i64 buf[C];
     for (int px = 0; px < PIXELS; px++) {
         for (int i = 0; i < C / PIN; i++) {
 #pragma HLS PIPELINE II=1
-            ap_uint<PIN * T::BITS> w = in.read();
+            BNHW_TICK();
+            ap_uint<PIN * T::BITS> w = BNHW_RD(in);
             for (int p = 0; p < PIN; p++) buf[i * PIN + p] = T::template get<PIN>(w, p);
         }
         for (int j = 0; j < CO / POUT; j++) {
 #pragma HLS PIPELINE II=1
+            BNHW_TICK();
             ap_uint<POUT * T::BITS> w = 0;
             for (int p = 0; p < POUT; p++) T::template set<POUT>(w, p, buf[index[j * POUT + p]]);
-            out.write(w);
+            BNHW_WR(out, w);
         }
     }
 }
@@ -591,18 +673,20 @@ inline i64 requant(const ACC &acc) {
 template <int PIXELS, int C, int PE, class TI, class TO, class PT, class ACC, int SHIFT>
 void add_requant(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
                  const PT (&A)[PE][C / PE], const PT (&B)[PE][C / PE]) {
+    BNHW_UNIT(out);
     const int CF = C / PE;
     for (int px = 0; px < PIXELS; px++)
         for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
-            ap_uint<PE * TI::BITS> x = in.read();
+            BNHW_TICK();
+            ap_uint<PE * TI::BITS> x = BNHW_RD(in);
             ap_uint<PE * TO::BITS> o = 0;
             for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
                 ACC acc = ACC(TI::template get<PE>(x, pe)) * A[pe][cf] + B[pe][cf];
                 TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
             }
-            out.write(o);
+            BNHW_WR(out, o);
         }
 }
 
@@ -610,12 +694,14 @@ template <int PIXELS, int C, int PE, class TI, class TS, class TO, class PT, cla
 void add_requant2(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TS::BITS> > &sc,
                   hls::stream<ap_uint<PE * TO::BITS> > &out, const PT (&A)[PE][C / PE],
                   const PT (&B)[PE][C / PE]) {
+    BNHW_UNIT(out);
     const int CF = C / PE;
     for (int px = 0; px < PIXELS; px++)
         for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
-            ap_uint<PE * TI::BITS> x = in.read();
-            ap_uint<PE * TS::BITS> s = sc.read();
+            BNHW_TICK();
+            ap_uint<PE * TI::BITS> x = BNHW_RD(in);
+            ap_uint<PE * TS::BITS> s = BNHW_RD(sc);
             ap_uint<PE * TO::BITS> o = 0;
             for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
@@ -623,7 +709,7 @@ void add_requant2(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<
                 acc = acc + (ACC(TS::template get<PE>(s, pe)) << SC_SHIFT);
                 TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
             }
-            out.write(o);
+            BNHW_WR(out, o);
         }
 }
 
@@ -633,19 +719,21 @@ template <int H, int W, int C, int PE, int NR, int NC, class TI, class TO, class
 void add_requant_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
                      const PT (&A)[PE][C / PE], const PT (&B)[NR][NC][PE][C / PE], const unsigned char (&rc)[H],
                      const unsigned char (&cc)[W]) {
+    BNHW_UNIT(out);
     const int CF = C / PE;
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++)
             for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
-                ap_uint<PE * TI::BITS> v = in.read();
+                BNHW_TICK();
+                ap_uint<PE * TI::BITS> v = BNHW_RD(in);
                 ap_uint<PE * TO::BITS> o = 0;
                 for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
                     ACC acc = ACC(TI::template get<PE>(v, pe)) * A[pe][cf] + B[rc[y]][cc[x]][pe][cf];
                     TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
                 }
-                out.write(o);
+                BNHW_WR(out, o);
             }
 }
 
@@ -655,13 +743,15 @@ void add_requant2_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_u
                       hls::stream<ap_uint<PE * TO::BITS> > &out, const PT (&A)[PE][C / PE],
                       const PT (&B)[NR][NC][PE][C / PE], const unsigned char (&rc)[H],
                       const unsigned char (&cc)[W]) {
+    BNHW_UNIT(out);
     const int CF = C / PE;
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++)
             for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
-                ap_uint<PE * TI::BITS> v = in.read();
-                ap_uint<PE * TS::BITS> s = sc.read();
+                BNHW_TICK();
+                ap_uint<PE * TI::BITS> v = BNHW_RD(in);
+                ap_uint<PE * TS::BITS> s = BNHW_RD(sc);
                 ap_uint<PE * TO::BITS> o = 0;
                 for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
@@ -669,7 +759,7 @@ void add_requant2_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_u
                     acc = acc + (ACC(TS::template get<PE>(s, pe)) << SC_SHIFT);
                     TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
                 }
-                out.write(o);
+                BNHW_WR(out, o);
             }
 }
 
@@ -678,11 +768,13 @@ void add_requant2_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_u
 template <int PIXELS, int C, int PE, class TI, class TO, class PT, class ACC, int FRAC>
 void rprelu(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
             const PT (&S_in)[PE][C / PE], const PT (&slope)[PE][C / PE], const PT (&S_out)[PE][C / PE]) {
+    BNHW_UNIT(out);
     const int CF = C / PE;
     for (int px = 0; px < PIXELS; px++)
         for (int cf = 0; cf < CF; cf++) {
 #pragma HLS PIPELINE II=1
-            ap_uint<PE * TI::BITS> x = in.read();
+            BNHW_TICK();
+            ap_uint<PE * TI::BITS> x = BNHW_RD(in);
             ap_uint<PE * TO::BITS> o = 0;
             for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
@@ -691,18 +783,20 @@ void rprelu(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * T
                 y = y + (ACC(S_out[pe][cf]) << FRAC);
                 TO::template set<PE>(o, pe, requant<TO, ACC, FRAC>(y));
             }
-            out.write(o);
+            BNHW_WR(out, o);
         }
 }
 
 // Index of the largest of N elements (ties: the lowest index).
 template <int N, int PE, class TI, class TO>
 void label_select(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<TO::BITS> > &out) {
+    BNHW_UNIT(out);
     i64 best = 0;
     int best_i = 0;
     for (int i = 0; i < N / PE; i++) {
 #pragma HLS PIPELINE II=1
-        ap_uint<PE * TI::BITS> w = in.read();
+        BNHW_TICK();
+        ap_uint<PE * TI::BITS> w = BNHW_RD(in);
         for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
             const i64 v = TI::template get<PE>(w, pe);
@@ -714,7 +808,7 @@ void label_select(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<
     }
     ap_uint<TO::BITS> o = 0;
     TO::template set<1>(o, 0, best_i);
-    out.write(o);
+    BNHW_WR(out, o);
 }
 
 }  // namespace bnhw
