@@ -567,7 +567,9 @@ struct PoolSum {
 };
 
 // K x K pooling with stride K (floor: trailing rows / columns are dropped).
-// A line buffer of WO x C partial results.
+// A line buffer of WO x C partial results; output pixel (oy, ox) leaves in the
+// cycle its window's last word is read (row oy*K + K-1, column ox*K + K-1), as
+// FINN's StreamingMaxPool: a frame costs H x W x C/PE cycles.
 template <int H, int W, int C, int K, int PE, class TI, class TO, class OP, class BT>
 void pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out) {
     BNHW_UNIT(out);
@@ -584,24 +586,18 @@ void pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO:
                     if (x < WO * K) {
                         const int ox = x / K;
                         const bool first = (ky == 0) && (x - ox * K == 0);
+                        const bool last = (ky == K - 1) && (x - ox * K == K - 1);
+                        ap_uint<PE * TO::BITS> o = 0;
                         for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
                             BT v = TI::template get<PE>(w, pe);
-                            buf[ox][cf][pe] = first ? v : OP::combine(buf[ox][cf][pe], v);
+                            BT r = first ? v : OP::combine(buf[ox][cf][pe], v);
+                            buf[ox][cf][pe] = r;
+                            TO::template set<PE>(o, pe, (i64)r);
                         }
+                        if (last) BNHW_WR(out, o);
                     }
                 }
-        for (int ox = 0; ox < WO; ox++)
-            for (int cf = 0; cf < CF; cf++) {
-#pragma HLS PIPELINE II=1
-                BNHW_TICK();
-                ap_uint<PE * TO::BITS> o = 0;
-                for (int pe = 0; pe < PE; pe++) {
-#pragma HLS UNROLL
-                    TO::template set<PE>(o, pe, (i64)buf[ox][cf][pe]);
-                }
-                BNHW_WR(out, o);
-            }
     }
     for (int i = 0; i < (H - HO * K) * W * CF; i++) {
 #pragma HLS PIPELINE II=1
