@@ -270,10 +270,10 @@ def _follow_producers(g: HwGraph, fold: dict[str, dict[str, int]], ii: int) -> N
     so behind an RPReLU at PE 1 it needed a converter on every side, up to 3,000 LUT each on NAS-BNN nets.  Units
     are visited in graph order, so a follower's consumers can follow it in turn."""
     for n in g.nodes:
-        if n.name not in fold or n.op not in _FOLLOWERS:
+        if n.name not in fold or not get_op(n.op).follows_producer:
             continue
         prod = g.producer(n.inputs[0])
-        if prod is None or prod.name not in fold or prod.op not in _PE_WORD_OPS:
+        if prod is None or prod.name not in fold or not get_op(prod.op).pe_words_out:
             continue
         pe, now = fold[prod.name]["PE"], fold[n.name]["PE"]
         if pe == now or pe not in get_op(n.op).legal_pe(g, n):
@@ -283,12 +283,6 @@ def _follow_producers(g: HwGraph, fold: dict[str, dict[str, int]], ii: int) -> N
         r_old, r_new = _res_dict(node_resources(g, old)), _res_dict(node_resources(g, new))
         if node_cycles(g, new) <= ii and all(r_new[k] <= r_old[k] for k in RESOURCE_KEYS):
             fold[n.name]["PE"] = pe
-
-
-#: ops whose output word holds PE elements (the MVAU's PE neurons, a channel-wise unit's PE channels)
-_PE_WORD_OPS = ("MVAU", "Thresholding", "AddRequant", "RPReLU", "Duplicate")
-#: channel-wise ops whose input word holds PE elements (and whose PE no folding config sets apart from bnhw's)
-_FOLLOWERS = ("Duplicate", "Thresholding", "AddRequant", "RPReLU", "GlobalAvgPool", "LabelSelect")
 
 
 def _explain_misfit(p: _Problem, board_name: str) -> str:

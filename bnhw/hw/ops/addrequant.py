@@ -29,6 +29,8 @@ def bias_map(n) -> np.ndarray:
 @register
 class AddRequant(ElementwiseOp):
     name = "AddRequant"
+    pe_words_out = True
+    follows_producer = True
     finn_name = "AddRequant"
     notes = {"AddRequant": "bnhw unit (not a FINN op), folded like FINN's ElementwiseBinary: "
                            "cycles pixels*C/PE; LUTs 100 + PE*(multiplier + adders + round/clip "

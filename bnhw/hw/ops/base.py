@@ -149,6 +149,11 @@ class HwOp:
     folds_simd: ClassVar[bool] = False
     #: one line per model: which finn-plus formula is used and what bnhw assumes (key: op or variant)
     notes: ClassVar[dict[str, str]] = {}
+    #: its output stream's words hold PE elements (an MVAU's PE neurons, a channel-wise unit's PE channels)
+    pe_words_out: ClassVar[bool] = False
+    #: a channel-wise unit whose input words hold PE elements and whose PE may follow its producer's (no
+    #: folding config sets it apart from bnhw's)
+    follows_producer: ClassVar[bool] = False
 
     # ------------------------------------------------------------- semantics
     def execute(self, g: HwGraph, n: Node, ins: list[np.ndarray]) -> list[np.ndarray]:

@@ -9,6 +9,8 @@ from .base import ChannelwiseOp, register
 @register
 class Duplicate(ChannelwiseOp):
     name = "Duplicate"
+    pe_words_out = True
+    follows_producer = True
     finn_name = "DuplicateStreams_hls"
     foldable = False            # not in the folding config: it runs at its consumers' width
     notes = {"Duplicate": "DuplicateStreams_hls: cycles pixels*C/PE; no resource model"}

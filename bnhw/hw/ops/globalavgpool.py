@@ -11,6 +11,7 @@ from .base import ChannelwiseOp, register
 @register
 class GlobalAvgPool(ChannelwiseOp):
     name = "GlobalAvgPool"
+    follows_producer = True
     finn_name = "GlobalAccPool_hls"
     notes = {"GlobalAvgPool": "GlobalAccPool_hls: cycles pixels*C/PE + C/PE; no resource model; "
                               "the division by H*W is folded downstream"}

@@ -12,6 +12,7 @@ from .base import ChannelwiseOp, register
 @register
 class LabelSelect(ChannelwiseOp):
     name = "LabelSelect"
+    follows_producer = True
     finn_name = "LabelSelect_hls"
     notes = {"LabelSelect": "LabelSelect_hls: cycles Labels/PE; no resource model"}
 

@@ -112,6 +112,7 @@ def _prep(g: HwGraph, n: Node) -> tuple[bool, str, np.ndarray, np.ndarray | None
 @register
 class MVAU(HwOp):
     name = "MVAU"
+    pe_words_out = True
     finn_name = "MVAU_hls"
     folds_simd = True
     notes = {

@@ -15,6 +15,8 @@ from .elementwise import ElementwiseOp
 @register
 class RPReLU(ElementwiseOp):
     name = "RPReLU"
+    pe_words_out = True
+    follows_producer = True
     finn_name = "RPReLU"
     notes = {"RPReLU": "bnhw unit, same model as AddRequant (subtract, slope multiplier, shift/"
                        "add, round/clip; S_in/slope/S_out parameters)"}

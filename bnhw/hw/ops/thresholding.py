@@ -13,6 +13,8 @@ from .mvau import activation
 @register
 class Thresholding(ChannelwiseOp):
     name = "Thresholding"
+    pe_words_out = True
+    follows_producer = True
     finn_name = "Thresholding_rtl"
     notes = {"Thresholding": f"Thresholding_rtl (finn-plus {FINN_PLUS_VERSION}): cycles pixels*C/PE; per PE one "
                              "memory per output bit level mapped to the least-waste primitive (memutil); "
