@@ -113,10 +113,14 @@ def supported_graph_error(g: HwGraph) -> str:
     for n in mvaus:
         if g.in_stream(n).dtype.kind != "bipolar" or n.attrs.get("weight_dtype") != "BIPOLAR":
             return f"{n.name} (MVAU, layer {n.layer or '-'}): not a binary (+-1 x +-1) layer"
+    for n in g.nodes:
         t = n.params.get("thresholds")
-        if t is not None and np.asarray(t).reshape(np.asarray(t).shape[0], -1).shape[1] != 1:
-            return f"{n.name} (MVAU, layer {n.layer or '-'}): a multi-bit activation (hls4ml's binary path has one " \
-                   "threshold per channel)"
+        if t is None:
+            continue
+        if np.asarray(t).reshape(np.asarray(t).shape[0], -1).shape[1] != 1 or \
+                (int(n.attrs.get("out_scale", 1)), int(n.attrs.get("out_bias", 0))) != (2, -1):
+            return (f"{n.name} ({n.op}, layer {n.layer or '-'}): not a sign activation (acc >= T -> +1 else -1); "
+                    "hls4ml's binary path has one threshold per channel")
     return ""
 
 
