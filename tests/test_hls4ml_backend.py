@@ -116,6 +116,86 @@ def test_defect_3_negative_bn_scale_not_flipped(tiny):
     assert np.array_equal(got[:, 2], 1 - want), DROP.format(2, 3)     # exactly the opposite comparison
 
 
+# ----------------------------------------------------------------------------- the conv defects
+def tiny_conv(path) -> None:
+    """x (1, 4, 5, 5) -> BipolarQuant(2x - 1) -> 3x3 Conv(BipolarQuant(w), 4 -> 4 channels: fan-in 36) ->
+    per-channel * scale + bias -> BipolarQuant: one binary conv layer of a BNN-PYNQ-style QONNX."""
+    import onnx
+    from onnx import TensorProto, helper
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    dom = "qonnx.custom_op.general"
+    inits = [nh.from_array(np.float32(2.0), "two"), nh.from_array(np.float32(1.0), "one"),
+             nh.from_array(rng.choice([-1.0, 1.0], (4, 4, 3, 3)).astype(np.float32), "w"),
+             nh.from_array(rng.uniform(0.5, 1.5, (1, 4, 1, 1)).astype(np.float32), "scale"),
+             nh.from_array(rng.uniform(-3, 3, (1, 4, 1, 1)).astype(np.float32), "bias")]
+    nodes = [helper.make_node("Mul", ["x", "two"], ["x2"]), helper.make_node("Sub", ["x2", "one"], ["xc"]),
+             helper.make_node("BipolarQuant", ["xc", "one"], ["xb"], domain=dom),
+             helper.make_node("BipolarQuant", ["w", "one"], ["wb"], domain=dom),
+             helper.make_node("Conv", ["xb", "wb"], ["acc"], kernel_shape=[3, 3], pads=[0, 0, 0, 0], dilations=[1, 1], group=1,
+                              strides=[1, 1]),
+             helper.make_node("Mul", ["acc", "scale"], ["a1"]), helper.make_node("Add", ["a1", "bias"], ["a2"]),
+             helper.make_node("BipolarQuant", ["a2", "one"], ["y"], domain=dom)]
+    g = helper.make_graph(nodes, "tiny_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(dom, 1)]), path)
+
+
+@pytest.fixture(scope="module")
+def conv_onnx(tmp_path_factory):
+    d = tmp_path_factory.mktemp("conv")
+    tiny_conv(d / "conv.onnx")
+    return d
+
+
+def test_qonnx_channels_last_leaves_transposes_around_bipolarquant(conv_onnx):
+    """Not hls4ml's: qonnx's ConvertToChannelsLastAndClean does not move Transposes through BipolarQuant."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.util.cleanup import cleanup_model
+
+    m = cleanup_model(ModelWrapper(str(conv_onnx / "conv.onnx"))).transform(ConvertToChannelsLastAndClean())
+    feeds = {i for n in m.graph.node if n.op_type == "BipolarQuant" for i in n.input}
+    assert any(n.op_type == "Transpose" and n.output[0] in feeds for n in m.graph.node), \
+        "qonnx now moves Transposes through BipolarQuant: drop that part of hls4ml_backend.channels_last_qonnx"
+    left = [n for n in hb.channels_last_qonnx(conv_onnx / "conv.onnx").graph.node if n.op_type == "Transpose"]
+    assert not left                                           # bnhw's preparation removes them
+
+
+def test_defect_4_four_d_constants_not_broadcast(conv_onnx):
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.util.cleanup import cleanup_model
+
+    m = cleanup_model(cleanup_model(ModelWrapper(str(conv_onnx / "conv.onnx")))
+                      .transform(ConvertToChannelsLastAndClean()))
+    with pytest.raises(ValueError, match="more dimensions than allowed"):
+        hb.plain_convert(m, conv_onnx / "p4", io_type="io_stream")
+
+
+@pytest.fixture(scope="module")
+def conv_plain(conv_onnx):
+    """The tiny conv after bnhw's ONNX preparation (defect 4 and the Transposes worked around) but none of bnhw's
+    hls4ml pass."""
+    return hb.plain_convert(hb.channels_last_qonnx(conv_onnx / "conv.onnx"), conv_onnx / "p5", io_type="io_stream")
+
+
+def test_defect_5_io_stream_binary_activation_after_conv_does_not_compile(conv_plain):
+    act = next(lay for lay in conv_plain.get_layers() if lay.class_name == "BatchNormalizationQuantizedTanh"
+               and lay.get_input_node().class_name == "Conv2D")
+    assert act.get_attr("n_filt") == -1, DROP.format(4, 5)    # a threshold per pixel
+    with pytest.raises(Exception, match="Failed to compile"):
+        conv_plain.compile()
+
+
+def test_defect_6_conv_accumulator_too_narrow(conv_plain):
+    conv = next(lay for lay in conv_plain.get_layers() if lay.class_name == "Conv2D")
+    p = conv.get_output_variable().type.precision
+    fan_in = 3 * 3 * 4                                        # the +-1 dot product spans -36 .. 36
+    assert p.integer - int(p.signed) < int(fan_in).bit_length(), DROP.format(5, 6)
+
+
 # ----------------------------------------------------------------------------- TFC-W1A1, bit-exact
 @pytest.fixture(scope="module")
 def tfc(tmp_path_factory):
@@ -184,7 +264,7 @@ def test_cli_unknown_backend_lists_the_known_ones():
     assert r.output.strip().splitlines()[-1] == "error: --backend 'vivado': unknown back end; known: finn, hls4ml"
 
 
-@pytest.mark.parametrize("make", ["cnv_graph", "bireal_graph", "int_graph"])
+@pytest.mark.parametrize("make", ["bin_graph", "bireal_graph", "int_graph"])
 def test_refusal_names_the_layer(make):
     from helpers import graphs
 

@@ -71,7 +71,7 @@ def build_hls4ml_into(work: Path, out: Path, inp: NetworkInput, lowered: Lowered
                    "io_type": proj.io_type, "backend": hb.BACKEND, "layers": proj.layers,
                    "pass": hb.PASS_NAME, "fixed_layers": proj.fixed, "defects_worked_around": hb.DEFECTS,
                    "estimates": est, "csim": sim,
-                   "input": "the 8-bit pixel as an unsigned integer (ap_uint<9>), one image per call",
+                   "input": _input_line(prep.graph, proj.input_stream),
                    "output": "the class scores: the last layer's +-1 dot products (the IR's "
                              f"{hb.score_node(prep.graph).name} output); the affine head does not change the "
                              "argmax and is left to software, as in the IR"},
@@ -89,6 +89,17 @@ def build_hls4ml_into(work: Path, out: Path, inp: NetworkInput, lowered: Lowered
     echo(f"wrote {out / 'report.md'}, report.json, model.onnx, hw_graph.json, hls4ml/ ({project_name}, "
          "hls4ml_config.yml)")
     return report, prep.graph
+
+
+def _input_line(g: HwGraph, stream: str) -> str:
+    s = g.streams[stream]
+    shape = " x ".join(map(str, s.shape))
+    if stream == g.input:
+        return f"the 8-bit pixels ({shape}, HWC), one image per call; the input quantiser is in the project"
+    q = g.producer(stream)
+    return (f"the input quantiser's {s.dtype.finn_name()} output ({shape}, HWC; IR {q.name if q else stream}: "
+            f"{len(g.nodes[0].params['thresholds'][0])} thresholds per channel on the pixel, a multi-threshold layer "
+            "hls4ml does not have, so it stays in software as in FINN's Thresholding_rtl before the first conv)")
 
 
 def _write(work: Path, report: dict) -> None:
