@@ -105,14 +105,16 @@ def hls4ml_unavailable_reason() -> str:
 
 def supported_graph_error(g: HwGraph) -> str:
     """One line naming the first layer of ``g`` the hls4ml back end cannot take, and why ("" if none)."""
+    residual = ("NAS-BNN's fixed-point residual path has no hls4ml mapping in bnhw: an exact requantising add (QONNX "
+                "Quant, round half to even) on streams hls4ml would see through qonnx's channels-last conversion of "
+                "the whole residual graph, which did not finish in 5 minutes on nasbnn-cifar-smallest here")
     why = {
-        "AddRequant": "a fixed-point residual addition with round-half-even requantisation (QONNX Quant): "
-                      "hls4ml 1.3.0's ONNX front end has no integer requantising add on these streams",
-        "Duplicate": "a residual fork: NAS-BNN's residual blocks end in AddRequant, which hls4ml 1.3.0 cannot take",
-        "RPReLU": "a learnable-shift PReLU on a fixed-point stream, which hls4ml's ONNX front end does not take",
-        "AvgPoolSum": "an integer average-pool sum with requantisation, which hls4ml 1.3.0 does not convert",
-        "GlobalAvgPool": "an integer global average pool with round-half-even requantisation, not in hls4ml 1.3.0",
-        "Gather": "a channel gather (NAS-BNN channel split), which hls4ml's ONNX front end does not take",
+        "AddRequant": residual,
+        "Duplicate": "a residual fork; " + residual,
+        "RPReLU": "a learnable-shift PReLU on a fixed-point stream; " + residual,
+        "AvgPoolSum": "an integer average-pool sum with requantisation; " + residual,
+        "GlobalAvgPool": "an integer global average pool with round-half-even requantisation; " + residual,
+        "Gather": "a channel gather (NAS-BNN channel split); " + residual,
     }
     for n in g.nodes:
         if n.op in SUPPORTED_OPS:
@@ -176,7 +178,7 @@ def _signed_bits(lo: int, hi: int) -> int:
     return b
 
 
-def _set_weight(node, key: str, data: np.ndarray, precision, own_type: bool = False, shape=None) -> None:
+def _set_weight(node, key: str, data: Any, precision, own_type: bool = False, shape=None) -> None:
     """Replace a weight variable's values (broadcast to its shape, or to ``shape``) and type."""
     var = node.weights[key]
     var.data = np.broadcast_to(np.asarray(data, dtype=np.float64), var.data.shape if shape is None else shape).copy()
@@ -218,7 +220,7 @@ def _fix_compute(node, fix: dict) -> None:
     mh, mw = w.shape
     if node.class_name == "Conv2D":
         kh, kw, cin = (int(node.get_attr(k)) for k in ("filt_height", "filt_width", "n_chan"))
-        shape = (mh, kh, kw, cin)
+        shape: tuple[int, ...] = (mh, kh, kw, cin)
         data = w.reshape(shape).transpose(1, 2, 3, 0)           # IR (out, kh, kw, in) -> hls4ml (kh, kw, in, out)
     else:
         shape = (int(node.get_attr("n_out")), int(node.get_attr("n_in")))
@@ -370,7 +372,8 @@ def channels_last_qonnx(onnx: Path):
                 break
     # the input's Transpose, after elementwise nodes with scalar constants: the project takes HWC (as the IR)
     inp = g.input[0].name
-    chain, t = [], inp
+    chain: list[str] = []
+    t = inp
     while True:
         c = consumers(t)
         if len(c) != 1:
