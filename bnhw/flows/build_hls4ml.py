@@ -69,7 +69,7 @@ def build_hls4ml_into(work: Path, out: Path, inp: NetworkInput, lowered: Lowered
         "board": board.to_dict(),
         "hls4ml": {"version": hb.HLS4ML_VERSION, "folder": "hls4ml/", "project_name": project_name,
                    "io_type": proj.io_type, "backend": hb.BACKEND, "layers": proj.layers,
-                   "pass": hb.PASS_NAME, "fixed_layers": proj.fixed, "defects_worked_around": hb.DEFECTS,
+                   "pass": hb.PASS_NAME, "fixed_layers": proj.fixed, "defects_worked_around": hb.defects_for(proj),
                    "estimates": est, "csim": sim,
                    "input": _input_line(prep.graph, proj.input_stream),
                    "output": "the class scores: the last layer's +-1 dot products (the IR's "

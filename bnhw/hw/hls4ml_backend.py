@@ -43,7 +43,7 @@ from .ir import HwGraph, Node
 
 __all__ = ["HLS4ML_VERSION", "Hls4mlUnsupported", "Hls4mlProject", "hls4ml_unavailable_reason", "supported_graph_error",
            "convert", "plain_convert", "csim_compare", "first_differing_layer", "finalize_project", "score_node",
-           "PASS_NAME", "FLOW_NAME", "BACKEND", "DEFECTS", "estimates"]
+           "PASS_NAME", "FLOW_NAME", "BACKEND", "DEFECTS", "defects_for", "estimates"]
 
 #: the hls4ml release these passes were written against (its defects are checked in tests)
 HLS4ML_VERSION = "1.3.0"
@@ -57,33 +57,39 @@ SUPPORTED_OPS = ("Thresholding", "SWG", "MVAU", "MaxPool", "LabelSelect")
 #: the hls4ml 1.3.0 defects bnhw works around (docs/HLS4ML_DEFECTS.md; tests/test_hls4ml_backend.py reproduces
 #: each with plain hls4ml and fails when upstream fixes it)
 DEFECTS = [
-    {"name": "binary weights re-quantised to all ones",
+    {"name": "binary weights re-quantised to all ones", "nets": "dense",
      "what": "QuantizeDenseOutput applies the 1-bit BinaryQuantizer (x >= 0 -> 1) again to weights Dense.initialize "
              "had already quantised to {0, 1}: every weight becomes 1 (+1)",
      "fix": f"{PASS_NAME}: the Dense weights from the IR (+1 -> 1, -1 -> 0)"},
-    {"name": "binary thresholds floored",
+    {"name": "binary thresholds floored", "nets": "dense",
      "what": "QuantizeDenseOutput floors the thresholds of the binary activation that follows an XNOR Dense; "
              "acc >= t on an integer acc needs ceil(t): a non-integer t gives the wrong sign where acc = floor(t)",
      "fix": f"{PASS_NAME}: the IR's integer thresholds (ceil of the real threshold, QONNX's BipolarQuant x >= 0)"},
-    {"name": "negative batch-norm scale not flipped",
+    {"name": "negative batch-norm scale not flipped", "nets": "all",
      "what": "BatchNormalizationQuantizedTanh.set_thresholds turns x * s + b >= 0 into x >= -b / s for every s; "
              "for s < 0 the comparison must flip (x <= -b / s): those channels output the opposite sign",
      "fix": f"{PASS_NAME}: the IR's weights and thresholds (a negative scale folded into the weights, acc >= T)"},
-    {"name": "4-D per-channel constants not broadcast",
+    {"name": "4-D per-channel constants not broadcast", "nets": "conv",
      "what": "on a channels-last QONNX (qonnx's ConvertToChannelsLastAndClean, as hls4ml's documentation asks) a "
              "conv's batch-norm Mul / Add constants are (1, 1, 1, C); hls4ml's merge_const broadcasts them to its "
              "3-D (H, W, C) tensors with np.broadcast_to and fails (ValueError)",
      "fix": "channels_last_qonnx: the constants without their batch axis, (1, 1, C)"},
-    {"name": "io_stream binary activation after a conv does not compile",
+    {"name": "io_stream binary activation after a conv does not compile", "nets": "conv",
      "what": "the BatchNormalizationQuantizedTanh after a Conv2D gets one threshold per pixel (n_filt = -1); its "
              "io_stream kernel then writes words of n_in (H * W * C) bits into a stream of C-bit words: g++ error "
              "'no matching function for call to normalize_binary_tanh'",
      "fix": f"{PASS_NAME}: one threshold per channel (n_filt = C)"},
-    {"name": "conv accumulators ap_fixed<16,6>",
+    {"name": "conv accumulators ap_fixed<16,6>", "nets": "conv",
      "what": "a binary Conv2D (and a Dense not fed by a binary activation) keeps the default ap_fixed<16,6> "
              "output: a +-1 dot product of fan-in 576 .. 2304 overflows its 6 integer bits (range -32 .. 32)",
      "fix": f"{PASS_NAME}: accumulator and output types from the IR's accumulator range"},
 ]
+
+
+def defects_for(project: Hls4mlProject) -> list[dict]:
+    """The defects of :data:`DEFECTS` this project's layers meet (the conv ones only in a convolutional net)."""
+    conv = project.io_type == "io_stream"
+    return [d for d in DEFECTS if d["nets"] == "all" or (d["nets"] == "conv") == conv or d["nets"] == "dense"]
 
 
 class Hls4mlUnsupported(BnhwError):
