@@ -533,6 +533,9 @@ def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csi
     files also finn/: finn-plus's own builder run offline with bnhw's
     folding up to FINN's code generation (its graph, estimates, generated
     code and a DataflowBuildConfig to continue where Vivado exists).
+    With --backend hls4ml: hls4ml's own project (hls4ml/, hls4ml_config.yml),
+    fixed by bnhw's hls4ml passes and C-simulated bit-exact against the IR,
+    with report.md / report.json, model.onnx and hw_graph.json.
     """
     from .flows.build import BuildOptions, build_flow
 

@@ -264,6 +264,12 @@ def test_cli_unknown_backend_lists_the_known_ones():
     assert r.output.strip().splitlines()[-1] == "error: --backend 'vivado': unknown back end; known: finn, hls4ml"
 
 
+def test_cli_folding_is_not_for_hls4ml():
+    r = CliRunner().invoke(main, ["build", "tfc-w1a1", "--backend", "hls4ml", "--fps", "1000"])
+    assert r.exit_code != 0
+    assert r.output.strip().splitlines()[-1].startswith("error: --fps: a folding of the finn back end")
+
+
 @pytest.mark.parametrize("make", ["bin_graph", "bireal_graph", "int_graph"])
 def test_refusal_names_the_layer(make):
     from helpers import graphs

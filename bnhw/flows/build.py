@@ -134,6 +134,9 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
     from .build_hls4ml import build_hls4ml_into, check_backend
 
     check_backend(opts.backend)
+    if opts.backend == "hls4ml" and (opts.folding is not None or opts.fps is not None):
+        raise BnhwError(f"{'--folding' if opts.folding is not None else '--fps'}: a folding of the finn back end; "
+                        "--backend hls4ml builds hls4ml's fully parallel project (reuse factor 1)")
     inp = resolve(opts.network, "build")        # input errors before any work or any folder
     lowered = lower_qonnx_input(inp) if inp.kind is Kind.QONNX else None
     if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
