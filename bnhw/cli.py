@@ -516,9 +516,12 @@ DEFAULT_SEARCH_ARCH = Path("runs/search/best_arch.json")
               help="Time budget of the FIFO sizing search (past it, the remaining FIFOs keep safe depths).")
 @click.option("--no-finn", is_flag=True,
               help="Do not hand the QONNX network to finn-plus's builder (finn/: FINN's graph, estimates and code).")
+@click.option("--backend", default="finn", show_default=True,
+              help="finn: bnhw's folded dataflow accelerator (HLS, cycle simulation, FINN's builder); hls4ml: an "
+                   "hls4ml project from hls4ml's own converter, fixed by bnhw's passes, C-simulated bit-exact.")
 @click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
 def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csim_inputs, no_csim, no_sim,
-          sim_frames, fifo_seconds, no_finn, force) -> None:
+          sim_frames, fifo_seconds, no_finn, backend, force) -> None:
     """Build a streaming XNOR-popcount dataflow accelerator for NETWORK on a board.
 
     NETWORK is a reference network (cnv-w1a1, tfc-w1a1), an architecture
@@ -530,6 +533,9 @@ def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csi
     files also finn/: finn-plus's own builder run offline with bnhw's
     folding up to FINN's code generation (its graph, estimates, generated
     code and a DataflowBuildConfig to continue where Vivado exists).
+    With --backend hls4ml: hls4ml's own project (hls4ml/, hls4ml_config.yml),
+    fixed by bnhw's hls4ml passes and C-simulated bit-exact against the IR,
+    with report.md / report.json, model.onnx and hw_graph.json.
     """
     from .flows.build import BuildOptions, build_flow
 
@@ -542,7 +548,7 @@ def build(network, target, out, folding, fps, clock_mhz, margin, checkpoint, csi
     build_flow(BuildOptions(network=network, target=target, out=out, folding=folding, fps=fps, clock_mhz=clock_mhz,
                             margin=margin, checkpoint=checkpoint, csim_inputs=csim_inputs, csim=not no_csim,
                             sim=not no_sim, sim_frames=sim_frames, fifo_seconds=fifo_seconds, finn=not no_finn,
-                            force=force),
+                            backend=backend, force=force),
                echo=click.echo)
 
 

@@ -156,6 +156,8 @@ WRITES: dict[str, tuple[str, ...]] = {
     # README build step 6 "Report" and step 4 (hls/)
     "build": ("report.md", "report.json", "layers.png", "folding.json", "fifo_config.json", "model.onnx",
               "hw_graph.json", "hls/build_prj.tcl", "test_images.npy", "test_labels.npy"),
+    # README "hls4ml back end": the project goes to hls4ml/ (with its hls4ml_config.yml)
+    "build:hls4ml": ("report.md", "report.json", "model.onnx", "hw_graph.json", "hls4ml/hls4ml_config.yml"),
     # README "plus report.md ..., report.json and report.png" and `bnhw report --help`
     "report": ("report.md", "report.json", "report.png"),
     # `bnhw bench-cpu --help`: -o ... (bench_cpu.md, bench_cpu.json, model.bnhwcpu)
@@ -170,6 +172,8 @@ def writes_key(cmd: ReadmeCommand) -> str | None:
     if cmd.kind != "bnhw":
         return None
     sub = cmd.subcommand
+    if sub == "build" and cmd.option("--backend") == "hls4ml":
+        return "build:hls4ml"
     return f"search:{_method(cmd)}" if sub == "search" else (sub if sub in WRITES else None)
 
 

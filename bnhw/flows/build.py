@@ -60,6 +60,7 @@ class BuildOptions:
     sim_frames: int = 10
     fifo_seconds: float = 300.0         # time budget of the FIFO sizing search
     finn: bool = True                   # hand the QONNX network to finn-plus's builder (up to code generation)
+    backend: str = "finn"               # finn: bnhw's dataflow build (+ FINN); hls4ml: hls4ml's converter + csim
     force: bool = False                 # replace an -o that another command wrote (see bnhw.flows.outputs)
 
 
@@ -130,6 +131,12 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
         raise BnhwError("--fps must be positive")
     if opts.folding is not None and opts.fps is not None:
         raise BnhwError("give either --folding or --fps, not both")
+    from .build_hls4ml import build_hls4ml_into, check_backend
+
+    check_backend(opts.backend)
+    if opts.backend == "hls4ml" and (opts.folding is not None or opts.fps is not None):
+        raise BnhwError(f"{'--folding' if opts.folding is not None else '--fps'}: a folding of the finn back end; "
+                        "--backend hls4ml builds hls4ml's fully parallel project (reuse factor 1)")
     inp = resolve(opts.network, "build")        # input errors before any work or any folder
     lowered = lower_qonnx_input(inp) if inp.kind is Kind.QONNX else None
     if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
@@ -143,6 +150,10 @@ def build_flow(opts: BuildOptions, echo: Callable[[str], None] = print) -> Build
                             f"{inp.arg}")
     out = Path(opts.out)
     with staged_folder(out, "build", force=opts.force, echo=echo) as st:
+        if opts.backend == "hls4ml":
+            report, graph = build_hls4ml_into(st.work, out, inp, lowered, board=board, checkpoint=opts.checkpoint,
+                                              csim_inputs=opts.csim_inputs, csim=opts.csim, echo=st.echo)
+            return BuildResult(report, out, graph)
         return _build_into(st.work, out, inp, lowered, opts, board, clock, st.echo)
 
 
