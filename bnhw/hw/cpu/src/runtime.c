@@ -60,6 +60,9 @@ typedef struct {
     int lanes32;
     int32_t *rep;
     int64_t pmax[3];            /* the largest |parameter| of each array */
+    /* a BCONV whose groups are 1-2 words deep (SMALL_DEPTH): its weights k-major per group, [g][K][og],
+     * for the kernels' bgemm_small (output channels in vector lanes); NULL otherwise */
+    bnhw_word *wt;
 } op_t;
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
@@ -396,7 +399,7 @@ void bnhw_model_free(bnhw_model *m)
     if (m->t)
         for (int i = 0; i < m->n_tensors; i++) { free(m->t[i].name); free(m->t[i].data); }
     if (m->ops)
-        for (int i = 0; i < m->n_ops; i++) { free(m->ops[i].name); free(m->ops[i].rep); }
+        for (int i = 0; i < m->n_ops; i++) { free(m->ops[i].name); free(m->ops[i].rep); free(m->ops[i].wt); }
     pool_stop(m);
     free(m->t); free(m->ops); free(m->file); free(m->scratch);
     free(m);
@@ -738,7 +741,10 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             A = col;
             lda = K;
         }
-        m->k->bgemm(rows, g1 - g0, K, A, lda, wts + (size_t)g0 * K, K, pc + g0, Cout);
+        if (o->wt)      /* shallow groups: channels in lanes, B k-major from the group's block */
+            m->k->bgemm_small(rows, g1 - g0, K, A, lda, o->wt + (size_t)g * K * og + (g0 - g * og), og, pc + g0, Cout);
+        else
+            m->k->bgemm(rows, g1 - g0, K, A, lda, wts + (size_t)g0 * K, K, pc + g0, Cout);
     }
     /* popcounts -> accumulators: acc = n_valid * cg - 2 * (P - popcount of the weights at padded taps) */
     int oy = p0 / Wo, ox = p0 % Wo;
@@ -1084,8 +1090,22 @@ static int64_t max_abs64(const int64_t *v, int n)
     return mx > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)mx;
 }
 
+/* groups at most this many words deep run the shallow-conv GEMM (bgemm_small) */
+#define SMALL_DEPTH 2
+
 static int ew_plan(op_t *o)
 {
+    if (o->opcode == OP_BCONV && bnhw_words(o->a[A_C] / o->a[A_GROUPS]) <= SMALL_DEPTH) {
+        int groups = o->a[A_GROUPS], og = o->a[A_COUT] / groups;
+        int K = o->a[A_K] * o->a[A_K] * bnhw_words(o->a[A_C] / groups);
+        const bnhw_word *w = o->p[0].data;
+        o->wt = malloc(sizeof(bnhw_word) * ((size_t)K * o->a[A_COUT] + 1));
+        if (!o->wt) return -1;
+        for (int g = 0; g < groups; g++)
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < og; j++)
+                    o->wt[((size_t)g * K + k) * og + j] = w[((size_t)g * og + j) * K + k];
+    }
     if (o->opcode == OP_BCONV && o->a[A_PAD] && o->a[A_PAD_VALUE] == 0) {
         /* zero padding: the weights' popcount per tap, tap-major ([kk][Cout]) for the border correction */
         int kk = o->a[A_K] * o->a[A_K], C = o->a[A_COUT];
