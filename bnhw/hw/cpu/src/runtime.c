@@ -63,6 +63,9 @@ typedef struct {
     /* a BCONV whose groups are 1-2 words deep (SMALL_DEPTH): its weights k-major per group, [g][K][og],
      * for the kernels' bgemm_small (output channels in vector lanes); NULL otherwise */
     bnhw_word *wt;
+    /* a conv: how many of the ops right after it run in its pass (fuse_plan), over each chunk of output
+     * pixels as soon as the chunk's accumulators exist; a fused op: 1 (the loop skips it) */
+    int nfuse, fused;
 } op_t;
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
@@ -109,6 +112,7 @@ struct bnhw_model {
     size_t *tscratch_bytes;
     pool_t pool;
     worker_t *workers;
+    int fuse;                  /* run the fused epilogues (1, the default) or every op on its own (0) */
 };
 
 static char g_error[512];
@@ -163,6 +167,7 @@ static const size_t dt_size[] = {0, 2, 4, 8, 8};
 static int check_op(const bnhw_model *m, const op_t *o);
 static int ew_plan(op_t *o);
 static void pool_stop(bnhw_model *m);
+static void fuse_plan(bnhw_model *m);
 
 /* ------------------------------------------------------------------------------------------ threads */
 static void *pool_worker(void *arg)
@@ -299,6 +304,15 @@ int bnhw_model_set_threads(bnhw_model *m, int n)
 
 int bnhw_model_threads(const bnhw_model *m) { return m->threads; }
 
+void bnhw_model_set_fusion(bnhw_model *m, int on) { m->fuse = on != 0; }
+
+int bnhw_model_n_fused(const bnhw_model *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_ops; i++) n += m->ops[i].fused;
+    return m->fuse ? n : 0;
+}
+
 void bnhw_model_set_split_threshold(bnhw_model *m, double work) { m->split_min = work < 0 ? (double)PAR_MIN_WORK : work; }
 
 bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
@@ -366,6 +380,8 @@ bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
         if (check_op(m, o)) goto fail;
         if (ew_plan(o)) { set_error("out of memory"); goto fail; }
     }
+    fuse_plan(m);
+    m->fuse = 1;
     m->k = bnhw_kernel_set("auto");
     m->threads = bnhw_default_threads();
     m->split_min = (double)PAR_MIN_WORK;
@@ -596,6 +612,24 @@ static int count_le(const int32_t *t, int n, int32_t v)
     return lo;
 }
 
+/* ---- fused epilogues
+ * The ops right after a convolution that work output pixel by output pixel -- the shortcut add /
+ * requantiser, RPReLU, thresholding / sign-packing of the next layer's input, gathers, unpacking --
+ * and pools reading a tensor made before the conv run in the conv's own pass: each chunk of output
+ * pixels goes through the whole chain while its rows are in L1 / L2, on the thread that computed it,
+ * instead of one full-tensor pass (and one wake-up of the threads) per op.  Every op still writes its
+ * own output rows, with the same row function as unfused, so the values are those of the op-by-op
+ * run, bit for bit, whatever the chunking or thread count. */
+typedef void (*rows_fn)(bnhw_model *m, const op_t *o, int p0, int p1);
+static rows_fn rows_fn_of(int opcode);
+
+/* the ops fused after conv o over its output pixels [p0, p1) */
+static void fused_rows(bnhw_model *m, const op_t *o, int p0, int p1)
+{
+    if (m->fuse)
+        for (int q = 1; q <= o->nfuse; q++) rows_fn_of(o[q].opcode)(m, &o[q], p0, p1);
+}
+
 /* the conv epilogue: rows x Cout int32 accumulators -> output rows [p0, p0 + rows) */
 VEC_CLONES static void activation_rows(const bnhw_model *m, const op_t *o, const int32_t *acc, int p0, int rows)
 {
@@ -681,8 +715,9 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
     if (c1 > Cout) c1 = Cout;
     int p0 = chunk * R, rows = pixels - p0 < R ? pixels - p0 : R;
     if (c0 >= c1 || rows <= 0) return;
-    size_t col_words = direct ? 0 : (size_t)R * K;
-    /* thread scratch: im2col block, the padding tap's words, then (S == 1) popcounts, accumulators */
+    size_t col_words = direct ? 0 : (size_t)R * K * groups;
+    /* thread scratch: im2col block (every group), a padded pixel's words, then (S == 1) popcounts,
+     * accumulators */
     bnhw_word *col = m->tscratch[thread];
     bnhw_word *padw = col + col_words;
     int32_t *pc, *acc;
@@ -695,17 +730,56 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
          * in place (element by element, so the conversion below may read and write the same array) */
         pc = acc = (int32_t *)m->t[o->out].data + (size_t)p0 * Cout;
     } else {
-        pc = (int32_t *)(padw + wpg);
+        pc = (int32_t *)(padw + x->wpp);
         acc = pc + (size_t)R * Cout;
     }
     /* a padded tap holds 0 (zero padding: it is taken out of the count below), +1 (bits 0) or -1 (the
-     * group's cg bits set): a +-1 tap is an ordinary input bit and needs no correction */
+     * group's cg bits set): a +-1 tap is an ordinary input bit and needs no correction.  padw: one
+     * padded pixel, every group */
     int pv = a[A_PAD_VALUE], zero_pad = pad && pv == 0;
-    for (int w = 0; w < wpg; w++) {
-        int bits = cg - w * BNHW_WORD_BITS;
+    for (int w = 0; w < x->wpp; w++) {
+        int bits = cg - (w % wpg) * BNHW_WORD_BITS;
         padw[w] = pv >= 0 ? 0 : bits >= BNHW_WORD_BITS ? ~(bnhw_word)0 : (((bnhw_word)1 << bits) - 1);
     }
-    for (int g = 0; g < groups; g++) {
+    int gA = c0 / og, gB = (c1 - 1) / og, ng = gB - gA + 1;    /* the groups this item's channels touch */
+    if (!direct) {
+        /* im2col of the chunk, group-major (col + gi * R * K: group gA + gi's rows), in one pass over
+         * the window taps for every group */
+        int oy = p0 / Wo, ox = p0 % Wo;
+        for (int r = 0; r < rows; r++) {
+            bnhw_word *dst = col + (size_t)r * K;
+            int y0 = oy * stride - pad, x0 = ox * stride - pad;
+            /* one group, no dilation, the window inside the row: a window row is k adjacent pixels,
+             * k * wpg contiguous words */
+            int row_copy = groups == 1 && dil == 1 && x0 >= 0 && x0 + k <= W;
+            for (int ky = 0; ky < k; ky++) {
+                int iy = y0 + ky * dil;
+                if (row_copy && iy >= 0 && iy < H) {
+                    const bnhw_word *src = in + ((size_t)iy * W + x0) * x->wpp;
+                    if (k * wpg == 3) {         /* the 3x3 one-word case, unrolled */
+                        dst[0] = src[0], dst[1] = src[1], dst[2] = src[2];
+                    } else {
+                        for (int w = 0; w < k * wpg; w++) dst[w] = src[w];
+                    }
+                    dst += k * wpg;
+                    continue;
+                }
+                for (int kx = 0; kx < k; kx++, dst += wpg) {
+                    int ix = x0 + kx * dil;
+                    const bnhw_word *src = (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                                               ? padw : in + ((size_t)iy * W + ix) * x->wpp;
+                    src += (size_t)gA * wpg;
+                    if (wpg == 1)
+                        for (int gi = 0; gi < ng; gi++) dst[(size_t)gi * R * K] = src[gi];
+                    else
+                        for (int gi = 0; gi < ng; gi++)
+                            for (int w = 0; w < wpg; w++) dst[(size_t)gi * R * K + w] = src[gi * wpg + w];
+                }
+            }
+            if (++ox == Wo) { ox = 0; oy++; }
+        }
+    }
+    for (int g = gA; g <= gB; g++) {
         int g0 = g * og > c0 ? g * og : c0, g1 = (g + 1) * og < c1 ? (g + 1) * og : c1;   /* this group's columns */
         if (g0 >= g1) continue;
         const bnhw_word *A;
@@ -714,31 +788,7 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             A = in + (size_t)p0 * x->wpp + g * wpg;
             lda = x->wpp;
         } else {
-            int oy = p0 / Wo, ox = p0 % Wo;
-            for (int r = 0; r < rows; r++) {
-                bnhw_word *dst = col + (size_t)r * K;
-                int y0 = oy * stride - pad, x0 = ox * stride - pad;
-                /* one group, no dilation, the window inside the row: a window row is k adjacent pixels,
-                 * k * wpg contiguous words */
-                int row_copy = groups == 1 && dil == 1 && x0 >= 0 && x0 + k <= W;
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = y0 + ky * dil;
-                    if (row_copy && iy >= 0 && iy < H) {
-                        const bnhw_word *src = in + ((size_t)iy * W + x0) * x->wpp;
-                        for (int w = 0; w < k * wpg; w++) dst[w] = src[w];
-                        dst += k * wpg;
-                        continue;
-                    }
-                    for (int kx = 0; kx < k; kx++, dst += wpg) {
-                        int ix = x0 + kx * dil;
-                        const bnhw_word *src = (iy < 0 || iy >= H || ix < 0 || ix >= W)
-                                                   ? padw : in + ((size_t)iy * W + ix) * x->wpp + g * wpg;
-                        for (int w = 0; w < wpg; w++) dst[w] = src[w];
-                    }
-                }
-                if (++ox == Wo) { ox = 0; oy++; }
-            }
-            A = col;
+            A = col + (size_t)(g - gA) * R * K;
             lda = K;
         }
         if (o->wt)      /* shallow groups: channels in lanes, B k-major from the group's block */
@@ -794,6 +844,7 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
         }
     }
     if (!j->shared && !direct_out) activation_rows(m, o, acc, p0, rows);
+    if (!j->shared) fused_rows(m, o, p0, p0 + rows);
 }
 
 static int op_bconv(bnhw_model *m, const op_t *o)
@@ -804,10 +855,10 @@ static int op_bconv(bnhw_model *m, const op_t *o)
     int direct = (k == 1 && a[A_STRIDE] == 1 && a[A_PAD] == 0);
     int K = kk * wpg;
     conv_job j = {m, o, {0, 0, 0, 0, 0}, NULL};
-    j.sp = conv_split(m, (direct ? 0 : (size_t)K * sizeof(bnhw_word)) + (size_t)Cout * 2 * sizeof(int32_t), pixels,
-                      Cout, (double)pixels * Cout / groups * K);
-    size_t col_words = direct ? 0 : (size_t)j.sp.R * K;
-    size_t bytes = (col_words + (size_t)wpg) * sizeof(bnhw_word);
+    j.sp = conv_split(m, (direct ? 0 : (size_t)K * groups * sizeof(bnhw_word)) + (size_t)Cout * 2 * sizeof(int32_t),
+                      pixels, Cout, (double)pixels * Cout / groups * K);
+    size_t col_words = direct ? 0 : (size_t)j.sp.R * K * groups;
+    size_t bytes = (col_words + (size_t)m->t[o->in[0]].wpp) * sizeof(bnhw_word);
     if (j.sp.S > 1) {
         j.shared = scratch(m, (size_t)pixels * Cout * 2 * sizeof(int32_t));
         if (!j.shared) { set_error("out of memory"); return -1; }
@@ -820,6 +871,7 @@ static int op_bconv(bnhw_model *m, const op_t *o)
         for (int c = 0; c < j.sp.chunks; c++) {
             int p0 = c * j.sp.R, rows = pixels - p0 < j.sp.R ? pixels - p0 : j.sp.R;
             activation_rows(m, o, j.shared + (size_t)pixels * Cout + (size_t)p0 * Cout, p0, rows);
+            fused_rows(m, o, p0, p0 + rows);
         }
     return 0;
 }
@@ -861,6 +913,24 @@ VEC_CLONES static void iconv_item(void *arg, int item, int thread)
         if (g0 >= g1) continue;
         for (int r = 0; r < rows; r++) {
             int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo;
+            int x0 = ox * stride - pad;
+            if (groups == 1 && dil == 1 && x0 >= 0 && x0 + k <= W) {
+                /* one group, the window inside the row: a window row is k * C contiguous values */
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = oy * stride - pad + ky;
+                    size_t base = (size_t)r * K + (size_t)ky * k * C;
+                    int n = k * C;
+                    if (iy < 0 || iy >= H) {
+                        if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < n; c++) dst[c] = (int16_t)pv; }
+                        else { int32_t *dst = (int32_t *)buf + base; for (int c = 0; c < n; c++) dst[c] = pv; }
+                        continue;
+                    }
+                    const int32_t *src = in + ((size_t)iy * W + x0) * C;
+                    if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < n; c++) dst[c] = (int16_t)src[c]; }
+                    else memcpy((int32_t *)buf + base, src, sizeof(int32_t) * (size_t)n);
+                }
+                continue;
+            }
             for (int ky = 0; ky < k; ky++)
                 for (int kx = 0; kx < k; kx++) {
                     int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
@@ -882,7 +952,10 @@ VEC_CLONES static void iconv_item(void *arg, int item, int thread)
             gemm_s32(rows, g1 - g0, K, (const int32_t *)buf, K, (const int32_t *)o->p[0].data + (size_t)g0 * K, K,
                      acc + g0, Cout);
     }
-    if (!j->shared) activation_rows(m, o, acc, p0, rows);
+    if (!j->shared) {
+        activation_rows(m, o, acc, p0, rows);
+        fused_rows(m, o, p0, p0 + rows);
+    }
 }
 
 static int op_iconv(bnhw_model *m, const op_t *o)
@@ -908,14 +981,13 @@ static int op_iconv(bnhw_model *m, const op_t *o)
         for (int c = 0; c < j.sp.chunks; c++) {
             int p0 = c * j.sp.R, rows = pixels - p0 < j.sp.R ? pixels - p0 : j.sp.R;
             activation_rows(m, o, j.shared + (size_t)p0 * Cout, p0, rows);
+            fused_rows(m, o, p0, p0 + rows);
         }
     return 0;
 }
 
 /* Elementwise ops and pools over ranges of pixels: rows [p0, p1) of the output, each range on one
  * thread (par_rows), so an op's split, like a conv's, never changes a value. */
-typedef void (*rows_fn)(bnhw_model *m, const op_t *o, int p0, int p1);
-
 typedef struct {
     bnhw_model *m;
     const op_t *o;
@@ -1008,6 +1080,8 @@ static int op_maxpool(bnhw_model *m, const op_t *o)
     return 0;
 }
 
+/* the window sums in uint32 lanes, channel innermost (contiguous, vectorised): wrapping arithmetic,
+ * so each output is the int64 sum modulo 2^32 -- the (int32_t) of the int64 sum, bit for bit */
 VEC_CLONES static void avgpoolsum_rows(bnhw_model *m, const op_t *o, int q0, int q1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
@@ -1016,12 +1090,13 @@ VEC_CLONES static void avgpoolsum_rows(bnhw_model *m, const op_t *o, int q0, int
     int32_t *out = y->data;
     for (int q = q0; q < q1; q++) {
         int oy = q / y->W, ox = q % y->W;
-        for (int c = 0; c < C; c++) {
-            int64_t s = 0;
-            for (int ky = 0; ky < k; ky++)
-                for (int kx = 0; kx < k; kx++) s += in[((size_t)(oy * k + ky) * x->W + ox * k + kx) * C + c];
-            out[(size_t)q * C + c] = (int32_t)s;
-        }
+        uint32_t *dst = (uint32_t *)out + (size_t)q * C;
+        for (int c = 0; c < C; c++) dst[c] = 0;
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const uint32_t *src = (const uint32_t *)in + ((size_t)(oy * k + ky) * x->W + ox * k + kx) * C;
+                for (int c = 0; c < C; c++) dst[c] += src[c];
+            }
     }
 }
 
@@ -1046,14 +1121,15 @@ VEC_CLONES static int op_gap(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-VEC_CLONES static int op_gather(bnhw_model *m, const op_t *o)
+/* output pixels [p0, p1) of a gather */
+VEC_CLONES static void gather_rows(bnhw_model *m, const op_t *o, int p0, int p1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *idx = o->p[0].data, *in = x->data;
     int32_t *out = y->data;
     if (x->packed) {          /* move single bits between the two group layouts */
         int xcg = x->C / x->groups, xw = bnhw_words(xcg), ycg = y->C / y->groups, yw = bnhw_words(ycg);
-        for (int64_t p = 0; p < (int64_t)x->H * x->W; p++) {
+        for (int64_t p = p0; p < p1; p++) {
             const bnhw_word *src = (const bnhw_word *)x->data + p * x->wpp;
             bnhw_word *dst = (bnhw_word *)y->data + p * y->wpp;
             memset(dst, 0, sizeof(bnhw_word) * (size_t)y->wpp);
@@ -1063,10 +1139,16 @@ VEC_CLONES static int op_gather(bnhw_model *m, const op_t *o)
                 dst[dg * yw + di / BNHW_WORD_BITS] |= b << (di % BNHW_WORD_BITS);
             }
         }
-        return 0;
+        return;
     }
-    for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
+    for (int64_t p = p0; p < p1; p++)
         for (int c = 0; c < y->C; c++) out[p * y->C + c] = in[p * x->C + idx[c]];
+}
+
+static int op_gather(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *y = &m->t[o->out];
+    par_rows(m, o, y->H * y->W, y->C, gather_rows);
     return 0;
 }
 
@@ -1284,6 +1366,50 @@ VEC_CLONES static int op_labelselect(bnhw_model *m, const op_t *o)
     return 0;
 }
 
+static rows_fn rows_fn_of(int opcode)
+{
+    switch (opcode) {
+    case OP_THRESH: return thresh_rows;
+    case OP_MAXPOOL: return maxpool_rows;
+    case OP_AVGPOOLSUM: return avgpoolsum_rows;
+    case OP_GATHER: return gather_rows;
+    case OP_ADDREQUANT: return addrequant_rows;
+    case OP_RPRELU: return rprelu_rows;
+    case OP_UNPACK: return unpack_rows;
+    default: return NULL;
+    }
+}
+
+/* At load: the ops each conv takes into its pass (see "fused epilogues").  Op i + q joins conv i when
+ * every op between them has joined, it works output pixel by output pixel over a tensor of the conv's
+ * Ho x Wo, it writes no tensor the conv reads, and a pool among them reads no tensor the conv or
+ * the chain writes (a pool's output pixel reads several input pixels). */
+static void fuse_plan(bnhw_model *m)
+{
+    for (int i = 0; i < m->n_ops; i++) {
+        op_t *o = &m->ops[i];
+        if (o->opcode != OP_BCONV && o->opcode != OP_ICONV) continue;
+        const tensor_t *y = &m->t[o->out];
+        int n = 0;
+        for (int q = i + 1; q < m->n_ops; q++) {
+            const op_t *f = &m->ops[q];
+            const tensor_t *fy = &m->t[f->out];
+            if (!rows_fn_of(f->opcode) || fy->H != y->H || fy->W != y->W || f->out == o->in[0]) break;
+            if (f->opcode == OP_MAXPOOL || f->opcode == OP_AVGPOOLSUM) {
+                int made_here = f->in[0] == o->out;
+                for (int r = i + 1; r < q; r++) made_here |= f->in[0] == m->ops[r].out;
+                if (made_here) break;
+            } else if (m->t[f->in[0]].H != y->H || m->t[f->in[0]].W != y->W) {
+                break;
+            }
+            n++;
+        }
+        o->nfuse = n;
+        for (int q = 1; q <= n; q++) m->ops[i + q].fused = 1;
+        i += n;
+    }
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -1298,6 +1424,10 @@ int bnhw_model_run(bnhw_model *m, const int32_t *input, int32_t *output)
     memcpy(x->data, input, tensor_bytes(x));
     for (int i = 0; i < m->n_ops; i++) {
         op_t *o = &m->ops[i];
+        if (o->fused && m->fuse) {     /* ran in its conv's pass: its time is the conv's */
+            o->seconds = 0;
+            continue;
+        }
         double t0 = now();
         int rc;
         switch (o->opcode) {
