@@ -66,6 +66,7 @@ typedef struct {
     /* a conv: how many of the ops right after it run in its pass (fuse_plan), over each chunk of output
      * pixels as soon as the chunk's accumulators exist; a fused op: 1 (the loop skips it) */
     int nfuse, fused;
+    int nruns;                  /* a GATHER: its index as runs of consecutive channels, (dst, src, len) in rep */
 } op_t;
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
@@ -1141,8 +1142,13 @@ VEC_CLONES static void gather_rows(bnhw_model *m, const op_t *o, int p0, int p1)
         }
         return;
     }
+    /* run by run (see ew_plan): contiguous copies instead of an indexed load per channel */
     for (int64_t p = p0; p < p1; p++)
-        for (int c = 0; c < y->C; c++) out[p * y->C + c] = in[p * x->C + idx[c]];
+        for (int r = 0; r < o->nruns; r++) {
+            const int32_t *src = in + p * x->C + o->rep[3 * r + 1];
+            int32_t *dst = out + p * y->C + o->rep[3 * r];
+            for (int t = 0, len = o->rep[3 * r + 2]; t < len; t++) dst[t] = src[t];
+        }
 }
 
 static int op_gather(bnhw_model *m, const op_t *o)
@@ -1187,6 +1193,22 @@ static int ew_plan(op_t *o)
             for (int k = 0; k < K; k++)
                 for (int j = 0; j < og; j++)
                     o->wt[((size_t)g * K + k) * og + j] = w[((size_t)g * og + j) * K + k];
+    }
+    if (o->opcode == OP_GATHER) {
+        /* the index as runs of consecutive source channels (a channel-doubling shortcut: two runs) */
+        const int32_t *idx = o->p[0].data;
+        int C = (int)o->p[0].count, n = 0;
+        o->rep = malloc(sizeof(int32_t) * 3 * ((size_t)C + 1));
+        if (!o->rep) return -1;
+        for (int c = 0; c < C;) {
+            int len = 1;
+            while (c + len < C && idx[c + len] == idx[c] + len) len++;
+            o->rep[3 * n] = c, o->rep[3 * n + 1] = idx[c], o->rep[3 * n + 2] = len;
+            n++;
+            c += len;
+        }
+        o->nruns = n;
+        return 0;
     }
     if (o->opcode == OP_BCONV && o->a[A_PAD] && o->a[A_PAD_VALUE] == 0) {
         /* zero padding: the weights' popcount per tap, tap-major ([kk][Cout]) for the border correction */
