@@ -114,7 +114,7 @@ def _pack_cases(rng, count):
         if s < len(fixed):
             n, groups, cg = fixed[s]
         else:
-            n = int(rng.integers(0, 5))
+            n = int(rng.integers(0, 5)) if rng.random() < 0.9 else int(rng.integers(5, 300))  # many: small-group streams
             groups = 1 if rng.random() < 0.5 else int(rng.integers(1, 9))
             cg = int(rng.choice(GROUP_CHANNELS)) if rng.random() < 0.7 else int(rng.integers(1, 301))
         C = groups * cg

@@ -122,7 +122,7 @@ static void test_pack(int count)
             n = fixed[s][0], groups = fixed[s][1], cg = fixed[s][2], use_thr = fixed[s][3];
             mode = s % 4;
         } else {
-            n = rnd(0, 4);
+            n = chance(80) ? rnd(0, 4) : rnd(5, 700);   /* many pixels: the small-group stream's blocks */
             groups = chance(50) ? 1 : rnd(1, 8);
             cg = chance(70) ? group_channels[rnd(0, N_GROUP_CHANNELS - 1)] : rnd(1, 300);
             use_thr = chance(60);

@@ -331,10 +331,66 @@ INL T_AVX2 void pack_rows_avx2(const int32_t *x, int n, int C, int groups, const
 #undef PACK_FULL
 }
 
+/* Small groups (at most SMALL_CG channels, one word): a pixel is too short for whole vectors, so the
+ * pixels are compared as one stream of elements -- 16 a compare against the thresholds repeated with
+ * period C (a multiple of 16 long, so a vector never wraps) -- into a bit stream, from which each
+ * pixel's group takes its cg bits at bit p * C + g * cg by one unaligned 64-bit read and a shift. */
+#define SMALL_CG 56
+#define SMALL_C 128                              /* C <= 128: the period L <= 16 C fits one block */
+#define STREAM_ELEMS 2048
+
+/* the thresholds (0 when NULL) repeated to L = the least multiple of C and 16 elements */
+INL int repeat_thresholds(const int32_t *thr, int C, int32_t *rep)
+{
+    int L = C;
+    while (L % 16) L += C;
+    for (int i = 0; i < L; i++) rep[i] = thr ? thr[i % C] : 0;
+    return L;
+}
+
+/* bits [b, b + cnt) of the little-endian bit stream s (cnt <= 57) */
+INL bnhw_word stream_bits(const unsigned char *s, size_t b, int cnt)
+{
+    uint64_t w;
+    __builtin_memcpy(&w, s + b / 8, 8);
+    return (w >> (b % 8)) & (((bnhw_word)1 << cnt) - 1);
+}
+
+/* AVX2: 8 a compare (vpcmpgtd + vmovmskps) */
+INL T_AVX2 void pack_small_avx2(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
+{
+    int32_t rep[16 * SMALL_C + 16];
+    uint8_t bits[STREAM_ELEMS / 8 + 16];
+    int L = repeat_thresholds(thr, C, rep), cg = C / groups;
+    int block = STREAM_ELEMS / L * L / C;
+    for (int p0 = 0; p0 < n; p0 += block) {
+        int np = n - p0 < block ? n - p0 : block, ne = np * C, e = 0, j = 0;
+        const int32_t *xb = x + (size_t)p0 * C;
+        for (; e + 8 <= ne; e += 8, j = j + 8 == L ? 0 : j + 8) {
+            __m256i vx = _mm256_loadu_si256((const __m256i *)(xb + e));
+            __m256i lt = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(rep + j)), vx);
+            bits[e / 8] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
+        }
+        if (e < ne) {
+            unsigned b = 0;
+            for (int i = 0; e + i < ne; i++) b |= (unsigned)(xb[e + i] < rep[j + i]) << i;
+            bits[e / 8] = (uint8_t)b;
+            e += 8;
+        }
+        for (int i = e / 8; i < e / 8 + 8; i++) bits[i] = 0;
+        bnhw_word *o = out + (size_t)p0 * groups;
+        for (int q = 0; q < np * groups; q++) o[q] = stream_bits(bits, (size_t)q * cg, cg);
+    }
+}
+
 T_AVX2 void bnhw_pack_avx2(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
 {
     if (n <= 0 || C <= 0 || groups <= 0)
         return;
+    if (C / groups <= SMALL_CG && C <= SMALL_C) {
+        pack_small_avx2(x, n, C, groups, thr, out);
+        return;
+    }
     if (thr)
         pack_rows_avx2(x, n, C, groups, thr, out);
     else
@@ -626,10 +682,35 @@ INL T_BW void pack_rows_bw(const int32_t *x, int n, int C, int groups, const int
 #undef PACK_FULL
 }
 
+INL T_BW void pack_small_bw(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
+{
+    int32_t rep[16 * SMALL_C + 16];              /* L <= 16 C */
+    uint16_t bits[STREAM_ELEMS / 16 + 8];        /* + 8: the last 64-bit read stays inside */
+    int L = repeat_thresholds(thr, C, rep), cg = C / groups;
+    int block = STREAM_ELEMS / L * L / C;        /* pixels a block: whole periods of the thresholds */
+    for (int p0 = 0; p0 < n; p0 += block) {
+        int np = n - p0 < block ? n - p0 : block, ne = np * C;
+        const int32_t *xb = x + (size_t)p0 * C;
+        for (int e = 0, j = 0; e < ne; e += 16, j = j + 16 == L ? 0 : j + 16) {
+            int cnt = ne - e < 16 ? ne - e : 16;
+            __mmask16 m = (__mmask16)(cnt == 16 ? 0xffffu : (1u << cnt) - 1u);
+            __m512i vx = _mm512_maskz_loadu_epi32(m, xb + e);
+            bits[e / 16] = (uint16_t)_mm512_mask_cmplt_epi32_mask(m, vx, _mm512_loadu_si512((const void *)(rep + j)));
+        }
+        for (int i = (ne + 15) / 16; i < (ne + 15) / 16 + 4; i++) bits[i] = 0;
+        bnhw_word *o = out + (size_t)p0 * groups;
+        for (int q = 0; q < np * groups; q++) o[q] = stream_bits((const unsigned char *)bits, (size_t)q * cg, cg);
+    }
+}
+
 T_BW void bnhw_pack_avx512bw(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
 {
     if (n <= 0 || C <= 0 || groups <= 0)
         return;
+    if (C / groups <= SMALL_CG && C <= SMALL_C) {
+        pack_small_bw(x, n, C, groups, thr, out);
+        return;
+    }
     if (thr)
         pack_rows_bw(x, n, C, groups, thr, out);
     else
