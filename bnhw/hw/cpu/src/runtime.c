@@ -114,6 +114,7 @@ struct bnhw_model {
     pool_t pool;
     worker_t *workers;
     int fuse;                  /* run the fused epilogues (1, the default) or every op on its own (0) */
+    int64_t *tbound;           /* per tensor: a bound on |every value| any run can hold, -1 unknown (bounds_plan) */
 };
 
 static char g_error[512];
@@ -169,6 +170,7 @@ static int check_op(const bnhw_model *m, const op_t *o);
 static int ew_plan(op_t *o);
 static void pool_stop(bnhw_model *m);
 static void fuse_plan(bnhw_model *m);
+static int bounds_plan(bnhw_model *m);
 
 /* ------------------------------------------------------------------------------------------ threads */
 static void *pool_worker(void *arg)
@@ -382,6 +384,7 @@ bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
         if (ew_plan(o)) { set_error("out of memory"); goto fail; }
     }
     fuse_plan(m);
+    if (bounds_plan(m)) { set_error("out of memory"); goto fail; }
     m->fuse = 1;
     m->k = bnhw_kernel_set("auto");
     m->threads = bnhw_default_threads();
@@ -418,7 +421,7 @@ void bnhw_model_free(bnhw_model *m)
     if (m->ops)
         for (int i = 0; i < m->n_ops; i++) { free(m->ops[i].name); free(m->ops[i].rep); free(m->ops[i].wt); }
     pool_stop(m);
-    free(m->t); free(m->ops); free(m->file); free(m->scratch);
+    free(m->t); free(m->ops); free(m->file); free(m->scratch); free(m->tbound);
     free(m);
 }
 
@@ -1318,8 +1321,9 @@ VEC_CLONES static void addrequant_rows(bnhw_model *m, const op_t *o, int p0, int
     if (o->lanes32) {
         int64_t e0 = (int64_t)p0 * C, n = (int64_t)(p1 - p0) * C;
         /* every factor <= 2^31 (inputs) or 2^30 (parameters, shifts): no int64 overflow */
-        int64_t bound = max_abs32(in + e0, n) * o->pmax[0] + o->pmax[1] + ((int64_t)1 << shift);
-        if (sc) bound += max_abs32(sc + e0, n) << ss;
+        int64_t bx = m->tbound[o->in[0]], bs = sc ? m->tbound[o->in[1]] : 0;
+        int64_t bound = (bx >= 0 ? bx : max_abs32(in + e0, n)) * o->pmax[0] + o->pmax[1] + ((int64_t)1 << shift);
+        if (sc) bound += (bs >= 0 ? bs : max_abs32(sc + e0, n)) << ss;
         if (fits32(bound)) {
             addrequant32(o, in, sc, out, e0, n);
             return;
@@ -1349,7 +1353,8 @@ VEC_CLONES static void rprelu_rows(bnhw_model *m, const op_t *o, int p0, int p1)
     int frac = o->a[A_FRAC], C = x->C;
     if (o->lanes32) {
         int64_t e0 = (int64_t)p0 * C, n = (int64_t)(p1 - p0) * C, f = (int64_t)1 << frac;
-        int64_t bound = (max_abs32(in + e0, n) + o->pmax[0]) * (o->pmax[1] > f ? o->pmax[1] : f) +
+        int64_t bx = m->tbound[o->in[0]];
+        int64_t bound = ((bx >= 0 ? bx : max_abs32(in + e0, n)) + o->pmax[0]) * (o->pmax[1] > f ? o->pmax[1] : f) +
                         (o->pmax[2] + 1) * f;
         if (fits32(bound)) {
             rprelu32(o, in, out, e0, n);
@@ -1430,6 +1435,71 @@ static void fuse_plan(bnhw_model *m)
         for (int q = 1; q <= n; q++) m->ops[i + q].fused = 1;
         i += n;
     }
+}
+
+/* At load: a bound on |value| of every int32 tensor over any run, from the ops' parameters alone, so
+ * the residual path's int32-lane check (addrequant_rows / rprelu_rows) needs no min / max pass over
+ * its inputs where the bound is known.  The model's input is unknown (-1); a tensor no op writes is 0
+ * (zeroed at load); otherwise the largest over its writers, unknown when a writer reads a tensor that
+ * an op at or after it writes (only a corrupt file does) or when the bound passes 2^30:
+ *   BCONV accumulators  acc = n_valid * cg - 2 (P - S): |acc| <= kk cg + 2 (64 K + max_c S_c), S_c the
+ *                       sum of channel c's weight popcounts (whatever the file says they are)
+ *   thresholds          |out_scale| n_thr + |out_bias|;  ADDREQUANT / RPRELU: max(|lo|, |hi|)
+ *   GATHER, MAXPOOL     their input's;  AVGPOOLSUM: k^2 times its input's;  UNPACK: 1;  others unknown */
+static int bounds_plan(bnhw_model *m)
+{
+    const int64_t LIM = (int64_t)1 << 30;
+    int *last = malloc(sizeof(int) * (size_t)m->n_tensors);
+    m->tbound = calloc((size_t)m->n_tensors, sizeof *m->tbound);
+    if (!last || !m->tbound) { free(last); return -1; }
+    for (int t = 0; t < m->n_tensors; t++) last[t] = -1;
+    for (int i = 0; i < m->n_ops; i++) last[m->ops[i].out] = i;
+    m->tbound[m->input] = -1;
+    for (int i = 0; i < m->n_ops; i++) {
+        const op_t *o = &m->ops[i];
+        const int32_t *a = o->a;
+        int64_t bin = m->tbound[o->in[0]], b = -1;
+        if (last[o->in[0]] >= i) bin = -1;
+        switch (o->opcode) {
+        case OP_BCONV:
+        case OP_ICONV:
+            if (a[A_OUT_MODE] != OUT_ACC) {
+                b = (int64_t)(a[A_OUT_SCALE] < 0 ? -(int64_t)a[A_OUT_SCALE] : a[A_OUT_SCALE]) * a[A_NTHR] +
+                    (a[A_OUT_BIAS] < 0 ? -(int64_t)a[A_OUT_BIAS] : a[A_OUT_BIAS]);
+            } else if (o->opcode == OP_BCONV) {
+                int kk = a[A_K] * a[A_K], cg = a[A_C] / a[A_GROUPS];
+                const int32_t *wpop = o->p[1].data;
+                int64_t smax = 0;
+                for (int c = 0; c < a[A_COUT]; c++) {
+                    int64_t sc = 0;
+                    for (int q = 0; q < kk; q++) sc += wpop[(size_t)c * kk + q] < 0 ? -(int64_t)wpop[(size_t)c * kk + q]
+                                                                                 : wpop[(size_t)c * kk + q];
+                    if (sc > smax) smax = sc;
+                }
+                b = (int64_t)kk * cg + 2 * ((int64_t)64 * kk * bnhw_words(cg) + smax);
+            }
+            break;
+        case OP_THRESH:
+            b = a[A_OUT_MODE] == OUT_PACKED ? 1 : (int64_t)(a[A_OUT_SCALE] < 0 ? -(int64_t)a[A_OUT_SCALE] : a[A_OUT_SCALE]) *
+                a[A_NTHR] + (a[A_OUT_BIAS] < 0 ? -(int64_t)a[A_OUT_BIAS] : a[A_OUT_BIAS]);
+            break;
+        case OP_ADDREQUANT:
+        case OP_RPRELU: {
+            int64_t lo = a[A_LO] < 0 ? -(int64_t)a[A_LO] : a[A_LO], hi = a[A_HI] < 0 ? -(int64_t)a[A_HI] : a[A_HI];
+            b = lo > hi ? lo : hi;
+            break;
+        }
+        case OP_GATHER: case OP_MAXPOOL: b = bin; break;
+        case OP_AVGPOOLSUM: b = bin < 0 || a[A_K] > 1024 ? -1 : bin * a[A_K] * a[A_K]; break;
+        case OP_UNPACK: b = 1; break;
+        default: b = -1;
+        }
+        if (b < 0 || b > LIM) b = -1;
+        int64_t *t = &m->tbound[o->out];
+        if (o->out != m->input) *t = (*t < 0 || b < 0) ? -1 : (*t > b ? *t : b);
+    }
+    free(last);
+    return 0;
 }
 
 static double now(void)
