@@ -80,6 +80,7 @@ def _lib() -> ctypes.CDLL:
             "bnhw_model_set_split_threshold": (None, [P, ctypes.c_double]),
             "bnhw_model_set_fusion": (None, [P, Int]),
             "bnhw_model_n_fused": (Int, [P]),
+            "bnhw_model_op_fused": (Int, [P, Int]),
             "bnhw_xorpop_peak": (I64, [P, Int, Int, P]),
         }
         if hasattr(lib, "bnhw_xorpop_peak_avx2"):    # x86-64 builds
@@ -212,6 +213,11 @@ class CpuModel:
     def n_fused(self) -> int:
         """How many ops run in their convolution's pass (fused epilogues; 0 with ``fuse=False``)."""
         return int(_lib().bnhw_model_n_fused(self._m))
+
+    def op_fused(self) -> list[bool]:
+        """Whether each op runs in its convolution's pass (its time then counts in the conv's)."""
+        lib = _lib()
+        return [bool(lib.bnhw_model_op_fused(self._m, i)) for i in range(self.n_ops)]
 
     @property
     def n_ops(self) -> int:

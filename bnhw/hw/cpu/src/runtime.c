@@ -309,6 +309,8 @@ int bnhw_model_threads(const bnhw_model *m) { return m->threads; }
 
 void bnhw_model_set_fusion(bnhw_model *m, int on) { m->fuse = on != 0; }
 
+int bnhw_model_op_fused(const bnhw_model *m, int i) { return i >= 0 && i < m->n_ops && m->fuse && m->ops[i].fused; }
+
 int bnhw_model_n_fused(const bnhw_model *m)
 {
     int n = 0;
