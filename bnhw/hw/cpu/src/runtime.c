@@ -1430,8 +1430,8 @@ static rows_fn rows_fn_of(int opcode)
 
 /* At load: the ops each conv takes into its pass (see "fused epilogues").  Op i + q joins conv i when
  * every op between them has joined, it works output pixel by output pixel over a tensor of the conv's
- * Ho x Wo, it writes no tensor the conv reads, and a pool among them reads no tensor the conv or
- * the chain writes (a pool's output pixel reads several input pixels). */
+ * Ho x Wo, it writes no tensor the conv or an earlier member reads, and a pool among them reads no
+ * tensor the conv or the chain writes (a pool's output pixel reads several input pixels). */
 static void fuse_plan(bnhw_model *m)
 {
     for (int i = 0; i < m->n_ops; i++) {
@@ -1443,6 +1443,12 @@ static void fuse_plan(bnhw_model *m)
             const op_t *f = &m->ops[q];
             const tensor_t *fy = &m->t[f->out];
             if (!rows_fn_of(f->opcode) || fy->H != y->H || fy->W != y->W || f->out == o->in[0]) break;
+            /* it writes nothing an earlier member reads (a valid program never does: only a corrupt
+             * file could make two threads meet in one tensor) */
+            int read_before = 0;
+            for (int r = i + 1; r < q; r++)
+                read_before |= m->ops[r].in[0] == f->out || (m->ops[r].n_in > 1 && m->ops[r].in[1] == f->out);
+            if (read_before) break;
             if (f->opcode == OP_MAXPOOL || f->opcode == OP_AVGPOOLSUM) {
                 int made_here = f->in[0] == o->out;
                 for (int r = i + 1; r < q; r++) made_here |= f->in[0] == m->ops[r].out;
