@@ -57,6 +57,10 @@ def test_native_is_measured_and_checked(graph_file, tmp_path):
     assert abs(res["binary_gops"] - 2 * prog.bmacs / res["seconds"] / 1e9) < 1e-6 * res["binary_gops"]
     md = (tmp_path / "bench_cpu.md").read_text()
     assert "**Measured**" in md and "equals the IR on 6/6" in md and "random integers" in md
+    # the bireal blocks' pixel-wise ops run fused into their convs' passes: rows say so, with no time
+    fused = [x for x in res["rows"] if x["fused"]]
+    assert res["fused_ops"] == len(fused) > 0 and all(x["seconds"] == 0 for x in fused)
+    assert f"{len(fused)} pixel-wise ops" in md and md.count("| fused |") == len(fused)
     assert (tmp_path / "model.bnhwcpu").is_file()
 
 

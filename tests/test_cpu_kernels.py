@@ -16,7 +16,7 @@ from helpers.qemu_x86 import OLDER_X86, qemu_x86
 
 from bnhw.errors import BnhwError
 from bnhw.hw.cpu import cross, kernels
-from bnhw.hw.cpu.kernels import bgemm, gemm_s16, kernel_sets, pack, pack_reference
+from bnhw.hw.cpu.kernels import bgemm, bgemm_small, bgemm_small_t, gemm_s16, kernel_sets, pack, pack_reference
 
 SEED = 20240611
 U64_MAX = np.iinfo(np.uint64).max
@@ -114,7 +114,7 @@ def _pack_cases(rng, count):
         if s < len(fixed):
             n, groups, cg = fixed[s]
         else:
-            n = int(rng.integers(0, 5))
+            n = int(rng.integers(0, 5)) if rng.random() < 0.9 else int(rng.integers(5, 300))  # many: small-group streams
             groups = 1 if rng.random() < 0.5 else int(rng.integers(1, 9))
             cg = int(rng.choice(GROUP_CHANNELS)) if rng.random() < 0.7 else int(rng.integers(1, 301))
         C = groups * cg
@@ -319,6 +319,47 @@ def test_bgemm_matches_ref(impl):
     for M, N, K in [(5, 6, 62), (5, 6, 64), (5, 6, 8256), (4, 4, 8193)]:
         a, b = _bgemm_case(rng, M, N, K, 1, strided=True)
         np.testing.assert_array_equal(bgemm(a, b, impl=impl), np.full((M, N), 64 * K))
+
+
+#: (M, N, K, dense) for bgemm_small: the shallow depths it serves (K = 9 / 18: 3x3 taps of 1 / 2 words),
+#: the 31-step byte limits, a deep dense case, N around every lane count (2, 4, 8, 16) and past it
+BGEMM_SMALL_FIXED = [(0, 5, 3, 0), (5, 0, 3, 0), (3, 3, 0, 0), (1, 1, 1, 1), (7, 9, 1, 1), (5, 6, 9, 0),
+                     (4, 12, 9, 1), (9, 24, 18, 2), (5, 17, 31, 1), (6, 16, 32, 1), (5, 3, 62, 1), (3, 33, 63, 1),
+                     (2, 7, 2000, 1), (8, 48, 2, 0), (13, 11, 2, 2)]
+
+
+def _bgemm_small_shapes(rng, count):
+    yield from BGEMM_SMALL_FIXED
+    for _ in range(count - len(BGEMM_SMALL_FIXED)):
+        M = 0 if rng.random() < 0.04 else int(rng.integers(1, 18))
+        N = 0 if rng.random() < 0.04 else int(rng.integers(1, 18) if rng.random() < 0.7 else rng.integers(18, 41))
+        u = rng.random()
+        K = int(rng.integers(0, 4) if u < 0.2 else rng.integers(4, 41) if u < 0.9 else rng.integers(58, 131))
+        yield M, N, K, int(rng.integers(0, 3))
+
+
+def test_bgemm_small_ref_matches_numpy():
+    rng = np.random.default_rng(SEED + 13)
+    for M, N, K, dense in _bgemm_small_shapes(rng, 60):
+        a, b = _bgemm_case(rng, M, N, K, dense, strided=False)
+        np.testing.assert_array_equal(bgemm_small(a, b, impl="ref"), _numpy_bgemm(a, b),
+                                      err_msg=f"ref bgemm_small M={M} N={N} K={K}")
+
+
+def test_bgemm_small_matches_ref(impl):
+    """The shallow-conv GEMM (B k-major, channels in lanes) of every set against bgemm's reference,
+    B given with a row stride wider than N (garbage in the padding) every other shape."""
+    rng = np.random.default_rng(SEED + 14)
+    for s, (M, N, K, dense) in enumerate(_bgemm_small_shapes(rng, 300)):
+        strided = s % 2 == 1
+        a, b = _bgemm_case(rng, M, N, K, dense, strided)
+        want = bgemm(a, b, impl="ref")
+        bt = _u64(rng, (K, N + (3 if strided else 0)))
+        bt[:, :N] = b.T
+        full, out = _strided_out(rng, M, N, strided)
+        got = bgemm_small_t(a, bt[:, :N], impl=impl, out=out)
+        np.testing.assert_array_equal(got, want, err_msg=f"{impl} bgemm_small #{s} M={M} N={N} K={K} dense={dense}")
+        assert (full[:, N:] == -777).all(), f"{impl} bgemm_small wrote past N (ldc padding) M={M} N={N} K={K}"
 
 
 def test_pack_matches_ref(impl):

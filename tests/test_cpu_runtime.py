@@ -332,6 +332,29 @@ def test_subnet_native_bit_exact_vs_ir_and_qonnx(subnet):
             assert all(np.array_equal(v, ref[s]) for s, v in e.items())
 
 
+def test_fused_epilogues_equal_op_by_op(subnet):
+    """The NAS-BNN subnet with its pixel-wise ops fused into the convolutions' passes (the default) and
+    with every op on its own: every stream bit-exact with the IR both ways on real images, with 1 and 2
+    threads (every op split); fused ops report no time of their own, the conv carries it."""
+    g = subnet["graph"]
+    fused, plain = CpuModel(g, threads=1), CpuModel(g, threads=1, fuse=False)
+    kinds = [o.op for o in fused.program.ops]
+    assert plain.n_fused == 0 and not any(plain.op_fused())
+    assert sum(fused.op_fused()) == fused.n_fused
+    # every ADDREQUANT / RPRELU / THRESH / GATHER / AVGPOOLSUM of the subnet runs in a conv's pass
+    assert fused.n_fused == sum(k in ("ADDREQUANT", "RPRELU", "THRESH", "GATHER", "AVGPOOLSUM") for k in kinds) > 100
+    for x in subnet["ints"][:2]:
+        ref = g.execute(x, return_all=True)
+        for m in (fused, plain, CpuModel(g, threads=2, split_threshold=0)):
+            got = m.run_all(x)
+            assert all(np.array_equal(v, ref[s]) for s, v in got.items()), f"fuse={m.n_fused > 0} differs from the IR"
+    secs, psecs = fused.op_seconds(), plain.op_seconds()
+    conv = [i for i, k in enumerate(kinds) if k in ("BCONV", "ICONV")]
+    assert all(secs[i] == 0 for i, f in enumerate(fused.op_fused()) if f)
+    assert sum(secs[i] == 0 for i in range(len(kinds)) if i not in conv) == fused.n_fused
+    assert (secs[conv] > 0).all() and (psecs > 0).sum() > len(conv)
+
+
 @pytest.fixture(scope="module")
 def cnv(tmp_path_factory):
     """CNV-W1A1 briefly trained on digits, exported, lowered; QONNX tensors on real test images."""

@@ -149,15 +149,16 @@ def measure_native(program: CpuProgram, x: np.ndarray, *, kernels: str | None = 
     per, tot = m.time(x, repeat=repeat, warmup=warmup)
     med = np.median(per, axis=0)
     rows = []
-    for o, t in zip(program.ops, med):
+    for o, t, fused in zip(program.ops, med, m.op_fused(), strict=True):
         rows.append({"name": o.name, "op": o.op, "layer": o.layer, "bmacs": o.bmacs, "macs": o.macs,
-                     "seconds": float(t), "binary_gops": 2 * o.bmacs / t / 1e9 if o.bmacs and t > 0 else None})
+                     "seconds": float(t), "binary_gops": 2 * o.bmacs / t / 1e9 if o.bmacs and t > 0 else None,
+                     "fused": fused})
     total = float(np.median(tot))
     bm = program.bmacs
     return {"rows": rows, "seconds": total, "p10_seconds": float(np.percentile(tot, 10)),
             "p90_seconds": float(np.percentile(tot, 90)), "fps": 1.0 / total if total > 0 else None,
             "binary_gops": 2 * bm / total / 1e9 if total > 0 else None, "repeat": repeat, "warmup": warmup,
-            "kernels": m.kernels, "threads": m.threads}
+            "kernels": m.kernels, "threads": m.threads, "fused_ops": m.n_fused}
 
 
 def bench_cpu_flow(network: str, target: str = "native", out: Path = Path("runs/bench-cpu"), *,
@@ -213,6 +214,10 @@ def _bench_into(work: Path, out: Path, inp: NetworkInput, lowered, target: str, 
         report["notes"].append(f"measured on this machine ({report['machine']}), {_threads(meas['threads'])}, kernels "
                                f"{meas['kernels']}: median of {repeat} runs after {meas['warmup']} warm-up runs; "
                                "the machine may be shared, so times are noisy")
+        if meas["fused_ops"]:
+            report["notes"].append(f"{meas['fused_ops']} pixel-wise ops (shortcut add, RPReLU, threshold / sign-pack, "
+                                   "gather, pools) run fused into the pass of the convolution before them: their "
+                                   "rows show 0 ms, the conv's row carries their time")
     else:
         from ..hw.cpu.perfmodel import model_program
 
@@ -273,8 +278,9 @@ def render_markdown(r: dict) -> str:
     total = res["seconds"] or 1.0
     for i, row in enumerate(res["rows"]):
         g = row.get("binary_gops")
+        ms = "fused" if row.get("fused") else f"{row['seconds'] * 1e3:.4f}"
         lines.append(f"| {i} | {row['op']} | {row['name']} | {_fmt_m(row['bmacs'])} | {_fmt_m(row['macs'])} | "
-                     f"{row['seconds'] * 1e3:.4f} | {100 * row['seconds'] / total:.1f} | "
+                     f"{ms} | {100 * row['seconds'] / total:.1f} | "
                      f"{'' if g is None else f'{g:.2f}'} |")
     lines.append(f"| | **total** | | {_fmt_m(r['bmacs'])} | {_fmt_m(r['macs'])} | {res['seconds'] * 1e3:.4f} | 100 | "
                  f"{res['binary_gops']:.2f} |")

@@ -142,10 +142,10 @@ def run_count(arch: str, model_file: str | Path, image, kernels: str = "neon") -
 
 #: the op kind each counted symbol's instructions belong to (functions static to runtime.c may be inlined
 #: into their callers; what is inlined into bnhw_model_run (gather, global pool, ...) stays "other")
-SYMBOL_OPS = {"bconv_item": "BCONV", "bnhw_bgemm_neon": "BCONV", "iconv_item": "ICONV", "bnhw_gemm_s16_neon": "ICONV",
-              "gemm_s32": "ICONV", "thresh_rows": "THRESH", "bnhw_pack_neon": "THRESH", "addrequant_rows": "ADDREQUANT",
-              "addrequant32": "ADDREQUANT", "rprelu_rows": "RPRELU", "rprelu32": "RPRELU",
-              "avgpoolsum_rows": "AVGPOOLSUM", "maxpool_rows": "MAXPOOL"}
+SYMBOL_OPS = {"bconv_item": "BCONV", "bnhw_bgemm_neon": "BCONV", "bnhw_bgemm_small_neon": "BCONV", "iconv_item": "ICONV",
+              "bnhw_gemm_s16_neon": "ICONV", "gemm_s32": "ICONV", "thresh_rows": "THRESH", "bnhw_pack_neon": "THRESH",
+              "addrequant_rows": "ADDREQUANT", "addrequant32": "ADDREQUANT", "rprelu_rows": "RPRELU", "rprelu32": "RPRELU",
+              "avgpoolsum_rows": "AVGPOOLSUM", "maxpool_rows": "MAXPOOL", "gather_rows": "GATHER"}
 
 
 def by_op(counts: Counter) -> Counter:

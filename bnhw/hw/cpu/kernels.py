@@ -32,8 +32,8 @@ from ..cbuild import load_library, shared_library
 
 __all__ = ["HEADER", "KERNEL_FILES", "SOURCES", "TEST_FILE", "KERNEL_SET_NAMES", "ENV_VAR", "kernel_sources", "read_source",
            "native_flags", "cpu_features", "kernels_library", "kernel_sets", "usable_kernel_sets",
-           "kernel_cpu_features", "kernel_set_why", "requested", "resolve", "pack", "bgemm", "gemm_s16", "pack_reference",
-           "packed_words"]
+           "kernel_cpu_features", "kernel_set_why", "requested", "resolve", "pack", "bgemm", "bgemm_small",
+           "bgemm_small_t", "gemm_s16", "pack_reference", "packed_words"]
 
 #: the contract, included by every kernel source
 HEADER = "bnhw_kernels.h"
@@ -114,7 +114,8 @@ _GEMM_S16_FN = ctypes.CFUNCTYPE(None, *_GEMM_ARGS)
 
 
 class _KernelSet(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("pack", _PACK_FN), ("bgemm", _BGEMM_FN), ("gemm_s16", _GEMM_S16_FN)]
+    _fields_ = [("name", ctypes.c_char_p), ("pack", _PACK_FN), ("bgemm", _BGEMM_FN), ("gemm_s16", _GEMM_S16_FN),
+                ("bgemm_small", _BGEMM_FN)]
 
 
 @cache
@@ -133,6 +134,7 @@ def kernels_library() -> ctypes.CDLL:
         getattr(lib, f"bnhw_pack_{impl}").argtypes = list(_PACK_ARGS)
         getattr(lib, f"bnhw_bgemm_{impl}").argtypes = list(_GEMM_ARGS)
         getattr(lib, f"bnhw_gemm_s16_{impl}").argtypes = list(_GEMM_ARGS)
+        getattr(lib, f"bnhw_bgemm_small_{impl}").argtypes = list(_GEMM_ARGS)
     return lib
 
 
@@ -309,6 +311,30 @@ def bgemm(a, b, impl: str = "ref", out: np.ndarray | None = None) -> np.ndarray:
     int32 view too.
     """
     return _gemm("bgemm", a, b, impl, out, np.uint64)
+
+
+def bgemm_small(a, b, impl: str = "ref", out: np.ndarray | None = None) -> np.ndarray:
+    """The counts of :func:`bgemm` (uint64 ``a (M, K)``, ``b (N, K)`` -> int32 ``(M, N)``) by the kernel of
+    the shallow convolutions, which reads B k-major: ``b`` goes to it transposed, ``(K, N)`` (see
+    :func:`bgemm_small_t` to pass a k-major B, row-strided views included)."""
+    return _bgemm_small(a, np.ascontiguousarray(np.asarray(b).T), impl, out)
+
+
+def bgemm_small_t(a, bt, impl: str = "ref", out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`bgemm_small` with B already k-major: ``bt (K, N)``, rows possibly strided."""
+    return _bgemm_small(a, bt, impl, out)
+
+
+def _bgemm_small(a, bt, impl: str, out) -> np.ndarray:
+    a, lda = _operand(a, np.uint64, "bgemm_small a")
+    bt, ldbt = _operand(bt, np.uint64, "bgemm_small bt")
+    (M, K), (Kb, N) = a.shape, bt.shape
+    if K != Kb:
+        raise BnhwError(f"bgemm_small: a has {K} columns, b has {Kb}")
+    c, ldc = _output(out, M, N)
+    if M and N:
+        _set(impl).bgemm_small(M, N, K, a.ctypes.data, lda, bt.ctypes.data, ldbt, c.ctypes.data, ldc)
+    return c
 
 
 def gemm_s16(a, b, impl: str = "ref", out: np.ndarray | None = None) -> np.ndarray:

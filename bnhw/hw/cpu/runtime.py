@@ -78,6 +78,9 @@ def _lib() -> ctypes.CDLL:
             "bnhw_model_threads": (Int, [P]),
             "bnhw_default_threads": (Int, []),
             "bnhw_model_set_split_threshold": (None, [P, ctypes.c_double]),
+            "bnhw_model_set_fusion": (None, [P, Int]),
+            "bnhw_model_n_fused": (Int, [P]),
+            "bnhw_model_op_fused": (Int, [P, Int]),
             "bnhw_xorpop_peak": (I64, [P, Int, Int, P]),
         }
         if hasattr(lib, "bnhw_xorpop_peak_avx2"):    # x86-64 builds
@@ -151,11 +154,12 @@ class CpuModel:
     ``portable``, ``avx2``, ``avx512bw``, ``avx512`` or ``neon``; ``None`` reads ``$BNHW_KERNELS``
     (default ``auto``).  ``threads``: 0 = all online cores; every count gives the same outputs.
     ``split_threshold``: the least work (bgemm words) a conv is split over threads for (default 65536;
-    0 splits every conv, for tests).
+    0 splits every conv, for tests).  ``fuse``: run the pixel-wise ops after a conv in its pass (fused
+    epilogues, the default; their per-op times are then 0) or every op on its own; same outputs.
     """
 
     def __init__(self, source: HwGraph | CpuProgram | str | Path, kernels: str | None = None, threads: int = 0,
-                 split_threshold: float | None = None):
+                 split_threshold: float | None = None, fuse: bool = True):
         self.program: CpuProgram | None = None
         if isinstance(source, HwGraph):
             source = lower_cpu(source)
@@ -177,6 +181,7 @@ class CpuModel:
         self.threads = threads
         if split_threshold is not None:     # tests: 0 splits every conv over the threads
             lib.bnhw_model_set_split_threshold(self._m, float(split_threshold))
+        lib.bnhw_model_set_fusion(self._m, int(bool(fuse)))
 
     def __del__(self):
         m = getattr(self, "_m", None)
@@ -203,6 +208,16 @@ class CpuModel:
         lib = _lib()
         if lib.bnhw_model_set_threads(self._m, int(n)) != 0:
             raise BnhwError(f"CPU runtime: {lib.bnhw_last_error().decode()}")
+
+    @property
+    def n_fused(self) -> int:
+        """How many ops run in their convolution's pass (fused epilogues; 0 with ``fuse=False``)."""
+        return int(_lib().bnhw_model_n_fused(self._m))
+
+    def op_fused(self) -> list[bool]:
+        """Whether each op runs in its convolution's pass (its time then counts in the conv's)."""
+        lib = _lib()
+        return [bool(lib.bnhw_model_op_fused(self._m, i)) for i in range(self.n_ops)]
 
     @property
     def n_ops(self) -> int:

@@ -51,6 +51,12 @@ typedef void (*bnhw_pack_fn)(const int32_t *x, int n, int C, int groups, const i
 typedef void (*bnhw_bgemm_fn)(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
                               int32_t *c, int ldc);
 
+/* bgemm_small: the counts of bgemm, c[i * ldc + j] = popcount(a_i XOR b_j) over K words, with B stored
+ * k-major: word k of b_j is bt[k * ldbt + j] (ldbt >= N).  The kernel of the shallow convolutions (a
+ * group 1-2 words deep, K = taps x 1-2 words, a few dozen output channels): the vector sets put output
+ * channels in lanes -- one broadcast word of a_i against a vector of channels' words -- so no
+ * horizontal sum is needed, where bgemm's vectors run along K.  Same signature as bgemm. */
+
 /* gemm_s16: c[i * ldc + j] = sum_k a[i * lda + k] * b[j * ldb + k], int32 arithmetic.
  * The caller guarantees |a| * |b| * 2 < 2^31 for every pair and that every partial sum fits int32
  * (so implementations may add adjacent products in int32, as pmaddwd / vmlal do). */
@@ -62,6 +68,7 @@ typedef struct {
     bnhw_pack_fn pack;
     bnhw_bgemm_fn bgemm;
     bnhw_gemm_s16_fn gemm_s16;
+    bnhw_bgemm_fn bgemm_small;  /* B k-major (see above) */
 } bnhw_kernels;
 
 void bnhw_pack_ref(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out);
@@ -69,12 +76,16 @@ void bnhw_bgemm_ref(int M, int N, int K, const bnhw_word *a, int lda, const bnhw
                     int32_t *c, int ldc);
 void bnhw_gemm_s16_ref(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
                        int32_t *c, int ldc);
+void bnhw_bgemm_small_ref(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                          int32_t *c, int ldc);
 
 void bnhw_pack_portable(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out);
 void bnhw_bgemm_portable(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
                          int32_t *c, int ldc);
 void bnhw_gemm_s16_portable(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
                             int32_t *c, int ldc);
+void bnhw_bgemm_small_portable(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                               int32_t *c, int ldc);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BNHW_HAVE_X86 1
@@ -83,13 +94,19 @@ void bnhw_bgemm_avx2(int M, int N, int K, const bnhw_word *a, int lda, const bnh
                      int32_t *c, int ldc);
 void bnhw_gemm_s16_avx2(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
                         int32_t *c, int ldc);
+void bnhw_bgemm_small_avx2(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                           int32_t *c, int ldc);
 void bnhw_pack_avx512bw(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out);
 void bnhw_bgemm_avx512bw(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
                          int32_t *c, int ldc);
 void bnhw_gemm_s16_avx512bw(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
                             int32_t *c, int ldc);
+void bnhw_bgemm_small_avx512bw(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                               int32_t *c, int ldc);
 void bnhw_bgemm_avx512(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *b, int ldb,
                        int32_t *c, int ldc);
+void bnhw_bgemm_small_avx512(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                             int32_t *c, int ldc);
 #else
 #define BNHW_HAVE_X86 0
 #endif
@@ -101,6 +118,8 @@ void bnhw_bgemm_neon(int M, int N, int K, const bnhw_word *a, int lda, const bnh
                      int32_t *c, int ldc);
 void bnhw_gemm_s16_neon(int M, int N, int K, const int16_t *a, int lda, const int16_t *b, int ldb,
                         int32_t *c, int ldc);
+void bnhw_bgemm_small_neon(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                           int32_t *c, int ldc);
 #else
 #define BNHW_HAVE_NEON 0
 #endif

@@ -42,6 +42,15 @@ int bnhw_default_threads(void);
  * < 0 restores the default (65536).  0 splits every op: for tests of the split itself. */
 void bnhw_model_set_split_threshold(bnhw_model *m, double work);
 
+/* Fused epilogues (on by default): the ops right after a convolution that work pixel by pixel (shortcut
+ * add / requantiser, RPReLU, thresholding / sign-packing, gathers, unpacking, pools of earlier tensors)
+ * run in the conv's pass, chunk by chunk of output pixels; their per-op time is then 0 and the conv's
+ * includes theirs.  Off runs every op on its own; the outputs are the same, bit for bit.
+ * bnhw_model_n_fused: how many ops run fused (0 when off); bnhw_model_op_fused: whether op i does. */
+void bnhw_model_set_fusion(bnhw_model *m, int on);
+int bnhw_model_n_fused(const bnhw_model *m);
+int bnhw_model_op_fused(const bnhw_model *m, int i);   /* 1: op i runs in its conv's pass */
+
 /* Element counts of the input / output arrays. */
 int64_t bnhw_model_input_size(const bnhw_model *m);
 int64_t bnhw_model_output_size(const bnhw_model *m);

@@ -16,20 +16,20 @@ typedef struct {
 } set_entry;
 
 static const set_entry table[] = {
-    {{"ref", bnhw_pack_ref, bnhw_bgemm_ref, bnhw_gemm_s16_ref}, ""},
+    {{"ref", bnhw_pack_ref, bnhw_bgemm_ref, bnhw_gemm_s16_ref, bnhw_bgemm_small_ref}, ""},
 #if defined(__POPCNT__)
-    {{"portable", bnhw_pack_portable, bnhw_bgemm_portable, bnhw_gemm_s16_portable}, "popcnt"},
+    {{"portable", bnhw_pack_portable, bnhw_bgemm_portable, bnhw_gemm_s16_portable, bnhw_bgemm_small_portable}, "popcnt"},
 #else
-    {{"portable", bnhw_pack_portable, bnhw_bgemm_portable, bnhw_gemm_s16_portable}, ""},
+    {{"portable", bnhw_pack_portable, bnhw_bgemm_portable, bnhw_gemm_s16_portable, bnhw_bgemm_small_portable}, ""},
 #endif
 #if BNHW_HAVE_X86
-    {{"avx2", bnhw_pack_avx2, bnhw_bgemm_avx2, bnhw_gemm_s16_avx2}, "popcnt avx2"},
-    {{"avx512bw", bnhw_pack_avx512bw, bnhw_bgemm_avx512bw, bnhw_gemm_s16_avx512bw}, "popcnt avx512f avx512bw"},
-    {{"avx512", bnhw_pack_avx512bw, bnhw_bgemm_avx512, bnhw_gemm_s16_avx512bw},
+    {{"avx2", bnhw_pack_avx2, bnhw_bgemm_avx2, bnhw_gemm_s16_avx2, bnhw_bgemm_small_avx2}, "popcnt avx2"},
+    {{"avx512bw", bnhw_pack_avx512bw, bnhw_bgemm_avx512bw, bnhw_gemm_s16_avx512bw, bnhw_bgemm_small_avx512bw}, "popcnt avx512f avx512bw"},
+    {{"avx512", bnhw_pack_avx512bw, bnhw_bgemm_avx512, bnhw_gemm_s16_avx512bw, bnhw_bgemm_small_avx512},
      "popcnt avx512f avx512bw avx512vpopcntdq"},
 #endif
 #if BNHW_HAVE_NEON
-    {{"neon", bnhw_pack_neon, bnhw_bgemm_neon, bnhw_gemm_s16_neon}, "neon"},
+    {{"neon", bnhw_pack_neon, bnhw_bgemm_neon, bnhw_gemm_s16_neon, bnhw_bgemm_small_neon}, "neon"},
 #endif
 };
 #define N_SETS ((int)(sizeof table / sizeof table[0]))

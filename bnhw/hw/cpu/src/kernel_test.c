@@ -10,7 +10,8 @@
  * counts, groups of 1, 3, 12, 65, 127, ... channels, thresholds NULL and not, extreme int32 inputs
  * for pack and extreme int16 values allowed by the gemm_s16 contract.  The output buffers are
  * pre-filled with a pattern and compared whole, so writes outside the result are caught too; pack's
- * unused bits must be 0.  Prints one line per set and kernel ("neon bgemm 400 shapes ok"), and on
+ * unused bits must be 0.  bgemm_small (B k-major) is checked against bgemm_ref on the same matrices,
+ * the reference bgemm_small included.  Prints one line per set and kernel ("neon bgemm 400 shapes ok"), and on
  * the first difference a line naming the set, kernel, shape and index, exiting with status 1.
  */
 #include <stdint.h>
@@ -121,7 +122,7 @@ static void test_pack(int count)
             n = fixed[s][0], groups = fixed[s][1], cg = fixed[s][2], use_thr = fixed[s][3];
             mode = s % 4;
         } else {
-            n = rnd(0, 4);
+            n = chance(80) ? rnd(0, 4) : rnd(5, 700);   /* many pixels: the small-group stream's blocks */
             groups = chance(50) ? 1 : rnd(1, 8);
             cg = chance(70) ? group_channels[rnd(0, N_GROUP_CHANNELS - 1)] : rnd(1, 300);
             use_thr = chance(60);
@@ -250,6 +251,81 @@ static void test_bgemm(int count)
         printf("%s bgemm %d shapes ok\n", sets[k]->name, ok[k]);
 }
 
+/* --------------------------------------------------------------------------- bgemm_small */
+
+/* bgemm_small (B k-major) against bgemm_ref on the same matrices: mostly the shallow depths it is
+ * for (K = 0 .. 40 words), the 31-step byte-accumulator limits (31, 32, 62, 63), deep dense rows
+ * (every bit different: count 64 K), and N around every vector width (1 .. 40 columns: blocks of 2, 4,
+ * 8 and 16 lanes with every tail) with ldbt > N holding garbage. */
+static void test_bgemm_small(int count)
+{
+    int ok[MAX_SETS + 1] = {0};
+    const bnhw_kernels *ref = bnhw_kernel_set("ref");
+    for (int s = 0; s < count; s++) {
+        int M, N, K, dense;
+        static const int fixed[][4] = {{0, 5, 3, 0},  {5, 0, 3, 0},   {3, 3, 0, 0},   {1, 1, 1, 1},  {7, 9, 1, 1},
+                                       {5, 6, 9, 0},  {4, 12, 9, 1},  {9, 24, 18, 2}, {5, 17, 31, 1}, {6, 16, 32, 1},
+                                       {5, 3, 62, 1}, {3, 33, 63, 1}, {2, 7, 2000, 1}, {8, 48, 2, 0}, {1, 1, 9, 1}};
+        if (s < (int)(sizeof fixed / sizeof fixed[0])) {
+            M = fixed[s][0], N = fixed[s][1], K = fixed[s][2], dense = fixed[s][3];
+        } else {
+            M = chance(5) ? 0 : rnd(1, 17);
+            N = chance(5) ? 0 : chance(70) ? rnd(1, 17) : rnd(18, 40);
+            int kind = rnd(0, 99);
+            K = kind < 20 ? rnd(0, 3) : kind < 85 ? rnd(4, 40) : kind < 98 ? rnd(58, 130) : rnd(2000, 2100);
+            dense = rnd(0, 2);
+        }
+        int lda = K + (chance(50) ? 0 : rnd(1, 3)), ldbt = N + (chance(50) ? 0 : rnd(1, 5));
+        int ldc = N + (chance(50) ? 0 : rnd(1, 3));
+        size_t na = M ? (size_t)(M - 1) * lda + K : 0, nb = (size_t)N * K, nbt = K ? (size_t)(K - 1) * ldbt + N : 0;
+        size_t nc = (size_t)M * ldc;
+        bnhw_word *a = xmalloc(na * sizeof *a), *b = xmalloc(nb * sizeof *b), *bt = xmalloc(nbt * sizeof *bt);
+        bnhw_word *base = xmalloc((size_t)K * sizeof *base);
+        for (int k = 0; k < K; k++)
+            base[k] = rng();
+        for (size_t i = 0; i < na; i++) {
+            int k = (int)(i % (size_t)lda);
+            a[i] = dense && k < K ? base[k] ^ (dense == 2 && chance(10) ? rng() & rng() : 0) : rng();
+        }
+        for (size_t i = 0; i < nbt; i++)
+            bt[i] = rng();                                                  /* padding stays garbage */
+        for (int j = 0; j < N; j++)
+            for (int k = 0; k < K; k++) {
+                bnhw_word w = dense ? ~base[k] ^ (dense == 2 && chance(10) ? rng() & rng() : 0) : rng();
+                b[(size_t)j * K + k] = w;
+                bt[(size_t)k * ldbt + j] = w;
+            }
+        free(base);
+        int32_t *want = xmalloc(nc * sizeof *want), *got = xmalloc(nc * sizeof *got);
+        for (size_t i = 0; i < nc; i++)
+            want[i] = (int32_t)(0x5A5A0000u ^ (uint32_t)i);
+        bnhw_bgemm_ref(M, N, K, a, lda, b, K, want, ldc);
+        /* the reference bgemm_small too, then every set */
+        for (int k = 0; k <= nsets; k++) {
+            const bnhw_kernels *set = k < nsets ? sets[k] : ref;
+            for (size_t i = 0; i < nc; i++)
+                got[i] = (int32_t)(0x5A5A0000u ^ (uint32_t)i);
+            set->bgemm_small(M, N, K, a, lda, bt, ldbt, got, ldc);
+            for (size_t i = 0; i < nc; i++)
+                if (got[i] != want[i]) {
+                    printf("MISMATCH: %s bgemm_small shape #%d M=%d N=%d K=%d lda=%d ldbt=%d ldc=%d: c[%zu][%zu] "
+                           "(index %zu) got %ld want %ld\n",
+                           set->name, s, M, N, K, lda, ldbt, ldc, i / (size_t)ldc, i % (size_t)ldc, i, (long)got[i],
+                           (long)want[i]);
+                    exit(1);
+                }
+            ok[k]++;
+        }
+        free(a);
+        free(b);
+        free(bt);
+        free(want);
+        free(got);
+    }
+    for (int k = 0; k <= nsets; k++)
+        printf("%s bgemm_small %d shapes ok\n", k < nsets ? sets[k]->name : "ref", ok[k]);
+}
+
 /* ------------------------------------------------------------------------------ gemm_s16 */
 
 /* fill `n` rows of `K` values (stride ld, padding garbage) in one of the contract's regimes:
@@ -357,6 +433,8 @@ int main(int argc, char **argv)
     test_bgemm(count);
     rng_state = seed * 0x2545F4914F6CDD1DULL + 3;
     test_gemm_s16(count);
+    rng_state = seed * 0x2545F4914F6CDD1DULL + 4;
+    test_bgemm_small(count);
     fflush(stdout);
     return 0;
 }

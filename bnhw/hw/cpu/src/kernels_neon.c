@@ -234,6 +234,76 @@ void bnhw_bgemm_neon(int M, int N, int K, const bnhw_word *a, int lda, const bnh
 #undef TILE
 }
 
+/* bgemm_small: output channels in lanes.  A tile is R (<= MR) rows x V (<= 2) vectors of two channels
+ * (two u64 lanes); each step broadcasts one word of a row against the vectors' words (k-major B),
+ * byte counts added for up to BNHW_NEON_CHUNK steps, then widened u8 -> u16 -> u32 -> u64 into the
+ * lanes' sums.  An odd last channel runs as a one-lane vector whose high lane is discarded. */
+BNHW_INLINE void bgemm_small_tile(int R, int V, int K, const bnhw_word *a, size_t lda, const bnhw_word *bt,
+                                  size_t ldbt, int odd, int32_t *c, size_t ldc)
+{
+    uint64x2_t acc[MR][2];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            acc[r][v] = vdupq_n_u64(0);
+    int k = 0;
+    while (k < K) {
+        int end = K - k > BNHW_NEON_CHUNK ? k + BNHW_NEON_CHUNK : K;
+        uint8x16_t s8[MR][2];
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++)
+                s8[r][v] = vdupq_n_u8(0);
+        for (; k < end; k++) {
+            const bnhw_word *bk = bt + (size_t)k * ldbt;
+            uint8x16_t vb[2];
+            for (int v = 0; v < V; v++)
+                vb[v] = vreinterpretq_u8_u64(odd && v == V - 1 ? vdupq_n_u64(bk[2 * v]) : vld1q_u64(bk + 2 * v));
+            for (int r = 0; r < R; r++) {
+                uint8x16_t va = vreinterpretq_u8_u64(vdupq_n_u64(a[r * lda + k]));
+                for (int v = 0; v < V; v++)
+                    s8[r][v] = vaddq_u8(s8[r][v], vcntq_u8(veorq_u8(va, vb[v])));
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++)
+                acc[r][v] = vpadalq_u32(acc[r][v], vpaddlq_u16(vpaddlq_u8(s8[r][v])));
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++) {
+            uint32x2_t s = vmovn_u64(acc[r][v]);
+            int32_t *cr = c + r * ldc + 2 * v;
+            if (odd && v == V - 1)
+                cr[0] = (int32_t)vget_lane_u32(s, 0);
+            else
+                vst1_s32(cr, vreinterpret_s32_u32(s));
+        }
+}
+
+void bnhw_bgemm_small_neon(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                           int32_t *c, int ldc)
+{
+    if (K < 0)
+        K = 0;
+    size_t la = (size_t)lda, lb = (size_t)ldbt, lc = (size_t)ldc;
+    for (int j = 0; j < N; j += 4) {
+        int n = N - j < 4 ? N - j : 4, odd = n & 1;
+        const bnhw_word *b = bt + j;
+        int32_t *cj = c + j;
+        int i = 0;
+#define ROWS(R)                                                                                        \
+    do {                                                                                               \
+        if (n > 2)                                                                                     \
+            bgemm_small_tile(R, 2, K, a + i * la, la, b, lb, odd, cj + i * lc, lc);                    \
+        else                                                                                           \
+            bgemm_small_tile(R, 1, K, a + i * la, la, b, lb, odd, cj + i * lc, lc);                    \
+    } while (0)
+        for (; i + MR <= M; i += MR)
+            ROWS(MR);
+        for (; i < M; i++)
+            ROWS(1);
+#undef ROWS
+    }
+}
+
 /* ------------------------------------------------------------------------------ gemm_s16 */
 
 /* p[0 .. n-1] (1 <= n <= 3) in the low lanes, 0 in the others; no loop, no read past p[n-1] */

@@ -90,16 +90,17 @@ void bnhw_pack_portable(const int32_t *x, int n, int C, int groups, const int32_
 /* --------------------------------------------------------------------------------- bgemm */
 
 /* c[r][j] for R <= MR rows and Cn <= NR columns; R and Cn are constants after inlining, so the
- * loops unroll and the accumulators live in registers */
-BNHW_INLINE void bgemm_tile(int R, int Cn, int K, const bnhw_word *a, size_t lda, const bnhw_word *b, size_t ldb,
-                            int32_t *c, size_t ldc)
+ * loops unroll and the accumulators live in registers.  Word k of column j is b[j * bj + k * bk]:
+ * (ldb, 1) for bgemm, (1, ldbt) for bgemm_small's k-major B. */
+BNHW_INLINE void bgemm_tile(int R, int Cn, int K, const bnhw_word *a, size_t lda, const bnhw_word *b, size_t bj,
+                            size_t bk, int32_t *c, size_t ldc)
 {
     const bnhw_word *ap[MR], *bp[NR];
     uint32_t s[MR][NR];
     for (int r = 0; r < R; r++)
         ap[r] = a + r * lda;
     for (int j = 0; j < Cn; j++)
-        bp[j] = b + j * ldb;
+        bp[j] = b + j * bj;
     for (int r = 0; r < R; r++)
         for (int j = 0; j < Cn; j++)
             s[r][j] = 0;
@@ -108,7 +109,7 @@ BNHW_INLINE void bgemm_tile(int R, int Cn, int K, const bnhw_word *a, size_t lda
         for (int r = 0; r < R; r++)
             va[r] = ap[r][k];
         for (int j = 0; j < Cn; j++) {
-            bnhw_word vb = bp[j][k];
+            bnhw_word vb = bp[j][k * bk];
             for (int r = 0; r < R; r++)
                 s[r][j] += (uint32_t)BNHW_POPCOUNT(va[r] ^ vb);
         }
@@ -124,7 +125,20 @@ void bnhw_bgemm_portable(int M, int N, int K, const bnhw_word *a, int lda, const
     if (K < 0)
         K = 0;
     size_t la = (size_t)lda, lb = (size_t)ldb, lc = (size_t)ldc;
-#define TILE(R, Cn, i, j) bgemm_tile(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, c + (i) * lc + (j), lc)
+#define TILE(R, Cn, i, j) bgemm_tile(R, Cn, K, a + (i) * la, la, b + (j) * lb, lb, 1, c + (i) * lc + (j), lc)
+    BNHW_FOR_TILES(M, N, MR, NR, TILE);
+#undef TILE
+}
+
+/* the same tiles reading B k-major (scalar popcount gains nothing from the layout; the set has the
+ * kernel so every set runs the runtime's shallow-conv path) */
+void bnhw_bgemm_small_portable(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                               int32_t *c, int ldc)
+{
+    if (K < 0)
+        K = 0;
+    size_t la = (size_t)lda, lb = (size_t)ldbt, lc = (size_t)ldc;
+#define TILE(R, Cn, i, j) bgemm_tile(R, Cn, K, a + (i) * la, la, bt + (j), 1, lb, c + (i) * lc + (j), lc)
     BNHW_FOR_TILES(M, N, MR, NR, TILE);
 #undef TILE
 }

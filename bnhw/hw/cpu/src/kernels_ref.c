@@ -50,3 +50,15 @@ void bnhw_gemm_s16_ref(int M, int N, int K, const int16_t *a, int lda, const int
             c[(size_t)i * ldc + j] = (int32_t)s;
         }
 }
+
+void bnhw_bgemm_small_ref(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                          int32_t *c, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            int32_t s = 0;
+            for (int k = 0; k < K; k++)
+                s += popcount_ref(a[(size_t)i * lda + k] ^ bt[(size_t)k * ldbt + j]);
+            c[(size_t)i * ldc + j] = s;
+        }
+}

@@ -174,6 +174,86 @@ T_AVX2 void bnhw_bgemm_avx2(int M, int N, int K, const bnhw_word *a, int lda, co
 #undef TILE
 }
 
+/* bgemm_small, AVX2: four output channels per vector (64-bit lanes).  A tile is R (<= 2) rows x V
+ * (<= 2) vectors; each step broadcasts one word of a row against the vectors' words (k-major B), byte
+ * counts (nibble lookups) added for up to 31 steps, then vpsadbw sums each lane's bytes: the lane's
+ * count, no horizontal sum.  The last vector's missing channels by masked loads (never read). */
+#define A2S_MR 2
+
+INL T_AVX2 __m256i lane_mask_avx2(int cnt)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(cnt), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+
+/* the four 64-bit lanes of v (each < 2^31) as int32 to c[0, cnt) */
+INL T_AVX2 void store_lanes_avx2(int32_t *c, __m256i v, int cnt)
+{
+    __m128i s = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    if (cnt == 4)
+        _mm_storeu_si128((__m128i *)c, s);
+    else
+        _mm_maskstore_epi32(c, _mm_cmpgt_epi32(_mm_set1_epi32(cnt), _mm_setr_epi32(0, 1, 2, 3)), s);
+}
+
+INL T_AVX2 void bgemm_small_tile_avx2(int R, int V, int K, const bnhw_word *a, size_t lda, const bnhw_word *bt,
+                                      size_t ldbt, int last, int32_t *c, size_t ldc)
+{
+    __m256i s64[A2S_MR][2], s8[A2S_MR][2];
+    const __m256i zero = _mm256_setzero_si256(), mlast = lane_mask_avx2(last);
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            s64[r][v] = zero;
+    int k = 0;
+    while (k < K) {
+        int end = K - k > 31 ? k + 31 : K;
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++)
+                s8[r][v] = zero;
+        for (; k < end; k++) {
+            const bnhw_word *bk = bt + (size_t)k * ldbt;
+            __m256i vb[2];
+            for (int v = 0; v < V; v++)
+                vb[v] = v == V - 1 && last < 4 ? _mm256_maskload_epi64((const long long *)(bk + 4 * v), mlast)
+                                               : _mm256_loadu_si256((const __m256i *)(bk + 4 * v));
+            for (int r = 0; r < R; r++) {
+                __m256i va = _mm256_set1_epi64x((long long)a[r * lda + k]);
+                for (int v = 0; v < V; v++)
+                    s8[r][v] = _mm256_add_epi8(s8[r][v], popcnt8_avx2(_mm256_xor_si256(va, vb[v])));
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++)
+                s64[r][v] = _mm256_add_epi64(s64[r][v], _mm256_sad_epu8(s8[r][v], zero));
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            store_lanes_avx2(c + r * ldc + 4 * v, s64[r][v], v == V - 1 ? last : 4);
+}
+
+T_AVX2 void bnhw_bgemm_small_avx2(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                                  int32_t *c, int ldc)
+{
+    if (K < 0)
+        K = 0;
+    size_t la = (size_t)lda, lb = (size_t)ldbt, lc = (size_t)ldc;
+    for (int j = 0; j < N; j += 8) {
+        int n = N - j < 8 ? N - j : 8, last = n > 4 ? n - 4 : n;
+        int i = 0;
+#define ROWS(R)                                                                                              \
+    do {                                                                                                     \
+        if (n > 4)                                                                                           \
+            bgemm_small_tile_avx2(R, 2, K, a + i * la, la, bt + j, lb, last, c + i * lc + j, lc);            \
+        else                                                                                                 \
+            bgemm_small_tile_avx2(R, 1, K, a + i * la, la, bt + j, lb, last, c + i * lc + j, lc);            \
+    } while (0)
+        for (; i + A2S_MR <= M; i += A2S_MR)
+            ROWS(A2S_MR);
+        for (; i < M; i++)
+            ROWS(1);
+#undef ROWS
+    }
+}
+
 INL T_AVX2 uint32_t hsum32_avx2(__m256i v)
 {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -251,10 +331,66 @@ INL T_AVX2 void pack_rows_avx2(const int32_t *x, int n, int C, int groups, const
 #undef PACK_FULL
 }
 
+/* Small groups (at most SMALL_CG channels, one word): a pixel is too short for whole vectors, so the
+ * pixels are compared as one stream of elements -- 16 a compare against the thresholds repeated with
+ * period C (a multiple of 16 long, so a vector never wraps) -- into a bit stream, from which each
+ * pixel's group takes its cg bits at bit p * C + g * cg by one unaligned 64-bit read and a shift. */
+#define SMALL_CG 56
+#define SMALL_C 128                              /* C <= 128: the period L <= 16 C fits one block */
+#define STREAM_ELEMS 2048
+
+/* the thresholds (0 when NULL) repeated to L = the least multiple of C and 16 elements */
+INL int repeat_thresholds(const int32_t *thr, int C, int32_t *rep)
+{
+    int L = C;
+    while (L % 16) L += C;
+    for (int i = 0; i < L; i++) rep[i] = thr ? thr[i % C] : 0;
+    return L;
+}
+
+/* bits [b, b + cnt) of the little-endian bit stream s (cnt <= 57) */
+INL bnhw_word stream_bits(const unsigned char *s, size_t b, int cnt)
+{
+    uint64_t w;
+    __builtin_memcpy(&w, s + b / 8, 8);
+    return (w >> (b % 8)) & (((bnhw_word)1 << cnt) - 1);
+}
+
+/* AVX2: 8 a compare (vpcmpgtd + vmovmskps) */
+INL T_AVX2 void pack_small_avx2(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
+{
+    int32_t rep[16 * SMALL_C + 16];
+    uint8_t bits[STREAM_ELEMS / 8 + 16];
+    int L = repeat_thresholds(thr, C, rep), cg = C / groups;
+    int block = STREAM_ELEMS / L * L / C;
+    for (int p0 = 0; p0 < n; p0 += block) {
+        int np = n - p0 < block ? n - p0 : block, ne = np * C, e = 0, j = 0;
+        const int32_t *xb = x + (size_t)p0 * C;
+        for (; e + 8 <= ne; e += 8, j = j + 8 == L ? 0 : j + 8) {
+            __m256i vx = _mm256_loadu_si256((const __m256i *)(xb + e));
+            __m256i lt = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(rep + j)), vx);
+            bits[e / 8] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
+        }
+        if (e < ne) {
+            unsigned b = 0;
+            for (int i = 0; e + i < ne; i++) b |= (unsigned)(xb[e + i] < rep[j + i]) << i;
+            bits[e / 8] = (uint8_t)b;
+            e += 8;
+        }
+        for (int i = e / 8; i < e / 8 + 8; i++) bits[i] = 0;
+        bnhw_word *o = out + (size_t)p0 * groups;
+        for (int q = 0; q < np * groups; q++) o[q] = stream_bits(bits, (size_t)q * cg, cg);
+    }
+}
+
 T_AVX2 void bnhw_pack_avx2(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
 {
     if (n <= 0 || C <= 0 || groups <= 0)
         return;
+    if (C / groups <= SMALL_CG && C <= SMALL_C) {
+        pack_small_avx2(x, n, C, groups, thr, out);
+        return;
+    }
     if (thr)
         pack_rows_avx2(x, n, C, groups, thr, out);
     else
@@ -384,6 +520,105 @@ T_VPOP void bnhw_bgemm_avx512(int M, int N, int K, const bnhw_word *a, int lda, 
 #undef TILE
 }
 
+/* bgemm_small, AVX-512: eight output channels per vector (64-bit lanes), R (<= 4) rows x V (<= 2)
+ * vectors a tile; each step broadcasts one word of a row against the vectors' words (k-major B, the
+ * last vector's missing channels masked off: never read).  VPOPCNTDQ adds each lane's count; the
+ * AVX512BW form adds nibble-lookup byte counts for up to 31 steps and sums them by vpsadbw.  vpmovqd
+ * stores the lanes as int32 under the column mask. */
+#define ZS_MR 4
+
+INL T_BW __mmask8 lanes8(int cnt) { return (__mmask8)((1u << cnt) - 1u); }
+
+INL T_BW void bgemm_small_tile_bw(int R, int V, int K, const bnhw_word *a, size_t lda, const bnhw_word *bt,
+                                  size_t ldbt, int last, int32_t *c, size_t ldc)
+{
+    __m512i s64[ZS_MR][2], s8[ZS_MR][2];
+    const __m512i zero = _mm512_setzero_si512();
+    const __mmask8 ml = lanes8(last);
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            s64[r][v] = zero;
+    int k = 0;
+    while (k < K) {
+        int end = K - k > 31 ? k + 31 : K;
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++)
+                s8[r][v] = zero;
+        for (; k < end; k++) {
+            const bnhw_word *bk = bt + (size_t)k * ldbt;
+            __m512i vb[2];
+            for (int v = 0; v < V; v++)
+                vb[v] = _mm512_maskz_loadu_epi64(v == V - 1 ? ml : (__mmask8)0xff, bk + 8 * v);
+            for (int r = 0; r < R; r++) {
+                __m512i va = _mm512_set1_epi64((long long)a[r * lda + k]);
+                for (int v = 0; v < V; v++)
+                    s8[r][v] = _mm512_add_epi8(s8[r][v], popcnt8_bw(_mm512_xor_si512(va, vb[v])));
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++)
+                s64[r][v] = _mm512_add_epi64(s64[r][v], _mm512_sad_epu8(s8[r][v], zero));
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            _mm512_mask_cvtepi64_storeu_epi32(c + r * ldc + 8 * v, v == V - 1 ? ml : (__mmask8)0xff, s64[r][v]);
+}
+
+INL T_VPOP void bgemm_small_tile_vpop(int R, int V, int K, const bnhw_word *a, size_t lda, const bnhw_word *bt,
+                                      size_t ldbt, int last, int32_t *c, size_t ldc)
+{
+    __m512i s[ZS_MR][2];
+    const __mmask8 ml = lanes8(last);
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            s[r][v] = _mm512_setzero_si512();
+    for (int k = 0; k < K; k++) {
+        const bnhw_word *bk = bt + (size_t)k * ldbt;
+        __m512i vb[2];
+        for (int v = 0; v < V; v++)
+            vb[v] = _mm512_maskz_loadu_epi64(v == V - 1 ? ml : (__mmask8)0xff, bk + 8 * v);
+        for (int r = 0; r < R; r++) {
+            __m512i va = _mm512_set1_epi64((long long)a[r * lda + k]);
+            for (int v = 0; v < V; v++)
+                s[r][v] = _mm512_add_epi64(s[r][v], _mm512_popcnt_epi64(_mm512_xor_si512(va, vb[v])));
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            _mm512_mask_cvtepi64_storeu_epi32(c + r * ldc + 8 * v, v == V - 1 ? ml : (__mmask8)0xff, s[r][v]);
+}
+
+/* columns in blocks of 16 (two vectors; the last block one or two), rows ZS_MR at a time */
+#define BGEMM_SMALL_512(TILEFN)                                                                              \
+    do {                                                                                                     \
+        if (K < 0)                                                                                           \
+            K = 0;                                                                                           \
+        size_t la = (size_t)lda, lb = (size_t)ldbt, lc = (size_t)ldc;                                        \
+        for (int j = 0; j < N; j += 16) {                                                                    \
+            int n = N - j < 16 ? N - j : 16, last = n > 8 ? n - 8 : n, i = 0;                               \
+            for (; i + ZS_MR <= M; i += ZS_MR) {                                                             \
+                if (n > 8) TILEFN(ZS_MR, 2, K, a + i * la, la, bt + j, lb, last, c + i * lc + j, lc);        \
+                else TILEFN(ZS_MR, 1, K, a + i * la, la, bt + j, lb, last, c + i * lc + j, lc);              \
+            }                                                                                                \
+            for (; i < M; i++) {                                                                             \
+                if (n > 8) TILEFN(1, 2, K, a + i * la, la, bt + j, lb, last, c + i * lc + j, lc);            \
+                else TILEFN(1, 1, K, a + i * la, la, bt + j, lb, last, c + i * lc + j, lc);                  \
+            }                                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+T_BW void bnhw_bgemm_small_avx512bw(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                                    int32_t *c, int ldc)
+{
+    BGEMM_SMALL_512(bgemm_small_tile_bw);
+}
+
+T_VPOP void bnhw_bgemm_small_avx512(int M, int N, int K, const bnhw_word *a, int lda, const bnhw_word *bt, int ldbt,
+                                    int32_t *c, int ldc)
+{
+    BGEMM_SMALL_512(bgemm_small_tile_vpop);
+}
+
 /* vpmaddwd on 32 int16; the remainder by a masked load (zeros add nothing) */
 INL T_BW void gemm_s16_tile_bw(int R, int Cn, int K, const int16_t *a, size_t lda, const int16_t *b, size_t ldb,
                                int32_t *c, size_t ldc)
@@ -447,10 +682,35 @@ INL T_BW void pack_rows_bw(const int32_t *x, int n, int C, int groups, const int
 #undef PACK_FULL
 }
 
+INL T_BW void pack_small_bw(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
+{
+    int32_t rep[16 * SMALL_C + 16];              /* L <= 16 C */
+    uint16_t bits[STREAM_ELEMS / 16 + 8];        /* + 8: the last 64-bit read stays inside */
+    int L = repeat_thresholds(thr, C, rep), cg = C / groups;
+    int block = STREAM_ELEMS / L * L / C;        /* pixels a block: whole periods of the thresholds */
+    for (int p0 = 0; p0 < n; p0 += block) {
+        int np = n - p0 < block ? n - p0 : block, ne = np * C;
+        const int32_t *xb = x + (size_t)p0 * C;
+        for (int e = 0, j = 0; e < ne; e += 16, j = j + 16 == L ? 0 : j + 16) {
+            int cnt = ne - e < 16 ? ne - e : 16;
+            __mmask16 m = (__mmask16)(cnt == 16 ? 0xffffu : (1u << cnt) - 1u);
+            __m512i vx = _mm512_maskz_loadu_epi32(m, xb + e);
+            bits[e / 16] = (uint16_t)_mm512_mask_cmplt_epi32_mask(m, vx, _mm512_loadu_si512((const void *)(rep + j)));
+        }
+        for (int i = (ne + 15) / 16; i < (ne + 15) / 16 + 4; i++) bits[i] = 0;
+        bnhw_word *o = out + (size_t)p0 * groups;
+        for (int q = 0; q < np * groups; q++) o[q] = stream_bits((const unsigned char *)bits, (size_t)q * cg, cg);
+    }
+}
+
 T_BW void bnhw_pack_avx512bw(const int32_t *x, int n, int C, int groups, const int32_t *thr, bnhw_word *out)
 {
     if (n <= 0 || C <= 0 || groups <= 0)
         return;
+    if (C / groups <= SMALL_CG && C <= SMALL_C) {
+        pack_small_bw(x, n, C, groups, thr, out);
+        return;
+    }
     if (thr)
         pack_rows_bw(x, n, C, groups, thr, out);
     else

@@ -60,6 +60,13 @@ typedef struct {
     int lanes32;
     int32_t *rep;
     int64_t pmax[3];            /* the largest |parameter| of each array */
+    /* a BCONV whose groups are 1-2 words deep (SMALL_DEPTH): its weights k-major per group, [g][K][og],
+     * for the kernels' bgemm_small (output channels in vector lanes); NULL otherwise */
+    bnhw_word *wt;
+    /* a conv: how many of the ops right after it run in its pass (fuse_plan), over each chunk of output
+     * pixels as soon as the chunk's accumulators exist; a fused op: 1 (the loop skips it) */
+    int nfuse, fused;
+    int nruns;                  /* a GATHER: its index as runs of consecutive channels, (dst, src, len) in rep */
 } op_t;
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
@@ -106,6 +113,8 @@ struct bnhw_model {
     size_t *tscratch_bytes;
     pool_t pool;
     worker_t *workers;
+    int fuse;                  /* run the fused epilogues (1, the default) or every op on its own (0) */
+    int64_t *tbound;           /* per tensor: a bound on |every value| any run can hold, -1 unknown (bounds_plan) */
 };
 
 static char g_error[512];
@@ -160,6 +169,8 @@ static const size_t dt_size[] = {0, 2, 4, 8, 8};
 static int check_op(const bnhw_model *m, const op_t *o);
 static int ew_plan(op_t *o);
 static void pool_stop(bnhw_model *m);
+static void fuse_plan(bnhw_model *m);
+static int bounds_plan(bnhw_model *m);
 
 /* ------------------------------------------------------------------------------------------ threads */
 static void *pool_worker(void *arg)
@@ -296,6 +307,17 @@ int bnhw_model_set_threads(bnhw_model *m, int n)
 
 int bnhw_model_threads(const bnhw_model *m) { return m->threads; }
 
+void bnhw_model_set_fusion(bnhw_model *m, int on) { m->fuse = on != 0; }
+
+int bnhw_model_op_fused(const bnhw_model *m, int i) { return i >= 0 && i < m->n_ops && m->fuse && m->ops[i].fused; }
+
+int bnhw_model_n_fused(const bnhw_model *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_ops; i++) n += m->ops[i].fused;
+    return m->fuse ? n : 0;
+}
+
 void bnhw_model_set_split_threshold(bnhw_model *m, double work) { m->split_min = work < 0 ? (double)PAR_MIN_WORK : work; }
 
 bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
@@ -363,6 +385,9 @@ bnhw_model *bnhw_model_load_buffer(const void *data, uint64_t size)
         if (check_op(m, o)) goto fail;
         if (ew_plan(o)) { set_error("out of memory"); goto fail; }
     }
+    fuse_plan(m);
+    if (bounds_plan(m)) { set_error("out of memory"); goto fail; }
+    m->fuse = 1;
     m->k = bnhw_kernel_set("auto");
     m->threads = bnhw_default_threads();
     m->split_min = (double)PAR_MIN_WORK;
@@ -396,9 +421,9 @@ void bnhw_model_free(bnhw_model *m)
     if (m->t)
         for (int i = 0; i < m->n_tensors; i++) { free(m->t[i].name); free(m->t[i].data); }
     if (m->ops)
-        for (int i = 0; i < m->n_ops; i++) { free(m->ops[i].name); free(m->ops[i].rep); }
+        for (int i = 0; i < m->n_ops; i++) { free(m->ops[i].name); free(m->ops[i].rep); free(m->ops[i].wt); }
     pool_stop(m);
-    free(m->t); free(m->ops); free(m->file); free(m->scratch);
+    free(m->t); free(m->ops); free(m->file); free(m->scratch); free(m->tbound);
     free(m);
 }
 
@@ -593,6 +618,24 @@ static int count_le(const int32_t *t, int n, int32_t v)
     return lo;
 }
 
+/* ---- fused epilogues
+ * The ops right after a convolution that work output pixel by output pixel -- the shortcut add /
+ * requantiser, RPReLU, thresholding / sign-packing of the next layer's input, gathers, unpacking --
+ * and pools reading a tensor made before the conv run in the conv's own pass: each chunk of output
+ * pixels goes through the whole chain while its rows are in L1 / L2, on the thread that computed it,
+ * instead of one full-tensor pass (and one wake-up of the threads) per op.  Every op still writes its
+ * own output rows, with the same row function as unfused, so the values are those of the op-by-op
+ * run, bit for bit, whatever the chunking or thread count. */
+typedef void (*rows_fn)(bnhw_model *m, const op_t *o, int p0, int p1);
+static rows_fn rows_fn_of(int opcode);
+
+/* the ops fused after conv o over its output pixels [p0, p1) */
+static void fused_rows(bnhw_model *m, const op_t *o, int p0, int p1)
+{
+    if (m->fuse)
+        for (int q = 1; q <= o->nfuse; q++) rows_fn_of(o[q].opcode)(m, &o[q], p0, p1);
+}
+
 /* the conv epilogue: rows x Cout int32 accumulators -> output rows [p0, p0 + rows) */
 VEC_CLONES static void activation_rows(const bnhw_model *m, const op_t *o, const int32_t *acc, int p0, int rows)
 {
@@ -678,8 +721,9 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
     if (c1 > Cout) c1 = Cout;
     int p0 = chunk * R, rows = pixels - p0 < R ? pixels - p0 : R;
     if (c0 >= c1 || rows <= 0) return;
-    size_t col_words = direct ? 0 : (size_t)R * K;
-    /* thread scratch: im2col block, the padding tap's words, then (S == 1) popcounts, accumulators */
+    size_t col_words = direct ? 0 : (size_t)R * K * groups;
+    /* thread scratch: im2col block (every group), a padded pixel's words, then (S == 1) popcounts,
+     * accumulators */
     bnhw_word *col = m->tscratch[thread];
     bnhw_word *padw = col + col_words;
     int32_t *pc, *acc;
@@ -692,17 +736,56 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
          * in place (element by element, so the conversion below may read and write the same array) */
         pc = acc = (int32_t *)m->t[o->out].data + (size_t)p0 * Cout;
     } else {
-        pc = (int32_t *)(padw + wpg);
+        pc = (int32_t *)(padw + x->wpp);
         acc = pc + (size_t)R * Cout;
     }
     /* a padded tap holds 0 (zero padding: it is taken out of the count below), +1 (bits 0) or -1 (the
-     * group's cg bits set): a +-1 tap is an ordinary input bit and needs no correction */
+     * group's cg bits set): a +-1 tap is an ordinary input bit and needs no correction.  padw: one
+     * padded pixel, every group */
     int pv = a[A_PAD_VALUE], zero_pad = pad && pv == 0;
-    for (int w = 0; w < wpg; w++) {
-        int bits = cg - w * BNHW_WORD_BITS;
+    for (int w = 0; w < x->wpp; w++) {
+        int bits = cg - (w % wpg) * BNHW_WORD_BITS;
         padw[w] = pv >= 0 ? 0 : bits >= BNHW_WORD_BITS ? ~(bnhw_word)0 : (((bnhw_word)1 << bits) - 1);
     }
-    for (int g = 0; g < groups; g++) {
+    int gA = c0 / og, gB = (c1 - 1) / og, ng = gB - gA + 1;    /* the groups this item's channels touch */
+    if (!direct) {
+        /* im2col of the chunk, group-major (col + gi * R * K: group gA + gi's rows), in one pass over
+         * the window taps for every group */
+        int oy = p0 / Wo, ox = p0 % Wo;
+        for (int r = 0; r < rows; r++) {
+            bnhw_word *dst = col + (size_t)r * K;
+            int y0 = oy * stride - pad, x0 = ox * stride - pad;
+            /* one group, no dilation, the window inside the row: a window row is k adjacent pixels,
+             * k * wpg contiguous words */
+            int row_copy = groups == 1 && dil == 1 && x0 >= 0 && x0 + k <= W;
+            for (int ky = 0; ky < k; ky++) {
+                int iy = y0 + ky * dil;
+                if (row_copy && iy >= 0 && iy < H) {
+                    const bnhw_word *src = in + ((size_t)iy * W + x0) * x->wpp;
+                    if (k * wpg == 3) {         /* the 3x3 one-word case, unrolled */
+                        dst[0] = src[0], dst[1] = src[1], dst[2] = src[2];
+                    } else {
+                        for (int w = 0; w < k * wpg; w++) dst[w] = src[w];
+                    }
+                    dst += k * wpg;
+                    continue;
+                }
+                for (int kx = 0; kx < k; kx++, dst += wpg) {
+                    int ix = x0 + kx * dil;
+                    const bnhw_word *src = (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                                               ? padw : in + ((size_t)iy * W + ix) * x->wpp;
+                    src += (size_t)gA * wpg;
+                    if (wpg == 1)
+                        for (int gi = 0; gi < ng; gi++) dst[(size_t)gi * R * K] = src[gi];
+                    else
+                        for (int gi = 0; gi < ng; gi++)
+                            for (int w = 0; w < wpg; w++) dst[(size_t)gi * R * K + w] = src[gi * wpg + w];
+                }
+            }
+            if (++ox == Wo) { ox = 0; oy++; }
+        }
+    }
+    for (int g = gA; g <= gB; g++) {
         int g0 = g * og > c0 ? g * og : c0, g1 = (g + 1) * og < c1 ? (g + 1) * og : c1;   /* this group's columns */
         if (g0 >= g1) continue;
         const bnhw_word *A;
@@ -711,43 +794,41 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             A = in + (size_t)p0 * x->wpp + g * wpg;
             lda = x->wpp;
         } else {
-            int oy = p0 / Wo, ox = p0 % Wo;
-            for (int r = 0; r < rows; r++) {
-                bnhw_word *dst = col + (size_t)r * K;
-                int y0 = oy * stride - pad, x0 = ox * stride - pad;
-                /* one group, no dilation, the window inside the row: a window row is k adjacent pixels,
-                 * k * wpg contiguous words */
-                int row_copy = groups == 1 && dil == 1 && x0 >= 0 && x0 + k <= W;
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = y0 + ky * dil;
-                    if (row_copy && iy >= 0 && iy < H) {
-                        const bnhw_word *src = in + ((size_t)iy * W + x0) * x->wpp;
-                        for (int w = 0; w < k * wpg; w++) dst[w] = src[w];
-                        dst += k * wpg;
-                        continue;
-                    }
-                    for (int kx = 0; kx < k; kx++, dst += wpg) {
-                        int ix = x0 + kx * dil;
-                        const bnhw_word *src = (iy < 0 || iy >= H || ix < 0 || ix >= W)
-                                                   ? padw : in + ((size_t)iy * W + ix) * x->wpp + g * wpg;
-                        for (int w = 0; w < wpg; w++) dst[w] = src[w];
-                    }
-                }
-                if (++ox == Wo) { ox = 0; oy++; }
-            }
-            A = col;
+            A = col + (size_t)(g - gA) * R * K;
             lda = K;
         }
-        m->k->bgemm(rows, g1 - g0, K, A, lda, wts + (size_t)g0 * K, K, pc + g0, Cout);
+        if (o->wt)      /* shallow groups: channels in lanes, B k-major from the group's block */
+            m->k->bgemm_small(rows, g1 - g0, K, A, lda, o->wt + (size_t)g * K * og + (g0 - g * og), og, pc + g0, Cout);
+        else
+            m->k->bgemm(rows, g1 - g0, K, A, lda, wts + (size_t)g0 * K, K, pc + g0, Cout);
     }
     /* popcounts -> accumulators: acc = n_valid * cg - 2 * (P - popcount of the weights at padded taps) */
-    int oy = p0 / Wo, ox = p0 % Wo;
-    for (int r = 0; r < rows; r++, (++ox == Wo ? (ox = 0, oy++) : 0)) {
+    /* interior pixels (no zero-padded tap) in runs of whole rows when the item has every channel: one
+     * flat loop over run x Cout values instead of a short one per pixel (the shallow convs have 6-24) */
+    int oy = p0 / Wo, ox = p0 % Wo, flat = c0 == 0 && c1 == Cout, run0 = -1;
+    for (int r = 0; r <= rows; r++, (++ox == Wo ? (ox = 0, oy++) : 0)) {
         int npad = 0;
         int padded[64];
         int border = 0;
         int y0 = oy * stride - pad, x0 = ox * stride - pad, span = (k - 1) * dil;
-        if (zero_pad && (y0 < 0 || x0 < 0 || y0 + span >= H || x0 + span >= W)) {
+        int edge = r < rows && zero_pad && (y0 < 0 || x0 < 0 || y0 + span >= H || x0 + span >= W);
+        if (flat && r < rows && !edge) {
+            if (run0 < 0) run0 = r;
+            continue;
+        }
+        if (run0 >= 0) {
+            uint32_t f = (uint32_t)(kk * cg);
+            uint32_t *ar = (uint32_t *)acc + (size_t)run0 * Cout;
+            const uint32_t *pr = (const uint32_t *)pc + (size_t)run0 * Cout;
+            size_t n = (size_t)(r - run0) * Cout;
+            if (direct_out)
+                for (size_t e = 0; e < n; e++) ar[e] = f - 2u * ar[e];
+            else
+                for (size_t e = 0; e < n; e++) ar[e] = f - 2u * pr[e];
+            run0 = -1;
+        }
+        if (r == rows) break;
+        if (edge) {
             for (int ky = 0; ky < k; ky++)
                 for (int kx = 0; kx < k; kx++) {
                     int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
@@ -788,6 +869,7 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
         }
     }
     if (!j->shared && !direct_out) activation_rows(m, o, acc, p0, rows);
+    if (!j->shared) fused_rows(m, o, p0, p0 + rows);
 }
 
 static int op_bconv(bnhw_model *m, const op_t *o)
@@ -798,10 +880,10 @@ static int op_bconv(bnhw_model *m, const op_t *o)
     int direct = (k == 1 && a[A_STRIDE] == 1 && a[A_PAD] == 0);
     int K = kk * wpg;
     conv_job j = {m, o, {0, 0, 0, 0, 0}, NULL};
-    j.sp = conv_split(m, (direct ? 0 : (size_t)K * sizeof(bnhw_word)) + (size_t)Cout * 2 * sizeof(int32_t), pixels,
-                      Cout, (double)pixels * Cout / groups * K);
-    size_t col_words = direct ? 0 : (size_t)j.sp.R * K;
-    size_t bytes = (col_words + (size_t)wpg) * sizeof(bnhw_word);
+    j.sp = conv_split(m, (direct ? 0 : (size_t)K * groups * sizeof(bnhw_word)) + (size_t)Cout * 2 * sizeof(int32_t),
+                      pixels, Cout, (double)pixels * Cout / groups * K);
+    size_t col_words = direct ? 0 : (size_t)j.sp.R * K * groups;
+    size_t bytes = (col_words + (size_t)m->t[o->in[0]].wpp) * sizeof(bnhw_word);
     if (j.sp.S > 1) {
         j.shared = scratch(m, (size_t)pixels * Cout * 2 * sizeof(int32_t));
         if (!j.shared) { set_error("out of memory"); return -1; }
@@ -814,6 +896,7 @@ static int op_bconv(bnhw_model *m, const op_t *o)
         for (int c = 0; c < j.sp.chunks; c++) {
             int p0 = c * j.sp.R, rows = pixels - p0 < j.sp.R ? pixels - p0 : j.sp.R;
             activation_rows(m, o, j.shared + (size_t)pixels * Cout + (size_t)p0 * Cout, p0, rows);
+            fused_rows(m, o, p0, p0 + rows);
         }
     return 0;
 }
@@ -855,6 +938,24 @@ VEC_CLONES static void iconv_item(void *arg, int item, int thread)
         if (g0 >= g1) continue;
         for (int r = 0; r < rows; r++) {
             int oy = (p0 + r) / Wo, ox = (p0 + r) % Wo;
+            int x0 = ox * stride - pad;
+            if (groups == 1 && dil == 1 && x0 >= 0 && x0 + k <= W) {
+                /* one group, the window inside the row: a window row is k * C contiguous values */
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = oy * stride - pad + ky;
+                    size_t base = (size_t)r * K + (size_t)ky * k * C;
+                    int n = k * C;
+                    if (iy < 0 || iy >= H) {
+                        if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < n; c++) dst[c] = (int16_t)pv; }
+                        else { int32_t *dst = (int32_t *)buf + base; for (int c = 0; c < n; c++) dst[c] = pv; }
+                        continue;
+                    }
+                    const int32_t *src = in + ((size_t)iy * W + x0) * C;
+                    if (s16) { int16_t *dst = (int16_t *)buf + base; for (int c = 0; c < n; c++) dst[c] = (int16_t)src[c]; }
+                    else memcpy((int32_t *)buf + base, src, sizeof(int32_t) * (size_t)n);
+                }
+                continue;
+            }
             for (int ky = 0; ky < k; ky++)
                 for (int kx = 0; kx < k; kx++) {
                     int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
@@ -876,7 +977,10 @@ VEC_CLONES static void iconv_item(void *arg, int item, int thread)
             gemm_s32(rows, g1 - g0, K, (const int32_t *)buf, K, (const int32_t *)o->p[0].data + (size_t)g0 * K, K,
                      acc + g0, Cout);
     }
-    if (!j->shared) activation_rows(m, o, acc, p0, rows);
+    if (!j->shared) {
+        activation_rows(m, o, acc, p0, rows);
+        fused_rows(m, o, p0, p0 + rows);
+    }
 }
 
 static int op_iconv(bnhw_model *m, const op_t *o)
@@ -902,14 +1006,13 @@ static int op_iconv(bnhw_model *m, const op_t *o)
         for (int c = 0; c < j.sp.chunks; c++) {
             int p0 = c * j.sp.R, rows = pixels - p0 < j.sp.R ? pixels - p0 : j.sp.R;
             activation_rows(m, o, j.shared + (size_t)p0 * Cout, p0, rows);
+            fused_rows(m, o, p0, p0 + rows);
         }
     return 0;
 }
 
 /* Elementwise ops and pools over ranges of pixels: rows [p0, p1) of the output, each range on one
  * thread (par_rows), so an op's split, like a conv's, never changes a value. */
-typedef void (*rows_fn)(bnhw_model *m, const op_t *o, int p0, int p1);
-
 typedef struct {
     bnhw_model *m;
     const op_t *o;
@@ -1002,6 +1105,8 @@ static int op_maxpool(bnhw_model *m, const op_t *o)
     return 0;
 }
 
+/* the window sums in uint32 lanes, channel innermost (contiguous, vectorised): wrapping arithmetic,
+ * so each output is the int64 sum modulo 2^32 -- the (int32_t) of the int64 sum, bit for bit */
 VEC_CLONES static void avgpoolsum_rows(bnhw_model *m, const op_t *o, int q0, int q1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
@@ -1010,12 +1115,13 @@ VEC_CLONES static void avgpoolsum_rows(bnhw_model *m, const op_t *o, int q0, int
     int32_t *out = y->data;
     for (int q = q0; q < q1; q++) {
         int oy = q / y->W, ox = q % y->W;
-        for (int c = 0; c < C; c++) {
-            int64_t s = 0;
-            for (int ky = 0; ky < k; ky++)
-                for (int kx = 0; kx < k; kx++) s += in[((size_t)(oy * k + ky) * x->W + ox * k + kx) * C + c];
-            out[(size_t)q * C + c] = (int32_t)s;
-        }
+        uint32_t *dst = (uint32_t *)out + (size_t)q * C;
+        for (int c = 0; c < C; c++) dst[c] = 0;
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const uint32_t *src = (const uint32_t *)in + ((size_t)(oy * k + ky) * x->W + ox * k + kx) * C;
+                for (int c = 0; c < C; c++) dst[c] += src[c];
+            }
     }
 }
 
@@ -1040,14 +1146,15 @@ VEC_CLONES static int op_gap(bnhw_model *m, const op_t *o)
     return 0;
 }
 
-VEC_CLONES static int op_gather(bnhw_model *m, const op_t *o)
+/* output pixels [p0, p1) of a gather */
+VEC_CLONES static void gather_rows(bnhw_model *m, const op_t *o, int p0, int p1)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
     const int32_t *idx = o->p[0].data, *in = x->data;
     int32_t *out = y->data;
     if (x->packed) {          /* move single bits between the two group layouts */
         int xcg = x->C / x->groups, xw = bnhw_words(xcg), ycg = y->C / y->groups, yw = bnhw_words(ycg);
-        for (int64_t p = 0; p < (int64_t)x->H * x->W; p++) {
+        for (int64_t p = p0; p < p1; p++) {
             const bnhw_word *src = (const bnhw_word *)x->data + p * x->wpp;
             bnhw_word *dst = (bnhw_word *)y->data + p * y->wpp;
             memset(dst, 0, sizeof(bnhw_word) * (size_t)y->wpp);
@@ -1057,10 +1164,21 @@ VEC_CLONES static int op_gather(bnhw_model *m, const op_t *o)
                 dst[dg * yw + di / BNHW_WORD_BITS] |= b << (di % BNHW_WORD_BITS);
             }
         }
-        return 0;
+        return;
     }
-    for (int64_t p = 0; p < (int64_t)x->H * x->W; p++)
-        for (int c = 0; c < y->C; c++) out[p * y->C + c] = in[p * x->C + idx[c]];
+    /* run by run (see ew_plan): contiguous copies instead of an indexed load per channel */
+    for (int64_t p = p0; p < p1; p++)
+        for (int r = 0; r < o->nruns; r++) {
+            const int32_t *src = in + p * x->C + o->rep[3 * r + 1];
+            int32_t *dst = out + p * y->C + o->rep[3 * r];
+            for (int t = 0, len = o->rep[3 * r + 2]; t < len; t++) dst[t] = src[t];
+        }
+}
+
+static int op_gather(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *y = &m->t[o->out];
+    par_rows(m, o, y->H * y->W, y->C, gather_rows);
     return 0;
 }
 
@@ -1084,8 +1202,38 @@ static int64_t max_abs64(const int64_t *v, int n)
     return mx > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)mx;
 }
 
+/* groups at most this many words deep run the shallow-conv GEMM (bgemm_small) */
+#define SMALL_DEPTH 2
+
 static int ew_plan(op_t *o)
 {
+    if (o->opcode == OP_BCONV && bnhw_words(o->a[A_C] / o->a[A_GROUPS]) <= SMALL_DEPTH) {
+        int groups = o->a[A_GROUPS], og = o->a[A_COUT] / groups;
+        int K = o->a[A_K] * o->a[A_K] * bnhw_words(o->a[A_C] / groups);
+        const bnhw_word *w = o->p[0].data;
+        o->wt = malloc(sizeof(bnhw_word) * ((size_t)K * o->a[A_COUT] + 1));
+        if (!o->wt) return -1;
+        for (int g = 0; g < groups; g++)
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < og; j++)
+                    o->wt[((size_t)g * K + k) * og + j] = w[((size_t)g * og + j) * K + k];
+    }
+    if (o->opcode == OP_GATHER) {
+        /* the index as runs of consecutive source channels (a channel-doubling shortcut: two runs) */
+        const int32_t *idx = o->p[0].data;
+        int C = (int)o->p[0].count, n = 0;
+        o->rep = malloc(sizeof(int32_t) * 3 * ((size_t)C + 1));
+        if (!o->rep) return -1;
+        for (int c = 0; c < C;) {
+            int len = 1;
+            while (c + len < C && idx[c + len] == idx[c] + len) len++;
+            o->rep[3 * n] = c, o->rep[3 * n + 1] = idx[c], o->rep[3 * n + 2] = len;
+            n++;
+            c += len;
+        }
+        o->nruns = n;
+        return 0;
+    }
     if (o->opcode == OP_BCONV && o->a[A_PAD] && o->a[A_PAD_VALUE] == 0) {
         /* zero padding: the weights' popcount per tap, tap-major ([kk][Cout]) for the border correction */
         int kk = o->a[A_K] * o->a[A_K], C = o->a[A_COUT];
@@ -1194,8 +1342,9 @@ VEC_CLONES static void addrequant_rows(bnhw_model *m, const op_t *o, int p0, int
     if (o->lanes32) {
         int64_t e0 = (int64_t)p0 * C, n = (int64_t)(p1 - p0) * C;
         /* every factor <= 2^31 (inputs) or 2^30 (parameters, shifts): no int64 overflow */
-        int64_t bound = max_abs32(in + e0, n) * o->pmax[0] + o->pmax[1] + ((int64_t)1 << shift);
-        if (sc) bound += max_abs32(sc + e0, n) << ss;
+        int64_t bx = m->tbound[o->in[0]], bs = sc ? m->tbound[o->in[1]] : 0;
+        int64_t bound = (bx >= 0 ? bx : max_abs32(in + e0, n)) * o->pmax[0] + o->pmax[1] + ((int64_t)1 << shift);
+        if (sc) bound += (bs >= 0 ? bs : max_abs32(sc + e0, n)) << ss;
         if (fits32(bound)) {
             addrequant32(o, in, sc, out, e0, n);
             return;
@@ -1225,7 +1374,8 @@ VEC_CLONES static void rprelu_rows(bnhw_model *m, const op_t *o, int p0, int p1)
     int frac = o->a[A_FRAC], C = x->C;
     if (o->lanes32) {
         int64_t e0 = (int64_t)p0 * C, n = (int64_t)(p1 - p0) * C, f = (int64_t)1 << frac;
-        int64_t bound = (max_abs32(in + e0, n) + o->pmax[0]) * (o->pmax[1] > f ? o->pmax[1] : f) +
+        int64_t bx = m->tbound[o->in[0]];
+        int64_t bound = ((bx >= 0 ? bx : max_abs32(in + e0, n)) + o->pmax[0]) * (o->pmax[1] > f ? o->pmax[1] : f) +
                         (o->pmax[2] + 1) * f;
         if (fits32(bound)) {
             rprelu32(o, in, out, e0, n);
@@ -1264,6 +1414,121 @@ VEC_CLONES static int op_labelselect(bnhw_model *m, const op_t *o)
     return 0;
 }
 
+static rows_fn rows_fn_of(int opcode)
+{
+    switch (opcode) {
+    case OP_THRESH: return thresh_rows;
+    case OP_MAXPOOL: return maxpool_rows;
+    case OP_AVGPOOLSUM: return avgpoolsum_rows;
+    case OP_GATHER: return gather_rows;
+    case OP_ADDREQUANT: return addrequant_rows;
+    case OP_RPRELU: return rprelu_rows;
+    case OP_UNPACK: return unpack_rows;
+    default: return NULL;
+    }
+}
+
+/* At load: the ops each conv takes into its pass (see "fused epilogues").  Op i + q joins conv i when
+ * every op between them has joined, it works output pixel by output pixel over a tensor of the conv's
+ * Ho x Wo, it writes no tensor the conv or an earlier member reads, and a pool among them reads no
+ * tensor the conv or the chain writes (a pool's output pixel reads several input pixels). */
+static void fuse_plan(bnhw_model *m)
+{
+    for (int i = 0; i < m->n_ops; i++) {
+        op_t *o = &m->ops[i];
+        if (o->opcode != OP_BCONV && o->opcode != OP_ICONV) continue;
+        const tensor_t *y = &m->t[o->out];
+        int n = 0;
+        for (int q = i + 1; q < m->n_ops; q++) {
+            const op_t *f = &m->ops[q];
+            const tensor_t *fy = &m->t[f->out];
+            if (!rows_fn_of(f->opcode) || fy->H != y->H || fy->W != y->W || f->out == o->in[0]) break;
+            /* it writes nothing an earlier member reads (a valid program never does: only a corrupt
+             * file could make two threads meet in one tensor) */
+            int read_before = 0;
+            for (int r = i + 1; r < q; r++)
+                read_before |= m->ops[r].in[0] == f->out || (m->ops[r].n_in > 1 && m->ops[r].in[1] == f->out);
+            if (read_before) break;
+            if (f->opcode == OP_MAXPOOL || f->opcode == OP_AVGPOOLSUM) {
+                int made_here = f->in[0] == o->out;
+                for (int r = i + 1; r < q; r++) made_here |= f->in[0] == m->ops[r].out;
+                if (made_here) break;
+            } else if (m->t[f->in[0]].H != y->H || m->t[f->in[0]].W != y->W) {
+                break;
+            }
+            n++;
+        }
+        o->nfuse = n;
+        for (int q = 1; q <= n; q++) m->ops[i + q].fused = 1;
+        i += n;
+    }
+}
+
+/* At load: a bound on |value| of every int32 tensor over any run, from the ops' parameters alone, so
+ * the residual path's int32-lane check (addrequant_rows / rprelu_rows) needs no min / max pass over
+ * its inputs where the bound is known.  The model's input is unknown (-1); a tensor no op writes is 0
+ * (zeroed at load); otherwise the largest over its writers, unknown when a writer reads a tensor that
+ * an op at or after it writes (only a corrupt file does) or when the bound passes 2^30:
+ *   BCONV accumulators  acc = n_valid * cg - 2 (P - S): |acc| <= kk cg + 2 (64 K + max_c S_c), S_c the
+ *                       sum of channel c's weight popcounts (whatever the file says they are)
+ *   thresholds          |out_scale| n_thr + |out_bias|;  ADDREQUANT / RPRELU: max(|lo|, |hi|)
+ *   GATHER, MAXPOOL     their input's;  AVGPOOLSUM: k^2 times its input's;  UNPACK: 1;  others unknown */
+static int bounds_plan(bnhw_model *m)
+{
+    const int64_t LIM = (int64_t)1 << 30;
+    int *last = malloc(sizeof(int) * (size_t)m->n_tensors);
+    m->tbound = calloc((size_t)m->n_tensors, sizeof *m->tbound);
+    if (!last || !m->tbound) { free(last); return -1; }
+    for (int t = 0; t < m->n_tensors; t++) last[t] = -1;
+    for (int i = 0; i < m->n_ops; i++) last[m->ops[i].out] = i;
+    m->tbound[m->input] = -1;
+    for (int i = 0; i < m->n_ops; i++) {
+        const op_t *o = &m->ops[i];
+        const int32_t *a = o->a;
+        int64_t bin = m->tbound[o->in[0]], b = -1;
+        if (last[o->in[0]] >= i) bin = -1;
+        switch (o->opcode) {
+        case OP_BCONV:
+        case OP_ICONV:
+            if (a[A_OUT_MODE] != OUT_ACC) {
+                b = (int64_t)(a[A_OUT_SCALE] < 0 ? -(int64_t)a[A_OUT_SCALE] : a[A_OUT_SCALE]) * a[A_NTHR] +
+                    (a[A_OUT_BIAS] < 0 ? -(int64_t)a[A_OUT_BIAS] : a[A_OUT_BIAS]);
+            } else if (o->opcode == OP_BCONV) {
+                int kk = a[A_K] * a[A_K], cg = a[A_C] / a[A_GROUPS];
+                const int32_t *wpop = o->p[1].data;
+                int64_t smax = 0;
+                for (int c = 0; c < a[A_COUT]; c++) {
+                    int64_t sc = 0;
+                    for (int q = 0; q < kk; q++) sc += wpop[(size_t)c * kk + q] < 0 ? -(int64_t)wpop[(size_t)c * kk + q]
+                                                                                 : wpop[(size_t)c * kk + q];
+                    if (sc > smax) smax = sc;
+                }
+                b = (int64_t)kk * cg + 2 * ((int64_t)64 * kk * bnhw_words(cg) + smax);
+            }
+            break;
+        case OP_THRESH:
+            b = a[A_OUT_MODE] == OUT_PACKED ? 1 : (int64_t)(a[A_OUT_SCALE] < 0 ? -(int64_t)a[A_OUT_SCALE] : a[A_OUT_SCALE]) *
+                a[A_NTHR] + (a[A_OUT_BIAS] < 0 ? -(int64_t)a[A_OUT_BIAS] : a[A_OUT_BIAS]);
+            break;
+        case OP_ADDREQUANT:
+        case OP_RPRELU: {
+            int64_t lo = a[A_LO] < 0 ? -(int64_t)a[A_LO] : a[A_LO], hi = a[A_HI] < 0 ? -(int64_t)a[A_HI] : a[A_HI];
+            b = lo > hi ? lo : hi;
+            break;
+        }
+        case OP_GATHER: case OP_MAXPOOL: b = bin; break;
+        case OP_AVGPOOLSUM: b = bin < 0 || a[A_K] > 1024 ? -1 : bin * a[A_K] * a[A_K]; break;
+        case OP_UNPACK: b = 1; break;
+        default: b = -1;
+        }
+        if (b < 0 || b > LIM) b = -1;
+        int64_t *t = &m->tbound[o->out];
+        if (o->out != m->input) *t = (*t < 0 || b < 0) ? -1 : (*t > b ? *t : b);
+    }
+    free(last);
+    return 0;
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -1278,6 +1543,10 @@ int bnhw_model_run(bnhw_model *m, const int32_t *input, int32_t *output)
     memcpy(x->data, input, tensor_bytes(x));
     for (int i = 0; i < m->n_ops; i++) {
         op_t *o = &m->ops[i];
+        if (o->fused && m->fuse) {     /* ran in its conv's pass: its time is the conv's */
+            o->seconds = 0;
+            continue;
+        }
         double t0 = now();
         int rc;
         switch (o->opcode) {
