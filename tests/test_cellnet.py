@@ -3,6 +3,7 @@ export, checkpoints, and the command line (``bnhw ops`` works, ``bnhw build`` re
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -19,12 +20,22 @@ import torch.nn.functional as F
 from helpers.onnxrt import run_onnxruntime
 from torch import nn
 
-from bnhw.errors import BnhwError
 from bnhw.estimators.ops import cell_edge_cost, cell_edge_ops, cell_fixed_ops, count_ops
 from bnhw.quant import binary_tensors, execute_qonnx, export_qonnx, load_model, recalibrate_bn, save_checkpoint
-from bnhw.quant.cellnet import CellNet, XnorConv2d, build_cell_model, cell_plan, make_exact
+from bnhw.quant.cellnet import (
+    CellNet,
+    FixedAvgPool,
+    FixedBinConvOp,
+    XnorConv2d,
+    avg_pool_counts,
+    build_cell_model,
+    cell_plan,
+    make_exact,
+    make_fixed,
+)
 from bnhw.quant.cellops import ALL_OPS, BinConvOp, make_op
 from bnhw.quant.layers import FoldedBatchNorm2d, Stem
+from bnhw.quant.model import to_fixed
 from bnhw.spec import Precision, load_spec
 from bnhw.spec.cells import CellNetSpec, Genotype, bnas_variant
 from bnhw.spec.zoo import EXAMPLE_GENOTYPE, get_arch
@@ -137,12 +148,73 @@ def test_exact_ops_compute_what_make_op_computes_with_the_same_weights():
             torch.testing.assert_close(exact(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
-def test_fixed_point_is_refused_in_one_line():
-    spec = CellNetSpec(single_op_genotype("bin_conv_3x3"), cells=2, init_channels=2, resolution=8, name="c",
-                       precision=Precision(residual="fixed"))
-    with pytest.raises(BnhwError) as e:
-        build_cell_model(spec)
-    assert "NAS-BNN block networks" in str(e.value) and "\n" not in str(e.value)
+def test_fixed_point_ops_are_the_float_ops_on_the_grid_and_train():
+    """A fixed-mode binary conv is the float one up to the grid (same weights, beta folded into the BN); the
+    3x3 average pool is round_half_even(window sum / in-image taps), ties included; a training step runs."""
+    torch.manual_seed(4)
+    p = Precision(residual="fixed")
+    step = 2.0 ** -p.residual_frac_bits
+    x = torch.round(torch.randn(3, 6, 8, 8) * 64) * step
+    for name, stride in (("bin_conv_3x3", 1), ("bin_dil_conv_5x5", 2), ("bin_sep_conv_3x3", 2)):
+        plain = make_exact(nn.Sequential(make_op(name, 6, stride)))
+        plain.train()
+        plain(x)                                            # BN statistics off their defaults
+        plain.eval()
+        fixed = make_fixed(copy.deepcopy(plain), p).eval()
+        fixed.load_state_dict(plain.state_dict())           # same keys, same shapes
+        assert any(isinstance(m, FixedBinConvOp) for m in fixed.modules())
+        with torch.no_grad():
+            a, b = plain(x), fixed(x)
+        grid = b / step
+        assert torch.equal(grid, torch.round(grid))         # on the grid
+        if name != "bin_sep_conv_3x3":                      # (nested signs: a flip is not a rounding error)
+            assert float((a - b).abs().max()) < 0.02, name
+        fixed.train()
+        fixed(x).square().sum().backward()
+        assert all(q.grad is not None for q in fixed.parameters() if q.requires_grad)
+    ties = 0
+    for stride in (1, 2):
+        s = torch.zeros(1, 1, 6, 6)
+        s[0, 0, 0, 0], s[0, 0, 0, 2], s[0, 0, 5, 5] = 3.0, 15.0, -9.0       # 6-tap windows summing to 6n + 3
+        s = s * step
+        xx = torch.cat([s, x[:1, :1, :6, :6]], dim=1)
+        out = FixedAvgPool(3, stride, p)(xx) / step
+        xi = (xx / step).double().numpy()[0]
+        counts = avg_pool_counts(6, 3, stride, 1)
+        pad = np.pad(xi, ((0, 0), (1, 1), (1, 1)))
+        ho = counts.shape[0]
+        sums = np.array([[[pad[c, i * stride:i * stride + 3, j * stride:j * stride + 3].sum()
+                           for j in range(ho)] for i in range(ho)] for c in range(2)])
+        np.testing.assert_array_equal(out[0].numpy(), np.round(sums / counts))     # numpy rounds half to even
+        assert set(np.unique(counts)) == {4, 6, 9}
+        ties += int((np.abs(sums / counts - np.round(sums / counts)) == 0.5).sum())
+    assert ties >= 4                                                                 # ties were rounded
+
+
+def test_fixed_point_export_is_bit_exact_on_every_state_and_binary_tensor(digits, perturb, tmp_path):
+    spec = CellNetSpec(ALL_OPS_GENOTYPE, cells=3, init_channels=4, stem_multiplier=2, resolution=8, in_channels=1,
+                       name="cfx")         # normal, reduction, reduction after a factorised reduce
+    torch.manual_seed(5)
+    float_model = perturb(build_cell_model(spec), 5)
+    x_all, _ = digits(8, 40, 1)
+    recalibrate_bn(float_model, [x_all[:32]])
+    model = to_fixed(float_model)
+    assert model.spec.precision.fixed and isinstance(model, CellNet)
+    x = x_all[32:]
+    path = export_qonnx(model, tmp_path / "cfx.onnx")
+    logits, binary = execute_qonnx(path, x.numpy(), return_binary=True)
+    ref_binary = binary_tensors(model, x)
+    assert len(ref_binary) == len(binary) == 2 * sum(isinstance(m, BinConvOp) for m in model.modules())
+    assert all(np.array_equal(a, b) for a, b in zip(ref_binary, binary, strict=True))
+    outs = cell_outputs(model, x)
+    step = 2.0 ** -spec.precision.residual_frac_bits
+    for o in outs:                                          # every cell output on the residual grid
+        assert torch.equal(o / step, torch.round(o / step))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(logits, ref, rtol=RTOL, atol=ATOL_OF_MAX * np.abs(ref).max())
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Quant", "Div", "MaxPool", "AveragePool", "Concat", "Slice"} <= ops
 
 
 def test_checkpoint_round_trip_and_a_training_step(tmp_path):
