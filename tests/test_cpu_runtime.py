@@ -18,6 +18,7 @@ from helpers.graphs import (
     bin_graph,
     bipolar_w,
     bireal_graph,
+    cell_graph,
     cnv_graph,
     cnv_w1a1_graph,
     int_graph,
@@ -64,7 +65,7 @@ def check_all_streams(g: HwGraph, model: CpuModel, xs: np.ndarray) -> int:
 # ----------------------------------------------------------------------------- hand-built graphs
 GRAPHS = {"int": int_graph, "bin": bin_graph, "bireal": bireal_graph, "cnv_logits": lambda: cnv_graph(labels=False),
           "cnv": cnv_graph, "cnv_w1a1": cnv_w1a1_graph, "ties": ties_graph, "requant": requant_graph,
-          "rprelu_gap": rprelu_gap_graph}
+          "rprelu_gap": rprelu_gap_graph, "cell": cell_graph}
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
