@@ -103,3 +103,18 @@ def test_a_constant_node_and_a_float_model_are_refused_in_one_line():
     ok = spec.replace(genotype=Genotype(g.reduce, g.reduce))
     with pytest.raises(BnhwError, match="float residual path"):
         lower_cellnet(build_cell_model(ok))
+
+
+def test_finn_graph_export_takes_the_average_pool_as_a_bnhw_unit_and_refuses_min_padding():
+    """FINN's Pool_hls has no per-position divisor (WindowAvg travels as a bnhw unit) and its FMPadding pads
+    with zeros only, so a max pool's padding with the type's minimum is refused in one line, not mis-built."""
+    from helpers.graphs import cell_graph
+
+    from bnhw.hw.finn_export import FinnExportError, finn_dataflow_model, unit_type
+
+    g = cell_graph()
+    kinds = {n.op: unit_type(g, n) for n in g.nodes}
+    assert kinds["WindowAvg"] == "WindowAvg" and kinds["WindowMax"] is None and kinds["Concat"] is None
+    with pytest.raises(FinnExportError) as e:
+        finn_dataflow_model(g)
+    assert "\n" not in str(e.value) and "pads an integer stream with -128" in str(e.value)
