@@ -431,9 +431,9 @@ def test_standalone_cnv_bit_exact_vs_qonnx(cnv, arch, kernels):
 @pytest.mark.parametrize("arch", ["armv7", "aarch64"])
 def test_qemu_reference_kernels_and_hand_built_graphs(arch, tmp_path):
     """The ARM builds with the reference kernels, and the NEON ones on the corner-case graphs (and the
-    residual path's int32 lanes and int64 loops)."""
+    residual path's int32 lanes and int64 loops, the cell nets' window pools, crop and concatenation)."""
     _need(arch)
-    graphs = [(GRAPHS[name](), None) for name in ("bin", "bireal", "int")]
+    graphs = [(GRAPHS[name](), None) for name in ("bin", "bireal", "int", "cell")]
     graphs += [residual_graph(v) for v in ("int32", "wide_values")]
     for g, xs in graphs:
         name = g.name
