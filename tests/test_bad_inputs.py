@@ -164,7 +164,8 @@ CASES = [
      "carries its own weights"),
     ("build-out-file", ["build", "tfc-w1a1", "-o", "{d}/exists.txt"], "exists.txt: is an existing file"),
     ("build-out-uncreatable", ["build", "tfc-w1a1", "-o", "{d}/exists.txt/sub"], "exists.txt"),
-    ("build-cell", ["build", "bnas-mini-example", "-o", "{d}/b3"], "build"),
+    ("build-cell-constant-node", ["build", "{d}/cell_zero_node.json", "-o", "{d}/b3"],
+     "cell 0 (normal cell) node 3 (edges 6 and 7: both zeroise"),
     ("build-csim-inputs", ["build", "tfc-w1a1", "--csim-inputs", "0"], "--csim-inputs"),
     # --- sim
     ("sim-spec", ["sim", "{d}/good.json"], "run `bnhw build` on it first"),
@@ -197,6 +198,9 @@ def files(tmp_path_factory) -> Path:
     cell = get_arch("bnas-mini-example").to_dict()
     cell["genotype"]["normal"][0][0] = "bin_conv_9x9"
     (d / "cell_bad_op.json").write_text(json.dumps(cell))
+    cell = get_arch("bnas-mini-example").to_dict()
+    cell["genotype"]["normal"][6]["op"] = "zeroise"             # node 3: zeroise + zeroise, a constant
+    (d / "cell_zero_node.json").write_text(json.dumps(cell))
     (d / "empty.json").write_text("")
     (d / "garbage.bin").write_bytes(bytes(random.Random(0).randrange(256) for _ in range(512)))
     (d / "latin1.json").write_bytes(b'{"name": "caf\xe9"}')

@@ -3,6 +3,7 @@ export, checkpoints, and the command line (``bnhw ops`` works, ``bnhw build`` re
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -19,10 +20,19 @@ import torch.nn.functional as F
 from helpers.onnxrt import run_onnxruntime
 from torch import nn
 
-from bnhw.errors import BnhwError
 from bnhw.estimators.ops import cell_edge_cost, cell_edge_ops, cell_fixed_ops, count_ops
 from bnhw.quant import binary_tensors, execute_qonnx, export_qonnx, load_model, recalibrate_bn, save_checkpoint
-from bnhw.quant.cellnet import CellNet, XnorConv2d, build_cell_model, cell_plan, make_exact
+from bnhw.quant.cellnet import (
+    CellNet,
+    FixedAvgPool,
+    FixedBinConvOp,
+    XnorConv2d,
+    avg_pool_counts,
+    build_cell_model,
+    cell_plan,
+    make_exact,
+    make_fixed,
+)
 from bnhw.quant.cellops import ALL_OPS, BinConvOp, make_op
 from bnhw.quant.layers import FoldedBatchNorm2d, Stem
 from bnhw.spec import Precision, load_spec
@@ -137,12 +147,47 @@ def test_exact_ops_compute_what_make_op_computes_with_the_same_weights():
             torch.testing.assert_close(exact(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
-def test_fixed_point_is_refused_in_one_line():
-    spec = CellNetSpec(single_op_genotype("bin_conv_3x3"), cells=2, init_channels=2, resolution=8, name="c",
-                       precision=Precision(residual="fixed"))
-    with pytest.raises(BnhwError) as e:
-        build_cell_model(spec)
-    assert "NAS-BNN block networks" in str(e.value) and "\n" not in str(e.value)
+def test_fixed_point_ops_are_the_float_ops_on_the_grid_and_train():
+    """A fixed-mode binary conv is the float one up to the grid (same weights, beta folded into the BN); the
+    3x3 average pool is round_half_even(window sum / in-image taps), ties included; a training step runs."""
+    torch.manual_seed(4)
+    p = Precision(residual="fixed")
+    step = 2.0 ** -p.residual_frac_bits
+    x = torch.round(torch.randn(3, 6, 8, 8) * 64) * step
+    for name, stride in (("bin_conv_3x3", 1), ("bin_dil_conv_5x5", 2), ("bin_sep_conv_3x3", 2)):
+        plain = make_exact(nn.Sequential(make_op(name, 6, stride)))
+        plain.train()
+        plain(x)                                            # BN statistics off their defaults
+        plain.eval()
+        fixed = make_fixed(copy.deepcopy(plain), p).eval()
+        fixed.load_state_dict(plain.state_dict())           # same keys, same shapes
+        assert any(isinstance(m, FixedBinConvOp) for m in fixed.modules())
+        with torch.no_grad():
+            a, b = plain(x), fixed(x)
+        grid = b / step
+        assert torch.equal(grid, torch.round(grid))         # on the grid
+        if name != "bin_sep_conv_3x3":                      # (nested signs: a flip is not a rounding error)
+            assert float((a - b).abs().max()) < 0.02, name
+        fixed.train()
+        fixed(x).square().sum().backward()
+        assert all(q.grad is not None for q in fixed.parameters() if q.requires_grad)
+    ties = 0
+    for stride in (1, 2):
+        s = torch.zeros(1, 1, 6, 6)
+        s[0, 0, 0, 0], s[0, 0, 0, 2], s[0, 0, 5, 5] = 3.0, 15.0, -9.0       # 6-tap windows summing to 6n + 3
+        s = s * step
+        xx = torch.cat([s, x[:1, :1, :6, :6]], dim=1)
+        out = FixedAvgPool(3, stride, p)(xx) / step
+        xi = (xx / step).double().numpy()[0]
+        counts = avg_pool_counts(6, 3, stride, 1)
+        pad = np.pad(xi, ((0, 0), (1, 1), (1, 1)))
+        ho = counts.shape[0]
+        sums = np.array([[[pad[c, i * stride:i * stride + 3, j * stride:j * stride + 3].sum()
+                           for j in range(ho)] for i in range(ho)] for c in range(2)])
+        np.testing.assert_array_equal(out[0].numpy(), np.round(sums / counts))     # numpy rounds half to even
+        assert set(np.unique(counts)) == {4, 6, 9}
+        ties += int((np.abs(sums / counts - np.round(sums / counts)) == 0.5).sum())
+    assert ties >= 4                                                                 # ties were rounded
 
 
 def test_checkpoint_round_trip_and_a_training_step(tmp_path):
@@ -466,12 +511,17 @@ def bnhw(*args):
                           timeout=300, env=env)
 
 
-def test_cli_ops_works_and_build_and_report_refuse_in_one_line(tmp_path):
+def test_cli_ops_works_and_build_and_report_refuse_a_constant_node_in_one_line(tmp_path):
+    """Every cell op lowers (tests/test_lower_cellnet.py); a node of two zeroise edges is a constant zero tensor,
+    which no unit produces: refused in one line naming the cell, the node, the edges and the op."""
     from click.testing import CliRunner
 
     from bnhw.cli import main
 
     spec = CellNetSpec(ALL_OPS_GENOTYPE, cells=4, init_channels=8, resolution=16, name="tiny-cells")
+    assert spec.hardware_gaps() == ()
+    reduce = ALL_OPS_GENOTYPE.reduce[:6] + (("zeroise", 3), ("zeroise", 2))
+    spec = spec.replace(genotype=Genotype(ALL_OPS_GENOTYPE.normal, reduce))
     f = spec.save(tmp_path / "cells.json")
     assert load_spec(f) == spec
     p = bnhw("ops", f, "--json")
@@ -484,7 +534,8 @@ def test_cli_ops_works_and_build_and_report_refuse_in_one_line(tmp_path):
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
     assert lines[-1].startswith("error: bnhw build: tiny-cells is a cell network") and "Traceback" not in p.stderr
-    assert "bin_sep_conv_5x5" in lines[-1] and "no lowering to the hardware IR" in lines[-1]
+    assert "cell 1 (reduction cell) node 3 (edges 6 and 7: both zeroise" in lines[-1]
+    assert "no lowering to the hardware IR" in lines[-1]
     assert not (tmp_path / "b" / "model.onnx").exists()
 
     r = CliRunner().invoke(main, ["report", str(f), "-o", str(tmp_path / "r")])

@@ -19,6 +19,7 @@ from helpers.graphs import (
     add_mvau,
     bin_graph,
     bireal_graph,
+    cell_graph,
     cnv_w1a1_graph,
     int_graph,
     requant_graph,
@@ -317,7 +318,7 @@ def _int32_gemm_graph():
 
 def test_every_opcode_is_modelled():
     graphs = [int_graph(), bin_graph(), bireal_graph(), requant_graph(), rprelu_gap_graph(), ties_graph(),
-              cnv_w1a1_graph(), _int32_gemm_graph()]
+              cnv_w1a1_graph(), _int32_gemm_graph(), cell_graph()]
     seen: set[str] = set()
     parts: set[str] = set()
     for g in graphs:

@@ -18,6 +18,7 @@ from helpers.graphs import (
     bin_graph,
     bipolar_w,
     bireal_graph,
+    cell_graph,
     cnv_graph,
     cnv_w1a1_graph,
     int_graph,
@@ -64,7 +65,7 @@ def check_all_streams(g: HwGraph, model: CpuModel, xs: np.ndarray) -> int:
 # ----------------------------------------------------------------------------- hand-built graphs
 GRAPHS = {"int": int_graph, "bin": bin_graph, "bireal": bireal_graph, "cnv_logits": lambda: cnv_graph(labels=False),
           "cnv": cnv_graph, "cnv_w1a1": cnv_w1a1_graph, "ties": ties_graph, "requant": requant_graph,
-          "rprelu_gap": rprelu_gap_graph}
+          "rprelu_gap": rprelu_gap_graph, "cell": cell_graph}
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
@@ -453,9 +454,9 @@ def test_standalone_cnv_bit_exact_vs_qonnx(cnv, arch, kernels):
 @pytest.mark.parametrize("arch", ["armv7", "aarch64"])
 def test_qemu_reference_kernels_and_hand_built_graphs(arch, tmp_path):
     """The ARM builds with the reference kernels, and the NEON ones on the corner-case graphs (and the
-    residual path's int32 lanes and int64 loops)."""
+    residual path's int32 lanes and int64 loops, the cell nets' window pools, crop and concatenation)."""
     _need(arch)
-    graphs = [(GRAPHS[name](), None) for name in ("bin", "bireal", "int")]
+    graphs = [(GRAPHS[name](), None) for name in ("bin", "bireal", "int", "cell")]
     graphs += [residual_graph(v) for v in ("int32", "wide_values")]
     for g, xs in graphs:
         name = g.name

@@ -10,6 +10,7 @@ import pytest
 from helpers.graphs import (
     bin_graph,
     bireal_graph,
+    cell_graph,
     cnv_graph,
     cnv_w1a1_graph,
     fold,
@@ -47,6 +48,7 @@ GRAPHS = {
     "ties": ties_graph,
     "requant": requant_graph,
     "rprelu_gap": rprelu_gap_graph,
+    "cell": lambda: fold(cell_graph(), "random", seed=9),
 }
 
 
@@ -125,6 +127,13 @@ def test_rounding_half_even_and_clipping(graphs, work):
     assert out.min() == -16 and out.max() == 15                  # saturates at both ends
     rng = np.random.default_rng(12)
     check(graphs["rprelu_gap"], rng.integers(-32, 32, (40, 2, 2, 4)), work)
+
+
+def test_cell_units_window_pools_shifted_gather_and_concat(graphs, work):
+    """The units cell networks add, at a random folding: every output position and channel bit-exact."""
+    g = graphs["cell"]
+    out = check(g, rand_input(g, 6, seed=13), work)
+    assert out.shape == (6, 3, 3, 36) and len(np.unique(out)) > 10
 
 
 def test_project_files_and_cache(graphs, work, tmp_path):

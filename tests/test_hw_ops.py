@@ -8,6 +8,7 @@ import pytest
 from helpers.graphs import (
     bin_graph,
     bireal_graph,
+    cell_graph,
     cnv_graph,
     fold,
     int_graph,
@@ -23,12 +24,12 @@ from bnhw.hw.ops import HwOp, folding_error, get_op, model_notes, op_names, regi
 from bnhw.hw.sim.netlist import SIM_OPS
 
 GRAPHS = {"int": int_graph, "bin": bin_graph, "bireal": bireal_graph, "cnv": cnv_graph,
-          "requant": lambda seed: requant_graph(), "rprelu_gap": lambda seed: rprelu_gap_graph()}
+          "requant": lambda seed: requant_graph(), "rprelu_gap": lambda seed: rprelu_gap_graph(), "cell": cell_graph}
 
 
 def test_registry_lists_every_op_once_with_its_facts():
     names = op_names()
-    assert len(names) == len(set(names)) == 11
+    assert len(names) == len(set(names)) == 14
     for name in names:
         op = get_op(name)
         assert op.name == name and op.finn_name and op.notes, name

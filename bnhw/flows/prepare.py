@@ -233,14 +233,14 @@ def _prepare_qonnx(inp: NetworkInput, out: Path, n_inputs: int, lowered: Lowered
 def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> PreparedNetwork:
     from ..data import digits_images
     from ..hw.estimate import fresh_hardware_model
-    from ..hw.lower_binarynet import integer_input, lower_binarynet
+    from ..hw.lower_binarynet import integer_input
+    from ..hw.lowering import lower_model
     from ..quant.checkpoint import load_checkpoint, load_model
     from ..quant.export import export_qonnx
-    from ..quant.model import BinaryNet, to_fixed
+    from ..quant.model import to_fixed
 
     spec = inp.spec
-    require_hardware(spec, inp.label, "build",
-                     f"only NAS-BNN block networks and {'/'.join(_reference_names())} build")
+    require_hardware(spec, inp.label, "build", "no hardware unit produces a constant")
     notes = []
     if checkpoint is not None:
         saved, _, _ = load_checkpoint(checkpoint)
@@ -252,7 +252,6 @@ def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> Prepare
                      "(accuracy is not meaningful; cycles and resources do not depend on weights)")
     else:
         model = load_model(spec, checkpoint)
-        assert isinstance(model, BinaryNet)      # an ArchSpec builds a BinaryNet
         if not spec.precision.fixed:
             model = to_fixed(model)
     if not spec.precision.fixed:
@@ -260,7 +259,7 @@ def _prepare_spec(inp: NetworkInput, out, checkpoint, n_inputs, echo) -> Prepare
                      f"{spec.precision.residual_bits}-bit, {spec.precision.residual_frac_bits} fractional bits")
     onnx = out / "model.onnx"
     export_qonnx(model, onnx)
-    graph = lower_binarynet(model)
+    graph = lower_model(model)
     images, labels = digits_images(spec.resolution, n_inputs, channels=spec.in_channels, seed=2)
     ints = integer_input(model, images)
     check = _check_ir_vs_qonnx(graph, onnx, images, ints, head=graph.meta.get("head"))

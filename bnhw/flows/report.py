@@ -128,8 +128,11 @@ def report_flow(archs: Sequence[str], target: str, out: Path, *, checkpoints: Se
     specs = [resolve(a, "report").spec for a in archs]
     check_out_folder(out, "report", force=force)
     for a, spec in zip(archs, specs):
-        require_hardware(spec, spec.name or Path(a).stem, "report",
-                         f"the FPGA estimates cover NAS-BNN block networks only; `bnhw ops {a}` counts its OPs")
+        label = spec.name or Path(a).stem
+        require_hardware(spec, label, "report", "no hardware unit produces a constant")
+        if spec.kind != "blocks":
+            raise BnhwError(f"bnhw report: {label} is a cell network; the report compares NAS-BNN block networks "
+                            f"only (`bnhw build {a} --target {target}` estimates it, `bnhw ops {a}` counts its OPs)")
     ckpts: list[Path | None] = []
     for i in range(len(archs)):
         c = checkpoints[i] if i < len(checkpoints) else None

@@ -61,6 +61,7 @@ from typing import Any
 from .. import __version__
 from ..errors import BnhwError
 from ..spec import ArchSpec, atomic_write_text
+from ..spec.cells import CellNetSpec
 from .finn_models import FINN_PLUS_VERSION
 from .folding import critical_path_cycles
 
@@ -133,8 +134,9 @@ class FpgaEstimate:
 
 
 # ----------------------------------------------------------------------------- the network
-def fresh_hardware_model(spec: ArchSpec):
-    """The fixed-point :class:`~bnhw.quant.model.BinaryNet` ``bnhw build`` makes for ``spec`` without
+def fresh_hardware_model(spec: ArchSpec | CellNetSpec):
+    """The fixed-point model (a :class:`~bnhw.quant.model.BinaryNet` or a cell net's
+    :class:`~bnhw.quant.cellnet.CellNet`) ``bnhw build`` makes for ``spec`` without
     a checkpoint: weights from ``torch`` seed 0, batch-norm statistics estimated on 64 digits images
     (two batches of 32, sample seed 1), a float residual path converted with ``to_fixed``.
 
@@ -144,7 +146,7 @@ def fresh_hardware_model(spec: ArchSpec):
 
     from ..data import digits_images
     from ..quant.checkpoint import load_model
-    from ..quant.model import BinaryNet, recalibrate_bn, to_fixed
+    from ..quant.model import recalibrate_bn, to_fixed
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(WEIGHT_SEED)
@@ -152,17 +154,16 @@ def fresh_hardware_model(spec: ArchSpec):
         x, _ = digits_images(spec.resolution, CALIBRATION_IMAGES, channels=spec.in_channels, seed=CALIBRATION_SEED)
         half = CALIBRATION_IMAGES // 2
         recalibrate_bn(model, [x[:half], x[half:]])
-    assert isinstance(model, BinaryNet)          # an ArchSpec builds a BinaryNet
     if not spec.precision.fixed:
         model = to_fixed(model)
     return model
 
 
-def spec_hw_graph(spec: ArchSpec):
+def spec_hw_graph(spec: ArchSpec | CellNetSpec):
     """The hardware IR (:class:`~bnhw.hw.ir.HwGraph`) of :func:`fresh_hardware_model`, at PE = SIMD = 1."""
-    from .lower_binarynet import lower_binarynet
+    from .lowering import lower_model
 
-    return lower_binarynet(fresh_hardware_model(spec))
+    return lower_model(fresh_hardware_model(spec))
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ def unit_type(g: HwGraph, n: Node) -> str | None:
     """The bnhw unit (op type in :mod:`bnhw.hw.finn_ops`) the node becomes, ``None`` where FINN has a unit."""
     if n.op == "MVAU":
         return "GroupedMVAU" if groups_of(n) > 1 and not is_depthwise(g, n) else None
-    return n.op if n.op in ("AddRequant", "RPReLU", "Gather", "GlobalAvgPool") else None
+    return n.op if n.op in ("AddRequant", "RPReLU", "Gather", "GlobalAvgPool", "WindowAvg") else None
 
 
 @dataclass
@@ -139,6 +139,10 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
         ops = finn_ops(g, n)
         if not ops:
             raise FinnExportError(f"{n.name}: op {n.op!r} has neither a FINN unit nor a bnhw unit")
+        if n.op == "SWG" and int(n.attrs.get("pad", 0)) and int(n.attrs.get("pad_value", 0)) \
+                and not g.out_stream(n).dtype.is_bipolar:
+            raise FinnExportError(f"{n.name}: pads an integer stream with {n.attrs['pad_value']} (a max pool's "
+                                  "padding); FINN's FMPadding pads with zeros")
         if n.op in ("Thresholding", "MVAU") and "thresholds" in n.params and int(n.attrs.get("out_scale", 1)) != 1 \
                 and not g.out_stream(n).dtype.is_bipolar:
             raise FinnExportError(f"{n.name}: an integer activation with output scale {n.attrs['out_scale']} "

@@ -520,6 +520,8 @@ def op_cycles(op: FinnOp, attrs: dict | None = None) -> int:
         return int(np.prod(list(a["numInputVectors"]) + [folds]) + folds)
     if t == "LabelSelect_hls":
         return int(a["Labels"] / a["PE"])
+    if t == "StreamingConcat_hls":             # prod(folded output shape[:-1])
+        return int(np.prod(a["numInputVectors"]) * sum(a["ChannelsPerStream"]) // a["SIMD"])
     raise ValueError(f"no cycle model for {t}")
 
 
@@ -535,7 +537,7 @@ def op_resources(op: FinnOp, attrs: dict | None = None) -> Resources:
         return _swg_resources(a)
     if t == "Thresholding_rtl":
         return _thresholding_resources(a)
-    # FMPadding_rtl, Pool_hls, GlobalAccPool_hls, DuplicateStreams_hls, LabelSelect_hls:
+    # FMPadding_rtl, Pool_hls, GlobalAccPool_hls, DuplicateStreams_hls, LabelSelect_hls, StreamingConcat_hls:
     # finn-plus 1.6.1 has no resource model for them (HWCustomOp defaults: 0)
     return Resources.zero()
 

@@ -253,7 +253,10 @@ def _graph_problem(g: HwGraph, budget: Mapping[str, float]) -> _Problem:
 
 def _apply(g: HwGraph, pick: Mapping[str, FoldOption]) -> HwGraph:
     fold: dict[str, dict[str, int]] = {}
+    wiring = {n.name for n in g.nodes if n.op == "Gather"}
     for name, o in pick.items():
+        if name in wiring:          # pure wiring: it passes its producer's words on (a PE of 1 would be a unit
+            continue                # reading one element per cycle, which the 0-cycle model does not see)
         fold[name] = {"PE": o.pe, "SIMD": o.simd}
         if o.pad_simd is not None:
             fold[name]["pad_simd"] = o.pad_simd

@@ -182,8 +182,9 @@ def hwc(shape: Any) -> tuple[int, int, int]:
     return (h, w, c)
 
 
-def round_half_even_div(num: np.ndarray, den: int) -> np.ndarray:
-    """``round_half_even(num / den)`` for integer arrays and a positive integer ``den``, exactly."""
+def round_half_even_div(num: np.ndarray, den: int | np.ndarray) -> np.ndarray:
+    """``round_half_even(num / den)`` for integer arrays and a positive integer ``den`` (or an array of them,
+    broadcast), exactly."""
     num = np.asarray(num, dtype=np.int64)
     q = np.floor_divide(num, den)
     r = num - q * den                      # 0 <= r < den

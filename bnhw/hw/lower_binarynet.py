@@ -42,15 +42,15 @@ from ..quant.layers import (
     bn_affine,
     sign_thresholds,
 )
-from ..quant.model import BinaryNet, baked_copy
+from ..quant.model import BinaryNet, Network, baked_copy
 from .ir import DType, HwGraph, Node, Stream, hwc
 from .ops import acc_bounds, get_op
 
-__all__ = ["integer_input", "lower_binarynet"]
+__all__ = ["GraphBuilder", "integer_input", "lower_binarynet", "lower_head", "lower_stem", "window_weights"]
 
 
 
-def integer_input(model: BinaryNet, images: Tensor | np.ndarray) -> np.ndarray:
+def integer_input(model: Network, images: Tensor | np.ndarray) -> np.ndarray:
     """The integers of the network's input quantiser for float images ``(N, C, H, W)``,
     as ``(N, H, W, C)`` int64: ``clip(round_half_even(x * 2**(stem_bits-1)))``, exactly
     what the QONNX input ``Quant`` (and the Brevitas quantiser) produce, divided by its scale."""
@@ -64,7 +64,9 @@ def integer_input(model: BinaryNet, images: Tensor | np.ndarray) -> np.ndarray:
     return k.astype(np.int64).transpose(0, 2, 3, 1)
 
 
-class _Builder:
+class GraphBuilder:
+    """Streams and nodes of a graph being lowered; nodes are named ``{finn_name}_{i}`` in creation order."""
+
     def __init__(self) -> None:
         self.streams: dict[str, Stream] = {}
         self.nodes: list[Node] = []
@@ -102,9 +104,84 @@ def _pow2_exponent(scale: float, what: str) -> int:
     return e
 
 
-def _window_weights(w: np.ndarray) -> np.ndarray:
+def window_weights(w: np.ndarray) -> np.ndarray:
     """Conv weights ``(O, C/g, k, k)`` as MVAU rows ``(O, k*k*C/g)`` in SWG order ``(ky, kx, c)``."""
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
+def residual_dtype(p) -> DType:
+    """The type of every residual stream: ``residual_bits`` signed, scale ``2**-residual_frac_bits``."""
+    return DType.int_(p.residual_bits, True, 2.0 ** -p.residual_frac_bits)
+
+
+def lower_stem(b: GraphBuilder, stem, p, in_channels: int, res_in: int, k: int, stride: int,
+               channels: int) -> tuple[str, str]:
+    """A fixed-mode :class:`~bnhw.quant.layers.Stem` (layer ``"stem"``): ``(input stream, output stream)``."""
+    R = p.residual_frac_bits
+    res = residual_dtype(p)
+    sb = p.stem_bits
+    x = b.stream("input", (res_in, res_in, in_channels), DType.int_(sb, True, 2.0 ** -(sb - 1)))
+    pad = k // 2
+    so = (res_in + 2 * pad - k) // stride + 1
+    (win,) = b.node("SWG", [x], [("stem.window", (so, so, k * k * in_channels), b.streams[x].dtype)],
+                    "stem", {"k": k, "stride": stride, "pad": pad, "pad_value": 0, "dilation": 1,
+                             "channels": in_channels, "ifm_dim": res_in})
+    qw = stem.conv.quant_weight()
+    w_scale = float(qw.scale.reshape(-1)[0])
+    e_w = _pow2_exponent(w_scale, "stem weights")
+    w_int = Dyadic(e_w, 2 ** (sb - 1)).integers(qw.value)
+    wmat = window_weights(w_int)
+    lo, hi = acc_bounds(wmat, -(2 ** (sb - 1)), 2 ** (sb - 1) - 1)
+    acc_frac = (sb - 1) + e_w
+    if max(-lo, hi) >= 2 ** 24:
+        raise BnhwError("lowering: the stem accumulator is not exact in float32")
+    (acc,) = b.node("MVAU", [win], [("stem.acc", (so, so, channels), DType.for_range(lo, hi, 2.0 ** -acc_frac))],
+                    "stem", {"MW": wmat.shape[1], "MH": wmat.shape[0], "binary_xnor": False,
+                             "weight_bits": sb, "weight_dtype": f"INT{sb}", "groups": 1,
+                             "channels": in_channels, "k": k,
+                             "acc_dtype": DType.for_range(lo, hi).finn_name()},
+                    {"weights": wmat})
+    ones = np.ones(channels, dtype=np.int64)
+    (cur,) = b.node("AddRequant", [acc], [("stem.conv", (so, so, channels), res)], "stem",
+                    {"shift": acc_frac - R, "shortcut_shift": 0},
+                    {"A": ones, "B": 0 * ones})
+    A, B, fmt = _bn_ints(stem.bn)
+    (cur,) = b.node("AddRequant", [cur], [("stem.out", (so, so, channels), res)], "stem",
+                    {"shift": fmt.a.frac, "shortcut_shift": 0}, {"A": A, "B": B})
+    return x, cur
+
+
+def lower_head(b: GraphBuilder, classifier, p, cur: str, fs: int, C: int, num_classes: int) -> tuple[str, dict]:
+    """A fixed-mode :class:`~bnhw.quant.layers.Classifier` on stream ``cur`` (``fs x fs x C``): ``(the
+    accumulator stream, meta["head"])``, the float per-class tail ``logits = acc * scale + bias``."""
+    N, R = p.residual_bits, p.residual_frac_bits
+    res = residual_dtype(p)
+    if fs * fs * 2 ** (N - 1) > 2 ** 24:
+        raise BnhwError(f"lowering: a {fs}x{fs} global average pool of {N}-bit values is not "
+                        "exact in float32")
+    (pooled,) = b.node("GlobalAvgPool", [cur], [("head.pool", (1, 1, C), res)], "classifier",
+                       {"channels": C, "ifm_dim": fs})
+    fc = classifier.fc
+    qw = fc.quant_weight()
+    cb = p.classifier_bits
+    wc_scale = float(qw.scale.reshape(-1)[0])
+    e_c = _pow2_exponent(wc_scale, "classifier weights")
+    wc = Dyadic(e_c, 2 ** (cb - 1)).integers(qw.value)                   # (classes, C)
+    lo, hi = acc_bounds(wc, res.min, res.max)
+    acc_scale = 2.0 ** -(R + e_c)
+    (logits,) = b.node("MVAU", [pooled], [("head.acc", (1, 1, num_classes),
+                                           DType.for_range(lo, hi, acc_scale))],
+                       "classifier", {"MW": C, "MH": num_classes, "binary_xnor": False,
+                                      "weight_bits": cb, "weight_dtype": f"INT{cb}", "groups": 1,
+                                      "channels": C, "k": 1,
+                                      "acc_dtype": DType.for_range(lo, hi).finn_name()},
+                       {"weights": wc})
+    bn = classifier.bn                     # the logit BN: a float per-class affine map
+    assert bn.running_mean is not None and bn.running_var is not None     # tracked running statistics
+    scale_t, shift_t = bn_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+    la, lb = scale_t.double().numpy(), shift_t.double().numpy()
+    bias = fc.bias.detach().double().numpy()
+    return logits, {"scale": (acc_scale * la).tolist(), "bias": (bias * la + lb).tolist()}
 
 
 @torch.no_grad()
@@ -123,42 +200,12 @@ def lower_binarynet(model: BinaryNet) -> HwGraph:
         raise BnhwError(f"lower_binarynet: {spec.name or 'the network'} has a float residual path "
                         "(precision.residual='float'); convert it with bnhw.quant.model.to_fixed first")
     m = baked_copy(model)            # eval mode, weight transforms evaluated: the exported weights
-    N, R = p.residual_bits, p.residual_frac_bits
-    res = DType.int_(N, True, 2.0 ** -R)
-    b = _Builder()
+    res = residual_dtype(p)
+    b = GraphBuilder()
 
     # ------------------------------------------------------------------ stem
-    sb = p.stem_bits
-    res_in = spec.resolution
-    x = b.stream("input", (res_in, res_in, spec.in_channels), DType.int_(sb, True, 2.0 ** -(sb - 1)))
     st = spec.stem
-    k, pad = st.kernel, st.kernel // 2
-    so = spec.stem_out_size
-    (win,) = b.node("SWG", [x], [("stem.window", (so, so, k * k * spec.in_channels), b.streams[x].dtype)],
-                    "stem", {"k": k, "stride": st.stride, "pad": pad, "pad_value": 0, "dilation": 1,
-                             "channels": spec.in_channels, "ifm_dim": res_in})
-    qw = m.stem.conv.quant_weight()
-    w_scale = float(qw.scale.reshape(-1)[0])
-    e_w = _pow2_exponent(w_scale, "stem weights")
-    w_int = Dyadic(e_w, 2 ** (sb - 1)).integers(qw.value)
-    wmat = _window_weights(w_int)
-    lo, hi = acc_bounds(wmat, -(2 ** (sb - 1)), 2 ** (sb - 1) - 1)
-    acc_frac = (sb - 1) + e_w
-    if max(-lo, hi) >= 2 ** 24:
-        raise BnhwError("lower_binarynet: the stem accumulator is not exact in float32")
-    (acc,) = b.node("MVAU", [win], [("stem.acc", (so, so, st.channels), DType.for_range(lo, hi, 2.0 ** -acc_frac))],
-                    "stem", {"MW": wmat.shape[1], "MH": wmat.shape[0], "binary_xnor": False,
-                             "weight_bits": sb, "weight_dtype": f"INT{sb}", "groups": 1,
-                             "channels": spec.in_channels, "k": k,
-                             "acc_dtype": DType.for_range(lo, hi).finn_name()},
-                    {"weights": wmat})
-    ones = np.ones(st.channels, dtype=np.int64)
-    (cur,) = b.node("AddRequant", [acc], [("stem.conv", (so, so, st.channels), res)], "stem",
-                    {"shift": acc_frac - R, "shortcut_shift": 0},
-                    {"A": ones, "B": 0 * ones})
-    A, B, fmt = _bn_ints(m.stem.bn)
-    (cur,) = b.node("AddRequant", [cur], [("stem.out", (so, so, st.channels), res)], "stem",
-                    {"shift": fmt.a.frac, "shortcut_shift": 0}, {"A": A, "B": B})
+    x, cur = lower_stem(b, m.stem, p, spec.in_channels, spec.resolution, st.kernel, st.stride, st.channels)
 
     # ------------------------------------------------------------------ blocks
     for i, (blk, g) in enumerate(zip(m.blocks, spec.blocks(), strict=True)):
@@ -167,41 +214,15 @@ def lower_binarynet(model: BinaryNet) -> HwGraph:
         cur = _half(b, blk, i, 2, cur, g.in_channels, g.out_channels, 1, 1, 1, g.out_size, p, res)
 
     # ------------------------------------------------------------------ head
-    fs = spec.final_size
-    C = spec.final_channels
-    if fs * fs * 2 ** (N - 1) > 2 ** 24:
-        raise BnhwError(f"lower_binarynet: a {fs}x{fs} global average pool of {N}-bit values is not "
-                        "exact in float32")
-    (pooled,) = b.node("GlobalAvgPool", [cur], [("head.pool", (1, 1, C), res)], "classifier",
-                       {"channels": C, "ifm_dim": fs})
-    fc = m.classifier.fc
-    qw = fc.quant_weight()
-    cb = p.classifier_bits
-    wc_scale = float(qw.scale.reshape(-1)[0])
-    e_c = _pow2_exponent(wc_scale, "classifier weights")
-    wc = Dyadic(e_c, 2 ** (cb - 1)).integers(qw.value)                   # (classes, C)
-    lo, hi = acc_bounds(wc, res.min, res.max)
-    acc_scale = 2.0 ** -(R + e_c)
-    (logits,) = b.node("MVAU", [pooled], [("head.acc", (1, 1, spec.num_classes),
-                                           DType.for_range(lo, hi, acc_scale))],
-                       "classifier", {"MW": C, "MH": spec.num_classes, "binary_xnor": False,
-                                      "weight_bits": cb, "weight_dtype": f"INT{cb}", "groups": 1,
-                                      "channels": C, "k": 1,
-                                      "acc_dtype": DType.for_range(lo, hi).finn_name()},
-                       {"weights": wc})
-    bn = m.classifier.bn                     # the logit BN: a float per-class affine map
-    assert bn.running_mean is not None and bn.running_var is not None     # tracked running statistics
-    scale_t, shift_t = bn_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
-    la, lb = scale_t.double().numpy(), shift_t.double().numpy()
-    bias = fc.bias.detach().double().numpy()
-    head = {"scale": (acc_scale * la).tolist(), "bias": (bias * la + lb).tolist()}
+    logits, head = lower_head(b, m.classifier, p, cur, spec.final_size, spec.final_channels, spec.num_classes)
+    sb = p.stem_bits
     meta = {"source": "bnhw.BinaryNet", "spec": spec.to_dict(), "head": head,
             "input": {"bits": sb, "frac_bits": sb - 1},
-            "residual": {"bits": N, "frac_bits": R}}
+            "residual": {"bits": p.residual_bits, "frac_bits": p.residual_frac_bits}}
     return HwGraph(spec.name or "binarynet", b.streams, b.nodes, x, logits, meta)
 
 
-def _half(b: _Builder, blk, i: int, half: int, x: str, cin: int, cout: int, k: int, groups: int,
+def _half(b: GraphBuilder, blk, i: int, half: int, x: str, cin: int, cout: int, k: int, groups: int,
           stride: int, size: int, p, res: DType) -> str:
     """One half of a BinaryBlock: sign, conv, BN + shortcut + requantiser, RPReLU."""
     layer = f"block{i}.conv{half}"
@@ -219,7 +240,7 @@ def _half(b: _Builder, blk, i: int, half: int, x: str, cin: int, cout: int, k: i
                   {"out_bias": -1, "out_scale": 2, "channels": cin},
                   {"thresholds": thr.reshape(cin, 1)})
     w = conv.binary_weight().detach().numpy()
-    wmat = np.rint(_window_weights(w)).astype(np.int64)
+    wmat = np.rint(window_weights(w)).astype(np.int64)
     if not np.all(np.abs(wmat) == 1):
         raise AssertionError(f"{layer}: binary weights are not +-1")
     if k > 1 or stride > 1:

@@ -20,7 +20,8 @@ the node's expected cycles meet ``target_cycles_per_frame``:
   ``parallel_window = 1`` when SIMD = C still misses the target.
 * Thresholding, GlobalAvgPool, Duplicate (FINN's PE ops) and bnhw's AddRequant / RPReLU
   (folded as FINN's ElementwiseBinary PE ops): PE through the divisors of the channels;
-  LabelSelect: PE through the divisors of the label count.  Gather: nothing to fold.
+  LabelSelect: PE through the divisors of the label count; the cell nets' WindowMax / WindowAvg (Pool_hls
+  behind their SWG) and Concat (StreamingConcat): PE through their legal values.  Gather: nothing to fold.
 * ``two_pass_relaxation``: when the slowest node still misses the target, run once more
   with the achieved maximum as target (balancing the pipeline to the bottleneck).
 """
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from .finn_models import MAX_ALLOWED_AP_INT_W, FinnOp, finn_dt_bits, minimized_attrs, op_cycles
 from .ir import HwGraph, Node
-from .ops import divisors, finn_ops, is_depthwise, node_cycles
+from .ops import divisors, finn_ops, get_op, is_depthwise, node_cycles
 
 __all__ = ["finn_set_folding"]
 
@@ -178,6 +179,8 @@ class _Folder:
             elif n.op in ("Thresholding", "GlobalAvgPool", "Duplicate", "AddRequant", "RPReLU",
                           "LabelSelect"):
                 self.pe_op(n, g.in_stream(n).channels)
+            elif n.op in ("WindowMax", "WindowAvg", "Concat"):       # Pool_hls behind its SWG; StreamingConcat
+                self.pe_op(n, max(get_op(n.op).legal_pe(g, n)))
             # Gather: pure wiring, nothing to fold
 
 

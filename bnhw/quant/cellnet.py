@@ -54,8 +54,44 @@ which cell networks do not have yet.  The function computed is the same as
 with ``make_op``'s modules (up to float rounding), so weights move between
 the two.
 
-A cell net has a float real-valued path (``residual="float"``); the
-fixed-point mode is only implemented for NAS-BNN block networks.
+Fixed-point mode (``precision.residual="fixed"``)
+-------------------------------------------------
+The real-valued path becomes integer arithmetic evaluated exactly in float32,
+with the conventions of :mod:`bnhw.quant.layers` (``R = residual_frac_bits``,
+``N = residual_bits``, ``F = bn_frac_bits``): every state tensor (the stem
+output, each edge output, each node, each cell output) is a signed ``N``-bit
+value on the grid ``2**-R`` (a :class:`~bnhw.quant.layers.ResidualQuant`:
+round half to even, saturate), so every sign is the integer threshold
+``X >= 0`` and every sum of states is exact:
+
+* **binary conv** (:class:`FixedBinConvOp`): the ``±1`` conv gives an integer
+  ``P`` (``|P| <= K``, the fan-in); the XNOR scale ``beta`` is folded into the
+  batch norm, ``A = round(beta * a)`` on ``2**-F`` within the bounds of
+  :func:`~bnhw.quant.layers.binary_bn_format` and ``B = round(b)``; ``P A + B``
+  is exact and the quantiser rounds it to the grid: the hardware ``AddRequant``
+  (shift ``F - R``);
+* **node**: ``q(e_a + e_b)``, the saturated sum of two grid values (a
+  ``zeroise`` edge adds exactly 0);
+* **inter-cell skip**: ``q(node + skip)``; in a reduction cell the 2 x 2 average
+  of grid values is ``S4 2**-(R+2)`` (exact), so the sum is exact and the
+  quantiser rounds ``(4 node + S4) / 4`` half to even;
+* **3 x 3 average pool, padding not counted** (:class:`FixedAvgPool`): the
+  window sum ``S`` (a depthwise conv with unit weights: at most 9 grid values,
+  exact) divided by the number ``c`` of in-image taps at that position
+  (:func:`avg_pool_counts`, an elementwise ``Div``, correctly rounded in PyTorch
+  and ONNX Runtime alike), then quantised: exactly ``round_half_even(S / c)`` in
+  grid units (a tie ``S / c = n + 1/2`` is representable and kept; any other
+  quotient is at least ``1 / 18`` from a tie, far beyond float32's error at
+  ``|S| < 2**(N+3)``);
+* **3 x 3 max pool**, concatenation, factorised reduce: exact on grid values;
+* stem and classifier: :class:`~bnhw.quant.layers.Stem` and
+  :class:`~bnhw.quant.layers.Classifier` in fixed mode.
+
+Training in fixed mode runs the batch norm on ``beta * P`` with batch
+statistics (the running statistics mean the same as in float mode), with the
+quantisers' straight-through gradients; the state dict is the float model's, so
+:func:`~bnhw.quant.model.to_fixed` turns a float-trained cell net into its
+fixed-point form.
 """
 
 from __future__ import annotations
@@ -64,18 +100,31 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from brevitas.nn import QuantConv2d
 from torch import Tensor, nn
 
-from ..errors import BnhwError
+from ..spec import Precision
 from ..spec.cells import CellNetSpec
 from .binarizers import BinaryWeightQuant
-from .cellops import BinConvOp, make_op
-from .layers import Classifier, FoldedBatchNorm2d, Freezable, Stem
+from .cellops import BinConvOp, make_op, op_geometry
+from .layers import (
+    BNFormat,
+    Classifier,
+    FoldedBatchNorm2d,
+    Freezable,
+    Stem,
+    apply_affine,
+    binary_bn_format,
+    bn_affine,
+    residual_quant,
+)
 
-__all__ = ["CellPlan", "cell_plan", "Cell", "CellNet", "FactorizedReduce", "XnorConv2d", "build_cell_model",
-           "cell_baked_copy", "make_exact", "STEM_KERNEL"]
+__all__ = ["CellPlan", "cell_plan", "Cell", "CellNet", "FactorizedReduce", "XnorConv2d", "FixedBinConvOp",
+           "FixedAvgPool", "avg_pool_counts", "build_cell_model", "cell_baked_copy", "make_exact", "make_fixed",
+           "STEM_KERNEL"]
 
 STEM_KERNEL = 3
 
@@ -187,6 +236,87 @@ def make_exact(module: nn.Module) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------
+# the fixed-point real-valued path (see the module docstring)
+# ----------------------------------------------------------------------------
+class FixedBinConvOp(Freezable, BinConvOp):
+    """A :class:`~bnhw.quant.cellops.BinConvOp` in fixed mode: ``q(P * A + B)`` with the integer ``±1`` conv
+    ``P``, the XNOR scale folded into the dyadic batch-norm constants ``(A, B)`` (:meth:`constants`) and the
+    residual quantiser ``q``.  Same children and state-dict keys as the op it is made from (``sign``,
+    ``conv``, ``bn``), so float weights load unchanged."""
+
+    def __init__(self, op: BinConvOp, precision: Precision):
+        nn.Module.__init__(self)
+        self.sign = op.sign
+        self.conv = op.conv if isinstance(op.conv, XnorConv2d) else _exact_conv(op.conv)
+        bn = op.bn
+        if not bn.affine:
+            raise ValueError("fixed mode needs an affine batch norm")
+        self.bn = bn
+        c = self.conv
+        fmt = binary_bn_format(precision, c.in_channels // c.groups * c.kernel_size[0] * c.kernel_size[1])
+        assert fmt is not None                       # precision.fixed
+        self.fmt: BNFormat = fmt
+        self.out_quant = residual_quant(precision)
+
+    @property
+    def fan_in(self) -> int:
+        c = self.conv
+        return c.in_channels // c.groups * c.kernel_size[0] * c.kernel_size[1]
+
+    def constants(self) -> tuple[Tensor, Tensor]:
+        """``(A, B)`` per output channel: ``beta * a`` and ``b`` of the eval-mode batch norm on their grids."""
+        bn = self.bn
+        assert bn.running_mean is not None and bn.running_var is not None
+        (beta,) = self.conv.constants()
+        a, b = bn_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+        return self.fmt.a.quantize(a * beta), self.fmt.b.quantize(b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = QuantConv2d.forward(self.conv, self.sign(x))          # integer sums of ±1 products
+        if self.training:
+            (beta,) = self.conv.constants()
+            y = nn.BatchNorm2d.forward(self.bn, p * beta.view(1, -1, 1, 1))
+        else:
+            y = apply_affine(p, *self._eval_constants())
+        return self.out_quant(y)
+
+
+def avg_pool_counts(size: int, kernel: int, stride: int, pad: int) -> np.ndarray:
+    """The number of in-image taps of each output position ``(Ho, Wo)`` of a ``kernel x kernel`` pool with
+    ``stride`` and ``pad`` on a ``size x size`` input (the divisor of an average with padding not counted)."""
+    out = (size + 2 * pad - kernel) // stride + 1
+    per = np.array([sum(1 for k in range(kernel) if 0 <= o * stride - pad + k < size) for o in range(out)])
+    return np.outer(per, per).astype(np.int64)
+
+
+class FixedAvgPool(nn.Module):
+    """``q(S / c)``: the fixed-mode 3 x 3 average pool with padding not counted (see the module docstring):
+    the window sum ``S`` of grid values, divided by the per-position tap count ``c``, quantised."""
+
+    def __init__(self, kernel: int, stride: int, precision: Precision):
+        super().__init__()
+        self.kernel, self.stride, self.pad = kernel, stride, kernel // 2
+        self.out_quant = residual_quant(precision)
+
+    def forward(self, x: Tensor) -> Tensor:
+        C, H = x.shape[1], x.shape[2]
+        ones = torch.ones(C, 1, self.kernel, self.kernel, dtype=x.dtype, device=x.device)
+        s = F.conv2d(x, ones, stride=self.stride, padding=self.pad, groups=C)
+        counts = torch.from_numpy(avg_pool_counts(int(H), self.kernel, self.stride, self.pad)).to(x.dtype)
+        return self.out_quant(s / counts.to(x.device))
+
+
+def make_fixed(module: nn.Module, precision: Precision) -> nn.Module:
+    """Re-express every :class:`~bnhw.quant.cellops.BinConvOp` in ``module`` (in place) as a
+    :class:`FixedBinConvOp` (same state-dict keys).  Returns ``module``."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, BinConvOp) and not isinstance(child, FixedBinConvOp):
+                setattr(parent, name, FixedBinConvOp(child, precision).train(child.training))
+    return module
+
+
+# ----------------------------------------------------------------------------
 # network parts
 # ----------------------------------------------------------------------------
 class FactorizedReduce(nn.Module):
@@ -209,18 +339,24 @@ class FactorizedReduce(nn.Module):
 class Cell(nn.Module):
     """One normal or reduction cell built from a :class:`CellPlan` (see the module docstring)."""
 
-    def __init__(self, plan: CellPlan):
+    def __init__(self, plan: CellPlan, precision: Precision | None = None):
         super().__init__()
         self.plan = plan
+        p = precision or Precision()
         c = plan.channels
         self.pre0: nn.Module | None = None
         if plan.has_pre0:
             self.pre0 = (FactorizedReduce(plan.in_channels_pp, c) if plan.reduce_pp
                          else BinConvOp(plan.in_channels_pp, c, 1))
         self.pre1 = BinConvOp(plan.in_channels_p, c, 1) if plan.has_pre1 else None
-        self.edges = nn.ModuleList(make_op(op, c, stride) for op, _, stride in plan.edges)
+        self.edges = nn.ModuleList(
+            FixedAvgPool(3, stride, p) if p.fixed and op_geometry(op).kind == "avg_pool" else make_op(op, c, stride)
+            for op, _, stride in plan.edges)
         self.inputs = tuple(src for _, src, _ in plan.edges)
         self.skip_pool: nn.Module = nn.AvgPool2d(2, 2) if plan.reduction else nn.Identity()
+        # fixed mode: the node sums and the skip adds are quantised (nn.Identity in float mode)
+        self.node_quant = nn.ModuleList(residual_quant(p) for _ in range(plan.nodes))
+        self.skip_quant = nn.ModuleList(residual_quant(p) for _ in range(plan.nodes if plan.skip else 0))
 
     def forward(self, c_pp: Tensor, c_p: Tensor) -> Tensor:
         states: list[Tensor | None] = [
@@ -229,11 +365,12 @@ class Cell(nn.Module):
         ]
         for i in range(self.plan.nodes):
             a, b = 2 * i, 2 * i + 1
-            states.append(self.edges[a](states[self.inputs[a]]) + self.edges[b](states[self.inputs[b]]))
+            states.append(self.node_quant[i](self.edges[a](states[self.inputs[a]])
+                                             + self.edges[b](states[self.inputs[b]])))
         nodes: Sequence[Tensor] = states[2:]  # type: ignore[assignment]
         if self.plan.skip:
             skip = self.skip_pool(states[1])
-            nodes = [n + skip for n in nodes]
+            nodes = [q(n + skip) for q, n in zip(self.skip_quant, nodes, strict=True)]
         return torch.cat(list(nodes), dim=1)
 
 
@@ -249,17 +386,16 @@ class CellNet(nn.Module):
 
     def __init__(self, spec: CellNetSpec):
         super().__init__()
-        if spec.precision.fixed:
-            raise BnhwError(f"{spec.name or 'cell network'}: the fixed-point residual path is only implemented "
-                            "for NAS-BNN block networks; cell networks (BNAS/BARS) use residual \"float\"")
         self.spec = spec
         self.weight_norm = False
         p = spec.precision
         self.plan = cell_plan(spec)
         self.stem = Stem(spec.in_channels, spec.stem_channels, STEM_KERNEL, 1, p)
-        self.cells = nn.ModuleList(Cell(cp) for cp in self.plan)
+        self.cells = nn.ModuleList(Cell(cp, p) for cp in self.plan)
         self.classifier = Classifier(self.plan[-1].out_channels, spec.num_classes, p)
         make_exact(self)
+        if p.fixed:
+            make_fixed(self, p)
 
     def forward(self, x: Tensor) -> Tensor:
         c_pp = c_p = self.stem(x)

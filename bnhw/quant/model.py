@@ -115,8 +115,13 @@ def baked_copy(model: BinaryNet) -> BinaryNet:
     return copy
 
 
-def to_fixed(model: BinaryNet) -> BinaryNet:
-    """The same network in ``residual="fixed"`` mode with ``model``'s weights (eval mode).
+@overload
+def to_fixed(model: BinaryNet) -> BinaryNet: ...
+@overload
+def to_fixed(model: CellNet) -> CellNet: ...
+def to_fixed(model: Network) -> Network:
+    """The same network in ``residual="fixed"`` mode with ``model``'s weights (eval mode); a
+    :class:`BinaryNet` or a :class:`~bnhw.quant.cellnet.CellNet`.
 
     Post-training quantisation of a float-trained network: the spec's
     precision switches to fixed point (the other precision fields are kept),
@@ -127,7 +132,7 @@ def to_fixed(model: BinaryNet) -> BinaryNet:
     """
     spec = model.spec
     fixed = spec.replace(precision=dataclasses.replace(spec.precision, residual="fixed"))
-    out = BinaryNet(fixed, weight_norm=model.weight_norm)
+    out = build_network(fixed, weight_norm=model.weight_norm)
     out.load_state_dict(model.state_dict())
     return out.eval()
 

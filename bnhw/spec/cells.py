@@ -253,10 +253,20 @@ class CellNetSpec:
         return replace(self, **changes)
 
     def hardware_gaps(self) -> tuple[str, ...]:
-        """No cell network lowers to the hardware IR yet: its operations and its cell structure."""
-        used = self.genotype.ops()
-        return (*(op for op in ALL_OPS if op in used), "cell structure (preprocessing, concatenation, inter-cell "
-                "skips)")
+        """What of this network has no lowering to the hardware IR (:mod:`bnhw.hw.lower_cellnet` lowers every
+        operation and the cell structure): a node both of whose edges are ``zeroise`` (a constant zero tensor,
+        which no hardware unit produces), one entry per such node naming its first cell, the node, the edges
+        and the op."""
+        layout = self.layout()
+        out = []
+        for kind, edges in (("normal", self.genotype.normal), ("reduction", self.genotype.reduce)):
+            cells = [i for i, c in enumerate(layout) if c["reduction"] == (kind == "reduction")]
+            for node in range(len(edges) // 2 if cells else 0):
+                a, b = edges[2 * node], edges[2 * node + 1]
+                if a[0] == b[0] == ZEROISE:
+                    out.append(f"cell {cells[0]} ({kind} cell) node {node} (edges {2 * node} and {2 * node + 1}: "
+                               f"both {ZEROISE}, a constant zero node)")
+        return tuple(out)
 
     def short(self) -> str:
         lay = (f"stages {list(self.stage_cells)} x{list(self.stage_widths)}" if self.stage_cells

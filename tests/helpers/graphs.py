@@ -116,6 +116,10 @@ def fold(g: HwGraph, mode: str, seed: int = 0) -> HwGraph:
             cfg[n.name] = {"PE": pick(si.elems)}
         elif n.op in ("Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool", "AddRequant", "RPReLU"):
             cfg[n.name] = {"PE": pick(si.channels)}
+        elif n.op in ("WindowMax", "WindowAvg"):
+            cfg[n.name] = {"PE": pick(so.channels)}
+        elif n.op == "Concat":
+            cfg[n.name] = {"PE": pick(int(np.gcd.reduce([g.streams[s].channels for s in n.inputs])))}
     return g.with_folding(cfg)
 
 
@@ -266,6 +270,31 @@ def cnv_w1a1_graph(seed: int = 0) -> HwGraph:
     y = add_mvau(b, y, bipolar_w(rng, (10, 512)))
     b.nodes[-1].attrs.update(pe=1, simd=16)
     return b.graph(b.add("LabelSelect", y, (1, 1, 1), DType.int_(4, signed=False), {"pe": 1}))
+
+
+def cell_graph(seed: int = 0) -> HwGraph:
+    """What the cell networks add (BNAS / BARS): overlapping padded window pools (SWG + WindowMax with the
+    type's minimum as padding; SWG + WindowAvg, zero padding not counted, stride 1 and 2; an unpadded 2x2
+    WindowMax), a factorised reduce's shifted half (SWG 2x2/2 + Gather of tap (1, 1) + XNOR MVAU), and
+    channel concatenations of two and of four streams of different types."""
+    from bnhw.quant.cellnet import avg_pool_counts
+
+    rng = np.random.default_rng(seed)
+    t8 = DType.int_(8)
+    b = Builder("cell", (6, 6, 8), t8)
+    d0, d1, d2, d3 = b.add("Duplicate", "x", (6, 6, 8), t8, outputs=4)
+    m = b.add("WindowMax", swg(b, d0, 3, pad=1, pad_value=t8.min), (6, 6, 8), t8, {"k": 3})
+    a1 = b.add("WindowAvg", swg(b, d3, 3, pad=1), (6, 6, 8), t8, {"k": 3}, {"counts": avg_pool_counts(6, 3, 1, 1)})
+    a2 = b.add("WindowAvg", swg(b, d1, 3, pad=1, stride=2), (3, 3, 8), t8, {"k": 3},
+               {"counts": avg_pool_counts(6, 3, 2, 1)})
+    a2a, a2b = b.add("Duplicate", a2, (3, 3, 8), t8, outputs=2)
+    s = b.add("Thresholding", d2, (6, 6, 8), DType.bipolar(), {"out_bias": -1, "out_scale": 2},
+              {"thresholds": sorted_thresholds(rng, 8, 1, -20, 20)})
+    shifted = b.add("Gather", swg(b, s, 2, stride=2), (3, 3, 8), DType.bipolar(), {}, {"index": 24 + np.arange(8)})
+    acc = add_mvau(b, shifted, bipolar_w(rng, (4, 8)))
+    both = b.add("Concat", [m, a1], (6, 6, 16), t8)
+    wm = b.add("WindowMax", swg(b, both, 2, stride=2), (3, 3, 16), t8, {"k": 2})
+    return b.graph(b.add("Concat", [a2a, acc, wm, a2b], (3, 3, 36), t8))
 
 
 def ties_graph() -> HwGraph:

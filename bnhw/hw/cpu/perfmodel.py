@@ -856,6 +856,11 @@ def _elementwise_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[
         return {"elementwise": n_in * cyc(OP_MIXES["argmax_elem"])}
     if kind == "UNPACK":
         return {"unpack": n_out * cyc(OP_MIXES["unpack_elem"])}
+    if kind == "CONCAT":
+        return {"elementwise": n_out * cyc(OP_MIXES["gather_elem"])}
+    if kind == "WPOOL":
+        k = int(a["k"])
+        return {"elementwise": n_out * (k * k * cyc(OP_MIXES["ipool_tap"]) + cyc(OP_MIXES["ipool_out"]))}
     raise BnhwError(f"performance model: no model for op {kind!r} ({op.name})")
 
 

@@ -7,7 +7,11 @@ processor a streaming window generator is not a unit of its own: this pass is a
 
 * ``SWG -> MVAU`` pairs become one convolution op (``BCONV`` when the MVAU is
   XNOR-popcount, ``ICONV`` otherwise); an ``MVAU`` that reads pixels directly is
-  a 1 x 1 convolution.  The window stream is never materialised.
+  a 1 x 1 convolution; ``SWG -> Gather -> MVAU`` where the gather picks one tap
+  ``(t, t)`` of unpadded windows (a factorised reduce's shifted half) is a 1 x 1
+  convolution with padding ``-t`` (a crop).  ``SWG -> WindowMax / WindowAvg``
+  become one window pool (``WPOOL``).  The window stream is never materialised.
+* A ``Concat`` of n streams is n - 1 two-input ``CONCAT`` ops.
 * Bipolar streams are bit-packed (:mod:`bnhw.hw.cpu` convention: bit 1 = -1,
   64-bit words, one run of words per convolution group).  A packed stream's
   group layout is the one its consuming convolution needs, so a ``Thresholding``
@@ -52,7 +56,7 @@ VERSION = 1
 #: number of int32 attributes per op (the meaning of each slot is per opcode, see ``_A``)
 ATTRS = 20
 OPCODES = {"BCONV": 1, "ICONV": 2, "THRESH": 3, "MAXPOOL": 4, "AVGPOOLSUM": 5, "GAP": 6, "GATHER": 7,
-           "ADDREQUANT": 8, "RPRELU": 9, "LABELSELECT": 10, "UNPACK": 11}
+           "ADDREQUANT": 8, "RPRELU": 9, "LABELSELECT": 10, "UNPACK": 11, "CONCAT": 12, "WPOOL": 13}
 #: attribute slots (shared names across opcodes; unused slots are 0)
 _A = {"H": 0, "W": 1, "C": 2, "Ho": 3, "Wo": 4, "Cout": 5, "k": 6, "stride": 7, "pad": 8, "dil": 9,
       "groups": 10, "out_mode": 11, "out_groups": 12, "n_thr": 13, "out_bias": 14, "out_scale": 15,
@@ -184,6 +188,7 @@ class _Lowering:
                 wants.add(int(c.attrs.get("groups", 1)))
             elif c.op == "SWG":
                 nxt = self.g.consumers(c.outputs[0])
+                nxt += [m for gt in nxt if gt.op == "Gather" for m in self.g.consumers(gt.outputs[0])]
                 wants.update(int(m.attrs.get("groups", 1)) for m in nxt if m.op == "MVAU")
             elif c.op in ("MaxPool", "Duplicate"):
                 for o in c.outputs:
@@ -261,22 +266,88 @@ class _Lowering:
 
     def op_SWG(self, n: Node) -> None:
         cons = self.g.consumers(n.outputs[0])
+        if len(cons) == 1 and cons[0].op in ("WindowMax", "WindowAvg"):
+            self.fused.add(cons[0].name)
+            self.window_pool(n, cons[0])
+            return
+        if len(cons) == 1 and cons[0].op == "Gather":
+            tap, after = self.gather_tap(n, cons[0]), self.g.consumers(cons[0].outputs[0])
+            if tap is not None and len(after) == 1 and after[0].op == "MVAU":
+                self.fused.update((cons[0].name, after[0].name))
+                self.conv(after[0], swg=n, tap=tap)
+                return
         if len(cons) != 1 or cons[0].op != "MVAU":
-            raise self.err(n, "a window generator must feed exactly one MVAU on the CPU")
+            raise self.err(n, "a window generator must feed exactly one MVAU, window pool or single-tap gather "
+                              "(then an MVAU) on the CPU")
         self.fused.add(cons[0].name)
         self.conv(cons[0], swg=n)
+
+    def gather_tap(self, swg: Node, gather: Node) -> int | None:
+        """``t`` where ``gather`` takes exactly tap ``(t, t)`` of ``swg``'s unpadded, undilated windows."""
+        C = self.g.in_stream(swg).channels
+        k = int(swg.attrs["k"])
+        idx = np.asarray(gather.params["index"], dtype=np.int64).reshape(-1)
+        if int(swg.attrs.get("pad", 0)) or int(swg.attrs.get("dilation", 1)) != 1 or idx.size != C:
+            return None
+        tap = int(idx[0]) // C
+        if not np.array_equal(idx, tap * C + np.arange(C)) or tap // k != tap % k:
+            return None
+        return tap // k
+
+    def window_pool(self, swg: Node, pool: Node) -> None:
+        g = self.g
+        H, W, C = g.in_stream(swg).shape
+        Ho, Wo, _ = g.out_stream(pool).shape
+        if int(swg.attrs.get("dilation", 1)) != 1:
+            raise self.err(swg, "dilated window pools are not implemented")
+        avg = pool.op == "WindowAvg"
+        counts = (np.asarray(pool.params["counts"], dtype=np.int64).reshape(-1) if avg
+                  else np.zeros(0, dtype=np.int64))
+        if counts.size and (counts.min() < 1 or counts.max() > INT32_MAX):
+            raise self.err(pool, "window pool divisors out of range")
+        attrs = {"H": H, "W": W, "C": C, "Ho": Ho, "Wo": Wo, "k": int(swg.attrs["k"]),
+                 "stride": int(swg.attrs.get("stride", 1)), "pad": int(swg.attrs.get("pad", 0)),
+                 "pad_value": int(swg.attrs.get("pad_value", 0)), "out_mode": int(avg)}
+        x = self.int_input(pool, swg.inputs[0])
+        y = self.tensor(pool.outputs[0])
+        self.ops.append(CpuOp("WPOOL", [x], y, attrs, [counts.astype(np.int32)], [swg.name, pool.name],
+                              pool.layer))
+
+    def op_WindowMax(self, n: Node) -> None:
+        raise self.err(n, "a window pool must read a window generator's output")
+
+    op_WindowAvg = op_WindowMax
+
+    def op_Concat(self, n: Node) -> None:
+        g = self.g
+        ins = [self.int_input(n, s) for s in n.inputs]
+        H, W, _ = g.out_stream(n).shape
+        cur, cur_c = ins[0], g.streams[n.inputs[0]].channels
+        for i in range(1, len(ins)):
+            c2 = g.streams[n.inputs[i]].channels
+            if i == len(ins) - 1:
+                y = self.tensor(n.outputs[0], packed=False)
+            else:
+                key = f"{n.outputs[0]}#part{i}"
+                self.tensors.append(CpuTensor(key, (H, W, cur_c + c2), False, 1, g.out_stream(n).dtype))
+                self.of[key] = y = len(self.tensors) - 1
+            self.ops.append(CpuOp("CONCAT", [cur, ins[i]], y, {"H": H, "W": W, "C": cur_c, "Cout": cur_c + c2},
+                                  [], [n.name], n.layer))
+            cur, cur_c = y, cur_c + c2
 
     def op_MVAU(self, n: Node) -> None:
         self.conv(n, swg=None)
 
-    def conv(self, m: Node, swg: Node | None) -> None:
+    def conv(self, m: Node, swg: Node | None, tap: int | None = None) -> None:
         g = self.g
         src = swg.inputs[0] if swg else m.inputs[0]
         xs = g.streams[src]
         H, W, C = xs.shape
         outs = g.out_stream(m)
         Ho, Wo, Cout = outs.shape
-        if swg is not None:
+        if swg is not None and tap is not None:        # one tap of unpadded windows: a 1 x 1 conv on a crop
+            k, stride, pad, dil, pad_value = 1, int(swg.attrs.get("stride", 1)), -tap, 1, 0
+        elif swg is not None:
             k, stride = int(swg.attrs["k"]), int(swg.attrs.get("stride", 1))
             pad, dil = int(swg.attrs.get("pad", 0)), int(swg.attrs.get("dilation", 1))
             pad_value = int(swg.attrs.get("pad_value", 0))
@@ -327,7 +398,8 @@ class _Lowering:
             params.append(np.zeros(0, dtype=np.int32))
         y = self.tensor(m.outputs[0], packed=(mode == OUT_PACKED))
         attrs["out_groups"] = self.tensors[y].groups
-        nodes = ([swg.name] if swg else []) + [m.name]
+        gather = self.g.producer(m.inputs[0]) if tap is not None else None
+        nodes = ([swg.name] if swg else []) + ([gather.name] if gather is not None else []) + [m.name]
         self.ops.append(CpuOp(op, [x_id], y, attrs, params, nodes, m.layer))
 
     def acc_range(self, m: Node, w: np.ndarray, xt: DType, mw: int) -> tuple[int, int]:
@@ -450,7 +522,7 @@ class _Lowering:
         "SWG": op_SWG, "MVAU": op_MVAU, "Thresholding": op_Thresholding, "MaxPool": op_MaxPool,
         "AvgPoolSum": op_AvgPoolSum, "GlobalAvgPool": op_GlobalAvgPool, "Gather": op_Gather,
         "Duplicate": op_Duplicate, "AddRequant": op_AddRequant, "RPReLU": op_RPReLU,
-        "LabelSelect": op_LabelSelect,
+        "LabelSelect": op_LabelSelect, "WindowMax": op_WindowMax, "WindowAvg": op_WindowAvg, "Concat": op_Concat,
     }
 
 
@@ -522,6 +594,8 @@ _SLOT_NAMES = {op: names for op, names in {
     "MAXPOOL": ("H", "W", "C", "k"), "AVGPOOLSUM": ("H", "W", "C", "k"), "GAP": ("H", "W", "C"),
     "GATHER": ("H", "W", "C", "Cout"), "ADDREQUANT": ("H", "W", "C", "shift", "shortcut_shift", "lo", "hi"),
     "RPRELU": ("H", "W", "C", "frac", "lo", "hi"), "LABELSELECT": ("H", "W", "C"), "UNPACK": ("H", "W", "C"),
+    "CONCAT": ("H", "W", "C", "Cout"),
+    "WPOOL": ("H", "W", "C", "Ho", "Wo", "k", "stride", "pad", "pad_value", "out_mode"),
 }.items()}
 
 

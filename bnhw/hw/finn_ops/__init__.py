@@ -11,9 +11,11 @@ from .gather import Gather
 from .globalavgpool import GlobalAvgPool
 from .groupedmvau import GroupedMVAU
 from .rprelu import RPReLU
+from .windowavg import WindowAvg
 
-__all__ = ["AddRequant", "Gather", "GlobalAvgPool", "GroupedMVAU", "RPReLU", "IrUnit", "DOMAIN", "finn_shape",
+__all__ = ["AddRequant", "Gather", "GlobalAvgPool", "GroupedMVAU", "RPReLU", "WindowAvg", "IrUnit", "DOMAIN", "finn_shape",
            "unit_attrs", "UNITS"]
 
 #: op type -> unit class
-UNITS: dict[str, type[IrUnit]] = {c.__name__: c for c in (AddRequant, Gather, GlobalAvgPool, GroupedMVAU, RPReLU)}
+UNITS: dict[str, type[IrUnit]] = {c.__name__: c for c in (AddRequant, Gather, GlobalAvgPool, GroupedMVAU, RPReLU,
+                                                            WindowAvg)}

@@ -631,6 +631,46 @@ class Generator:
                 f"{self._out_par(n, 0)}, {_etype(si.dtype)}>(in0, out0, {name});\n")
         return body, []
 
+    def _window_pool(self, n: Node, op: str, counts: np.ndarray | None):
+        si, so = self._types(n)
+        Ho, Wo, C = so.shape
+        kk = int(n.attrs["k"]) ** 2
+        if si.shape != (Ho, Wo, kk * C):
+            raise HLSError(f"{n.name}: input shape {si.shape}, expected the {kk}-tap windows {(Ho, Wo, kk * C)}")
+        lo, hi = si.dtype.min, si.dtype.max
+        if op == "PoolSum":
+            lo, hi = lo * kk, hi * kk
+        bt = _ap_int(lo, hi, margin=1, what=n.name)
+        cname = "0"
+        if counts is not None:
+            cname = f"{c_ident(n.name)}_counts"
+            self._param_file(n, _c_array(cname, "int", [str(int(v)) for v in counts.reshape(-1)], (counts.size,),
+                                         per_line=16))
+        body = (f"    bnhw::window_pool<{Ho * Wo}, {kk}, {C}, {n.pe}, {_etype(si.dtype)}, {_etype(so.dtype)}, "
+                f"bnhw::{op}, {bt}>(in0, out0, {cname});\n")
+        return body, []
+
+    def _op_WindowMax(self, n: Node):
+        return self._window_pool(n, "PoolMax", None)
+
+    def _op_WindowAvg(self, n: Node):
+        counts = np.asarray(n.params["counts"], dtype=np.int64)
+        if counts.size != self.g.out_stream(n).pixels or counts.min(initial=1) < 1:
+            raise HLSError(f"{n.name}: counts must be one positive divisor per output pixel")
+        return self._window_pool(n, "PoolSum", counts)
+
+    def _op_Concat(self, n: Node):
+        so = self.g.out_stream(n)
+        p = n.pe
+        loops = ""
+        for i, s in enumerate(n.inputs):
+            ti = self.g.streams[s]
+            loops += (f"        for (int i = 0; i < {ti.channels // p}; i++) {{\n#pragma HLS PIPELINE II=1\n"
+                      f"            BNHW_TICK();\n"
+                      f"            BNHW_WR(out0, bnhw::Widen<{_etype(ti.dtype)}, {_etype(so.dtype)}, {p}>::run(BNHW_RD(in{i})));\n"
+                      f"        }}\n")
+        return f"    BNHW_UNIT(out0);\n    for (int px = 0; px < {so.pixels}; px++) {{\n{loops}    }}\n", []
+
     def _op_Duplicate(self, n: Node):
         si = self.g.in_stream(n)
         p = self._in_par(n, 0)
@@ -733,6 +773,7 @@ class Generator:
         "AvgPoolSum": _op_AvgPoolSum, "GlobalAvgPool": _op_GlobalAvgPool, "Gather": _op_Gather,
         "Duplicate": _op_Duplicate,
         "AddRequant": _op_AddRequant, "RPReLU": _op_RPReLU, "LabelSelect": _op_LabelSelect,
+        "WindowMax": _op_WindowMax, "WindowAvg": _op_WindowAvg, "Concat": _op_Concat,
     }
 
     # ------------------------------------------------------------ files

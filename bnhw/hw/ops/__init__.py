@@ -12,6 +12,7 @@ from ..ir import HwGraph, Node
 from . import (  # noqa: F401  (importing a module registers its op)
     addrequant,
     avgpoolsum,
+    concat,
     duplicate,
     gather,
     globalavgpool,
@@ -21,6 +22,8 @@ from . import (  # noqa: F401  (importing a module registers its op)
     rprelu,
     swg,
     thresholding,
+    windowavg,
+    windowmax,
 )
 from .base import (
     ChannelwiseOp,

@@ -17,7 +17,7 @@ typedef int32_t i32;
 
 enum { K_LOOP = 0, K_ROUTER = 1, K_SOURCE = 2, K_SINK = 3 };
 enum { OP_MVAU = 1, OP_VVAU, OP_THRESH, OP_POOLMAX, OP_POOLSUM, OP_GAP, OP_DUP, OP_ADDREQ, OP_RPRELU,
-       OP_LABEL };
+       OP_LABEL, OP_CONCAT, OP_POOLAVG };
 
 typedef struct {
     i64 depth, width, head, tail, last_w, last_r, max_occ, ring;
@@ -142,6 +142,19 @@ static void loop_compute(Unit *u, i64 q, i32 *const *in, i32 *o) {
         }
         break;
     }
+    case OP_POOLAVG: {            /* window sum, then round_half_even(sum / in-image taps of the position) */
+        const i64 *N = (const i64 *)u->p[P_counts];
+        i64 tap = q % h[U_KK], pix = q / (h[U_KK] * (h[U_C] / PE));
+        for (i64 pe = 0; pe < PE; pe++) {
+            u->acc[pe] = (tap == 0 ? 0 : u->acc[pe]) + in[0][pe];
+            if (o) o[pe] = (i32)rhe_div(u->acc[pe], N[pix]);
+        }
+        break;
+    }
+    case OP_CONCAT:               /* copy the word of whichever input this position reads */
+        for (int i = 0; i < 3; i++)
+            if (in[i]) memcpy(o, in[i], PE * sizeof(i32));
+        break;
     case OP_GAP: {
         i64 CF = h[U_C] / PE, P = h[U_pixels];
         if (q < P * CF) {

@@ -21,7 +21,7 @@ U_FIELDS = ("kind", "op", "nin", "nout", "in0", "in1", "in2", "out0", "out1", "o
             "latency", "in_words", "out_words", "cap", "pad", "PE", "SIMD", "MWg", "pixels", "G", "NFG", "SFG",
             "OG", "CF", "TC", "KK", "C", "nthr", "out_bias", "out_scale", "shift", "sc_shift", "ninputs", "frac",
             "lo", "hi", "in_width", "out_width", "period")
-P_FIELDS = ("flags", "need", "oldest", "route", "W", "T", "A", "B", "S_in", "slope", "S_out")
+P_FIELDS = ("flags", "need", "oldest", "route", "W", "T", "A", "B", "S_in", "slope", "S_out", "counts")
 S_FIELDS = ("busy", "starved", "stalled", "reads", "writes", "first_read", "first_write", "last_write",
             "frame0_last_write")
 KINDS = {"loop": 0, "router": 1, "source": 2, "sink": 3}

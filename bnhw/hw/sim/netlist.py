@@ -55,13 +55,13 @@ class SimError(BnhwError):
 
 #: loop-unit data operations (codes shared with engine.c)
 LOOP_OPS = {"mvau": 1, "vvau": 2, "thresh": 3, "poolmax": 4, "poolsum": 5, "gap": 6, "dup": 7,
-            "addreq": 8, "rprelu": 9, "label": 10}
+            "addreq": 8, "rprelu": 9, "label": 10, "concat": 11, "poolavg": 12}
 
 #: modelled pipeline depth (cycles from a position's reads to its write) per loop op: the read,
 #: the dot product or compare, the accumulate / threshold stage.  An assumption, not a synthesis
 #: result; it only shifts latencies by a few cycles per unit.
 PIPELINE_DEPTH = {"mvau": 3, "vvau": 3, "thresh": 2, "poolmax": 1, "poolsum": 1, "gap": 1, "dup": 1,
-                  "addreq": 2, "rprelu": 2, "label": 1}
+                  "addreq": 2, "rprelu": 2, "label": 1, "concat": 1, "poolavg": 2}
 
 
 @dataclass
@@ -222,6 +222,8 @@ class _Elab:
 
     def window_order(self, n: Node) -> str:
         cons = self.g.consumers(n.outputs[0])
+        if len(cons) == 1 and cons[0].op in ("WindowMax", "WindowAvg"):
+            return f"dw:{cons[0].pe}:1"             # a pool reads (c-fold, tap, pe), as FINN's depthwise SWG
         if len(cons) == 1 and cons[0].op == "MVAU":
             c = cons[0]
             if is_depthwise(self.g, c):
@@ -483,12 +485,54 @@ class _Elab:
                      2 * (si.channels // win) + 1, 0, n.outputs[0], self.bits(n.outputs[0]), 0, si.elems,
                      note="channel gather (one pixel buffered)")
 
+    def _window_pool(self, n: Node, op: str, arrays: dict):
+        so = self.g.out_stream(n)
+        Ho, Wo, C = so.shape
+        kk, pe = int(n.attrs["k"]) ** 2, n.pe
+        t = np.arange(Ho * Wo * (C // pe) * kk) % kk
+        flags = 1 | ((t == kk - 1).astype(np.uint8) << 4)
+        self._loop(n, "Pool_hls", op, flags, [pe], pe, n.outputs, {"PE": pe, "KK": kk, "C": C}, arrays,
+                   max(_cycles_of(self.g, n)))
+
+    def _op_WindowMax(self, n: Node):
+        self._window_pool(n, "poolmax", {})
+
+    def _op_WindowAvg(self, n: Node):
+        self._window_pool(n, "poolavg", {"counts": np.asarray(n.params["counts"], dtype=np.int64).reshape(-1)})
+
+    def _op_Concat(self, n: Node):
+        """One loop per (up to) three inputs, chained: per pixel it copies ``C_i / PE`` words of input ``i``
+        in turn (a concatenation of more streams concatenates the first three, then that with the next two)."""
+        g, pe = self.g, n.pe
+        so = g.out_stream(n)
+        cycles = max(_cycles_of(g, n))
+        parts = [(s, g.streams[s].channels) for s in n.inputs]
+        k = 0
+        while parts:
+            chunk, parts = parts[:3], parts[3:]
+            last = not parts
+            C = sum(c for _, c in chunk)
+            out = n.outputs[0] if last else f"{n.outputs[0]}#part{k}"
+            pos = np.concatenate([np.full(c // pe, 1 << i, dtype=np.uint8) for i, (_, c) in enumerate(chunk)])
+            flags = np.tile(pos | np.uint8(1 << 4), so.pixels)
+            u = Unit(n.name if last else self._name("StreamingConcat_hls"), n.name, "loop", "StreamingConcat_hls",
+                     op="concat", positions=int(flags.size), flags=flags, latency=PIPELINE_DEPTH["concat"],
+                     iparams={"PE": pe, "C": C}, analytic_cycles=cycles)
+            ui = self.add_unit(u)
+            for s, _ in chunk:
+                self.feed(s, pe, ui)
+            self.tail[out] = self.new_fifo(ui, pe, so.pixels * C // pe, self.bits(n.outputs[0]), out)
+            if not last:
+                parts = [(out, C)] + parts
+            k += 1
+
     #: the unit of each op (tests/test_hw_ops.py checks it against the op registry)
     EMITTERS: ClassVar[dict[str, Callable]] = {
         "SWG": _op_SWG, "MVAU": _op_MVAU, "Thresholding": _op_Thresholding, "MaxPool": _op_MaxPool,
         "AvgPoolSum": _op_AvgPoolSum, "GlobalAvgPool": _op_GlobalAvgPool, "Gather": _op_Gather,
         "Duplicate": _op_Duplicate,
         "AddRequant": _op_AddRequant, "RPReLU": _op_RPReLU, "LabelSelect": _op_LabelSelect,
+        "WindowMax": _op_WindowMax, "WindowAvg": _op_WindowAvg, "Concat": _op_Concat,
     }
 
 

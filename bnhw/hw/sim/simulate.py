@@ -107,8 +107,10 @@ def _why(net: Netlist, u: Unit) -> str:
         return f"accumulates the whole frame ({ip['pixels']} pixels x {ip['C'] // ip['PE']} words) first"
     if u.op == "label":
         return "reads every class score before choosing"
-    if u.op in ("poolmax", "poolsum"):
+    if u.op in ("poolmax", "poolsum", "poolavg"):
         return f"reads the {ip['KK']} taps of a window per output word"
+    if u.op == "concat":
+        return "copies one word of one of its inputs per cycle, the inputs in turn"
     return f"one word in, one word out, {u.latency}-cycle pipeline"
 
 

@@ -25,7 +25,7 @@
 #define ATTRS 20
 #define MAX_PARAMS 4
 enum { OP_BCONV = 1, OP_ICONV, OP_THRESH, OP_MAXPOOL, OP_AVGPOOLSUM, OP_GAP, OP_GATHER, OP_ADDREQUANT,
-       OP_RPRELU, OP_LABELSELECT, OP_UNPACK };
+       OP_RPRELU, OP_LABELSELECT, OP_UNPACK, OP_CONCAT, OP_WPOOL };
 enum { A_H, A_W, A_C, A_HO, A_WO, A_COUT, A_K, A_STRIDE, A_PAD, A_DIL, A_GROUPS, A_OUT_MODE, A_OUT_GROUPS,
        A_NTHR, A_OUT_BIAS, A_OUT_SCALE, A_PAD_VALUE, A_USE_S16, A_LO, A_HI };
 #define A_SHIFT 3
@@ -495,7 +495,7 @@ static int check_op(const bnhw_model *m, const op_t *o)
     case OP_ICONV: {
         /* window geometry small enough that no index computation overflows int */
         if (need(o, a[A_GROUPS] > 0 && a[A_K] > 0 && a[A_K] <= 255 && a[A_STRIDE] > 0 && a[A_DIL] > 0 &&
-                        a[A_PAD] >= 0 && a[A_PAD] <= 65535 && a[A_C] % a[A_GROUPS] == 0 && a[A_COUT] % a[A_GROUPS] == 0 &&
+                        a[A_PAD] >= -65535 && a[A_PAD] <= 65535 && a[A_C] % a[A_GROUPS] == 0 && a[A_COUT] % a[A_GROUPS] == 0 &&
                         (int64_t)a[A_HO] * a[A_STRIDE] + (int64_t)a[A_K] * a[A_DIL] <= (1 << 30) &&
                         (int64_t)a[A_WO] * a[A_STRIDE] + (int64_t)a[A_K] * a[A_DIL] <= (1 << 30) &&
                         (int64_t)a[A_K] * a[A_K] * (a[A_C] / a[A_GROUPS]) <= (1 << 30) &&
@@ -559,6 +559,28 @@ static int check_op(const bnhw_model *m, const op_t *o)
         return need(o, !x->packed && !y->packed && y->H == 1 && y->W == 1 && y->C == 1, "bad label select") ? -1 : 0;
     case OP_UNPACK:
         return need(o, x->packed && !y->packed && x->H == y->H && x->W == y->W && x->C == y->C, "bad unpack") ? -1 : 0;
+    case OP_CONCAT: {
+        if (need(o, o->n_in == 2, "a concatenation has two inputs")) return -1;
+        const tensor_t *x2 = &m->t[o->in[1]];
+        return need(o, !x->packed && !x2->packed && !y->packed && x->H == y->H && x->W == y->W && x2->H == y->H &&
+                           x2->W == y->W && x->C == a[A_C] && y->C == a[A_COUT] && x->C + x2->C == y->C,
+                    "bad concatenation") ? -1 : 0;
+    }
+    case OP_WPOOL: {
+        if (need(o, !x->packed && !y->packed && a[A_K] > 0 && a[A_K] <= 255 && a[A_STRIDE] > 0 &&
+                           a[A_PAD] >= 0 && a[A_PAD] <= 255 && (a[A_OUT_MODE] == 0 || a[A_OUT_MODE] == 1) &&
+                           x->H == a[A_H] && x->W == a[A_W] && x->C == a[A_C] && y->C == x->C &&
+                           y->H == a[A_HO] && y->W == a[A_WO] &&
+                           (int64_t)(a[A_HO] - 1) * a[A_STRIDE] + a[A_K] <= (int64_t)x->H + 2 * a[A_PAD] &&
+                           (int64_t)(a[A_WO] - 1) * a[A_STRIDE] + a[A_K] <= (int64_t)x->W + 2 * a[A_PAD] &&
+                           o->n_params == 1 && o->p[0].dtype == DT_I32 &&
+                           o->p[0].count == (a[A_OUT_MODE] ? (uint64_t)a[A_HO] * a[A_WO] : 0),
+                    "bad window pool")) return -1;
+        const int32_t *cnt = o->p[0].data;
+        for (uint64_t i = 0; i < o->p[0].count; i++)
+            if (need(o, cnt[i] > 0, "window pool divisor not positive")) return -1;
+        return 0;
+    }
     default:
         set_error("op %s: unknown opcode %d", o->name ? o->name : "?", o->opcode);
         return -1;
@@ -1132,6 +1154,47 @@ static int op_avgpoolsum(bnhw_model *m, const op_t *o)
     return 0;
 }
 
+/* channel concatenation of two integer tensors: per pixel in0's channels, then in1's */
+static int op_concat(bnhw_model *m, const op_t *o)
+{
+    const tensor_t *x = &m->t[o->in[0]], *x2 = &m->t[o->in[1]], *y = &m->t[o->out];
+    const int32_t *a = x->data, *b = x2->data;
+    int32_t *out = y->data;
+    for (int64_t p = 0; p < (int64_t)y->H * y->W; p++) {
+        memcpy(out + p * y->C, a + p * x->C, sizeof(int32_t) * (size_t)x->C);
+        memcpy(out + p * y->C + x->C, b + p * x2->C, sizeof(int32_t) * (size_t)x2->C);
+    }
+    return 0;
+}
+
+/* k x k window pool with stride and padding (taps outside the image hold pad_value): out_mode 0 the maximum,
+ * 1 round_half_even(window sum / counts[position]) (the IR's SWG + WindowMax / WindowAvg) */
+static int op_wpool(bnhw_model *m, const op_t *o)
+{
+    const int32_t *a = o->a;
+    const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
+    const int32_t *in = x->data, *counts = o->p[0].data;
+    int32_t *out = y->data;
+    int k = a[A_K], stride = a[A_STRIDE], pad = a[A_PAD], H = x->H, W = x->W, C = x->C, avg = a[A_OUT_MODE];
+    int64_t pv = a[A_PAD_VALUE];
+    for (int oy = 0; oy < y->H; oy++)
+        for (int ox = 0; ox < y->W; ox++)
+            for (int c = 0; c < C; c++) {
+                int64_t r = 0;
+                int first = 1;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                        int64_t v = (iy < 0 || iy >= H || ix < 0 || ix >= W) ? pv : in[((int64_t)iy * W + ix) * C + c];
+                        if (avg) r += v;
+                        else if (first || v > r) r = v;
+                        first = 0;
+                    }
+                out[((int64_t)oy * y->W + ox) * C + c] = (int32_t)(avg ? rhe_div(r, counts[oy * y->W + ox]) : r);
+            }
+    return 0;
+}
+
 VEC_CLONES static int op_gap(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]], *y = &m->t[o->out];
@@ -1560,6 +1623,8 @@ int bnhw_model_run(bnhw_model *m, const int32_t *input, int32_t *output)
         case OP_ADDREQUANT: rc = op_addrequant(m, o); break;
         case OP_RPRELU: rc = op_rprelu(m, o); break;
         case OP_LABELSELECT: rc = op_labelselect(m, o); break;
+        case OP_CONCAT: rc = op_concat(m, o); break;
+        case OP_WPOOL: rc = op_wpool(m, o); break;
         case OP_UNPACK: par_rows(m, o, m->t[o->out].H * m->t[o->out].W, m->t[o->out].C, unpack_rows); rc = 0; break;
         default: set_error("unknown opcode"); rc = -1;
         }

@@ -244,6 +244,19 @@ inline i64 rhe_div(i64 num) {
     return q;
 }
 
+// round_half_even(num / den) for a positive den known at run time.
+inline i64 rhe_div_rt(i64 num, i64 den) {
+    i64 q = num / den;
+    i64 r = num - q * den;
+    if (r < 0) {
+        q -= 1;
+        r += den;
+    }
+    const i64 twice = 2 * r;
+    if (twice > den || (twice == den && (q & 1))) q += 1;
+    return q;
+}
+
 template <class T>
 inline i64 clip(i64 v) {
     if (v < T::min_value()) return T::min_value();
@@ -603,6 +616,35 @@ void pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO:
 #pragma HLS PIPELINE II=1
         BNHW_TICK();
         BNHW_RD(in);
+    }
+}
+
+// Pooling of an SWG's window stream (per pixel KK taps x C channels, tap-major): per channel OP over the
+// taps (PoolMax: the maximum; PoolSum: the sum, then round_half_even(sum / counts[pixel]) when counts is
+// given: an average with the padding not counted).
+template <int PIXELS, int KK, int C, int PE, class TI, class TO, class OP, class BT>
+void window_pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
+                 const int *counts) {
+    BNHW_UNIT(out);
+    const int CF = C / PE;
+    BT buf[CF][PE];
+#pragma HLS ARRAY_PARTITION variable=buf complete dim=2
+    for (int px = 0; px < PIXELS; px++) {
+        for (int t = 0; t < KK; t++)
+            for (int cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                BNHW_TICK();
+                ap_uint<PE * TI::BITS> w = BNHW_RD(in);
+                ap_uint<PE * TO::BITS> o = 0;
+                for (int pe = 0; pe < PE; pe++) {
+#pragma HLS UNROLL
+                    BT v = TI::template get<PE>(w, pe);
+                    BT r = t == 0 ? v : OP::combine(buf[cf][pe], v);
+                    buf[cf][pe] = r;
+                    TO::template set<PE>(o, pe, counts ? rhe_div_rt((i64)r, counts[px]) : (i64)r);
+                }
+                if (t == KK - 1) BNHW_WR(out, o);     // the channel fold's last tap: its result leaves now
+            }
     }
 }
 

@@ -1,0 +1,120 @@
+"""Cell networks (BNAS v2 / BARS) in the hardware IR: the fixed-point Brevitas model, its QONNX export, the IR
+(``lower_cellnet``), the cycle simulator and the CPU runtime agree bit for bit on real digits images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_cellnet import ALL_OPS_GENOTYPE, cell_outputs
+
+from bnhw.errors import BnhwError
+from bnhw.hw.cpu.runtime import CpuModel
+from bnhw.hw.lower_binarynet import integer_input
+from bnhw.hw.lower_cellnet import lower_cellnet
+from bnhw.hw.sim.simulate import simulate
+from bnhw.quant import binary_tensors, execute_qonnx, export_qonnx, recalibrate_bn
+from bnhw.quant.cellnet import build_cell_model
+from bnhw.quant.model import to_fixed
+from bnhw.spec.cells import CellNetSpec, Genotype
+
+
+def fixed_model(spec: CellNetSpec, digits, perturb, seed: int = 5):
+    torch.manual_seed(seed)
+    model = perturb(build_cell_model(spec), seed)
+    x, _ = digits(spec.resolution, 40, spec.in_channels)
+    recalibrate_bn(model, [x[:32]])
+    return to_fixed(model), x[32:]
+
+
+def check_ir_against_model(model, graph, x) -> np.ndarray:
+    """Every cell output of the IR equals the model's (divided by the residual scale, HWC); returns the IR
+    outputs (classifier accumulators)."""
+    step = 2.0 ** -model.spec.precision.residual_frac_bits
+    with torch.no_grad():
+        ref = cell_outputs(model, x)
+    ints = integer_input(model, x)
+    names = graph.meta["cell_outputs"]
+    assert len(names) == len(ref)
+    outs = []
+    for i in range(len(x)):
+        env = graph.execute(ints[i], return_all=True)
+        for k, (name, r) in enumerate(zip(names, ref, strict=True)):
+            np.testing.assert_array_equal(env[name], r[i].numpy().transpose(1, 2, 0) / step, err_msg=f"cell {k}")
+        outs.append(env[graph.output])
+    return np.stack(outs)
+
+
+def test_every_cell_op_is_bit_exact_from_brevitas_to_qonnx_ir_simulator_and_cpu(digits, perturb, tmp_path):
+    """Normal and reduction cells with every op (separable convs, dilations, both pools, zeroise), a
+    factorised reduce, inter-cell skips: Brevitas (fixed) = QONNX on every binary tensor, = IR on every cell
+    output; the cycle simulator and the C runtime equal the IR."""
+    spec = CellNetSpec(ALL_OPS_GENOTYPE, cells=3, init_channels=4, stem_multiplier=2, resolution=8, in_channels=1,
+                       name="cfx")         # normal, reduction, reduction after a factorised reduce
+    model, x = fixed_model(spec, digits, perturb)
+    path = export_qonnx(model, tmp_path / "cfx.onnx")
+    logits, binary = execute_qonnx(path, x.numpy(), return_binary=True)
+    ref_binary = binary_tensors(model, x)
+    assert len(ref_binary) == len(binary) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(ref_binary, binary, strict=True))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+    graph = lower_cellnet(model)
+    ops = {n.op for n in graph.nodes}
+    assert {"WindowMax", "WindowAvg", "Concat", "Gather", "AvgPoolSum", "Duplicate"} <= ops
+    assert any(n.op == "MVAU" and int(n.attrs.get("groups", 1)) > 1 for n in graph.nodes)    # depthwise
+    assert any(n.op == "SWG" and int(n.attrs.get("dilation", 1)) == 2 for n in graph.nodes)
+    acc = check_ir_against_model(model, graph, x)
+    ir_logits = graph.logits(acc)
+    np.testing.assert_allclose(ir_logits, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    assert np.array_equal(ir_logits.argmax(1), logits.argmax(1))
+
+    ints = integer_input(model, x[:3])
+    sim = simulate(graph, frames=3, inputs=ints)
+    assert not sim.deadlock and np.array_equal(sim.outputs, acc[:3])
+    cpu = CpuModel(graph)
+    for i in range(3):
+        got = cpu.run_all(ints[i])
+        env = graph.execute(ints[i], return_all=True)
+        assert all(np.array_equal(v, env[s]) for s, v in got.items()) and len(got) > 50
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_one_node_cells_without_concat_and_zeroise_edges_lower_bit_exact(digits, perturb, skip):
+    g = Genotype(normal=(("zeroise", 0), ("avg_pool_3x3", 1)), reduce=(("bin_conv_5x5", 1), ("zeroise", 0)))
+    spec = CellNetSpec(g, cells=3, init_channels=3, stem_multiplier=1, resolution=8, in_channels=1,
+                       inter_cell_skip=skip, name="one-node")
+    model, x = fixed_model(spec, digits, perturb, seed=7)
+    graph = lower_cellnet(model)
+    concats = [n.outputs[0] for n in graph.nodes if n.op == "Concat"]
+    assert concats == ["cell2.pre0.concat"]                 # the factorised reduce's halves only
+    check_ir_against_model(model, graph, x[:4])
+
+
+def test_a_constant_node_and_a_float_model_are_refused_in_one_line():
+    g = Genotype(normal=(("zeroise", 0), ("zeroise", 1)), reduce=(("max_pool_3x3", 0), ("zeroise", 1)))
+    spec = CellNetSpec(g, cells=3, init_channels=2, resolution=8, in_channels=1, name="zero")
+    with pytest.raises(BnhwError) as e:
+        lower_cellnet(to_fixed(build_cell_model(spec)))
+    msg = str(e.value)
+    assert "\n" not in msg and "cell 0 (normal cell) node 0 (edges 0 and 1: both zeroise" in msg
+    ok = spec.replace(genotype=Genotype(g.reduce, g.reduce))
+    with pytest.raises(BnhwError, match="float residual path"):
+        lower_cellnet(build_cell_model(ok))
+
+
+def test_finn_graph_export_takes_the_average_pool_as_a_bnhw_unit_and_refuses_min_padding():
+    """FINN's Pool_hls has no per-position divisor (WindowAvg travels as a bnhw unit) and its FMPadding pads
+    with zeros only, so a max pool's padding with the type's minimum is refused in one line, not mis-built."""
+    from helpers.graphs import cell_graph
+
+    from bnhw.hw.finn_export import FinnExportError, finn_dataflow_model, unit_type
+
+    g = cell_graph()
+    kinds = {n.op: unit_type(g, n) for n in g.nodes}
+    assert kinds["WindowAvg"] == "WindowAvg" and kinds["WindowMax"] is None and kinds["Concat"] is None
+    with pytest.raises(FinnExportError) as e:
+        finn_dataflow_model(g)
+    assert "\n" not in str(e.value) and "pads an integer stream with -128" in str(e.value)
