@@ -82,13 +82,13 @@ inline void stamp_write(S &s) { stamps()[(const void *)&s].push_back(*current())
 #define BNHW_UNIT(s) ::bnhw::timing::unit((const void *)&(s))
 #define BNHW_TICK() ::bnhw::timing::tick()
 #define BNHW_RD(s) (::bnhw::timing::stamp_read(s), (s).read())
-#define BNHW_WR(s, v) (::bnhw::timing::stamp_write(s), (s).write(v))
+#define BNHW_WR(s, ...) (::bnhw::timing::stamp_write(s), (s).write(__VA_ARGS__))
 #else
 #define BNHW_TIMING_STATIC
 #define BNHW_UNIT(s) ((void)0)
 #define BNHW_TICK() ((void)0)
 #define BNHW_RD(s) (s).read()
-#define BNHW_WR(s, v) (s).write(v)
+#define BNHW_WR(s, ...) (s).write(__VA_ARGS__)
 #endif
 
 namespace bnhw {
