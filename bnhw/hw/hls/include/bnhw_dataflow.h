@@ -679,24 +679,38 @@ void global_avg_pool(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_ui
 }
 
 // Channel gather out[c] = in[index[c]] (C input, CO output channels per pixel).
+// Reading and writing overlap, one word each per cycle, around a buffer of two
+// pixels: an output word leaves as soon as every input word it takes has been
+// read, while the next pixel is read into the other half (the schedule of
+// bnhw's cycle model, a router buffering two pixels).
 template <int PIXELS, int C, int CO, int PIN, int POUT, class T>
 void gather(hls::stream<ap_uint<PIN * T::BITS> > &in, hls::stream<ap_uint<POUT * T::BITS> > &out,
             const int (&index)[CO]) {
     BNHW_UNIT(out);
-    i64 buf[C];
-    for (int px = 0; px < PIXELS; px++) {
-        for (int i = 0; i < C / PIN; i++) {
+    const int NI = C / PIN, NO = CO / POUT;
+    i64 buf[2][C];
+    int r = 0, w = 0;                       // words read / written in this frame
+    while (w < PIXELS * NO) {
 #pragma HLS PIPELINE II=1
-            BNHW_TICK();
-            ap_uint<PIN * T::BITS> w = BNHW_RD(in);
-            for (int p = 0; p < PIN; p++) buf[i * PIN + p] = T::template get<PIN>(w, p);
+        BNHW_TICK();
+        const int rp = r / NI, wp = w / NO;
+        if (r < PIXELS * NI && rp <= wp + 1) {
+            ap_uint<PIN * T::BITS> x = BNHW_RD(in);
+            const int i = r - rp * NI;
+            for (int p = 0; p < PIN; p++) buf[rp & 1][i * PIN + p] = T::template get<PIN>(x, p);
+            r++;
         }
-        for (int j = 0; j < CO / POUT; j++) {
-#pragma HLS PIPELINE II=1
-            BNHW_TICK();
-            ap_uint<POUT * T::BITS> w = 0;
-            for (int p = 0; p < POUT; p++) T::template set<POUT>(w, p, buf[index[j * POUT + p]]);
-            BNHW_WR(out, w);
+        const int j = w - wp * NO;
+        int need = 0;                       // the last input word output word j takes
+        for (int p = 0; p < POUT; p++) {
+            const int k = index[j * POUT + p] / PIN;
+            need = k > need ? k : need;
+        }
+        if (r > wp * NI + need) {
+            ap_uint<POUT * T::BITS> o = 0;
+            for (int p = 0; p < POUT; p++) T::template set<POUT>(o, p, buf[wp & 1][index[j * POUT + p]]);
+            BNHW_WR(out, o);
+            w++;
         }
     }
 }
