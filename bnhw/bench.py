@@ -513,9 +513,15 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
                     "unless a thread count is given; ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
 
 
+#: (M, N, K words) of bgemm_small as nasbnn-cifar-smallest's shallow convs call it: a block of output pixels,
+#: a group's output channels (6-96), 3x3 taps of one or two words
+SMALL_GEMM_SHAPES = ((256, 6, 9), (256, 12, 18), (256, 24, 9), (64, 48, 18), (64, 96, 9), (37, 7, 18))
+
+
 def bench_arm_counts(out: Path) -> dict:
     """The ARM cycle model's instruction mixes against executed instruction counts under QEMU: the NEON
-    bgemm at the four ResNet shapes and one nasbnn-cifar-smallest inference (bnhw's own code), ARMv7 and
+    bgemm at the four ResNet shapes, the shallow-conv bgemm_small at nasbnn's shapes (SMALL_GEMM_SHAPES) and
+    one nasbnn-cifar-smallest inference (bnhw's own code), ARMv7 and
     AArch64.  Counts are exact executions (QEMU's block logs); the predictions are perfmodel's mixes with
     every instruction counted once."""
     from .flows.prepare import prepare_network
@@ -541,6 +547,13 @@ def bench_arm_counts(out: Path) -> dict:
             res["bgemm"].append({"arch": arch, "shape": f"{side}x{side}x{c}", "M": M, "N": N, "K": K,
                                  "counted": got, "modelled": pred, "rel_error": (pred - got) / got})
             print(f"{arch} bgemm {side}x{side}x{c}: counted {got:,}, modelled {pred:,.0f} "
+                  f"({(pred - got) / got:+.1%})", flush=True)
+        for M, N, K in SMALL_GEMM_SHAPES:
+            got = ic.bgemm_count(arch, M, N, K, small=True)
+            pred = ic.modelled_bgemm_small_instructions(arch, M, N, K)
+            res["bgemm"].append({"arch": arch, "shape": f"small {M}x{N}x{K}", "M": M, "N": N, "K": K,
+                                 "counted": got, "modelled": pred, "rel_error": (pred - got) / got})
+            print(f"{arch} bgemm_small M {M} N {N} K {K}: counted {got:,}, modelled {pred:,.0f} "
                   f"({(pred - got) / got:+.1%})", flush=True)
         counts = ic.bnhw_symbols(ic.run_count(arch, model_file, prep.int_inputs[0]))
         got_ops, pred_ops = ic.by_op(counts), ic.modelled_by_op(prog, arch)

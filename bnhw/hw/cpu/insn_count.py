@@ -29,6 +29,7 @@ from ...errors import BnhwError
 from .cross import build_executable, target, toolchain_status
 
 __all__ = ["count_executed", "bgemm_count", "bgemm_count_exe", "run_count", "bnhw_symbols", "SYMBOL_OPS", "by_op", "modelled_by_op", "modelled_bgemm_instructions",
+           "modelled_bgemm_small_instructions",
            "modelled_program_instructions"]
 
 _TRACE = re.compile(r"^Trace \d+: 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/[0-9a-f]+/[0-9a-f]+\] ?(\S*)")
@@ -104,11 +105,13 @@ def bgemm_count_exe(arch: str) -> Path:
     return build_executable(arch, {**kernel_sources(), "bgemm_count.c": read_source("bgemm_count.c")}, "bgemm-count")
 
 
-def bgemm_count(arch: str, m: int, n: int, k: int, kernels: str = "neon") -> int:
-    """Executed instructions of one ``bgemm(M=m, N=n, K=k words)`` of the ``kernels`` set on ``arch``:
-    the blocks whose symbol is the kernel's (its tiles are inlined into it)."""
-    counts = count_executed(arch, bgemm_count_exe(arch), [kernels, str(m), str(n), str(k)])
-    return sum(v for s, v in counts.items() if s == f"bnhw_bgemm_{kernels}")
+def bgemm_count(arch: str, m: int, n: int, k: int, kernels: str = "neon", small: bool = False) -> int:
+    """Executed instructions of one ``bgemm(M=m, N=n, K=k words)`` of the ``kernels`` set on ``arch``
+    (``small``: its ``bgemm_small``, B k-major): the blocks whose symbol is the kernel's (its tiles are
+    inlined into it)."""
+    counts = count_executed(arch, bgemm_count_exe(arch), [kernels, str(m), str(n), str(k), *(["small"] if small else [])])
+    name = f"bnhw_bgemm_small_{kernels}" if small else f"bnhw_bgemm_{kernels}"
+    return sum(v for s, v in counts.items() if s == name)
 
 
 def bnhw_symbols(counts: Counter) -> Counter:
@@ -171,6 +174,13 @@ def modelled_bgemm_instructions(arch: str, m: int, n: int, k: int) -> float:
     from .perfmodel import bgemm_cycles, instruction_counter
 
     return bgemm_cycles(instruction_counter(arch), m, n, k)
+
+
+def modelled_bgemm_small_instructions(arch: str, m: int, n: int, k: int) -> float:
+    """Instructions :mod:`.perfmodel` predicts for ``bnhw_bgemm_small_neon(M=m, N=n, K=k)`` on ``arch``."""
+    from .perfmodel import bgemm_small_cycles, instruction_counter
+
+    return bgemm_small_cycles(instruction_counter(arch), m, n, k)
 
 
 def modelled_program_instructions(program, arch: str) -> float:

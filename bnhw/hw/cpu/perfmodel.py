@@ -152,6 +152,7 @@ from .program import OUT_ACC, OUT_MULTI, OUT_PACKED, WORD, CpuOp, CpuProgram, Cp
 __all__ = ["CLASSES", "Cost", "CoreModel", "CORES", "get_core", "BgemmMix", "GemmS16Mix", "BGEMM_MIX",
            "GEMM_S16_MIX", "COMPILE_FLAGS", "COMPILERS", "instruction_counter", "KERNEL_SOURCE", "roofline_bmacs_per_cycle",
            "inner_loop_bmacs_per_cycle", "kernel_bmacs_per_cycle", "bgemm_cycles", "gemm_s16_cycles",
+           "BgemmSmallMix", "BGEMM_SMALL_MIX", "SMALL_DEPTH", "bgemm_small_cycles",
            "OpRow", "CpuModelReport", "model_op", "model_program", "OP_MIXES", "INDISPENSABLE"]
 
 # ------------------------------------------------------------------------------------ instruction classes
@@ -536,6 +537,77 @@ BGEMM_MIX: dict[str, BgemmMix] = {
         compiler=_GCC),
 }
 
+@dataclass(frozen=True)
+class BgemmSmallMix:
+    """Instruction mix of ``bnhw_bgemm_small_neon`` (``src/kernels_neon.c``, ``bgemm_small_tile``) on one ISA:
+    the shallow-conv GEMM (groups at most :data:`SMALL_DEPTH` words deep), output channels in the two
+    64-bit lanes of a vector, B k-major.
+
+    A tile is ``R`` (<= ``mr``) rows x ``V`` (1 or 2) vectors of two output channels; ``odd``: the last
+    vector holds one channel (a broadcast word instead of a 128-bit load).  ``step(R, V, odd)`` is one
+    word of K: per row one broadcast word of A (``a_bcast``), per vector one 128-bit load of B, per
+    output one EOR, CNT and byte ADD, the loop's index / compare instructions and branch (``loop``,
+    per step: ARMv7's loop is unrolled four times), and for the full tile the register spills GCC adds
+    (``full_spill``).  ``chunk_mix`` runs once per chunk of at most ``chunk_steps`` steps (re-zeroed
+    byte counters, the widening ``UADDLP``/``UADDLP``/``UADALP`` per output), ``tile_mix`` once per tile
+    (zeroed accumulators, the narrowing and the stores), ``call`` once per call.  All of it is read
+    from the C source and the compiled code's loops; ``tests/test_cpu_perfmodel.py`` checks the model
+    against the instructions QEMU counts executing the kernel (per K step, exact for most tile shapes;
+    whole calls within 10 %).
+    """
+
+    isa: str
+    function: str
+    mr: int
+    a_bcast: dict[str, float]
+    b_bcast: dict[str, float]
+    loop: dict[str, float]
+    full_spill: dict[str, float]
+    chunk_extra: dict[str, float]
+    tile_extra: dict[str, float]
+    call: dict[str, float]
+    compiler: str
+    chunk_steps: int = 31
+    lanes: int = 2
+
+    def step(self, r: int, v: int, odd: bool = False) -> dict[str, float]:
+        parts = [_times(self.a_bcast, r), _mix(vld128=v - int(odd)), _times(self.b_bcast, int(odd)),
+                 _mix(veor_q=r * v, vcnt_q=r * v, vadd_q=r * v), self.loop]
+        if (r, v) == (self.mr, 2):
+            parts.append(self.full_spill)
+        return _add(*parts)
+
+    def chunk_mix(self, r: int, v: int) -> dict[str, float]:
+        return _add(_mix(vmovi=1, veor_q=r * v, vpaddl_q=2 * r * v, vpadal_q=r * v), self.chunk_extra)
+
+    def tile_mix(self, r: int, v: int, odd: bool = False) -> dict[str, float]:
+        return _add(_mix(vmovi=1, veor_q=r * v, vnarrow=r * v, vst64=r * v - int(odd), vtocore=int(odd),
+                         store=int(odd), alu=2 * r), self.tile_extra)
+
+
+#: ``bnhw_bgemm_small_neon``'s mix per ISA (ARMv7: the broadcast is a D load and a D move, the hot loop is
+#: unrolled four times -- per step a quarter of its branch, compare and counter -- and the 2 x 2 tile
+#: spills three D registers per step; AArch64: LDR d + DUP, no spills)
+BGEMM_SMALL_MIX: dict[str, BgemmSmallMix] = {
+    "armv7": BgemmSmallMix(
+        isa="armv7", function="bnhw_bgemm_small_neon", mr=2,
+        a_bcast={"vld64": 1.0, "veor_d": 1.0}, b_bcast={"vld64": 1.0, "veor_d": 1.0},
+        loop={"alu": 3.75, "load": 0.25, "branch": 0.25}, full_spill={"vld64": 1.5, "vst64": 1.5, "veor_q": 0.5},
+        chunk_extra={"alu": 30.0, "branch": 6.0, "mul": 5.0, "load": 8.0, "store": 4.0, "vld64": 8.0, "vst64": 8.0},
+        tile_extra={"alu": 14.0, "branch": 4.0, "load": 2.0},
+        call={"alu": 40.0, "branch": 8.0, "load": 10.0, "store": 10.0}, compiler=_GCC),
+    "aarch64": BgemmSmallMix(
+        isa="aarch64", function="bnhw_bgemm_small_neon", mr=4,
+        a_bcast={"vld64": 1.0, "vfromcore": 1.0}, b_bcast={"vld64": 1.0, "vfromcore": 1.0},
+        loop={"alu": 3.0, "branch": 1.0}, full_spill={"branch": 2.0},
+        chunk_extra={"alu": 5.0, "branch": 3.0}, tile_extra={"alu": 8.0, "branch": 4.0},
+        call={"alu": 40.0, "branch": 10.0, "load": 4.0, "store": 4.0}, compiler=_GCC),
+}
+
+#: runtime.c's SMALL_DEPTH: binary conv groups at most this many words deep run bgemm_small
+SMALL_DEPTH = 2
+
+
 #: ``bnhw_gemm_s16_neon``'s mix per ISA
 GEMM_S16_MIX: dict[str, GemmS16Mix] = {
     "armv7": GemmS16Mix(isa="armv7", function="bnhw_gemm_s16_neon", mr=2, nr=4,
@@ -589,6 +661,29 @@ def bgemm_cycles(core: str | CoreModel, m: int, n: int, k: int) -> float:
         t = (steps * c.cycles(mix.step(r, cc)) + chunks * c.cycles(mix.chunk_mix(r, cc))
              + c.cycles(mix.tile_mix(r, cc)) + (c.cycles(mix.tail_mix(r, cc)) if odd else 0.0))
         total += cnt * t
+    return total
+
+
+def _small_tiles(m: int, n: int, mr: int) -> list[tuple[int, int, bool, int]]:
+    """``(R, V, odd, count)`` of the tiles ``bnhw_bgemm_small_neon`` visits for an ``m x n`` output
+    (columns in groups of four: two vectors; the last group of 1-3 channels: 1 or 2 vectors, odd or not)."""
+    fm, rm = divmod(max(m, 0), mr)
+    fq, rq = divmod(max(n, 0), 4)
+    rows = [(mr, fm), (1, rm)]
+    cols = [(2, False, fq)] + ([((rq + 1) // 2, bool(rq & 1), 1)] if rq else [])
+    return [(r, v, odd, a * b) for r, a in rows for v, odd, b in cols if a * b]
+
+
+def bgemm_small_cycles(core: str | CoreModel, m: int, n: int, k: int) -> float:
+    """Modelled cycles of ``bnhw_bgemm_small_neon(M=m, N=n, K=k words)``."""
+    c = get_core(core)
+    mix = BGEMM_SMALL_MIX[c.isa]
+    k = max(k, 0)
+    chunks = -(-k // mix.chunk_steps)
+    total = c.cycles(mix.call)
+    for r, v, odd, cnt in _small_tiles(m, n, mix.mr):
+        total += cnt * (k * c.cycles(mix.step(r, v, odd)) + chunks * c.cycles(mix.chunk_mix(r, v))
+                        + c.cycles(mix.tile_mix(r, v, odd)))
     return total
 
 
@@ -771,8 +866,8 @@ def _bconv_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, f
     R = _chunk_rows((0 if direct else K * 8) + Cout * 8, pixels)
     full, rem = divmod(pixels, R)
     parts: dict[str, float] = {}
-    parts["bgemm compute"] = groups * (full * bgemm_cycles(core, R, og, K) + (bgemm_cycles(core, rem, og, K)
-                                                                              if rem else 0.0))
+    gemm = bgemm_small_cycles if wpg <= SMALL_DEPTH else bgemm_cycles     # as runtime.c chooses
+    parts["bgemm compute"] = groups * (full * gemm(core, R, og, K) + (gemm(core, rem, og, K) if rem else 0.0))
     if not (k == 1 and stride == 1 and pad == 0):
         parts["im2col copy"] = pixels * groups * (cyc(OP_MIXES["im2col_pixel"])
                                                   + kk * (cyc(OP_MIXES["im2col_tap"])

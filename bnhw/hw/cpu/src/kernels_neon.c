@@ -238,6 +238,18 @@ void bnhw_bgemm_neon(int M, int N, int K, const bnhw_word *a, int lda, const bnh
  * (two u64 lanes); each step broadcasts one word of a row against the vectors' words (k-major B),
  * byte counts added for up to BNHW_NEON_CHUNK steps, then widened u8 -> u16 -> u32 -> u64 into the
  * lanes' sums.  An odd last channel runs as a one-lane vector whose high lane is discarded. */
+/* one word in both lanes: LD1R on AArch64; on ARMv7 a D load and a register move (GCC builds
+ * vdupq_n_u64 of a loaded word through the stack there) */
+BNHW_INLINE uint64x2_t broadcast_word(const bnhw_word *p)
+{
+#if defined(__aarch64__)
+    return vld1q_dup_u64(p);
+#else
+    uint64x1_t w = vld1_u64(p);
+    return vcombine_u64(w, w);
+#endif
+}
+
 BNHW_INLINE void bgemm_small_tile(int R, int V, int K, const bnhw_word *a, size_t lda, const bnhw_word *bt,
                                   size_t ldbt, int odd, int32_t *c, size_t ldc)
 {
@@ -256,9 +268,9 @@ BNHW_INLINE void bgemm_small_tile(int R, int V, int K, const bnhw_word *a, size_
             const bnhw_word *bk = bt + (size_t)k * ldbt;
             uint8x16_t vb[2];
             for (int v = 0; v < V; v++)
-                vb[v] = vreinterpretq_u8_u64(odd && v == V - 1 ? vdupq_n_u64(bk[2 * v]) : vld1q_u64(bk + 2 * v));
+                vb[v] = vreinterpretq_u8_u64(odd && v == V - 1 ? broadcast_word(bk + 2 * v) : vld1q_u64(bk + 2 * v));
             for (int r = 0; r < R; r++) {
-                uint8x16_t va = vreinterpretq_u8_u64(vdupq_n_u64(a[r * lda + k]));
+                uint8x16_t va = vreinterpretq_u8_u64(broadcast_word(a + r * lda + k));
                 for (int v = 0; v < V; v++)
                     s8[r][v] = vaddq_u8(s8[r][v], vcntq_u8(veorq_u8(va, vb[v])));
             }
