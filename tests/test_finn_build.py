@@ -206,44 +206,64 @@ def test_the_nasbnn_finn_config_loads_in_finn(nas_build):
     assert "bnhw.hw.finn_steps.step_bnhw_units" in cfg.steps and "step_qonnx_to_finn" not in cfg.steps
 
 
-def test_every_kind_of_bnhw_unit_code_is_c_simulated_equal_to_finns_execution(nas_build, tmp_path):
-    """Each bnhw unit's generated HLS C++ (in the encodings of its FINN neighbours: XNOR popcounts, BINARY bits
-    padded with -1, the padding correction folded into a bias per position class), compiled with g++ and run on
-    the values FINN's execution of the whole graph gives its inputs on a real image, outputs what FINN's
-    execution of the unit does."""
+def test_every_kind_of_bnhw_unit_is_a_finn_hls_node_whose_project_c_simulates_equal_to_finns_execution(
+        nas_build, tmp_path):
+    """Each bnhw unit is a FINN HLS node (FINN's ``is_hls_node``) whose project FINN's own ``PrepareIP`` wrote:
+    ``hls_syn_<node>.tcl`` names the top function ``<node>`` and ``top_<node>.cpp`` defines it with the ports
+    FINN's stitching expects (``in0_V``, ..., ``out0_V``, ``ap_ctrl_none``).  That top file, compiled with g++
+    and fed words packed as FINN's rtlsim packs them with the values FINN's execution of the whole graph gives
+    the unit's inputs on a real image (XNOR popcounts, BINARY bits padded with -1, a padding correction folded
+    into a bias per position class), outputs what FINN's execution of the unit does."""
+    import re
     import shutil
 
     import numpy as np
+    from finn.util.fpgadataflow import is_hls_node
+    from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
     from bnhw.hw.finn_compat import FinnExecutor
-    from bnhw.hw.hls.csim import csim_unit
+    from bnhw.hw.finn_ops import is_unit
     from bnhw.hw.ir import HwGraph
 
-    if shutil.which("g++") is None:
-        pytest.skip("g++ is not installed: the units' code is generated, not compiled")
     out, _ = nas_build
+    f = json.loads((out / "report.json").read_text())["finn"]
+    final = ModelWrapper(str(out / "finn" / "output" / "intermediate_models" / "step_hw_codegen.onnx"))
+    kinds = {}
+    for node in final.graph.node:
+        if is_unit(node):
+            assert is_hls_node(node), node.name
+            inst = getCustomOp(node)
+            inst.set_nodeattr("code_gen_dir_ipgen", str(out / "finn" / f["codegen"][node.name]))
+            d = inst.description()
+            border = any(a.name == "param_border" for a in node.attribute)
+            kinds.setdefault((node.op_type, border, d["decode"][0][:8]), (node, inst))
+    assert {k[0] for k in kinds} == {"AddRequant_hls", "Gather_hls", "GlobalAvgPool_hls", "GroupedMVAU_hls",
+                                     "RPReLU_hls"}
+    assert any(k[0] == "AddRequant_hls" and k[1] and k[2] == "popcount" for k in kinds)   # border + popcount
+    for node, inst in kinds.values():
+        code = Path(inst.get_nodeattr("code_gen_dir_ipgen"))
+        tcl = (code / f"hls_syn_{node.name}.tcl").read_text()
+        assert f'set config_toplevelfxn "{node.name}"' in tcl and f"top_{node.name}.cpp" in tcl
+        top = (code / f"top_{node.name}.cpp").read_text()
+        intf = inst.get_verilog_top_module_intf_names()
+        ports = [p for p, _ in intf["s_axis"] + intf["m_axis"]]
+        assert ports == [f"in{i}_V" for i in range(len(node.input))] + ["out0_V"]
+        sig = re.search(rf"void {node.name}\((.*)\)", top).group(1)
+        assert re.findall(r"&(\w+)", sig) == ports, sig
+        assert all(f"#pragma HLS INTERFACE axis port={p}" in top for p in ports)
+        assert "#pragma HLS INTERFACE ap_ctrl_none port=return" in top
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the units' FINN projects are generated and checked, not compiled")
     g = HwGraph.load(out / "hw_graph.json")
     fx = FinnExecutor(out / "finn" / "model.onnx")
-    x = g.input_integers(np.load(out / "test_images.npy")[0].transpose(1, 2, 0))
-    ctx = fx.tensors(x[None])
-    kinds = {}
-    for node in fx.model.graph.node:
-        if node.domain == "bnhw.hw.finn_ops":
-            inst = getCustomOp(node)
-            kinds.setdefault((node.op_type, "border" in inst.description()["attrs"] or any(
-                a.name == "param_border" for a in node.attribute), inst.description()["decode"][0][:8]), (node, inst))
-    assert {k[0] for k in kinds} == {"AddRequant", "Gather", "GlobalAvgPool", "GroupedMVAU", "RPReLU"}
-    assert any(k[0] == "AddRequant" and k[1] and k[2] == "popcount" for k in kinds)   # border + popcount folded
-    for _, (node, inst) in sorted(kinds.items(), key=lambda kv: str(kv[0])):
+    ctx = fx.tensors(g.input_integers(np.load(out / "test_images.npy")[0].transpose(1, 2, 0))[None])
+    for node, inst in sorted(kinds.values(), key=lambda ni: ni[0].name):
         d = inst.description()
-        ins = []
-        for t, dt in zip(node.input, d["finn_in"]):
-            v = np.rint(np.asarray(ctx[t], dtype=np.float64)).astype(np.int64)
-            ins.append(2 * v - 1 if dt == "BINARY" else v)
-        want = np.rint(np.asarray(ctx[node.output[0]], dtype=np.float64)).astype(np.int64).reshape(-1)
-        got = csim_unit(inst.hls_graph(), ins, tmp_path / node.name)
-        assert np.array_equal(got.reshape(-1), want), node.name
+        ins = [np.rint(np.asarray(ctx[s["name"]], dtype=np.float64)) for s in d["inputs"]]
+        want = np.rint(np.asarray(ctx[d["outputs"][0]["name"]], dtype=np.float64)).astype(np.int64)
+        got = inst.c_simulate(ins, tmp_path / node.name)
+        assert np.array_equal(np.rint(got).astype(np.int64).reshape(-1), want.reshape(-1)), node.name
 
 
 def test_bnhw_run_on_a_nasbnn_build_runs_finn_and_every_engine_agrees(nas_build):

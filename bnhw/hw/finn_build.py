@@ -141,6 +141,8 @@ def finn_width_converters(model_path: Path) -> dict[str, Any]:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
+    from . import finn_ops  # noqa: F401  (registers bnhw's units with FINN before their graph is read)
+
     try:
         model = ModelWrapper(str(model_path)).transform(InsertDWC())
     except Exception as e:  # noqa: BLE001 - FINN's own refusal, reported
@@ -182,6 +184,8 @@ def finn_fifo_depths(model_path: Path, part: str, large_fifo_style: str) -> dict
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.general import GiveReadableTensorNames
 
+    from . import finn_ops  # noqa: F401  (registers bnhw's units with FINN before their graph is read)
+
     try:
         model = ModelWrapper(str(model_path))
         for t in (InsertDWC(), InsertFIFO(create_shallow_fifos=True), SpecializeLayers(part),
@@ -207,12 +211,14 @@ def _codegen_dirs(model_path: Path, root: Path) -> dict[str, str]:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
+    from . import finn_ops  # noqa: F401  (registers bnhw's units with FINN before their graph is read)
+
     out: dict[str, str] = {}
     if not model_path.is_file():
         return out
     model = ModelWrapper(str(model_path))
     for node in model.graph.node:
-        if not node.domain.startswith(("finn.custom_op.fpgadataflow", "bnhw.hw.finn_ops")):
+        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
             continue
         d = getCustomOp(node).get_nodeattr("code_gen_dir_ipgen")
         if d and Path(d).is_dir() and any(Path(d).iterdir()):
