@@ -266,6 +266,38 @@ def test_every_kind_of_bnhw_unit_is_a_finn_hls_node_whose_project_c_simulates_eq
         assert np.array_equal(np.rint(got).astype(np.int64).reshape(-1), want.reshape(-1)), node.name
 
 
+def test_finns_hls_synth_ip_takes_a_bnhw_unit_and_stops_only_at_the_missing_vitis_hls(nas_build, monkeypatch):
+    """FINN's own ``HLSSynthIP`` accepts a bnhw unit (FINN's ``is_hls_node``), finds its project (the Tcl script
+    ``PrepareIP`` wrote) and fails where Vitis HLS is missing: the error names the tool, not bnhw's node."""
+    import shutil
+
+    from finn.transformation.fpgadataflow.hlssynth_ip import HLSSynthIP
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.util.basic import qonnx_make_model
+
+    from bnhw.hw.finn_ops import is_unit
+
+    if shutil.which("vitis_hls") or shutil.which("vitis-run"):
+        pytest.skip("Vitis HLS is installed here: HLSSynthIP would synthesise the unit (minutes), not fail")
+    out, _ = nas_build
+    f = json.loads((out / "report.json").read_text())["finn"]
+    final = ModelWrapper(str(out / "finn" / "output" / "intermediate_models" / "step_hw_codegen.onnx"))
+    node = next(n for n in final.graph.node if is_unit(n) and n.op_type == "AddRequant_hls")
+    inst = getCustomOp(node)
+    inst.set_nodeattr("code_gen_dir_ipgen", str(out / "finn" / f["codegen"][node.name]))
+    vi = [helper.make_tensor_value_info(t, TensorProto.FLOAT, final.get_tensor_shape(t))
+          for t in (*node.input, *node.output)]
+    one = ModelWrapper(qonnx_make_model(helper.make_graph([node], "unit", vi[:len(node.input)],
+                                                          vi[len(node.input):])))
+    monkeypatch.setenv("XILINX_VIVADO", "/nonexistent/Xilinx/Vivado/2024.1")   # the version FINN parses
+    monkeypatch.delenv("FINN_TOOL_DIR_OVERRIDE", raising=False)
+    with pytest.raises(Exception, match="vitis_hls") as e:
+        one.transform(HLSSynthIP(num_workers=1))
+    assert node.name not in str(e.value) and "not supported" not in str(e.value), e.value
+
+
 def test_bnhw_run_on_a_nasbnn_build_runs_finn_and_every_engine_agrees(nas_build):
     out, _ = nas_build
     x = str(out / "test_images.npy")

@@ -78,14 +78,15 @@ class FinnBuild:
     def line(self) -> str:
         if not self.ok:
             return f"FINN's builder stopped at {self.stopped_at}: {self.reason}"
-        if self.units:
-            nxt = ("stopped after code generation: FINN's IP steps do not build bnhw's units "
-                   f"({', '.join(self.units)}), so its full flow cannot finish this graph yet")
-        elif self.vivado:
+        if self.vivado:
             nxt = "`finn build dataflow_build_config.json model.onnx` continues to the bitfile"
         else:
             nxt = ("Vivado is not installed: stopped after code generation; on a machine with Vivado, `finn build "
                    "dataflow_build_config.json model.onnx` in this folder continues to the bitfile")
+        if self.units:
+            nxt += (f"; bnhw's units ({', '.join(self.units)}) are FINN HLS nodes, whose HLS projects FINN's "
+                    "PrepareIP wrote like its own (C-simulated with g++ by bnhw's tests; their Vitis HLS synthesis "
+                    "is not checked without Vitis HLS)")
         return (f"FINN (finn-plus) built the dataflow graph and generated code for {len(self.codegen)} HW nodes in "
                 f"{self.seconds:.0f} s; FINN estimates {self.network.get('estimated_throughput_fps', 0):,.1f} FPS "
                 f"(bottleneck {self.network.get('max_cycles_node_name')}); {nxt}")

@@ -49,6 +49,11 @@ from ..spec import atomic_write_text
 from .boards import BOARDS, Board, get_board
 from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
 
+try:    # registers bnhw's units with FINN: `finn build` of a bnhw build folder imports this module (its steps) first
+    from . import finn_ops  # noqa: F401
+except ImportError:     # FINN is not installed: none of these steps can run
+    pass
+
 __all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step", "step_bnhw_units",
            "step_bnhw_fifo_depths", "bnhw_fifo_depths_step",
            "step_bnhw_node_order", "NODE_ORDER_KEY"]
@@ -106,7 +111,7 @@ _Unit = tuple[list[Any], list[list[dict[str, int]]]]
 def _units(model) -> Iterator[tuple[str, _Unit]]:
     from qonnx.custom_op.registry import getCustomOp
 
-    from .finn_ops import is_unit        # (importing it registers bnhw's units with FINN)
+    from .finn_ops import is_unit  # (importing it registers bnhw's units with FINN)
 
     paired = set()
     for node in model.graph.node:
