@@ -298,6 +298,54 @@ def test_finns_hls_synth_ip_takes_a_bnhw_unit_and_stops_only_at_the_missing_viti
     assert node.name not in str(e.value) and "not supported" not in str(e.value), e.value
 
 
+def test_finns_create_stitched_ip_connects_bnhw_units_by_their_ports(nas_build, tmp_path, monkeypatch):
+    """FINN's own ``CreateStitchedIP`` on two chained bnhw units (their ``ip_path`` / ``ip_vlnv`` set as
+    ``HLSSynthIP`` would, which needs Vitis HLS) writes Vivado's block design: one IP cell per unit, the first
+    unit's ``out0_V`` into the second's ``in0_V``, clock and reset on ``ap_clk`` / ``ap_rst_n``; it stops only
+    where Vivado is missing."""
+    import shutil
+
+    from finn.transformation.fpgadataflow.create_stitched_ip import CreateStitchedIP
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.util.basic import qonnx_make_model
+
+    from bnhw.hw.finn_compat import finn_build_dir
+    from bnhw.hw.finn_ops import is_unit
+
+    if shutil.which("vivado"):
+        pytest.skip("Vivado is installed here: CreateStitchedIP would need the synthesised IPs (HLSSynthIP)")
+    out, _ = nas_build
+    f = json.loads((out / "report.json").read_text())["finn"]
+    final = ModelWrapper(str(out / "finn" / "output" / "intermediate_models" / "step_hw_codegen.onnx"))
+    pair = next((n, c) for n in final.graph.node if is_unit(n)
+                for c in [final.find_consumer(n.output[0])] if c is not None and is_unit(c) and len(c.input) == 1)
+    for n in pair:
+        inst = getCustomOp(n)
+        code = str(out / "finn" / f["codegen"][n.name])
+        inst.set_nodeattr("code_gen_dir_ipgen", code)
+        inst.set_nodeattr("ip_path", code)
+        inst.set_nodeattr("ip_vlnv", f"xilinx.com:hls:{n.name}:1.0")
+    ts = [pair[0].input[0], pair[0].output[0], pair[1].output[0]]
+    vi = {t: helper.make_tensor_value_info(t, TensorProto.FLOAT, final.get_tensor_shape(t)) for t in ts}
+    two = ModelWrapper(qonnx_make_model(helper.make_graph(list(pair), "two", [vi[ts[0]]], [vi[ts[2]]],
+                                                          value_info=[vi[ts[1]]])))
+    monkeypatch.setenv("XILINX_VIVADO", "/nonexistent/Xilinx/Vivado/2024.1")
+    monkeypatch.delenv("FINN_TOOL_DIR_OVERRIDE", raising=False)
+    with finn_build_dir(tmp_path), pytest.raises(Exception, match="vivado not found"):
+        two.transform(CreateStitchedIP("xc7z020clg400-1", 10.0))
+    tcl = next(tmp_path.glob("vivado_stitch_proj_*/make_project.tcl")).read_text()
+    a, b = pair[0].name, pair[1].name
+    for cmd in (f"create_bd_cell -type ip -vlnv xilinx.com:hls:{a}:1.0 {a}",
+                f"create_bd_cell -type ip -vlnv xilinx.com:hls:{b}:1.0 {b}",
+                f"connect_bd_intf_net [get_bd_intf_pins {a}/out0_V] [get_bd_intf_pins {b}/in0_V]",
+                f"make_bd_intf_pins_external [get_bd_intf_pins {a}/in0_V]",
+                f"make_bd_intf_pins_external [get_bd_intf_pins {b}/out0_V]",
+                f"[get_bd_pins {b}/ap_clk]", f"[get_bd_pins {b}/ap_rst_n]"):
+        assert cmd in tcl, cmd
+
+
 def test_bnhw_run_on_a_nasbnn_build_runs_finn_and_every_engine_agrees(nas_build):
     out, _ = nas_build
     x = str(out / "test_images.npy")
