@@ -5,6 +5,8 @@ beside bnhw's."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -344,6 +346,42 @@ def test_finns_create_stitched_ip_connects_bnhw_units_by_their_ports(nas_build, 
                 f"make_bd_intf_pins_external [get_bd_intf_pins {b}/out0_V]",
                 f"[get_bd_pins {b}/ap_clk]", f"[get_bd_pins {b}/ap_rst_n]"):
         assert cmd in tcl, cmd
+
+
+def test_finns_full_flow_from_the_nasbnn_build_folder_stops_only_at_the_missing_vitis_hls(nas_build, tmp_path):
+    """FINN's full flow, run from the build folder's ``dataflow_build_config.json`` in a fresh process (which
+    imports bnhw's steps, and so registers its units, as ``finn build`` would), runs every step to
+    ``step_generate_hardware``, generates the code of every node, bnhw's units included, and stops at IP
+    generation only because ``vitis_hls`` is missing."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("vitis_hls") or shutil.which("vitis-run"):
+        pytest.skip("Vitis HLS is installed here: the flow would synthesise every node (hours), not fail")
+    out, _ = nas_build
+    work = tmp_path / "finn"
+    shutil.copytree(out / "finn", work, ignore=shutil.ignore_patterns("output", "finn_tmp"))
+    script = ("from pathlib import Path\n"
+              "from bnhw.hw.finn_compat import finn_build_dir, finn_builder\n"
+              "bd, bc = finn_builder()\n"
+              "cfg = bc.DataflowBuildConfig.construct_from(Path('dataflow_build_config.json').resolve())\n"
+              "cfg.output_dir = str(Path('output').resolve())\n"
+              "Path('tmp').mkdir()\n"
+              "with finn_build_dir(Path('tmp')):\n"
+              "    print('rc', bd.build_dataflow_cfg('model.onnx', cfg))\n")
+    env = {k: v for k, v in os.environ.items() if k != "FINN_TOOL_DIR_OVERRIDE"}
+    env["XILINX_VIVADO"] = "/nonexistent/Xilinx/Vivado/2024.1"
+    r = subprocess.run([sys.executable, "-c", script], cwd=work, env=env, capture_output=True, text=True,
+                       timeout=600)
+    log = (work / "output" / "build_dataflow.log").read_text()
+    # FINN's builder logs its failure and, run non-interactively, raises it again
+    assert r.returncode == 0 or r.stderr.rstrip().endswith("vitis_hls not found in PATH"), r.stderr[-2000:]
+    steps = re.findall(r"Running step: (\w+)", log)
+    assert steps[-1] == "step_generate_hardware" and "step_bnhw_units" in steps, steps
+    assert "vitis_hls not found in PATH" in log and "Codegen for the current model done" in log, log[-2000:]
+    made = {p.name.split("_hls_")[0].removeprefix("code_gen_ipgen_") for p in (work / "tmp").glob("code_gen_ipgen_*")}
+    assert {"AddRequant", "RPReLU", "Gather", "GlobalAvgPool", "GroupedMVAU", "MVAU"} <= made, made
 
 
 def test_bnhw_run_on_a_nasbnn_build_runs_finn_and_every_engine_agrees(nas_build):
