@@ -120,9 +120,11 @@ def _render_finn(r: dict) -> list[str]:
         lines += [f"FINN's front end does not take this network (its streamlining stops at grouped convolutions and "
                   f"leaves PReLU, the fixed-point residual path and average pools off the hardware), so bnhw handed "
                   f"FINN its IR as FINN's HW graph (`finn/model.onnx`): {nf.get('FINN unit', 0)} nodes are FINN's "
-                  f"own units, {nf.get('bnhw unit', 0)} are bnhw units (qonnx domain `bnhw.hw.finn_ops`; their "
-                  "estimates are bnhw's models, their HLS is bnhw's, in `finn/output/bnhw_units/`; FINN's IP "
-                  "generation does not build them, so FINN's full flow cannot stitch this graph yet):", ""]
+                  f"own units, {nf.get('bnhw unit', 0)} are bnhw units (`bnhw.hw.finn_ops`: FINN HLS nodes "
+                  "`<Unit>_hls`; their estimates are bnhw's models; FINN's `PrepareIP` wrote their HLS projects "
+                  "like its own, `top_<node>.cpp` wrapping bnhw's HLS code and `hls_syn_<node>.tcl`, in "
+                  "`finn/finn_tmp/`, so FINN's IP steps take them; their Vitis HLS synthesis is not checked "
+                  "where Vitis HLS is missing):", ""]
         lines += [f"- `{u}`: {why}" for u, why in f.get("units", {}).items()]
         lines += ["", "Zero-padded binary convolutions take a TERNARY (2-bit) input in FINN: its 1-bit encoding "
                   "would pad with -1.", ""]
@@ -132,9 +134,7 @@ def _render_finn(r: dict) -> list[str]:
               f"graph it built (`finn/output/report/`, modelled by FINN): "
               f"**{n.get('estimated_throughput_fps', 0):,.1f} FPS**, bottleneck `{n.get('max_cycles_node_name')}` "
               f"({n.get('max_cycles', 0):,} cycles), latency {n.get('estimated_latency_ns', 0) / 1000:,.1f} us.  "
-              + ("bnhw's units are not built by FINN's IP steps: FINN's full flow cannot finish this graph yet."
-                 if f.get("units") else
-                 "Vivado is here: `finn build dataflow_build_config.json model.onnx` in `finn/` continues to the "
+              + ("Vivado is here: `finn build dataflow_build_config.json model.onnx` in `finn/` continues to the "
                  "bitfile." if f["vivado"] else
                  "Vivado is not installed: the FINN build stops after code generation; on a machine with Vivado, "
                  "`finn build dataflow_build_config.json model.onnx` in `finn/` continues to stitched IP, bitfile, "

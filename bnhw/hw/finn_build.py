@@ -78,14 +78,15 @@ class FinnBuild:
     def line(self) -> str:
         if not self.ok:
             return f"FINN's builder stopped at {self.stopped_at}: {self.reason}"
-        if self.units:
-            nxt = ("stopped after code generation: FINN's IP steps do not build bnhw's units "
-                   f"({', '.join(self.units)}), so its full flow cannot finish this graph yet")
-        elif self.vivado:
+        if self.vivado:
             nxt = "`finn build dataflow_build_config.json model.onnx` continues to the bitfile"
         else:
             nxt = ("Vivado is not installed: stopped after code generation; on a machine with Vivado, `finn build "
                    "dataflow_build_config.json model.onnx` in this folder continues to the bitfile")
+        if self.units:
+            nxt += (f"; bnhw's units ({', '.join(self.units)}) are FINN HLS nodes, whose HLS projects FINN's "
+                    "PrepareIP wrote like its own (C-simulated with g++ by bnhw's tests; their Vitis HLS synthesis "
+                    "is not checked without Vitis HLS)")
         return (f"FINN (finn-plus) built the dataflow graph and generated code for {len(self.codegen)} HW nodes in "
                 f"{self.seconds:.0f} s; FINN estimates {self.network.get('estimated_throughput_fps', 0):,.1f} FPS "
                 f"(bottleneck {self.network.get('max_cycles_node_name')}); {nxt}")
@@ -141,6 +142,8 @@ def finn_width_converters(model_path: Path) -> dict[str, Any]:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
+    from . import finn_ops  # noqa: F401  (registers bnhw's units with FINN before their graph is read)
+
     try:
         model = ModelWrapper(str(model_path)).transform(InsertDWC())
     except Exception as e:  # noqa: BLE001 - FINN's own refusal, reported
@@ -182,6 +185,8 @@ def finn_fifo_depths(model_path: Path, part: str, large_fifo_style: str) -> dict
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.general import GiveReadableTensorNames
 
+    from . import finn_ops  # noqa: F401  (registers bnhw's units with FINN before their graph is read)
+
     try:
         model = ModelWrapper(str(model_path))
         for t in (InsertDWC(), InsertFIFO(create_shallow_fifos=True), SpecializeLayers(part),
@@ -207,12 +212,14 @@ def _codegen_dirs(model_path: Path, root: Path) -> dict[str, str]:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
+    from . import finn_ops  # noqa: F401  (registers bnhw's units with FINN before their graph is read)
+
     out: dict[str, str] = {}
     if not model_path.is_file():
         return out
     model = ModelWrapper(str(model_path))
     for node in model.graph.node:
-        if not node.domain.startswith(("finn.custom_op.fpgadataflow", "bnhw.hw.finn_ops")):
+        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
             continue
         d = getCustomOp(node).get_nodeattr("code_gen_dir_ipgen")
         if d and Path(d).is_dir() and any(Path(d).iterdir()):

@@ -429,6 +429,8 @@ class FinnExecutor:
         import finn.custom_op.fpgadataflow.rtl  # noqa: F401
         from qonnx.core.modelwrapper import ModelWrapper
 
+        from . import finn_ops  # noqa: F401  (registers bnhw's units, which a graph bnhw exported holds)
+
         self.model = ModelWrapper(str(model_path))
         self.input = self.model.graph.input[0].name
         self.output = self.model.graph.output[0].name

@@ -103,7 +103,7 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.util.basic import qonnx_make_model
 
-    from .finn_ops import DOMAIN, UNITS, finn_shape, unit_attrs
+    from .finn_ops import DOMAIN, UNITS, finn_shape, hls_op_type, unit_attrs
 
     nodes: list[Any] = []
     inits: list[tuple[str, np.ndarray, str]] = []
@@ -126,14 +126,15 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
                 n.params["border"] = corr[2]
             attrs = unit_attrs(g, n, [dtypes[s] for s in n.inputs], [finn_stream_dt(g, s) for s in n.outputs],
                                decode, encode)
-            node = helper.make_node(unit, list(n.inputs), list(n.outputs), domain=DOMAIN, backend="fpgadataflow",
+            node = helper.make_node(hls_op_type(unit), list(n.inputs), list(n.outputs), domain=DOMAIN,
+                                    backend="fpgadataflow",
                                     name=n.name, **attrs)
             inst = UNITS[unit](node)
             for i, s in enumerate(n.outputs):
                 dtypes[s] = inst.get_output_datatype(i).name
                 shapes[s] = list(inst.get_normal_output_shape(i))
             nodes.append(node)
-            rows.append({"ir": n.name, "source": "bnhw unit", "op_type": unit, "final": unit,
+            rows.append({"ir": n.name, "source": "bnhw unit", "op_type": unit, "final": hls_op_type(unit),
                          "folding": {"PE": n.pe, "SIMD": n.simd} if n.op == "MVAU" else {"PE": n.pe}})
             continue
         ops = finn_ops(g, n)

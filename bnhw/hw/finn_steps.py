@@ -49,6 +49,11 @@ from ..spec import atomic_write_text
 from .boards import BOARDS, Board, get_board
 from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
 
+try:    # registers bnhw's units with FINN: `finn build` of a bnhw build folder imports this module (its steps) first
+    from . import finn_ops  # noqa: F401
+except ImportError:     # FINN is not installed: none of these steps can run
+    pass
+
 __all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step", "step_bnhw_units",
            "step_bnhw_fifo_depths", "bnhw_fifo_depths_step",
            "step_bnhw_node_order", "NODE_ORDER_KEY"]
@@ -63,11 +68,7 @@ def _divisors(n: int) -> list[int]:
 
 
 def _is_hw(node) -> bool:
-    return node.domain.startswith("finn.custom_op.fpgadataflow.") or node.domain == _BNHW_UNITS
-
-
-#: the qonnx domain of bnhw's units (:mod:`bnhw.hw.finn_ops`)
-_BNHW_UNITS = "bnhw.hw.finn_ops"
+    return node.domain.startswith("finn.custom_op.fpgadataflow.")
 
 
 def _max_width() -> int:
@@ -110,6 +111,8 @@ _Unit = tuple[list[Any], list[list[dict[str, int]]]]
 def _units(model) -> Iterator[tuple[str, _Unit]]:
     from qonnx.custom_op.registry import getCustomOp
 
+    from .finn_ops import is_unit  # (importing it registers bnhw's units with FINN)
+
     paired = set()
     for node in model.graph.node:
         if node.op_type in _DEPTHWISE_CONSUMERS:
@@ -121,7 +124,7 @@ def _units(model) -> Iterator[tuple[str, _Unit]]:
             continue
         t = node.op_type
         inst = getCustomOp(node)
-        if node.domain == _BNHW_UNITS:          # the IR op's own legal foldings (bnhw.hw.ops)
+        if is_unit(node):                    # the IR op's own legal foldings (bnhw.hw.ops)
             from .ops import get_op
 
             g, n = inst.ir()
@@ -358,25 +361,25 @@ def step_bnhw_node_order(model, cfg):
 
 
 def step_bnhw_units(model, cfg):
-    """FINN's ``step_generate_estimate_reports`` for a graph holding bnhw's units (:mod:`bnhw.hw.finn_ops`), which
-    FINN's own step cannot take (its ``dataflow_performance`` expects every node's producer to be an ``.hls`` /
-    ``.rtl`` node), plus the units' code generation (FINN's ``PrepareIP`` covers its own domains only).  It first
-    puts the nodes back in the exported order (:func:`step_bnhw_node_order`: qonnx's model cleanup after FINN's
-    bit-width steps re-sorts the graph, and FINN's next ``GiveUniqueNodeNames`` would rename by the new order):
+    """FINN's ``step_generate_estimate_reports`` for a graph holding bnhw's units (:mod:`bnhw.hw.finn_ops`), with
+    bnhw's own reports of them.  It first puts the nodes back in the exported order (:func:`step_bnhw_node_order`:
+    qonnx's model cleanup after FINN's bit-width steps re-sorts the graph, and FINN's next ``GiveUniqueNodeNames``
+    would rename by the new order):
 
     * ``report/estimate_layer_cycles.json`` and ``estimate_layer_resources.json``: FINN's own analyses
       (``exp_cycles_per_layer``, ``res_estimation``) of FINN's nodes, as FINN's step writes them;
     * ``report/estimate_bnhw_units.json``: per unit, cycles and resources (bnhw's models);
     * ``report/estimate_network_performance_bnhw.json``: FINN's network figures over every node, units included
       (the slowest node sets the II; the latency is the longest path of node cycles, FINN's
-      ``dataflow_performance`` formula);
-    * each unit's HLS C++ (bnhw's, :meth:`~bnhw.hw.finn_ops.IrUnit.code_generation_ipgen`) in its
-      ``code_gen_dir_ipgen`` (``<output_dir>/bnhw_units/<node>``)."""
+      ``dataflow_performance`` formula).
+
+    The units' code is FINN's business: they are HLS nodes, so ``step_hw_codegen`` (``PrepareIP``) writes each
+    one's ``top_<node>.cpp`` and ``hls_syn_<node>.tcl`` (:class:`bnhw.hw.finn_ops.IrUnit`)."""
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
     from qonnx.custom_op.registry import getCustomOp
 
-    from .finn_ops import DOMAIN
+    from .finn_ops import is_unit
 
     model = step_bnhw_node_order(model, cfg)     # qonnx's cleanup re-sorts the graph; names follow the order
     out = Path(cfg.output_dir)
@@ -390,12 +393,8 @@ def step_bnhw_units(model, cfg):
     _write(report / "estimate_layer_resources.json", resources)
     units: dict[str, dict[str, float]] = {}
     for node in model.graph.node:
-        if node.domain == DOMAIN:
+        if is_unit(node):
             inst = getCustomOp(node)
-            d = out / "bnhw_units" / node.name
-            d.mkdir(parents=True, exist_ok=True)
-            inst.set_nodeattr("code_gen_dir_ipgen", str(d.resolve()))
-            inst.code_generation_ipgen(model, part, clk_ns)
             units[node.name] = {"cycles": int(inst.get_exp_cycles()), **inst.node_res_estimation(part)}
             cycles[node.name] = int(units[node.name]["cycles"])
     path: dict[str, int] = {}                   # longest path of node cycles ending at each tensor
