@@ -8,10 +8,11 @@ same schedule bnhw's netlist gives the FINN op it stands for:
 * **loop units** (one pipelined loop, one position per cycle, blocking reads and writes): MVAU (``pixels x NF x
   SF`` positions, a new input word at ``nf == 0``, an output word at ``sf == SF - 1``), VVAU (an output word every
   ``kk / SIMD`` positions), Pool (every ``k x k`` window positions), GlobalAccPool (all pixels, then ``C / PE``
-  writes), LabelSelect (its input, then its outputs), StreamingMaxPool (reads the input in raster order and writes
+  writes; bnhw's GlobalAvgPool unit the same), LabelSelect (its input, then its outputs), StreamingMaxPool (reads the input in raster order and writes
   an output word when the last input pixel of its window arrives), StreamingConcat / StreamingSplit (per pixel,
   the words of each stream in turn), and every unit whose words in equal its words out (Thresholding,
-  ChannelwiseOp, Elementwise*, AddStreams, DuplicateStreams, Reshape, ...: one word in, one word out per cycle);
+  ChannelwiseOp, Elementwise*, AddStreams, DuplicateStreams, Reshape, bnhw's AddRequant / RPReLU units, ...: one word
+  in, one word out per cycle; bnhw's WindowAvg as Pool);
 * **routers** (a reader and a writer around a buffer): ConvolutionInputGenerator (FINN's element order: ``(tap,
   channel)`` per output pixel, ``(channel fold, tap, SIMD)`` when depthwise; its buffer depth is FINN's model of
   the RTL generator's), FMPadding, StreamingDataWidthConverter.
@@ -150,11 +151,13 @@ def _flags_stream(n: DataflowNode) -> np.ndarray:
 
 
 _LOOPS = {"MVAU": ("mvau", _flags_mvau), "VVAU": ("vvau", _flags_vvau), "Pool": ("poolmax", _flags_windowed),
-          "GlobalAccPool": ("gap", _flags_gap), "LabelSelect": ("label", _flags_label),
+          "WindowAvg": ("poolsum", _flags_windowed), "GlobalAccPool": ("gap", _flags_gap),
+          "GlobalAvgPool": ("gap", _flags_gap), "LabelSelect": ("label", _flags_label),
           "StreamingMaxPool": ("poolmax", _flags_maxpool), "StreamingConcat": ("dup", _flags_concat),
           "StreamingSplit": ("dup", _flags_split)}
 #: units whose words in equal their words out, one per cycle
 _STREAMING = ("Thresholding", "ChannelwiseOp", "AddStreams", "DuplicateStreams", "Reshape", "Requant",
+              "AddRequant", "RPReLU",
               "ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseDiv", "ElementwiseMaximum",
               "ElementwiseMinimum", "ElementwiseAnd", "ElementwiseOr", "ElementwiseXor", "ElementwiseEqual",
               "ElementwiseLess", "ElementwiseLessOrEqual", "ElementwiseGreater", "ElementwiseGreaterOrEqual",
