@@ -629,18 +629,17 @@ def _cpu_summary(opts: SearchOptions, extra: list[Constraint], best_spec: ArchSp
         "rejected_by_hardware_constraints": sum(1 for r in rows if not _feasible_row(cons, r)),
     }
     if est.how == "measured":
-        import numpy as np
-
-        from ..hw.cpu.latency import spec_cpu_program
+        from ..hw.cpu.latency import program_input, spec_cpu_program
         from .cpu_bench import measure_native
 
         prog = spec_cpu_program(best_spec)
-        x = np.zeros(prog.tensors[prog.input].shape, dtype=np.int64)
+        x = program_input(prog, seed=1)
         whole = measure_native(prog, x, kernels=est.kernels, repeat=20, threads=est.threads)
         d["whole_network_ms"] = whole["seconds"] * 1e3
-        d["means"] = ("measured on this machine: the sum of the per-op wall times of the C runtime, each layer shape "
-                      "timed once alone (median of a few runs) and cached in cpu_cache.json; whole_network_ms: the "
-                      "best network itself in the runtime, median of 20 runs (the machine may be shared: noisy)")
+        d["means"] = ("measured on this machine: the sum of per-op wall times of the C runtime from a table of one "
+                      "entry per layer shape (each timed once, in the first network that had it, median of a few "
+                      "runs; cpu_cache.json); whole_network_ms: the best network itself timed in the runtime, median "
+                      "of 20 runs (the machine may be shared: noisy)")
     else:
         d["means"] = ("modelled, not measured: the network with seeded fresh weights lowered to the C runtime's ops, "
                       "bnhw.hw.cpu.perfmodel's issue model of one core at its reference board's clock (what "

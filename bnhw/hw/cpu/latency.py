@@ -9,12 +9,13 @@ then
   core, the reference board's clock: what ``bnhw bench-cpu --target <core>`` prints);
 * ``native``: **predicted from a table measured on this machine**: every op of the program has a key
   (:func:`op_key`: the op kind, its attributes and the shapes / layouts of its tensors and parameters, i.e.
-  everything its work depends on besides the values) and the table holds the median wall time of that op
-  alone (:func:`single_op_program`: a program of the one op, its inputs filled with random values of their
-  declared types) with the kernel set and thread count of the search; an op whose key is missing is measured
-  once (``repeat`` timed runs after ``warmup``), every later network with that layer shape reuses it.  The
-  prediction is the sum over the ops -- the same sum the runtime's whole-network time is (``bench-cpu``'s
-  latency is the sum of the per-op wall times of a run).
+  everything its work depends on besides the values) and the table holds the median wall time of an op of
+  that key, with the kernel set and thread count of the search.  A program with keys the table lacks is
+  timed once in the runtime (:func:`measure_ops`: ``NATIVE_REPEAT`` runs after ``NATIVE_WARMUP``, every op
+  timed in its network, so with its inputs just written as in any run) and only the missing keys are added;
+  every later network with those layer shapes reuses them.  The prediction is the sum over the ops -- the
+  same sum the runtime's whole-network time is (``bench-cpu``'s latency is the sum of the per-op wall times
+  of a run).
 
 Everything is cached in one JSON file (a search keeps it in its run folder, ``cpu_cache.json``, so
 ``--resume`` measures nothing twice): the per-spec results and the native table, under a header naming the
@@ -43,7 +44,8 @@ from .perfmodel import CORES
 from .program import CpuOp, CpuProgram, CpuTensor
 
 __all__ = ["CPU_TARGETS", "CpuLatencyEstimate", "LatencyCache", "cpu_latency", "is_cpu_target", "op_key",
-           "single_op_program", "spec_cpu_program", "table_latency", "measure_op", "check_cpu_target", "machine_name"]
+           "program_input", "spec_cpu_program", "table_latency", "measure_ops", "check_cpu_target", "machine_name",
+           "latency_cache", "forget_caches"]
 
 #: the CPU targets: ``native`` (measured here) and the modelled ARM cores
 CPU_TARGETS: tuple[str, ...] = ("native", *CORES)
@@ -119,43 +121,27 @@ def op_key(op: CpuOp, program: CpuProgram) -> str:
                        [[list(p.shape), str(p.dtype)] for p in op.params]], separators=(",", ":"))
 
 
-def single_op_program(op: CpuOp, program: CpuProgram) -> tuple[CpuProgram, np.ndarray]:
-    """A program of ``op`` alone and an input to run it on: its first input is the program's input when that
-    is an integer tensor (random values of its declared type), else a one-element dummy input (the packed
-    tensors then hold zero words); a second input is left zero."""
-    ids = list(dict.fromkeys([*op.inputs, op.output]))
-    tensors = [dataclasses.replace(program.tensors[i]) for i in ids]
-    new = {old: k for k, old in enumerate(ids)}
-    first = program.tensors[op.inputs[0]]
-    rng = np.random.default_rng(0)
-    if not first.packed:
-        lo, hi = -8, 8
-        if first.dtype is not None and not first.dtype.is_bipolar:
-            lo, hi = max(int(first.dtype.min), -(1 << 31)), min(int(first.dtype.max), (1 << 31) - 1)
-        elif first.dtype is not None:
-            lo, hi = -1, 1
-        x = rng.integers(lo, hi + 1, first.shape)
-        if first.dtype is not None and first.dtype.is_bipolar:
-            x = np.where(x >= 0, 1, -1)
-        inp = new[op.inputs[0]]
-    else:
-        tensors.append(CpuTensor("dummy-input", (1, 1, 1), False))
-        inp = len(tensors) - 1
-        x = np.zeros((1, 1, 1), dtype=np.int64)
-    one = CpuOp(op.op, [new[i] for i in op.inputs], new[op.output], dict(op.attrs), list(op.params), list(op.nodes),
-                op.layer)
-    return CpuProgram(f"{program.name}:{op.name}", tensors, [one], inp, new[op.output], {}), x
+def program_input(program: CpuProgram, seed: int = 0) -> np.ndarray:
+    """An input of ``program``: random integers of its input tensor's declared type (``-8..7`` without one)."""
+    t = program.tensors[program.input]
+    lo, hi = -8, 7
+    if t.dtype is not None:
+        lo, hi = max(int(t.dtype.min), -(1 << 31)), min(int(t.dtype.max), (1 << 31) - 1)
+    x = np.random.default_rng(seed).integers(lo, hi + 1, t.shape)
+    if t.dtype is not None and t.dtype.is_bipolar:
+        x = np.where(x >= 0, 1, -1)
+    return x
 
 
-def measure_op(op: CpuOp, program: CpuProgram, *, kernels: str | None, threads: int,
-               repeat: int = NATIVE_REPEAT, warmup: int = NATIVE_WARMUP) -> float:
-    """Median wall time (seconds) of ``op`` alone in the C runtime, ``repeat`` runs after ``warmup``."""
+def measure_ops(program: CpuProgram, *, kernels: str | None, threads: int, repeat: int = NATIVE_REPEAT,
+                warmup: int = NATIVE_WARMUP) -> np.ndarray:
+    """Median wall time (seconds) of every op of ``program`` in the C runtime, ``repeat`` whole-network runs
+    after ``warmup`` on :func:`program_input` (each op timed in its network: its inputs were just written)."""
     from .runtime import CpuModel
 
-    prog, x = single_op_program(op, program)
-    m = CpuModel(prog, kernels=kernels, threads=threads)
-    per, _ = m.time(x, repeat=repeat, warmup=warmup)
-    return float(np.median(per[:, 0]))
+    m = CpuModel(program, kernels=kernels, threads=threads)
+    per, _ = m.time(program_input(program), repeat=repeat, warmup=warmup)
+    return np.median(per, axis=0)
 
 
 # ----------------------------------------------------------------------------- the estimate
@@ -222,12 +208,29 @@ _CACHES: dict[tuple, LatencyCache] = {}
 _CACHES_LOCK = threading.Lock()
 
 
-def _cache_for(path: str | Path | None, header: dict[str, Any]) -> LatencyCache:
+def latency_cache(path: str | Path | None, target: str, *, threads: int = 0,
+                  kernels: str | None = None) -> LatencyCache:
+    """The process-wide :class:`LatencyCache` of ``target`` backed by ``path`` (one object per file and header;
+    ``None``: in memory only).  For ``native`` the header names this machine, the kernel set the runtime runs
+    for ``kernels`` and the thread count (0: all online cores)."""
+    target = check_cpu_target(target, threads)
+    if target == "native":
+        kset, nthreads = _native_setup(kernels, threads)
+        header = {"sources": _sources_version(), "target": "native", "machine": machine_name(), "kernels": kset,
+                  "threads": nthreads}
+    else:
+        header = {"sources": _sources_version(), "target": target}
     key = (str(Path(path).resolve()) if path is not None else None, json.dumps(header, sort_keys=True))
     with _CACHES_LOCK:
         if key not in _CACHES:
             _CACHES[key] = LatencyCache(path, header)
         return _CACHES[key]
+
+
+def forget_caches() -> None:
+    """Drop the in-process caches (their files stay): the next call reads the files as a new process would."""
+    with _CACHES_LOCK:
+        _CACHES.clear()
 
 
 def _native_setup(kernels: str | None, threads: int) -> tuple[str, int]:
@@ -240,25 +243,22 @@ def _native_setup(kernels: str | None, threads: int) -> tuple[str, int]:
 
 def table_latency(program: CpuProgram, cache: LatencyCache, *, kernels: str, threads: int,
                   repeat: int = NATIVE_REPEAT) -> tuple[float, int]:
-    """The native latency (seconds) of ``program`` from ``cache``'s table, measuring the ops whose key is
-    missing (and adding them); returns (seconds, ops measured now)."""
-    total, new = 0.0, 0
-    for op in program.ops:
-        k = op_key(op, program)
+    """The native latency (seconds) of ``program`` from ``cache``'s table; when some op's key is missing, the
+    program is timed once (:func:`measure_ops`) and the missing keys get their op's median (a key occurring
+    several times: the median over those ops).  Returns (seconds, table entries added now)."""
+    keys = [op_key(op, program) for op in program.ops]
+    with cache._lock:
+        missing = {k for k in keys if k not in cache.table}
+    if missing:
+        times = measure_ops(program, kernels=kernels, threads=threads, repeat=repeat)
         with cache._lock:
-            t = cache.table.get(k)
-        if t is None:
-            t = measure_op(op, program, kernels=kernels, threads=threads, repeat=repeat)
-            with cache._lock:
-                cache.table[k] = t
-            new += 1
-            cache.table_misses += 1
-        else:
-            cache.table_hits += 1
-        total += t
-    if new:
+            for k in missing:
+                cache.table[k] = float(np.median([t for kk, t in zip(keys, times) if kk == k]))
         cache.save()
-    return total, new
+    with cache._lock:
+        cache.table_misses += sum(k in missing for k in keys)
+        cache.table_hits += sum(k not in missing for k in keys)
+        return float(sum(cache.table[k] for k in keys)), len(missing)
 
 
 def cpu_latency(spec: ArchSpec, target: str, *, threads: int = 0, kernels: str | None = None,
@@ -269,16 +269,10 @@ def cpu_latency(spec: ArchSpec, target: str, *, threads: int = 0, kernels: str |
     target = check_cpu_target(target, threads)
     if clock_mhz is not None and not (clock_mhz > 0 and math.isfinite(clock_mhz)):
         raise BnhwError(f"--clock-mhz must be a positive number, got {clock_mhz}")
-    if target == "native":
-        if clock_mhz is not None:
-            raise BnhwError("--clock-mhz applies to the modelled ARM targets only (native is measured)")
-        kset, nthreads = _native_setup(kernels, threads)
-        header = {"sources": _sources_version(), "target": "native", "machine": machine_name(), "kernels": kset,
-                  "threads": nthreads}
-    else:
-        kset, nthreads = "neon", 1
-        header = {"sources": _sources_version(), "target": target}
-    cache = _cache_for(cache_path, header)
+    if target == "native" and clock_mhz is not None:
+        raise BnhwError("--clock-mhz applies to the modelled ARM targets only (native is measured)")
+    cache = latency_cache(cache_path, target, threads=threads, kernels=kernels)
+    kset, nthreads = (cache.header["kernels"], cache.header["threads"]) if target == "native" else ("neon", 1)
     key = json.dumps([spec.replace(name="").to_dict(), target, kset, nthreads, clock_mhz], sort_keys=True,
                      separators=(",", ":"))
     with cache._lock:
@@ -291,7 +285,8 @@ def cpu_latency(spec: ArchSpec, target: str, *, threads: int = 0, kernels: str |
     if target == "native":
         secs, new = table_latency(prog, cache, kernels=kset, threads=nthreads)
         est = CpuLatencyEstimate(spec.name, target, secs * 1e3, "measured", kset, nthreads, len(prog.ops),
-                                 int(prog.bmacs), int(prog.macs), header["machine"], new, time.perf_counter() - t0)
+                                 int(prog.bmacs), int(prog.macs), cache.header["machine"], new,
+                                 time.perf_counter() - t0)
     else:
         from .perfmodel import get_core, model_program
 
