@@ -471,9 +471,10 @@ def _check_smallest(space: SearchSpace, extra: list[Constraint], log: RunLog) ->
         log(f"smallest subnet of {space.name}: {c.name} = {_fmt_metric(c.name, v)} ({c.describe()})")
         if c.feasible(v):
             continue
-        est = c.estimate(sm) if hasattr(c, "estimate") else None
-        if getattr(c, "target", None) is not None and is_cpu_target(c.target):
-            raise BnhwError(f"--max-latency-ms {c.max_ms:g}: the smallest subnet of {space.name} already takes "
+        hw: Any = c                   # an FPGA or CPU constraint (wrapped by MeasureLog): it has estimate()
+        est: Any = hw.estimate(sm) if hasattr(hw, "estimate") else None
+        if is_cpu_target(getattr(hw, "target", None)):
+            raise BnhwError(f"--max-latency-ms {hw.max_ms:g}: the smallest subnet of {space.name} already takes "
                             f"{est.describe()}; raise --max-latency-ms (or pick a faster --target)")
         if est is not None and not est.fits:
             raise BnhwError(f"the smallest subnet of {space.name} ({space.resolution}x{space.resolution}) "
@@ -619,7 +620,7 @@ def _cpu_summary(opts: SearchOptions, extra: list[Constraint], best_spec: ArchSp
                  cons: list[Constraint]) -> dict:
     """best.json's ``cpu``: the best's CPU latency (ms per image, kernel set, threads, modelled or measured);
     for ``native`` also its whole network timed in the runtime beside the table's prediction."""
-    cpu = next(c for c in extra if c.name == "latency_ms")
+    cpu: Any = next(c for c in extra if c.name == "latency_ms")     # the CpuLatency (wrapped by MeasureLog)
     est = cpu.estimate(best_spec)
     rows = list(measured.rows.values())
     d: dict[str, Any] = {
