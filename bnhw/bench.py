@@ -591,6 +591,13 @@ def bench_cpu_latency(out: Path, n: int = 20, n_arm: int = 5, seed: int = 0, rep
                                  "mean_signed_rel_error": statistics.mean(r["native"][str(t)]["rel_error"]
                                                                           for r in rows),
                                  "kernels": rows[0]["native"][str(t)]["kernels"]}
+    from scipy.stats import kendalltau
+
+    meas1 = [r["native"]["1"]["measured_ms"] for r in rows]
+    res["kendall_tau_vs_measured_1_thread"] = {     # how well each ranks the subnets by measured latency
+        "ops": float(kendalltau([r["ops"] for r in rows], meas1).statistic),
+        "table_prediction": float(kendalltau([r["native"]["1"]["predicted_ms"] for r in rows], meas1).statistic),
+        "cortex-a53_model": float(kendalltau([r["modelled_ms"]["cortex-a53"] for r in rows], meas1).statistic)}
     for arch in ("aarch64", "armv7"):
         errs = [r["arm_counts"][arch]["rel_error"] for r in rows if arch in r.get("arm_counts", {})]
         if errs:
@@ -622,6 +629,9 @@ def _cpu_latency_table(r: dict) -> str:
                      f"{v['mean_abs_rel_error']:.1%} | {v['max_abs_rel_error']:.1%} | {v['mean_signed_rel_error']:+.1%} |")
     for arch, why in r["skipped"].items():
         lines.append(f"{arch} skipped: {why}")
+    kt = r["kendall_tau_vs_measured_1_thread"]
+    lines += ["", f"Kendall tau against the measured one-thread latency: OPs {kt['ops']:.2f}, the table's prediction "
+              f"{kt['table_prediction']:.2f}, the Cortex-A53 model {kt['cortex-a53_model']:.2f}"]
     lines += ["", "| # | MOPs | M binary MACs | " + " | ".join(f"native {t}t predicted / measured ms" for t in r["native"])
               + " | A53 ms (model) |", "|---:|---:|---:|" + "---:|" * (len(r["native"]) + 1)]
     for i, x in enumerate(r["rows"]):
