@@ -609,7 +609,7 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
             w.writerow([f"{r['ops']:.0f}", *(f"{r[k]:.4f}" for k in columns), int(r["best"]), r["arch"]])
         atomic_write_text(out / "standalone.csv", buf.getvalue())
     plot_front(out / "pareto.png", cands, front, best, opts.budget, space, data.name, opts.resolution,
-               standalone.correlation, latency_of=_latency_label(opts))
+               standalone.correlation, latency_of=_latency_label(opts), max_latency_ms=opts.max_latency_ms)
     model = supernet.extract(best.spec)
     recalibrate_bn(model, calib)
     save_checkpoint(model.eval(), out / "best_subnet.pt", source="supernet", val_accuracy=best.score,
@@ -658,7 +658,8 @@ def _latency_label(opts: SearchOptions) -> str | None:
 
 
 def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best: Candidate, budget: float,
-               space: SearchSpace, data_name: str, resolution: int, tau=None, latency_of: str | None = None) -> None:
+               space: SearchSpace, data_name: str, resolution: int, tau=None, latency_of: str | None = None,
+               max_latency_ms: float | None = None) -> None:
     """The front as a PNG; ``tau`` (a :class:`~bnhw.design.ranking.RankCorrelation`) goes into the title.  With
     ``latency_of`` (an axis label) a second panel shows the accuracy against each candidate's ``latency_ms``."""
     import matplotlib
@@ -677,6 +678,10 @@ def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best:
         if "latency_ms" in best.metrics:
             ax2.scatter([best.metrics["latency_ms"]], [100 * best.score], marker="*", s=160, c="C3", zorder=5,
                         label="best")
+        if max_latency_ms is not None:
+            ax2.axvline(max_latency_ms, ls="--", c="C3", lw=1)
+            ax2.text(max_latency_ms, ax2.get_ylim()[0], f"bound {max_latency_ms:g} ms ", color="C3", va="bottom",
+                     ha="right", fontsize=8)
         ax2.set_xlabel(latency_of)
         ax2.set_ylabel("val top-1 (%)")
         ax2.grid(alpha=0.3)
