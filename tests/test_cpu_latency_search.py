@@ -129,8 +129,9 @@ def _opts(**kw) -> SearchOptions:
     from bnhw.design.train import TrainConfig
     from bnhw.flows.standalone import StandaloneOptions
 
-    return SearchOptions(**TINY, train=TrainConfig(epochs=0, warmup_epochs=0, batch_size=32),
-                         evolution=EvolutionConfig(population=3, generations=0, bucket_mops=0.01),
+    return SearchOptions(**TINY, calib_batches=1, calib_batch_size=32,
+                         train=TrainConfig(epochs=0, warmup_epochs=0, batch_size=32),
+                         evolution=EvolutionConfig(population=2, generations=0, bucket_mops=0.01),
                          standalone=StandaloneOptions(subnets=0, epochs=0), device="cpu", **kw)
 
 
@@ -168,10 +169,9 @@ def test_native_search_under_a_latency_bound(tmp_path, smallest, program, monkey
     assert len(cache["table"]) == len({lat.op_key(o, p) for p in (fast, program) for o in p.ops})
     assert json.loads((out / "config.json").read_text())["threads"] == 1
     assert (out / "pareto.png").stat().st_size > 0
-    # --resume: everything from cpu_cache.json, nothing lowered or timed again
+    # the run folder's cache serves a resumed search (a new process): nothing lowered or timed again
     lat.forget_caches()
     monkeypatch.setattr(lat, "spec_cpu_program", lambda spec: pytest.fail("lowered a cached architecture"))
     monkeypatch.setattr(lat, "measure_ops", lambda *a, **k: pytest.fail("timed a known layer shape"))
-    monkeypatch.setattr("bnhw.flows.search._cpu_summary", lambda *a: {"skipped": "whole-network timing"})
-    run_search(_opts(target="native", threads=1, max_latency_ms=bound), out, resume=True)
-    assert list(csv.DictReader(open(out / "measured.csv"))) == measured
+    c = CpuLatency("native", bound, threads=1, cache_path=str(out / "cpu_cache.json"))
+    assert [c.measure(load_spec(out / "best_arch.json"))] == [r.best.metrics["latency_ms"]]
