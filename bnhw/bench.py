@@ -30,6 +30,16 @@ and the vector popcounts); the largest layer and CNV-W1A1 and a NAS-BNN subnet
 end to end on 1, 2 and all cores (``--threads``), and the networks modelled on
 Cortex-A9 / A53 / A72.
 
+CPU latency predictor of the search (``--only cpulat``, a few minutes): ``--subnets`` (default 20) random
+subnets of the nasbnn-cifar space (as ``bnhw search --target native`` sees them: seeded fresh weights,
+lowered to the C runtime's program); the search's native prediction (the sum of per-op times from the
+per-layer-shape table, :mod:`bnhw.hw.cpu.latency`) against the whole network measured in
+the runtime (median of 20 runs), on one thread and on all cores: mean and max relative error, and how many
+table entries the 20 networks needed.  For the ARM cores, the cycle model's instruction counts against
+the instructions executed under QEMU (one inference, ``bnhw.hw.cpu.insn_count``) on the first
+``--arm-subnets`` (default 5) of the same subnets, AArch64 and ARMv7 (skipped, said in one line, without the
+cross toolchain).
+
 BNAS v2 ablation (``--only bnas``, the longest part after the NAS-BNN search):
 the paper's Table 10 at small scale: for each seed, a BNAS search with all
 components ("full"), without the inter-cell skip connections ("no-skip"),
@@ -97,8 +107,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "armcount", "bnas", "finn", "lce"],
+    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "cpulat", "armcount", "bnas", "finn", "lce"],
                     help="run one part only (lce: Larq Compute Engine side by side, only when named)")
+    ap.add_argument("--subnets", type=int, default=20, help="cpulat: random subnets of the predictor check")
+    ap.add_argument("--arm-subnets", type=int, default=5, help="cpulat: of them, counted under QEMU")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +120,9 @@ def main() -> None:
     if args.only in (None, "cpu"):
         cpu = bench_cpu(out / "cpu")
         _merge(out, "cpu", cpu, _cpu_table(cpu))
+    if args.only in (None, "cpulat"):
+        cl = bench_cpu_latency(out / "cpulat", n=args.subnets, n_arm=args.arm_subnets)
+        _merge(out, "cpulat", cl, _cpu_latency_table(cl))
     if args.only in (None, "armcount"):
         ac = bench_arm_counts(out / "armcount")
         _merge(out, "armcount", ac, _arm_count_table(ac))
@@ -511,6 +526,119 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
             "peak_gbmacs_per_s": peak, "layers": layers, "threads": scaling, "networks": nets,
             "note": "native figures measured on this (shared, noisy) machine, median of repeated runs, one thread "
                     "unless a thread count is given; ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
+
+
+def bench_cpu_latency(out: Path, n: int = 20, n_arm: int = 5, seed: int = 0, repeat: int = 20) -> dict:
+    """The search's CPU latency predictor against measurement (native) and QEMU instruction counts (ARM)."""
+    from .flows.cpu_bench import measure_native
+    from .hw.cpu import insn_count as ic
+    from .hw.cpu.cross import toolchain_status
+    from .hw.cpu.latency import cpu_latency, machine_name, op_key, program_input, spec_cpu_program
+    from .hw.cpu.program import write_model
+    from .hw.cpu.runtime import default_threads
+
+    if out.exists():
+        shutil.rmtree(out)            # a fresh table: every layer shape measured in this run
+    out.mkdir(parents=True)
+    space = get_space("nasbnn-cifar").for_task(10)
+    rng = random.Random(seed)
+    pool = sorted({space.sample(rng) for _ in range(10 * n)} | {space.smallest(), space.largest()}, key=ops_of)
+    # spread over the OPs range (uniform samples crowd the middle): evenly spaced in the sorted pool, both ends in
+    picks = sorted({round(i * (len(pool) - 1) / max(1, n - 1)) for i in range(n)})
+    specs = [pool[k].replace(name=f"random-{i:02d}") for i, k in enumerate(picks)]
+    arm_every = max(1, len(specs) // max(1, n_arm)) if n_arm else 0
+    all_cores = default_threads()
+    thread_counts = [1] + ([all_cores] if all_cores > 1 else [])
+    rows: list[dict] = []
+    keys: set[str] = set()
+    t0 = time.time()
+    for i, spec in enumerate(specs):
+        prog = spec_cpu_program(spec)
+        keys.update(op_key(o, prog) for o in prog.ops)
+        x = program_input(prog, seed=1)      # the table is timed on seed 0's input
+        row: dict[str, Any] = {"arch": spec.short(), "ops": ops_of(spec), "bmacs": prog.bmacs, "cpu_ops": len(prog.ops),
+                               "native": {}, "modelled_ms": {}}
+        for t in thread_counts:
+            est = cpu_latency(spec, "native", threads=t, cache_path=out / f"cpu_cache_t{t}.json", program=prog)
+            meas = measure_native(prog, x, repeat=repeat, threads=t)
+            row["native"][str(t)] = {"predicted_ms": est.ms, "measured_ms": meas["seconds"] * 1e3,
+                                     "rel_error": est.ms / (meas["seconds"] * 1e3) - 1,
+                                     "new_table_entries": est.new_table_entries, "kernels": est.kernels}
+        for core in ("cortex-a9", "cortex-a53", "cortex-a72"):
+            row["modelled_ms"][core] = cpu_latency(spec, core, program=prog).ms
+        if arm_every and i % arm_every == 0 and i // arm_every < n_arm:
+            model_file = write_model(prog, out / f"{spec.name}.bnhwcpu")
+            row["arm_counts"] = {}
+            for arch in ("aarch64", "armv7"):
+                ok, why = toolchain_status(arch)
+                if ok:
+                    got = sum(ic.by_op(ic.bnhw_symbols(ic.run_count(arch, model_file, x))).values())
+                    pred = ic.modelled_program_instructions(prog, arch)
+                    row["arm_counts"][arch] = {"counted": got, "modelled": pred, "rel_error": pred / got - 1}
+        rows.append(row)
+        print(f"{i + 1}/{len(specs)} {row['ops'] / 1e6:.2f} MOPs: "
+              + ", ".join(f"{t} thread(s) predicted {v['predicted_ms']:.3f} ms, measured {v['measured_ms']:.3f} ms "
+                          f"({v['rel_error']:+.1%}, {v['new_table_entries']} new entries)"
+                          for t, v in row["native"].items())
+              + "".join(f"; {a} insns {v['rel_error']:+.1%}" for a, v in row.get("arm_counts", {}).items())
+              + f" [{time.time() - t0:.0f} s]", flush=True)
+    res: dict[str, Any] = {"machine": machine_name(), "space": space.name, "subnets": len(specs), "seed": seed,
+                           "repeat": repeat, "rows": rows, "distinct_layer_shapes": len(keys),
+                           "cpu_ops": sum(r["cpu_ops"] for r in rows), "native": {}, "arm": {}, "skipped": {}}
+    for t in thread_counts:
+        errs = [abs(r["native"][str(t)]["rel_error"]) for r in rows]
+        res["native"][str(t)] = {"mean_abs_rel_error": statistics.mean(errs), "max_abs_rel_error": max(errs),
+                                 "mean_signed_rel_error": statistics.mean(r["native"][str(t)]["rel_error"]
+                                                                          for r in rows),
+                                 "kernels": rows[0]["native"][str(t)]["kernels"]}
+    from scipy.stats import kendalltau
+
+    meas1 = [r["native"]["1"]["measured_ms"] for r in rows]
+    res["kendall_tau_vs_measured_1_thread"] = {     # how well each ranks the subnets by measured latency
+        "ops": float(kendalltau([r["ops"] for r in rows], meas1).statistic),
+        "table_prediction": float(kendalltau([r["native"]["1"]["predicted_ms"] for r in rows], meas1).statistic),
+        "cortex-a53_model": float(kendalltau([r["modelled_ms"]["cortex-a53"] for r in rows], meas1).statistic)}
+    for arch in ("aarch64", "armv7"):
+        errs = [r["arm_counts"][arch]["rel_error"] for r in rows if arch in r.get("arm_counts", {})]
+        if errs:
+            res["arm"][arch] = {"subnets": len(errs), "mean_abs_rel_error": statistics.mean(abs(e) for e in errs),
+                                "max_abs_rel_error": max(abs(e) for e in errs), "mean_signed_rel_error":
+                                statistics.mean(errs)}
+        else:
+            ok, why = toolchain_status(arch)
+            res["skipped"][arch] = why if not ok else "--arm-subnets 0"
+            print(f"ARM counts skipped: {res['skipped'][arch]}", flush=True)
+    res["note"] = ("native: predicted = the search's table (the networks' ops timed in the runtime once per distinct layer shape, "
+                   "median of a few runs, summed); measured = the whole network in the runtime, median of the per-run sums of per-op wall "
+                   "times (bench-cpu's latency); this machine is shared, so both are noisy.  ARM: executed guest "
+                   "instructions under qemu-user vs perfmodel's mixes, one per instruction (the model's cycles are not "
+                   "measured anywhere)")
+    return res
+
+
+def _cpu_latency_table(r: dict) -> str:
+    lines = [f"Search latency predictor, {r['subnets']} random {r['space']} subnets on {r['machine']} "
+             f"({r['distinct_layer_shapes']} distinct layer shapes among {r['cpu_ops']} CPU ops):", "",
+             "| target | threads | kernels | mean abs error | max abs error | mean signed error |",
+             "|---|---:|---|---:|---:|---:|"]
+    for t, v in r["native"].items():
+        lines.append(f"| native (table vs whole network measured) | {t} | {v['kernels']} | {v['mean_abs_rel_error']:.1%} "
+                     f"| {v['max_abs_rel_error']:.1%} | {v['mean_signed_rel_error']:+.1%} |")
+    for arch, v in r["arm"].items():
+        lines.append(f"| {arch} (model's instructions vs QEMU-executed, {v['subnets']} subnets) | 1 | neon | "
+                     f"{v['mean_abs_rel_error']:.1%} | {v['max_abs_rel_error']:.1%} | {v['mean_signed_rel_error']:+.1%} |")
+    for arch, why in r["skipped"].items():
+        lines.append(f"{arch} skipped: {why}")
+    kt = r["kendall_tau_vs_measured_1_thread"]
+    lines += ["", f"Kendall tau against the measured one-thread latency: OPs {kt['ops']:.2f}, the table's prediction "
+              f"{kt['table_prediction']:.2f}, the Cortex-A53 model {kt['cortex-a53_model']:.2f}"]
+    lines += ["", "| # | MOPs | M binary MACs | " + " | ".join(f"native {t}t predicted / measured ms" for t in r["native"])
+              + " | A53 ms (model) |", "|---:|---:|---:|" + "---:|" * (len(r["native"]) + 1)]
+    for i, x in enumerate(r["rows"]):
+        lines.append(f"| {i} | {x['ops'] / 1e6:.2f} | {x['bmacs'] / 1e6:.1f} | "
+                     + " | ".join(f"{v['predicted_ms']:.3f} / {v['measured_ms']:.3f}" for v in x["native"].values())
+                     + f" | {x['modelled_ms']['cortex-a53']:.2f} |")
+    return "\n".join(lines)
 
 
 #: (M, N, K words) of bgemm_small as nasbnn-cifar-smallest's shallow convs call it: a block of output pixels,

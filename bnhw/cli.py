@@ -239,12 +239,18 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 @click.option("-o", "--out", default="runs/search", show_default=True, type=click.Path(path_type=Path),
               help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out.")
-@click.option("--target", help="FPGA board of the hardware constraints (pynq-z2, pynq-z1, ultra96-v2, kv260, "
-              "zcu104); alone, the modelled FPS of every candidate is recorded.")
+@click.option("--target", help="Hardware of the constraints: an FPGA board (pynq-z2, pynq-z1, ultra96-v2, kv260, "
+              "zcu104; alone, the modelled FPS of every candidate is recorded) or a CPU (native: latency measured "
+              "here per layer shape with the C runtime; cortex-a9, cortex-a53, cortex-a72: the ARM cycle model; "
+              "alone, every candidate's latency is recorded).")
 @click.option("--min-fps", type=click.FloatRange(min=0), help="Keep only architectures whose modelled FPS on "
-              "--target is at least this.")
+              "--target (a board) is at least this.")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True),
-              help="Keep only architectures whose modelled latency on --target is at most this.")
+              help="Keep only architectures whose latency per image on --target is at most this (modelled; "
+                   "--target native: measured).")
+@click.option("--threads", type=click.IntRange(0, 256), default=None,
+              help="CPU --target native: threads of the runtime the latency is measured with (0: all online "
+                   "cores, the default; the modelled ARM cores are one core).")
 @click.option("--margin", default=0.85, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of --target's LUT/BRAM/URAM/DSP the folding of each candidate may use.")
 @click.option("--search-resolution", default=16, show_default=True, type=click.IntRange(8, 1024),
@@ -270,7 +276,7 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_epochs, batch_size, lr, population,
            generations, tau_subnets, finetune_epochs, tau_init, device, bucket_mops, teacher, no_bi_transformation,
            weight_norm, train_images, seed, out, resume, target, min_fps,
-           max_latency_ms, margin, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
+           max_latency_ms, threads, margin, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
            separable, cells, final_epochs, scheme, force) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
@@ -292,7 +298,11 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
     are scored and returned (FINN's analytical models at the best folding
     within --margin of the board, at the space's nominal resolution); the FPS of
     every candidate goes into the CSVs and best.json, every architecture
-    the hardware constraints measured into measured.csv.
+    the hardware constraints measured into measured.csv.  With --target
+    cortex-a9|cortex-a53|cortex-a72|native and --max-latency-ms N the bound is
+    the latency of one image on that CPU through bnhw's C runtime: the ARM
+    cycle model, or for native the sum of per-op times measured here (each
+    layer shape once, --threads, cached in cpu_cache.json).
     """
     from . import distributed as dist_util
     from .design.evolution import EvolutionConfig
@@ -302,14 +312,14 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
     from .flows.progress import search_progress
     from .flows.search import RECIPES, SearchOptions, hardware_constraints, run_search
     from .flows.standalone import StandaloneOptions
-    from .hw.boards import get_board
+    from .hw.constraints import hardware_target
 
     budget = parse_budget(budget)
     if method != "nasbnn":
         epochs = 8 if epochs is None else epochs
         batch_size = 32 if batch_size is None else batch_size
-        if target is not None or min_fps is not None or max_latency_ms is not None:
-            raise BnhwError(f"--target / --min-fps / --max-latency-ms apply to --method nasbnn only (the {method} "
+        if target is not None or min_fps is not None or max_latency_ms is not None or threads is not None:
+            raise BnhwError(f"--target / --min-fps / --max-latency-ms / --threads apply to --method nasbnn only (the {method} "
                             "networks have no hardware lowering yet)")
         with _claimed(out, "search", force):
             _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed,
@@ -317,7 +327,7 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
                          final_epochs, scheme)
         return
     if target is not None:
-        target = get_board(target).name
+        target = hardware_target(target)     # a board or a CPU; unknown: one line listing both
     r = RECIPES[recipe].with_overrides(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
                                        population=population, generations=generations, weight_norm=weight_norm,
                                        tau_subnets=tau_subnets, finetune_epochs=finetune_epochs)
@@ -331,8 +341,8 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
         standalone=StandaloneOptions(subnets=r.tau_subnets, epochs=r.finetune_epochs, init=tau_init,
                                      lr=r.finetune_lr),
         recipe=recipe, device=device,
-        target=target, min_fps=min_fps, max_latency_ms=max_latency_ms, margin=margin)
-    hardware_constraints(opts)          # --min-fps without --target, unknown board: one line, before any work
+        target=target, min_fps=min_fps, max_latency_ms=max_latency_ms, threads=threads, margin=margin)
+    hardware_constraints(opts)          # --min-fps without --target, with a CPU, ...: one line, before any work
     resolve_device(device)              # a device this machine lacks: one line, before the folder is claimed
     dist_util.init_from_env()
     with _claimed(out, "search", force), search_progress(opts, enabled=dist_util.is_main()) as on_event:

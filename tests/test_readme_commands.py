@@ -352,6 +352,11 @@ def check_outputs(cmd: ReadmeCommand, argv: list[str], wd: Path, stdout: str) ->
             if cmd.option("--max-latency-ms") and not metrics.get("latency_ms", 1e30) <= float(
                     cmd.option("--max-latency-ms")):
                 bad.append(f"best.json latency {metrics.get('latency_ms')} ms over --max-latency-ms")
+            cpu_target = cmd.option("--target") in ("native", "cortex-a9", "cortex-a53", "cortex-a72")
+            if cpu_target and (best.get("cpu", {}).get("ms_per_image") != metrics.get("latency_ms")
+                               or best["cpu"].get("how") != ("measured" if cmd.option("--target") == "native"
+                                                             else "modelled")):
+                bad.append(f"best.json cpu {best.get('cpu')} is not the best's latency on {cmd.option('--target')}")
         else:
             if best.get("method") != _method(cmd) or best.get("export", {}).get("binary_mismatches") != 0:
                 bad.append(f"best.json: method {best.get('method')}, export {best.get('export')}")
@@ -410,6 +415,15 @@ def check_outputs(cmd: ReadmeCommand, argv: list[str], wd: Path, stdout: str) ->
         rep = _json(wd / option_value(argv, "-o", "--out", default=OUT_FOLDERS[sub]) / "bench_cpu.json")
         if rep.get("target") != cmd.option("--target", default="native"):
             bad.append(f"bench_cpu.json target {rep.get('target')}")
+        # the result of a search under a CPU latency bound: bench-cpu's latency on that CPU is within the bound
+        arch = _positional(cmd.bnhw_args[1:], {"--target", "--checkpoint", "--repeat", "--images", "--kernels",
+                                               "--threads", "--clock-mhz", "-o", "--out"})[0]
+        searched = (wd / arch).parent / "best.json"
+        cpu = _json(searched).get("cpu") if searched.is_file() and arch.endswith("best_arch.json") else None
+        if cpu and cpu.get("max_latency_ms") and cpu["target"] == rep.get("target") != "native" \
+                and not rep["result"]["seconds"] * 1e3 <= cpu["max_latency_ms"]:
+            bad.append(f"bench-cpu latency {rep['result']['seconds'] * 1e3:.3f} ms on {rep['target']} over the search's "
+                       f"--max-latency-ms {cpu['max_latency_ms']:g}")
     elif sub == "ops":
         pass
     return bad

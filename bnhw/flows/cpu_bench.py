@@ -26,7 +26,6 @@ Writes ``bench_cpu.json`` and ``bench_cpu.md`` (atomically) into OUT.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnhwError
+from ..hw.cpu.latency import CPU_TARGETS, machine_name
 from ..hw.cpu.program import CpuProgram, lower_cpu, read_program, write_model
 from ..hw.ir import HwGraph
 from ..spec import atomic_write_text
@@ -44,7 +44,6 @@ from .outputs import staged_folder
 
 __all__ = ["CPU_TARGETS", "CORE_ARCH", "bench_cpu_flow", "load_network", "machine_name", "render_markdown"]
 
-CPU_TARGETS = ("native", "cortex-a9", "cortex-a53", "cortex-a72")
 #: the ISA each modelled core runs (the QEMU check uses that build)
 CORE_ARCH = {"cortex-a9": "armv7", "cortex-a53": "aarch64", "cortex-a72": "aarch64"}
 
@@ -57,16 +56,6 @@ class LoadedNetwork:
     inputs: np.ndarray                 # (N, H, W, C) integer inputs of the program
     real_inputs: bool
     notes: list[str] = field(default_factory=list)
-
-
-def machine_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _random_inputs(graph: HwGraph | None, program: CpuProgram, n: int) -> np.ndarray:

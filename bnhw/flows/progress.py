@@ -79,7 +79,7 @@ def search_progress(opts, enabled: bool = True) -> Iterator:
                 prog.update(evo, visible=True, info=f"gen {info['generation']}/{info['generations']} best "
                             f"{100 * info['best_score']:.1f}% @ {info['best_ops'] / 1e6:.1f}M"
                             + (f", {fps:,.0f} FPS" if fps is not None else "")
-                            + (f" ({rejected} rejected by the FPGA constraints)" if rejected else ""))
+                            + (f" ({rejected} rejected by the hardware constraints)" if rejected else ""))
 
         yield on_event
     finally:

@@ -28,6 +28,15 @@ front and every output consider all constraints.  Estimates are cached in
 architecture measured against the hardware constraints, feasible or not, is
 listed in ``measured.csv``.
 
+With a CPU target (``target`` one of ``native``, ``cortex-a9``,
+``cortex-a53``, ``cortex-a72``, plus ``max_latency_ms`` and for ``native``
+``threads``) the hardware constraint is the latency of one image on that CPU
+(:class:`bnhw.hw.constraints.CpuLatency`): the ARM cycle model of the C
+runtime's program for the cores, the sum of per-op times measured on this
+machine (one measurement per layer shape, :mod:`bnhw.hw.cpu.latency`) for
+``native``; latencies and the measured table are cached in
+``cpu_cache.json``.
+
 Re-running with ``resume=True`` skips finished epochs and generations.
 """
 
@@ -36,6 +45,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +63,8 @@ from ..design.supernet import BinarySupernet, SupernetConfig
 from ..design.train import TrainConfig, calibration_batches, evaluate_subnet, resolve_device, train_supernet
 from ..errors import BnhwError
 from ..estimators.ops import count_ops, format_ops, ops_of
-from ..hw.constraints import FpgaFps, FpgaLatency
+from ..hw.constraints import CpuLatency, FpgaFps, FpgaLatency
+from ..hw.cpu.latency import is_cpu_target
 from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text
 from ..spec.space import SearchSpace, get_space
 from .standalone import StandaloneOptions, StandaloneResult, train_standalone
@@ -75,9 +86,10 @@ class SearchOptions:
     calib_batch_size: int = 128
     train_images: int | None = None      # use only this many training images (quick runs)
     seed: int = 0
-    target: str | None = None            # FPGA board of the hardware constraints
+    target: str | None = None            # FPGA board or CPU of the hardware constraints
     min_fps: float | None = None         # modelled FPS on ``target`` at least this (0: record the FPS only)
-    max_latency_ms: float | None = None  # modelled latency on ``target`` at most this
+    max_latency_ms: float | None = None  # modelled (CPU native: measured) latency on ``target`` at most this
+    threads: int | None = None           # CPU targets: threads of the native runtime (0 / None: all cores)
     margin: float = 0.85                 # share of the board's resources the folding may use
     recipe: str = "laptop"               # the recipe the defaults came from (RECIPES), for the record
     device: str = "auto"                 # torch device: auto (CUDA when present), cpu, cuda, cuda:N
@@ -89,10 +101,17 @@ class SearchOptions:
         if self.target is None:          # searches without a target keep their config.json (and --resume)
             for k in self.HARDWARE_FIELDS:
                 d.pop(k)
+        if self.threads is None:          # as do FPGA searches
+            d.pop("threads")
         return d
+
+    @property
+    def cpu_target(self) -> bool:
+        return is_cpu_target(self.target)
 
 
 FPGA_CACHE = "fpga_cache.json"
+CPU_CACHE = "cpu_cache.json"
 
 
 @dataclass(frozen=True)
@@ -140,13 +159,23 @@ RECIPES = {
 
 
 def hardware_constraints(opts: SearchOptions, cache_path: Path | None = None) -> list[Constraint]:
-    """The FPS / latency constraints ``opts`` asks for (none without a target); bad input is one line."""
+    """The FPS / latency constraints ``opts`` asks for (none without a target); bad input is one line.
+    ``cache_path``: the estimates' JSON cache (FPGA_CACHE or CPU_CACHE in the run folder)."""
     if opts.target is None:
         if opts.min_fps is not None or opts.max_latency_ms is not None:
             flag = "--min-fps" if opts.min_fps is not None else "--max-latency-ms"
             raise BnhwError(f"{flag} needs a board: add --target BOARD (e.g. --target pynq-z2)")
+        if opts.threads is not None:
+            raise BnhwError("--threads needs a CPU target: add --target native (or cortex-a9|a53|a72)")
         return []
     cache = str(cache_path) if cache_path is not None else None
+    if opts.cpu_target:
+        if opts.min_fps is not None:
+            raise BnhwError(f"--min-fps applies to FPGA boards; for the CPU target {opts.target} bound the latency "
+                            "with --max-latency-ms")
+        return [CpuLatency(opts.target, opts.max_latency_ms, threads=opts.threads or 0, cache_path=cache)]
+    if opts.threads is not None:
+        raise BnhwError(f"--threads applies to CPU targets (native, cortex-a9|a53|a72), not the board {opts.target}")
     if opts.min_fps is not None and opts.min_fps < 0:
         raise BnhwError(f"--min-fps must be >= 0, got {opts.min_fps:g}")
     # --target alone (or --min-fps 0): the FPS is recorded for every candidate, without a minimum
@@ -282,7 +311,8 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
     opts.standalone.validate()
     device = resolve_device(opts.device)
     clock = _PhaseClock()
-    hw = hardware_constraints(opts, out / FPGA_CACHE if dist_util.is_main() else None)   # bad input: before any work
+    cache_file = out / (CPU_CACHE if opts.cpu_target else FPGA_CACHE)
+    hw = hardware_constraints(opts, cache_file if dist_util.is_main() else None)   # bad input: before any work
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, opts, resume)
     log = RunLog(out / "log.txt")
@@ -310,7 +340,7 @@ def run_search(opts: SearchOptions, out: Path, resume: bool = False, event: Even
         + (f" (hardware modelled at {space.resolution}x{space.resolution})" if extra else ""))
     emit("constraints", {"describe": [c.describe() for c in cons], "hw_resolution": space.resolution,
                          "hardware": bool(extra)})
-    _check_smallest(space, extra[:len(hw)], log)        # the FPGA bounds only (other constraints may differ)
+    _check_smallest(space, extra[:len(hw)], log)        # the hardware bounds only (other constraints may differ)
 
     # -- 1. supernet ---------------------------------------------------------
     supernet = BinarySupernet(space, opts.supernet).to(device)
@@ -426,7 +456,7 @@ def chance_accuracy(y) -> float:
 
 
 def _check_smallest(space: SearchSpace, extra: list[Constraint], log: RunLog) -> None:
-    """Refuse, before any training, FPGA bounds the space's smallest subnet misses.
+    """Refuse, before any training, hardware bounds the space's smallest subnet misses.
 
     The smallest subnet has the fewest channels, layers and weights of the
     space; when it does not fit the board, or misses the FPS / latency bound,
@@ -441,7 +471,11 @@ def _check_smallest(space: SearchSpace, extra: list[Constraint], log: RunLog) ->
         log(f"smallest subnet of {space.name}: {c.name} = {_fmt_metric(c.name, v)} ({c.describe()})")
         if c.feasible(v):
             continue
-        est = c.estimate(sm) if hasattr(c, "estimate") else None
+        hw: Any = c                   # an FPGA or CPU constraint (wrapped by MeasureLog): it has estimate()
+        est: Any = hw.estimate(sm) if hasattr(hw, "estimate") else None
+        if is_cpu_target(getattr(hw, "target", None)):
+            raise BnhwError(f"--max-latency-ms {hw.max_ms:g}: the smallest subnet of {space.name} already takes "
+                            f"{est.describe()}; raise --max-latency-ms (or pick a faster --target)")
         if est is not None and not est.fits:
             raise BnhwError(f"the smallest subnet of {space.name} ({space.resolution}x{space.resolution}) "
                             f"{est.reason.split('; ')[0]}: no architecture of the space will fit; pick a larger "
@@ -524,7 +558,9 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
         "data": data.describe(),
         "evaluated_architectures": len(cands),
     }
-    if opts.target is not None:
+    if opts.cpu_target:
+        summary["cpu"] = _cpu_summary(opts, extra, best_spec, measured, cons)
+    elif opts.target is not None:
         fpga = next((c for c in extra if hasattr(c, "estimate")), None)
         est = fpga.estimate(best_spec) if fpga is not None else None
         rows = list(measured.rows.values())
@@ -573,22 +609,85 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
             w.writerow([f"{r['ops']:.0f}", *(f"{r[k]:.4f}" for k in columns), int(r["best"]), r["arch"]])
         atomic_write_text(out / "standalone.csv", buf.getvalue())
     plot_front(out / "pareto.png", cands, front, best, opts.budget, space, data.name, opts.resolution,
-               standalone.correlation)
+               standalone.correlation, latency_of=_latency_label(opts), max_latency_ms=opts.max_latency_ms)
     model = supernet.extract(best.spec)
     recalibrate_bn(model, calib)
     save_checkpoint(model.eval(), out / "best_subnet.pt", source="supernet", val_accuracy=best.score,
                     test_accuracy=test_acc)
 
 
+def _cpu_summary(opts: SearchOptions, extra: list[Constraint], best_spec: ArchSpec, measured: MeasureLog,
+                 cons: list[Constraint]) -> dict:
+    """best.json's ``cpu``: the best's CPU latency (ms per image, kernel set, threads, modelled or measured);
+    for ``native`` also its whole network timed in the runtime beside the table's prediction."""
+    cpu: Any = next(c for c in extra if c.name == "latency_ms")     # the CpuLatency (wrapped by MeasureLog)
+    est = cpu.estimate(best_spec)
+    rows = list(measured.rows.values())
+    d: dict[str, Any] = {
+        "target": opts.target, "max_latency_ms": opts.max_latency_ms, "ms_per_image": est.ms, "how": est.how,
+        "kernels": est.kernels, "threads": est.threads, "where": est.where, "estimate": est.to_dict(),
+        "measured_architectures": len(rows),
+        "rejected_by_hardware_constraints": sum(1 for r in rows if not _feasible_row(cons, r)),
+    }
+    if est.how == "measured":
+        from ..hw.cpu.latency import program_input, spec_cpu_program
+        from .cpu_bench import measure_native
+
+        prog = spec_cpu_program(best_spec)
+        x = program_input(prog, seed=1)
+        whole = measure_native(prog, x, kernels=est.kernels, repeat=20, threads=est.threads)
+        d["whole_network_ms"] = whole["seconds"] * 1e3
+        d["means"] = ("measured on this machine: the sum of per-op wall times of the C runtime from a table of one "
+                      "entry per layer shape (each timed once, in the first network that had it, median of a few "
+                      "runs; cpu_cache.json); whole_network_ms: the best network itself timed in the runtime, median "
+                      "of 20 runs (the machine may be shared: noisy)")
+    else:
+        d["means"] = ("modelled, not measured: the network with seeded fresh weights lowered to the C runtime's ops, "
+                      "bnhw.hw.cpu.perfmodel's issue model of one core at its reference board's clock (what "
+                      "`bnhw bench-cpu --target CORE` prints); see measured.csv for every architecture measured")
+    return d
+
+
+def _latency_label(opts: SearchOptions) -> str | None:
+    """The x label of the accuracy-vs-latency panel (``None``: no latency constraint, no panel)."""
+    if opts.cpu_target:
+        return f"latency on {opts.target} (ms, {'measured' if opts.target == 'native' else 'modelled'})"
+    if opts.max_latency_ms is not None:
+        return f"latency on {opts.target} (ms, modelled)"
+    return None
+
+
 def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best: Candidate, budget: float,
-               space: SearchSpace, data_name: str, resolution: int, tau=None) -> None:
-    """The front as a PNG; ``tau`` (a :class:`~bnhw.design.ranking.RankCorrelation`) goes into the title."""
+               space: SearchSpace, data_name: str, resolution: int, tau=None, latency_of: str | None = None,
+               max_latency_ms: float | None = None) -> None:
+    """The front as a PNG; ``tau`` (a :class:`~bnhw.design.ranking.RankCorrelation`) goes into the title.  With
+    ``latency_of`` (an axis label) a second panel shows the accuracy against each candidate's ``latency_ms``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    lat = [c for c in cands if math.isfinite(c.metrics.get("latency_ms", math.inf))] if latency_of else []
+    if lat:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
+        ax2.scatter([c.metrics["latency_ms"] for c in lat], [100 * c.score for c in lat], s=12, c="0.7",
+                    label="evaluated")
+        fl = [c for c in front if c in lat]
+        ax2.plot([c.metrics["latency_ms"] for c in fl], [100 * c.score for c in fl], "o", c="C0", ms=4,
+                 label="OPs Pareto front")
+        if "latency_ms" in best.metrics:
+            ax2.scatter([best.metrics["latency_ms"]], [100 * best.score], marker="*", s=160, c="C3", zorder=5,
+                        label="best")
+        if max_latency_ms is not None:
+            ax2.axvline(max_latency_ms, ls="--", c="C3", lw=1)
+            ax2.text(max_latency_ms, ax2.get_ylim()[0], f"bound {max_latency_ms:g} ms ", color="C3", va="bottom",
+                     ha="right", fontsize=8)
+        ax2.set_xlabel(latency_of)
+        ax2.set_ylabel("val top-1 (%)")
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=8, loc="lower right")
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ax.scatter([c.ops / 1e6 for c in cands], [100 * c.score for c in cands], s=12, c="0.7", label="evaluated")
     ax.plot([c.ops / 1e6 for c in front], [100 * c.score for c in front], "o-", c="C0", ms=4, label="Pareto front")
     ax.scatter([best.ops / 1e6], [100 * best.score], marker="*", s=160, c="C3", zorder=5, label="best under budget")
@@ -614,7 +713,10 @@ def summary_lines(result: SearchOutcome, opts: SearchOptions) -> list[str]:
     b, out = result.best, result.out
     lines = []
     hw = ""
-    if opts.target is not None:
+    if opts.cpu_target:
+        hw = (f", latency {b.metrics['latency_ms']:.3f} ms on {opts.target} "
+              f"({'measured per layer shape' if opts.target == 'native' else 'modelled'})")
+    elif opts.target is not None:
         hw = f", {b.metrics['fps']:,.1f} FPS on {opts.target}"
         if "latency_ms" in b.metrics:
             hw += f", latency {b.metrics['latency_ms']:.3f} ms"
@@ -646,9 +748,11 @@ def summary_lines(result: SearchOutcome, opts: SearchOptions) -> list[str]:
         + (", measured.csv" if opts.target is not None else "")
     lines.append(f"wrote into {out}/: {files}")
     ckpt = out / ("best_finetuned.pt" if sa.best is not None else "best_subnet.pt")
-    board = opts.target or "pynq-z2"
+    board = "pynq-z2" if opts.target is None or opts.cpu_target else opts.target
+    cpu = opts.target if opts.cpu_target else "cortex-a53"
+    threads = f" --threads {opts.threads}" if opts.cpu_target and opts.threads else ""
     lines.append("next:")
     lines.append(f"  bnhw build {out}/best_arch.json --checkpoint {ckpt} --target {board} -o {out}-build")
-    lines.append(f"  bnhw bench-cpu {out}/best_arch.json --checkpoint {ckpt} --target cortex-a53 -o {out}-cpu")
+    lines.append(f"  bnhw bench-cpu {out}/best_arch.json --checkpoint {ckpt} --target {cpu}{threads} -o {out}-cpu")
     lines.append(f"  bnhw report {out}/best_arch.json --checkpoint {ckpt} --target {board} -o {out}-report")
     return lines

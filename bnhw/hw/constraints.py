@@ -1,8 +1,10 @@
-"""Hardware constraints of the search: modelled FPS and latency on an FPGA board.
+"""Hardware constraints of the search: modelled FPS and latency on an FPGA board, latency on a CPU.
 
-They implement :class:`bnhw.design.constraints.Constraint` (the search only knows that protocol), with one
-:func:`bnhw.hw.estimate.estimate_fpga` per architecture: lowered to the IR, folded for the highest FPS within
-``margin`` of the board, FINN's analytical models (or the cycle simulator with ``refine``).
+They implement :class:`bnhw.design.constraints.Constraint` (the search only knows that protocol).  The FPGA
+ones make one :func:`bnhw.hw.estimate.estimate_fpga` per architecture: lowered to the IR, folded for the
+highest FPS within ``margin`` of the board, FINN's analytical models (or the cycle simulator with ``refine``).
+:class:`CpuLatency` makes one :func:`bnhw.hw.cpu.latency.cpu_latency` per architecture: the ARM cycle model
+of the C runtime's program, or (``native``) the sum of per-op times measured on this machine.
 """
 
 from __future__ import annotations
@@ -15,7 +17,21 @@ from typing import Any
 from ..errors import BudgetError
 from ..spec import ArchSpec
 
-__all__ = ["FpgaFps", "FpgaLatency"]
+__all__ = ["CpuLatency", "FpgaFps", "FpgaLatency", "hardware_target"]
+
+
+def hardware_target(name: str) -> str:
+    """The canonical name of a search's ``--target``: an FPGA board or a CPU; an unknown one is one line
+    listing both."""
+    from .boards import BOARDS, get_board
+    from .cpu.latency import CPU_TARGETS, is_cpu_target
+
+    if is_cpu_target(name):
+        return str(name).strip().lower()
+    if str(name).strip().lower() not in BOARDS:
+        raise BudgetError(f"--target: unknown target {name!r}; known boards: {', '.join(BOARDS)}; CPUs: "
+                          f"{', '.join(CPU_TARGETS)}")
+    return get_board(name).name
 
 
 class FpgaEstimated:
@@ -110,3 +126,47 @@ class FpgaLatency(FpgaEstimated):
 
     def describe(self) -> str:
         return f"latency on {self.board} <= {self.max_ms:g} ms ({self.how})"
+
+
+@dataclass(frozen=True)
+class CpuLatency:
+    """Latency of one image in milliseconds on CPU ``target`` (``native``: measured per layer shape on this
+    machine with the C runtime; ``cortex-a9|a53|a72``: the ARM cycle model), at most ``max_ms`` (``None``:
+    every value is feasible, the latency is only recorded).  ``threads`` (native; 0: all cores) and
+    ``kernels`` (native; ``None``: ``$BNHW_KERNELS`` or ``auto``) are those of the measurement."""
+
+    target: str
+    max_ms: float | None = None
+    threads: int = 0
+    kernels: str | None = None
+    cache_path: str | None = None        # JSON cache: per-spec latencies and the native table (a search's folder)
+    name: str = "latency_ms"
+    unit: str = "ms"
+
+    def __post_init__(self) -> None:
+        from .cpu.latency import check_cpu_target
+
+        object.__setattr__(self, "target", check_cpu_target(self.target, self.threads))
+        if self.max_ms is not None and not (self.max_ms > 0 and math.isfinite(self.max_ms)):
+            raise BudgetError(f"--max-latency-ms must be a positive number of ms, got {self.max_ms}")
+
+    def estimate(self, spec: ArchSpec):
+        """The full :class:`~bnhw.hw.cpu.latency.CpuLatencyEstimate` behind :meth:`measure`."""
+        from .cpu.latency import cpu_latency
+
+        return cpu_latency(spec, self.target, threads=self.threads, kernels=self.kernels, cache_path=self.cache_path)
+
+    @property
+    def how(self) -> str:
+        return "modelled, one core" if self.target != "native" else "measured per layer shape on this machine"
+
+    def measure(self, spec: ArchSpec) -> float:
+        return float(self.estimate(spec).ms)
+
+    def feasible(self, value: float) -> bool:
+        return self.max_ms is None or value <= self.max_ms
+
+    def describe(self) -> str:
+        if self.max_ms is None:
+            return f"latency on {self.target} recorded, no maximum ({self.how})"
+        return f"latency on {self.target} <= {self.max_ms:g} ms ({self.how})"

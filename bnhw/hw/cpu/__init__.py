@@ -6,5 +6,7 @@ network from one model file, cross builds run under QEMU, and per-core models.
 * :mod:`.runtime` is the ctypes binding (and the standalone ``bnhw-run`` build);
 * :mod:`.kernels` binds the individual kernels (tests, benchmarks);
 * :mod:`.cross` builds for ARMv7 / AArch64 and runs under QEMU;
-* :mod:`.perfmodel` models the NEON kernels' throughput on Cortex-A9 / A53 / A72.
+* :mod:`.perfmodel` models the NEON kernels' throughput on Cortex-A9 / A53 / A72;
+* :mod:`.latency` gives the search a spec's latency on a CPU target (the model, or a per-layer-shape table
+  timed in the runtime for ``native``).
 """
