@@ -383,7 +383,8 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
     if "fpga" in r:
         f, c = r["fpga"], r["fpga"]["chosen"]
         res = c["resources_with_fifos"]
-        click.echo(f"  {f['target']} (modelled, units + sized FIFOs): {c['fps']:,.1f} FPS, latency "
+        click.echo(f"  {f['target']} (modelled, units + sized FIFOs + width converters, units folded within "
+                   f"{c['units_margin']:.2f} of the board): {c['fps']:,.1f} FPS, latency "
                    f"{c['latency_ms']:.3f} ms, LUT {res['LUT']:,.0f}, BRAM18 {res['BRAM18']:,.0f} (FIFOs: "
                    f"{c['fifo']['bram18']:,.0f} BRAM18, {c['fifo']['lut']:,.0f} LUT, {c['fifo']['deeper_than_2']} "
                    f"deeper than 2); {len(f['candidates'])} candidate(s) estimated"

@@ -110,6 +110,11 @@ REDUCTIONS: tuple[Reduction, ...] = (
               "graph); at 3 cells the same fit of the channels to the budget (fit_to_budget over one depth instead "
               "of the ladder's), the same stacking, export and bit-exact check take seconds.  Lines that set "
               "--cells keep theirs"),
+    Reduction("cell search on hardware", lambda c: _bnhw(c, "search") and _method(c) in ("bnas", "bars")
+              and c.flag("--target"),
+              ("--fifo-seconds", "2"),
+              "each candidate's FIFO sizing bounded at 2 s instead of 20 s (past it the FIFOs keep safe depths, "
+              "the documented fallback; the estimate, the FIFO pricing and the shrinking are unchanged)"),
     Reduction("cell search training", lambda c: _bnhw(c, "search") and c.flag("--final-epochs"),
               ("--final-epochs", "1"),
               "the derived network is trained from scratch for 1 epoch instead of the line's N (same scheme)"),

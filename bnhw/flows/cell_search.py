@@ -17,8 +17,9 @@
    the lowered IR folded as ``bnhw build`` folds it, FINN's analytical unit models, plus the stream FIFOs
    the cycle simulator sizes, priced with FINN's FIFO model).  A network missing a bound is shrunk until
    it meets it: BNAS restacks the derived cell under a budget 0.7x the last candidate's OPs
-   (:func:`~bnhw.design.bnas.fit_to_budget`: fewer cells or channels), BARS narrows its initial channels
-   by 2; every candidate is listed in ``best.json`` (``fpga.candidates``).  None meeting the bounds: a
+   (:func:`~bnhw.design.bnas.fit_to_budget`: fewer cells or channels); BARS drops a cell from its
+   deepest stage while the units do not fit the board even fully folded, else narrows its initial
+   channels by 2; every candidate is listed in ``best.json`` (``fpga.candidates``).  None meeting the bounds: a
    one-line error.
 5. **Export**: QONNX of the (trained, or freshly initialised and BN-calibrated) network, run by qonnx on
    real digit images: every binary tensor must equal PyTorch's bit for bit.
@@ -222,7 +223,7 @@ def _meet_hardware(opts: CellSearchOptions, res, spec, data, log, emit) -> tuple
         emit("hardware", {"line": line})
         if ok:
             break
-        smaller = _shrink(opts, res, spec, data, fit_to_budget)
+        smaller = _shrink(opts, res, spec, data, fit_to_budget, e.estimate.fits)
         if smaller is None:
             break
         spec = smaller
@@ -241,10 +242,10 @@ def _meet_hardware(opts: CellSearchOptions, res, spec, data, log, emit) -> tuple
 
 
 #: candidates the hardware bounds may reject before the search gives up
-MAX_HW_CANDIDATES = 8
+MAX_HW_CANDIDATES = 10
 
 
-def _shrink(opts: CellSearchOptions, res, spec, data, fit_to_budget):
+def _shrink(opts: CellSearchOptions, res, spec, data, fit_to_budget, fitted: bool):
     """The next smaller candidate, or None when there is none."""
     from ..estimators.ops import ops_of
 
@@ -255,6 +256,12 @@ def _shrink(opts: CellSearchOptions, res, spec, data, fit_to_budget):
                                  inter_cell_skip=opts.inter_cell_skip, name=spec.name)
         except BnhwError:           # below the smallest network of this cell
             return None
+    if not fitted and max(spec.stage_cells) > 1:
+        # too many units for the board even fully folded: narrower channels barely help, a shallower stage does
+        stages = list(spec.stage_cells)
+        i = len(stages) - 1 - stages[::-1].index(max(stages))
+        stages[i] -= 1
+        return spec.replace(stage_cells=tuple(stages), cells=sum(stages) + 2)
     if spec.init_channels <= 2:
         return None
     return spec.replace(init_channels=spec.init_channels - 2)

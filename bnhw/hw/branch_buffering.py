@@ -14,7 +14,9 @@ joins them, and that buffer is exactly what an OPs count (and a unit-by-unit est
    unbounded-FIFO II (:func:`bnhw.hw.sim.fifo_sizing.size_fifos`, with a time budget: when it runs
    out the depths are safe, not minimal);
 3. every FIFO deeper than 2 priced with FINN's ``fifo.sv`` model in the board's large-FIFO memory
-   style (:func:`~bnhw.hw.sim.fifo_sizing.fifo_resources`) and added to the units' resources;
+   style (:func:`~bnhw.hw.sim.fifo_sizing.fifo_resources`) and added to the units' resources, with the
+   LUTs of the stream width converters the netlist needs (:func:`~bnhw.hw.sim.netlist.width_converters`),
+   as ``bnhw build`` totals them;
 4. the design fits only if units + FIFOs are within the board (the folding's ``margin`` applies to the
    units only, as in ``bnhw build``); when the FIFOs push it over, the units are folded again with the
    margin lowered by the FIFOs' share of the resource that overflowed (at most :data:`REFITS` times),
@@ -39,9 +41,10 @@ REFITS = 2
 #: what the buffered estimate models, for reports
 MODELLED = ("units: bnhw's folding of the lowered IR for the board with FINN's analytical cycle/resource models "
             "(as `bnhw build`); branch buffering: stream FIFOs sized by bnhw's cycle simulator to the smallest "
-            "depths keeping the II, priced with FINN's fifo.sv model and added to the units' resources; the "
-            "network with seeded fresh weights (BN statistics on digits); width converters and the DMA shell "
-            "are not counted; when the FIFOs overflow the board the units are folded again within a smaller margin")
+            "depths keeping the II, priced with FINN's fifo.sv model and added to the units' resources, plus the "
+            "stream width converters' LUTs; the network with seeded fresh weights (BN statistics on digits); the "
+            "DMA shell is not counted; when the FIFOs overflow the board the units are folded again within a "
+            "smaller margin")
 
 
 @dataclass
@@ -62,13 +65,14 @@ class BufferedEstimate:
     resources: dict[str, float] = field(default_factory=dict)     # units + FIFOs
     reason: str = ""
     margin: float = 0.85                            # the units' folding margin finally used
+    dwc_lut: float = 0.0                            # stream width converters (bnhw's netlist, as the build)
 
     def to_dict(self) -> dict:
         return {"fits": self.fits, "fps": self.fps, "latency_ms": self.latency_ms if self.fits else None,
                 "resources_with_fifos": self.resources,
                 "fifo": {"bram18": self.fifo_bram18, "lut": self.fifo_lut, "uram": self.fifo_uram,
                          "fifos": self.fifos, "deeper_than_2": self.deep_fifos, "max_depth": self.max_depth,
-                         "total_words": self.fifo_words, "sizing_complete": self.sizing_complete,
+                         "total_words": self.fifo_words, "width_converter_lut": self.dwc_lut, "sizing_complete": self.sizing_complete,
                          "sizing_seconds": round(self.sizing_seconds, 2)},
                 "units": self.estimate.to_dict(), "reason": self.reason, "units_margin": self.margin}
 
@@ -79,7 +83,7 @@ def estimate_with_fifos(spec: ArchSpec, board: str, *, margin: float = 0.85,
     from .boards import get_board, large_fifo_style
     from .estimate import DEFAULT_CACHE, estimate_fpga, spec_hw_graph, torch_threads
     from .sim.fifo_sizing import depth_summary, fifo_resources, size_fifos
-    from .sim.netlist import elaborate
+    from .sim.netlist import elaborate, width_converters
 
     b = get_board(board)
     store = DEFAULT_CACHE if cache is None else cache
@@ -98,12 +102,13 @@ def estimate_with_fifos(spec: ArchSpec, board: str, *, margin: float = 0.85,
         fres = fifo_resources(net, sizing.depths, large_fifo_style(b))
         fifo = {"LUT": float(sum(r["lut"] for r in fres)), "BRAM18": float(sum(r["bram18"] for r in fres)),
                 "URAM": float(sum(r["uram"] for r in fres)), "DSP": 0.0}
-        total = {k: float(est.resources[k]) + fifo[k] for k in est.resources}
+        dwc_lut = float(sum(d["lut"] for d in width_converters(net)))     # as `bnhw build` adds them
+        total = {k: float(est.resources[k]) + fifo[k] + (dwc_lut if k == "LUT" else 0.0) for k in est.resources}
         over = [k for k in ("LUT", "BRAM18", "URAM", "DSP") if total.get(k, 0.0) > budget[k]]
         if not over or attempt == REFITS:
             break
         # fold again leaving the FIFOs' share of the tightest resource free
-        m = min(m, min(margin - fifo[k] / budget[k] for k in over))
+        m = min(m, min(margin - (total[k] - est.resources[k]) / budget[k] for k in over))
         if m <= 0.05:
             break
     ds = depth_summary(sizing.depths)
@@ -112,5 +117,5 @@ def estimate_with_fifos(spec: ArchSpec, board: str, *, margin: float = 0.85,
         est, fits, float(est.fps) if fits else 0.0, float(est.latency_ms or 0.0) if fits else math.inf,
         fifo_bram18=fifo["BRAM18"], fifo_lut=fifo["LUT"], fifo_uram=fifo["URAM"], fifos=ds["fifos"],
         deep_fifos=ds["deeper_than_2"], max_depth=ds["max"], fifo_words=ds["total_words"],
-        sizing_complete=sizing.complete, sizing_seconds=sizing.seconds, resources=total, margin=m,
+        sizing_complete=sizing.complete, sizing_seconds=sizing.seconds, resources=total, margin=m, dwc_lut=dwc_lut,
         reason="" if fits else f"with its FIFOs the design exceeds the board's {', '.join(over)}")
