@@ -168,7 +168,7 @@ WRITES: dict[str, tuple[str, ...]] = {
     # `bnhw bench-cpu --help`: -o ... (bench_cpu.md, bench_cpu.json, model.bnhwcpu)
     "bench-cpu": ("bench_cpu.md", "bench_cpu.json", "model.bnhwcpu"),
 }
-WRITES_WITH_TARGET = ("measured.csv",)         # README: `measured.csv` with --target (search)
+WRITES_WITH_TARGET = ("measured.csv",)         # README: `measured.csv` with --target (the NAS-BNN search)
 
 ELF_MACHINE = {"armv7": 40, "aarch64": 183, "native": {"x86_64": 62, "aarch64": 183, "armv7l": 40}}
 
@@ -335,7 +335,7 @@ def check_outputs(cmd: ReadmeCommand, argv: list[str], wd: Path, stdout: str) ->
     key = writes_key(cmd)
     if key is not None:
         out = wd / option_value(argv, "-o", "--out", default=OUT_FOLDERS[sub])
-        files = WRITES[key] + (WRITES_WITH_TARGET if sub == "search" and cmd.flag("--target") else ())
+        files = WRITES[key] + (WRITES_WITH_TARGET if key == "search:nasbnn" and cmd.flag("--target") else ())
         if sub == "build" and "--no-sim" in argv:
             files = tuple(f for f in files if f != "fifo_config.json")
         bad += [f"{out.relative_to(wd)}/{f} not written" for f in files if not (out / f).is_file()]
