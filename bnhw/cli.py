@@ -253,6 +253,9 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
                    "cores, the default; the modelled ARM cores are one core).")
 @click.option("--margin", default=0.85, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of --target's LUT/BRAM/URAM/DSP the folding of each candidate may use.")
+@click.option("--fifo-seconds", default=20.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="bnas/bars with --target: time budget of each candidate's FIFO sizing by the cycle simulator "
+                   "(when it runs out the depths are safe, not minimal).")
 @click.option("--search-resolution", default=16, show_default=True, type=click.IntRange(8, 1024),
               help="bnas/bars: image size of the cell search (the final network is counted and trained at "
                    "--resolution).")
@@ -276,7 +279,7 @@ def export(arch: str, out: Path, checkpoint: Path | None, precision: str, verify
 def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_epochs, batch_size, lr, population,
            generations, tau_subnets, finetune_epochs, tau_init, device, bucket_mops, teacher, no_bi_transformation,
            weight_norm, train_images, seed, out, resume, target, min_fps,
-           max_latency_ms, threads, margin, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
+           max_latency_ms, threads, margin, fifo_seconds, search_resolution, gamma, no_zeroise, no_inter_cell_skip, no_diversity,
            separable, cells, final_epochs, scheme, force) -> None:
     """Search the most accurate binary network under an OPs budget (NAS-BNN).
 
@@ -302,7 +305,11 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
     cortex-a9|cortex-a53|cortex-a72|native and --max-latency-ms N the bound is
     the latency of one image on that CPU through bnhw's C runtime: the ARM
     cycle model, or for native the sum of per-op times measured here (each
-    layer shape once, --threads, cached in cpu_cache.json).
+    layer shape once, --threads, cached in cpu_cache.json).  With --method
+    bnas|bars (--target a board) the derived network is estimated with its
+    stream FIFOs (the skip paths' buffering, sized by the cycle simulator)
+    and shrunk until it meets the bounds; best.json lists every candidate
+    under "fpga".
     """
     from . import distributed as dist_util
     from .design.evolution import EvolutionConfig
@@ -318,13 +325,15 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
     if method != "nasbnn":
         epochs = 8 if epochs is None else epochs
         batch_size = 32 if batch_size is None else batch_size
-        if target is not None or min_fps is not None or max_latency_ms is not None or threads is not None:
-            raise BnhwError(f"--target / --min-fps / --max-latency-ms / --threads apply to --method nasbnn only (the {method} "
-                            "networks have no hardware lowering yet)")
+        from .hw.cpu.latency import CPU_TARGETS
+
+        if threads is not None or (target is not None and target in CPU_TARGETS):
+            raise BnhwError(f"--target {target or ''} / --threads: CPU targets apply to --method nasbnn only (the "
+                            f"{method} search constrains FPGA boards)")
         with _claimed(out, "search", force):
             _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed,
                          out, resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells,
-                         final_epochs, scheme)
+                         final_epochs, scheme, target, min_fps, max_latency_ms, margin, fifo_seconds)
         return
     if target is not None:
         target = hardware_target(target)     # a board or a CPU; unknown: one line listing both
@@ -366,7 +375,8 @@ def _claimed(out: Path, command: str, force: bool):
 
 def _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed, out,
                  resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells, final_epochs,
-                 scheme) -> None:
+                 scheme, target=None, min_fps=None, max_latency_ms=None, margin=0.85,
+                 fifo_seconds=20.0) -> None:
     """``bnhw search --method bnas|bars`` (see bnhw.flows.cell_search)."""
     from .estimators.ops import format_ops
     from .flows.cell_search import CellSearchOptions, run_cell_search
@@ -376,7 +386,8 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
                              search_resolution=search_resolution, epochs=epochs, batch_size=batch_size,
                              train_images=train_images, seed=seed, gamma=gamma, zeroise=not no_zeroise,
                              inter_cell_skip=not no_inter_cell_skip, diversity=not no_diversity, separable=separable,
-                             cells=cells, final_epochs=final_epochs, scheme=scheme)
+                             cells=cells, final_epochs=final_epochs, scheme=scheme, target=target, min_fps=min_fps,
+                             max_latency_ms=max_latency_ms, margin=margin, fifo_seconds=fifo_seconds)
     opts.validate()
     with cell_search_progress(opts) as on_event:
         r = run_cell_search(opts, out, resume=resume, event=on_event)
@@ -385,6 +396,15 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
     click.echo(f"{method}: {format_ops(r['ops'])} OPs (budget {format_ops(budget)}, counted at "
                f"{r['ops_counted_at']}){acc}")
     click.echo(f"  {r['short']}")
+    if "fpga" in r:
+        f, c = r["fpga"], r["fpga"]["chosen"]
+        res = c["resources_with_fifos"]
+        click.echo(f"  {f['target']} (modelled, units + sized FIFOs + width converters, units folded within "
+                   f"{c['units_margin']:.2f} of the board): {c['fps']:,.1f} FPS, latency "
+                   f"{c['latency_ms']:.3f} ms, LUT {res['LUT']:,.0f}, BRAM18 {res['BRAM18']:,.0f} (FIFOs: "
+                   f"{c['fifo']['bram18']:,.0f} BRAM18, {c['fifo']['lut']:,.0f} LUT, {c['fifo']['deeper_than_2']} "
+                   f"deeper than 2); {len(f['candidates'])} candidate(s) estimated"
+                   + (", the derived network shrunk to meet the bounds" if f["shrunk"] else ""))
     click.echo(f"  {r['export']['check']}")
     click.echo(f"wrote {out}/best_arch.json, best.json, search.json, model.onnx, log.txt")
 

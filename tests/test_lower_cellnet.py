@@ -118,3 +118,21 @@ def test_finn_graph_export_takes_the_average_pool_as_a_bnhw_unit_and_refuses_min
     with pytest.raises(FinnExportError) as e:
         finn_dataflow_model(g)
     assert "\n" not in str(e.value) and "pads an integer stream with -128" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["bnas-kv260-8x8", "bars-kv260-8x8"])
+def test_zoo_cell_nets_are_fixed_point_search_results_that_lower_bit_exact(name, digits, perturb):
+    """The zoo's searched cell nets (specs checked in, found by `bnhw search --method bnas|bars --target pynq-z2`):
+    listed by `bnhw zoo`, fixed point, and their IR equals the Brevitas model cell by cell on digits images."""
+    from click.testing import CliRunner
+
+    from bnhw.cli import main
+    from bnhw.spec.zoo import get_arch
+
+    spec = get_arch(name)
+    assert isinstance(spec, CellNetSpec) and spec.precision.fixed and spec.name == name
+    assert (len(spec.stage_cells) == 3) == name.startswith("bars")       # BARS's macro level: three stages
+    r = CliRunner().invoke(main, ["zoo"])
+    assert r.exit_code == 0 and any(line.startswith(name) for line in r.output.splitlines())
+    model, x = fixed_model(spec.replace(precision=spec.precision.__class__()), digits, perturb)
+    check_ir_against_model(model, lower_cellnet(model), x[:3])

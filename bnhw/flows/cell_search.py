@@ -12,7 +12,16 @@
    = Adam, no weight decay, cosine; ``standard`` = SGD with momentum 0.9, weight decay 3e-6, one-cycle
    learning rate 5e-2..4e-4 (their CIFAR10 scheme); ``standard-restarts`` = SGD, weight decay 3e-5, cosine
    annealing with warm restarts (their ImageNet scheme)) with top-1 on the held-out and test splits.
-4. **Export**: QONNX of the (trained, or freshly initialised and BN-calibrated) network, run by qonnx on
+4. **Hardware** (``target`` with ``min_fps`` / ``max_latency_ms``, optional): the derived network's FPGA
+   estimate on the board with its branch buffering (:func:`bnhw.hw.branch_buffering.estimate_with_fifos`:
+   the lowered IR folded as ``bnhw build`` folds it, FINN's analytical unit models, plus the stream FIFOs
+   the cycle simulator sizes, priced with FINN's FIFO model).  A network missing a bound is shrunk until
+   it meets it: BNAS restacks the derived cell under a budget 0.7x the last candidate's OPs
+   (:func:`~bnhw.design.bnas.fit_to_budget`: fewer cells or channels); BARS drops a cell from its
+   deepest stage while the units do not fit the board even fully folded, else narrows its initial
+   channels by 2; every candidate is listed in ``best.json`` (``fpga.candidates``).  None meeting the bounds: a
+   one-line error.
+5. **Export**: QONNX of the (trained, or freshly initialised and BN-calibrated) network, run by qonnx on
    real digit images: every binary tensor must equal PyTorch's bit for bit.
 
 Outputs in OUT: ``best_arch.json`` (a cell-network spec every bnhw command reads), ``search.json``
@@ -23,6 +32,7 @@ what each figure means), ``model.onnx``, ``model.pt`` when trained, ``log.txt``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +85,20 @@ class CellSearchOptions:
     train_images: int | None = None
     seed: int = 0
     verify_images: int = 8
+    target: str | None = None            # FPGA board of the hardware constraints
+    min_fps: float | None = None         # modelled FPS (units + FIFOs fit the board) at least this
+    max_latency_ms: float | None = None  # modelled latency at most this
+    margin: float = 0.85                 # share of the board the folding of the units may use
+    fifo_seconds: float = 20.0           # time budget of each candidate's FIFO sizing
+
+    HARDWARE_FIELDS = ("target", "min_fps", "max_latency_ms", "margin", "fifo_seconds")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if self.target is None:          # searches without a target keep their config.json (and --resume)
+            for k in self.HARDWARE_FIELDS:
+                d.pop(k)
+        return d
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -89,6 +113,34 @@ class CellSearchOptions:
             raise BnhwError(f"--cells must be >= 3 (two of them are reduction cells), got {self.cells}")
         if self.search_resolution % 4:
             raise BnhwError(f"--search-resolution {self.search_resolution} is not divisible by 4 (two reductions)")
+        if self.target is None:
+            if self.min_fps is not None or self.max_latency_ms is not None:
+                flag = "--min-fps" if self.min_fps is not None else "--max-latency-ms"
+                raise BnhwError(f"{flag} needs a board: add --target BOARD (e.g. --target pynq-z2)")
+            return
+        from ..hw.boards import get_board
+
+        self.target = get_board(self.target).name             # unknown board: one line
+        if self.min_fps is not None and not (self.min_fps >= 0 and math.isfinite(self.min_fps)):
+            raise BnhwError(f"--min-fps must be a number >= 0, got {self.min_fps:g}")
+        if self.max_latency_ms is not None and not (self.max_latency_ms > 0 and math.isfinite(self.max_latency_ms)):
+            raise BnhwError(f"--max-latency-ms must be a positive number, got {self.max_latency_ms:g}")
+        if not 0 < self.margin <= 1:
+            raise BnhwError(f"--margin must be in (0, 1], got {self.margin:g}")
+        if not self.fifo_seconds > 0:
+            raise BnhwError(f"--fifo-seconds must be > 0, got {self.fifo_seconds:g}")
+
+    def bounds(self) -> str:
+        parts = [f"fits {self.target} with its FIFOs"]
+        if self.min_fps:
+            parts.append(f"FPS >= {self.min_fps:g}")
+        if self.max_latency_ms is not None:
+            parts.append(f"latency <= {self.max_latency_ms:g} ms")
+        return ", ".join(parts)
+
+    def meets(self, fits: bool, fps: float, latency_ms: float) -> bool:
+        return fits and fps >= (self.min_fps or 0.0) and (self.max_latency_ms is None
+                                                          or latency_ms <= self.max_latency_ms)
 
 
 def _log(out: Path) -> Callable[[str], None]:
@@ -104,7 +156,7 @@ def _check_resumable(out: Path, opts: CellSearchOptions, resume: bool) -> None:
     from .search import read_state_json
 
     cfg = out / "config.json"
-    mine = json.dumps(asdict(opts), sort_keys=True)
+    mine = json.dumps(opts.to_dict(), sort_keys=True)
     if cfg.exists():
         if not resume:
             raise BnhwError(f"{out} holds a search already; use --resume to continue it or another -o")
@@ -145,6 +197,74 @@ def _search(opts: CellSearchOptions, data, out: Path, resume: bool, emit) -> tup
     bars_res = run_bars((x, y), None, bars_cfg, out_dir=out, resume=resume, progress=emit,
                         num_classes=data.num_classes, name=f"bars-search-seed{opts.seed}")
     return bars_res, bars_res.spec
+
+
+def _meet_hardware(opts: CellSearchOptions, res, spec, data, log, emit) -> tuple:
+    """The derived network, shrunk until its buffered FPGA estimate meets the bounds (module docstring, 4)."""
+    from ..design.bnas import fit_to_budget
+    from ..estimators.ops import format_ops, ops_of
+    from ..hw.branch_buffering import MODELLED, estimate_with_fifos
+
+    assert opts.target is not None
+    tried: list[dict] = []
+    for _ in range(MAX_HW_CANDIDATES):
+        e = estimate_with_fifos(spec, opts.target, margin=opts.margin, fifo_seconds=opts.fifo_seconds)
+        ok = opts.meets(e.fits, e.fps, e.latency_ms)
+        row = {"short": spec.short(), "cells": spec.cells, "init_channels": spec.init_channels, "ops": ops_of(spec),
+               "meets": ok, **e.to_dict()}
+        tried.append(row)
+        line = (f"hardware: {spec.cells} cells, C={spec.init_channels}, {format_ops(row['ops'])} OPs: "
+                + (f"{e.fps:,.1f} FPS, latency {e.latency_ms:.3f} ms, LUT {e.resources['LUT']:,.0f} (FIFOs "
+                   f"{e.fifo_lut:,.0f}), BRAM18 {e.resources['BRAM18']:,.0f} (FIFOs {e.fifo_bram18:,.0f}; "
+                   f"{e.deep_fifos} FIFOs deeper than 2, deepest {e.max_depth})" if e.fits else f"does not fit "
+                   f"({e.reason.split('; ')[0]})") + f" on {opts.target}: {'meets' if ok else 'misses'} "
+                f"{opts.bounds()}")
+        log(line)
+        emit("hardware", {"line": line})
+        if ok:
+            break
+        smaller = _shrink(opts, res, spec, data, fit_to_budget, e.estimate.fits)
+        if smaller is None:
+            break
+        spec = smaller
+    else:
+        ok = False
+    if not ok:
+        raise BnhwError(f"no network of the derived {opts.method} cell meets {opts.bounds()} (tried "
+                        f"{len(tried)}, the last {tried[-1]['cells']} cells, C={tried[-1]['init_channels']}); "
+                        "relax the bounds, lower --resolution or pick a larger --target")
+    fpga = {"target": opts.target, "min_fps": opts.min_fps, "max_latency_ms": opts.max_latency_ms,
+            "margin": opts.margin, "resolution": f"{spec.resolution}x{spec.resolution} (the spec's)",
+            "chosen": tried[-1], "candidates": tried, "shrunk": len(tried) > 1,
+            "means": "modelled, not measured: " + MODELLED + "; candidates: the derived network first, then "
+                     "smaller ones until one meets the bounds"}
+    return spec, fpga
+
+
+#: candidates the hardware bounds may reject before the search gives up
+MAX_HW_CANDIDATES = 10
+
+
+def _shrink(opts: CellSearchOptions, res, spec, data, fit_to_budget, fitted: bool):
+    """The next smaller candidate, or None when there is none."""
+    from ..estimators.ops import ops_of
+
+    if opts.method == "bnas":
+        try:
+            return fit_to_budget(res.genotype, 0.7 * ops_of(spec), cells=opts.cells, resolution=opts.resolution,
+                                 in_channels=data.in_channels, num_classes=data.num_classes,
+                                 inter_cell_skip=opts.inter_cell_skip, name=spec.name)
+        except BnhwError:           # below the smallest network of this cell
+            return None
+    if not fitted and max(spec.stage_cells) > 1:
+        # too many units for the board even fully folded: narrower channels barely help, a shallower stage does
+        stages = list(spec.stage_cells)
+        i = len(stages) - 1 - stages[::-1].index(max(stages))
+        stages[i] -= 1
+        return spec.replace(stage_cells=tuple(stages), cells=sum(stages) + 2)
+    if spec.init_channels <= 2:
+        return None
+    return spec.replace(init_channels=spec.init_channels - 2)
 
 
 def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
@@ -191,6 +311,10 @@ def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
     rep = count_ops(spec)
     if rep.ops > opts.budget:          # the searches guarantee it; a bug otherwise
         raise BnhwError(f"derived network has {format_ops(rep.ops)} OPs, over the budget (please report it)")
+    fpga = None
+    if opts.target is not None:
+        spec, fpga = _meet_hardware(opts, res, spec, data, log, emit)
+        rep = count_ops(spec)
     spec.save(out / "best_arch.json")
     atomic_write_text(out / "search.json", json.dumps(res.to_dict(), indent=1, default=float) + "\n")
     log(f"derived: {spec.short()} ({format_ops(rep.ops)} OPs)")
@@ -200,7 +324,9 @@ def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
                "ops": rep.ops, "bops": rep.bops, "flops": rep.flops, "int8ops": rep.int8ops,
                "ops_counted_at": f"{spec.resolution}x{spec.resolution}",
                "search_resolution": f"{opts.search_resolution}x{opts.search_resolution}",
-               "config": asdict(opts), "data": data.describe()}
+               "config": opts.to_dict(), "data": data.describe()}
+    if fpga is not None:
+        summary["fpga"] = fpga
     if opts.final_epochs > 0:
         from .train import FitConfig, fit
 

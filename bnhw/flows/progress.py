@@ -113,6 +113,8 @@ def cell_search_progress(opts, enabled: bool = True) -> Iterator:
                 console.print(f"resumed the search after epoch {info['epoch']}")
             elif name == "derived":
                 console.print(f"derived: {escape(info['spec'])}")
+            elif name == "hardware":
+                console.print(escape(info["line"]))
             elif name == "train.step":
                 prog.update(train, visible=True, total=info["epochs"] * info["steps"],
                             completed=(info["epoch"] - 1) * info["steps"] + info["step"],

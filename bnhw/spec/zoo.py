@@ -17,11 +17,19 @@ cells, C = 36) stacked from :data:`EXAMPLE_GENOTYPE`, a hand-written cell
 that uses every operation of the search space.  It is an example for the
 tools, **not** the cell BNAS v2 found (its Fig. 5 is not reproduced here),
 so neither network's OPs or accuracy are the paper's.
+
+The cell networks ``bnas-kv260-8x8`` and ``bars-kv260-8x8`` were **found by bnhw's own searches**
+(``bnhw search --method bnas|bars --target kv260 --min-fps 20000`` at 8x8, docs/RESULTS.md has the
+commands and what they measured); their specs are checked in under ``zoo_nets/`` with the fixed-point
+precision (``residual="fixed"``) the hardware runs.  Like every zoo net they have no trained weights:
+the build flow gives them seeded fresh weights with batch-norm statistics estimated on digits images
+(:func:`bnhw.hw.estimate.fresh_hardware_model`), or ``--checkpoint`` supplies trained ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BnhwError
@@ -72,6 +80,17 @@ def _bnas_example(variant: str) -> Callable[[], CellNetSpec]:
     return make
 
 
+ZOO_NETS = Path(__file__).with_name("zoo_nets")
+
+
+def _checked_in(name: str) -> Callable[[], CellNetSpec]:
+    def make() -> CellNetSpec:
+        from .cells import CellNetSpec
+
+        return CellNetSpec.from_json((ZOO_NETS / f"{name}.json").read_text())
+    return make
+
+
 ARCHS: dict[str, tuple[Callable[[], ArchSpec | CellNetSpec], str]] = {
     "nasbnn-a": (_named("nasbnn-imagenet", "smallest", "nasbnn-a"),
                  "NAS-BNN-A of paper 003 Table 6 (21M OPs); equals the smallest subnet"),
@@ -88,6 +107,10 @@ ARCHS: dict[str, tuple[Callable[[], ArchSpec | CellNetSpec], str]] = {
                           "BNAS-mini layout (BNAS v2 Table 5) with an EXAMPLE cell, not the paper's searched cell"),
     "bnas-a-example": (_bnas_example("a"),
                        "BNAS-A layout (BNAS v2 Table 5) with an EXAMPLE cell, not the paper's searched cell"),
+    "bnas-kv260-8x8": (_checked_in("bnas-kv260-8x8"),
+                      "BNAS v2 cell found by bnhw search --method bnas --target kv260 --min-fps 20000 (8x8, fixed point)"),
+    "bars-kv260-8x8": (_checked_in("bars-kv260-8x8"),
+                      "BARS network found by bnhw search --method bars --target kv260 --min-fps 20000 (8x8, fixed point)"),
 }
 
 
