@@ -117,6 +117,23 @@ def compile_csim(g: HwGraph, work_dir=None, *, top: str = "bnhw_top", part: str 
     return exe
 
 
+def _run_frames(exe: Path, x: np.ndarray, timeout: float | None, what: str) -> tuple[str, bytes]:
+    """Run a C-simulation binary on frames ``x`` (int64, back to back): its stdout and output file; a failure,
+    a timeout or an hls::stream warning (a read of an empty stream) is one line naming ``what``."""
+    with tempfile.TemporaryDirectory(prefix="run.", dir=exe.parent) as d:
+        fin, fout = Path(d) / "input.bin", Path(d) / "output.bin"
+        fin.write_bytes(x.astype("<i8").tobytes())
+        try:
+            r = subprocess.run([str(exe), str(fin), str(fout)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BnhwError(f"{what} timed out after {timeout} s ({exe})") from None
+        warn = [ln for ln in r.stdout.splitlines() if "WARNING: Hls::stream" in ln]
+        if r.returncode != 0 or warn:
+            why = (r.stderr.strip().splitlines() or warn or [f"exit {r.returncode}"])[-1]
+            raise BnhwError(f"{what} failed: {why} ({exe})")
+        return r.stdout, fout.read_bytes()
+
+
 def csim(g: HwGraph, inputs: np.ndarray, work_dir=None, *, top: str = "bnhw_top",
          timeout: float | None = None) -> np.ndarray:
     """Run ``inputs`` ``[N, H, W, C]`` through the C simulation of ``g``; outputs ``[N, *out_shape]``.
@@ -146,18 +163,8 @@ def csim(g: HwGraph, inputs: np.ndarray, work_dir=None, *, top: str = "bnhw_top"
     n = x.shape[0]
     if n == 0:
         return np.zeros((0, *so.shape), dtype=np.int64)
-    with tempfile.TemporaryDirectory(prefix="run.", dir=exe.parent) as d:
-        fin, fout = Path(d) / "input.bin", Path(d) / "output.bin"
-        fin.write_bytes(x.astype("<i8").tobytes())
-        try:
-            r = subprocess.run([str(exe), str(fin), str(fout)], capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BnhwError(f"HLS C simulation of {g.name!r} timed out after {timeout} s ({exe})") from None
-        warn = [ln for ln in r.stdout.splitlines() if "WARNING: Hls::stream" in ln]
-        if r.returncode != 0 or warn:
-            why = (r.stderr.strip().splitlines() or warn or [f"exit {r.returncode}"])[-1]
-            raise BnhwError(f"HLS C simulation of {g.name!r} failed: {why} ({exe})")
-        out = np.frombuffer(fout.read_bytes(), dtype="<i8").astype(np.int64)
+    stdout, raw = _run_frames(exe, x, timeout, f"HLS C simulation of {g.name!r}")
+    out = np.frombuffer(raw, dtype="<i8").astype(np.int64)
     if out.size != n * so.elems:
         raise BnhwError(f"HLS C simulation of {g.name!r} returned {out.size} values, expected {n * so.elems}")
     return out.reshape(n, *so.shape)
@@ -236,17 +243,8 @@ def csim_cycles(g: HwGraph, inputs: np.ndarray, work_dir=None, *, top: str = "bn
         if r.returncode != 0 or not timed.is_file():
             why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
             raise BnhwError(f"HLS timing build of {g.name!r} failed: {why}")
-    with tempfile.TemporaryDirectory(prefix="timing.", dir=exe.parent) as d:
-        fin, fout = Path(d) / "input.bin", Path(d) / "output.bin"
-        fin.write_bytes(x.astype("<i8").tobytes())
-        try:
-            r = subprocess.run([str(timed), str(fin), str(fout)], capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BnhwError(f"HLS timing simulation of {g.name!r} timed out after {timeout} s") from None
-    if r.returncode != 0:
-        why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-        raise BnhwError(f"HLS timing simulation of {g.name!r} failed: {why}")
-    done = [int(ln.split()[2]) for ln in r.stdout.splitlines() if ln.startswith("BNHW_FRAME_DONE ")]
+    stdout, _ = _run_frames(timed, x, timeout, f"HLS timing simulation of {g.name!r}")
+    done = [int(ln.split()[2]) for ln in stdout.splitlines() if ln.startswith("BNHW_FRAME_DONE ")]
     if len(done) != x.shape[0]:
         raise BnhwError(f"HLS timing simulation of {g.name!r} reported {len(done)} of {x.shape[0]} frames")
     return {"frames": len(done), "frame_done": done, "first_frame_cycles": done[0], "ii_cycles": done[-1] - done[-2]}
