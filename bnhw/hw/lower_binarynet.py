@@ -46,7 +46,7 @@ from ..quant.model import BinaryNet, Network, baked_copy
 from .ir import DType, HwGraph, Node, Stream, hwc
 from .ops import acc_bounds, get_op
 
-__all__ = ["GraphBuilder", "integer_input", "lower_binarynet", "lower_head", "lower_stem", "window_weights"]
+__all__ = ["GraphBuilder", "binary_mvau", "integer_input", "lower_binarynet", "lower_head", "lower_stem", "window_weights"]
 
 
 
@@ -102,6 +102,20 @@ def _pow2_exponent(scale: float, what: str) -> int:
     if 2.0 ** -e != scale:
         raise BnhwError(f"{what}: scale {scale} is not a power of two")
     return e
+
+
+def binary_mvau(b: GraphBuilder, s: str, out: str, wmat: np.ndarray, size: int, layer: str, *, k: int,
+                channels: int, groups: int) -> str:
+    """An XNOR MVAU node: ``+-1`` weights ``wmat`` (``cout x k*k*channels/groups``) on the window stream ``s``,
+    accumulators (``size x size x cout``, the exact range of the fan-in) into stream ``out``."""
+    fan_in = (channels // groups) * k * k
+    acc_t = DType.for_range(-fan_in, fan_in)
+    (acc,) = b.node("MVAU", [s], [(out, (size, size, wmat.shape[0]), acc_t)], layer,
+                    {"MW": k * k * channels, "MH": wmat.shape[0], "binary_xnor": True, "weight_bits": 1,
+                     "weight_dtype": "BIPOLAR", "groups": groups, "channels": channels, "k": k,
+                     "acc_dtype": acc_t.finn_name()},
+                    {"weights": wmat})
+    return acc
 
 
 def window_weights(w: np.ndarray) -> np.ndarray:
@@ -249,13 +263,7 @@ def _half(b: GraphBuilder, blk, i: int, half: int, x: str, cin: int, cout: int, 
                                     DType.bipolar(padded=pad > 0))], layer,
                       {"k": k, "stride": stride, "pad": pad, "pad_value": 0, "dilation": 1,
                        "channels": cin, "ifm_dim": size})
-    fan_in = (cin // groups) * k * k
-    acc_t = DType.for_range(-fan_in, fan_in)
-    (acc,) = b.node("MVAU", [s], [(f"{tag}.acc", (out_size, out_size, cout), acc_t)], layer,
-                    {"MW": k * k * cin, "MH": cout, "binary_xnor": True, "weight_bits": 1,
-                     "weight_dtype": "BIPOLAR", "groups": groups, "channels": cin, "k": k,
-                     "acc_dtype": acc_t.finn_name()},
-                    {"weights": wmat})
+    acc = binary_mvau(b, s, f"{tag}.acc", wmat, out_size, layer, k=k, channels=cin, groups=groups)
     A, B, fmt = _bn_ints(bn)
     F = fmt.a.frac
     if half == 1 and stride == 2:

@@ -46,7 +46,7 @@ from ..quant.cellnet import (
 )
 from ..quant.cellops import BinSepConvOp, op_geometry
 from .ir import DType, HwGraph, Node
-from .lower_binarynet import GraphBuilder, lower_head, lower_stem, residual_dtype, window_weights
+from .lower_binarynet import GraphBuilder, binary_mvau, lower_head, lower_stem, residual_dtype, window_weights
 from .ops import get_op
 
 __all__ = ["lower_cellnet"]
@@ -101,13 +101,9 @@ class _Lowering:
         if not np.all(np.abs(wmat) == 1):
             raise AssertionError(f"{name}: binary weights are not +-1")
         cout = wmat.shape[0]
-        fan_in = op.fan_in
-        acc_t = DType.for_range(-fan_in, fan_in)
-        (acc,) = b.node("MVAU", [s], [(f"{name}.acc", (Ho, Ho, cout), acc_t)], layer,
-                        {"MW": k * k * C, "MH": cout, "binary_xnor": True, "weight_bits": 1,
-                         "weight_dtype": "BIPOLAR", "groups": groups, "channels": C, "k": k,
-                         "acc_dtype": acc_t.finn_name()},
-                        {"weights": wmat})
+        if op.fan_in != (C // groups) * k * k:
+            raise AssertionError(f"{name}: fan-in {op.fan_in} is not {C // groups} x {k} x {k}")
+        acc = binary_mvau(b, s, f"{name}.acc", wmat, Ho, layer, k=k, channels=C, groups=groups)
         A, B = op.constants()
         fmt = op.fmt
         (out,) = b.node("AddRequant", [acc], [(f"{name}.out", (Ho, Ho, cout), self.res)], layer,
