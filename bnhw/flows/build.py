@@ -254,17 +254,14 @@ def finn_comparison_ir(g: HwGraph, export, layers: list[dict]) -> list[dict]:
     from ..hw.ops import finn_ops, node_cycles, node_resources
 
     finn = {fl["name"]: fl for fl in layers}
-    ops: dict[str, list] = {}
     rows = []
     for r in export.nodes:
         n = g.node(r["ir"])
         f = finn.get(r["finn"])
-        if r["source"] == "bnhw unit":
+        if r["finn_op"] is None:                  # a bnhw unit standing for the whole IR node
             cyc, res = node_cycles(g, n), node_resources(g, n)
         else:
-            k = len(ops.setdefault(n.name, []))
-            op = finn_ops(g, n)[k]
-            ops[n.name].append(op)
+            op = finn_ops(g, n)[r["finn_op"]]
             cyc, res = op_cycles(op), op_resources(op)
         rows.append({"name": r["finn"], "ir_node": n.name, "source": r["source"],
                      "finn_cycles": f["cycles"] if f else None, "bnhw_cycles": cyc,

@@ -32,11 +32,11 @@ import numpy as np
 
 from ..errors import BnhwError
 from .finn_models import FinnOp
-from .ir import HwGraph, Node
+from .ir import HwGraph, Node, Stream
 from .ops import FOLDING_ATTRS, finn_ops, finn_stream_dt, is_depthwise, padding_correction
 from .ops.mvau import finn_xnor, groups_of
 
-__all__ = ["FinnExport", "FinnExportError", "finn_dataflow_model", "unit_type"]
+__all__ = ["FinnExport", "FinnExportError", "finn_dataflow_model", "unit_type", "value_padded", "value_padding"]
 
 _GENERIC = "finn.custom_op.fpgadataflow"
 
@@ -52,13 +52,32 @@ def unit_type(g: HwGraph, n: Node) -> str | None:
     return n.op if n.op in ("AddRequant", "RPReLU", "Gather", "GlobalAvgPool", "WindowAvg") else None
 
 
+def value_padded(g: HwGraph, n: Node) -> bool:
+    """Whether ``n`` is a window generator padding an integer stream with a value other than zero (a max pool's
+    padding with the type's minimum), which FINN's FMPadding (zeros) cannot build."""
+    return (n.op == "SWG" and int(n.attrs.get("pad", 0)) > 0 and int(n.attrs.get("pad_value", 0)) != 0
+            and not g.out_stream(n).dtype.is_bipolar)
+
+
+def value_padding(g: HwGraph, n: Node) -> tuple[Node, Stream]:
+    """The padding part of value-padded window generator ``n`` on its own: a 1 x 1, stride-1 ``SWG`` with ``n``'s
+    padding (at its ``pad_simd``), and its output, the padded image."""
+    H, W, C = g.in_stream(n).shape
+    p = int(n.attrs["pad"])
+    padded = Stream(f"{n.name}__padded", (H + 2 * p, W + 2 * p, C), g.in_stream(n).dtype)
+    attrs = {"k": 1, "stride": 1, "pad": p, "pad_value": int(n.attrs["pad_value"]), "dilation": 1, "channels": C,
+             "ifm_dim": H, "simd": int(n.attrs.get("pad_simd", n.simd))}
+    return Node(f"{n.name}__pad", "SWG", [n.inputs[0]], [padded.name], attrs, {}, n.layer), padded
+
+
 @dataclass
 class FinnExport:
     """The FINN graph of an IR graph and how its nodes map."""
 
     model: Any                                   # qonnx ModelWrapper
     #: per FINN node, in graph order: {"finn": name after SpecializeLayers, "ir": IR node, "source": "FINN unit" |
-    #: "bnhw unit", "op_type": generic op type, "final": op type after SpecializeLayers}
+    #: "bnhw unit", "op_type": generic op type, "final": op type after SpecializeLayers, "finn_op": the index
+    #: into the IR node's FINN ops (:func:`bnhw.hw.ops.finn_ops`) the node stands for, None: the whole IR node}
     nodes: list[dict[str, Any]] = field(default_factory=list)
     folding: dict[str, dict[str, int]] = field(default_factory=dict)   # FINN folding config (final names)
     #: streams FINN carries in another encoding than the IR: "binary" (bit b = 2b - 1) or "popcount:MW" (2p - MW)
@@ -111,39 +130,40 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
     dtypes: dict[str, str] = {g.input: g.streams[g.input].dtype.finn_name()}
     shapes: dict[str, list[int]] = {g.input: finn_shape(g.streams[g.input].shape)}
     popcount: dict[str, int] = {}            # stream -> MW of the XNOR MVAU whose popcount it carries
+
+    def add_unit(unit: str, gg: HwGraph, n: Node, ir_name: str, finn_op: int | None, folding: dict[str, int]) -> None:
+        """Append bnhw unit ``unit`` standing for node ``n`` of ``gg`` (the row names IR node ``ir_name``;
+        ``finn_op``: the index of the FINN op of that node the unit stands for, ``None``: the whole node)."""
+        decode = []
+        for s in n.inputs:
+            dt = finn_stream_dt(gg, s)
+            decode.append(f"popcount:{popcount[s]}" if s in popcount else "binary" if dt == "BINARY" else "")
+        encode = ["binary" if finn_stream_dt(gg, s) == "BINARY" else "" for s in n.outputs]
+        attrs = unit_attrs(gg, n, [dtypes[s] for s in n.inputs], [finn_stream_dt(gg, s) for s in n.outputs],
+                           decode, encode)
+        node = helper.make_node(hls_op_type(unit), list(n.inputs), list(n.outputs), domain=DOMAIN,
+                                backend="fpgadataflow", name=n.name, **attrs)
+        inst = UNITS[unit](node)
+        for i, s in enumerate(n.outputs):
+            dtypes[s] = inst.get_output_datatype(i).name
+            shapes[s] = list(inst.get_normal_output_shape(i))
+        nodes.append(node)
+        rows.append({"ir": ir_name, "source": "bnhw unit", "op_type": unit, "final": hls_op_type(unit),
+                     "finn_op": finn_op, "folding": folding})
+
     for n in g.nodes:
         unit = unit_type(g, n)
         if unit is not None:
-            decode = []
-            for s in n.inputs:
-                dt = finn_stream_dt(g, s)
-                decode.append(f"popcount:{popcount[s]}" if s in popcount else "binary" if dt == "BINARY" else "")
-            encode = ["binary" if finn_stream_dt(g, s) == "BINARY" else "" for s in n.outputs]
             corr = padding_correction(g, n) if n.op == "AddRequant" else None
             if corr is not None:                  # the padding correction travels with the unit
                 n = copy.deepcopy(n)
                 n.attrs["border_rows"], n.attrs["border_cols"] = corr[0], corr[1]
                 n.params["border"] = corr[2]
-            attrs = unit_attrs(g, n, [dtypes[s] for s in n.inputs], [finn_stream_dt(g, s) for s in n.outputs],
-                               decode, encode)
-            node = helper.make_node(hls_op_type(unit), list(n.inputs), list(n.outputs), domain=DOMAIN,
-                                    backend="fpgadataflow",
-                                    name=n.name, **attrs)
-            inst = UNITS[unit](node)
-            for i, s in enumerate(n.outputs):
-                dtypes[s] = inst.get_output_datatype(i).name
-                shapes[s] = list(inst.get_normal_output_shape(i))
-            nodes.append(node)
-            rows.append({"ir": n.name, "source": "bnhw unit", "op_type": unit, "final": hls_op_type(unit),
-                         "folding": {"PE": n.pe, "SIMD": n.simd} if n.op == "MVAU" else {"PE": n.pe}})
+            add_unit(unit, g, n, n.name, None, {"PE": n.pe, "SIMD": n.simd} if n.op == "MVAU" else {"PE": n.pe})
             continue
         ops = finn_ops(g, n)
         if not ops:
             raise FinnExportError(f"{n.name}: op {n.op!r} has neither a FINN unit nor a bnhw unit")
-        if n.op == "SWG" and int(n.attrs.get("pad", 0)) and int(n.attrs.get("pad_value", 0)) \
-                and not g.out_stream(n).dtype.is_bipolar:
-            raise FinnExportError(f"{n.name}: pads an integer stream with {n.attrs['pad_value']} (a max pool's "
-                                  "padding); FINN's FMPadding pads with zeros")
         if n.op in ("Thresholding", "MVAU") and "thresholds" in n.params and int(n.attrs.get("out_scale", 1)) != 1 \
                 and not g.out_stream(n).dtype.is_bipolar:
             raise FinnExportError(f"{n.name}: an integer activation with output scale {n.attrs['out_scale']} "
@@ -153,10 +173,18 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
                 raise FinnExportError(f"{n.name}: reads the popcount of an XNOR MVAU ({s!r}); only bnhw's units "
                                       "decode it")
         src = n.inputs[0]
+        first = 0
+        if value_padded(g, n):                  # bnhw's ValuePadding in place of FINN's FMPadding (zeros)
+            pad, padded = value_padding(g, n)
+            add_unit("ValuePadding", HwGraph.unit(pad, {**g.streams, padded.name: padded}, False), pad, n.name,
+                     0, {"SIMD": pad.simd})
+            src, first = padded.name, 1
         for k, op in enumerate(ops):
+            if k < first:
+                continue
             last = k == len(ops) - 1
             outs = list(n.outputs) if last else [f"{n.name}__{op.role}"]
-            ins = [src]
+            ins = [src, *(n.inputs[1:] if k == first else [])]          # a Concat's further inputs
             if op.weights is not None:
                 wname = f"{n.name}__weights"
                 inits.append((wname, np.asarray(op.weights, dtype=np.float32), op.attrs["weightDataType"]))
@@ -173,7 +201,7 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
                 shapes[s] = [int(v) for v in inst.get_normal_output_shape()]
             nodes.append(node)
             rows.append({"ir": n.name, "source": "FINN unit", "op_type": node.op_type, "final": op.op_type,
-                         "folding": {a: int(op.attrs[a]) for a in FOLDING_ATTRS if a in op.attrs}})
+                         "finn_op": k, "folding": {a: int(op.attrs[a]) for a in FOLDING_ATTRS if a in op.attrs}})
             src = outs[0]
         if n.op == "MVAU" and finn_xnor(g, n) and "thresholds" not in n.params:
             popcount[n.outputs[0]] = int(np.asarray(n.params["weights"]).shape[1])

@@ -18,14 +18,15 @@ from .gather import Gather
 from .globalavgpool import GlobalAvgPool
 from .groupedmvau import GroupedMVAU
 from .rprelu import RPReLU
+from .valuepadding import ValuePadding
 from .windowavg import WindowAvg
 
-__all__ = ["AddRequant", "Gather", "GlobalAvgPool", "GroupedMVAU", "RPReLU", "WindowAvg", "IrUnit", "DOMAIN", "finn_shape",
-           "unit_attrs", "UNITS", "HLS_UNITS", "hls_op_type", "is_unit"]
+__all__ = ["AddRequant", "Gather", "GlobalAvgPool", "GroupedMVAU", "RPReLU", "ValuePadding", "WindowAvg", "IrUnit",
+           "DOMAIN", "finn_shape", "unit_attrs", "UNITS", "HLS_UNITS", "hls_op_type", "is_unit"]
 
 #: bnhw unit name -> unit class
 UNITS: dict[str, type[IrUnit]] = {c.__name__: c for c in (AddRequant, Gather, GlobalAvgPool, GroupedMVAU, RPReLU,
-                                                            WindowAvg)}
+                                                            ValuePadding, WindowAvg)}
 
 
 def hls_op_type(unit: str) -> str:

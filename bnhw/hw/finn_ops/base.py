@@ -135,7 +135,7 @@ class IrUnit(HLSBackend):
         return int(self.get_nodeattr("SIMD" if self.ir_op in ("MVAU", "SWG") else "PE"))
 
     def _out_par(self, ind: int) -> int:
-        return int(self.get_nodeattr("PE"))
+        return int(self.get_nodeattr("SIMD" if self.ir_op == "SWG" else "PE"))
 
     def _folded(self, shape: list[int], par: int) -> list[int]:
         c = shape[-1]
@@ -200,13 +200,21 @@ class IrUnit(HLSBackend):
             context[name] = y.astype(np.float64).reshape(self.get_normal_output_shape(i))
 
     # ------------------------------------------------------------- estimates (the IR op's models)
-    def get_exp_cycles(self):
+    def unit_cycles(self) -> int:
+        """The unit's cycles per frame: the IR op's model (:meth:`bnhw.hw.ops.base.HwOp.cycles`)."""
         g, n = self.ir()
         return int(get_op(n.op).cycles(g, n))
 
-    def _res(self):
+    def unit_resources(self):
+        """The unit's resources: the IR op's model (:meth:`bnhw.hw.ops.base.HwOp.resources`)."""
         g, n = self.ir()
         return get_op(n.op).resources(g, n)
+
+    def get_exp_cycles(self):
+        return self.unit_cycles()
+
+    def _res(self):
+        return self.unit_resources()
 
     def lut_estimation(self, fpgapart=None):
         return self._res().lut

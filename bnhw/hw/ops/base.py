@@ -104,16 +104,33 @@ def finn_stream_dt(g: HwGraph, stream: str) -> str:
     t = g.streams[stream].dtype
     if not t.is_bipolar:
         return t.finn_name()
+    p = g.producer(stream)
+    if p is not None and p.op == "Duplicate":       # every copy travels as its input does (FINN's
+        return finn_stream_dt(g, p.inputs[0])       # DuplicateStreams has one type)
+    return _bipolar_dt(g, stream)
+
+
+#: FINN types of a bipolar stream, the one its readers need most last
+_BIPOLAR_DTS = ("BINARY", "BIPOLAR", "TERNARY")
+
+
+def _bipolar_dt(g: HwGraph, stream: str) -> str:
+    """The FINN type bipolar ``stream``'s readers need: a ``Duplicate`` or a ``Gather`` (wiring) passes its input
+    on, so the readers of its outputs decide; several readers take the widest of their types."""
+    t = g.streams[stream].dtype
     cons = g.consumers(stream)
     if t.padded:
         return "BINARY" if cons and all(border_corrected(g, c) for c in cons) else "TERNARY"
+    need = {"BINARY"}
     for c in cons:
-        if c.op == "SWG":
+        if c.op in ("Duplicate", "Gather"):
+            need.update(_bipolar_dt(g, o) for o in c.outputs)
+        elif c.op == "SWG":
             if finn_stream_dt(g, c.outputs[0]) != "BINARY":
-                return "TERNARY" if int(c.attrs.get("pad", 0)) > 0 else "BIPOLAR"
+                need.add("TERNARY" if int(c.attrs.get("pad", 0)) > 0 else "BIPOLAR")
         elif c.op != "MVAU" or not is_xnor(g, c):
-            return "BIPOLAR"
-    return "BINARY"
+            need.add("BIPOLAR")
+    return max(need, key=_BIPOLAR_DTS.index)
 
 
 def finn_activation(g: HwGraph, n: Node, thresholds: np.ndarray) -> tuple[np.ndarray, int, str]:
