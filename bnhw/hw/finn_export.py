@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,14 @@ def unit_type(g: HwGraph, n: Node) -> str | None:
     if n.op == "MVAU":
         return "GroupedMVAU" if groups_of(n) > 1 and not is_depthwise(g, n) else None
     return n.op if n.op in ("AddRequant", "RPReLU", "Gather", "GlobalAvgPool", "WindowAvg") else None
+
+
+def wiring_pe(g: HwGraph, n: Node) -> int:
+    """The PE of an unfolded ``Gather`` unit (wiring in the IR, which runs at the width its producer writes):
+    the producer's word width, or the largest common divisor of it and the output's channels."""
+    p = g.producer(n.inputs[0])
+    par = 1 if p is None else p.simd if p.op == "SWG" else p.pe
+    return math.gcd(par, g.out_stream(n).channels, g.in_stream(n).channels)
 
 
 def value_padded(g: HwGraph, n: Node) -> bool:
@@ -159,6 +168,9 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
                 n = copy.deepcopy(n)
                 n.attrs["border_rows"], n.attrs["border_cols"] = corr[0], corr[1]
                 n.params["border"] = corr[2]
+            if n.op == "Gather" and "pe" not in n.attrs:     # wiring: as wide as its producer's words
+                n = copy.deepcopy(n)
+                n.attrs["pe"] = wiring_pe(g, n)
             add_unit(unit, g, n, n.name, None, {"PE": n.pe, "SIMD": n.simd} if n.op == "MVAU" else {"PE": n.pe})
             continue
         ops = finn_ops(g, n)

@@ -484,9 +484,11 @@ def bnhw_fifo_depths_step(frames: int = 5, max_seconds: float = 300.0) -> Callab
             depth = max(2, int(d))
             if src.name in by_name:
                 _set_depth(getCustomOp(by_name[src.name]), "outFIFODepths", src.outs.index(net.fifos.index(f)), depth)
-            if dst.name in by_name:
-                k = index[dst.name][dst.ins.index(net.fifos.index(f))]
-                _set_depth(getCustomOp(by_name[dst.name]), "inFIFODepths", k, depth)
+            if dst.node in by_name:                 # a node simulated as several units: its ports name the input
+                pos = dst.ins.index(net.fifos.index(f))
+                port = dst.ports[pos] if dst.ports else pos
+                if port >= 0:
+                    _set_depth(getCustomOp(by_name[dst.node]), "inFIFODepths", index[dst.node][port], depth)
             rows.append({"fifo": f.name, "depth": int(d), "words_per_frame": f.words, "width_bits": f.width * f.bits})
         out = Path(cfg.output_dir)
         (out / "report").mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .base import HwOp, register
+from .base import HwOp, divisors, register
 
 
 @register
@@ -16,6 +18,11 @@ class Gather(HwOp):
 
     def execute(self, g, n, ins):
         return [ins[0][..., n.params["index"].astype(np.int64)]]
+
+    def legal_pe(self, g, n):
+        """As wide as the words it passes on (FINN's graph gives its unit its producer's width): divisors of
+        both its input's and its output's channels."""
+        return divisors(math.gcd(g.in_stream(n).channels, g.out_stream(n).channels))
 
     def finn_op_type(self, g, n):
         return "Gather(wiring)"

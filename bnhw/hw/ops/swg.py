@@ -17,11 +17,13 @@ from .base import HwOp, divisors, finn_stream_dt, register
 
 
 def feeds_depthwise(g: HwGraph, n: Node) -> bool:
-    """Whether the window generator feeds a depthwise MVAU (FINN's VVAU: a depthwise SWG)."""
+    """Whether the window generator feeds a depthwise MVAU (FINN's VVAU) or a WindowMax (FINN's ``Pool_hls``):
+    both read FINN's depthwise window order, so FINN builds a depthwise SWG for them (as its ``InferPool``
+    does; bnhw's WindowAvg unit reads the windows tap by tap)."""
     from .mvau import is_depthwise
 
     cons = g.consumers(n.outputs[0])
-    return len(cons) == 1 and is_depthwise(g, cons[0])
+    return len(cons) == 1 and (is_depthwise(g, cons[0]) or cons[0].op == "WindowMax")
 
 
 @register

@@ -15,7 +15,8 @@ same schedule bnhw's netlist gives the FINN op it stands for:
   in, one word out per cycle; bnhw's WindowAvg as Pool);
 * **routers** (a reader and a writer around a buffer): ConvolutionInputGenerator (FINN's element order: ``(tap,
   channel)`` per output pixel, ``(channel fold, tap, SIMD)`` when depthwise; its buffer depth is FINN's model of
-  the RTL generator's), FMPadding, StreamingDataWidthConverter.
+  the RTL generator's), FMPadding (bnhw's ValuePadding unit the same), StreamingDataWidthConverter, bnhw's
+  Gather unit (a channel gather, one pixel buffered).
 
 StreamingFIFOs already in the graph are dropped (their depths are what is being sized).  The data is not
 simulated (``run_engine`` without inputs): FIFO sizing needs only the schedule.  An op outside this list is a
@@ -24,6 +25,7 @@ one-line :class:`SimError` naming the node, its op type and what is supported.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,7 +165,9 @@ _STREAMING = ("Thresholding", "ChannelwiseOp", "AddStreams", "DuplicateStreams",
               "ElementwiseLess", "ElementwiseLessOrEqual", "ElementwiseGreater", "ElementwiseGreaterOrEqual",
               "ElementwiseBitwiseAnd", "ElementwiseBitwiseOr", "ElementwiseBitwiseXor", "ElementwiseFloat2Int",
               "ElementwiseInt2Float", "ElementwiseFloatCast", "ElementwiseRelu", "ElementwiseAbs")
-_ROUTERS = ("ConvolutionInputGenerator", "FMPadding", "StreamingDataWidthConverter")
+_ROUTERS = ("ConvolutionInputGenerator", "FMPadding", "StreamingDataWidthConverter", "ValuePadding", "Gather")
+#: the most inputs one simulator unit reads (a longer StreamingConcat is a chain of units)
+_MAX_INPUTS = 3
 #: FINN op types (without ``_hls`` / ``_rtl``) this module models
 SUPPORTED = tuple(sorted((*_LOOPS, *_STREAMING, *_ROUTERS, "StreamingFIFO")))
 
@@ -195,6 +199,29 @@ def _route_pad(n: DataflowNode) -> tuple[np.ndarray, int, int]:
     yy, xx, cc = np.meshgrid(np.arange(hp), np.arange(wp), np.arange(c), indexing="ij")
     inside = (yy >= top) & (yy < top + h) & (xx >= left) & (xx < left + w)
     route = np.where(inside, ((yy - top) * w + (xx - left)) * c + cc, -1).reshape(-1)
+    return route, h * w * c, 1
+
+
+def _unit(n: DataflowNode) -> dict[str, Any]:
+    """A bnhw unit's IR node (its ``unit`` attribute, :func:`bnhw.hw.finn_ops.unit_attrs`)."""
+    return dict(json.loads(n.attrs["unit"]))
+
+
+def _route_value_pad(n: DataflowNode) -> tuple[np.ndarray, int, int]:
+    """bnhw's ValuePadding unit: FMPadding's route (its pad value is data, not timing)."""
+    d = _unit(n)
+    h, w, c = (int(v) for v in d["inputs"][0]["shape"])
+    p = int(d["attrs"]["pad"])
+    return _route_pad(DataflowNode(n.name, "FMPadding", n.inputs, n.outputs,
+                                   {"ImgDim": [h, w], "Padding": [p, p, p, p], "NumChannels": c}, [], [], [], []))
+
+
+def _route_gather(n: DataflowNode) -> tuple[np.ndarray, int, int]:
+    """bnhw's Gather unit: output channel ``c`` of each pixel is input channel ``index[c]`` of that pixel."""
+    d = _unit(n)
+    h, w, c = (int(v) for v in d["inputs"][0]["shape"])
+    index = np.asarray(n.attrs["param_index"], dtype=np.int64).reshape(-1)
+    route = (np.arange(h * w)[:, None] * c + index[None, :]).reshape(-1)
     return route, h * w * c, 1
 
 
@@ -241,6 +268,8 @@ class _Dataflow:
             return
         if base in _ROUTERS:
             self.router(n, base)
+        elif base == "StreamingConcat" and len(n.inputs) > _MAX_INPUTS:
+            self.concat_chain(n)
         elif base in _LOOPS or base in _STREAMING:
             op, flags_of = _LOOPS.get(base, ("dup", _flags_stream))
             if base in _STREAMING and len(n.inputs) == 1 and len(n.outputs) == 1:
@@ -265,6 +294,38 @@ class _Dataflow:
             raise SimError(f"{n.name}: bnhw's FIFO sizing has no model of FINN op {n.op_type}; supported: "
                            f"{', '.join(SUPPORTED)}")
 
+    def concat_chain(self, n: DataflowNode) -> None:
+        """A StreamingConcat of more streams than a simulator unit reads (:data:`_MAX_INPUTS`) as a chain, as
+        bnhw's netlist builds the IR's Concat: the first three inputs concatenated, then that with the next two,
+        ...; each unit copies per pixel the words of its inputs in turn.  The last unit has the node's name."""
+        parts = [(i, n.in_folded[i]) for i in range(len(n.inputs))]
+        pixels = n.in_folded[0][:-2]
+        k = 0
+        prev: tuple[str, tuple[int, ...]] | None = None
+        while parts:
+            take = _MAX_INPUTS - (prev is not None)
+            chunk, parts = parts[:take], parts[take:]
+            last = not parts
+            ins = ([(-1, prev[1])] if prev else []) + chunk
+            folded = [f for _, f in ins]
+            words = sum(_words(f)[0] for f in folded)
+            out = (n.out_folded[0] if last
+                   else (*pixels, words // max(1, int(np.prod(pixels)) if pixels else 1), folded[0][-1]))
+            part = DataflowNode(n.name if last else f"{n.name}#part{k}", n.op_type,
+                                [prev[0] if (prev and j == 0) else n.inputs[i] for j, (i, _) in enumerate(ins)],
+                                [n.outputs[0] if last else f"{n.name}#part{k}"], n.attrs, folded, [tuple(out)],
+                                [n.in_bits[max(i, 0)] for i, _ in ins], [n.out_bits[0]],
+                                n.exp_cycles)
+            flags = _flags_concat(part)
+            u = self.unit(Unit(part.name, n.name, "loop", n.op_type, op="dup", positions=int(flags.size),
+                               flags=flags, latency=PIPELINE_DEPTH["dup"], analytic_cycles=int(n.exp_cycles),
+                               ports=[i for i, _ in ins]))
+            for j in range(len(part.inputs)):
+                self.connect(part, j, u)
+            self.out_fifo(u, part.outputs[0], part.out_folded[0], part.out_bits[0])
+            prev = (part.outputs[0], part.out_folded[0])
+            k += 1
+
     def router(self, n: DataflowNode, base: str) -> None:
         in_words, in_w = _words(n.in_folded[0])
         out_words, out_w = _words(n.out_folded[0])
@@ -275,6 +336,11 @@ class _Dataflow:
             cap_min = -(-out_w // in_w) + 1
         elif base == "FMPadding":
             route, _, _ = _route_pad(n)
+        elif base == "ValuePadding":
+            route, _, _ = _route_value_pad(n)
+        elif base == "Gather":                    # one pixel buffered
+            route, _, _ = _route_gather(n)
+            cap_min = 2 * (int(_unit(n)["inputs"][0]["shape"][-1]) // in_w) + 1
         else:
             route, _, window = _route_swg(n)
             group = max(1, window // out_w)

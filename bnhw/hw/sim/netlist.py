@@ -100,6 +100,9 @@ class Unit:
     pad: int = 0
     analytic_cycles: int = 0                          # FINN's get_exp_cycles of the op it models
     note: str = ""
+    #: per input FIFO, the index of the node's input it is (-1: an internal stream of a node built as several
+    #: units); empty: the inputs in order
+    ports: list[int] = field(default_factory=list)
 
 
 @dataclass
