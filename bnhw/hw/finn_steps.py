@@ -56,7 +56,7 @@ except ImportError:     # FINN is not installed: none of these steps can run
 
 __all__ = ["step_bnhw_folding", "bnhw_folding_step", "finn_folding_options", "complete_folding_step", "step_bnhw_units",
            "step_bnhw_fifo_depths", "bnhw_fifo_depths_step",
-           "step_bnhw_node_order", "NODE_ORDER_KEY"]
+           "step_bnhw_node_order", "NODE_ORDER_KEY", "widen_xnor_popcounts"]
 
 _PE_OPS = ("DuplicateStreams_hls", "GlobalAccPool_hls", "Thresholding_hls", "Thresholding_rtl",
            "ReplicateStream_hls", "ChannelwiseOp_hls", "AddStreams_hls", "Reshape_rtl")
@@ -360,6 +360,35 @@ def step_bnhw_node_order(model, cfg):
     return model
 
 
+def widen_xnor_popcounts(model):
+    """Give every XNOR MVAU without activation (its output is the popcount ``p`` in ``[0, MW]``, which a bnhw
+    unit decodes) an accumulator and output type holding ``[0, MW]``.  FINN's ``MinimizeAccumulatorWidth`` sizes
+    it from the bipolar dot product of the weights with a BINARY (0 / 1) input, e.g. INT11 for ``MW`` = 1600,
+    which a popcount overflows (FINN's own flows put thresholds behind every XNOR MVAU and never see it).
+    The readers take the new type (``InferDataTypes``)."""
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    changed = False
+    for node in model.graph.node:
+        if not node.op_type.startswith("MVAU"):
+            continue
+        inst = getCustomOp(node)
+        if not (int(inst.get_nodeattr("binaryXnorMode")) and int(inst.get_nodeattr("noActivation"))):
+            continue
+        mw = int(inst.get_nodeattr("MW"))
+        cur = DataType[inst.get_nodeattr("outputDataType")]
+        if cur.min() <= 0 and cur.max() >= mw:
+            continue
+        dt = DataType[f"UINT{mw.bit_length()}"]
+        inst.set_nodeattr("accDataType", dt.name)
+        inst.set_nodeattr("outputDataType", dt.name)
+        model.set_tensor_datatype(node.output[0], dt)
+        changed = True
+    return model.transform(InferDataTypes()) if changed else model
+
+
 def step_bnhw_units(model, cfg):
     """FINN's ``step_generate_estimate_reports`` for a graph holding bnhw's units (:mod:`bnhw.hw.finn_ops`), with
     bnhw's own reports of them.  It first puts the nodes back in the exported order (:func:`step_bnhw_node_order`:
@@ -382,6 +411,7 @@ def step_bnhw_units(model, cfg):
     from .finn_ops import is_unit
 
     model = step_bnhw_node_order(model, cfg)     # qonnx's cleanup re-sorts the graph; names follow the order
+    model = widen_xnor_popcounts(model)
     out = Path(cfg.output_dir)
     part = cfg._resolve_fpga_part()
     clk_ns = float(cfg.synth_clk_period_ns)
