@@ -12,6 +12,8 @@ from bnhw.errors import BnhwError
 from bnhw.hw.cpu.runtime import CpuModel
 from bnhw.hw.lower_binarynet import integer_input
 from bnhw.hw.lower_cellnet import lower_cellnet
+from bnhw.hw.ir import HwGraph
+from bnhw.hw.ops import get_op
 from bnhw.hw.sim.simulate import simulate
 from bnhw.quant import binary_tensors, execute_qonnx, export_qonnx, recalibrate_bn
 from bnhw.quant.cellnet import build_cell_model
@@ -105,19 +107,27 @@ def test_a_constant_node_and_a_float_model_are_refused_in_one_line():
         lower_cellnet(build_cell_model(ok))
 
 
-def test_finn_graph_export_takes_the_average_pool_as_a_bnhw_unit_and_refuses_min_padding():
-    """FINN's Pool_hls has no per-position divisor (WindowAvg travels as a bnhw unit) and its FMPadding pads
-    with zeros only, so a max pool's padding with the type's minimum is refused in one line, not mis-built."""
+def test_finn_graph_export_pads_max_pools_with_a_bnhw_unit_and_refuses_a_concatenated_popcount():
+    """FINN's Pool_hls has no per-position divisor (WindowAvg travels as a bnhw unit) and its FMPadding pads with
+    zeros only, so a max pool's padding with the type's minimum is bnhw's ValuePadding unit in front of FINN's
+    window generator (no padding) and Pool_hls; an XNOR popcount read by a Concat (FINN's StreamingConcat cannot
+    decode it) is refused in one line, not mis-built."""
     from helpers.graphs import cell_graph
 
-    from bnhw.hw.finn_export import FinnExportError, finn_dataflow_model, unit_type
+    from bnhw.hw.finn_export import FinnExportError, finn_dataflow_model, unit_type, value_padded, value_padding
 
     g = cell_graph()
     kinds = {n.op: unit_type(g, n) for n in g.nodes}
     assert kinds["WindowAvg"] == "WindowAvg" and kinds["WindowMax"] is None and kinds["Concat"] is None
+    (swg,) = [n for n in g.nodes if value_padded(g, n)]
+    pad, padded = value_padding(g, swg)
+    assert (pad.op, pad.attrs["k"], pad.attrs["pad_value"], padded.shape) == ("SWG", 1, -128, (8, 8, 8))
+    x = np.arange(6 * 6 * 8).reshape(6, 6, 8) % 200 - 100
+    (y,) = get_op("SWG").execute(HwGraph.unit(pad, {**g.streams, padded.name: padded}), pad, [x])
+    assert y.shape == padded.shape and np.array_equal(y[1:-1, 1:-1], x) and (y[0] == -128).all()
     with pytest.raises(FinnExportError) as e:
         finn_dataflow_model(g)
-    assert "\n" not in str(e.value) and "pads an integer stream with -128" in str(e.value)
+    assert "\n" not in str(e.value) and "Concat_1: reads the popcount of an XNOR MVAU" in str(e.value)
 
 
 @pytest.mark.parametrize("name", ["bnas-kv260-8x8", "bars-kv260-8x8"])
