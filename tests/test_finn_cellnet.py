@@ -63,6 +63,11 @@ def test_bnas_cell_net_builds_through_finn_with_finns_units_and_bnhws_where_finn
             assert final.find_producer(swg.input[0]).op_type == "ValuePadding_hls"
     assert sum(n.op == "WindowMax" for n in g.nodes) == sum(
         n.op_type == "Pool_hls" and getCustomOp(n).get_nodeattr("Function") == "MaxPool" for n in final.graph.node)
+    ours = json.loads((out / "finn" / "folding_config.json").read_text())
+    inst = {n.name: getCustomOp(n) for n in final.graph.node}
+    for k, attrs in ours.items():                                    # FINN applied bnhw's folding, node by node
+        if k != "Defaults":
+            assert all(inst[k].get_nodeattr(a) == v for a, v in attrs.items()), (k, attrs)
     cmp = f["comparison"]
     assert len(cmp) == len(final.graph.node)
     for c in cmp:

@@ -386,7 +386,7 @@ def widen_xnor_popcounts(model):
         inst.set_nodeattr("outputDataType", dt.name)
         model.set_tensor_datatype(node.output[0], dt)
         changed = True
-    return model.transform(InferDataTypes()) if changed else model
+    return model.transform(InferDataTypes(), cleanup=False) if changed else model
 
 
 def step_bnhw_units(model, cfg):
@@ -410,8 +410,8 @@ def step_bnhw_units(model, cfg):
 
     from .finn_ops import is_unit
 
-    model = step_bnhw_node_order(model, cfg)     # qonnx's cleanup re-sorts the graph; names follow the order
     model = widen_xnor_popcounts(model)
+    model = step_bnhw_node_order(model, cfg)     # qonnx's cleanup re-sorts the graph; names follow the order
     out = Path(cfg.output_dir)
     part = cfg._resolve_fpga_part()
     clk_ns = float(cfg.synth_clk_period_ns)
