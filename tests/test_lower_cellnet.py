@@ -10,9 +10,9 @@ from test_cellnet import ALL_OPS_GENOTYPE, cell_outputs
 
 from bnhw.errors import BnhwError
 from bnhw.hw.cpu.runtime import CpuModel
+from bnhw.hw.ir import HwGraph
 from bnhw.hw.lower_binarynet import integer_input
 from bnhw.hw.lower_cellnet import lower_cellnet
-from bnhw.hw.ir import HwGraph
 from bnhw.hw.ops import get_op
 from bnhw.hw.sim.simulate import simulate
 from bnhw.quant import binary_tensors, execute_qonnx, export_qonnx, recalibrate_bn
