@@ -86,7 +86,8 @@ class FinnExport:
     model: Any                                   # qonnx ModelWrapper
     #: per FINN node, in graph order: {"finn": name after SpecializeLayers, "ir": IR node, "source": "FINN unit" |
     #: "bnhw unit", "op_type": generic op type, "final": op type after SpecializeLayers, "finn_op": the index
-    #: into the IR node's FINN ops (:func:`bnhw.hw.ops.finn_ops`) the node stands for, None: the whole IR node}
+    #: into the IR node's FINN ops (:func:`bnhw.hw.ops.finn_ops`) the node stands for, None: the whole IR node,
+    #: "models": the type of that FINN op (a bnhw unit for the whole node: its own op type)}
     nodes: list[dict[str, Any]] = field(default_factory=list)
     folding: dict[str, dict[str, int]] = field(default_factory=dict)   # FINN folding config (final names)
     #: streams FINN carries in another encoding than the IR: "binary" (bit b = 2b - 1) or "popcount:MW" (2p - MW)
@@ -140,9 +141,11 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
     shapes: dict[str, list[int]] = {g.input: finn_shape(g.streams[g.input].shape)}
     popcount: dict[str, int] = {}            # stream -> MW of the XNOR MVAU whose popcount it carries
 
-    def add_unit(unit: str, gg: HwGraph, n: Node, ir_name: str, finn_op: int | None, folding: dict[str, int]) -> None:
+    def add_unit(unit: str, gg: HwGraph, n: Node, ir_name: str, finn_op: int | None, folding: dict[str, int],
+                 models: str = "") -> None:
         """Append bnhw unit ``unit`` standing for node ``n`` of ``gg`` (the row names IR node ``ir_name``;
-        ``finn_op``: the index of the FINN op of that node the unit stands for, ``None``: the whole node)."""
+        ``finn_op``: the index of the FINN op of that node the unit stands for, ``None``: the whole node;
+        ``models``: that FINN op's type)."""
         decode = []
         for s in n.inputs:
             dt = finn_stream_dt(gg, s)
@@ -158,7 +161,7 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
             shapes[s] = list(inst.get_normal_output_shape(i))
         nodes.append(node)
         rows.append({"ir": ir_name, "source": "bnhw unit", "op_type": unit, "final": hls_op_type(unit),
-                     "finn_op": finn_op, "folding": folding})
+                     "finn_op": finn_op, "models": models or hls_op_type(unit), "folding": folding})
 
     for n in g.nodes:
         unit = unit_type(g, n)
@@ -189,7 +192,7 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
         if value_padded(g, n):                  # bnhw's ValuePadding in place of FINN's FMPadding (zeros)
             pad, padded = value_padding(g, n)
             add_unit("ValuePadding", HwGraph.unit(pad, {**g.streams, padded.name: padded}, False), pad, n.name,
-                     0, {"SIMD": pad.simd})
+                     0, {"SIMD": pad.simd}, ops[0].op_type)
             src, first = padded.name, 1
         for k, op in enumerate(ops):
             if k < first:
@@ -213,7 +216,7 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
                 shapes[s] = [int(v) for v in inst.get_normal_output_shape()]
             nodes.append(node)
             rows.append({"ir": n.name, "source": "FINN unit", "op_type": node.op_type, "final": op.op_type,
-                         "finn_op": k, "folding": {a: int(op.attrs[a]) for a in FOLDING_ATTRS if a in op.attrs}})
+                         "finn_op": k, "models": op.op_type, "folding": {a: int(op.attrs[a]) for a in FOLDING_ATTRS if a in op.attrs}})
             src = outs[0]
         if n.op == "MVAU" and finn_xnor(g, n) and "thresholds" not in n.params:
             popcount[n.outputs[0]] = int(np.asarray(n.params["weights"]).shape[1])

@@ -210,12 +210,13 @@ def finn_unit_names(net: Netlist, nodes: list[dict[str, str]] | None = None) -> 
     """Simulated unit -> the name finn-plus's builder gives the same FINN op (:func:`bnhw.hw.ops.finn_graph_ops`):
     the k-th unit of an IR node modelling FINN op type T is the k-th T op of that node.  ``nodes``: the FINN graph
     is bnhw's IR exported (:attr:`bnhw.hw.finn_export.FinnExport.nodes`), whose bnhw units (AddRequant, ...,
-    GroupedMVAU) stand for one IR node each.  Width converters and the DMAs are not listed (FINN inserts and names
+    GroupedMVAU) stand for one IR node each, or for one FINN op of it (ValuePadding: the FMPadding_rtl of a
+    max pool's window generator).  Width converters and the DMAs are not listed (FINN inserts and names
     its own)."""
     from ..ops import finn_graph_ops
 
     if nodes is not None:
-        rows = [(r["finn"], r["ir"], r["final"]) for r in nodes]
+        rows = [(r["finn"], r["ir"], r.get("models", r["final"])) for r in nodes]   # the FINN op each stands for
     elif net.graph is not None:
         rows = [(name, ir, op.op_type) for name, ir, op in finn_graph_ops(net.graph)]
     else:
