@@ -230,13 +230,16 @@ def finn_unit_names(net: Netlist, nodes: list[dict[str, str]] | None = None) -> 
     for u in net.units:
         if u.kind not in ("source", "sink"):
             sim_units[u.node] = sim_units.get(u.node, 0) + 1
-    out = {}
+    out: dict[str, str] = {}
+    given: dict[tuple[str, str], str] = {}
     for u in net.units:
         if u.kind in ("source", "sink"):
             continue
         names = pending.get((u.node, u.finn_op))
         if names:
-            out[u.name] = names.pop(0)
+            out[u.name] = given[(u.node, u.finn_op)] = names.pop(0)
+        elif u.ports and (u.node, u.finn_op) in given:       # a further unit of one FINN node (a long concat)
+            out[u.name] = given[(u.node, u.finn_op)]
         elif len(per_node.get(u.node, [])) == 1 and sim_units[u.node] == 1:    # a bnhw unit for the node
             out[u.name] = per_node[u.node][0]
     return out
@@ -256,6 +259,15 @@ def finn_fifo_config(net: Netlist, depths: list[int], folding: dict | None = Non
         e = cfg.setdefault(names[u.name] if names is not None else u.name, {})
         # FINN instantiates no FIFO of depth <= 2 (the stream handshake between two units, which
         # bnhw simulates as depth 2); 1 is written as 2, which is never slower
+        if u.ports:                              # one of several units of a FINN node: its ports say which inputs
+            ins = e.setdefault("inFIFODepths", [])
+            for f, port in zip(u.ins, u.ports):
+                if port >= 0:
+                    ins.extend([2] * (port + 1 - len(ins)))
+                    ins[port] = max(2, int(depths[f]))
+            if u.name == u.node:                 # the last unit writes the node's output
+                e["outFIFODepths"] = [max(2, int(depths[f])) for f in u.outs]
+            continue
         e["inFIFODepths"] = [max(2, int(depths[f])) for f in u.ins]
         e["outFIFODepths"] = [max(2, int(depths[f])) for f in u.outs]
     return cfg

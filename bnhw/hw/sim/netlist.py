@@ -520,7 +520,8 @@ class _Elab:
             flags = np.tile(pos | np.uint8(1 << 4), so.pixels)
             u = Unit(n.name if last else self._name("StreamingConcat_hls"), n.name, "loop", "StreamingConcat_hls",
                      op="concat", positions=int(flags.size), flags=flags, latency=PIPELINE_DEPTH["concat"],
-                     iparams={"PE": pe, "C": C}, analytic_cycles=cycles)
+                     iparams={"PE": pe, "C": C}, analytic_cycles=cycles,
+                     ports=[n.inputs.index(s) if s in n.inputs else -1 for s, _ in chunk])
             ui = self.add_unit(u)
             for s, _ in chunk:
                 self.feed(s, pe, ui)
