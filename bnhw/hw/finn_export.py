@@ -8,7 +8,7 @@ bipolar activation with -1 where the network pads 0, and rounds threshold ties u
 to even.  bnhw's IR already holds the integer network, checked equal to QONNX execution on real images, so
 :func:`finn_dataflow_model` writes it as the graph FINN's ``step_convert_to_hw`` would have made: generic HW nodes
 (``MVAU``, ``VVAU``, ``ConvolutionInputGenerator``, ``FMPadding``, ``Thresholding``, ``Pool``,
-``DuplicateStreams``, ``LabelSelect``) with each IR node's FINN attributes, weights and thresholds (the same
+``DuplicateStreams``, ``StreamingConcat``, ``LabelSelect``) with each IR node's FINN attributes, weights and thresholds (the same
 translation bnhw's estimates use, :func:`bnhw.hw.ops.finn_ops`) and ``preferred_impl_style`` as FINN's
 ``SpecializeLayers`` should pick it; FINN's steps continue from there (specialise, folding, bit-width
 minimisation, estimate reports, code generation).
@@ -18,7 +18,10 @@ finn_stream_dt`); an XNOR MVAU without activation outputs FINN's popcount ``p``,
 decodes (``2p - MW``).  Zero padding: FINN pads a BINARY stream with bit 0, i.e. -1; behind an XNOR convolution
 whose accumulator goes to an AddRequant, that unit adds back, per output position, the weights the -1 taps took
 away (:func:`bnhw.hw.ops.padding_correction`), so the convolution stays an XNOR-popcount unit; any other zero-padded
-binary window travels as TERNARY (2 bits) into a multiplying MVAU.
+binary window travels as TERNARY (2 bits) into a multiplying MVAU.  A max pool's window generator pads with
+the type's minimum, which FINN's FMPadding (zeros) cannot: bnhw's ``ValuePadding`` unit (:func:`value_padding`)
+takes the FMPadding's place in front of FINN's own window generator and ``Pool_hls``.  An unfolded ``Gather``
+(wiring in the IR) runs at its producer's word width (:func:`wiring_pe`).
 """
 
 from __future__ import annotations
