@@ -13,7 +13,7 @@ from bnhw.hw.cpu.runtime import CpuModel
 from bnhw.hw.ir import HwGraph
 from bnhw.hw.lower_binarynet import integer_input
 from bnhw.hw.lower_cellnet import lower_cellnet
-from bnhw.hw.ops import get_op
+from bnhw.hw.ops import finn_ops, get_op
 from bnhw.hw.sim.simulate import simulate
 from bnhw.quant import binary_tensors, execute_qonnx, export_qonnx, recalibrate_bn
 from bnhw.quant.cellnet import build_cell_model
@@ -114,7 +114,14 @@ def test_finn_graph_export_pads_max_pools_with_a_bnhw_unit_and_refuses_a_concate
     decode it) is refused in one line, not mis-built."""
     from helpers.graphs import cell_graph
 
-    from bnhw.hw.finn_export import FinnExportError, finn_dataflow_model, unit_type, value_padded, value_padding
+    from bnhw.hw.finn_export import (
+        FinnExportError,
+        finn_dataflow_model,
+        pool_window_folding,
+        unit_type,
+        value_padded,
+        value_padding,
+    )
 
     g = cell_graph()
     kinds = {n.op: unit_type(g, n) for n in g.nodes}
@@ -128,6 +135,13 @@ def test_finn_graph_export_pads_max_pools_with_a_bnhw_unit_and_refuses_a_concate
     with pytest.raises(FinnExportError) as e:
         finn_dataflow_model(g)
     assert "\n" not in str(e.value) and "Concat_1: reads the popcount of an XNOR MVAU" in str(e.value)
+    # FINN's depthwise window generator in front of Pool_hls runs at the pool's PE, whatever bnhw folded it to
+    (pool,) = g.consumers(swg.outputs[0])
+    f = g.with_folding({swg.name: {"SIMD": 2}, pool.name: {"PE": 4}})
+    cig = finn_ops(f, f.node(swg.name))[-1]
+    assert cig.attrs["depthwise"] == 1 and cig.attrs["SIMD"] == 2
+    assert pool_window_folding(f, f.node(swg.name), cig) == {"SIMD": 4}
+    assert pool_window_folding(g, swg, finn_ops(g, swg)[-1]) == {}
 
 
 @pytest.mark.parametrize("name", ["bnas-kv260-8x8", "bars-kv260-8x8"])

@@ -23,6 +23,7 @@ Steps (each reported with what it measured or modelled):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -262,6 +263,8 @@ def finn_comparison_ir(g: HwGraph, export, layers: list[dict]) -> list[dict]:
             cyc, res = node_cycles(g, n), node_resources(g, n)
         else:
             op = finn_ops(g, n)[r["finn_op"]]
+            if r.get("finn_attrs"):               # set by the export (a max pool's window generator at its PE)
+                op = dataclasses.replace(op, attrs={**op.attrs, **r["finn_attrs"]})
             cyc, res = op_cycles(op), op_resources(op)
         rows.append({"name": r["finn"], "ir_node": n.name, "source": r["source"],
                      "finn_cycles": f["cycles"] if f else None, "bnhw_cycles": cyc,

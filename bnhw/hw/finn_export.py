@@ -27,6 +27,7 @@ takes the FMPadding's place in front of FINN's own window generator and ``Pool_h
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from .ir import HwGraph, Node, Stream
 from .ops import FOLDING_ATTRS, finn_ops, finn_stream_dt, is_depthwise, padding_correction
 from .ops.mvau import finn_xnor, groups_of
 
-__all__ = ["FinnExport", "FinnExportError", "finn_dataflow_model", "unit_type", "value_padded", "value_padding"]
+__all__ = ["FinnExport", "FinnExportError", "finn_dataflow_model", "unit_type", "value_padded", "value_padding",
+           "pool_window_folding", "wiring_pe"]
 
 _GENERIC = "finn.custom_op.fpgadataflow"
 
@@ -54,6 +56,22 @@ def unit_type(g: HwGraph, n: Node) -> str | None:
     if n.op == "MVAU":
         return "GroupedMVAU" if groups_of(n) > 1 and not is_depthwise(g, n) else None
     return n.op if n.op in ("AddRequant", "RPReLU", "Gather", "GlobalAvgPool", "WindowAvg") else None
+
+
+def pool_window_folding(g: HwGraph, n: Node, op: FinnOp) -> dict[str, int]:
+    """The attributes FINN's window generator of IR node ``n`` (``op``) takes from its max pool: FINN's depthwise
+    generator writes ``(channel fold, tap, SIMD)`` and ``Pool_hls`` reads it at its PE, so SIMD must be the pool's
+    PE (as FINN's ``InferPool`` and folding make it; bnhw's folding picks the two independently and its cycle
+    simulator already runs the generator at the pool's PE).  Empty where nothing changes."""
+    if op.op_type != "ConvolutionInputGenerator_rtl" or not int(op.attrs.get("depthwise", 0)):
+        return {}
+    cons = g.consumers(n.outputs[0])
+    if len(cons) != 1 or cons[0].op != "WindowMax" or cons[0].pe == int(op.attrs["SIMD"]):
+        return {}
+    over = {"SIMD": cons[0].pe}
+    if int(op.attrs.get("parallel_window", 0)) and cons[0].pe != g.in_stream(n).channels:
+        over["parallel_window"] = 0
+    return over
 
 
 def wiring_pe(g: HwGraph, n: Node) -> int:
@@ -90,7 +108,8 @@ class FinnExport:
     #: per FINN node, in graph order: {"finn": name after SpecializeLayers, "ir": IR node, "source": "FINN unit" |
     #: "bnhw unit", "op_type": generic op type, "final": op type after SpecializeLayers, "finn_op": the index
     #: into the IR node's FINN ops (:func:`bnhw.hw.ops.finn_ops`) the node stands for, None: the whole IR node,
-    #: "models": the type of that FINN op (a bnhw unit for the whole node: its own op type)}
+    #: "models": the type of that FINN op (a bnhw unit for the whole node: its own op type), "finn_attrs": FINN
+    #: attributes set otherwise than the IR's op says (:func:`pool_window_folding`)}
     nodes: list[dict[str, Any]] = field(default_factory=list)
     folding: dict[str, dict[str, int]] = field(default_factory=dict)   # FINN folding config (final names)
     #: streams FINN carries in another encoding than the IR: "binary" (bit b = 2b - 1) or "popcount:MW" (2p - MW)
@@ -200,6 +219,9 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
         for k, op in enumerate(ops):
             if k < first:
                 continue
+            over = pool_window_folding(g, n, op)
+            if over:
+                op = dataclasses.replace(op, attrs={**op.attrs, **over})
             last = k == len(ops) - 1
             outs = list(n.outputs) if last else [f"{n.name}__{op.role}"]
             ins = [src, *(n.inputs[1:] if k == first else [])]          # a Concat's further inputs
@@ -219,7 +241,7 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
                 shapes[s] = [int(v) for v in inst.get_normal_output_shape()]
             nodes.append(node)
             rows.append({"ir": n.name, "source": "FINN unit", "op_type": node.op_type, "final": op.op_type,
-                         "finn_op": k, "models": op.op_type, "folding": {a: int(op.attrs[a]) for a in FOLDING_ATTRS if a in op.attrs}})
+                         "finn_op": k, "models": op.op_type, "finn_attrs": over, "folding": {a: int(op.attrs[a]) for a in FOLDING_ATTRS if a in op.attrs}})
             src = outs[0]
         if n.op == "MVAU" and finn_xnor(g, n) and "thresholds" not in n.params:
             popcount[n.outputs[0]] = int(np.asarray(n.params["weights"]).shape[1])
