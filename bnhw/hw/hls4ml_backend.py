@@ -111,16 +111,20 @@ def hls4ml_unavailable_reason() -> str:
 
 def supported_graph_error(g: HwGraph) -> str:
     """One line naming the first layer of ``g`` the hls4ml back end cannot take, and why ("" if none)."""
-    residual = ("NAS-BNN's fixed-point residual path has no hls4ml mapping in bnhw: an exact requantising add (QONNX "
-                "Quant, round half to even) on streams hls4ml would see through qonnx's channels-last conversion of "
-                "the whole residual graph, which did not finish in 5 minutes on nasbnn-cifar-smallest here")
+    residual = ("the fixed-point path (NAS-BNN residuals, cell networks' node sums) has no hls4ml mapping in bnhw: "
+                "an exact requantising add (QONNX Quant, round half to even) on streams hls4ml would see through "
+                "qonnx's channels-last conversion of the whole graph, which did not finish in 5 minutes on "
+                "nasbnn-cifar-smallest here")
     why = {
         "AddRequant": residual,
         "Duplicate": "a residual fork; " + residual,
         "RPReLU": "a learnable-shift PReLU on a fixed-point stream; " + residual,
         "AvgPoolSum": "an integer average-pool sum with requantisation; " + residual,
         "GlobalAvgPool": "an integer global average pool with round-half-even requantisation; " + residual,
-        "Gather": "a channel gather (NAS-BNN channel split); " + residual,
+        "Gather": "a channel gather (NAS-BNN channel split, a cell's factorised reduce); " + residual,
+        "Concat": "a cell's output concatenation; " + residual,
+        "WindowMax": "a cell's max pool on a fixed-point stream; " + residual,
+        "WindowAvg": "a cell's average pool on a fixed-point stream; " + residual,
     }
     for n in g.nodes:
         if n.op in SUPPORTED_OPS:
