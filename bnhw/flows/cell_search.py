@@ -279,8 +279,8 @@ CPU_CACHE = "cpu_cache.json"
 
 
 def _meet_cpu(opts: CellSearchOptions, res, spec, data, out: Path, log, emit) -> tuple:
-    """The derived network, shrunk (as for a board, :func:`_shrink`) until its latency on the CPU target meets
-    ``max_latency_ms`` (module docstring, 4); returns it and best.json's ``cpu``."""
+    """The derived network, shrunk (:func:`_shrink`; BARS dropping cells first) until its latency on the CPU
+    target meets ``max_latency_ms`` (module docstring, 4); returns it and best.json's ``cpu``."""
     from ..design.bnas import fit_to_budget
     from ..estimators.ops import format_ops, ops_of
     from .search import cpu_summary
@@ -317,8 +317,9 @@ def _meet_cpu(opts: CellSearchOptions, res, spec, data, out: Path, log, emit) ->
                           rejected_by_hardware_constraints=sum(not r["meets"] for r in tried),
                           resolution=f"{spec.resolution}x{spec.resolution} (the spec's)", chosen=tried[-1],
                           candidates=tried, shrunk=len(tried) > 1)
-    summary["means"] += ("; candidates: the derived network first, then smaller ones (as for a board) until one "
-                         "meets the bound")
+    summary["means"] += ("; candidates: the derived network first, then smaller ones (BNAS restacked under 0.7x "
+                         "the OPs; BARS a cell off its deepest stage, then 2 channels narrower) until one meets the "
+                         "bound")
     _write_cpu_candidates(out, tried, cpu, opts)
     return spec, summary
 
