@@ -38,7 +38,9 @@ the runtime (median of 20 runs), on one thread and on all cores: mean and max re
 table entries the 20 networks needed.  For the ARM cores, the cycle model's instruction counts against
 the instructions executed under QEMU (one inference, ``bnhw.hw.cpu.insn_count``) on the first
 ``--arm-subnets`` (default 5) of the same subnets, AArch64 and ARMv7 (skipped, said in one line, without the
-cross toolchain).
+cross toolchain).  ``--only cpulat-cells`` does the same on ``--subnets`` (there default 12) random derived cell
+networks (BNAS v2 stacks and BARS stage layouts of random genotypes, as ``bnhw search --method bnas|bars
+--target native`` sees them), ``--arm-subnets`` (there default 3) of them under QEMU.
 
 BNAS v2 ablation (``--only bnas``, the longest part after the NAS-BNN search):
 the paper's Table 10 at small scale: for each seed, a BNAS search with all
@@ -107,10 +109,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "cpulat", "armcount", "bnas", "finn", "lce"],
+    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "cpulat", "cpulat-cells", "armcount", "bnas",
+                                       "finn", "lce"],
                     help="run one part only (lce: Larq Compute Engine side by side, only when named)")
-    ap.add_argument("--subnets", type=int, default=20, help="cpulat: random subnets of the predictor check")
-    ap.add_argument("--arm-subnets", type=int, default=5, help="cpulat: of them, counted under QEMU")
+    ap.add_argument("--subnets", type=int, help="cpulat: random subnets of the predictor check (default 20; "
+                    "cpulat-cells: random cell networks, default 12)")
+    ap.add_argument("--arm-subnets", type=int, help="cpulat: of them, counted under QEMU (default 5; cpulat-cells: 3)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,8 +125,13 @@ def main() -> None:
         cpu = bench_cpu(out / "cpu")
         _merge(out, "cpu", cpu, _cpu_table(cpu))
     if args.only in (None, "cpulat"):
-        cl = bench_cpu_latency(out / "cpulat", n=args.subnets, n_arm=args.arm_subnets)
+        cl = bench_cpu_latency(out / "cpulat", n=args.subnets or 20,
+                               n_arm=5 if args.arm_subnets is None else args.arm_subnets)
         _merge(out, "cpulat", cl, _cpu_latency_table(cl))
+    if args.only in (None, "cpulat-cells"):
+        cc = bench_cpu_latency(out / "cpulat-cells", n=args.subnets or 12,
+                               n_arm=3 if args.arm_subnets is None else args.arm_subnets, cells=True)
+        _merge(out, "cpulat-cells", cc, _cpu_latency_table(cc))
     if args.only in (None, "armcount"):
         ac = bench_arm_counts(out / "armcount")
         _merge(out, "armcount", ac, _arm_count_table(ac))
@@ -528,8 +537,39 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
                     "unless a thread count is given; ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
 
 
-def bench_cpu_latency(out: Path, n: int = 20, n_arm: int = 5, seed: int = 0, repeat: int = 20) -> dict:
-    """The search's CPU latency predictor against measurement (native) and QEMU instruction counts (ARM)."""
+def random_cell_nets(n: int, seed: int = 0, resolution: int = 32) -> list:
+    """``n`` random derived cell networks of the kinds the cell searches return: random genotypes of the BNAS v2
+    operations (none with a constant node, which no back end builds), alternately stacked BNAS-style (3, 5 or 8
+    cells, 4-16 channels) and in a BARS stage layout (1-3 cells per stage, widths 0.5-1.25), default precision
+    (the search's ``best_arch.json``; the lowering makes it fixed point)."""
+    from .design.bnas import random_genotype
+    from .spec.cells import CELL_OPS, CellNetSpec
+
+    rng = random.Random(seed)
+    out: list = []
+    k = 0
+    while len(out) < n:
+        g = random_genotype(CELL_OPS, seed=1000 * seed + k)
+        k += 1
+        c = rng.randrange(4, 17, 2)
+        if len(out) % 2 == 0:
+            spec = CellNetSpec(g, cells=rng.choice((3, 5, 8)), init_channels=c, resolution=resolution, space="bnas",
+                               name=f"random-bnas-{len(out):02d}")
+        else:
+            stages = tuple(rng.randint(1, 3) for _ in range(3))
+            spec = CellNetSpec(g, cells=sum(stages) + 2, init_channels=c, resolution=resolution, space="bars",
+                               stage_cells=stages, stage_widths=tuple(rng.choice((0.5, 0.75, 1.0, 1.25))
+                                                                      for _ in range(3)),
+                               name=f"random-bars-{len(out):02d}")
+        if not spec.hardware_gaps():
+            out.append(spec)
+    return out
+
+
+def bench_cpu_latency(out: Path, n: int = 20, n_arm: int = 5, seed: int = 0, repeat: int = 20,
+                      cells: bool = False) -> dict:
+    """The search's CPU latency predictor against measurement (native) and QEMU instruction counts (ARM), on
+    random nasbnn-cifar subnets or (``cells``) random derived cell networks (:func:`random_cell_nets`)."""
     from .flows.cpu_bench import measure_native
     from .hw.cpu import insn_count as ic
     from .hw.cpu.cross import toolchain_status
@@ -540,12 +580,17 @@ def bench_cpu_latency(out: Path, n: int = 20, n_arm: int = 5, seed: int = 0, rep
     if out.exists():
         shutil.rmtree(out)            # a fresh table: every layer shape measured in this run
     out.mkdir(parents=True)
-    space = get_space("nasbnn-cifar").for_task(10)
-    rng = random.Random(seed)
-    pool = sorted({space.sample(rng) for _ in range(10 * n)} | {space.smallest(), space.largest()}, key=ops_of)
-    # spread over the OPs range (uniform samples crowd the middle): evenly spaced in the sorted pool, both ends in
-    picks = sorted({round(i * (len(pool) - 1) / max(1, n - 1)) for i in range(n)})
-    specs = [pool[k].replace(name=f"random-{i:02d}") for i, k in enumerate(picks)]
+    if cells:
+        specs = random_cell_nets(n, seed)
+        space_name = f"derived cell networks (BNAS / BARS) at {specs[0].resolution}x{specs[0].resolution}"
+    else:
+        space = get_space("nasbnn-cifar").for_task(10)
+        space_name = f"{space.name} subnets"
+        rng = random.Random(seed)
+        pool = sorted({space.sample(rng) for _ in range(10 * n)} | {space.smallest(), space.largest()}, key=ops_of)
+        # spread over the OPs range (uniform samples crowd the middle): evenly spaced in the sorted pool, both ends
+        picks = sorted({round(i * (len(pool) - 1) / max(1, n - 1)) for i in range(n)})
+        specs = [pool[k].replace(name=f"random-{i:02d}") for i, k in enumerate(picks)]
     arm_every = max(1, len(specs) // max(1, n_arm)) if n_arm else 0
     all_cores = default_threads()
     thread_counts = [1] + ([all_cores] if all_cores > 1 else [])
@@ -557,12 +602,16 @@ def bench_cpu_latency(out: Path, n: int = 20, n_arm: int = 5, seed: int = 0, rep
         keys.update(op_key(o, prog) for o in prog.ops)
         x = program_input(prog, seed=1)      # the table is timed on seed 0's input
         row: dict[str, Any] = {"arch": spec.short(), "ops": ops_of(spec), "bmacs": prog.bmacs, "cpu_ops": len(prog.ops),
-                               "native": {}, "modelled_ms": {}}
+                               "op_kinds": sorted({o.op for o in prog.ops}), "native": {}, "modelled_ms": {}}
         for t in thread_counts:
             est = cpu_latency(spec, "native", threads=t, cache_path=out / f"cpu_cache_t{t}.json", program=prog)
             meas = measure_native(prog, x, repeat=repeat, threads=t)
+            # the table holds per-op medians; the same statistic of this measurement (the sum of its per-op
+            # medians) compares like with like on a shared machine, where whole runs catch other jobs' bursts
+            op_sum = sum(r["seconds"] for r in meas["rows"]) * 1e3
             row["native"][str(t)] = {"predicted_ms": est.ms, "measured_ms": meas["seconds"] * 1e3,
                                      "rel_error": est.ms / (meas["seconds"] * 1e3) - 1,
+                                     "measured_op_median_sum_ms": op_sum, "rel_error_op_medians": est.ms / op_sum - 1,
                                      "new_table_entries": est.new_table_entries, "kernels": est.kernels}
         for core in ("cortex-a9", "cortex-a53", "cortex-a72"):
             row["modelled_ms"][core] = cpu_latency(spec, core, program=prog).ms
@@ -582,12 +631,16 @@ def bench_cpu_latency(out: Path, n: int = 20, n_arm: int = 5, seed: int = 0, rep
                           for t, v in row["native"].items())
               + "".join(f"; {a} insns {v['rel_error']:+.1%}" for a, v in row.get("arm_counts", {}).items())
               + f" [{time.time() - t0:.0f} s]", flush=True)
-    res: dict[str, Any] = {"machine": machine_name(), "space": space.name, "subnets": len(specs), "seed": seed,
+    res: dict[str, Any] = {"machine": machine_name(), "space": space_name, "subnets": len(specs), "seed": seed,
                            "repeat": repeat, "rows": rows, "distinct_layer_shapes": len(keys),
                            "cpu_ops": sum(r["cpu_ops"] for r in rows), "native": {}, "arm": {}, "skipped": {}}
     for t in thread_counts:
         errs = [abs(r["native"][str(t)]["rel_error"]) for r in rows]
+        errs_op = [abs(r["native"][str(t)]["rel_error_op_medians"]) for r in rows]
         res["native"][str(t)] = {"mean_abs_rel_error": statistics.mean(errs), "max_abs_rel_error": max(errs),
+                                 "mean_abs_rel_error_op_medians": statistics.mean(errs_op),
+                                 "max_abs_rel_error_op_medians": max(errs_op),
+                                 "load_average": os.getloadavg()[0],
                                  "mean_signed_rel_error": statistics.mean(r["native"][str(t)]["rel_error"]
                                                                           for r in rows),
                                  "kernels": rows[0]["native"][str(t)]["kernels"]}
@@ -617,13 +670,16 @@ def bench_cpu_latency(out: Path, n: int = 20, n_arm: int = 5, seed: int = 0, rep
 
 
 def _cpu_latency_table(r: dict) -> str:
-    lines = [f"Search latency predictor, {r['subnets']} random {r['space']} subnets on {r['machine']} "
+    lines = [f"Search latency predictor, {r['subnets']} random {r['space']} on {r['machine']} "
              f"({r['distinct_layer_shapes']} distinct layer shapes among {r['cpu_ops']} CPU ops):", "",
              "| target | threads | kernels | mean abs error | max abs error | mean signed error |",
              "|---|---:|---|---:|---:|---:|"]
     for t, v in r["native"].items():
         lines.append(f"| native (table vs whole network measured) | {t} | {v['kernels']} | {v['mean_abs_rel_error']:.1%} "
                      f"| {v['max_abs_rel_error']:.1%} | {v['mean_signed_rel_error']:+.1%} |")
+        if "mean_abs_rel_error_op_medians" in v:
+            lines.append(f"| native (table vs the same runs' per-op medians summed) | {t} | {v['kernels']} | "
+                         f"{v['mean_abs_rel_error_op_medians']:.1%} | {v['max_abs_rel_error_op_medians']:.1%} | |")
     for arch, v in r["arm"].items():
         lines.append(f"| {arch} (model's instructions vs QEMU-executed, {v['subnets']} subnets) | 1 | neon | "
                      f"{v['mean_abs_rel_error']:.1%} | {v['max_abs_rel_error']:.1%} | {v['mean_signed_rel_error']:+.1%} |")
@@ -632,12 +688,14 @@ def _cpu_latency_table(r: dict) -> str:
     kt = r["kendall_tau_vs_measured_1_thread"]
     lines += ["", f"Kendall tau against the measured one-thread latency: OPs {kt['ops']:.2f}, the table's prediction "
               f"{kt['table_prediction']:.2f}, the Cortex-A53 model {kt['cortex-a53_model']:.2f}"]
-    lines += ["", "| # | MOPs | M binary MACs | " + " | ".join(f"native {t}t predicted / measured ms" for t in r["native"])
-              + " | A53 ms (model) |", "|---:|---:|---:|" + "---:|" * (len(r["native"]) + 1)]
+    lines += ["", "| # | MOPs | M binary MACs | CPU ops | " + " | ".join(f"native {t}t predicted / measured ms"
+                                                                 for t in r["native"])
+              + " | A9 / A53 / A72 ms (model) |", "|---:|---:|---:|---:|" + "---:|" * (len(r["native"]) + 1)]
     for i, x in enumerate(r["rows"]):
-        lines.append(f"| {i} | {x['ops'] / 1e6:.2f} | {x['bmacs'] / 1e6:.1f} | "
+        lines.append(f"| {i} | {x['ops'] / 1e6:.2f} | {x['bmacs'] / 1e6:.1f} | {x['cpu_ops']} | "
                      + " | ".join(f"{v['predicted_ms']:.3f} / {v['measured_ms']:.3f}" for v in x["native"].values())
-                     + f" | {x['modelled_ms']['cortex-a53']:.2f} |")
+                     + " | " + " / ".join(f"{x['modelled_ms'][c]:.2f}" for c in ("cortex-a9", "cortex-a53", "cortex-a72"))
+                     + " |")
     return "\n".join(lines)
 
 

@@ -309,7 +309,10 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
     bnas|bars (--target a board) the derived network is estimated with its
     stream FIFOs (the skip paths' buffering, sized by the cycle simulator)
     and shrunk until it meets the bounds; best.json lists every candidate
-    under "fpga".
+    under "fpga".  With --method bnas|bars and a CPU --target the derived
+    network's latency on it is the bound (the same estimate as for nasbnn),
+    the network shrunk the same way; every candidate is under "cpu" in
+    best.json and in measured.csv and latency.png.
     """
     from . import distributed as dist_util
     from .design.evolution import EvolutionConfig
@@ -325,15 +328,9 @@ def search(budget, method, space_name, data, resolution, recipe, epochs, warmup_
     if method != "nasbnn":
         epochs = 8 if epochs is None else epochs
         batch_size = 32 if batch_size is None else batch_size
-        from .hw.cpu.latency import CPU_TARGETS
-
-        if threads is not None or (target is not None and target in CPU_TARGETS):
-            raise BnhwError(f"--target {target or ''} / --threads: CPU targets apply to --method nasbnn only (the "
-                            f"{method} search constrains FPGA boards)")
-        with _claimed(out, "search", force):
-            _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed,
-                         out, resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells,
-                         final_epochs, scheme, target, min_fps, max_latency_ms, margin, fifo_seconds)
+        _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed,
+                     out, resume, force, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells,
+                     final_epochs, scheme, target, min_fps, max_latency_ms, threads, margin, fifo_seconds)
         return
     if target is not None:
         target = hardware_target(target)     # a board or a CPU; unknown: one line listing both
@@ -374,8 +371,8 @@ def _claimed(out: Path, command: str, force: bool):
 
 
 def _cell_search(method, budget, data, resolution, search_resolution, epochs, batch_size, train_images, seed, out,
-                 resume, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells, final_epochs,
-                 scheme, target=None, min_fps=None, max_latency_ms=None, margin=0.85,
+                 resume, force, gamma, no_zeroise, no_inter_cell_skip, no_diversity, separable, cells, final_epochs,
+                 scheme, target=None, min_fps=None, max_latency_ms=None, threads=None, margin=0.85,
                  fifo_seconds=20.0) -> None:
     """``bnhw search --method bnas|bars`` (see bnhw.flows.cell_search)."""
     from .estimators.ops import format_ops
@@ -387,9 +384,9 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
                              train_images=train_images, seed=seed, gamma=gamma, zeroise=not no_zeroise,
                              inter_cell_skip=not no_inter_cell_skip, diversity=not no_diversity, separable=separable,
                              cells=cells, final_epochs=final_epochs, scheme=scheme, target=target, min_fps=min_fps,
-                             max_latency_ms=max_latency_ms, margin=margin, fifo_seconds=fifo_seconds)
-    opts.validate()
-    with cell_search_progress(opts) as on_event:
+                             max_latency_ms=max_latency_ms, threads=threads, margin=margin, fifo_seconds=fifo_seconds)
+    opts.validate()                     # bad hardware flags: one line, before the folder is claimed
+    with _claimed(out, "search", force), cell_search_progress(opts) as on_event:
         r = run_cell_search(opts, out, resume=resume, event=on_event)
     acc = (f", val acc {r['val_accuracy']:.4f}, test acc {r['test_accuracy']:.4f}" if "test_accuracy" in r
            else " (not trained: --final-epochs 0)")
@@ -405,8 +402,15 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
                    f"{c['fifo']['bram18']:,.0f} BRAM18, {c['fifo']['lut']:,.0f} LUT, {c['fifo']['deeper_than_2']} "
                    f"deeper than 2); {len(f['candidates'])} candidate(s) estimated"
                    + (", the derived network shrunk to meet the bounds" if f["shrunk"] else ""))
+    if "cpu" in r:
+        c = r["cpu"]
+        bound = f" (bound {c['max_latency_ms']:g} ms)" if c["max_latency_ms"] is not None else ""
+        click.echo(f"  {c['target']}: {c['estimate']['ms']:.3f} ms per image{bound}, {c['how']}, {c['kernels']} kernels, "
+                   f"{c['threads']} thread(s); {len(c['candidates'])} candidate(s) estimated"
+                   + (", the derived network shrunk to meet the bound" if c["shrunk"] else ""))
     click.echo(f"  {r['export']['check']}")
-    click.echo(f"wrote {out}/best_arch.json, best.json, search.json, model.onnx, log.txt")
+    click.echo(f"wrote {out}/best_arch.json, best.json, search.json, model.onnx, log.txt"
+               + (", measured.csv, latency.png, cpu_cache.json" if "cpu" in r else ""))
 
 
 @main.command()

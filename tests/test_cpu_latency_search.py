@@ -101,7 +101,6 @@ def test_bad_constraint_input():
     (["--target", "cortex-a53", "--threads", "2"], "--threads 2: the cortex-a53 latency is modelled for one core"),
     (["--target", "pynq-z2", "--threads", "2"], "--threads applies to CPU targets"),
     (["--threads", "1"], "--threads needs a CPU target"),
-    (["--method", "bnas", "--target", "native"], "apply to --method nasbnn only"),
 ])
 def test_search_cpu_options_errors_are_one_line(tmp_path, args, msg):
     r = CliRunner().invoke(main, ["search", "--budget", "1M", "--space", "nasbnn-cifar", *args,

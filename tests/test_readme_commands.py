@@ -36,6 +36,7 @@ for their outputs), ``BNHW_README_FULL=210,300`` for the lines starting at those
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import platform
@@ -169,6 +170,9 @@ WRITES: dict[str, tuple[str, ...]] = {
     "bench-cpu": ("bench_cpu.md", "bench_cpu.json", "model.bnhwcpu"),
 }
 WRITES_WITH_TARGET = ("measured.csv",)         # README: `measured.csv` with --target (the NAS-BNN search)
+#: README "CPU latency in the cell searches": a cell search with a CPU --target writes these too
+WRITES_WITH_CPU_TARGET = ("measured.csv", "latency.png", "cpu_cache.json")
+CPU_TARGETS = ("native", "cortex-a9", "cortex-a53", "cortex-a72")
 
 ELF_MACHINE = {"armv7": 40, "aarch64": 183, "native": {"x86_64": 62, "aarch64": 183, "armv7l": 40}}
 
@@ -336,6 +340,8 @@ def check_outputs(cmd: ReadmeCommand, argv: list[str], wd: Path, stdout: str) ->
     if key is not None:
         out = wd / option_value(argv, "-o", "--out", default=OUT_FOLDERS[sub])
         files = WRITES[key] + (WRITES_WITH_TARGET if key == "search:nasbnn" and cmd.flag("--target") else ())
+        if key in ("search:bnas", "search:bars") and cmd.option("--target") in CPU_TARGETS:
+            files += WRITES_WITH_CPU_TARGET
         if sub == "build" and "--no-sim" in argv:
             files = tuple(f for f in files if f != "fifo_config.json")
         bad += [f"{out.relative_to(wd)}/{f} not written" for f in files if not (out / f).is_file()]
@@ -357,7 +363,7 @@ def check_outputs(cmd: ReadmeCommand, argv: list[str], wd: Path, stdout: str) ->
             if cmd.option("--max-latency-ms") and not metrics.get("latency_ms", 1e30) <= float(
                     cmd.option("--max-latency-ms")):
                 bad.append(f"best.json latency {metrics.get('latency_ms')} ms over --max-latency-ms")
-            cpu_target = cmd.option("--target") in ("native", "cortex-a9", "cortex-a53", "cortex-a72")
+            cpu_target = cmd.option("--target") in CPU_TARGETS
             if cpu_target and (best.get("cpu", {}).get("ms_per_image") != metrics.get("latency_ms")
                                or best["cpu"].get("how") != ("measured" if cmd.option("--target") == "native"
                                                              else "modelled")):
@@ -371,6 +377,12 @@ def check_outputs(cmd: ReadmeCommand, argv: list[str], wd: Path, stdout: str) ->
                 bad.append(f"best_arch.json has {arch.get('cells')} cells, not --cells {cells}")
             if cmd.flag("--final-epochs") and "test_accuracy" not in best:
                 bad.append("best.json has no test_accuracy although --final-epochs trained the network")
+            if cmd.option("--target") in CPU_TARGETS:
+                cpu = best.get("cpu", {})
+                bound = float(cmd.option("--max-latency-ms") or "inf")
+                if not (cpu.get("ms_per_image", math.inf) <= bound and cpu.get("chosen", {}).get("short") == best["short"]
+                        and cpu.get("how") == ("measured" if cmd.option("--target") == "native" else "modelled")):
+                    bad.append(f"best.json cpu {cpu} is not the chosen network's latency within --max-latency-ms")
     elif sub == "export":
         f = wd / option_value(argv, "-o", "--out")
         if not f.is_file() or f.read_bytes()[:1] != b"\x08":          # an ONNX ModelProto starts with ir_version

@@ -21,12 +21,20 @@
    deepest stage while the units do not fit the board even fully folded, else narrows its initial
    channels by 2; every candidate is listed in ``best.json`` (``fpga.candidates``).  None meeting the bounds: a
    one-line error.
+   With a CPU ``target`` (``native``, ``cortex-a9`` / ``a53`` / ``a72``, :mod:`bnhw.hw.cpu.latency` behind
+   :class:`~bnhw.hw.constraints.CpuLatency`, the same estimate as the NAS-BNN search's) the bound is
+   ``max_latency_ms`` on that CPU (modelled for the ARM cores; ``native``: per-layer-shape table timed here
+   with ``threads``, cached in ``cpu_cache.json``), the derived network shrunk until it meets it (BNAS as
+   for a board; BARS drops cells off its deepest stage first, then narrows its channels); every candidate
+   goes to ``best.json`` (``cpu.candidates``), ``measured.csv`` and ``latency.png``.
 5. **Export**: QONNX of the (trained, or freshly initialised and BN-calibrated) network, run by qonnx on
    real digit images: every binary tensor must equal PyTorch's bit for bit.
 
 Outputs in OUT: ``best_arch.json`` (a cell-network spec every bnhw command reads), ``search.json``
 (genotype, architecture parameters and their history), ``best.json`` (OPs, accuracies, export check and
-what each figure means), ``model.onnx``, ``model.pt`` when trained, ``log.txt``.
+what each figure means), ``model.onnx``, ``model.pt`` when trained, ``log.txt``; with a CPU target
+``measured.csv`` (every candidate's latency), ``latency.png`` (the candidates' OPs against latency, the
+bound) and ``cpu_cache.json``.
 """
 
 from __future__ import annotations
@@ -85,20 +93,38 @@ class CellSearchOptions:
     train_images: int | None = None
     seed: int = 0
     verify_images: int = 8
-    target: str | None = None            # FPGA board of the hardware constraints
+    target: str | None = None            # FPGA board or CPU of the hardware constraints
     min_fps: float | None = None         # modelled FPS (units + FIFOs fit the board) at least this
-    max_latency_ms: float | None = None  # modelled latency at most this
+    max_latency_ms: float | None = None  # modelled (CPU native: measured) latency at most this
+    threads: int | None = None           # CPU targets: threads of the native runtime (0 / None: all cores)
     margin: float = 0.85                 # share of the board the folding of the units may use
     fifo_seconds: float = 20.0           # time budget of each candidate's FIFO sizing
 
-    HARDWARE_FIELDS = ("target", "min_fps", "max_latency_ms", "margin", "fifo_seconds")
+    HARDWARE_FIELDS = ("target", "min_fps", "max_latency_ms", "threads", "margin", "fifo_seconds")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.target is None:          # searches without a target keep their config.json (and --resume)
             for k in self.HARDWARE_FIELDS:
                 d.pop(k)
+        if self.threads is None:          # as do FPGA searches
+            d.pop("threads", None)
         return d
+
+    @property
+    def cpu_target(self) -> bool:
+        from ..hw.cpu.latency import is_cpu_target
+
+        return is_cpu_target(self.target)
+
+    def cpu_constraint(self, cache_path: Path | None = None):
+        """The :class:`~bnhw.hw.constraints.CpuLatency` of a CPU ``target`` (bad ``--threads`` /
+        ``--max-latency-ms``: one line)."""
+        from ..hw.constraints import CpuLatency
+
+        assert self.target is not None
+        return CpuLatency(self.target, self.max_latency_ms, threads=self.threads or 0,
+                          cache_path=str(cache_path) if cache_path is not None else None)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -113,14 +139,17 @@ class CellSearchOptions:
             raise BnhwError(f"--cells must be >= 3 (two of them are reduction cells), got {self.cells}")
         if self.search_resolution % 4:
             raise BnhwError(f"--search-resolution {self.search_resolution} is not divisible by 4 (two reductions)")
-        if self.target is None:
-            if self.min_fps is not None or self.max_latency_ms is not None:
-                flag = "--min-fps" if self.min_fps is not None else "--max-latency-ms"
-                raise BnhwError(f"{flag} needs a board: add --target BOARD (e.g. --target pynq-z2)")
-            return
-        from ..hw.boards import get_board
+        from ..hw.constraints import hardware_target
+        from .search import check_hardware_flags
 
-        self.target = get_board(self.target).name             # unknown board: one line
+        if self.target is not None:
+            self.target = hardware_target(self.target)        # a board or a CPU; unknown: one line listing both
+        check_hardware_flags(self.target, self.min_fps, self.max_latency_ms, self.threads)
+        if self.target is None:
+            return
+        if self.cpu_target:
+            self.cpu_constraint()                             # --threads on a modelled core, ...: one line
+            return
         if self.min_fps is not None and not (self.min_fps >= 0 and math.isfinite(self.min_fps)):
             raise BnhwError(f"--min-fps must be a number >= 0, got {self.min_fps:g}")
         if self.max_latency_ms is not None and not (self.max_latency_ms > 0 and math.isfinite(self.max_latency_ms)):
@@ -131,6 +160,8 @@ class CellSearchOptions:
             raise BnhwError(f"--fifo-seconds must be > 0, got {self.fifo_seconds:g}")
 
     def bounds(self) -> str:
+        if self.cpu_target:
+            return self.cpu_constraint().describe()
         parts = [f"fits {self.target} with its FIFOs"]
         if self.min_fps:
             parts.append(f"FPS >= {self.min_fps:g}")
@@ -243,6 +274,99 @@ def _meet_hardware(opts: CellSearchOptions, res, spec, data, log, emit) -> tuple
 
 #: candidates the hardware bounds may reject before the search gives up
 MAX_HW_CANDIDATES = 10
+#: the latency estimates' cache in the run folder (``--resume`` measures nothing twice)
+CPU_CACHE = "cpu_cache.json"
+
+
+def _meet_cpu(opts: CellSearchOptions, res, spec, data, out: Path, log, emit) -> tuple:
+    """The derived network, shrunk (:func:`_shrink`; BARS dropping cells first) until its latency on the CPU
+    target meets ``max_latency_ms`` (module docstring, 4); returns it and best.json's ``cpu``."""
+    from ..design.bnas import fit_to_budget
+    from ..estimators.ops import format_ops, ops_of
+    from .search import cpu_summary
+
+    cpu = opts.cpu_constraint(out / CPU_CACHE)
+    tried: list[dict] = []
+    for _ in range(MAX_HW_CANDIDATES):
+        est = cpu.estimate(spec)
+        ok = cpu.feasible(est.ms)
+        tried.append({"short": spec.short(), "cells": spec.cells, "init_channels": spec.init_channels,
+                      "ops": ops_of(spec), "latency_ms": est.ms, "meets": ok, "cpu_ops": est.ops,
+                      "bmacs": est.bmacs, "new_table_entries": est.new_table_entries})
+        line = (f"cpu: {spec.cells} cells, C={spec.init_channels}, {format_ops(tried[-1]['ops'])} OPs: "
+                f"{est.describe()}: {'meets' if ok else 'misses'} {cpu.describe()}")
+        log(line)
+        emit("hardware", {"line": line})
+        if ok:
+            break
+        # BARS: a cell off the deepest stage first (a cell is a dozen runtime ops, each with a fixed cost that
+        # narrower channels keep), then narrower channels; BNAS: restacked under 0.7x the OPs
+        smaller = _shrink(opts, res, spec, data, fit_to_budget, False)
+        if smaller is None:
+            break
+        spec = smaller
+    else:
+        ok = False
+    if not ok:
+        last = tried[-1]
+        raise BnhwError(f"--max-latency-ms {opts.max_latency_ms:g}: no network of the derived {opts.method} cell "
+                        f"meets {cpu.describe()} (tried {len(tried)}, the last, {last['cells']} cells, "
+                        f"C={last['init_channels']}, takes {last['latency_ms']:.3f} ms); raise --max-latency-ms, "
+                        "lower --resolution or pick a faster --target")
+    summary = cpu_summary(est, spec, opts.max_latency_ms, measured_architectures=len(tried),
+                          rejected_by_hardware_constraints=sum(not r["meets"] for r in tried),
+                          resolution=f"{spec.resolution}x{spec.resolution} (the spec's)", chosen=tried[-1],
+                          candidates=tried, shrunk=len(tried) > 1)
+    summary["means"] += ("; candidates: the derived network first, then smaller ones (BNAS restacked under 0.7x "
+                         "the OPs; BARS a cell off its deepest stage, then 2 channels narrower) until one meets the "
+                         "bound")
+    _write_cpu_candidates(out, tried, cpu, opts)
+    return spec, summary
+
+
+def _write_cpu_candidates(out: Path, tried: list[dict], cpu, opts: CellSearchOptions) -> None:
+    """``measured.csv`` (every candidate's latency, as the NAS-BNN search's) and ``latency.png``."""
+    import csv
+    import io
+
+    from ..spec import atomic_write_bytes
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["ops", "cells", "init_channels", "latency_ms", "feasible", "chosen", "arch"])
+    for i, r in enumerate(tried):
+        w.writerow([f"{r['ops']:.0f}", r["cells"], r["init_channels"], f"{r['latency_ms']:.4f}", int(r["meets"]),
+                    int(i == len(tried) - 1 and r["meets"]), r["short"]])
+    atomic_write_text(out / "measured.csv", buf.getvalue())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.plot([r["latency_ms"] for r in tried], [r["ops"] / 1e6 for r in tried], "o-", c="C0", ms=4,
+            label="candidates (derived first, then shrunk)")
+    for r in tried:
+        ax.annotate(f"{r['cells']} cells, C={r['init_channels']}", (r["latency_ms"], r["ops"] / 1e6), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    if tried[-1]["meets"]:
+        ax.scatter([tried[-1]["latency_ms"]], [tried[-1]["ops"] / 1e6], marker="*", s=160, c="C3", zorder=5,
+                   label="chosen")
+    if opts.max_latency_ms is not None:
+        ax.axvline(opts.max_latency_ms, ls="--", c="C3", lw=1)
+        ax.text(opts.max_latency_ms, ax.get_ylim()[0], f"bound {opts.max_latency_ms:g} ms ", color="C3",
+                va="bottom", ha="right", fontsize=8)
+    ax.set_xlabel(f"latency on {cpu.target} (ms per image, {'measured' if cpu.target == 'native' else 'modelled'})")
+    ax.set_ylabel(f"OPs (M), counted at {opts.resolution}x{opts.resolution}")
+    ax.set_title(f"bnhw search --method {opts.method}\n{cpu.describe()}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out / "latency.png", png.getvalue())
 
 
 def _shrink(opts: CellSearchOptions, res, spec, data, fit_to_budget, fitted: bool):
@@ -311,8 +435,11 @@ def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
     rep = count_ops(spec)
     if rep.ops > opts.budget:          # the searches guarantee it; a bug otherwise
         raise BnhwError(f"derived network has {format_ops(rep.ops)} OPs, over the budget (please report it)")
-    fpga = None
-    if opts.target is not None:
+    fpga = cpu = None
+    if opts.cpu_target:
+        spec, cpu = _meet_cpu(opts, res, spec, data, out, log, emit)
+        rep = count_ops(spec)
+    elif opts.target is not None:
         spec, fpga = _meet_hardware(opts, res, spec, data, log, emit)
         rep = count_ops(spec)
     spec.save(out / "best_arch.json")
@@ -327,6 +454,8 @@ def run_cell_search(opts: CellSearchOptions, out: Path, resume: bool = False,
                "config": opts.to_dict(), "data": data.describe()}
     if fpga is not None:
         summary["fpga"] = fpga
+    if cpu is not None:
+        summary["cpu"] = cpu
     if opts.final_epochs > 0:
         from .train import FitConfig, fit
 

@@ -158,24 +158,34 @@ RECIPES = {
 }
 
 
+def check_hardware_flags(target: str | None, min_fps: float | None, max_latency_ms: float | None,
+                         threads: int | None) -> None:
+    """One line for hardware flags of ``bnhw search`` (any method) that do not go together: a bound without
+    ``--target``, ``--threads`` without a CPU target, ``--min-fps`` with one.  ``target``: canonical
+    (:func:`~bnhw.hw.constraints.hardware_target`) or ``None``."""
+    if target is None:
+        if min_fps is not None or max_latency_ms is not None:
+            flag = "--min-fps" if min_fps is not None else "--max-latency-ms"
+            raise BnhwError(f"{flag} needs a board: add --target BOARD (e.g. --target pynq-z2)")
+        if threads is not None:
+            raise BnhwError("--threads needs a CPU target: add --target native (or cortex-a9|a53|a72)")
+    elif is_cpu_target(target):
+        if min_fps is not None:
+            raise BnhwError(f"--min-fps applies to FPGA boards; for the CPU target {target} bound the latency "
+                            "with --max-latency-ms")
+    elif threads is not None:
+        raise BnhwError(f"--threads applies to CPU targets (native, cortex-a9|a53|a72), not the board {target}")
+
+
 def hardware_constraints(opts: SearchOptions, cache_path: Path | None = None) -> list[Constraint]:
     """The FPS / latency constraints ``opts`` asks for (none without a target); bad input is one line.
     ``cache_path``: the estimates' JSON cache (FPGA_CACHE or CPU_CACHE in the run folder)."""
+    check_hardware_flags(opts.target, opts.min_fps, opts.max_latency_ms, opts.threads)
     if opts.target is None:
-        if opts.min_fps is not None or opts.max_latency_ms is not None:
-            flag = "--min-fps" if opts.min_fps is not None else "--max-latency-ms"
-            raise BnhwError(f"{flag} needs a board: add --target BOARD (e.g. --target pynq-z2)")
-        if opts.threads is not None:
-            raise BnhwError("--threads needs a CPU target: add --target native (or cortex-a9|a53|a72)")
         return []
     cache = str(cache_path) if cache_path is not None else None
     if opts.cpu_target:
-        if opts.min_fps is not None:
-            raise BnhwError(f"--min-fps applies to FPGA boards; for the CPU target {opts.target} bound the latency "
-                            "with --max-latency-ms")
         return [CpuLatency(opts.target, opts.max_latency_ms, threads=opts.threads or 0, cache_path=cache)]
-    if opts.threads is not None:
-        raise BnhwError(f"--threads applies to CPU targets (native, cortex-a9|a53|a72), not the board {opts.target}")
     if opts.min_fps is not None and opts.min_fps < 0:
         raise BnhwError(f"--min-fps must be >= 0, got {opts.min_fps:g}")
     # --target alone (or --min-fps 0): the FPS is recorded for every candidate, without a minimum
@@ -618,29 +628,35 @@ def _write_outputs(out: Path, opts: SearchOptions, data: DataBundle, space: Sear
 
 def _cpu_summary(opts: SearchOptions, extra: list[Constraint], best_spec: ArchSpec, measured: MeasureLog,
                  cons: list[Constraint]) -> dict:
-    """best.json's ``cpu``: the best's CPU latency (ms per image, kernel set, threads, modelled or measured);
-    for ``native`` also its whole network timed in the runtime beside the table's prediction."""
+    """best.json's ``cpu`` (:func:`cpu_summary`) with the count of architectures measured and rejected."""
     cpu: Any = next(c for c in extra if c.name == "latency_ms")     # the CpuLatency (wrapped by MeasureLog)
-    est = cpu.estimate(best_spec)
     rows = list(measured.rows.values())
+    return cpu_summary(cpu.estimate(best_spec), best_spec, opts.max_latency_ms,
+                       measured_architectures=len(rows),
+                       rejected_by_hardware_constraints=sum(1 for r in rows if not _feasible_row(cons, r)))
+
+
+def cpu_summary(est: Any, spec: Any, max_latency_ms: float | None, **extra: Any) -> dict:
+    """best.json's ``cpu`` of a search's chosen network ``spec`` (any spec kind) from its
+    :class:`~bnhw.hw.cpu.latency.CpuLatencyEstimate` ``est``: ms per image, kernel set, threads, modelled or
+    measured, and what that means; for ``native`` also the network timed whole in the runtime beside the
+    table's prediction.  ``extra`` goes in as it is (before ``means``)."""
     d: dict[str, Any] = {
-        "target": opts.target, "max_latency_ms": opts.max_latency_ms, "ms_per_image": est.ms, "how": est.how,
-        "kernels": est.kernels, "threads": est.threads, "where": est.where, "estimate": est.to_dict(),
-        "measured_architectures": len(rows),
-        "rejected_by_hardware_constraints": sum(1 for r in rows if not _feasible_row(cons, r)),
+        "target": est.target, "max_latency_ms": max_latency_ms, "ms_per_image": est.ms, "how": est.how,
+        "kernels": est.kernels, "threads": est.threads, "where": est.where, "estimate": est.to_dict(), **extra,
     }
     if est.how == "measured":
         from ..hw.cpu.latency import program_input, spec_cpu_program
         from .cpu_bench import measure_native
 
-        prog = spec_cpu_program(best_spec)
+        prog = spec_cpu_program(spec)
         x = program_input(prog, seed=1)
         whole = measure_native(prog, x, kernels=est.kernels, repeat=20, threads=est.threads)
         d["whole_network_ms"] = whole["seconds"] * 1e3
         d["means"] = ("measured on this machine: the sum of per-op wall times of the C runtime from a table of one "
                       "entry per layer shape (each timed once, in the first network that had it, median of a few "
-                      "runs; cpu_cache.json); whole_network_ms: the best network itself timed in the runtime, median "
-                      "of 20 runs (the machine may be shared: noisy)")
+                      "runs; cpu_cache.json); whole_network_ms: the chosen network itself timed in the runtime, "
+                      "median of 20 runs (the machine may be shared: noisy)")
     else:
         d["means"] = ("modelled, not measured: the network with seeded fresh weights lowered to the C runtime's ops, "
                       "bnhw.hw.cpu.perfmodel's issue model of one core at its reference board's clock (what "
