@@ -114,3 +114,32 @@ def test_free_units_follow_their_producers_word_width():
     lut = sum(d["lut"] for d in width_converters(elaborate(f)))
     lut_wide = sum(d["lut"] for d in width_converters(elaborate(wide)))
     assert lut < lut_wide / 10, (lut, lut_wide)
+
+
+def test_units_are_balanced_to_the_ii_not_run_wider_than_it():
+    """A unit FINN's models price the same at any width (a StreamingConcat, a window pool) used to run fully
+    parallel, far faster than the II, and its wide words cost width converters and wide FIFOs the unit models
+    do not see (18,255 LUT of converters on bnas-kv260-8x8).  The folding slows every such unit to its narrowest
+    folding within the II: the same II and unit resources, fewer converter LUTs."""
+    from bnhw.hw.ops import get_op, node_cycles
+    from bnhw.hw.sim.netlist import elaborate, width_converters
+    from helpers.graphs import cell_graph
+
+    g = cell_graph()
+    folded = maximize_fps(g, board_budget(PYNQ))
+    f = folded.graph
+    free = [n for n in f.nodes if n.op in ("Concat", "WindowMax", "WindowAvg")]
+    assert len(free) == 6
+    for n in free:
+        pes = [pe for pe, _ in get_op(n.op).foldings(f, n)]
+        within = [pe for pe in pes
+                  if node_cycles(f, Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe}, n.params,
+                                         n.layer)) <= folded.ii]
+        assert n.pe == min(within), (n.name, n.pe, within)
+    # the per-unit choice alone took every one of them fully parallel
+    assert sum(n.pe < max(pe for pe, _ in get_op(n.op).foldings(f, n)) for n in free) >= 4
+    wide = f.with_folding({n.name: {"PE": max(pe for pe, _ in get_op(n.op).foldings(f, n))} for n in free})
+    assert graph_cost(wide).ii == folded.ii and graph_cost(wide).total == folded.total
+    lut = sum(d["lut"] for d in width_converters(elaborate(f)))
+    lut_wide = sum(d["lut"] for d in width_converters(elaborate(wide)))
+    assert lut < lut_wide, (lut, lut_wide)
