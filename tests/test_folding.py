@@ -121,9 +121,10 @@ def test_units_are_balanced_to_the_ii_not_run_wider_than_it():
     parallel, far faster than the II, and its wide words cost width converters and wide FIFOs the unit models
     do not see (18,255 LUT of converters on bnas-kv260-8x8).  The folding slows every such unit to its narrowest
     folding within the II: the same II and unit resources, fewer converter LUTs."""
+    from helpers.graphs import cell_graph
+
     from bnhw.hw.ops import get_op, node_cycles
     from bnhw.hw.sim.netlist import elaborate, width_converters
-    from helpers.graphs import cell_graph
 
     g = cell_graph()
     folded = maximize_fps(g, board_budget(PYNQ))
@@ -143,3 +144,32 @@ def test_units_are_balanced_to_the_ii_not_run_wider_than_it():
     lut = sum(d["lut"] for d in width_converters(elaborate(f)))
     lut_wide = sum(d["lut"] for d in width_converters(elaborate(wide)))
     assert lut < lut_wide, (lut, lut_wide)
+
+
+def test_elementwise_multipliers_go_to_dsps_when_luts_are_short():
+    """An AddRequant's ``x * A[c]`` is FINN-R's LUT multiplier unless the folding binds it to DSP slices
+    (``mul_dsp``, which the HLS code states with BIND_OP): the choice is made per unit, from the budget."""
+    from helpers.graphs import bireal_graph
+
+    from bnhw.hw.finn_models import dsp48_mults, mult_luts
+    from bnhw.hw.ops import get_op, node_resources
+
+    g = bireal_graph()
+    adds = [n for n in g.nodes if n.op == "AddRequant"]
+    assert adds
+    for n in adds:
+        mul = get_op(n.op).multiplier(g, n)
+        assert mul is not None
+        for pe in (1, g.in_stream(n).channels):
+            lut = node_resources(g, Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe}, n.params, n.layer))
+            dsp = node_resources(g, Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe, "mul_dsp": 1},
+                                         n.params, n.layer))
+            assert (lut.dsp, dsp.dsp) == (0, pe * dsp48_mults(*mul))
+            assert lut.lut - dsp.lut == pe * mult_luts(*mul) > 0
+    # a board without DSPs keeps them in LUTs; with DSPs plenty next to its LUTs: in DSPs
+    base = {"LUT": 1e6, "BRAM18": 1e4, "URAM": 0.0, "DSP": 0.0}
+    f = maximize_fps(g, base).graph
+    assert all(f.node(n.name).attrs["mul_dsp"] == 0 for n in adds)
+    f = maximize_fps(g, {**base, "DSP": 1e9}).graph
+    assert all(f.node(n.name).attrs["mul_dsp"] == 1 for n in adds)
+    assert f.folding()[adds[0].name]["mul_dsp"] == 1 and graph_cost(f).total["DSP"] > 0

@@ -109,6 +109,7 @@ class FoldOption:
     parallel_window: int | None
     cycles: int
     res: tuple[float, float, float, float]     # LUT, BRAM18, URAM, DSP
+    mul_dsp: int | None = None                 # an elementwise unit's multiplier: 1 in DSP slices, 0 in LUTs
 
 
 def _stream_bits(g: HwGraph, n: Node, pe: int, simd: int) -> int:
@@ -131,12 +132,16 @@ def _options(g: HwGraph, n: Node, prune: bool = True) -> list[FoldOption]:
     out: list[FoldOption] = []
     padded = n.op == "SWG" and int(n.attrs.get("pad", 0)) > 0
     channels = g.in_stream(n).channels
+    op = get_op(n.op)
+    multiplier = op.multiplier(g, n)
     variants = []
     for pe, simd in get_op(n.op).foldings(g, n):
         extra = {"pad_simd": simd} if padded else {}       # the padding unit in front runs as wide
         variants.append((pe, simd, extra))
         if n.op == "SWG" and simd == channels:             # FINN's parallel window mode needs SIMD = C
             variants.append((pe, simd, {**extra, "parallel_window": 1}))
+    if multiplier is not None:                              # its multiplier in LUTs or in DSP slices
+        variants = [(pe, simd, {**extra, "mul_dsp": d}) for pe, simd, extra in variants for d in (0, 1)]
     for pe, simd, extra in variants:
         if _stream_bits(g, n, pe, simd) > MAX_STREAM_BITS:
             continue
@@ -147,7 +152,8 @@ def _options(g: HwGraph, n: Node, prune: bool = True) -> list[FoldOption]:
         cyc = int(node_cycles(g, m))
         r = node_resources(g, m)
         vec = (float(r.lut), float(r.bram18), float(r.uram), float(r.dsp))
-        out.append(FoldOption(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, vec))
+        out.append(FoldOption(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, vec,
+                              extra.get("mul_dsp")))
     return pareto(out) if prune else out
 
 
@@ -293,6 +299,8 @@ def _apply(g: HwGraph, pick: Mapping[str, FoldOption],
             fold[name]["pad_simd"] = o.pad_simd
         if o.parallel_window is not None:
             fold[name]["parallel_window"] = o.parallel_window
+        if o.mul_dsp is not None:
+            fold[name]["mul_dsp"] = o.mul_dsp
     _follow_producers(g, fold, max((o.cycles for o in pick.values()), default=0))
     return g.with_folding(fold)
 
@@ -312,8 +320,9 @@ def _follow_producers(g: HwGraph, fold: dict[str, dict[str, int]], ii: int) -> N
         pe, now = fold[prod.name]["PE"], fold[n.name]["PE"]
         if pe == now or pe not in get_op(n.op).legal_pe(g, n):
             continue
-        old = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": now}, n.params, n.layer)
-        new = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe}, n.params, n.layer)
+        dsp = {"mul_dsp": fold[n.name]["mul_dsp"]} if "mul_dsp" in fold[n.name] else {}
+        old = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, **dsp, "pe": now}, n.params, n.layer)
+        new = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, **dsp, "pe": pe}, n.params, n.layer)
         r_old, r_new = _res_dict(node_resources(g, old)), _res_dict(node_resources(g, new))
         if node_cycles(g, new) <= ii and all(r_new[k] <= r_old[k] for k in RESOURCE_KEYS):
             fold[n.name]["PE"] = pe
