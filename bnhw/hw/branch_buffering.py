@@ -13,8 +13,10 @@ joins them, and that buffer is exactly what an OPs count (and a unit-by-unit est
 2. the cycle simulator's netlist of it, FIFOs sized by simulation to the smallest depths keeping the
    unbounded-FIFO II (:func:`bnhw.hw.sim.fifo_sizing.size_fifos`, with a time budget: when it runs
    out the depths are safe, not minimal);
-3. every FIFO deeper than 2 priced with FINN's ``fifo.sv`` model in the board's large-FIFO memory
-   style (:func:`~bnhw.hw.sim.fifo_sizing.fifo_resources`) and added to the units' resources, with the
+3. every FIFO deeper than 2 priced with FINN's ``fifo.sv`` model in the memory style a build requests for it
+   (:func:`~bnhw.hw.fifo_cost.build_style`: the board's large-FIFO style for the ones ``fifo.sv`` puts in
+   BRAM / URAM, block RAM for LUTRAM ones where that saves more LUTs per RAMB18 than the board's exchange rate;
+   :func:`~bnhw.hw.sim.fifo_sizing.fifo_resources`) and added to the units' resources, with the
    LUTs of the stream width converters the netlist needs (:func:`~bnhw.hw.sim.netlist.width_converters`),
    as ``bnhw build`` totals them;
 4. the design fits only if units + FIFOs are within the board (the folding's ``margin`` applies to the
@@ -43,7 +45,7 @@ REFITS = 3
 #: what the buffered estimate models, for reports
 MODELLED = ("units: bnhw's folding of the lowered IR for the board with FINN's analytical cycle/resource models "
             "(as `bnhw build`); branch buffering: stream FIFOs sized by bnhw's cycle simulator to the smallest "
-            "depths keeping the II, priced with FINN's fifo.sv model and added to the units' resources, plus the "
+            "depths keeping the II, priced with FINN's fifo.sv model (in the memory style the build requests) and added to the units' resources, plus the "
             "stream width converters' LUTs; the network with seeded fresh weights (BN statistics on digits); the "
             "DMA shell is not counted; when the FIFOs overflow the board the units are folded again within a "
             "smaller margin")
