@@ -87,3 +87,28 @@ def test_matches_finn_plus_model() -> None:
                         style, style, theirs.bram, theirs.uram, theirs.lut):
                     mismatches.append((depth, width, requested, ours, style, theirs))
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
+
+
+def test_build_style_pins_only_the_large_fifos_like_finns_large_fifo_mem_style():
+    """FINN's ``large_fifo_mem_style`` pins only the FIFOs ``fifo.sv`` would put in BRAM / URAM by itself; bnhw
+    used to cost every FIFO deeper than 33 on a URAM-less part in block RAM (a 100 x 64-bit one: 2 BRAM18 that
+    FINN builds as 241 LUTs of LUTRAM)."""
+    from bnhw.hw.boards import get_board, lut_per_bram18
+    from bnhw.hw.fifo_cost import build_style
+
+    assert build_style(1, 16, "block") == "none"
+    assert build_style(300, 16, "block") == "block"           # fifo.sv: block by itself
+    assert build_style(3000, 16, "block") == "block"          # ... URAM by itself, pinned to block
+    assert build_style(3000, 16, "auto") == "auto"
+    assert build_style(100, 64, "block") == "auto"            # LUTRAM, left to fifo.sv as FINN leaves it
+    assert fifo_cost(100, 64, build_style(100, 64, "block")) == fifo_cost(100, 64, "auto")
+    # the exchange rate: block RAM where it saves more LUTs per RAMB18 than the board's LUT / BRAM18
+    pynq = lut_per_bram18(get_board("pynq-z2"))
+    assert 189 < pynq < 191
+    lut, bram = fifo_cost(200, 32, "auto"), fifo_cost(200, 32, "block")
+    assert (lut.style, bram.bram18) == ("distributed", 1) and lut.lut - bram.lut > pynq
+    assert build_style(200, 32, "block", pynq) == "block"
+    lut, bram = fifo_cost(100, 64, "auto"), fifo_cost(100, 64, "block")
+    assert lut.lut - bram.lut < pynq * bram.bram18                 # 184 LUT for 2 RAMB18: not worth it
+    assert build_style(100, 64, "block", pynq) == "auto"
+    assert build_style(33, 400, "block", 1.0) == "auto"         # a shift register whatever is asked

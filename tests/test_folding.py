@@ -114,3 +114,62 @@ def test_free_units_follow_their_producers_word_width():
     lut = sum(d["lut"] for d in width_converters(elaborate(f)))
     lut_wide = sum(d["lut"] for d in width_converters(elaborate(wide)))
     assert lut < lut_wide / 10, (lut, lut_wide)
+
+
+def test_units_are_balanced_to_the_ii_not_run_wider_than_it():
+    """A unit FINN's models price the same at any width (a StreamingConcat, a window pool) used to run fully
+    parallel, far faster than the II, and its wide words cost width converters and wide FIFOs the unit models
+    do not see (18,255 LUT of converters on bnas-kv260-8x8).  The folding slows every such unit to its narrowest
+    folding within the II: the same II and unit resources, fewer converter LUTs."""
+    from helpers.graphs import cell_graph
+
+    from bnhw.hw.ops import get_op, node_cycles
+    from bnhw.hw.sim.netlist import elaborate, width_converters
+
+    g = cell_graph()
+    folded = maximize_fps(g, board_budget(PYNQ))
+    f = folded.graph
+    free = [n for n in f.nodes if n.op in ("Concat", "WindowMax", "WindowAvg")]
+    assert len(free) == 6
+    for n in free:
+        pes = [pe for pe, _ in get_op(n.op).foldings(f, n)]
+        within = [pe for pe in pes
+                  if node_cycles(f, Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe}, n.params,
+                                         n.layer)) <= folded.ii]
+        assert n.pe == min(within), (n.name, n.pe, within)
+    # the per-unit choice alone took every one of them fully parallel
+    assert sum(n.pe < max(pe for pe, _ in get_op(n.op).foldings(f, n)) for n in free) >= 4
+    wide = f.with_folding({n.name: {"PE": max(pe for pe, _ in get_op(n.op).foldings(f, n))} for n in free})
+    assert graph_cost(wide).ii == folded.ii and graph_cost(wide).total == folded.total
+    lut = sum(d["lut"] for d in width_converters(elaborate(f)))
+    lut_wide = sum(d["lut"] for d in width_converters(elaborate(wide)))
+    assert lut < lut_wide, (lut, lut_wide)
+
+
+def test_elementwise_multipliers_go_to_dsps_when_luts_are_short():
+    """An AddRequant's ``x * A[c]`` is FINN-R's LUT multiplier unless the folding binds it to DSP slices
+    (``mul_dsp``, which the HLS code states with BIND_OP): the choice is made per unit, from the budget."""
+    from helpers.graphs import bireal_graph
+
+    from bnhw.hw.finn_models import dsp48_mults, mult_luts
+    from bnhw.hw.ops import get_op, node_resources
+
+    g = bireal_graph()
+    adds = [n for n in g.nodes if n.op == "AddRequant"]
+    assert adds
+    for n in adds:
+        mul = get_op(n.op).multiplier(g, n)
+        assert mul is not None
+        for pe in (1, g.in_stream(n).channels):
+            lut = node_resources(g, Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe}, n.params, n.layer))
+            dsp = node_resources(g, Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe, "mul_dsp": 1},
+                                         n.params, n.layer))
+            assert (lut.dsp, dsp.dsp) == (0, pe * dsp48_mults(*mul))
+            assert lut.lut - dsp.lut == pe * mult_luts(*mul) > 0
+    # a board without DSPs keeps them in LUTs; with DSPs plenty next to its LUTs: in DSPs
+    base = {"LUT": 1e6, "BRAM18": 1e4, "URAM": 0.0, "DSP": 0.0}
+    f = maximize_fps(g, base).graph
+    assert all(f.node(n.name).attrs["mul_dsp"] == 0 for n in adds)
+    f = maximize_fps(g, {**base, "DSP": 1e9}).graph
+    assert all(f.node(n.name).attrs["mul_dsp"] == 1 for n in adds)
+    assert f.folding()[adds[0].name]["mul_dsp"] == 1 and graph_cost(f).total["DSP"] > 0

@@ -144,7 +144,7 @@ def test_finn_graph_export_pads_max_pools_with_a_bnhw_unit_and_refuses_a_concate
     assert pool_window_folding(g, swg, finn_ops(g, swg)[-1]) == {}
 
 
-@pytest.mark.parametrize("name", ["bnas-kv260-8x8", "bars-kv260-8x8"])
+@pytest.mark.parametrize("name", ["bnas-kv260-8x8", "bars-kv260-8x8", "bnas-pynq-8x8", "bars-pynq-8x8"])
 def test_zoo_cell_nets_are_fixed_point_search_results_that_lower_bit_exact(name, digits, perturb):
     """The zoo's searched cell nets (specs checked in, found by `bnhw search --method bnas|bars --target pynq-z2`):
     listed by `bnhw zoo`, fixed point, and their IR equals the Brevitas model cell by cell on digits images."""
@@ -160,3 +160,18 @@ def test_zoo_cell_nets_are_fixed_point_search_results_that_lower_bit_exact(name,
     assert r.exit_code == 0 and any(line.startswith(name) for line in r.output.splitlines())
     model, x = fixed_model(spec.replace(precision=spec.precision.__class__()), digits, perturb)
     check_ir_against_model(model, lower_cellnet(model), x[:3])
+
+
+@pytest.mark.parametrize("name,margin,min_fps", [("bnas-pynq-8x8", 0.599, 5000), ("bars-pynq-8x8", 0.85, 2000)])
+def test_pynq_zoo_cell_nets_fold_to_their_search_bound_on_the_pynq_z2(name, margin, min_fps):
+    """The pynq-z2 zoo cell nets (`bnhw search --target pynq-z2 --min-fps N`, the units within the search's
+    `units_margin`): their folded units fit the pynq-z2 at N FPS or more, the AddRequant multipliers in DSP slices
+    (in LUTs, 116 of them kept BARS's cells off the pynq-z2).  `bnhw build NAME --target pynq-z2 --margin M`
+    adds the sized FIFOs and width converters (docs/RESULTS.md)."""
+    from bnhw.hw.estimate import estimate_fpga
+    from bnhw.spec.zoo import get_arch
+
+    est = estimate_fpga(get_arch(name), "pynq-z2", margin=margin, cache=None)
+    assert est.fits and est.fps >= min_fps, (est.fps, est.reason)
+    assert est.resources["LUT"] <= margin * 53_200 and est.resources["DSP"] > 0
+    assert any(f.get("mul_dsp") == 1 for f in est.folding.values())

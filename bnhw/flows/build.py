@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnhwError
-from ..hw.boards import Board, get_board, large_fifo_style
+from ..hw.boards import Board, get_board, large_fifo_style, lut_per_bram18
 from ..hw.ir import HwGraph
 from ..spec import atomic_write_text
 from .build_report import json_default, plot_layers, render_markdown
@@ -410,7 +410,7 @@ def _run_sim(g: HwGraph, prep: PreparedNetwork, clock: float, board: Board, tota
     echo(f"cycle simulator (functional mode): bit-exact with the IR reference on {exact}/{len(xs)} digits images")
     sizing = size_fifos(net, max_seconds=opts.fifo_seconds, progress=lambda s: echo(f"FIFO sizing: {s}"))
     sized = simulate(net, frames, depths=sizing.depths, clock_mhz=clock)
-    fres = fifo_resources(net, sizing.depths, large_fifo_style(board))
+    fres = fifo_resources(net, sizing.depths, large_fifo_style(board), lut_per_bram18(board))
     fifo_total = {"LUT": float(sum(r["lut"] for r in fres)), "BRAM18": float(sum(r["bram18"] for r in fres)),
                   "URAM": float(sum(r["uram"] for r in fres)), "DSP": 0.0}
     with_fifos = {k: total[k] + fifo_total[k] for k in total}

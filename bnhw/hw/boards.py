@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import BnhwError
 
-__all__ = ["BOARDS", "Board", "get_board", "large_fifo_style"]
+__all__ = ["BOARDS", "Board", "get_board", "large_fifo_style", "lut_per_bram18"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +84,10 @@ def large_fifo_style(board: Board) -> str:
     """The memory style of a build's large FIFOs on ``board`` (FINN's ``large_fifo_mem_style``): ``fifo.sv``'s
     own choice ("auto": URAM above 2,028 entries) where the part has URAM, block RAM where it has none."""
     return "auto" if board.uram > 0 else "block"
+
+
+def lut_per_bram18(board: Board) -> float:
+    """The board's exchange rate of LUTs for one RAMB18 (its LUT count over its BRAM18 count): a FIFO a build
+    would keep in LUTs is requested in block RAM where that saves more LUTs per RAMB18 than this
+    (:func:`bnhw.hw.fifo_cost.build_style`)."""
+    return board.lut / board.bram18 if board.bram18 else float("inf")

@@ -13,14 +13,17 @@ joins them, and that buffer is exactly what an OPs count (and a unit-by-unit est
 2. the cycle simulator's netlist of it, FIFOs sized by simulation to the smallest depths keeping the
    unbounded-FIFO II (:func:`bnhw.hw.sim.fifo_sizing.size_fifos`, with a time budget: when it runs
    out the depths are safe, not minimal);
-3. every FIFO deeper than 2 priced with FINN's ``fifo.sv`` model in the board's large-FIFO memory
-   style (:func:`~bnhw.hw.sim.fifo_sizing.fifo_resources`) and added to the units' resources, with the
+3. every FIFO deeper than 2 priced with FINN's ``fifo.sv`` model in the memory style a build requests for it
+   (:func:`~bnhw.hw.fifo_cost.build_style`: the board's large-FIFO style for the ones ``fifo.sv`` puts in
+   BRAM / URAM, block RAM for LUTRAM ones where that saves more LUTs per RAMB18 than the board's exchange rate;
+   :func:`~bnhw.hw.sim.fifo_sizing.fifo_resources`) and added to the units' resources, with the
    LUTs of the stream width converters the netlist needs (:func:`~bnhw.hw.sim.netlist.width_converters`),
    as ``bnhw build`` totals them;
 4. the design fits only if units + FIFOs are within the board (the folding's ``margin`` applies to the
    units only, as in ``bnhw build``); when the FIFOs push it over, the units are folded again with the
-   margin lowered by the FIFOs' share of the resource that overflowed (at most :data:`REFITS` times),
-   a slower design that leaves the buffers room; one that still does not fit gets FPS 0.
+   margin lowered by the FIFOs' share of the resource that overflowed (at most :data:`REFITS` times; a margin
+   the units alone then do not fit is raised halfway back towards the last one that overflowed), a slower
+   design that leaves the buffers room; one that still does not fit gets FPS 0.
 
 The FPS stays the folded design's (the sized FIFOs keep the unbounded II by construction).
 """
@@ -35,13 +38,14 @@ from ..spec import ArchSpec
 
 __all__ = ["BufferedEstimate", "estimate_with_fifos", "MODELLED", "REFITS"]
 
-#: how often the units are folded again, with a smaller margin, when their FIFOs push the design over
-REFITS = 2
+#: how often the units are folded again, with a smaller margin, when their FIFOs push the design over (or, when
+#: that margin left the units themselves no room, with one halfway back)
+REFITS = 3
 
 #: what the buffered estimate models, for reports
 MODELLED = ("units: bnhw's folding of the lowered IR for the board with FINN's analytical cycle/resource models "
             "(as `bnhw build`); branch buffering: stream FIFOs sized by bnhw's cycle simulator to the smallest "
-            "depths keeping the II, priced with FINN's fifo.sv model and added to the units' resources, plus the "
+            "depths keeping the II, priced with FINN's fifo.sv model (in the memory style the build requests) and added to the units' resources, plus the "
             "stream width converters' LUTs; the network with seeded fresh weights (BN statistics on digits); the "
             "DMA shell is not counted; when the FIFOs overflow the board the units are folded again within a "
             "smaller margin")
@@ -80,7 +84,7 @@ class BufferedEstimate:
 def estimate_with_fifos(spec: ArchSpec, board: str, *, margin: float = 0.85,
                         fifo_seconds: float = 60.0, cache=None) -> BufferedEstimate:
     """``spec`` (a chain or a cell network) on ``board``: the folded units' estimate plus the FIFOs the cycle simulator sizes for it."""
-    from .boards import get_board, large_fifo_style
+    from .boards import get_board, large_fifo_style, lut_per_bram18
     from .estimate import DEFAULT_CACHE, estimate_fpga, spec_hw_graph, torch_threads
     from .sim.fifo_sizing import depth_summary, fifo_resources, size_fifos
     from .sim.netlist import elaborate, width_converters
@@ -89,17 +93,23 @@ def estimate_with_fifos(spec: ArchSpec, board: str, *, margin: float = 0.85,
     store = DEFAULT_CACHE if cache is None else cache
     budget = b.budget()
     m = margin
+    too_wide: float | None = None         # a margin whose units leave their FIFOs no room
+    too_narrow: float | None = None       # a margin the units alone do not fit
     for attempt in range(REFITS + 1):
         est = estimate_fpga(spec, b.name, margin=m, cache=store)
         if not est.fits:
-            why = est.reason + (f" (units folded within {m:.2f} of the board to leave room for their FIFOs)"
-                                if m < margin else "")
-            return BufferedEstimate(est, False, 0.0, math.inf, resources=dict(est.resources), reason=why, margin=m)
+            if too_wide is None or attempt == REFITS:
+                why = est.reason + (f" (units folded within {m:.2f} of the board to leave room for their FIFOs)"
+                                    if m < margin else "")
+                return BufferedEstimate(est, False, 0.0, math.inf, resources=dict(est.resources), reason=why,
+                                        margin=m)
+            too_narrow, m = m, (m + too_wide) / 2          # between the two: units that fit, FIFOs with room
+            continue
         with torch_threads(1):
             g = spec_hw_graph(spec).with_folding(est.folding)
         net = elaborate(g)
         sizing = size_fifos(net, max_seconds=fifo_seconds)
-        fres = fifo_resources(net, sizing.depths, large_fifo_style(b))
+        fres = fifo_resources(net, sizing.depths, large_fifo_style(b), lut_per_bram18(b))
         fifo = {"LUT": float(sum(r["lut"] for r in fres)), "BRAM18": float(sum(r["bram18"] for r in fres)),
                 "URAM": float(sum(r["uram"] for r in fres)), "DSP": 0.0}
         dwc_lut = float(sum(d["lut"] for d in width_converters(net)))     # as `bnhw build` adds them
@@ -107,8 +117,12 @@ def estimate_with_fifos(spec: ArchSpec, board: str, *, margin: float = 0.85,
         over = [k for k in ("LUT", "BRAM18", "URAM", "DSP") if total.get(k, 0.0) > budget[k]]
         if not over or attempt == REFITS:
             break
-        # fold again leaving the FIFOs' share of the tightest resource free
+        # fold again leaving the FIFOs' and converters' share of the tightest resource free (above a margin the
+        # units alone were found not to fit)
+        too_wide = m
         m = min(m, min(margin - (total[k] - est.resources[k]) / budget[k] for k in over))
+        if too_narrow is not None and m <= too_narrow:
+            m = (too_narrow + too_wide) / 2
         if m <= 0.05:
             break
     ds = depth_summary(sizing.depths)

@@ -51,7 +51,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-__all__ = ["FIFO_STYLES", "FifoCost", "fifo_cost", "fifo_style", "padded_width"]
+__all__ = ["FIFO_STYLES", "FifoCost", "build_style", "fifo_cost", "fifo_style", "padded_width"]
 
 #: Storage styles a FIFO may be requested in (FINN's ``ram_style`` attribute values).
 FIFO_STYLES = ("auto", "srl", "distributed", "block", "ultra")
@@ -301,3 +301,28 @@ def fifo_cost(depth: int, width_bits: int, requested: str = "auto") -> FifoCost:
     if style == "none":
         return FifoCost(0, 0, 0, "none")
     return _COST_BY_STYLE[style](depth, width_bits)
+
+
+def build_style(depth: int, width_bits: int, large_style: str = "auto", lut_per_bram18: float | None = None) -> str:
+    """The ``ram_style`` a build requests for a ``depth`` x ``width_bits`` FIFO (what it is costed and built with).
+
+    * A FIFO ``fifo.sv`` would put in block RAM or URAM by itself gets ``large_style`` -- FINN's
+      ``large_fifo_mem_style``, which pins only those FIFOs ("block" on a part without URAM); the others stay
+      ``"auto"`` (a shift register or LUTRAM), as FINN's builder leaves them.
+    * With ``lut_per_bram18`` (the board's exchange rate of LUTs for one RAMB18, its LUT count over its BRAM18
+      count), a FIFO deeper than 33 entries that ``"auto"`` keeps in LUTs is requested in ``"block"`` when that
+      saves more than ``lut_per_bram18`` LUTs per RAMB18 it takes: a deep skip FIFO of a cell network in LUTRAM
+      costs the LUTs a LUT-bound design lacks while the board's block RAM sits idle.  FINN builds such a FIFO
+      as requested (an explicit ``ram_style`` in its ``fifo_config_file`` wins over ``"auto"``).
+
+    ``"none"`` below depth 2, like :func:`fifo_style`."""
+    auto = fifo_style(depth, width_bits, "auto")
+    if auto == "none":
+        return "none"
+    if auto in ("block", "ultra"):
+        return large_style
+    if lut_per_bram18 is not None and depth > _SHIFT_ALWAYS_MAX_DEPTH:
+        lut, bram = fifo_cost(depth, width_bits, "auto"), fifo_cost(depth, width_bits, "block")
+        if bram.bram18 > 0 and lut.lut - bram.lut > lut_per_bram18 * bram.bram18:
+            return "block"
+    return "auto"

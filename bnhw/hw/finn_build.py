@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import atomic_write_text
-from .boards import Board, large_fifo_style
+from .boards import Board, large_fifo_style, lut_per_bram18
+from .fifo_cost import build_style
 from .finn_compat import finn_build_dir, finn_builder, vivado_available
 
 __all__ = ["FinnBuild", "finn_codegen", "finn_codegen_ir", "FINN_OUTPUT_DIR", "FINN_EXECUTION_MODEL", "finn_execution_model"]
@@ -167,14 +168,17 @@ def finn_width_converters(model_path: Path) -> dict[str, Any]:
 FIFO_DEPTHS_FILE = "fifo_depths.json"
 
 
-def finn_fifo_depths(model_path: Path, part: str, large_fifo_style: str) -> dict[str, Any]:
+def finn_fifo_depths(model_path: Path, part: str, large_fifo_style: str,
+                     lut_per_bram18: float | None = None) -> dict[str, Any]:
     """FINN's FIFO-depth file for the graph at ``model_path`` (the code-generation model, whose nodes carry
     bnhw's ``inFIFODepths`` / ``outFIFODepths``): FINN's own ``step_set_fifo_depths`` (``auto_fifo_depths`` off)
     inserts width converters and FIFOs with ``InsertDWC``, ``InsertFIFO(create_shallow_fifos=True)``,
     ``SpecializeLayers``, ``GiveUniqueNodeNamesRecursive`` and ``GiveReadableTensorNames``, then requires a
     ``fifo_config_file`` naming every ``StreamingFIFO_rtl`` it made (``ApplyFIFODepthsFromFile``).  The same
     transformations run here, offline, so the file names FINN's FIFOs as its full flow will; each FIFO keeps
-    the depth ``InsertFIFO`` took from bnhw's attributes, deep ones in ``large_fifo_style`` memory.  The model
+    the depth ``InsertFIFO`` took from bnhw's attributes and the memory style bnhw costs it in
+    (:func:`~bnhw.hw.fifo_cost.build_style`: deep ones in ``large_fifo_style`` memory, with ``lut_per_bram18``
+    LUTRAM ones in block RAM where that saves more LUTs per RAMB18).  The model
     file is not changed.  Returns FINN's format (``fifo_depths``, ``impl_style``, ``ram_style``) or
     ``{"error": ...}``."""
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
@@ -199,8 +203,8 @@ def finn_fifo_depths(model_path: Path, part: str, large_fifo_style: str) -> dict
         inst = getCustomOp(node)
         depth = int(inst.get_nodeattr("depth"))
         style = str(inst.get_nodeattr("ram_style"))
-        if style == "auto" and large_fifo_style != "auto" and inst.resolve_ram_style() in ("block", "ultra"):
-            style = large_fifo_style
+        if style == "auto" and depth >= 2:
+            style = build_style(depth, int(inst.get_instream_width_padded()), large_fifo_style, lut_per_bram18)
         out["fifo_depths"][node.name] = depth
         out["impl_style"][node.name] = str(inst.get_nodeattr("impl_style"))
         out["ram_style"][node.name] = style
@@ -372,7 +376,8 @@ def _build(out: Path, folding: Mapping[str, Mapping[str, int]], board: Board, cl
         res.dwc = finn_width_converters(models / "step_hw_codegen.onnx")
         _write_json(report / "estimate_dwc_bnhw.json", res.dwc)
     if res.codegen and fifo_depths:
-        depths = finn_fifo_depths(models / "step_hw_codegen.onnx", board.part, large_fifo_style(board))
+        depths = finn_fifo_depths(models / "step_hw_codegen.onnx", board.part, large_fifo_style(board),
+                                 lut_per_bram18(board))
         res.fifo_depths = {k: v for k, v in depths.items() if k == "error"} or {
             "file": FIFO_DEPTHS_FILE, "fifos": len(depths["fifo_depths"]),
             "deeper_than_2": sum(1 for d in depths["fifo_depths"].values() if d > 2)}

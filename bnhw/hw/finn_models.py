@@ -578,16 +578,25 @@ def mult_luts(a: int, b: int) -> int:
     return (2 * math.ceil((a + b) / 6) - 1) * (a + b)
 
 
+def dsp48_mults(a: int, b: int) -> int:
+    """DSP48 slices of one ``a`` x ``b`` bit signed multiplier (a 7-series / UltraScale+ DSP48 multiplies 25 x 18
+    bits; wider operands take a cascade of ceil(a / 25) x ceil(b / 18) slices, the larger operand on the wider
+    port)."""
+    hi, lo = max(a, b, 1), max(min(a, b), 1)
+    return math.ceil(hi / 25) * math.ceil(lo / 18)
+
+
 def elementwise_resources(channels: int, pe: int, datapath_luts: int, param_bits: int,
-                          ram_style: str = "auto") -> Resources:
+                          ram_style: str = "auto", dsp: int = 0) -> Resources:
     """bnhw's elementwise units (AddRequant, RPReLU): per PE a datapath of ``datapath_luts`` (the FINN-R
     LUT multiplier term + 1 LUT per adder / rounding / clipping bit), 100 LUTs of control; the per-channel
     parameters (PE x ``param_bits`` wide, C/PE deep) in LUTRAM when at most 128 deep (as FINN's VVAU
-    'auto' rule), else BRAM18 (ElementwiseBinary's table), or as ``ram_style`` says."""
+    'auto' rule), else BRAM18 (ElementwiseBinary's table), or as ``ram_style`` says; ``dsp`` DSP slices per PE
+    (a multiplier bound to DSPs, whose LUTs the caller left out of ``datapath_luts``)."""
     width, depth = pe * param_bits, channels // pe
     if ram_style == "distributed" or (ram_style == "auto" and depth <= 128):
         mem_lut, bram = width * math.ceil(depth / 64), 0
     else:
         mem_lut, bram = 0, _bram18(width, depth)
     lut = 100 + pe * datapath_luts + mem_lut
-    return Resources(float(lut), int(bram), 0, 0, float(mem_lut))
+    return Resources(float(lut), int(bram), 0, int(pe * dsp), float(mem_lut))

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import BnhwError
 from ..spec import atomic_write_text
-from .boards import BOARDS, Board, get_board
+from .boards import BOARDS, Board, get_board, lut_per_bram18
 from .folding import RESOURCE_KEYS, FoldOption, board_budget, cheapest_fit, fastest_fit, pareto
 
 try:    # registers bnhw's units with FINN: `finn build` of a bnhw build folder imports this module (its steps) first
@@ -524,7 +524,8 @@ def bnhw_fifo_depths_step(frames: int = 5, max_seconds: float = 300.0) -> Callab
         (out / "report").mkdir(parents=True, exist_ok=True)
         tmp = out / "bnhw_fifo_sizing_model.onnx"
         model.save(str(tmp))
-        depths = finn_fifo_depths(tmp, b.part, str(getattr(cfg.large_fifo_mem_style, "value", "auto")))
+        depths = finn_fifo_depths(tmp, b.part, str(getattr(cfg.large_fifo_mem_style, "value", "auto")),
+                                  lut_per_bram18(b))
         tmp.unlink()
         if "error" in depths:
             raise BnhwError(f"step_bnhw_fifo_depths: {depths['error']}")

@@ -109,6 +109,7 @@ class FoldOption:
     parallel_window: int | None
     cycles: int
     res: tuple[float, float, float, float]     # LUT, BRAM18, URAM, DSP
+    mul_dsp: int | None = None                 # an elementwise unit's multiplier: 1 in DSP slices, 0 in LUTs
 
 
 def _stream_bits(g: HwGraph, n: Node, pe: int, simd: int) -> int:
@@ -131,12 +132,16 @@ def _options(g: HwGraph, n: Node, prune: bool = True) -> list[FoldOption]:
     out: list[FoldOption] = []
     padded = n.op == "SWG" and int(n.attrs.get("pad", 0)) > 0
     channels = g.in_stream(n).channels
+    op = get_op(n.op)
+    multiplier = op.multiplier(g, n)
     variants = []
     for pe, simd in get_op(n.op).foldings(g, n):
         extra = {"pad_simd": simd} if padded else {}       # the padding unit in front runs as wide
         variants.append((pe, simd, extra))
         if n.op == "SWG" and simd == channels:             # FINN's parallel window mode needs SIMD = C
             variants.append((pe, simd, {**extra, "parallel_window": 1}))
+    if multiplier is not None:                              # its multiplier in LUTs or in DSP slices
+        variants = [(pe, simd, {**extra, "mul_dsp": d}) for pe, simd, extra in variants for d in (0, 1)]
     for pe, simd, extra in variants:
         if _stream_bits(g, n, pe, simd) > MAX_STREAM_BITS:
             continue
@@ -147,7 +152,8 @@ def _options(g: HwGraph, n: Node, prune: bool = True) -> list[FoldOption]:
         cyc = int(node_cycles(g, m))
         r = node_resources(g, m)
         vec = (float(r.lut), float(r.bram18), float(r.uram), float(r.dsp))
-        out.append(FoldOption(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, vec))
+        out.append(FoldOption(pe, simd, extra.get("pad_simd"), extra.get("parallel_window"), cyc, vec,
+                              extra.get("mul_dsp")))
     return pareto(out) if prune else out
 
 
@@ -251,7 +257,38 @@ def _graph_problem(g: HwGraph, budget: Mapping[str, float]) -> _Problem:
     return _Problem({n.name: _options(g, n) for n in g.nodes}, budget)
 
 
-def _apply(g: HwGraph, pick: Mapping[str, FoldOption]) -> HwGraph:
+def _graph_options(g: HwGraph) -> tuple[dict[str, list[FoldOption]], dict[str, list[FoldOption]]]:
+    """Every legal folding of every unit, and the Pareto-pruned ones the choice is made among."""
+    every = {n.name: _options(g, n, prune=False) for n in g.nodes}
+    return every, {k: pareto(v) for k, v in every.items()}
+
+
+def _balance_to_ii(pick: Mapping[str, FoldOption], every: Mapping[str, list[FoldOption]]) -> dict[str, FoldOption]:
+    """Every unit slowed to the narrowest folding that keeps it within the design's II at no more of any resource.
+
+    The per-unit choice breaks ties of cost towards the fastest option, and the Pareto front keeps only the
+    fastest of equal-resource foldings: a unit FINN's models price the same at any width (a StreamingConcat, a
+    DuplicateStreams, an MVAU whose LUTs do not grow with SIMD) ran as wide as it could, far faster than the
+    design's II.  In a cell network that is what made it large: wide words need width converters from and to
+    their narrow neighbours (up to 4,098 LUT each on bnas-kv260-8x8) and wide stream FIFOs, which the unit models
+    do not see.  Balancing every branch to the II the slowest unit sets costs the units nothing and narrows the
+    streams; :func:`_follow_producers` then widens a channel-wise unit again where its producer's word is wider."""
+    ii = max((o.cycles for o in pick.values()), default=0)
+    out = dict(pick)
+    for name, o in pick.items():
+        if o.cycles >= ii:
+            continue
+        same = [c for c in every.get(name, ()) if c.cycles <= ii and all(a <= b for a, b in zip(c.res, o.res))]
+        if same:
+            out[name] = max(same, key=lambda c: (c.cycles, -c.pe * c.simd, tuple(-r for r in c.res)))
+    return out
+
+
+def _apply(g: HwGraph, pick: Mapping[str, FoldOption],
+           every: Mapping[str, list[FoldOption]] | None = None) -> HwGraph:
+    """``g`` folded as ``pick`` says; with ``every`` (all legal foldings per unit) balanced to the II first."""
+    if every is not None:
+        pick = _balance_to_ii(pick, every)
     fold: dict[str, dict[str, int]] = {}
     wiring = {n.name for n in g.nodes if n.op == "Gather"}
     for name, o in pick.items():
@@ -262,6 +299,8 @@ def _apply(g: HwGraph, pick: Mapping[str, FoldOption]) -> HwGraph:
             fold[name]["pad_simd"] = o.pad_simd
         if o.parallel_window is not None:
             fold[name]["parallel_window"] = o.parallel_window
+        if o.mul_dsp is not None:
+            fold[name]["mul_dsp"] = o.mul_dsp
     _follow_producers(g, fold, max((o.cycles for o in pick.values()), default=0))
     return g.with_folding(fold)
 
@@ -281,8 +320,9 @@ def _follow_producers(g: HwGraph, fold: dict[str, dict[str, int]], ii: int) -> N
         pe, now = fold[prod.name]["PE"], fold[n.name]["PE"]
         if pe == now or pe not in get_op(n.op).legal_pe(g, n):
             continue
-        old = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": now}, n.params, n.layer)
-        new = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, "pe": pe}, n.params, n.layer)
+        dsp = {"mul_dsp": fold[n.name]["mul_dsp"]} if "mul_dsp" in fold[n.name] else {}
+        old = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, **dsp, "pe": now}, n.params, n.layer)
+        new = Node(n.name, n.op, n.inputs, n.outputs, {**n.attrs, **dsp, "pe": pe}, n.params, n.layer)
         r_old, r_new = _res_dict(node_resources(g, old)), _res_dict(node_resources(g, new))
         if node_cycles(g, new) <= ii and all(r_new[k] <= r_old[k] for k in RESOURCE_KEYS):
             fold[n.name]["PE"] = pe
@@ -348,16 +388,17 @@ def cheapest_fit(options: Mapping[str, list[FoldOption]], cycles: int, budget: M
 
 def maximize_fps(g: HwGraph, budget: Mapping[str, float], *, board_name: str = "the budget") -> FoldingResult:
     """The folding with the smallest initiation interval whose estimated resources fit ``budget``."""
-    opts = {n.name: _options(g, n) for n in g.nodes}
-    return graph_cost(_apply(g, fastest_fit(opts, budget, board_name=board_name)))
+    every, opts = _graph_options(g)
+    return graph_cost(_apply(g, fastest_fit(opts, budget, board_name=board_name), every))
 
 
 def min_resources_for_fps(g: HwGraph, fps: float, clock_mhz: float, budget: Mapping[str, float], *,
                           board_name: str = "the budget") -> FoldingResult:
     """The least-resource folding reaching ``fps`` at ``clock_mhz``; :class:`FitError` if none fits."""
-    opts = {n.name: _options(g, n) for n in g.nodes}
+    every, opts = _graph_options(g)
     T = int(clock_mhz * 1e6 // fps)
-    return graph_cost(_apply(g, cheapest_fit(opts, T, budget, clock_mhz=clock_mhz, board_name=board_name, fps=fps)))
+    return graph_cost(_apply(g, cheapest_fit(opts, T, budget, clock_mhz=clock_mhz, board_name=board_name, fps=fps),
+                             every))
 
 
 def _word_bits(g: HwGraph, n: Node, o: FoldOption) -> int:

@@ -289,7 +289,8 @@ class HwGraph:
                 d = {"PE": n.pe}
                 if op.folds_simd:
                     d["SIMD"] = n.simd
-                for extra in ("pad_simd", "parallel_window"):      # SWG: its padding unit, window mode
+                for extra in ("pad_simd", "parallel_window", "mul_dsp"):   # SWG: its padding unit, window mode;
+                    # elementwise units: their multiplier in DSP slices
                     if extra in n.attrs:
                         d[extra] = int(n.attrs[extra])
                 out[n.name] = d
@@ -307,7 +308,7 @@ class HwGraph:
                 raise IRError(f"folding names node {name!r}, which this graph does not have") from None
             for key, val in cfg.items():
                 k = key.lower()
-                if k in ("pe", "simd", "pad_simd", "parallel_window"):
+                if k in ("pe", "simd", "pad_simd", "parallel_window", "mul_dsp"):
                     n.attrs[k] = int(val)
         return g
 

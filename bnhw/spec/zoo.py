@@ -20,7 +20,8 @@ so neither network's OPs or accuracy are the paper's.
 
 The cell networks ``bnas-kv260-8x8`` and ``bars-kv260-8x8`` were **found by bnhw's own searches**
 (``bnhw search --method bnas|bars --target kv260 --min-fps 20000`` at 8x8, docs/RESULTS.md has the
-commands and what they measured); their specs are checked in under ``zoo_nets/`` with the fixed-point
+commands and what they measured), ``bnas-pynq-8x8`` and ``bars-pynq-8x8`` by the same searches for the
+pynq-z2 (``--target pynq-z2 --min-fps 5000`` / ``2000``); their specs are checked in under ``zoo_nets/`` with the fixed-point
 precision (``residual="fixed"``) the hardware runs.  Like every zoo net they have no trained weights:
 the build flow gives them seeded fresh weights with batch-norm statistics estimated on digits images
 (:func:`bnhw.hw.estimate.fresh_hardware_model`), or ``--checkpoint`` supplies trained ones.
@@ -111,6 +112,10 @@ ARCHS: dict[str, tuple[Callable[[], ArchSpec | CellNetSpec], str]] = {
                       "BNAS v2 cell found by bnhw search --method bnas --target kv260 --min-fps 20000 (8x8, fixed point)"),
     "bars-kv260-8x8": (_checked_in("bars-kv260-8x8"),
                       "BARS network found by bnhw search --method bars --target kv260 --min-fps 20000 (8x8, fixed point)"),
+    "bnas-pynq-8x8": (_checked_in("bnas-pynq-8x8"),
+                      "BNAS v2 cell found by bnhw search --method bnas --target pynq-z2 --min-fps 5000 (8x8, fixed point)"),
+    "bars-pynq-8x8": (_checked_in("bars-pynq-8x8"),
+                      "BARS network found by bnhw search --method bars --target pynq-z2 --min-fps 2000 (8x8, fixed point)"),
 }
 
 

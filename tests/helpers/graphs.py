@@ -93,7 +93,8 @@ def divisors(n):
 
 
 def fold(g: HwGraph, mode: str, seed: int = 0) -> HwGraph:
-    """``ones``: PE = SIMD = 1; ``full``: fully parallel; ``random``: a random legal divisor each."""
+    """``ones``: PE = SIMD = 1; ``full``: fully parallel; ``random``: a random legal divisor each (and the
+    AddRequant multipliers in DSP slices)."""
     rng = np.random.default_rng(seed)
     cfg = {}
 
@@ -116,6 +117,8 @@ def fold(g: HwGraph, mode: str, seed: int = 0) -> HwGraph:
             cfg[n.name] = {"PE": pick(si.elems)}
         elif n.op in ("Thresholding", "MaxPool", "AvgPoolSum", "GlobalAvgPool", "AddRequant", "RPReLU"):
             cfg[n.name] = {"PE": pick(si.channels)}
+            if n.op == "AddRequant" and mode == "random":      # its multiplier bound to DSP slices
+                cfg[n.name]["mul_dsp"] = 1
         elif n.op in ("WindowMax", "WindowAvg"):
             cfg[n.name] = {"PE": pick(so.channels)}
         elif n.op == "Concat":

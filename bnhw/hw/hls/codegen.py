@@ -739,13 +739,14 @@ class Generator:
         shift, ss = int(n.attrs["shift"]), int(n.attrs.get("shortcut_shift", 0))
         lo_, hi_ = _value_range(self.g, n)
         acc = _ap_int(lo_, hi_, margin=1, at_least=max(shift, 0) + 2, what=n.name)
+        dsp = int(n.attrs.get("mul_dsp", 0))          # the folding's choice: the multiplier in DSPs or LUTs
         if len(n.inputs) > 1:
             ts = self.g.in_stream(n, 1).dtype
             body = (f"    bnhw::add_requant2{name}<{dims}, {_etype(si.dtype)}, {_etype(ts)}, {_etype(so.dtype)}, "
-                    f"{pt}, {acc}, {ss}, {shift}>(in0, in1, out0, {arrays});\n")
+                    f"{pt}, {acc}, {ss}, {shift}, {dsp}>(in0, in1, out0, {arrays});\n")
         else:
             body = (f"    bnhw::add_requant{name}<{dims}, {_etype(si.dtype)}, {_etype(so.dtype)}, {pt}, {acc}, "
-                    f"{shift}>(in0, out0, {arrays});\n")
+                    f"{shift}, {dsp}>(in0, out0, {arrays});\n")
         return body, pragmas
 
     def _op_RPReLU(self, n: Node):

@@ -35,7 +35,8 @@ class AddRequant(ElementwiseOp):
     notes = {"AddRequant": "bnhw unit (not a FINN op), folded like FINN's ElementwiseBinary: "
                            "cycles pixels*C/PE; LUTs 100 + PE*(multiplier + adders + round/clip "
                            "bits); A/B params PE*bits wide, C/PE deep, LUTRAM if <= 128 deep else "
-                           "BRAM18"}
+                           "BRAM18; with mul_dsp the multiplier in DSP48 slices (HLS BIND_OP impl=dsp) "
+                           "instead of LUTs"}
 
     def execute(self, g, n, ins):
         x = ins[0]
@@ -69,6 +70,11 @@ class AddRequant(ElementwiseOp):
         shift = int(n.attrs["shift"])
         lo_, hi_ = int(lo.min()), int(hi.max())
         return (lo_ << -shift, hi_ << -shift) if shift < 0 else (lo_, hi_)
+
+    def multiplier(self, g, n):
+        """``x * A[c]``: the input's bits by the scale's."""
+        ins = g.in_stream(n)
+        return (1 if ins.dtype.is_bipolar else ins.dtype.bits), max(bits_of(n.params.get("A")), 1)
 
     def datapath(self, g, n):
         ins, outs = g.in_stream(n), g.out_stream(n)

@@ -195,6 +195,11 @@ class HwOp:
         """Whether bnhw's units implement the op at (``pe``, ``simd``) beyond FINN's divisibility rules."""
         return True
 
+    def multiplier(self, g: HwGraph, n: Node) -> tuple[int, int] | None:
+        """The operand widths of the one multiplier per PE that the folding may put in LUTs or in DSP slices
+        (attribute ``mul_dsp``, which the op's resources and HLS code honour); ``None``: no such choice."""
+        return None
+
     def foldings(self, g: HwGraph, n: Node) -> list[tuple[int, int]]:
         """Every (PE, SIMD) the op may be folded to."""
         simds = self.legal_simd(g, n) if self.folds_simd else [1]

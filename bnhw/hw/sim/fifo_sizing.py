@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..fifo_cost import fifo_cost, padded_width
+from ..fifo_cost import build_style, fifo_cost, padded_width
 from .engine import UNBOUNDED, run_engine
 from .netlist import Netlist
 from .simulate import steady_ii
@@ -193,14 +193,19 @@ def size_fifos(net: Netlist, *, frames: int = 5, verify: bool = False, max_secon
                       one_less, verified, complete=not out_of_time[0], seconds=time.time() - t0)
 
 
-def fifo_resources(net: Netlist, depths: list[int], style: str = "auto") -> list[dict]:
-    """FINN's cost of every FIFO at ``depths`` (depth <= 2: not instantiated, free); ``style``: the memory
-    style of FINN's large FIFOs (its ``large_fifo_mem_style``: ``"block"`` on a part without URAM)."""
+def fifo_resources(net: Netlist, depths: list[int], style: str = "auto",
+                   lut_per_bram18: float | None = None) -> list[dict]:
+    """FINN's cost of every FIFO at ``depths`` (depth <= 2: not instantiated, free), each in the memory style a build
+    requests for it (:func:`~bnhw.hw.fifo_cost.build_style`): ``style`` for the FIFOs ``fifo.sv`` would put in
+    block RAM / URAM (FINN's ``large_fifo_mem_style``: ``"block"`` on a part without URAM), and with
+    ``lut_per_bram18`` (:func:`~bnhw.hw.boards.lut_per_bram18`) block RAM for the LUTRAM ones where that saves
+    more LUTs per RAMB18 than the board's exchange rate."""
     out = []
     for f, d in zip(net.fifos, depths):
         w = padded_width(f.width * f.bits)
-        c = fifo_cost(int(d), w, style) if d > 2 else None
-        out.append({"name": f.name, "depth": int(d), "width_bits": w,
+        want = build_style(int(d), w, style, lut_per_bram18) if d > 2 else "none"
+        c = fifo_cost(int(d), w, want) if want != "none" else None
+        out.append({"name": f.name, "depth": int(d), "width_bits": w, "ram_style": want,
                     "style": c.style if c else "none", "bram18": c.bram18 if c else 0,
                     "uram": c.uram if c else 0, "lut": c.lut if c else 0})
     return out

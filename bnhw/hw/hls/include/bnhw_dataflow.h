@@ -722,7 +722,31 @@ inline i64 requant(const ACC &acc) {
     return clip<TO>((i64)q.to_int64());
 }
 
-template <int PIXELS, int C, int PE, class TI, class TO, class PT, class ACC, int SHIFT>
+// The multiplier of an elementwise unit in DSP slices (MUL_DSP = 1) or in LUTs (0): bnhw's folding chooses which,
+// and its resource model costs that choice (bnhw/hw/ops/elementwise.py), so the HLS binding is stated, not left
+// to the tool's default.
+template <int MUL_DSP>
+struct scale_mul;
+template <>
+struct scale_mul<1> {
+    template <class ACC, class X, class A>
+    static ACC mul(X x, A a) {
+        ACC p = ACC(x) * a;
+#pragma HLS BIND_OP variable=p op=mul impl=dsp
+        return p;
+    }
+};
+template <>
+struct scale_mul<0> {
+    template <class ACC, class X, class A>
+    static ACC mul(X x, A a) {
+        ACC p = ACC(x) * a;
+#pragma HLS BIND_OP variable=p op=mul impl=fabric
+        return p;
+    }
+};
+
+template <int PIXELS, int C, int PE, class TI, class TO, class PT, class ACC, int SHIFT, int MUL_DSP = 0>
 void add_requant(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
                  const PT (&A)[PE][C / PE], const PT (&B)[PE][C / PE]) {
     BNHW_UNIT(out);
@@ -735,14 +759,15 @@ void add_requant(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<P
             ap_uint<PE * TO::BITS> o = 0;
             for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
-                ACC acc = ACC(TI::template get<PE>(x, pe)) * A[pe][cf] + B[pe][cf];
+                ACC acc = scale_mul<MUL_DSP>::template mul<ACC>(TI::template get<PE>(x, pe), A[pe][cf]) + B[pe][cf];
                 TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
             }
             BNHW_WR(out, o);
         }
 }
 
-template <int PIXELS, int C, int PE, class TI, class TS, class TO, class PT, class ACC, int SC_SHIFT, int SHIFT>
+template <int PIXELS, int C, int PE, class TI, class TS, class TO, class PT, class ACC, int SC_SHIFT, int SHIFT,
+          int MUL_DSP = 0>
 void add_requant2(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TS::BITS> > &sc,
                   hls::stream<ap_uint<PE * TO::BITS> > &out, const PT (&A)[PE][C / PE],
                   const PT (&B)[PE][C / PE]) {
@@ -757,7 +782,7 @@ void add_requant2(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<
             ap_uint<PE * TO::BITS> o = 0;
             for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
-                ACC acc = ACC(TI::template get<PE>(x, pe)) * A[pe][cf] + B[pe][cf];
+                ACC acc = scale_mul<MUL_DSP>::template mul<ACC>(TI::template get<PE>(x, pe), A[pe][cf]) + B[pe][cf];
                 acc = acc + (ACC(TS::template get<PE>(s, pe)) << SC_SHIFT);
                 TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
             }
@@ -767,7 +792,8 @@ void add_requant2(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<
 
 // AddRequant with a bias per output position class (a unit that folded FINN's -1 padding correction into B):
 // B[rc[y]][cc[x]][pe][cf] for the pixel in row y, column x of an H x W map.
-template <int H, int W, int C, int PE, int NR, int NC, class TI, class TO, class PT, class ACC, int SHIFT>
+template <int H, int W, int C, int PE, int NR, int NC, class TI, class TO, class PT, class ACC, int SHIFT,
+          int MUL_DSP = 0>
 void add_requant_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TO::BITS> > &out,
                      const PT (&A)[PE][C / PE], const PT (&B)[NR][NC][PE][C / PE], const unsigned char (&rc)[H],
                      const unsigned char (&cc)[W]) {
@@ -782,7 +808,7 @@ void add_requant_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_ui
                 ap_uint<PE * TO::BITS> o = 0;
                 for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
-                    ACC acc = ACC(TI::template get<PE>(v, pe)) * A[pe][cf] + B[rc[y]][cc[x]][pe][cf];
+                    ACC acc = scale_mul<MUL_DSP>::template mul<ACC>(TI::template get<PE>(v, pe), A[pe][cf]) + B[rc[y]][cc[x]][pe][cf];
                     TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
                 }
                 BNHW_WR(out, o);
@@ -790,7 +816,7 @@ void add_requant_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_ui
 }
 
 template <int H, int W, int C, int PE, int NR, int NC, class TI, class TS, class TO, class PT, class ACC,
-          int SC_SHIFT, int SHIFT>
+          int SC_SHIFT, int SHIFT, int MUL_DSP = 0>
 void add_requant2_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_uint<PE * TS::BITS> > &sc,
                       hls::stream<ap_uint<PE * TO::BITS> > &out, const PT (&A)[PE][C / PE],
                       const PT (&B)[NR][NC][PE][C / PE], const unsigned char (&rc)[H],
@@ -807,7 +833,7 @@ void add_requant2_pos(hls::stream<ap_uint<PE * TI::BITS> > &in, hls::stream<ap_u
                 ap_uint<PE * TO::BITS> o = 0;
                 for (int pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
-                    ACC acc = ACC(TI::template get<PE>(v, pe)) * A[pe][cf] + B[rc[y]][cc[x]][pe][cf];
+                    ACC acc = scale_mul<MUL_DSP>::template mul<ACC>(TI::template get<PE>(v, pe), A[pe][cf]) + B[rc[y]][cc[x]][pe][cf];
                     acc = acc + (ACC(TS::template get<PE>(s, pe)) << SC_SHIFT);
                     TO::template set<PE>(o, pe, requant<TO, ACC, SHIFT>(acc));
                 }
