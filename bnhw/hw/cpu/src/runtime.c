@@ -71,21 +71,32 @@ typedef struct {
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
  * parallel op and kept until the thread count changes or the model is freed, so a layer pays a
- * wake-up, not a thread creation.  A job is `items` calls fn(ctx, item, thread); threads claim items
- * one at a time under the pool's mutex, so a worker the scheduler has not woken yet (a busy machine)
- * holds nobody up: the caller goes on claiming, and waits only for items already claimed.  Every item
- * writes its own outputs, so results do not depend on who ran what. */
+ * hand-over, not a thread creation.  A job is `items` calls fn(ctx, item, thread).  Threads claim items
+ * one at a time by a compare-and-swap on `claim` (the job's generation in the high 32 bits, the next
+ * item in the low 32: a worker late from the last job cannot claim an item of the next one with the
+ * last one's fn), so a worker the scheduler has not woken yet (a busy machine) holds nobody up: the
+ * caller goes on claiming, and waits only for items already claimed.  Between jobs a worker spins on
+ * the generation for up to POOL_SPIN_US (a network's layers follow each other within microseconds;
+ * a futex wake-up costs more than the smaller layers), then sleeps on the condition variable; the
+ * caller waits for the last claimed item the same way.  Every item writes its own outputs, so results
+ * do not depend on who ran what. */
 typedef void (*task_fn)(void *ctx, int item, int thread);
+
+#define POOL_SPIN_US 200
 
 typedef struct {
     int threads, started;
     pthread_t *th;
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    int quit;
-    task_fn fn;
-    void *ctx;
-    int items, next, finished;  /* the job: items in all, the next unclaimed one, how many have finished */
+    int quit;                   /* atomic */
+    task_fn fn;                 /* atomic: the job, set before its generation is published */
+    void *ctx;                  /* atomic */
+    int items;                  /* atomic */
+    uint64_t claim;             /* atomic: generation << 32 | next unclaimed item */
+    int finished;               /* atomic: items of the current job finished */
+    int sleepers;               /* atomic: workers asleep on `go` */
+    int caller_waits;           /* under mu: the caller sleeps on `done` */
 } pool_t;
 
 typedef struct {
@@ -173,23 +184,69 @@ static void fuse_plan(bnhw_model *m);
 static int bounds_plan(bnhw_model *m);
 
 /* ------------------------------------------------------------------------------------------ threads */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || (defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static double now(void);
+
+/* run items of generation gen until none is left unclaimed; returns after the last one it ran */
+static void pool_claim(pool_t *p, uint32_t gen, task_fn fn, void *ctx, int items, int id)
+{
+    for (;;) {
+        uint64_t c = __atomic_load_n(&p->claim, __ATOMIC_ACQUIRE);
+        for (;;) {
+            if ((uint32_t)(c >> 32) != gen || (int)(uint32_t)c >= items) return;
+            if (__atomic_compare_exchange_n(&p->claim, &c, c + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+        }
+        fn(ctx, (int)(uint32_t)c, id);
+        if (__atomic_add_fetch(&p->finished, 1, __ATOMIC_ACQ_REL) == items) {
+            pthread_mutex_lock(&p->mu);
+            if (p->caller_waits) pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
 static void *pool_worker(void *arg)
 {
     worker_t *w = arg;
     pool_t *p = w->p;
-    pthread_mutex_lock(&p->mu);
+    /* the generation is the high half of claim; it is bumped once per job */
+    uint32_t seen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_ACQUIRE) >> 32);
     for (;;) {
-        while (!p->quit && p->next >= p->items) pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit) break;
-        int item = p->next++;
-        task_fn fn = p->fn;
-        void *ctx = p->ctx;
-        pthread_mutex_unlock(&p->mu);
-        fn(ctx, item, w->id);
-        pthread_mutex_lock(&p->mu);
-        if (++p->finished == p->items) pthread_cond_signal(&p->done);
+        uint32_t gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_ACQUIRE) >> 32);
+        if (gen == seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
+            double t0 = now();
+            for (int i = 0; gen == seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE); i++) {
+                cpu_relax();
+                gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_ACQUIRE) >> 32);
+                if ((i & 63) == 63 && now() - t0 > 1e-6 * POOL_SPIN_US) break;
+            }
+            if (gen == seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
+                pthread_mutex_lock(&p->mu);
+                __atomic_add_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+                for (;;) {
+                    gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_SEQ_CST) >> 32);
+                    if (gen != seen || __atomic_load_n(&p->quit, __ATOMIC_SEQ_CST)) break;
+                    pthread_cond_wait(&p->go, &p->mu);
+                }
+                __atomic_sub_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+                pthread_mutex_unlock(&p->mu);
+            }
+        }
+        if (__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) break;
+        seen = gen;
+        /* the job's fields were written before its generation was published (release); a worker this
+         * late may read the next job's fields instead, but then claims nothing (the generation differs) */
+        pool_claim(p, gen, __atomic_load_n(&p->fn, __ATOMIC_RELAXED), __atomic_load_n(&p->ctx, __ATOMIC_RELAXED),
+                   __atomic_load_n(&p->items, __ATOMIC_RELAXED), w->id);
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -198,7 +255,7 @@ static void pool_stop(bnhw_model *m)
     pool_t *p = &m->pool;
     if (p->started) {
         pthread_mutex_lock(&p->mu);
-        p->quit = 1;
+        __atomic_store_n(&p->quit, 1, __ATOMIC_SEQ_CST);
         pthread_cond_broadcast(&p->go);
         pthread_mutex_unlock(&p->mu);
         for (int i = 0; i < p->threads - 1; i++) pthread_join(p->th[i], NULL);
@@ -257,22 +314,32 @@ static void pool_run(bnhw_model *m, int items, int threads, task_fn fn, void *ct
         for (int i = 0; i < items; i++) fn(ctx, i, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
-    p->fn = fn;
-    p->ctx = ctx;
-    p->items = items;
-    p->next = 0;
-    p->finished = 0;
-    pthread_cond_broadcast(&p->go);
-    while (p->next < p->items) {
-        int item = p->next++;
-        pthread_mutex_unlock(&p->mu);
-        fn(ctx, item, 0);
+    /* every item of the last job has finished: a worker still reading its fields claims nothing */
+    __atomic_store_n(&p->fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->ctx, ctx, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->items, items, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->finished, 0, __ATOMIC_RELAXED);
+    uint32_t gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_RELAXED) >> 32) + 1;
+    __atomic_store_n(&p->claim, (uint64_t)gen << 32, __ATOMIC_SEQ_CST);     /* publish */
+    if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST)) {
         pthread_mutex_lock(&p->mu);
-        p->finished++;
+        pthread_cond_broadcast(&p->go);
+        pthread_mutex_unlock(&p->mu);
     }
-    while (p->finished < p->items) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    pool_claim(p, gen, fn, ctx, items, 0);
+    /* wait for the items other threads claimed: spin, then sleep */
+    double t0 = now();
+    for (int i = 0; __atomic_load_n(&p->finished, __ATOMIC_ACQUIRE) < items; i++) {
+        cpu_relax();
+        if ((i & 63) == 63 && now() - t0 > 1e-6 * POOL_SPIN_US) {
+            pthread_mutex_lock(&p->mu);
+            p->caller_waits = 1;
+            while (__atomic_load_n(&p->finished, __ATOMIC_ACQUIRE) < items) pthread_cond_wait(&p->done, &p->mu);
+            p->caller_waits = 0;
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+    }
 }
 
 /* per-thread scratch of at least `bytes` for threads [0, n); 0 on success */
@@ -703,8 +770,12 @@ static split_t conv_split(const bnhw_model *m, size_t row_bytes, int pixels, int
     split_t s;
     s.R = chunk_rows(row_bytes, pixels);
     s.threads = work >= m->split_min ? m->threads : 1;
-    if (s.threads > 1 && (pixels + s.R - 1) / s.R < s.threads)
-        s.R = (pixels + s.threads - 1) / s.threads;      /* smaller chunks, one per thread at least */
+    if (s.threads > 1) {
+        /* a multiple of the thread count of (near) equal chunks: 7 chunks on 2 threads would be 4:3 */
+        int chunks = (pixels + s.R - 1) / s.R;
+        chunks = (chunks + s.threads - 1) / s.threads * s.threads;
+        s.R = (pixels + chunks - 1) / chunks;
+    }
     if (s.R < 1) s.R = 1;
     s.chunks = (pixels + s.R - 1) / s.R;
     s.S = 1;
@@ -895,11 +966,26 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
     /* interior pixels (no zero-padded tap) in runs of whole rows when the item has every channel: one
      * flat loop over run x Cout values instead of a short one per pixel (the shallow convs have 6-24) */
     int oy = p0 / Wo, ox = p0 % Wo, flat = c0 == 0 && c1 == Cout, run0 = -1;
+    int span = (k - 1) * dil, xlo = (pad + stride - 1) / stride, xhi = W - span + pad - 1 < 0 ? -1 : (W - span + pad - 1) / stride;
     for (int r = 0; r <= rows; r++, (++ox == Wo ? (ox = 0, oy++) : 0)) {
         int npad = 0;
         int padded[64];
         int border = 0;
-        int y0 = oy * stride - pad, x0 = ox * stride - pad, span = (k - 1) * dil;
+        int y0 = oy * stride - pad, x0 = ox * stride - pad;
+        if (flat && r < rows) {
+            /* interior pixels from here on (rows apart when nothing is zero-padded, else along this row,
+             * [xlo, xhi]): joined to the run at once instead of tested one by one */
+            int n = !zero_pad ? rows - r : y0 < 0 || y0 + span >= H || ox < xlo || ox > xhi ? 0 : xhi - ox + 1;
+            if (n > rows - r) n = rows - r;
+            if (n > 1) {
+                if (run0 < 0) run0 = r;
+                r += n - 1;          /* to the run's last pixel; the loop steps past it */
+                ox += n - 1;
+                oy += ox / Wo;
+                ox %= Wo;
+                continue;
+            }
+        }
         int edge = r < rows && zero_pad && (y0 < 0 || x0 < 0 || y0 + span >= H || x0 + span >= W);
         if (flat && r < rows && !edge) {
             if (run0 < 0) run0 = r;
