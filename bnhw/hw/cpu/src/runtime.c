@@ -813,6 +813,8 @@ typedef struct {
  * 8x8 grouped convs slower (0.0065 -> 0.0086, 0.0031 -> 0.0037 ms), and CNV-W1A1 (64-128 channels)
  * 0.107 -> 0.117 ms. */
 #define TAP_ROWS_COUT 32
+/* groups at most this many words deep run the shallow-conv GEMM (bgemm_small) */
+#define SMALL_DEPTH 2
 #define TAP_ROWS_WO 16
 
 static int tap_rows(const op_t *o)
@@ -1078,12 +1080,18 @@ static int op_bconv(bnhw_model *m, const op_t *o)
              * im2col's padw) */
             bnhw_word *dst = (bnhw_word *)(sh + shared_bytes);
             size_t plane = (size_t)Hp * j.Wp * wpg, wpp = (size_t)x->wpp;
-            pad_pixel(dst, wpg, wpg, cg, a[A_PAD_VALUE]);
-            for (size_t e = wpg; e < padded_words; e++) dst[e] = dst[e % wpg];
+            bnhw_word pw[SMALL_DEPTH];
+            pad_pixel(pw, wpg, wpg, cg, a[A_PAD_VALUE]);
             const bnhw_word *in = x->data;
-            for (int y = 0; y < x->H; y++)
-                for (int g = 0; g < groups; g++) {
-                    bnhw_word *d = dst + g * plane + ((size_t)(y + pad) * j.Wp + pad) * wpg;
+            for (int g = 0; g < groups; g++)
+                for (int py = 0; py < Hp; py++) {
+                    bnhw_word *d = dst + g * plane + (size_t)py * j.Wp * wpg;
+                    int y = py - pad, inside = y >= 0 && y < x->H;
+                    for (int px = 0; px < j.Wp; px++)       /* the pad pixels: whole rows above / below, else the sides */
+                        if (!inside || px < pad || px >= pad + x->W)
+                            for (int w = 0; w < wpg; w++) d[(size_t)px * wpg + w] = pw[w];
+                    if (!inside) continue;
+                    d += (size_t)pad * wpg;
                     const bnhw_word *src = in + (size_t)y * x->W * wpp + (size_t)g * wpg;
                     if (groups == 1) {
                         memcpy(d, src, sizeof(bnhw_word) * x->W * wpp);
@@ -1450,8 +1458,6 @@ static int64_t max_abs64(const int64_t *v, int n)
     return mx > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)mx;
 }
 
-/* groups at most this many words deep run the shallow-conv GEMM (bgemm_small) */
-#define SMALL_DEPTH 2
 
 static int ew_plan(op_t *o)
 {
