@@ -1513,6 +1513,11 @@ static int ew_plan(op_t *o)
     if (!o->rep) return -1;
     for (int j = 0; j < np; j++)
         for (int i = 0; i < L; i++) o->rep[(size_t)j * L + i] = (int32_t)((const int64_t *)o->p[j].data)[i % C];
+    /* RPRELU: S_out * 2^frac, the product rprelu32 adds (wrapped: when it does not fit, neither does the
+     * range's bound, and the int64 loop runs instead) */
+    if (o->opcode == OP_RPRELU)
+        for (int i = 0; i < L; i++)
+            o->rep[2 * (size_t)L + i] = (int32_t)(uint32_t)((uint64_t)((const int64_t *)o->p[2].data)[i % C] << s);
     o->lanes32 = L;
     return 0;
 }
@@ -1542,8 +1547,8 @@ static inline int32_t clip32(int32_t v, int32_t lo, int32_t hi) { return v < lo 
 VEC_CLONES static void addrequant32(const op_t *o, const int32_t *in, const int32_t *sc, int32_t *out, int64_t e0,
                                     int64_t n)
 {
-    int L = o->lanes32, s = o->a[A_SHIFT];
-    int32_t f = (int32_t)1 << o->a[A_SSHIFT], lo = o->a[A_LO], hi = o->a[A_HI];
+    int L = o->lanes32, s = o->a[A_SHIFT], ss = o->a[A_SSHIFT];
+    int32_t lo = o->a[A_LO], hi = o->a[A_HI];
     const int32_t *A = o->rep, *B = o->rep + L;
     int j = (int)(e0 % L);
     for (int64_t i = 0; i < n;) {
@@ -1552,7 +1557,9 @@ VEC_CLONES static void addrequant32(const op_t *o, const int32_t *in, const int3
         int32_t *y = out + e0 + i;
         if (sc) {
             const int32_t *z = sc + e0 + i;
-            for (int t = 0; t < len; t++) y[t] = clip32(rhe32(x[t] * Aj[t] + Bj[t] + z[t] * f, s), lo, hi);
+            /* z * 2^ss as a shift (the same bits: the bound keeps it in range) */
+            for (int t = 0; t < len; t++)
+                y[t] = clip32(rhe32(x[t] * Aj[t] + Bj[t] + (int32_t)((uint32_t)z[t] << ss), s), lo, hi);
         } else {
             for (int t = 0; t < len; t++) y[t] = clip32(rhe32(x[t] * Aj[t] + Bj[t], s), lo, hi);
         }
@@ -1566,7 +1573,7 @@ VEC_CLONES static void rprelu32(const op_t *o, const int32_t *in, int32_t *out, 
 {
     int L = o->lanes32, s = o->a[A_FRAC];
     int32_t f = (int32_t)1 << s, lo = o->a[A_LO], hi = o->a[A_HI];
-    const int32_t *Si = o->rep, *Sl = o->rep + L, *So = o->rep + 2 * (size_t)L;
+    const int32_t *Si = o->rep, *Sl = o->rep + L, *So = o->rep + 2 * (size_t)L;    /* So: S_out * 2^frac (ew_plan) */
     int j = (int)(e0 % L);
     for (int64_t i = 0; i < n;) {
         int len = (int)(n - i < L - j ? n - i : L - j);
@@ -1574,7 +1581,7 @@ VEC_CLONES static void rprelu32(const op_t *o, const int32_t *in, int32_t *out, 
         int32_t *y = out + e0 + i;
         for (int t = 0; t < len; t++) {
             int32_t v = x[t] - a[t], slope = b[t];    /* loaded unconditionally: a select, not a branch */
-            v = v * (v >= 0 ? f : slope) + c[t] * f;
+            v = v * (v >= 0 ? f : slope) + c[t];
             y[t] = clip32(rhe32(v, s), lo, hi);
         }
         i += len;
