@@ -748,7 +748,7 @@ OP_MIXES: dict[str, dict[str, float]] = {
     # integer im2col: per tap, per element (load, select the pad value, narrow, store)
     "iim2col_tap": _mix(alu=10, branch=2),
     "iim2col_elem": _mix(load=1, alu=2, store=1, branch=1),
-    # popcount -> accumulator: per output pixel row (interior test), per output (load, full - 2p, store;
+    # popcount -> accumulator: per border pixel or run of interior pixels (interior test), per output (load, full - 2p, store;
     # scalar estimate, although the compiler may vectorise the interior loop), per tap of a border pixel
     # of a zero-padded conv (border test), per padded tap and output (the weights' popcount correction)
     "epi_row": _mix(alu=10, branch=3),
@@ -919,14 +919,17 @@ def _bconv_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, f
         parts["im2col copy"] = pixels * groups * (cyc(OP_MIXES["im2col_pixel"])
                                                   + kk * (cyc(OP_MIXES["im2col_tap"])
                                                           + wpg * cyc(OP_MIXES["im2col_word"])))
-    epi = pixels * cyc(OP_MIXES["epi_row"]) + pixels * Cout * cyc(OP_MIXES["epi_out"])
+    # epi_row: once per border pixel and per run of interior pixels (runtime.c joins a row's interior
+    # pixels, or a whole chunk's when nothing is zero-padded, to one flat loop)
+    epi = -(-pixels // R) * cyc(OP_MIXES["epi_row"]) + pixels * Cout * cyc(OP_MIXES["epi_out"])
     if pad and int(a.get("pad_value", 0)) == 0:
         vy, vx = _valid_taps(Ho, H, k, stride, pad, dil), _valid_taps(Wo, W, k, stride, pad, dil)
         padded = pixels * kk - vy * vx
         inside_y = sum(1 for o in range(Ho) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < H)
         inside_x = sum(1 for o in range(Wo) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < W)
         border = pixels - inside_y * inside_x
-        epi += border * kk * cyc(OP_MIXES["epi_border_tap"]) + padded * Cout * cyc(OP_MIXES["epi_pad_corr"])
+        epi = ((border + inside_y) * cyc(OP_MIXES["epi_row"]) + pixels * Cout * cyc(OP_MIXES["epi_out"])
+               + border * kk * cyc(OP_MIXES["epi_border_tap"]) + padded * Cout * cyc(OP_MIXES["epi_pad_corr"]))
     parts["popcount epilogue"] = epi
     parts.update(_activation_parts(core, op, pixels, Cout, int(a.get("out_groups", 1))))
     return parts
