@@ -105,9 +105,10 @@ typedef struct {
 } worker_t;
 
 #define MAX_THREADS 256
-/* below this many word operations (bgemm words or int16 MACs / 8) an op runs on one thread: waking
- * the pool costs a few microseconds (bnhw_model_set_split_threshold changes it, for tests) */
-#define PAR_MIN_WORK (1L << 16)
+/* below this many word operations (bgemm words or int16 MACs / 8, elements times their probes) an op
+ * runs on one thread: handing a job to the spinning pool costs about a microsecond, to a sleeping one a
+ * futex wake-up (bnhw_model_set_split_threshold changes it, for tests) */
+#define PAR_MIN_WORK (1L << 14)
 
 struct bnhw_model {
     unsigned char *file;
@@ -1278,7 +1279,10 @@ VEC_CLONES static void thresh_rows(bnhw_model *m, const op_t *o, int p0, int p1)
 static int op_thresh(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]];
-    par_rows(m, o, x->H * x->W, x->C, thresh_rows);
+    /* a multi-threshold output is a binary search per element (CNV-W1A1's 8-bit input: 255 levels) */
+    int nt = o->a[A_OUT_MODE] == OUT_MULTI ? o->a[A_NTHR] : 1, probes = 1;
+    while ((1 << probes) <= nt && probes < 31) probes++;
+    par_rows(m, o, x->H * x->W, (double)x->C * probes, thresh_rows);
     return 0;
 }
 
