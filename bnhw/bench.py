@@ -536,8 +536,8 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
               + " native; modelled " + ", ".join(f"{c} {v['seconds'] * 1e3:.2f} ms" for c, v in row["modelled"].items()),
               flush=True)
     # the targets' ratios, per round (same round = same load) and their medians
-    a, b = (rounds[n] for n in CPU_NETS)
-    ratio = [x["seconds"] / y["seconds"] for x, y in zip(b[1], a[1], strict=True)]
+    cnv_r, nas_r = (rounds[n][1] for n in CPU_NETS)
+    ratio = [x["seconds"] / y["seconds"] for x, y in zip(nas_r, cnv_r, strict=True)]
     speedup = {n: [x["seconds"] / y["seconds"] for x, y in zip(rounds[n][1], rounds[n][2], strict=True)]
                for n in CPU_NETS} if 2 in counts else {}
     ratios = {"nasbnn_over_cnv_1_thread": ratio, "nasbnn_over_cnv_1_thread_median": float(np.median(ratio)),
