@@ -2,6 +2,7 @@
  * op semantics in bnhw/hw/cpu/program.py; the semantics are those of bnhw.hw.ir.HwGraph.execute). */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,13 +186,16 @@ static void fuse_plan(bnhw_model *m);
 static int bounds_plan(bnhw_model *m);
 
 /* ------------------------------------------------------------------------------------------ threads */
-static inline void cpu_relax(void)
+static inline void cpu_relax(int i)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #elif defined(__aarch64__) || (defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7)
     __asm__ __volatile__("yield");
 #endif
+    /* now and then give the core away: on a machine with fewer free cores than threads, the thread
+     * this one waits for may be queued behind it */
+    if ((i & 63) == 63) sched_yield();
 }
 
 static double now(void);
@@ -225,7 +229,7 @@ static void *pool_worker(void *arg)
         if (gen == seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
             double t0 = now();
             for (int i = 0; gen == seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE); i++) {
-                cpu_relax();
+                cpu_relax(i);
                 gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_ACQUIRE) >> 32);
                 if ((i & 63) == 63 && now() - t0 > 1e-6 * POOL_SPIN_US) break;
             }
@@ -331,7 +335,7 @@ static void pool_run(bnhw_model *m, int items, int threads, task_fn fn, void *ct
     /* wait for the items other threads claimed: spin, then sleep */
     double t0 = now();
     for (int i = 0; __atomic_load_n(&p->finished, __ATOMIC_ACQUIRE) < items; i++) {
-        cpu_relax();
+        cpu_relax(i);
         if ((i & 63) == 63 && now() - t0 > 1e-6 * POOL_SPIN_US) {
             pthread_mutex_lock(&p->mu);
             p->caller_waits = 1;
