@@ -1430,12 +1430,21 @@ VEC_CLONES static void gather_rows(bnhw_model *m, const op_t *o, int p0, int p1)
         }
         return;
     }
-    /* run by run (see ew_plan): contiguous copies instead of an indexed load per channel */
+    /* run by run (see ew_plan): contiguous copies instead of an indexed load per channel; the run lengths
+     * of nasbnn's channel-doubling shortcuts (6-48 channels) as fixed-size copies (a loop of unknown
+     * length this short runs its scalar tail) */
     for (int64_t p = p0; p < p1; p++)
         for (int r = 0; r < o->nruns; r++) {
             const int32_t *src = in + p * x->C + o->rep[3 * r + 1];
             int32_t *dst = out + p * y->C + o->rep[3 * r];
-            for (int t = 0, len = o->rep[3 * r + 2]; t < len; t++) dst[t] = src[t];
+            int len = o->rep[3 * r + 2];
+            switch (len) {
+            case 6: memcpy(dst, src, 6 * sizeof(int32_t)); break;
+            case 12: memcpy(dst, src, 12 * sizeof(int32_t)); break;
+            case 24: memcpy(dst, src, 24 * sizeof(int32_t)); break;
+            default:
+                for (int t = 0; t < len; t++) dst[t] = src[t];
+            }
         }
 }
 
