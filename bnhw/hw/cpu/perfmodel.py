@@ -928,8 +928,15 @@ def _bconv_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, f
         inside_y = sum(1 for o in range(Ho) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < H)
         inside_x = sum(1 for o in range(Wo) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < W)
         border = pixels - inside_y * inside_x
+        if k <= 8:
+            # runtime.c's edge sums: a border pixel adds its cut window rows and columns (sums made at
+            # load) and takes off the taps in both: cy + cx + cy * cx rows instead of its padded taps
+            cy = [k - _valid_taps(1, H, k, stride, pad - o * stride, dil) for o in range(Ho)]
+            cx = [k - _valid_taps(1, W, k, stride, pad - o * stride, dil) for o in range(Wo)]
+            padded = Wo * sum(cy) + Ho * sum(cx) + sum(cy) * sum(cx)
         epi = ((border + inside_y) * cyc(OP_MIXES["epi_row"]) + pixels * Cout * cyc(OP_MIXES["epi_out"])
-               + border * kk * cyc(OP_MIXES["epi_border_tap"]) + padded * Cout * cyc(OP_MIXES["epi_pad_corr"]))
+               + border * (k if k <= 8 else kk) * cyc(OP_MIXES["epi_border_tap"])
+               + padded * Cout * cyc(OP_MIXES["epi_pad_corr"]))
     parts["popcount epilogue"] = epi
     parts.update(_activation_parts(core, op, pixels, Cout, int(a.get("out_groups", 1))))
     return parts

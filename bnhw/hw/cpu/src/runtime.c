@@ -68,6 +68,7 @@ typedef struct {
      * pixels as soon as the chunk's accumulators exist; a fused op: 1 (the loop skips it) */
     int nfuse, fused;
     int nruns;                  /* a GATHER: its index as runs of consecutive channels, (dst, src, len) in rep */
+    int edge_sums;              /* a zero-padded BCONV: rep also holds its window rows' and columns' sums */
 } op_t;
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
@@ -1010,7 +1011,21 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             run0 = -1;
         }
         if (r == rows) break;
-        if (edge) {
+        /* edge sums: the padded taps as window rows and columns cut by the border (plus) less the taps in
+         * both (minus), indices of rep's rows */
+        int nplus = 0, nminus = 0, plus[16], minus[64];
+        if (edge && o->edge_sums) {
+            int cy[8], cx[8], ny = 0, nx = 0;
+            for (int t = 0; t < k; t++) {
+                int iy = oy * stride - pad + t * dil, ix = ox * stride - pad + t * dil;
+                if (iy < 0 || iy >= H) cy[ny++] = t, plus[nplus++] = kk + t;
+                if (ix < 0 || ix >= W) cx[nx++] = t, plus[nplus++] = kk + k + t;
+            }
+            for (int a = 0; a < ny; a++)
+                for (int b = 0; b < nx; b++) minus[nminus++] = cy[a] * k + cx[b];
+            npad = ny * k + nx * k - ny * nx;
+            border = npad > 0;
+        } else if (edge) {
             for (int ky = 0; ky < k; ky++)
                 for (int kx = 0; kx < k; kx++) {
                     int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
@@ -1031,6 +1046,17 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             /* a border pixel: + 2 * the weights' popcount at each padded tap, from the tap-major copy
              * (ew_plan), one contiguous row of Cout per tap; the same bits as the int64 loop below
              * (full - 2 * (P - sum) modulo 2^32) */
+            if (o->edge_sums) {
+                for (int q = 0; q < nplus; q++) {
+                    const int32_t *wq = o->rep + (size_t)plus[q] * Cout;
+                    for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)arow[c] + 2u * (uint32_t)wq[c]);
+                }
+                for (int q = 0; q < nminus; q++) {
+                    const int32_t *wq = o->rep + (size_t)minus[q] * Cout;
+                    for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)arow[c] - 2u * (uint32_t)wq[c]);
+                }
+                continue;
+            }
             for (int q = 0; q < npad; q++) {
                 const int32_t *wq = o->rep + (size_t)padded[q] * Cout;
                 for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)arow[c] + 2u * (uint32_t)wq[c]);
@@ -1507,12 +1533,25 @@ static int ew_plan(op_t *o)
     }
     if (o->opcode == OP_BCONV && o->a[A_PAD] && o->a[A_PAD_VALUE] == 0) {
         /* zero padding: the weights' popcount per tap, tap-major ([kk][Cout]) for the border correction */
-        int kk = o->a[A_K] * o->a[A_K], C = o->a[A_COUT];
+        /* then (k <= 8) the sums of each window row and column, rows [kk + ky] and [kk + k + kx]: a border
+         * pixel's padded taps are whole rows and columns of its window, less the taps in both (wrapping
+         * uint32 sums, as the correction itself) */
+        int k = o->a[A_K], kk = k * k, C = o->a[A_COUT];
         const int32_t *wpop = o->p[1].data;
-        o->rep = malloc(sizeof(int32_t) * ((size_t)kk * C + 1));
+        o->rep = malloc(sizeof(int32_t) * ((size_t)(kk + 2 * k) * C + 1));
         if (!o->rep) return -1;
         for (int q = 0; q < kk; q++)
             for (int c = 0; c < C; c++) o->rep[(size_t)q * C + c] = wpop[(size_t)c * kk + q];
+        if (k <= 8) {
+            uint32_t *rs = (uint32_t *)o->rep + (size_t)kk * C, *cs = rs + (size_t)k * C;
+            memset(rs, 0, sizeof(uint32_t) * 2 * (size_t)k * C);
+            for (int q = 0; q < kk; q++)
+                for (int c = 0; c < C; c++) {
+                    rs[(size_t)(q / k) * C + c] += (uint32_t)o->rep[(size_t)q * C + c];
+                    cs[(size_t)(q % k) * C + c] += (uint32_t)o->rep[(size_t)q * C + c];
+                }
+            o->edge_sums = 1;
+        }
         return 0;
     }
     int np = o->opcode == OP_ADDREQUANT ? 2 : o->opcode == OP_RPRELU ? 3 : 0;
