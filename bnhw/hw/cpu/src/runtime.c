@@ -1365,6 +1365,11 @@ VEC_CLONES static void avgpoolsum_rows(bnhw_model *m, const op_t *o, int q0, int
     for (int q = q0; q < q1; q++) {
         int oy = q / y->W, ox = q % y->W;
         uint32_t *dst = (uint32_t *)out + (size_t)q * C;
+        if (k == 2) {       /* the 2x2 window: two rows of two adjacent pixels, 2C contiguous values each */
+            const uint32_t *a = (const uint32_t *)in + ((size_t)oy * 2 * x->W + (size_t)ox * 2) * C, *b = a + (size_t)x->W * C;
+            for (int c = 0; c < C; c++) dst[c] = a[c] + a[C + c] + b[c] + b[C + c];     /* wrapping, as below */
+            continue;
+        }
         for (int c = 0; c < C; c++) dst[c] = 0;
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
