@@ -394,6 +394,8 @@ def _bnas_table(r: dict) -> str:
 #: ResNet-18/34 binary layer shapes: (feature map side, channels), 3x3 kernels, stride 1
 RESNET_SHAPES = ((56, 64), (28, 128), (14, 256), (7, 512))
 CPU_NETS = ("cnv-w1a1", "nasbnn-cifar-smallest")
+#: rounds of the networks' timings in bench --only cpu (medians; the ratios per round)
+NET_ROUNDS = 3
 
 
 def resnet_layer_graph(side: int, channels: int, seed: int = 0):
@@ -513,14 +515,26 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
                                                             scaling["seconds"].items()), flush=True)
     nets = []
     from .flows.prepare import prepare_network
+    progs = {}
     for name in CPU_NETS:
         prep = prepare_network(name, out / name, n_inputs=4, echo=lambda m: None)
-        prog = lower_cpu(prep.graph)
-        by_threads = {t: measure_native(prog, prep.int_inputs[0], repeat=repeat, threads=t) for t in counts}
-        meas = by_threads[1]
-        row = {"network": name, "bmacs": prog.bmacs, "macs": prog.macs, "native_seconds": meas["seconds"],
-               "native_binary_gops": meas["binary_gops"], "kernels": meas["kernels"],
-               "threads_seconds": {t: v["seconds"] for t, v in by_threads.items()}, "modelled": {}}
+        progs[name] = (lower_cpu(prep.graph), prep.int_inputs[0])
+    # NET_ROUNDS rounds, the networks and thread counts interleaved in each, so a ratio compares times
+    # taken under the same load; medians over the rounds
+    load = [os.getloadavg()[0]]
+    rounds: dict[str, dict[int, list[dict]]] = {n: {t: [] for t in counts} for n in CPU_NETS}
+    for _ in range(NET_ROUNDS):
+        for name, (prog, x) in progs.items():
+            for t in counts:
+                rounds[name][t].append(measure_native(prog, x, repeat=repeat * 4, threads=t))
+    load.append(os.getloadavg()[0])
+    for name, (prog, _x) in progs.items():
+        by_round = rounds[name]
+        one = float(np.median([v["seconds"] for v in by_round[1]]))
+        row = {"network": name, "bmacs": prog.bmacs, "macs": prog.macs, "native_seconds": one,
+               "native_binary_gops": 2 * prog.bmacs / one / 1e9, "kernels": by_round[1][0]["kernels"],
+               "threads_seconds": {t: float(np.median([v["seconds"] for v in by_round[t]])) for t in counts},
+               "rounds_seconds": {t: [v["seconds"] for v in by_round[t]] for t in counts}, "modelled": {}}
         for core in CORE_ARCH:
             r = model_program(prog, core)
             row["modelled"][core] = {"seconds": r.seconds, "clock_mhz": r.clock_mhz,
@@ -530,9 +544,21 @@ def bench_cpu(out: Path, repeat: int = 30) -> dict:
         print(f"{name}: " + ", ".join(f"{t} thread(s) {v * 1e3:.3f} ms" for t, v in row["threads_seconds"].items())
               + " native; modelled " + ", ".join(f"{c} {v['seconds'] * 1e3:.2f} ms" for c, v in row["modelled"].items()),
               flush=True)
+    # the targets' ratios, per round (same round = same load) and their medians
+    cnv_r, nas_r = (rounds[n][1] for n in CPU_NETS)
+    ratio = [x["seconds"] / y["seconds"] for x, y in zip(nas_r, cnv_r, strict=True)]
+    speedup = {n: [x["seconds"] / y["seconds"] for x, y in zip(rounds[n][1], rounds[n][2], strict=True)]
+               for n in CPU_NETS} if 2 in counts else {}
+    ratios = {"nasbnn_over_cnv_1_thread": ratio, "nasbnn_over_cnv_1_thread_median": float(np.median(ratio)),
+              "speedup_2_threads": speedup,
+              "speedup_2_threads_median": {n: float(np.median(v)) for n, v in speedup.items()},
+              "rounds": NET_ROUNDS, "load_average_1min": load}
+    print(f"{CPU_NETS[1]} / {CPU_NETS[0]}, one thread, per round: " + ", ".join(f"{v:.2f}" for v in ratio)
+          + "; 2 threads / 1 thread: " + "; ".join(f"{n} " + ", ".join(f"{v:.2f}" for v in sp) for n, sp in speedup.items())
+          + f" (load average {load[0]:.2f} -> {load[1]:.2f})", flush=True)
     return {"machine": machine_name(), "cpu_features": cpu_kernels.kernel_cpu_features(), "cores": cores,
             "kernel_sets": sets, "auto": auto, "lacking": lacking, "peaks_gbmacs_per_s": peaks,
-            "peak_gbmacs_per_s": peak, "layers": layers, "threads": scaling, "networks": nets,
+            "peak_gbmacs_per_s": peak, "layers": layers, "threads": scaling, "networks": nets, "ratios": ratios,
             "note": "native figures measured on this (shared, noisy) machine, median of repeated runs, one thread "
                     "unless a thread count is given; ARM figures modelled by bnhw.hw.cpu.perfmodel, not measured"}
 
@@ -701,7 +727,10 @@ def _cpu_latency_table(r: dict) -> str:
 
 #: (M, N, K words) of bgemm_small as nasbnn-cifar-smallest's shallow convs call it: a block of output pixels,
 #: a group's output channels (6-96), 3x3 taps of one or two words
-SMALL_GEMM_SHAPES = ((256, 6, 9), (256, 12, 18), (256, 24, 9), (64, 48, 18), (64, 96, 9), (37, 7, 18))
+#: bgemm_small at nasbnn's shapes: im2col blocks (M x N x K words), and tap rows (32 x 6 x 3, 32 x 12 x 3:
+#: one window row of a 32-pixel image row, its 32x32 convs; 16 x 12 x 3: its 16x16 two-group conv)
+SMALL_GEMM_SHAPES = ((256, 6, 9), (256, 12, 18), (256, 24, 9), (64, 48, 18), (64, 96, 9), (37, 7, 18),
+                     (32, 6, 3), (32, 12, 3), (16, 12, 3))
 
 
 def bench_arm_counts(out: Path) -> dict:
@@ -890,6 +919,15 @@ def _cpu_table(r: dict) -> str:
                      + " | ".join(f"{v * 1e3:.3f}" for v in x["threads_seconds"].values()) + " | "
                      + " | ".join(f"{md[c]['seconds'] * 1e3:.2f}" for c in ("cortex-a9", "cortex-a53", "cortex-a72"))
                      + " |")
+    q = r.get("ratios")
+    if q:
+        lines += ["", f"Medians of {q['rounds']} rounds (networks and thread counts interleaved in each round; "
+                  f"1-minute load average {q['load_average_1min'][0]:.2f} before, {q['load_average_1min'][1]:.2f} after).  "
+                  f"nasbnn-cifar-smallest / CNV-W1A1, one thread: {q['nasbnn_over_cnv_1_thread_median']:.2f} (per round "
+                  + ", ".join(f"{v:.2f}" for v in q["nasbnn_over_cnv_1_thread"]) + ")"
+                  + "".join(f"; {n} 2 threads vs 1: {v:.2f}x (per round "
+                            + ", ".join(f"{w:.2f}" for w in q["speedup_2_threads"][n]) + ")"
+                            for n, v in q["speedup_2_threads_median"].items())]
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from helpers.graphs import (
     int_graph,
     requant_graph,
     rprelu_gap_graph,
+    swg,
     ties_graph,
 )
 
@@ -389,4 +390,28 @@ def test_small_depth_is_the_runtimes():
     """perfmodel costs a binary conv with bgemm_small exactly where runtime.c runs it."""
     text = resources.files("bnhw.hw.cpu").joinpath("src", "runtime.c").read_text()
     assert int(re.search(r"^#define SMALL_DEPTH (\d+)", text, re.M).group(1)) == pm.SMALL_DEPTH
+    assert int(re.search(r"^#define TAP_ROWS_COUT (\d+)", text, re.M).group(1)) == pm.TAP_ROWS_COUT
+    assert int(re.search(r"^#define TAP_ROWS_WO (\d+)", text, re.M).group(1)) == pm.TAP_ROWS_WO
 
+
+def test_tap_row_convs_are_costed_without_im2col():
+    """A 32x32 6-channel 3x3 conv (nasbnn's) is costed as runtime.c runs it: 3 bgemm_small calls (K = 3 words)
+    per row run -- chunks of 910 pixels (64 KiB / 72 bytes a pixel) cut at row ends: 31 runs of 32, one of
+    14 and one of 18 -- the partial sums and the padded plane, no im2col; a 64-channel conv keeps im2col."""
+    def conv(side, c, pad):
+        b = Builder("t", (side, side, c), DType.bipolar())
+        g = b.graph(add_mvau(b, swg(b, "x", 3, pad=pad), np.ones((c, 9 * c), dtype=np.int64)))
+        prog = lower_cpu(g)
+        return prog, next(o for o in prog.ops if o.op == "BCONV")
+
+    core = pm.get_core("cortex-a53")
+    prog, op = conv(32, 6, 1)
+    assert pm.tap_rows(op.attrs)
+    parts = pm.model_op(op, prog, core).parts
+    assert "im2col copy" not in parts and parts["tap-row sums"] > 0 and parts["plane copy"] > 0
+    want = 3 * (31 * pm.bgemm_small_cycles(core, 32, 6, 3) + pm.bgemm_small_cycles(core, 14, 6, 3)
+                + pm.bgemm_small_cycles(core, 18, 6, 3))
+    assert parts["bgemm compute"] == pytest.approx(want)
+    prog, op = conv(30, 64, 0)
+    assert not pm.tap_rows(op.attrs) and "im2col copy" in pm.model_op(op, prog, core).parts
+    assert not pm.tap_rows({**op.attrs, "C": 6, "Cout": 6, "Wo": 8})

@@ -125,6 +125,57 @@ def test_random_convolutions_bit_exact():
     assert shapes == 150 and "portable" in sets
 
 
+def tap_rows_conv_graph(rng: np.random.Generator, stride: int) -> HwGraph:
+    """A binary conv the runtime runs by tap rows (groups 1-2 words deep, at most 32 channels a group, 16 or
+    more output pixels a row, no dilation; stride 2 only one group without padding, read in place):
+    every padding value, 1-8 groups, odd channel counts, every output kind, 1-3 output rows."""
+    if stride == 2:
+        C, groups, pad = int(rng.choice([3, 12, 64, 65, 127])), 1, 0
+    else:
+        C = int(rng.choice([1, 3, 7, 12, 24, 31, 64, 65, 96, 127]))
+        groups = int(rng.choice([d for d in (1, 2, 3, 4, 8) if C % d == 0]))
+    og = int(rng.choice([1, 3, 6, 12, 17, 32]))
+    cout, k = groups * og, int(rng.choice([2, 3, 3, 5]))
+    if stride == 1:
+        pad = int(rng.integers(0, k // 2 + 1))
+    H = k - 2 * pad + int(rng.integers(0, 3))
+    W = (15 + int(rng.integers(0, 6))) * stride + k - 2 * pad
+    b = Builder("tapconv", (H, W, C), DType.int_(6))
+    x = b.add("Thresholding", "x", (H, W, C), DType.bipolar(), {"out_bias": -1, "out_scale": 2},
+              {"thresholds": rng.integers(-8, 8, (C, 1))})
+    x = swg(b, x, k, pad=pad, stride=stride, pad_value=int(rng.choice([0, 1, -1])))
+    fan = k * k * C // groups
+    mode = rng.integers(0, 3)
+    if mode == 0:
+        y = add_mvau(b, x, bipolar_w(rng, (cout, fan)), groups=groups, channels=C)
+    elif mode == 1:
+        y = add_mvau(b, x, bipolar_w(rng, (cout, fan)), groups=groups, channels=C,
+                     thresholds=rng.integers(-fan, fan + 1, (cout, 1)), out_bias=-1, out_scale=2)
+    else:
+        y = add_mvau(b, x, bipolar_w(rng, (cout, fan)), groups=groups, channels=C,
+                     thresholds=np.sort(rng.integers(-fan, fan + 1, (cout, 3)), axis=1), out_bias=-1, out_scale=1)
+    return b.graph(y)
+
+
+def test_tap_row_convolutions_bit_exact():
+    """Convolutions the runtime runs by tap rows (bgemm_small reading window rows in place, no im2col)
+    equal the IR with every kernel set, split over 1-3 threads (pixel chunks starting mid-row), and over
+    40 threads (fewer pixels than threads: channel slices across groups)."""
+    rng = np.random.default_rng(2212)
+    sets = kernel_sets()
+    for i in range(24):
+        g = tap_rows_conv_graph(rng, stride=2 if i % 6 == 5 else 1)
+        x = rand_input(g, 2, seed=int(rng.integers(1 << 30)))
+        for ks in sets:
+            check_all_streams(g, CpuModel(g, kernels=ks), x)
+        for t in (2, 3):
+            check_all_streams(g, CpuModel(g, threads=t, split_threshold=0), x)
+    b = Builder("tap_slices", (3, 18, 96), DType.bipolar())
+    y = add_mvau(b, swg(b, "x", 3, pad=0), bipolar_w(rng, (96, 9 * 96 // 4)), groups=4, channels=96)
+    g = b.graph(y)
+    check_all_streams(g, CpuModel(g, threads=40, split_threshold=0), rand_input(g, 2, seed=4))
+
+
 def test_deep_fan_in_counts_exactly():
     """A 3x3 conv over 2048 channels (18432-bit dot products, all-equal inputs and weights: the count
     reaches its extremes) and zero padding at every border."""
@@ -322,9 +373,11 @@ def check_subnet_vs_qonnx(sub, outputs: np.ndarray, streams: list[dict]) -> None
 
 
 def test_subnet_native_bit_exact_vs_ir_and_qonnx(subnet):
+    """Every kernel set on 1 and 2 threads (each set once per thread count; tap-row convs, fused epilogues,
+    the pool's default split) equals the IR on every stream and QONNX on real images."""
     g = subnet["graph"]
-    for ks in kernel_sets():
-        m = CpuModel(g, kernels=ks)
+    for i, ks in enumerate(kernel_sets()):
+        m = CpuModel(g, kernels=ks, threads=1 + i % 2)
         envs = [m.run_all(x) for x in subnet["ints"]]
         outs = np.stack([e[g.output] for e in envs])
         check_subnet_vs_qonnx(subnet, outs, envs)

@@ -152,7 +152,8 @@ from .program import OUT_ACC, OUT_MULTI, OUT_PACKED, WORD, CpuOp, CpuProgram, Cp
 __all__ = ["CLASSES", "Cost", "CoreModel", "CORES", "get_core", "BgemmMix", "GemmS16Mix", "BGEMM_MIX",
            "GEMM_S16_MIX", "COMPILE_FLAGS", "COMPILERS", "instruction_counter", "KERNEL_SOURCE", "roofline_bmacs_per_cycle",
            "inner_loop_bmacs_per_cycle", "kernel_bmacs_per_cycle", "bgemm_cycles", "gemm_s16_cycles",
-           "BgemmSmallMix", "BGEMM_SMALL_MIX", "SMALL_DEPTH", "bgemm_small_cycles",
+           "BgemmSmallMix", "BGEMM_SMALL_MIX", "SMALL_DEPTH", "TAP_ROWS_COUT", "TAP_ROWS_WO", "tap_rows",
+           "bgemm_small_cycles",
            "OpRow", "CpuModelReport", "model_op", "model_program", "OP_MIXES", "INDISPENSABLE"]
 
 # ------------------------------------------------------------------------------------ instruction classes
@@ -606,6 +607,35 @@ BGEMM_SMALL_MIX: dict[str, BgemmSmallMix] = {
 
 #: runtime.c's SMALL_DEPTH: binary conv groups at most this many words deep run bgemm_small
 SMALL_DEPTH = 2
+#: runtime.c's TAP_ROWS_COUT / TAP_ROWS_WO: the most channels a group and the fewest output pixels a row
+#: of a binary conv run by tap rows (bgemm_small on window rows in place, no im2col; see tap_rows)
+TAP_ROWS_COUT = 32
+TAP_ROWS_WO = 16
+
+
+def tap_rows(attrs: dict) -> bool:
+    """Whether runtime.c runs this BCONV by tap rows (its ``tap_rows``): groups at most SMALL_DEPTH words
+    deep, no dilation, k > 1, at most TAP_ROWS_COUT channels a group, TAP_ROWS_WO output pixels a row or
+    more, and stride 1 unless one group without padding is read in place."""
+    g = int(attrs.get("groups", 1))
+    in_place = g == 1 and int(attrs.get("pad", 0)) == 0
+    return (-(-int(attrs["C"]) // g // WORD) <= SMALL_DEPTH and int(attrs.get("dil", 1)) == 1 and int(attrs["k"]) > 1
+            and int(attrs["Cout"]) // g <= TAP_ROWS_COUT and int(attrs["Wo"]) >= TAP_ROWS_WO
+            and (in_place or int(attrs.get("stride", 1)) == 1))
+
+
+def _tap_row_runs(pixels: int, wo: int, r: int) -> dict[int, int]:
+    """``{run length: count}`` of the image-row runs of output pixels a tap-row conv calls bgemm_small on
+    (chunks of ``r`` pixels, each cut at row ends), as runtime.c's bconv_item walks them."""
+    runs: dict[int, int] = {}
+    for p0 in range(0, pixels, r):
+        rows, ox = min(r, pixels - p0), p0 % wo
+        while rows:
+            n = min(wo - ox, rows)
+            runs[n] = runs.get(n, 0) + 1
+            rows -= n
+            ox = 0
+    return runs
 
 
 #: ``bnhw_gemm_s16_neon``'s mix per ISA
@@ -710,10 +740,15 @@ OP_MIXES: dict[str, dict[str, float]] = {
     "im2col_pixel": _mix(alu=6, branch=2),
     "im2col_tap": _mix(alu=6, branch=2),
     "im2col_word": _mix(load=1, store=1, alu=1, branch=1),
+    # tap rows: per output per window row after the first, the partial added to the row's popcounts (GCC
+    # vectorises the flat loop: per 4 int32 two Q loads, one add, one store, a loop step); per pixel of the
+    # padded group planes (a pad test; its words copied as copy_word)
+    "tap_sum": _mix(vld128=0.5, vadd_q=0.25, vst128=0.25, alu=0.25, branch=0.25),
+    "plane_pixel": _mix(alu=3, branch=1),
     # integer im2col: per tap, per element (load, select the pad value, narrow, store)
     "iim2col_tap": _mix(alu=10, branch=2),
     "iim2col_elem": _mix(load=1, alu=2, store=1, branch=1),
-    # popcount -> accumulator: per output pixel row (interior test), per output (load, full - 2p, store;
+    # popcount -> accumulator: per border pixel or run of interior pixels (interior test), per output (load, full - 2p, store;
     # scalar estimate, although the compiler may vectorise the interior loop), per tap of a border pixel
     # of a zero-padded conv (border test), per padded tap and output (the weights' popcount correction)
     "epi_row": _mix(alu=10, branch=3),
@@ -863,23 +898,45 @@ def _bconv_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, f
     pixels = Ho * Wo
     cyc = core.cycles
     direct = k == 1 and stride == 1 and pad == 0
-    R = _chunk_rows((0 if direct else K * 8) + Cout * 8, pixels)
-    full, rem = divmod(pixels, R)
     parts: dict[str, float] = {}
-    gemm = bgemm_small_cycles if wpg <= SMALL_DEPTH else bgemm_cycles     # as runtime.c chooses
-    parts["bgemm compute"] = groups * (full * gemm(core, R, og, K) + (gemm(core, rem, og, K) if rem else 0.0))
-    if not (k == 1 and stride == 1 and pad == 0):
+    if tap_rows(a):
+        # k bgemm_small calls (K = k * wpg) per group per row run; k - 1 partial sums added a pixel; the
+        # input copied into padded group planes unless one unpadded group is read in place
+        R = _chunk_rows(Cout * 12, pixels)
+        parts["bgemm compute"] = groups * k * sum(cnt * bgemm_small_cycles(core, n, og, k * wpg)
+                                                  for n, cnt in _tap_row_runs(pixels, Wo, R).items())
+        parts["tap-row sums"] = (k - 1) * pixels * Cout * cyc(OP_MIXES["tap_sum"])
+        if pad or groups > 1:
+            hp, wp = H + 2 * pad, W + 2 * pad
+            parts["plane copy"] = hp * wp * groups * (cyc(OP_MIXES["plane_pixel"]) + wpg * cyc(OP_MIXES["copy_word"]))
+        direct = True
+    else:
+        R = _chunk_rows((0 if direct else K * 8) + Cout * 8, pixels)
+        full, rem = divmod(pixels, R)
+        gemm = bgemm_small_cycles if wpg <= SMALL_DEPTH else bgemm_cycles     # as runtime.c chooses
+        parts["bgemm compute"] = groups * (full * gemm(core, R, og, K) + (gemm(core, rem, og, K) if rem else 0.0))
+    if not direct:
         parts["im2col copy"] = pixels * groups * (cyc(OP_MIXES["im2col_pixel"])
                                                   + kk * (cyc(OP_MIXES["im2col_tap"])
                                                           + wpg * cyc(OP_MIXES["im2col_word"])))
-    epi = pixels * cyc(OP_MIXES["epi_row"]) + pixels * Cout * cyc(OP_MIXES["epi_out"])
+    # epi_row: once per border pixel and per run of interior pixels (runtime.c joins a row's interior
+    # pixels, or a whole chunk's when nothing is zero-padded, to one flat loop)
+    epi = -(-pixels // R) * cyc(OP_MIXES["epi_row"]) + pixels * Cout * cyc(OP_MIXES["epi_out"])
     if pad and int(a.get("pad_value", 0)) == 0:
         vy, vx = _valid_taps(Ho, H, k, stride, pad, dil), _valid_taps(Wo, W, k, stride, pad, dil)
         padded = pixels * kk - vy * vx
         inside_y = sum(1 for o in range(Ho) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < H)
         inside_x = sum(1 for o in range(Wo) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < W)
         border = pixels - inside_y * inside_x
-        epi += border * kk * cyc(OP_MIXES["epi_border_tap"]) + padded * Cout * cyc(OP_MIXES["epi_pad_corr"])
+        if k <= 8:
+            # runtime.c's edge sums: a border pixel adds its cut window rows and columns (sums made at
+            # load) and takes off the taps in both: cy + cx + cy * cx rows instead of its padded taps
+            cy = [k - _valid_taps(1, H, k, stride, pad - o * stride, dil) for o in range(Ho)]
+            cx = [k - _valid_taps(1, W, k, stride, pad - o * stride, dil) for o in range(Wo)]
+            padded = Wo * sum(cy) + Ho * sum(cx) + sum(cy) * sum(cx)
+        epi = ((border + inside_y) * cyc(OP_MIXES["epi_row"]) + pixels * Cout * cyc(OP_MIXES["epi_out"])
+               + border * (k if k <= 8 else kk) * cyc(OP_MIXES["epi_border_tap"])
+               + padded * Cout * cyc(OP_MIXES["epi_pad_corr"]))
     parts["popcount epilogue"] = epi
     parts.update(_activation_parts(core, op, pixels, Cout, int(a.get("out_groups", 1))))
     return parts

@@ -153,7 +153,7 @@ class CpuModel:
     file.  ``kernels``: ``auto`` (the best set this CPU runs; ``opt`` is an alias), ``ref``,
     ``portable``, ``avx2``, ``avx512bw``, ``avx512`` or ``neon``; ``None`` reads ``$BNHW_KERNELS``
     (default ``auto``).  ``threads``: 0 = all online cores; every count gives the same outputs.
-    ``split_threshold``: the least work (bgemm words) a conv is split over threads for (default 65536;
+    ``split_threshold``: the least work (bgemm words) a conv is split over threads for (default 16384;
     0 splits every conv, for tests).  ``fuse``: run the pixel-wise ops after a conv in its pass (fused
     epilogues, the default; their per-op times are then 0) or every op on its own; same outputs.
     """

@@ -2,6 +2,7 @@
  * op semantics in bnhw/hw/cpu/program.py; the semantics are those of bnhw.hw.ir.HwGraph.execute). */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,25 +68,37 @@ typedef struct {
      * pixels as soon as the chunk's accumulators exist; a fused op: 1 (the loop skips it) */
     int nfuse, fused;
     int nruns;                  /* a GATHER: its index as runs of consecutive channels, (dst, src, len) in rep */
+    int edge_sums;              /* a zero-padded BCONV: rep also holds its window rows' and columns' sums */
 } op_t;
 
 /* A persistent pool of threads - 1 workers (the calling thread is worker 0), started at the first
  * parallel op and kept until the thread count changes or the model is freed, so a layer pays a
- * wake-up, not a thread creation.  A job is `items` calls fn(ctx, item, thread); threads claim items
- * one at a time under the pool's mutex, so a worker the scheduler has not woken yet (a busy machine)
- * holds nobody up: the caller goes on claiming, and waits only for items already claimed.  Every item
- * writes its own outputs, so results do not depend on who ran what. */
+ * hand-over, not a thread creation.  A job is `items` calls fn(ctx, item, thread).  Threads claim items
+ * one at a time by a compare-and-swap on `claim` (the job's generation in the high 32 bits, the next
+ * item in the low 32: a worker late from the last job cannot claim an item of the next one with the
+ * last one's fn), so a worker the scheduler has not woken yet (a busy machine) holds nobody up: the
+ * caller goes on claiming, and waits only for items already claimed.  Between jobs a worker spins on
+ * the generation for up to POOL_SPIN_US (a network's layers follow each other within microseconds;
+ * a futex wake-up costs more than the smaller layers), then sleeps on the condition variable; the
+ * caller waits for the last claimed item the same way.  Every item writes its own outputs, so results
+ * do not depend on who ran what. */
 typedef void (*task_fn)(void *ctx, int item, int thread);
+
+#define POOL_SPIN_US 200
 
 typedef struct {
     int threads, started;
     pthread_t *th;
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    int quit;
-    task_fn fn;
-    void *ctx;
-    int items, next, finished;  /* the job: items in all, the next unclaimed one, how many have finished */
+    int quit;                   /* atomic */
+    task_fn fn;                 /* atomic: the job, set before its generation is published */
+    void *ctx;                  /* atomic */
+    int items;                  /* atomic */
+    uint64_t claim;             /* atomic: generation << 32 | next unclaimed item */
+    int finished;               /* atomic: items of the current job finished */
+    int sleepers;               /* atomic: workers asleep on `go` */
+    int caller_waits;           /* under mu: the caller sleeps on `done` */
 } pool_t;
 
 typedef struct {
@@ -94,9 +107,10 @@ typedef struct {
 } worker_t;
 
 #define MAX_THREADS 256
-/* below this many word operations (bgemm words or int16 MACs / 8) an op runs on one thread: waking
- * the pool costs a few microseconds (bnhw_model_set_split_threshold changes it, for tests) */
-#define PAR_MIN_WORK (1L << 16)
+/* below this many word operations (bgemm words or int16 MACs / 8, elements times their probes) an op
+ * runs on one thread: handing a job to the spinning pool costs about a microsecond, to a sleeping one a
+ * futex wake-up (bnhw_model_set_split_threshold changes it, for tests) */
+#define PAR_MIN_WORK (1L << 14)
 
 struct bnhw_model {
     unsigned char *file;
@@ -173,23 +187,72 @@ static void fuse_plan(bnhw_model *m);
 static int bounds_plan(bnhw_model *m);
 
 /* ------------------------------------------------------------------------------------------ threads */
+static inline void cpu_relax(int i)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || (defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7)
+    __asm__ __volatile__("yield");
+#endif
+    /* now and then give the core away: on a machine with fewer free cores than threads, the thread
+     * this one waits for may be queued behind it */
+    if ((i & 63) == 63) sched_yield();
+}
+
+static double now(void);
+
+/* run items of generation gen until none is left unclaimed; returns after the last one it ran */
+static void pool_claim(pool_t *p, uint32_t gen, task_fn fn, void *ctx, int items, int id)
+{
+    for (;;) {
+        uint64_t c = __atomic_load_n(&p->claim, __ATOMIC_ACQUIRE);
+        for (;;) {
+            if ((uint32_t)(c >> 32) != gen || (int)(uint32_t)c >= items) return;
+            if (__atomic_compare_exchange_n(&p->claim, &c, c + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+        }
+        fn(ctx, (int)(uint32_t)c, id);
+        if (__atomic_add_fetch(&p->finished, 1, __ATOMIC_ACQ_REL) == items) {
+            pthread_mutex_lock(&p->mu);
+            if (p->caller_waits) pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
 static void *pool_worker(void *arg)
 {
     worker_t *w = arg;
     pool_t *p = w->p;
-    pthread_mutex_lock(&p->mu);
+    /* the generation is the high half of claim; it is bumped once per job */
+    uint32_t seen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_ACQUIRE) >> 32);
     for (;;) {
-        while (!p->quit && p->next >= p->items) pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit) break;
-        int item = p->next++;
-        task_fn fn = p->fn;
-        void *ctx = p->ctx;
-        pthread_mutex_unlock(&p->mu);
-        fn(ctx, item, w->id);
-        pthread_mutex_lock(&p->mu);
-        if (++p->finished == p->items) pthread_cond_signal(&p->done);
+        uint32_t gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_ACQUIRE) >> 32);
+        if (gen == seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
+            double t0 = now();
+            for (int i = 0; gen == seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE); i++) {
+                cpu_relax(i);
+                gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_ACQUIRE) >> 32);
+                if ((i & 63) == 63 && now() - t0 > 1e-6 * POOL_SPIN_US) break;
+            }
+            if (gen == seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
+                pthread_mutex_lock(&p->mu);
+                __atomic_add_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+                for (;;) {
+                    gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_SEQ_CST) >> 32);
+                    if (gen != seen || __atomic_load_n(&p->quit, __ATOMIC_SEQ_CST)) break;
+                    pthread_cond_wait(&p->go, &p->mu);
+                }
+                __atomic_sub_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+                pthread_mutex_unlock(&p->mu);
+            }
+        }
+        if (__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) break;
+        seen = gen;
+        /* the job's fields were written before its generation was published (release); a worker this
+         * late may read the next job's fields instead, but then claims nothing (the generation differs) */
+        pool_claim(p, gen, __atomic_load_n(&p->fn, __ATOMIC_RELAXED), __atomic_load_n(&p->ctx, __ATOMIC_RELAXED),
+                   __atomic_load_n(&p->items, __ATOMIC_RELAXED), w->id);
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -198,7 +261,7 @@ static void pool_stop(bnhw_model *m)
     pool_t *p = &m->pool;
     if (p->started) {
         pthread_mutex_lock(&p->mu);
-        p->quit = 1;
+        __atomic_store_n(&p->quit, 1, __ATOMIC_SEQ_CST);
         pthread_cond_broadcast(&p->go);
         pthread_mutex_unlock(&p->mu);
         for (int i = 0; i < p->threads - 1; i++) pthread_join(p->th[i], NULL);
@@ -257,22 +320,32 @@ static void pool_run(bnhw_model *m, int items, int threads, task_fn fn, void *ct
         for (int i = 0; i < items; i++) fn(ctx, i, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
-    p->fn = fn;
-    p->ctx = ctx;
-    p->items = items;
-    p->next = 0;
-    p->finished = 0;
-    pthread_cond_broadcast(&p->go);
-    while (p->next < p->items) {
-        int item = p->next++;
-        pthread_mutex_unlock(&p->mu);
-        fn(ctx, item, 0);
+    /* every item of the last job has finished: a worker still reading its fields claims nothing */
+    __atomic_store_n(&p->fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->ctx, ctx, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->items, items, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->finished, 0, __ATOMIC_RELAXED);
+    uint32_t gen = (uint32_t)(__atomic_load_n(&p->claim, __ATOMIC_RELAXED) >> 32) + 1;
+    __atomic_store_n(&p->claim, (uint64_t)gen << 32, __ATOMIC_SEQ_CST);     /* publish */
+    if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST)) {
         pthread_mutex_lock(&p->mu);
-        p->finished++;
+        pthread_cond_broadcast(&p->go);
+        pthread_mutex_unlock(&p->mu);
     }
-    while (p->finished < p->items) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    pool_claim(p, gen, fn, ctx, items, 0);
+    /* wait for the items other threads claimed: spin, then sleep */
+    double t0 = now();
+    for (int i = 0; __atomic_load_n(&p->finished, __ATOMIC_ACQUIRE) < items; i++) {
+        cpu_relax(i);
+        if ((i & 63) == 63 && now() - t0 > 1e-6 * POOL_SPIN_US) {
+            pthread_mutex_lock(&p->mu);
+            p->caller_waits = 1;
+            while (__atomic_load_n(&p->finished, __ATOMIC_ACQUIRE) < items) pthread_cond_wait(&p->done, &p->mu);
+            p->caller_waits = 0;
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+    }
 }
 
 /* per-thread scratch of at least `bytes` for threads [0, n); 0 on success */
@@ -703,8 +776,12 @@ static split_t conv_split(const bnhw_model *m, size_t row_bytes, int pixels, int
     split_t s;
     s.R = chunk_rows(row_bytes, pixels);
     s.threads = work >= m->split_min ? m->threads : 1;
-    if (s.threads > 1 && (pixels + s.R - 1) / s.R < s.threads)
-        s.R = (pixels + s.threads - 1) / s.threads;      /* smaller chunks, one per thread at least */
+    if (s.threads > 1) {
+        /* a multiple of the thread count of (near) equal chunks: 7 chunks on 2 threads would be 4:3 */
+        int chunks = (pixels + s.R - 1) / s.R;
+        chunks = (chunks + s.threads - 1) / s.threads * s.threads;
+        s.R = (pixels + chunks - 1) / chunks;
+    }
     if (s.R < 1) s.R = 1;
     s.chunks = (pixels + s.R - 1) / s.R;
     s.S = 1;
@@ -721,7 +798,48 @@ typedef struct {
     const op_t *o;
     split_t sp;
     int32_t *shared;           /* S > 1: the popcounts / accumulators of every chunk (2 * pixels * Cout) */
+    /* a tap-row conv (tap_rows): its input with the padding written around it (pad > 0; else the input
+     * itself), Wp pixels a row; NULL for the im2col path */
+    const bnhw_word *padded;
+    int Hp, Wp;
 } conv_job;
+
+/* A binary conv runs by tap rows, without im2col, when its groups are 1-2 words deep (bgemm_small) and it
+ * has no dilation.  Its input is laid out as one plane per group with the padding written around it
+ * ([g][Hp][Wp][wpg]; a one-group conv without padding reads its input in place): window row ky of the
+ * output pixels along an image row is then k * wpg contiguous words of a plane row, one pixel (stride *
+ * wpg words) apart, so bgemm_small reads it where it lies (lda = stride * wpg), and the k row sums add up
+ * to what one call on the im2col block gives, bit for bit (padded taps read the pad words, as im2col
+ * would copy them).  It pays k - 1 extra passes over the item's popcounts (Cout a pixel) where im2col
+ * copies k * k * wpg words a pixel, and k bgemm_small calls a row run per group: so only up to
+ * TAP_ROWS_COUT channels a group and from TAP_ROWS_WO output pixels a row, and when the planes are a copy,
+ * only at stride 1 (a strided conv would copy stride^2 input pixels an output pixel).  Measured on
+ * nasbnn-cifar-smallest (AVX-512, one thread): its 32x32 6- and 12-channel convs 0.013 / 0.015 ms by
+ * im2col, 0.011 / 0.012 by tap rows, the 16x16x24 two-group conv 0.0078 -> 0.0064; but the strided and
+ * 8x8 grouped convs slower (0.0065 -> 0.0086, 0.0031 -> 0.0037 ms), and CNV-W1A1 (64-128 channels)
+ * 0.107 -> 0.117 ms. */
+#define TAP_ROWS_COUT 32
+/* groups at most this many words deep run the shallow-conv GEMM (bgemm_small) */
+#define SMALL_DEPTH 2
+#define TAP_ROWS_WO 16
+
+static int tap_rows(const op_t *o)
+{
+    const int32_t *a = o->a;
+    int in_place = a[A_GROUPS] == 1 && a[A_PAD] == 0;
+    return o->wt && a[A_DIL] == 1 && a[A_K] > 1 && a[A_COUT] / a[A_GROUPS] <= TAP_ROWS_COUT && a[A_WO] >= TAP_ROWS_WO &&
+           (in_place || a[A_STRIDE] == 1);
+}
+
+/* one padded pixel's words, every group (wpg words of cg channels each): a pad value 0 (zero padding: its
+ * taps are taken out of the count later) or +1 is bits 0, -1 the group's cg bits set */
+static void pad_pixel(bnhw_word *dst, int wpp, int wpg, int cg, int pv)
+{
+    for (int w = 0; w < wpp; w++) {
+        int bits = cg - (w % wpg) * BNHW_WORD_BITS;
+        dst[w] = pv >= 0 ? 0 : bits >= BNHW_WORD_BITS ? ~(bnhw_word)0 : (((bnhw_word)1 << bits) - 1);
+    }
+}
 
 /* One binary conv item: chunk p0 = chunk * R (rows pixels), output channels [c0, c1). */
 VEC_CLONES static void bconv_item(void *arg, int item, int thread)
@@ -737,7 +855,7 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
     const bnhw_word *wts = o->p[0].data;
     const int32_t *wpop = o->p[1].data;
     const bnhw_word *in = x->data;
-    int direct = (k == 1 && stride == 1 && pad == 0);
+    int direct = (k == 1 && stride == 1 && pad == 0) || j->padded;
     int K = kk * wpg, R = j->sp.R;
     int chunk = item / j->sp.S, c0 = (item % j->sp.S) * j->sp.slice, c1 = c0 + j->sp.slice;
     if (c1 > Cout) c1 = Cout;
@@ -761,14 +879,13 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
         pc = (int32_t *)(padw + x->wpp);
         acc = pc + (size_t)R * Cout;
     }
+    /* tap rows: the sums of rows ky > 0 before they are added (after the accumulators; see op_bconv) */
+    int32_t *part = (int32_t *)(padw + x->wpp) + (size_t)2 * R * Cout;
     /* a padded tap holds 0 (zero padding: it is taken out of the count below), +1 (bits 0) or -1 (the
      * group's cg bits set): a +-1 tap is an ordinary input bit and needs no correction.  padw: one
      * padded pixel, every group */
     int pv = a[A_PAD_VALUE], zero_pad = pad && pv == 0;
-    for (int w = 0; w < x->wpp; w++) {
-        int bits = cg - (w % wpg) * BNHW_WORD_BITS;
-        padw[w] = pv >= 0 ? 0 : bits >= BNHW_WORD_BITS ? ~(bnhw_word)0 : (((bnhw_word)1 << bits) - 1);
-    }
+    pad_pixel(padw, x->wpp, wpg, cg, pv);
     int gA = c0 / og, gB = (c1 - 1) / og, ng = gB - gA + 1;    /* the groups this item's channels touch */
     if (!direct) {
         /* im2col of the chunk, group-major (col + gi * R * K: group gA + gi's rows), in one pass over
@@ -807,7 +924,36 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             if (++ox == Wo) { ox = 0; oy++; }
         }
     }
-    for (int g = gA; g <= gB; g++) {
+    if (j->padded) {
+        /* output pixels by image-row runs: window row ky of a run, in group g's plane, is k * wpg words a
+         * pixel, lda = stride * wpg; the rows ky > 0 are added into row 0's popcounts */
+        int oy = p0 / Wo, ox = p0 % Wo, KR = k * wpg;
+        size_t plane = (size_t)j->Hp * j->Wp * wpg;
+        for (int r = 0; r < rows;) {
+            int len = Wo - ox < rows - r ? Wo - ox : rows - r;
+            for (int ky = 0; ky < k; ky++) {
+                int32_t *dst = ky ? part : pc + (size_t)r * Cout;
+                for (int g = gA; g <= gB; g++) {
+                    int g0 = g * og > c0 ? g * og : c0, g1 = (g + 1) * og < c1 ? (g + 1) * og : c1;
+                    const bnhw_word *A = j->padded + g * plane + ((size_t)(oy * stride + ky) * j->Wp + (size_t)ox * stride) * wpg;
+                    m->k->bgemm_small(len, g1 - g0, KR, A, stride * wpg, o->wt + ((size_t)g * K + (size_t)ky * KR) * og + (g0 - g * og),
+                                      og, dst + g0, Cout);
+                }
+                if (!ky) continue;
+                uint32_t *d = (uint32_t *)pc + (size_t)r * Cout;
+                const uint32_t *q = (const uint32_t *)part;
+                if (c0 == 0 && c1 == Cout)
+                    for (size_t e = 0; e < (size_t)len * Cout; e++) d[e] += q[e];
+                else
+                    for (int i = 0; i < len; i++)
+                        for (int c = c0; c < c1; c++) d[(size_t)i * Cout + c] += q[(size_t)i * Cout + c];
+            }
+            r += len;
+            ox = 0;
+            oy++;
+        }
+    }
+    for (int g = gA; g <= gB && !j->padded; g++) {
         int g0 = g * og > c0 ? g * og : c0, g1 = (g + 1) * og < c1 ? (g + 1) * og : c1;   /* this group's columns */
         if (g0 >= g1) continue;
         const bnhw_word *A;
@@ -828,11 +974,26 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
     /* interior pixels (no zero-padded tap) in runs of whole rows when the item has every channel: one
      * flat loop over run x Cout values instead of a short one per pixel (the shallow convs have 6-24) */
     int oy = p0 / Wo, ox = p0 % Wo, flat = c0 == 0 && c1 == Cout, run0 = -1;
+    int span = (k - 1) * dil, xlo = (pad + stride - 1) / stride, xhi = W - span + pad - 1 < 0 ? -1 : (W - span + pad - 1) / stride;
     for (int r = 0; r <= rows; r++, (++ox == Wo ? (ox = 0, oy++) : 0)) {
         int npad = 0;
         int padded[64];
         int border = 0;
-        int y0 = oy * stride - pad, x0 = ox * stride - pad, span = (k - 1) * dil;
+        int y0 = oy * stride - pad, x0 = ox * stride - pad;
+        if (flat && r < rows) {
+            /* interior pixels from here on (rows apart when nothing is zero-padded, else along this row,
+             * [xlo, xhi]): joined to the run at once instead of tested one by one */
+            int n = !zero_pad ? rows - r : y0 < 0 || y0 + span >= H || ox < xlo || ox > xhi ? 0 : xhi - ox + 1;
+            if (n > rows - r) n = rows - r;
+            if (n > 1) {
+                if (run0 < 0) run0 = r;
+                r += n - 1;          /* to the run's last pixel; the loop steps past it */
+                ox += n - 1;
+                oy += ox / Wo;
+                ox %= Wo;
+                continue;
+            }
+        }
         int edge = r < rows && zero_pad && (y0 < 0 || x0 < 0 || y0 + span >= H || x0 + span >= W);
         if (flat && r < rows && !edge) {
             if (run0 < 0) run0 = r;
@@ -850,7 +1011,21 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             run0 = -1;
         }
         if (r == rows) break;
-        if (edge) {
+        /* edge sums: the padded taps as window rows and columns cut by the border (plus) less the taps in
+         * both (minus), indices of rep's rows */
+        int nplus = 0, nminus = 0, plus[16], minus[64];
+        if (edge && o->edge_sums) {
+            int cy[8], cx[8], ny = 0, nx = 0;
+            for (int t = 0; t < k; t++) {
+                int iy = oy * stride - pad + t * dil, ix = ox * stride - pad + t * dil;
+                if (iy < 0 || iy >= H) cy[ny++] = t, plus[nplus++] = kk + t;
+                if (ix < 0 || ix >= W) cx[nx++] = t, plus[nplus++] = kk + k + t;
+            }
+            for (int a = 0; a < ny; a++)
+                for (int b = 0; b < nx; b++) minus[nminus++] = cy[a] * k + cx[b];
+            npad = ny * k + nx * k - ny * nx;
+            border = npad > 0;
+        } else if (edge) {
             for (int ky = 0; ky < k; ky++)
                 for (int kx = 0; kx < k; kx++) {
                     int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
@@ -871,6 +1046,17 @@ VEC_CLONES static void bconv_item(void *arg, int item, int thread)
             /* a border pixel: + 2 * the weights' popcount at each padded tap, from the tap-major copy
              * (ew_plan), one contiguous row of Cout per tap; the same bits as the int64 loop below
              * (full - 2 * (P - sum) modulo 2^32) */
+            if (o->edge_sums) {
+                for (int q = 0; q < nplus; q++) {
+                    const int32_t *wq = o->rep + (size_t)plus[q] * Cout;
+                    for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)arow[c] + 2u * (uint32_t)wq[c]);
+                }
+                for (int q = 0; q < nminus; q++) {
+                    const int32_t *wq = o->rep + (size_t)minus[q] * Cout;
+                    for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)arow[c] - 2u * (uint32_t)wq[c]);
+                }
+                continue;
+            }
             for (int q = 0; q < npad; q++) {
                 const int32_t *wq = o->rep + (size_t)padded[q] * Cout;
                 for (int c = c0; c < c1; c++) arow[c] = (int32_t)((uint32_t)arow[c] + 2u * (uint32_t)wq[c]);
@@ -899,18 +1085,56 @@ static int op_bconv(bnhw_model *m, const op_t *o)
     const int32_t *a = o->a;
     int k = a[A_K], kk = k * k, groups = a[A_GROUPS], cg = a[A_C] / groups;
     int wpg = bnhw_words(cg), Cout = a[A_COUT], pixels = a[A_HO] * a[A_WO];
-    int direct = (k == 1 && a[A_STRIDE] == 1 && a[A_PAD] == 0);
+    int rowwise = tap_rows(o);
+    int direct = (k == 1 && a[A_STRIDE] == 1 && a[A_PAD] == 0) || rowwise;
     int K = kk * wpg;
-    conv_job j = {m, o, {0, 0, 0, 0, 0}, NULL};
-    j.sp = conv_split(m, (direct ? 0 : (size_t)K * groups * sizeof(bnhw_word)) + (size_t)Cout * 2 * sizeof(int32_t),
+    const tensor_t *x = &m->t[o->in[0]];
+    conv_job j = {m, o, {0, 0, 0, 0, 0}, NULL, NULL, 0, 0};
+    j.sp = conv_split(m, (direct ? 0 : (size_t)K * groups * sizeof(bnhw_word)) + (size_t)Cout * (2 + rowwise) * sizeof(int32_t),
                       pixels, Cout, (double)pixels * Cout / groups * K);
     size_t col_words = direct ? 0 : (size_t)j.sp.R * K * groups;
-    size_t bytes = (col_words + (size_t)m->t[o->in[0]].wpp) * sizeof(bnhw_word);
-    if (j.sp.S > 1) {
-        j.shared = scratch(m, (size_t)pixels * Cout * 2 * sizeof(int32_t));
-        if (!j.shared) { set_error("out of memory"); return -1; }
-    } else {
-        bytes += (size_t)j.sp.R * Cout * sizeof(int32_t) * 2;
+    size_t bytes = (col_words + (size_t)x->wpp) * sizeof(bnhw_word) + (size_t)j.sp.R * Cout * sizeof(int32_t) * (2 + rowwise);
+    int pad = a[A_PAD], Hp = x->H + 2 * pad;
+    size_t shared_bytes = j.sp.S > 1 ? (size_t)pixels * Cout * 2 * sizeof(int32_t) : 0;
+    size_t padded_words = rowwise && (pad || groups > 1) ? (size_t)Hp * (x->W + 2 * pad) * x->wpp : 0;
+    unsigned char *sh = NULL;
+    if (shared_bytes || padded_words) {
+        sh = scratch(m, shared_bytes + padded_words * sizeof(bnhw_word));
+        if (!sh) { set_error("out of memory"); return -1; }
+        if (shared_bytes) j.shared = (int32_t *)sh;
+    }
+    if (rowwise) {
+        j.Hp = Hp;
+        j.Wp = x->W + 2 * pad;
+        if (padded_words) {
+            /* group-major planes [g][Hp][Wp][wpg], the pad pixels around the input holding pad words (as
+             * im2col's padw) */
+            bnhw_word *dst = (bnhw_word *)(sh + shared_bytes);
+            size_t plane = (size_t)Hp * j.Wp * wpg, wpp = (size_t)x->wpp;
+            bnhw_word pw[SMALL_DEPTH];
+            pad_pixel(pw, wpg, wpg, cg, a[A_PAD_VALUE]);
+            const bnhw_word *in = x->data;
+            for (int g = 0; g < groups; g++)
+                for (int py = 0; py < Hp; py++) {
+                    bnhw_word *d = dst + g * plane + (size_t)py * j.Wp * wpg;
+                    int y = py - pad, inside = y >= 0 && y < x->H;
+                    for (int px = 0; px < j.Wp; px++)       /* the pad pixels: whole rows above / below, else the sides */
+                        if (!inside || px < pad || px >= pad + x->W)
+                            for (int w = 0; w < wpg; w++) d[(size_t)px * wpg + w] = pw[w];
+                    if (!inside) continue;
+                    d += (size_t)pad * wpg;
+                    const bnhw_word *src = in + (size_t)y * x->W * wpp + (size_t)g * wpg;
+                    if (groups == 1) {
+                        memcpy(d, src, sizeof(bnhw_word) * x->W * wpp);
+                        continue;
+                    }
+                    for (int px = 0; px < x->W; px++)
+                        for (int w = 0; w < wpg; w++) d[(size_t)px * wpg + w] = src[(size_t)px * wpp + w];
+                }
+            j.padded = dst;
+        } else {
+            j.padded = x->data;       /* one group, no padding: the input is its own plane */
+        }
     }
     if (thread_scratch(m, j.sp.threads, bytes)) return -1;
     pool_run(m, j.sp.chunks * j.sp.S, j.sp.threads, bconv_item, &j);
@@ -1085,7 +1309,10 @@ VEC_CLONES static void thresh_rows(bnhw_model *m, const op_t *o, int p0, int p1)
 static int op_thresh(bnhw_model *m, const op_t *o)
 {
     const tensor_t *x = &m->t[o->in[0]];
-    par_rows(m, o, x->H * x->W, x->C, thresh_rows);
+    /* a multi-threshold output is a binary search per element (CNV-W1A1's 8-bit input: 255 levels) */
+    int nt = o->a[A_OUT_MODE] == OUT_MULTI ? o->a[A_NTHR] : 1, probes = 1;
+    while ((1 << probes) <= nt && probes < 31) probes++;
+    par_rows(m, o, x->H * x->W, (double)x->C * probes, thresh_rows);
     return 0;
 }
 
@@ -1138,6 +1365,11 @@ VEC_CLONES static void avgpoolsum_rows(bnhw_model *m, const op_t *o, int q0, int
     for (int q = q0; q < q1; q++) {
         int oy = q / y->W, ox = q % y->W;
         uint32_t *dst = (uint32_t *)out + (size_t)q * C;
+        if (k == 2) {       /* the 2x2 window: two rows of two adjacent pixels, 2C contiguous values each */
+            const uint32_t *a = (const uint32_t *)in + ((size_t)oy * 2 * x->W + (size_t)ox * 2) * C, *b = a + (size_t)x->W * C;
+            for (int c = 0; c < C; c++) dst[c] = a[c] + a[C + c] + b[c] + b[C + c];     /* wrapping, as below */
+            continue;
+        }
         for (int c = 0; c < C; c++) dst[c] = 0;
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
@@ -1229,12 +1461,21 @@ VEC_CLONES static void gather_rows(bnhw_model *m, const op_t *o, int p0, int p1)
         }
         return;
     }
-    /* run by run (see ew_plan): contiguous copies instead of an indexed load per channel */
+    /* run by run (see ew_plan): contiguous copies instead of an indexed load per channel; the run lengths
+     * of nasbnn's channel-doubling shortcuts (6-48 channels) as fixed-size copies (a loop of unknown
+     * length this short runs its scalar tail) */
     for (int64_t p = p0; p < p1; p++)
         for (int r = 0; r < o->nruns; r++) {
             const int32_t *src = in + p * x->C + o->rep[3 * r + 1];
             int32_t *dst = out + p * y->C + o->rep[3 * r];
-            for (int t = 0, len = o->rep[3 * r + 2]; t < len; t++) dst[t] = src[t];
+            int len = o->rep[3 * r + 2];
+            switch (len) {
+            case 6: memcpy(dst, src, 6 * sizeof(int32_t)); break;
+            case 12: memcpy(dst, src, 12 * sizeof(int32_t)); break;
+            case 24: memcpy(dst, src, 24 * sizeof(int32_t)); break;
+            default:
+                for (int t = 0; t < len; t++) dst[t] = src[t];
+            }
         }
 }
 
@@ -1265,8 +1506,6 @@ static int64_t max_abs64(const int64_t *v, int n)
     return mx > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)mx;
 }
 
-/* groups at most this many words deep run the shallow-conv GEMM (bgemm_small) */
-#define SMALL_DEPTH 2
 
 static int ew_plan(op_t *o)
 {
@@ -1299,12 +1538,25 @@ static int ew_plan(op_t *o)
     }
     if (o->opcode == OP_BCONV && o->a[A_PAD] && o->a[A_PAD_VALUE] == 0) {
         /* zero padding: the weights' popcount per tap, tap-major ([kk][Cout]) for the border correction */
-        int kk = o->a[A_K] * o->a[A_K], C = o->a[A_COUT];
+        /* then (k <= 8) the sums of each window row and column, rows [kk + ky] and [kk + k + kx]: a border
+         * pixel's padded taps are whole rows and columns of its window, less the taps in both (wrapping
+         * uint32 sums, as the correction itself) */
+        int k = o->a[A_K], kk = k * k, C = o->a[A_COUT];
         const int32_t *wpop = o->p[1].data;
-        o->rep = malloc(sizeof(int32_t) * ((size_t)kk * C + 1));
+        o->rep = malloc(sizeof(int32_t) * ((size_t)(kk + 2 * k) * C + 1));
         if (!o->rep) return -1;
         for (int q = 0; q < kk; q++)
             for (int c = 0; c < C; c++) o->rep[(size_t)q * C + c] = wpop[(size_t)c * kk + q];
+        if (k <= 8) {
+            uint32_t *rs = (uint32_t *)o->rep + (size_t)kk * C, *cs = rs + (size_t)k * C;
+            memset(rs, 0, sizeof(uint32_t) * 2 * (size_t)k * C);
+            for (int q = 0; q < kk; q++)
+                for (int c = 0; c < C; c++) {
+                    rs[(size_t)(q / k) * C + c] += (uint32_t)o->rep[(size_t)q * C + c];
+                    cs[(size_t)(q % k) * C + c] += (uint32_t)o->rep[(size_t)q * C + c];
+                }
+            o->edge_sums = 1;
+        }
         return 0;
     }
     int np = o->opcode == OP_ADDREQUANT ? 2 : o->opcode == OP_RPRELU ? 3 : 0;
@@ -1322,6 +1574,11 @@ static int ew_plan(op_t *o)
     if (!o->rep) return -1;
     for (int j = 0; j < np; j++)
         for (int i = 0; i < L; i++) o->rep[(size_t)j * L + i] = (int32_t)((const int64_t *)o->p[j].data)[i % C];
+    /* RPRELU: S_out * 2^frac, the product rprelu32 adds (wrapped: when it does not fit, neither does the
+     * range's bound, and the int64 loop runs instead) */
+    if (o->opcode == OP_RPRELU)
+        for (int i = 0; i < L; i++)
+            o->rep[2 * (size_t)L + i] = (int32_t)(uint32_t)((uint64_t)((const int64_t *)o->p[2].data)[i % C] << s);
     o->lanes32 = L;
     return 0;
 }
@@ -1351,8 +1608,8 @@ static inline int32_t clip32(int32_t v, int32_t lo, int32_t hi) { return v < lo 
 VEC_CLONES static void addrequant32(const op_t *o, const int32_t *in, const int32_t *sc, int32_t *out, int64_t e0,
                                     int64_t n)
 {
-    int L = o->lanes32, s = o->a[A_SHIFT];
-    int32_t f = (int32_t)1 << o->a[A_SSHIFT], lo = o->a[A_LO], hi = o->a[A_HI];
+    int L = o->lanes32, s = o->a[A_SHIFT], ss = o->a[A_SSHIFT];
+    int32_t lo = o->a[A_LO], hi = o->a[A_HI];
     const int32_t *A = o->rep, *B = o->rep + L;
     int j = (int)(e0 % L);
     for (int64_t i = 0; i < n;) {
@@ -1361,7 +1618,9 @@ VEC_CLONES static void addrequant32(const op_t *o, const int32_t *in, const int3
         int32_t *y = out + e0 + i;
         if (sc) {
             const int32_t *z = sc + e0 + i;
-            for (int t = 0; t < len; t++) y[t] = clip32(rhe32(x[t] * Aj[t] + Bj[t] + z[t] * f, s), lo, hi);
+            /* z * 2^ss as a shift (the same bits: the bound keeps it in range) */
+            for (int t = 0; t < len; t++)
+                y[t] = clip32(rhe32(x[t] * Aj[t] + Bj[t] + (int32_t)((uint32_t)z[t] << ss), s), lo, hi);
         } else {
             for (int t = 0; t < len; t++) y[t] = clip32(rhe32(x[t] * Aj[t] + Bj[t], s), lo, hi);
         }
@@ -1375,7 +1634,7 @@ VEC_CLONES static void rprelu32(const op_t *o, const int32_t *in, int32_t *out, 
 {
     int L = o->lanes32, s = o->a[A_FRAC];
     int32_t f = (int32_t)1 << s, lo = o->a[A_LO], hi = o->a[A_HI];
-    const int32_t *Si = o->rep, *Sl = o->rep + L, *So = o->rep + 2 * (size_t)L;
+    const int32_t *Si = o->rep, *Sl = o->rep + L, *So = o->rep + 2 * (size_t)L;    /* So: S_out * 2^frac (ew_plan) */
     int j = (int)(e0 % L);
     for (int64_t i = 0; i < n;) {
         int len = (int)(n - i < L - j ? n - i : L - j);
@@ -1383,7 +1642,7 @@ VEC_CLONES static void rprelu32(const op_t *o, const int32_t *in, int32_t *out, 
         int32_t *y = out + e0 + i;
         for (int t = 0; t < len; t++) {
             int32_t v = x[t] - a[t], slope = b[t];    /* loaded unconditionally: a select, not a branch */
-            v = v * (v >= 0 ? f : slope) + c[t] * f;
+            v = v * (v >= 0 ? f : slope) + c[t];
             y[t] = clip32(rhe32(v, s), lo, hi);
         }
         i += len;
