@@ -169,7 +169,7 @@ def test_bnhws_new_units_c_simulate_equal_to_finns_execution(bnas_build, tmp_pat
 def test_bnhw_fifo_sizing_step_on_the_cell_nets_finn_graph(bnas_build, tmp_path):
     """step_bnhw_fifo_depths on the folded FINN graph of the cell net (FINN's width converters inserted, bnhw's
     units, concatenations of four streams): no deadlock at the sized depths, the simulated II is FINN's slowest
-    node's, the skip paths get deep FIFOs, and every depth lands on FINN's nodes."""
+    node's, the skip paths and branches get deep FIFOs where they join, and every depth lands on FINN's nodes."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
@@ -185,7 +185,10 @@ def test_bnhw_fifo_sizing_step_on_the_cell_nets_finn_graph(bnas_build, tmp_path)
     r = json.loads((tmp_path / "report" / "bnhw_fifo_sizing.json").read_text())
     assert r["complete"] and r["ii_sized"] == r["ii_unbounded"] == r["finn_max_exp_cycles"] == 1024
     deep = [x for x in r["fifos"] if x["depth"] > 256]
-    assert deep and all("AddRequant" in x["fifo"] for x in deep)           # the skip paths into the adds
+    # the skip paths and the cell's branches, buffered where they join: into the adds and the concatenations
+    joins = ("AddRequant", "StreamingConcat")
+    assert deep and all(any(j in x["fifo"].split(" -> ")[1] for j in joins) for x in deep)
+    assert any("AddRequant" in x["fifo"].split(" -> ")[1] for x in deep)
     concat = next(n for n in m.graph.node if n.op_type == "StreamingConcat_hls" and len(n.input) == 4)
     depths = [int(d) for d in getCustomOp(concat).get_nodeattr("inFIFODepths")]
     assert len(depths) == 4 and min(depths) >= 2
