@@ -128,6 +128,13 @@ vectorise some of these loops; the model assumes scalar code for them, except th
 and RPReLU when the declared stream types put them in the runtime's int32 lanes (``_lanes32``):
 those get a 4-lane NEON mix per element plus the min / max pass that proves the lanes exact.
 
+The cell networks' ops are modelled from the compiled code instead (:data:`CELL_OP_MIXES`, per ISA):
+the padded window pool (``op_wpool``: per output element, per row and per tap, with the taps inside the
+image, in a padded column and in a padded row counted from the pool's geometry), the global average pool
+and the channel concatenation (``op_concat``: two memcpy calls a pixel; GLIBC's memcpy by size,
+:data:`MEMCPY_INSTRUCTIONS`, counted under QEMU).  ``tests/test_cpu_perfmodel.py`` checks their loop
+mixes against the assembly and their totals against QEMU's executed instructions.
+
 Memory
 ------
 Caches are not modelled: all data are assumed to hit in L1 / L2.  DRAM appears only as a
@@ -1222,7 +1229,8 @@ def model_program(program: CpuProgram, core: str | CoreModel, clock_mhz: float |
         f"int16 conv: the 8-wide k loop of {gm.function} ({gm.mr}x{gm.nr} tile), likewise from the compiled code",
         "im2col copies, popcount epilogue, threshold/pack, pooling and the elementwise integer ops: per-element "
         "instruction mixes estimated from runtime.c (assumed scalar, except the shortcut add and RPReLU in the "
-        "runtime's int32 vector lanes: a 4-lane NEON mix), costed with the same core tables",
+        "runtime's int32 vector lanes: a 4-lane NEON mix), costed with the same core tables; the cell ops' "
+        "window pool, global pool and concatenation from their compiled loops (and glibc's memcpy)",
         f"memory: caches not modelled (data assumed in L1/L2); DRAM only as a streaming bound, each op's inputs, "
         f"output and parameters once per image at an assumed sustained {c.dram_gbs:g} GB/s, max'd with its compute",
         "branch mispredictions only for the multi-threshold binary search (half the probes, "
