@@ -41,6 +41,9 @@ the instructions executed under QEMU (one inference, ``bnhw.hw.cpu.insn_count``)
 cross toolchain).  ``--only cpulat-cells`` does the same on ``--subnets`` (there default 12) random derived cell
 networks (BNAS v2 stacks and BARS stage layouts of random genotypes, as ``bnhw search --method bnas|bars
 --target native`` sees them), ``--arm-subnets`` (there default 3) of them under QEMU.
+``--only armcells`` (a few minutes): the ARM model's instructions against QEMU's on the two zoo cell
+networks and ``--subnets`` (there default 4) random derived cell networks, AArch64 and ARMv7, whole network
+and the cell ops (WPOOL, CONCAT, GAP: inlined into ``bnhw_model_run``, plus glibc's memcpy), per op kind.
 
 BNAS v2 ablation (``--only bnas``, the longest part after the NAS-BNN search):
 the paper's Table 10 at small scale: for each seed, a BNAS search with all
@@ -109,7 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="fewer epochs, subnets and seeds")
-    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "cpulat", "cpulat-cells", "armcount", "bnas",
+    ap.add_argument("--only", choices=["search", "fpga", "sim", "cpu", "cpulat", "cpulat-cells", "armcount", "armcells", "bnas",
                                        "finn", "lce"],
                     help="run one part only (lce: Larq Compute Engine side by side, only when named)")
     ap.add_argument("--subnets", type=int, help="cpulat: random subnets of the predictor check (default 20; "
@@ -135,6 +138,9 @@ def main() -> None:
     if args.only in (None, "armcount"):
         ac = bench_arm_counts(out / "armcount")
         _merge(out, "armcount", ac, _arm_count_table(ac))
+    if args.only in (None, "armcells"):
+        acc = bench_arm_cells(out / "armcells", n=4 if args.subnets is None else args.subnets)
+        _merge(out, "armcells", acc, _arm_cells_table(acc))
     if args.only == "lce":
         lce = bench_lce(out / "lce")
         _merge(out, "lce", lce, _lce_table(lce))
@@ -803,6 +809,80 @@ def _arm_count_table(r: dict) -> str:
                 lines.append(f"| {x['arch']} | &nbsp; {k} ops | {v['counted']:,} | {v['modelled']:,.0f} | {err:+.1%} |")
     if "bgemm_mean_abs_rel_error" in r:
         lines += ["", f"bgemm: mean |error| {r['bgemm_mean_abs_rel_error']:.1%}, max {r['bgemm_max_abs_rel_error']:.1%}"]
+    for arch, why in r["skipped"].items():
+        lines.append(f"{arch} skipped: {why}")
+    return "\n".join(lines)
+
+
+#: the cell ops whose code runtime.c inlines into bnhw_model_run (counted there, with glibc's memcpy)
+CELL_OPS = ("WPOOL", "CONCAT", "GAP")
+
+
+def bench_arm_cells(out: Path, n: int = 4, seed: int = 0) -> dict:
+    """The ARM model's instruction counts against QEMU's executed instructions on cell networks: the zoo's
+    bnas-kv260-8x8 and bars-kv260-8x8 and ``n`` random derived cell networks (:func:`random_cell_nets`),
+    one inference each (input: ``program_input`` seed 1), AArch64 and ARMv7: the whole network (bnhw's own
+    code) and the cell ops (the counted ``bnhw_model_run`` + memcpy, which also holds the run loop's own
+    per-op instructions, against the modelled WPOOL + CONCAT + GAP), and the counts per op kind."""
+    from .hw.cpu import insn_count as ic
+    from .hw.cpu.cross import toolchain_status
+    from .hw.cpu.latency import program_input, spec_cpu_program
+    from .hw.cpu.program import write_model
+    from .spec.zoo import get_arch
+
+    out.mkdir(parents=True, exist_ok=True)
+    specs = [get_arch("bnas-kv260-8x8"), get_arch("bars-kv260-8x8")] + random_cell_nets(n, seed)[:n]
+    res: dict[str, Any] = {"rows": [], "skipped": {}, "summary": {}}
+    t0 = time.time()
+    for spec in specs:
+        prog = spec_cpu_program(spec)
+        x = program_input(prog, seed=1)
+        model_file = write_model(prog, out / f"{spec.name}.bnhwcpu")
+        for arch in ("aarch64", "armv7"):
+            ok, why = toolchain_status(arch)
+            if not ok:
+                res["skipped"][arch] = why
+                continue
+            counts = ic.bnhw_symbols(ic.run_count(arch, model_file, x))
+            got_ops, pred_ops = ic.by_op(counts), ic.modelled_by_op(prog, arch)
+            got_cell = counts.get("bnhw_model_run", 0) + sum(v for s, v in counts.items() if "memcpy" in s)
+            row = {"network": spec.name, "arch": arch, "cpu_ops": len(prog.ops), "counted": sum(got_ops.values()),
+                   "modelled": sum(pred_ops.values()), "counted_cell": got_cell,
+                   "modelled_cell": sum(pred_ops.get(k, 0.0) for k in CELL_OPS),
+                   "by_op": {k: {"counted": got_ops.get(k, 0), "modelled": pred_ops.get(k, 0.0)}
+                             for k in sorted(set(got_ops) | set(pred_ops))}}
+            row["rel_error"] = row["modelled"] / row["counted"] - 1
+            row["rel_error_cell"] = row["modelled_cell"] / got_cell - 1
+            res["rows"].append(row)
+            print(f"{spec.name} {arch}: counted {row['counted']:,}, modelled {row['modelled']:,.0f} "
+                  f"({row['rel_error']:+.1%}); cell ops {got_cell:,} vs {row['modelled_cell']:,.0f} "
+                  f"({row['rel_error_cell']:+.1%}) [{time.time() - t0:.0f} s]", flush=True)
+    for arch in ("aarch64", "armv7"):
+        rows = [r for r in res["rows"] if r["arch"] == arch]
+        if rows:
+            res["summary"][arch] = {k: {"mean_abs_rel_error": statistics.mean(abs(r[k]) for r in rows),
+                                        "max_abs_rel_error": max(abs(r[k]) for r in rows),
+                                        "mean_signed_rel_error": statistics.mean(r[k] for r in rows)}
+                                    for k in ("rel_error", "rel_error_cell")}
+    for arch, why in res["skipped"].items():
+        print(f"ARM counts skipped ({arch}): {why}", flush=True)
+    res["note"] = ("counted: executed guest instructions under qemu-user; modelled: perfmodel's mixes, one per "
+                   "instruction (a MODEL); the counted cell ops include the run loop's own per-op instructions")
+    return res
+
+
+def _arm_cells_table(r: dict) -> str:
+    lines = ["ARM model (modelled) vs QEMU-executed instructions (counted) on cell networks:", "",
+             "| network | ISA | CPU ops | counted | modelled | error | cell ops counted | modelled | error |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['network']} | {x['arch']} | {x['cpu_ops']} | {x['counted']:,} | {x['modelled']:,.0f} | "
+                     f"{x['rel_error']:+.1%} | {x['counted_cell']:,} | {x['modelled_cell']:,.0f} | "
+                     f"{x['rel_error_cell']:+.1%} |")
+    for arch, v in r["summary"].items():
+        lines.append(f"\n{arch}: whole network mean |error| {v['rel_error']['mean_abs_rel_error']:.1%}, max "
+                     f"{v['rel_error']['max_abs_rel_error']:.1%}; cell ops mean |error| "
+                     f"{v['rel_error_cell']['mean_abs_rel_error']:.1%}, max {v['rel_error_cell']['max_abs_rel_error']:.1%}")
     for arch, why in r["skipped"].items():
         lines.append(f"{arch} skipped: {why}")
     return "\n".join(lines)

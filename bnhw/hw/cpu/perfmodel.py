@@ -128,6 +128,13 @@ vectorise some of these loops; the model assumes scalar code for them, except th
 and RPReLU when the declared stream types put them in the runtime's int32 lanes (``_lanes32``):
 those get a 4-lane NEON mix per element plus the min / max pass that proves the lanes exact.
 
+The cell networks' ops are modelled from the compiled code instead (:data:`CELL_OP_MIXES`, per ISA):
+the padded window pool (``op_wpool``: per output element, per row and per tap, with the taps inside the
+image, in a padded column and in a padded row counted from the pool's geometry), the global average pool
+and the channel concatenation (``op_concat``: two memcpy calls a pixel; GLIBC's memcpy by size,
+:data:`MEMCPY_INSTRUCTIONS`, counted under QEMU).  ``tests/test_cpu_perfmodel.py`` checks their loop
+mixes against the assembly and their totals against QEMU's executed instructions.
+
 Memory
 ------
 Caches are not modelled: all data are assumed to hit in L1 / L2.  DRAM appears only as a
@@ -154,7 +161,8 @@ __all__ = ["CLASSES", "Cost", "CoreModel", "CORES", "get_core", "BgemmMix", "Gem
            "inner_loop_bmacs_per_cycle", "kernel_bmacs_per_cycle", "bgemm_cycles", "gemm_s16_cycles",
            "BgemmSmallMix", "BGEMM_SMALL_MIX", "SMALL_DEPTH", "TAP_ROWS_COUT", "TAP_ROWS_WO", "tap_rows",
            "bgemm_small_cycles",
-           "OpRow", "CpuModelReport", "model_op", "model_program", "OP_MIXES", "INDISPENSABLE"]
+           "OpRow", "CpuModelReport", "model_op", "model_program", "OP_MIXES", "CELL_OP_MIXES", "MEMCPY_INSTRUCTIONS",
+           "memcpy_mix", "INDISPENSABLE"]
 
 # ------------------------------------------------------------------------------------ instruction classes
 #: instruction class -> what it covers (A64 mnemonic / ARMv7 mnemonic)
@@ -775,9 +783,6 @@ OP_MIXES: dict[str, dict[str, float]] = {
     # integer pooling: per output element and tap, per output element
     "ipool_tap": _mix(load=1, alu=3, branch=1),
     "ipool_out": _mix(store=1, alu=2, branch=1),
-    # global average pool: per input element, per channel (round-half-even division)
-    "gap_elem": _mix(load=1, alu=3, branch=1),
-    "gap_chan": _mix(div64=1, alu=12, store=1),
     # gather: packed per pixel (memset) and per output channel (two divisions locate the bits); int per element
     "gather_pixel": _mix(alu=12, branch=3),
     "gather_bit": _mix(load=3, alu=14, store=1, branch=1, div32=2),
@@ -787,6 +792,94 @@ OP_MIXES: dict[str, dict[str, float]] = {
     # unpack: per element (c / cg and c % cg: one division)
     "unpack_elem": _mix(load=1, alu=6, store=1, branch=1, div32=1),
 }
+
+
+#: The cell ops as runtime.c runs them, per ISA, read from the compiled code (GCC 12.2, the cross build's
+#: COMPILE_FLAGS; op_wpool, op_gap and op_concat are inlined into bnhw_model_run, so their loops were read
+#: from a copy of runtime.c compiled with the three marked noinline -- the same loops).  Every mix counts
+#: the instructions of one path through the loop, as QEMU counts them (an IT block's conditional
+#: instructions execute, taken or not); where the path depends on the data it is averaged as said.
+#:
+#: ``op_wpool`` (k x k window pool with padding, per output element a loop over ky, kx that computes the
+#: tap's coordinates, tests the bounds and selects pad_value or the input -- no hoisting: the taps run per
+#: channel, the channel loop is outermost of the three):
+#:   ``wpool_{max|avg}_tap``   a tap inside the image;  ``_xtap`` a tap of a row inside the image whose
+#:   column is outside (pad_value; on ARMv7 the max tap is one predicated path, the same 23 instructions);
+#:   ``_ytap`` a tap of a row outside the image (max: the pad compare loop; avg: folded into ``_yrow``);
+#:   ``_row`` / ``_yrow`` the per-ky overhead of a row inside / outside the image;  ``_out`` per output
+#:   element (the store, the index arithmetic, and for avg the division by counts[pixel]: one SDIV x /
+#:   __aeabi_ldivmod call (div64: the library's own instructions are not in runtime.c), its remainder
+#:   test (non-zero assumed) and sign fix-up (taken for half the sums: the inputs are signed), the
+#:   round-half-even compare (round up for half)).
+#: ``op_gap``: ``gap_elem`` per input element (int64 sum, strided load), ``gap_chan`` per channel (the
+#: division and rounding as in ``wpool_avg_out``).
+#: ``op_concat``: ``concat_pixel`` per output pixel (the index arithmetic and two calls of memcpy);
+#: ``memcpy_call`` the static binary's IFUNC stub per call; the C library's memcpy itself is
+#: :func:`memcpy_mix` (GLIBC, not runtime.c: measured, see there).
+CELL_OP_MIXES: dict[str, dict[str, dict[str, float]]] = {
+    "aarch64": {
+        "wpool_max_tap": _mix(load=1, alu=12, branch=2),
+        "wpool_max_xtap": _mix(alu=12, branch=2),
+        "wpool_max_ytap": _mix(alu=8, branch=1),
+        "wpool_max_row": _mix(load=1, store=1, alu=8, branch=3),
+        "wpool_max_yrow": _mix(alu=7, branch=4),
+        "wpool_max_out": _mix(load=2, store=2, mul=2, alu=12, branch=3),
+        "wpool_avg_tap": _mix(load=1, alu=6, branch=2),
+        "wpool_avg_xtap": _mix(alu=6, branch=2),
+        "wpool_avg_ytap": _mix(),
+        "wpool_avg_row": _mix(alu=8, branch=3),
+        "wpool_avg_yrow": _mix(alu=8, branch=4),
+        "wpool_avg_out": _mix(load=4, store=2, mul=4.5, div64=1, alu=20, branch=5),
+        "gap_elem": _mix(load=1, alu=4, branch=1),
+        "gap_chan": _mix(load=1, store=1, mul=1.5, div64=1, alu=12, branch=5.5),
+        "concat_pixel": _mix(load=7, mul=5, alu=8, branch=3),     # LDP w, w: two loads (one instruction)
+        "memcpy_call": _mix(load=1, alu=2, branch=1),
+    },
+    "armv7": {
+        "wpool_max_tap": _mix(load=1, alu=21, branch=1),
+        "wpool_max_xtap": _mix(load=1, alu=21, branch=1),
+        "wpool_max_ytap": _mix(alu=12, branch=1),
+        "wpool_max_row": _mix(load=6, store=2, alu=9, branch=3),
+        "wpool_max_yrow": _mix(load=3, alu=7, branch=4),
+        "wpool_max_out": _mix(load=14, store=5, mul=2, alu=10, branch=3),
+        "wpool_avg_tap": _mix(load=1, alu=8, branch=2),
+        "wpool_avg_xtap": _mix(alu=8, branch=2),
+        "wpool_avg_ytap": _mix(),
+        "wpool_avg_row": _mix(load=4, alu=9, branch=3),
+        "wpool_avg_yrow": _mix(load=5, alu=11, branch=4),
+        "wpool_avg_out": _mix(load=20, store=6, mul=4.5, div64=1, alu=29, branch=6.5),
+        "gap_elem": _mix(load=1, alu=8, branch=1),
+        "gap_chan": _mix(load=1, store=1, mul=1.5, div64=1, alu=26.5, branch=5.5),
+        "concat_pixel": _mix(load=6, mul=5, alu=8, branch=3),
+        "memcpy_call": _mix(load=1, alu=2),
+    },
+}
+
+#: GLIBC 2.36's memcpy in the static cross builds (AArch64 ``__memcpy_generic``, ARMv7 ``__memcpy_neon``):
+#: instructions per call by size in bytes, counted under QEMU (one call repeated, the difference of 200
+#: and 100 calls); sizes between two points are interpolated, above the last extrapolated linearly
+MEMCPY_INSTRUCTIONS: dict[str, tuple[tuple[int, float], ...]] = {
+    "aarch64": ((0, 13), (16, 14), (32, 14), (48, 18), (64, 18), (96, 24), (128, 28), (192, 40), (256, 50),
+                (512, 90)),
+    "armv7": ((0, 15), (16, 19), (32, 23), (48, 27), (64, 39), (96, 60), (128, 59), (192, 79), (256, 99),
+              (512, 179)),
+}
+
+
+def memcpy_mix(isa: str, nbytes: int) -> dict[str, float]:
+    """One call of the C library's memcpy of ``nbytes`` (:data:`MEMCPY_INSTRUCTIONS`): 128-bit loads and
+    stores for the bytes (one pair per 32: LDP / STP q, VLD1 / VST1 of four D), the rest ALU and branches."""
+    pts = MEMCPY_INSTRUCTIONS[isa]
+    n = max(int(nbytes), 0)
+    lo, hi = pts[0], pts[1]
+    for a, b in zip(pts, pts[1:]):
+        lo, hi = a, b
+        if n <= b[0]:
+            break
+    total = lo[1] + (hi[1] - lo[1]) * (n - lo[0]) / (hi[0] - lo[0])
+    vec = min(n / 32, total / 4)
+    rest = total - 2 * vec
+    return _mix(vld128=vec, vst128=vec, alu=rest * 0.75, branch=rest * 0.25)
 
 
 def _op_mixes(isa: str, name: str, **kw) -> dict[str, float]:
@@ -965,6 +1058,28 @@ def _iconv_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, f
     return parts
 
 
+def _wpool_cycles(core: CoreModel, op: CpuOp, x: CpuTensor, y: CpuTensor) -> float:
+    """runtime.c's op_wpool: per output element, k rows of k taps, each tap inside the image, in a row
+    inside it but a column outside, or in a row outside (the path counts of every output position, from
+    the pool's geometry), costed with :data:`CELL_OP_MIXES`."""
+    a = op.attrs
+    k, stride, pad = int(a["k"]), int(a.get("stride", 1)), int(a.get("pad", 0))
+    H, W, C = x.shape
+    Ho, Wo = y.shape[0], y.shape[1]
+    vy, vx = _valid_taps(Ho, H, k, stride, pad, 1), _valid_taps(Wo, W, k, stride, pad, 1)
+    rows_in, rows_out = vy * Wo, (Ho * k - vy) * Wo
+    taps_in, taps_x = vy * vx, vy * (Wo * k - vx)
+    taps_y = rows_out * k
+    m = CELL_OP_MIXES[core.isa]
+    mode = "avg" if int(a.get("out_mode", 0)) else "max"
+    cyc = core.cycles
+
+    def per(part: str) -> float:
+        return cyc(m[f"wpool_{mode}_{part}"])
+
+    return C * (Ho * Wo * per("out") + rows_in * per("row") + rows_out * per("yrow") + taps_in * per("tap")
+                + taps_x * per("xtap") + taps_y * per("ytap"))
+
 def _elementwise_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[str, float]:
     a = op.attrs
     cyc = core.cycles
@@ -988,8 +1103,9 @@ def _elementwise_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[
     if kind == "AVGPOOLSUM":
         k = int(a["k"])
         return {"elementwise": n_out * (k * k * cyc(OP_MIXES["ipool_tap"]) + cyc(OP_MIXES["ipool_out"]))}
+    cell = CELL_OP_MIXES[core.isa]
     if kind == "GAP":
-        return {"elementwise": n_in * cyc(OP_MIXES["gap_elem"]) + C * cyc(OP_MIXES["gap_chan"])}
+        return {"global pool": n_in * cyc(cell["gap_elem"]) + C * cyc(cell["gap_chan"])}
     if kind == "GATHER":
         if x.packed:
             return {"bit gather": Hy * Wy * (cyc(OP_MIXES["gather_pixel"]) + Cy * cyc(OP_MIXES["gather_bit"]))}
@@ -1008,11 +1124,12 @@ def _elementwise_parts(core: CoreModel, op: CpuOp, program: CpuProgram) -> dict[
         return {"elementwise": n_in * cyc(OP_MIXES["argmax_elem"])}
     if kind == "UNPACK":
         return {"unpack": n_out * cyc(OP_MIXES["unpack_elem"])}
-    if kind == "CONCAT":
-        return {"elementwise": n_out * cyc(OP_MIXES["gather_elem"])}
+    if kind == "CONCAT":      # per pixel: two memcpy calls, of each input's channels
+        calls = sum(cyc(_add(cell["memcpy_call"], memcpy_mix(core.isa, 4 * program.tensors[i].shape[2])))
+                    for i in op.inputs)
+        return {"concat copies": Hy * Wy * (cyc(cell["concat_pixel"]) + calls)}
     if kind == "WPOOL":
-        k = int(a["k"])
-        return {"elementwise": n_out * (k * k * cyc(OP_MIXES["ipool_tap"]) + cyc(OP_MIXES["ipool_out"]))}
+        return {"window pool": _wpool_cycles(core, op, x, y)}
     raise BnhwError(f"performance model: no model for op {kind!r} ({op.name})")
 
 
@@ -1169,7 +1286,8 @@ def model_program(program: CpuProgram, core: str | CoreModel, clock_mhz: float |
         f"int16 conv: the 8-wide k loop of {gm.function} ({gm.mr}x{gm.nr} tile), likewise from the compiled code",
         "im2col copies, popcount epilogue, threshold/pack, pooling and the elementwise integer ops: per-element "
         "instruction mixes estimated from runtime.c (assumed scalar, except the shortcut add and RPReLU in the "
-        "runtime's int32 vector lanes: a 4-lane NEON mix), costed with the same core tables",
+        "runtime's int32 vector lanes: a 4-lane NEON mix), costed with the same core tables; the cell ops' "
+        "window pool, global pool and concatenation from their compiled loops (and glibc's memcpy)",
         f"memory: caches not modelled (data assumed in L1/L2); DRAM only as a streaming bound, each op's inputs, "
         f"output and parameters once per image at an assumed sustained {c.dram_gbs:g} GB/s, max'd with its compute",
         "branch mispredictions only for the multi-threshold binary search (half the probes, "
