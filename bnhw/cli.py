@@ -417,6 +417,9 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
 @click.argument("arch")
 @click.option("--supernet", type=click.Path(path_type=Path),
               help="supernet.pt of a `bnhw search`: inherit its weights and fine-tune (pipeline 2).")
+@click.option("--init", "init", type=click.Path(path_type=Path),
+              help="model.pt of a `bnhw train`: start from its weights and fine-tune (learning rate as with "
+                   "--supernet); e.g. a float-residual model fine-tuned in ARCH's fixed-point form.")
 @click.option("--data", default="digits", show_default=True, help="digits, cifar10:DIR or folder:DIR.")
 @click.option("--resolution", default=32, show_default=True, type=click.IntRange(8, 1024),
               help="Image size the network is trained at (the spec's resolution only counts OPs).")
@@ -440,9 +443,11 @@ def _cell_search(method, budget, data, resolution, search_resolution, epochs, ba
 @click.option("--device", default="auto", show_default=True,
               help="Torch device: auto (CUDA when present), cpu, cuda, cuda:N.")
 @click.option("--force", is_flag=True, help="Replace an existing -o (a file, or a folder another command wrote).")
-def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images, seed, out, resume,
+def train(arch, supernet, init, data, resolution, epochs, batch_size, lr, train_images, seed, out, resume,
           optimizer, device, force) -> None:
     """Train ARCH: fine-tune from a supernet (--supernet, NAS-BNN pipeline 2) or
+    from a trained model's weights (--init, e.g. a short fixed-point fine-tune
+    of a float-residual model: ARCH with "residual": "fixed"), or
     from scratch with the minimal-regularization scheme of BNAS v2 (Adam, no
     weight decay, cosine, no colour jitter).  Writes model.pt (a checkpoint
     `bnhw export --checkpoint` takes), arch.json, result.json and a resumable
@@ -454,8 +459,12 @@ def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images
     spec = resolve(arch, "train").spec
     if supernet is not None and not Path(supernet).is_file():
         raise BnhwError(f"--supernet {supernet}: no such checkpoint")
+    if init is not None and supernet is not None:
+        raise BnhwError("--init and --supernet: give one starting point, not both")
+    if init is not None and not Path(init).is_file():
+        raise BnhwError(f"--init {init}: no such checkpoint")
     dist_util.init_from_env()
-    cfg = FitConfig(scheme="finetune" if supernet else "scratch", epochs=epochs, batch_size=batch_size, lr=lr,
+    cfg = FitConfig(scheme="finetune" if supernet or init else "scratch", epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, data=data, resolution=resolution, train_images=train_images, optimizer=optimizer,
                     device=device)
 
@@ -467,7 +476,7 @@ def train(arch, supernet, data, resolution, epochs, batch_size, lr, train_images
             click.echo(f"resumed after epoch {info['epoch']}", err=True)
 
     with _claimed(out, "train", force):
-        res = fit(spec, cfg, out, supernet=supernet, resume=resume, progress=progress)
+        res = fit(spec, cfg, out, supernet=supernet, init=init, resume=resume, progress=progress)
     if dist_util.is_main():
         click.echo(f"{cfg.scheme}: val acc {res['val_accuracy']:.4f}, test acc {res['test_accuracy']:.4f} "
                    f"({res['data']}); wrote {out}/model.pt")

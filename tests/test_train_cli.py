@@ -51,3 +51,44 @@ def test_train_errors(tmp_path):
     assert r.exit_code == 2 and "no such checkpoint" in r.output
     r = CliRunner().invoke(main, ["eval", "nasbnn-cifar-smallest", "--checkpoint", str(tmp_path / "none.pt")])
     assert r.exit_code == 2
+
+
+def test_init_fine_tunes_a_float_model_in_fixed_point(tmp_path):
+    """--init: a float-residual cell net's weights start ARCH's fixed-point form (post-training conversion,
+    then a fine-tune); epochs 0 keeps every learned weight and evaluates the converted model."""
+    import dataclasses
+
+    import torch
+
+    from bnhw.spec import load_spec
+
+    spec = load_spec("bars-pynq-8x8")
+    float_spec = tmp_path / "float.json"
+    spec.replace(precision=dataclasses.replace(spec.precision, residual="float")).save(float_spec)
+    common = ["--resolution", "8", "--train-images", "64"]
+    r = CliRunner().invoke(main, ["train", str(float_spec), *common, "--epochs", "1", "-o", str(tmp_path / "fl")])
+    assert r.exit_code == 0, r.output
+    init = tmp_path / "fl" / "model.pt"
+    r = CliRunner().invoke(main, ["train", "bars-pynq-8x8", "--init", str(init), *common, "--epochs", "0",
+                                  "-o", str(tmp_path / "fx")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "fx" / "result.json").read_text())
+    assert res["scheme"] == "finetune" and res["init"] == str(init) and res["lr"] == 2e-4
+    assert json.loads((tmp_path / "fx" / "arch.json").read_text())["precision"]["residual"] == "fixed"
+    assert res["history"][0]["epoch"] == 0 and res["history"][0]["test_accuracy"] == res["test_accuracy"]
+    before, after = (torch.load(p, weights_only=False)["state_dict"] for p in (init, tmp_path / "fx" / "model.pt"))
+    learned = [k for k in before if k.endswith(("conv.weight", "bn.weight", "bn.bias", "fc.weight"))]
+    assert len(learned) > 50 and all(torch.equal(before[k], after[k]) for k in learned)
+    r = CliRunner().invoke(main, ["eval", "bars-pynq-8x8", "--checkpoint", str(tmp_path / "fx" / "model.pt"),
+                                  "--resolution", "8"])
+    assert r.exit_code == 0 and f"top-1 {res['test_accuracy']:.4f}" in r.output
+    # bad inputs: one line, exit 2
+    r = CliRunner().invoke(main, ["train", "nasbnn-cifar-smallest", "--init", str(init), *common, "-o",
+                                  str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "weights do not fit" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train", "bars-pynq-8x8", "--init", str(init), "--supernet", str(init),
+                                  "-o", str(tmp_path / "bad2")])
+    assert r.exit_code == 2 and "--init and --supernet" in r.output
+    r = CliRunner().invoke(main, ["train", "bars-pynq-8x8", "--init", str(tmp_path / "none.pt"),
+                                  "-o", str(tmp_path / "bad3")])
+    assert r.exit_code == 2 and "--init" in r.output and "no such checkpoint" in r.output

@@ -43,7 +43,7 @@ from ..design.train import (
     scores,
 )
 from ..errors import BnhwError
-from ..quant.checkpoint import save_checkpoint
+from ..quant.checkpoint import load_model, save_checkpoint
 from ..quant.layers import identity_slopes
 from ..quant.model import BinaryNet, Network, build_network, recalibrate_bn
 from ..spec import ArchSpec, atomic_write_text
@@ -136,15 +136,18 @@ def model_from_supernet(spec: ArchSpec | CellNetSpec, supernet_ckpt: Path) -> Bi
 
 
 def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Path | None = None, resume: bool = False,
-        progress: Callable[[str, dict], None] | None = None, initial: BinaryNet | None = None) -> dict:
+        progress: Callable[[str, dict], None] | None = None, initial: BinaryNet | None = None,
+        init: Path | None = None) -> dict:
     """Train ``spec`` into ``out`` (see the module docstring); ``initial``: the model to start from, already
-    extracted from the ``supernet`` checkpoint's weights (saves reading it again)."""
+    extracted from the ``supernet`` checkpoint's weights (saves reading it again); ``init``: a model
+    checkpoint whose weights ``spec``'s network starts from (its precision may differ from ``spec``'s:
+    a float-residual model fine-tuned in fixed point), fine-tuned like a supernet's subnet."""
     if cfg.scheme not in SCHEMES:
         raise BnhwError(f"scheme must be one of {SCHEMES}")
     if cfg.optimizer not in OPTIMIZERS:
         raise BnhwError(f"optimizer must be one of {OPTIMIZERS}")
-    if cfg.scheme == "finetune" and supernet is None:
-        raise BnhwError("fine-tuning needs --supernet (the supernet.pt of a bnhw search)")
+    if cfg.scheme == "finetune" and supernet is None and init is None and initial is None:
+        raise BnhwError("fine-tuning needs --supernet (the supernet.pt of a bnhw search) or --init (a model.pt)")
     report = progress or (lambda e, i: None)
     data = load_data(cfg.data, cfg.resolution, seed=cfg.seed)
     if cfg.train_images is not None:
@@ -154,6 +157,8 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
     model: Network
     if initial is not None:
         model = initial.train()
+    elif init is not None:
+        model = load_model(spec, init).train()
     else:
         model = model_from_supernet(spec, supernet) if supernet is not None \
             else identity_slopes(build_network(spec)).train()
@@ -179,7 +184,7 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
     rank, world = dist_util.rank(), dist_util.world_size()
     # BN statistics on clean (not augmented) training images, the same batches the search recalibrates on
     calib = calibration_batches(x_all, *CALIBRATION, cfg.seed)
-    if start == 0 and supernet is not None:
+    if start == 0 and (supernet is not None or init is not None):
         recalibrate_bn(model, calib)
         # epoch 0: the inherited subnet itself, as the search scored it (val) and on the test split
         (va, vl), (ta, tl) = scores(model, xv, yv), scores(model, xt, yt)
@@ -214,6 +219,7 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
     recalibrate_bn(model, calib)
     (va, vl), (ta, tl) = scores(model, xv, yv), scores(model, xt, yt)
     result = {"arch": spec.short(), "scheme": cfg.scheme, "supernet": str(supernet) if supernet else None,
+              "init": str(init) if init else None,
               "config": asdict(cfg), "lr": cfg.effective_lr(), "history": history,
               "val_accuracy": va, "test_accuracy": ta, "val_loss": vl, "test_loss": tl,
               "data": data.describe()}
@@ -225,7 +231,6 @@ def fit(spec: ArchSpec | CellNetSpec, cfg: FitConfig, out: Path, *, supernet: Pa
 
 
 def evaluate_checkpoint(arch: str, checkpoint: Path, data: str, resolution: int, split: str) -> dict:
-    from ..quant.checkpoint import load_model
     from ..spec import load_spec
 
     spec = load_spec(arch)
