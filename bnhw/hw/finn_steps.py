@@ -362,13 +362,17 @@ def step_bnhw_node_order(model, cfg):
 
 def widen_xnor_popcounts(model):
     """Give every XNOR MVAU without activation (its output is the popcount ``p`` in ``[0, MW]``, which a bnhw
-    unit decodes) an accumulator and output type holding ``[0, MW]``.  FINN's ``MinimizeAccumulatorWidth`` sizes
-    it from the bipolar dot product of the weights with a BINARY (0 / 1) input, e.g. INT11 for ``MW`` = 1600,
-    which a popcount overflows (FINN's own flows put thresholds behind every XNOR MVAU and never see it).
+    unit decodes) the popcount's type as accumulator and output type, the narrowest holding ``[0, MW]``
+    (:func:`bnhw.hw.ops.mvau.popcount_dt`, the width bnhw's netlist gives the stream).  FINN's
+    ``MinimizeAccumulatorWidth`` sizes it from the bipolar dot product of the weights with a BINARY (0 / 1) input:
+    e.g. INT11 for ``MW`` = 1600, which a popcount overflows (FINN's own flows put thresholds behind every XNOR
+    MVAU and never see it), or a signed type one bit wider than needed where a column's weights are all +1.
     The readers take the new type (``InferDataTypes``)."""
     from qonnx.core.datatype import DataType
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    from .ops.mvau import popcount_dt
 
     changed = False
     for node in model.graph.node:
@@ -377,11 +381,9 @@ def widen_xnor_popcounts(model):
         inst = getCustomOp(node)
         if not (int(inst.get_nodeattr("binaryXnorMode")) and int(inst.get_nodeattr("noActivation"))):
             continue
-        mw = int(inst.get_nodeattr("MW"))
-        cur = DataType[inst.get_nodeattr("outputDataType")]
-        if cur.min() <= 0 and cur.max() >= mw:
+        dt = DataType[popcount_dt(int(inst.get_nodeattr("MW"))).finn_name()]
+        if DataType[inst.get_nodeattr("outputDataType")] == dt and DataType[inst.get_nodeattr("accDataType")] == dt:
             continue
-        dt = DataType[f"UINT{mw.bit_length()}"]
         inst.set_nodeattr("accDataType", dt.name)
         inst.set_nodeattr("outputDataType", dt.name)
         model.set_tensor_datatype(node.output[0], dt)

@@ -43,7 +43,8 @@ import numpy as np
 from ...errors import BnhwError
 from ..finn_models import dwc_luts, swg_buffer_depth
 from ..ir import HwGraph, Node, per_channel
-from ..ops import backend_unit, finn_ops, folding_error, is_depthwise
+from ..ops import backend_unit, finn_ops, finn_stream_dt, folding_error, is_depthwise
+from ..ops.mvau import finn_popcount, popcount_dt
 
 __all__ = ["Unit", "Fifo", "Netlist", "elaborate", "width_converters", "SimError", "LOOP_OPS", "PIPELINE_DEPTH",
            "router_arrays"]
@@ -186,8 +187,16 @@ class _Elab:
         self.units[dst].ins.append(f)
 
     def bits(self, stream: str) -> int:
+        """Element bits of ``stream`` in FINN's design: a bipolar stream's FINN type (:func:`~bnhw.hw.ops.
+        finn_stream_dt`: one bit, a zero-padded window whose border is corrected downstream included; two as
+        TERNARY), an XNOR popcount's type where FINN carries one in place of the IR's bipolar sum (one bit less)."""
+        mw = finn_popcount(self.g, stream)
+        if mw is not None:
+            return popcount_dt(mw).bits
         t = self.g.streams[stream].dtype
-        return 1 if t.is_bipolar and not t.padded else (2 if t.is_bipolar else t.bits)
+        if t.is_bipolar:
+            return 2 if finn_stream_dt(self.g, stream) == "TERNARY" else 1
+        return t.bits
 
     def feed(self, stream: str, width: int, dst: int) -> None:
         """Connect the FIFO carrying ``stream`` to unit ``dst``'s next input, converting the width."""
