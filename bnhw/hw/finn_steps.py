@@ -362,17 +362,16 @@ def step_bnhw_node_order(model, cfg):
 
 def widen_xnor_popcounts(model):
     """Give every XNOR MVAU without activation (its output is the popcount ``p`` in ``[0, MW]``, which a bnhw
-    unit decodes) the popcount's type as accumulator and output type, the narrowest holding ``[0, MW]``
-    (:func:`bnhw.hw.ops.mvau.popcount_dt`, the width bnhw's netlist gives the stream).  FINN's
-    ``MinimizeAccumulatorWidth`` sizes it from the bipolar dot product of the weights with a BINARY (0 / 1) input:
-    e.g. INT11 for ``MW`` = 1600, which a popcount overflows (FINN's own flows put thresholds behind every XNOR
-    MVAU and never see it), or a signed type one bit wider than needed where a column's weights are all +1.
+    unit decodes) an accumulator and output type holding ``[0, MW]`` (:func:`bnhw.hw.finn_models.popcount_dt`,
+    which bnhw's netlist gives the stream too).  FINN's ``MinimizeAccumulatorWidth`` sizes it from the bipolar
+    dot product of the weights with a BINARY (0 / 1) input, e.g. INT11 for ``MW`` = 1600, which a popcount
+    overflows (FINN's own flows put thresholds behind every XNOR MVAU and never see it).
     The readers take the new type (``InferDataTypes``)."""
     from qonnx.core.datatype import DataType
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.infer_datatypes import InferDataTypes
 
-    from .ops.mvau import popcount_dt
+    from .finn_models import popcount_dt
 
     changed = False
     for node in model.graph.node:
@@ -381,8 +380,9 @@ def widen_xnor_popcounts(model):
         inst = getCustomOp(node)
         if not (int(inst.get_nodeattr("binaryXnorMode")) and int(inst.get_nodeattr("noActivation"))):
             continue
-        dt = DataType[popcount_dt(int(inst.get_nodeattr("MW"))).finn_name()]
-        if DataType[inst.get_nodeattr("outputDataType")] == dt and DataType[inst.get_nodeattr("accDataType")] == dt:
+        cur = inst.get_nodeattr("outputDataType")
+        dt = DataType[popcount_dt(int(inst.get_nodeattr("MW")), cur)]
+        if dt.name == cur:
             continue
         inst.set_nodeattr("accDataType", dt.name)
         inst.set_nodeattr("outputDataType", dt.name)

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from ..finn_models import FINN_PLUS_VERSION, FinnOp, minimize_weight_dt, vecs
-from ..ir import DType, HwGraph, Node, threshold_out
+from ..ir import HwGraph, Node, threshold_out
 from .base import HwOp, divisors, finn_activation, finn_stream_dt, is_xnor, register
 
 __all__ = ["MVAU", "acc_bounds", "activation", "is_depthwise", "groups_of", "grouped_unit", "finn_xnor",
-           "finn_popcount", "popcount_dt"]
+           "finn_popcount"]
 
 
 def acc_bounds(w: np.ndarray, xlo: int, xhi: int) -> tuple[int, int]:
@@ -78,12 +78,6 @@ def finn_popcount(g: HwGraph, stream: str) -> int | None:
     if n is None or n.op != "MVAU" or "thresholds" in n.params or grouped_unit(g, n) or not finn_xnor(g, n):
         return None
     return int(np.asarray(n.params["weights"]).shape[1])
-
-
-def popcount_dt(mw: int) -> DType:
-    """FINN's type of a popcount over ``mw`` inputs, the narrowest holding ``[0, mw]`` (one bit less than the
-    IR's bipolar sum in ``[-mw, mw]``)."""
-    return DType.for_range(0, mw)
 
 
 def _kernel_of(g: HwGraph, n: Node, kk: int) -> tuple[int, int]:
