@@ -731,23 +731,29 @@ def test_fast_hex_packing_gives_finn_plus_own_strings(dt):
 
 def test_finns_width_converters_are_the_ones_bnhws_simulator_inserts(nas_build):
     """The width converters FINN's InsertDWC adds to the exported graph (as its steps after code generation do)
-    are the converters bnhw's netlist inserts, with the same widths and FINN's LUTs -- except on the zero-padded
-    sign streams, which bnhw's simulator carries as 2-bit elements and the exported graph as FINN's 1-bit ones
-    (padded with -1, the AddRequant after the conv adds back what the border taps took)."""
+    are the converters bnhw's netlist inserts, with the same widths and FINN's LUTs: its element widths are FINN's,
+    the zero-padded sign streams as FINN's 1-bit BINARY (padded with -1, the AddRequant after the conv adds back
+    what the border taps took) and an XNOR MVAU's accumulator as FINN's unsigned popcount (one bit less than the
+    IR's bipolar sum; balanced foldings put converters behind these MVAUs)."""
     from collections import Counter
 
     from bnhw.hw.finn_models import dwc_luts
     from bnhw.hw.ir import HwGraph
+    from bnhw.hw.ops.mvau import finn_popcount
     from bnhw.hw.sim.netlist import elaborate, width_converters
 
     out, _ = nas_build
     dwc = json.loads((out / "report.json").read_text())["finn"]["dwc"]
-    ours = width_converters(elaborate(HwGraph.load(out / "hw_graph.json")))
+    g = HwGraph.load(out / "hw_graph.json")
+    ours = width_converters(elaborate(g))
     assert dwc["count"] == len(ours) > 20
     finn = Counter((d["in_bits"], d["out_bits"]) for d in dwc["converters"])
     mine = Counter((d["in_bits"], d["out_bits"]) for d in ours)
-    assert sum((finn & mine).values()) >= 0.5 * dwc["count"]
-    assert Counter({(a // 2, b // 2): n for (a, b), n in (mine - finn).items()}) == finn - mine
-    # FINN's LUTs = bnhw's model of the same converters (with FINN's 1-bit elements on the padded sign streams)
-    as_finn = (finn & mine) + Counter({(a // 2, b // 2): n for (a, b), n in (mine - finn).items()})
-    assert dwc["LUT"] == sum(n * dwc_luts(a, b) for (a, b), n in as_finn.items())
+    assert finn == mine
+    pop = [d for d in ours if finn_popcount(g, d["stream"]) is not None]
+    # popcount streams behind XNOR MVAUs (balanced foldings put converters there): elements one bit narrower
+    # than the IR's bipolar sums, as FINN carries them
+    assert any(d["out_bits"] % (g.streams[d["stream"]].dtype.bits - 1) == 0 and d["out_bits"] %
+               g.streams[d["stream"]].dtype.bits for d in pop)
+    # FINN's LUTs = bnhw's model of the same converters
+    assert dwc["LUT"] == sum(d["lut"] for d in ours) == sum(n * dwc_luts(a, b) for (a, b), n in finn.items())

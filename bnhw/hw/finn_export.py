@@ -38,8 +38,8 @@ import numpy as np
 from ..errors import BnhwError
 from .finn_models import FinnOp
 from .ir import HwGraph, Node, Stream
-from .ops import FOLDING_ATTRS, finn_ops, finn_stream_dt, is_depthwise, padding_correction
-from .ops.mvau import finn_xnor, groups_of
+from .ops import FOLDING_ATTRS, finn_ops, finn_stream_dt, padding_correction
+from .ops.mvau import finn_popcount, grouped_unit
 
 __all__ = ["FinnExport", "FinnExportError", "finn_dataflow_model", "unit_type", "value_padded", "value_padding",
            "pool_window_folding", "wiring_pe"]
@@ -54,7 +54,7 @@ class FinnExportError(BnhwError):
 def unit_type(g: HwGraph, n: Node) -> str | None:
     """The bnhw unit (op type in :mod:`bnhw.hw.finn_ops`) the node becomes, ``None`` where FINN has a unit."""
     if n.op == "MVAU":
-        return "GroupedMVAU" if groups_of(n) > 1 and not is_depthwise(g, n) else None
+        return "GroupedMVAU" if grouped_unit(g, n) else None
     return n.op if n.op in ("AddRequant", "RPReLU", "Gather", "GlobalAvgPool", "WindowAvg") else None
 
 
@@ -243,8 +243,9 @@ def finn_dataflow_model(g: HwGraph) -> FinnExport:
             rows.append({"ir": n.name, "source": "FINN unit", "op_type": node.op_type, "final": op.op_type,
                          "finn_op": k, "models": op.op_type, "finn_attrs": over, "folding": {a: int(op.attrs[a]) for a in FOLDING_ATTRS if a in op.attrs}})
             src = outs[0]
-        if n.op == "MVAU" and finn_xnor(g, n) and "thresholds" not in n.params:
-            popcount[n.outputs[0]] = int(np.asarray(n.params["weights"]).shape[1])
+        mw = finn_popcount(g, n.outputs[0])
+        if mw is not None:
+            popcount[n.outputs[0]] = mw
     if g.output in popcount:
         raise FinnExportError(f"the graph ends in an XNOR popcount ({g.output!r})")
     # names as FINN's GiveUniqueNodeNames gives them after SpecializeLayers: {op type}_{i} per type, in order

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Resources", "FinnOp", "op_cycles", "op_resources", "minimized_attrs", "finn_dt", "finn_dt_bits",
+__all__ = ["Resources", "FinnOp", "op_cycles", "op_resources", "minimized_attrs", "finn_dt", "finn_dt_bits", "popcount_dt",
            "threshold_dt", "minimize_weight_dt", "stream_dt", "vecs", "swg_attrs", "elementwise_resources",
            "bits_of", "mult_luts", "swg_buffer_depth", "dwc_luts", "MAX_ALLOWED_AP_INT_W", "FINN_PLUS_VERSION"]
 
@@ -153,6 +153,14 @@ def _accumulator_dt(w: np.ndarray, idt: _DT, no_activation: bool, last: bool) ->
         bw = -(-adt.bits // 8) * 8
         adt = finn_dt(adt.name.replace(str(adt.bits), str(bw)))
     return adt
+
+
+def popcount_dt(mw: int, minimized: str) -> str:
+    """FINN's type of an XNOR MVAU's popcount over ``mw`` inputs (no activation; a bnhw unit decodes it) after
+    bnhw's ``step_bnhw_units`` (:func:`bnhw.hw.finn_steps.widen_xnor_popcounts`): FINN's minimised accumulator
+    type ``minimized`` where it holds ``[0, mw]``, else the narrowest type that does."""
+    t = finn_dt(minimized)
+    return minimized if t.min <= 0 and t.max >= mw else f"UINT{mw.bit_length()}"
 
 
 def threshold_dt(t: np.ndarray, idt: _DT) -> _DT:

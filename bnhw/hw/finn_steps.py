@@ -362,13 +362,16 @@ def step_bnhw_node_order(model, cfg):
 
 def widen_xnor_popcounts(model):
     """Give every XNOR MVAU without activation (its output is the popcount ``p`` in ``[0, MW]``, which a bnhw
-    unit decodes) an accumulator and output type holding ``[0, MW]``.  FINN's ``MinimizeAccumulatorWidth`` sizes
-    it from the bipolar dot product of the weights with a BINARY (0 / 1) input, e.g. INT11 for ``MW`` = 1600,
-    which a popcount overflows (FINN's own flows put thresholds behind every XNOR MVAU and never see it).
+    unit decodes) an accumulator and output type holding ``[0, MW]`` (:func:`bnhw.hw.finn_models.popcount_dt`,
+    which bnhw's netlist gives the stream too).  FINN's ``MinimizeAccumulatorWidth`` sizes it from the bipolar
+    dot product of the weights with a BINARY (0 / 1) input, e.g. INT11 for ``MW`` = 1600, which a popcount
+    overflows (FINN's own flows put thresholds behind every XNOR MVAU and never see it).
     The readers take the new type (``InferDataTypes``)."""
     from qonnx.core.datatype import DataType
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    from .finn_models import popcount_dt
 
     changed = False
     for node in model.graph.node:
@@ -377,11 +380,10 @@ def widen_xnor_popcounts(model):
         inst = getCustomOp(node)
         if not (int(inst.get_nodeattr("binaryXnorMode")) and int(inst.get_nodeattr("noActivation"))):
             continue
-        mw = int(inst.get_nodeattr("MW"))
-        cur = DataType[inst.get_nodeattr("outputDataType")]
-        if cur.min() <= 0 and cur.max() >= mw:
+        cur = inst.get_nodeattr("outputDataType")
+        dt = DataType[popcount_dt(int(inst.get_nodeattr("MW")), cur)]
+        if dt.name == cur:
             continue
-        dt = DataType[f"UINT{mw.bit_length()}"]
         inst.set_nodeattr("accDataType", dt.name)
         inst.set_nodeattr("outputDataType", dt.name)
         model.set_tensor_datatype(node.output[0], dt)

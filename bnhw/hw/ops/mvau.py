@@ -20,7 +20,8 @@ from ..finn_models import FINN_PLUS_VERSION, FinnOp, minimize_weight_dt, vecs
 from ..ir import HwGraph, Node, threshold_out
 from .base import HwOp, divisors, finn_activation, finn_stream_dt, is_xnor, register
 
-__all__ = ["MVAU", "acc_bounds", "activation", "is_depthwise", "groups_of"]
+__all__ = ["MVAU", "acc_bounds", "activation", "is_depthwise", "groups_of", "grouped_unit", "finn_xnor",
+           "finn_popcount"]
 
 
 def acc_bounds(w: np.ndarray, xlo: int, xhi: int) -> tuple[int, int]:
@@ -61,6 +62,22 @@ def finn_xnor(g: HwGraph, n: Node) -> bool:
     """Whether FINN builds the node as an XNOR-popcount unit (``binaryXnorMode``): an XNOR layer whose input is
     not a zero-padded window (those travel as TERNARY, :func:`~.base.finn_stream_dt`)."""
     return is_xnor(g, n) and finn_stream_dt(g, n.inputs[0]) == "BINARY"
+
+
+def grouped_unit(g: HwGraph, n: Node) -> bool:
+    """Whether MVAU ``n`` has groups FINN has no unit for (not one per channel): bnhw's ``GroupedMVAU`` unit takes
+    its place in FINN's graph and outputs the bipolar sum itself."""
+    return n.op == "MVAU" and groups_of(n) > 1 and not is_depthwise(g, n)
+
+
+def finn_popcount(g: HwGraph, stream: str) -> int | None:
+    """``MW`` where FINN carries ``stream`` as an XNOR unit's popcount ``p`` in ``[0, MW]`` instead of the IR's
+    bipolar sum ``2p - MW``: the output of an MVAU without activation that FINN builds in ``binaryXnorMode``
+    (:func:`finn_xnor`); ``None`` on every other stream."""
+    n = g.producer(stream)
+    if n is None or n.op != "MVAU" or "thresholds" in n.params or grouped_unit(g, n) or not finn_xnor(g, n):
+        return None
+    return int(np.asarray(n.params["weights"]).shape[1])
 
 
 def _kernel_of(g: HwGraph, n: Node, kk: int) -> tuple[int, int]:

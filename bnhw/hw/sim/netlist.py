@@ -41,9 +41,10 @@ from typing import ClassVar
 import numpy as np
 
 from ...errors import BnhwError
-from ..finn_models import dwc_luts, swg_buffer_depth
+from ..finn_models import dwc_luts, finn_dt, minimized_attrs, popcount_dt, swg_buffer_depth
 from ..ir import HwGraph, Node, per_channel
-from ..ops import backend_unit, finn_ops, folding_error, is_depthwise
+from ..ops import backend_unit, finn_ops, finn_stream_dt, folding_error, is_depthwise
+from ..ops.mvau import finn_popcount
 
 __all__ = ["Unit", "Fifo", "Netlist", "elaborate", "width_converters", "SimError", "LOOP_OPS", "PIPELINE_DEPTH",
            "router_arrays"]
@@ -186,8 +187,17 @@ class _Elab:
         self.units[dst].ins.append(f)
 
     def bits(self, stream: str) -> int:
+        """Element bits of ``stream`` in FINN's design: a bipolar stream's FINN type (:func:`~bnhw.hw.ops.
+        finn_stream_dt`: one bit, a zero-padded window whose border is corrected downstream included; two as
+        TERNARY), an XNOR MVAU's popcount type where FINN carries it in place of the IR's bipolar sum
+        (:func:`~bnhw.hw.finn_models.popcount_dt` of FINN's minimised accumulator: e.g. UINT7 for the IR's INT8)."""
+        mw = finn_popcount(self.g, stream)
+        if mw is not None:
+            n = self.g.producer(stream)
+            assert n is not None                    # a popcount stream has its MVAU
+            return finn_dt(popcount_dt(mw, minimized_attrs(finn_ops(self.g, n)[-1])["outputDataType"])).bits
         t = self.g.streams[stream].dtype
-        return 1 if t.is_bipolar and not t.padded else (2 if t.is_bipolar else t.bits)
+        return finn_dt(finn_stream_dt(self.g, stream)).bits if t.is_bipolar else t.bits
 
     def feed(self, stream: str, width: int, dst: int) -> None:
         """Connect the FIFO carrying ``stream`` to unit ``dst``'s next input, converting the width."""
