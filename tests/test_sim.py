@@ -271,6 +271,32 @@ def test_fifo_config_file_reads_back_the_sized_depths(tmp_path):
     assert json.loads(r.stdout)["ii_cycles"] == 256 and "FIFO sizing" in r.stderr
 
 
+def test_fifo_config_of_a_four_stream_concat_reads_back(tmp_path):
+    """A concat of four streams is simulated as two chained units: the config keys every input's depth under
+    the node's name (FINN's one StreamingConcat), and `bnhw sim --fifos FILE` reads them back; the stream
+    between the two units is internal to FINN's node (depth 2)."""
+    from bnhw.flows.simulate import fifo_depths
+    from bnhw.hw.sim.fifo_sizing import finn_fifo_config
+    from helpers.graphs import cell_graph
+
+    g = cell_graph()
+    net = elaborate(g)
+    parts = [u for u in net.units if u.ports and u.name != u.node]
+    assert parts                                                   # the graph has a concat of four streams
+    s = size_fifos(net, frames=3)
+    cfg = finn_fifo_config(net, s.depths)
+    assert not any(u.name in cfg for u in parts)                   # no entry under a simulated part's name
+    node = parts[0].node
+    assert len(cfg[node]["inFIFODepths"]) == len(g.node(node).inputs) == 4
+    p = tmp_path / "fifo_config.json"
+    p.write_text(json.dumps(cfg))
+    got = fifo_depths(net, str(p), print)
+    for i, f in enumerate(net.fifos):
+        u = net.units[f.dst]
+        internal = u.ports and u.ports[u.ins.index(i)] < 0
+        assert got[i] == (2 if internal else max(2, s.depths[i])), (i, u.name)
+
+
 # ----------------------------------------------------------------------------- FINN graphs (timing netlist)
 def _dnode(name, op, ins, outs, in_f, out_f, **attrs):
     from bnhw.hw.sim.dataflow_netlist import DataflowNode

@@ -40,12 +40,25 @@ def fifo_depths(net, fifos: str, echo):
         if u.kind in ("source", "sink"):
             u = net.units[f.src]
             key, ports = "outFIFODepths", u.outs
-        entry = cfg.get(u.name, {})
+        # a node simulated as several units (a concat of more than three streams): the node's entry lists its
+        # inputs (u.ports says which), the stream between its units is internal to the FINN node (depth 2)
+        name, slot = u.name, ports.index(i)
+        if u.ports:
+            name = u.node
+            if key == "inFIFODepths":
+                slot = u.ports[slot]
+            elif u.name != u.node:
+                slot = -1
+            if slot < 0:
+                depths.append(2)
+                continue
+        entry = cfg.get(name, {})
         listed = entry.get(key) if isinstance(entry, dict) else None
-        if not isinstance(listed, list) or len(listed) != len(ports):
-            raise BnhwError(f"{p}: no {key} for unit {u.name!r} (write it with `bnhw build`)")
+        if not isinstance(listed, list) or not 0 <= slot < len(listed) \
+                or (not u.ports and len(listed) != len(ports)):
+            raise BnhwError(f"{p}: no {key} for unit {name!r} (write it with `bnhw build`)")
         try:
-            d = int(listed[ports.index(i)])
+            d = int(listed[slot])
         except (TypeError, ValueError):
             raise BnhwError(f"{p}: {u.name}.{key} must be integers") from None
         if d < 1:

@@ -261,7 +261,8 @@ def finn_fifo_config(net: Netlist, depths: list[int], folding: dict | None = Non
     for u in net.units:
         if u.kind in ("source", "sink") or (names is not None and u.name not in names):
             continue
-        e = cfg.setdefault(names[u.name] if names is not None else u.name, {})
+        # the units of one node built as several (a long concat) share the node's entry
+        e = cfg.setdefault(names[u.name] if names is not None else u.node if u.ports else u.name, {})
         # FINN instantiates no FIFO of depth <= 2 (the stream handshake between two units, which
         # bnhw simulates as depth 2); 1 is written as 2, which is never slower
         if u.ports:                              # one of several units of a FINN node: its ports say which inputs
