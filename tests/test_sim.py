@@ -275,9 +275,10 @@ def test_fifo_config_of_a_four_stream_concat_reads_back(tmp_path):
     """A concat of four streams is simulated as two chained units: the config keys every input's depth under
     the node's name (FINN's one StreamingConcat), and `bnhw sim --fifos FILE` reads them back; the stream
     between the two units is internal to FINN's node (depth 2)."""
+    from helpers.graphs import cell_graph
+
     from bnhw.flows.simulate import fifo_depths
     from bnhw.hw.sim.fifo_sizing import finn_fifo_config
-    from helpers.graphs import cell_graph
 
     g = cell_graph()
     net = elaborate(g)
