@@ -223,13 +223,12 @@ def _render_sim(r: dict) -> list[str]:
 
 
 def plot_layers(r: dict, path: Path) -> None:
-    import io
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..spec import atomic_write_bytes
+    from .outputs import write_png
 
     layers = [d for d in r["layers"] if d["cycles"] > 0 or d["LUT"] > 0]
     names = [d["name"] for d in layers]
@@ -245,7 +244,4 @@ def plot_layers(r: dict, path: Path) -> None:
     axes[2].set_ylabel("BRAM18")
     axes[2].tick_params(axis="x", rotation=90, labelsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_png(fig, path, dpi=110)

@@ -329,8 +329,6 @@ def _write_cpu_candidates(out: Path, tried: list[dict], cpu, opts: CellSearchOpt
     import csv
     import io
 
-    from ..spec import atomic_write_bytes
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["ops", "cells", "init_channels", "latency_ms", "feasible", "chosen", "arch"])
@@ -343,6 +341,8 @@ def _write_cpu_candidates(out: Path, tried: list[dict], cpu, opts: CellSearchOpt
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .outputs import write_png
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ax.plot([r["latency_ms"] for r in tried], [r["ops"] / 1e6 for r in tried], "o-", c="C0", ms=4,
@@ -363,10 +363,7 @@ def _write_cpu_candidates(out: Path, tried: list[dict], cpu, opts: CellSearchOpt
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out / "latency.png", png.getvalue())
+    write_png(fig, out / "latency.png")
 
 
 def _shrink(opts: CellSearchOptions, res, spec, data, fit_to_budget, fitted: bool):

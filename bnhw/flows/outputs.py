@@ -36,7 +36,7 @@ from pathlib import Path
 from ..errors import BnhwError
 
 __all__ = ["MARKER", "check_out_file", "check_out_folder", "claim_folder", "staged_folder",
-           "make_dirs", "Staging"]
+           "make_dirs", "Staging", "write_png"]
 
 MARKER = ".bnhw.json"
 
@@ -260,3 +260,16 @@ def _publish(work: Path, out: Path) -> None:
         raise
     shutil.rmtree(old, ignore_errors=True)
 
+
+def write_png(fig, path: str | os.PathLike[str], **savefig: object) -> Path:
+    """A matplotlib figure as a PNG file, written atomically; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from ..spec import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -18,15 +18,14 @@ latency).
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import BnhwError
 from ..estimators.ops import count_ops, format_ops
-from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text
-from .outputs import check_out_folder, staged_folder
+from ..spec import ArchSpec, atomic_write_text
+from .outputs import check_out_folder, staged_folder, write_png
 
 __all__ = ["report_flow", "count_params", "render_markdown", "COLUMNS"]
 
@@ -308,8 +307,5 @@ def plot_report(report: dict, path: Path) -> None:
     ax.set_title("latency of one frame")
     fig.suptitle(f"bnhw report on {board} at {report['clock_mhz']:g} MHz", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_png(fig, path)
 

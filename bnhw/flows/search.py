@@ -65,7 +65,7 @@ from ..errors import BnhwError
 from ..estimators.ops import count_ops, format_ops, ops_of
 from ..hw.constraints import CpuLatency, FpgaFps, FpgaLatency
 from ..hw.cpu.latency import is_cpu_target
-from ..spec import ArchSpec, atomic_write_bytes, atomic_write_text
+from ..spec import ArchSpec, atomic_write_text
 from ..spec.space import SearchSpace, get_space
 from .standalone import StandaloneOptions, StandaloneResult, train_standalone
 
@@ -683,6 +683,8 @@ def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .outputs import write_png
+
     lat = [c for c in cands if math.isfinite(c.metrics.get("latency_ms", math.inf))] if latency_of else []
     if lat:
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
@@ -717,10 +719,7 @@ def plot_front(path: Path, cands: list[Candidate], front: list[Candidate], best:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_png(fig, path)
 
 
 def summary_lines(result: SearchOutcome, opts: SearchOptions) -> list[str]:
