@@ -17,7 +17,7 @@ How the README's lines become one sequence (the rules, each applied by :func:`ru
   ``--resume`` ("after Ctrl-C"); if that folder was moved aside it is moved back first.
 * A line identical to an earlier one (``bnhw search --budget 57M`` is shown twice) is not run again.
 * Inputs no line produces are prepared here, before the first line that names them
-  (:data:`PREPARED`): ``bad.json`` (the README's error example) and ``runs/a.pt``; external data
+  (:data:`PREPARED`): ``bad.json`` (the README's error example), ``bars-float.json`` and ``runs/a.pt``; external data
   (:data:`EXTERNAL`, ``cifar10:/data/cifar-10-batches-py``) is rewritten to a folder in the same format
   made from the bundled digits images, so the line runs the same loader.
 * ``make install`` and ``make test`` run as ``make -n`` (dry run: CI ran both already, and ``make test``
@@ -205,8 +205,18 @@ def _a_checkpoint(wd: Path) -> None:
     shutil.copyfile(src, wd / "runs" / "a.pt")
 
 
+def _bars_float(wd: Path) -> None:
+    """README's `bnhw train bars-float.json ...`: bars-pynq-8x8's zoo spec with the float residual path (the copy
+    the README tells the user to make)."""
+    d = json.loads((wd / "bnhw" / "spec" / "zoo_nets" / "bars-pynq-8x8.json").read_text())
+    assert d["precision"]["residual"] == "fixed"
+    d["precision"]["residual"] = "float"
+    (wd / "bars-float.json").write_text(json.dumps(d, indent=2))
+
+
 #: Relative inputs named by a README line that no earlier line writes: made before the first line naming them.
-PREPARED: dict[str, Callable[[Path], None]] = {"bad.json": _bad_json, "runs/a.pt": _a_checkpoint}
+PREPARED: dict[str, Callable[[Path], None]] = {"bad.json": _bad_json, "runs/a.pt": _a_checkpoint,
+                                               "bars-float.json": _bars_float}
 
 
 def _fake_cifar10(folder: Path) -> None:
