@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +103,9 @@ class CellSearchOptions:
     HARDWARE_FIELDS = ("target", "min_fps", "max_latency_ms", "threads", "margin", "fifo_seconds")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        if self.target is None:          # searches without a target keep their config.json (and --resume)
-            for k in self.HARDWARE_FIELDS:
-                d.pop(k)
-        if self.threads is None:          # as do FPGA searches
-            d.pop("threads", None)
-        return d
+        from .search import options_record
+
+        return options_record(self)
 
     @property
     def cpu_target(self) -> bool:

@@ -97,13 +97,7 @@ class SearchOptions:
     HARDWARE_FIELDS = ("target", "min_fps", "max_latency_ms", "margin")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        if self.target is None:          # searches without a target keep their config.json (and --resume)
-            for k in self.HARDWARE_FIELDS:
-                d.pop(k)
-        if self.threads is None:          # as do FPGA searches
-            d.pop("threads")
-        return d
+        return options_record(self)
 
     @property
     def cpu_target(self) -> bool:
@@ -156,6 +150,19 @@ RECIPES = {
                     describe="paper: NAS-BNN's supernet and fine-tuning settings (GPU scale)",
                     rprelu_init=0.25, zero_init_residual=False),
 }
+
+
+def options_record(opts) -> dict:
+    """A search's options as its ``config.json`` records them: the hardware fields (``opts.HARDWARE_FIELDS``)
+    only with a ``--target``, ``threads`` only when given, so searches without them keep the config.json
+    (and the ``--resume`` check) they had before those flags existed."""
+    d = asdict(opts)
+    if opts.target is None:
+        for k in opts.HARDWARE_FIELDS:
+            d.pop(k, None)
+    if opts.threads is None:
+        d.pop("threads", None)
+    return d
 
 
 def check_hardware_flags(target: str | None, min_fps: float | None, max_latency_ms: float | None,
