@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.finn_checks import assert_finn_took_bnhws_folding_and_model
 
 from bnhw.cli import main
 from bnhw.hw.finn_compat import finn_builder_available, finn_builder_unavailable_reason
@@ -164,7 +165,6 @@ def test_a_nasbnn_net_goes_to_finn_as_bnhws_ir_and_finn_generates_its_code(nas_b
     to code generation, every node (FINN's units and bnhw's) has generated code, FINN applied bnhw's folding, and
     per node FINN's estimate equals bnhw's model."""
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
 
     out, log = nas_build
     f = json.loads((out / "report.json").read_text())["finn"]
@@ -180,19 +180,7 @@ def test_a_nasbnn_net_goes_to_finn_as_bnhws_ir_and_finn_generates_its_code(nas_b
     assert not any(n.domain == "finn.custom_op.fpgadataflow" for n in final.graph.node)
     assert set(f["codegen"]) == {n.name for n in final.graph.node} and len(f["codegen"]) == f["nodes_from"][
         "FINN unit"] + f["nodes_from"]["bnhw unit"]
-    ours = json.loads((out / "finn" / "folding_config.json").read_text())
-    inst = {n.name: getCustomOp(n) for n in final.graph.node}
-    assert len(ours) > 100
-    for k, attrs in ours.items():                                    # FINN applied bnhw's folding, node by node
-        if k != "Defaults":
-            assert all(inst[k].get_nodeattr(a) == v for a, v in attrs.items()), (k, attrs)
-    cmp = f["comparison"]
-    assert len(cmp) == len(final.graph.node)
-    for c in cmp:
-        assert c["finn_cycles"] == c["bnhw_cycles"] and c["finn_BRAM18"] == c["bnhw_BRAM18"], c
-        assert abs(c["finn_LUT"] - c["bnhw_LUT"]) < 0.5, c
-    perf = json.loads((out / "report.json").read_text())["performance"]
-    assert f["network"]["max_cycles"] == perf["ii_cycles"]          # FINN's II over every node = bnhw's
+    assert len(assert_finn_took_bnhws_folding_and_model(out, final, f)) > 100
     md = (out / "report.md").read_text()
     assert "bnhw units" in md and "`GroupedMVAU`" in md and "TERNARY" in md
 

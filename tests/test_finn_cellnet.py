@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers.finn_checks import assert_finn_took_bnhws_folding_and_model
 
 from bnhw.cli import main
 from bnhw.hw.finn_compat import finn_builder_available, finn_builder_unavailable_reason
@@ -63,18 +64,7 @@ def test_bnas_cell_net_builds_through_finn_with_finns_units_and_bnhws_where_finn
             assert final.find_producer(swg.input[0]).op_type == "ValuePadding_hls"
     assert sum(n.op == "WindowMax" for n in g.nodes) == sum(
         n.op_type == "Pool_hls" and getCustomOp(n).get_nodeattr("Function") == "MaxPool" for n in final.graph.node)
-    ours = json.loads((out / "finn" / "folding_config.json").read_text())
-    inst = {n.name: getCustomOp(n) for n in final.graph.node}
-    for k, attrs in ours.items():                                    # FINN applied bnhw's folding, node by node
-        if k != "Defaults":
-            assert all(inst[k].get_nodeattr(a) == v for a, v in attrs.items()), (k, attrs)
-    cmp = f["comparison"]
-    assert len(cmp) == len(final.graph.node)
-    for c in cmp:
-        assert c["finn_cycles"] == c["bnhw_cycles"] and c["finn_BRAM18"] == c["bnhw_BRAM18"], c
-        assert abs(c["finn_LUT"] - c["bnhw_LUT"]) < 0.5, c
-    perf = json.loads((out / "report.json").read_text())["performance"]
-    assert f["network"]["max_cycles"] == perf["ii_cycles"]
+    assert_finn_took_bnhws_folding_and_model(out, final, f)
 
 
 def test_finn_execution_of_the_bnas_build_equals_the_ir_on_every_stream(bnas_build):
